@@ -1,0 +1,85 @@
+"""The exception tree of rehearsal.
+
+Every error the library raises on purpose derives from :class:`RehearsalError`, so a caller can catch
+the whole family in one clause and still tell the cases apart::
+
+    RehearsalError
+    ├── ConfigError                 a configuration value is out of range or of the wrong type
+    ├── ValidationError             bad input to a call (wrong type, empty batch, NaN vector, bad tenant name)
+    │   └── DimensionMismatchError  vectors whose width differs from the memory's
+    ├── KeyProblem                  base of key handling errors
+    │   ├── MissingKeyError         no master key where one was required (env var unset, file absent)
+    │   └── WrongKeyError           a master key that does not open this store
+    ├── IntegrityError              stored bytes fail authentication or a structural check (names the record)
+    ├── NotFoundError               an id, tenant or store that does not exist
+    ├── StoreFormatError            a folder that is not a memory, or one written by a newer format version
+    ├── ReadOnlyError               a mutation attempted on a memory opened read-only
+    └── EncoderMismatchError        a memory asked to accept vectors from a different encoder
+
+Messages say what was wrong and with which value, and never contain key material or record text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DimensionMismatchError",
+    "EncoderMismatchError",
+    "IntegrityError",
+    "KeyProblem",
+    "MissingKeyError",
+    "NotFoundError",
+    "ReadOnlyError",
+    "RehearsalError",
+    "StoreFormatError",
+    "ValidationError",
+    "WrongKeyError",
+]
+
+
+class RehearsalError(Exception):
+    """Base of every error raised on purpose by rehearsal."""
+
+
+class ConfigError(RehearsalError, ValueError):
+    """A configuration value is invalid; the message names the field and the value."""
+
+
+class ValidationError(RehearsalError, ValueError):
+    """An argument to a call is invalid; nothing was changed."""
+
+
+class DimensionMismatchError(ValidationError):
+    """Vectors have a different width from the memory or index they are used with."""
+
+
+class KeyProblem(RehearsalError):
+    """Base of errors about master keys and data keys."""
+
+
+class MissingKeyError(KeyProblem):
+    """A master key was required but none was supplied or found."""
+
+
+class WrongKeyError(KeyProblem):
+    """The supplied master key does not open this store."""
+
+
+class IntegrityError(RehearsalError):
+    """Stored data failed authentication or a consistency check."""
+
+
+class NotFoundError(RehearsalError, LookupError):
+    """A record, tenant or store does not exist."""
+
+
+class StoreFormatError(RehearsalError):
+    """A folder is not a rehearsal store, or was written by an unsupported format version."""
+
+
+class ReadOnlyError(RehearsalError):
+    """A mutation was attempted on a store opened read-only."""
+
+
+class EncoderMismatchError(RehearsalError):
+    """Vectors or texts are offered from an encoder other than the one that built the memory."""

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install rehearsal with its dev tools. torch is pinned by constraints.txt
+# so that pip takes the CPU wheel instead of a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.rehearsal-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+    touch "$stamp"
+fi
