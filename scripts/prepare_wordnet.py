@@ -140,7 +140,9 @@ def main() -> None:
                 report.append(f"{task:10s} {lexname:22s} NO DATA")
                 continue
             train, test = split_class(texts, max_train=args.max_train, max_test=args.max_test, rng=rng)
-            report.append(f"{task:10s} {lexname:22s} available={len(texts):6d} train={len(train):4d} test={len(test):3d}")
+            report.append(
+                f"{task:10s} {lexname:22s} n={len(texts):6d} train={len(train):4d} test={len(test):3d}"
+            )
             rows += [{"text": t, "label": lexname, "task": task, "split": "train"} for t in train]
             rows += [{"text": t, "label": lexname, "task": task, "split": "test"} for t in test]
 
