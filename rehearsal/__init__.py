@@ -13,6 +13,7 @@ from rehearsal.errors import (
     ReadOnlyError,
     RehearsalError,
     StoreFormatError,
+    StoreLockedError,
     ValidationError,
     WrongKeyError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "ReadOnlyError",
     "RehearsalError",
     "StoreFormatError",
+    "StoreLockedError",
     "ValidationError",
     "WrongKeyError",
     "__version__",

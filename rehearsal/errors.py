@@ -14,6 +14,7 @@ the whole family in one clause and still tell the cases apart::
     ├── NotFoundError               an id, tenant or store that does not exist
     ├── StoreFormatError            a folder that is not a memory, or one written by a newer format version
     ├── ReadOnlyError               a mutation attempted on a memory opened read-only
+    ├── StoreLockedError            a second writer tried to open a memory another process is writing
     └── EncoderMismatchError        a memory asked to accept vectors from a different encoder
 
 Messages say what was wrong and with which value, and never contain key material or record text.
@@ -32,6 +33,7 @@ __all__ = [
     "ReadOnlyError",
     "RehearsalError",
     "StoreFormatError",
+    "StoreLockedError",
     "ValidationError",
     "WrongKeyError",
 ]
@@ -83,3 +85,7 @@ class ReadOnlyError(RehearsalError):
 
 class EncoderMismatchError(RehearsalError):
     """Vectors or texts are offered from an encoder other than the one that built the memory."""
+
+
+class StoreLockedError(RehearsalError):
+    """Another process holds the memory open for writing; open it read-only or close the other writer."""

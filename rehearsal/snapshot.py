@@ -1,0 +1,70 @@
+"""Atomic files: the memory's manifest and its index snapshot.
+
+A snapshot is written to a temporary file, fsynced, renamed over the old one and the folder fsynced, so
+a reader (or a crash) sees either the old snapshot or the new one, never a torn file. FAISS's own
+``write_index`` truncates in place, which is why the index goes through bytes here instead.
+
+Snapshot layout: ``MAGIC`` (8 bytes) | generation (uint64 LE) | flags (1 byte: bit 0 = sealed) | payload.
+A sealed payload is AES-GCM with associated data binding the generation, so an old snapshot cannot be
+passed off as a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rehearsal.errors import IntegrityError, StoreFormatError
+
+__all__ = ["atomic_write", "read_json", "read_snapshot", "write_snapshot"]
+
+MAGIC = b"RHSNAP01"
+_HEADER = struct.Struct("<8sQB")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreFormatError(f"cannot read {path.name} in {str(path.parent)!r}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StoreFormatError(f"{path.name} in {str(path.parent)!r} is not a JSON object")
+    return data
+
+
+def write_snapshot(path: Path, generation: int, payload: bytes, *, sealed: bool) -> None:
+    atomic_write(path, _HEADER.pack(MAGIC, generation, 1 if sealed else 0) + payload)
+
+
+def read_snapshot(path: Path, unseal: Callable[[int, bytes], bytes] | None) -> tuple[int, bytes]:
+    """Return (generation, index bytes); ``unseal(generation, payload)`` opens a sealed payload."""
+    data = path.read_bytes()
+    if len(data) < _HEADER.size:
+        raise IntegrityError(f"index snapshot {path.name} is truncated ({len(data)} bytes)")
+    magic, generation, flags = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise StoreFormatError(f"{path.name} is not a rehearsal index snapshot")
+    payload = data[_HEADER.size :]
+    if flags & 1:
+        if unseal is None:
+            raise IntegrityError(f"index snapshot {path.name} is sealed but the store has no keys")
+        payload = unseal(generation, payload)
+    return generation, payload

@@ -1,0 +1,107 @@
+"""Checks on what callers hand to a memory; every failure is a ValidationError naming the culprit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rehearsal.errors import DimensionMismatchError, ValidationError
+
+__all__ = ["check_ids", "check_metadata", "check_sources", "check_texts", "check_vectors"]
+
+
+def check_texts(texts: object) -> list[str]:
+    """A non-empty list of non-blank strings.
+
+    Empty or whitespace-only texts are refused here (the vault itself stores "" faithfully): they embed to
+    a meaningless vector and replaying them teaches nothing.
+    """
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise ValidationError(f"texts must be a list of str, got {type(texts).__name__}")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise ValidationError(f"texts[{i}] must be str, got {type(text).__name__}")
+        if not text.strip():
+            raise ValidationError(f"texts[{i}] is empty or blank; a memory stores only non-blank texts")
+    return out
+
+
+def check_metadata(metadata: object, n: int) -> list[dict[str, Any]]:
+    if metadata is None:
+        return [{} for _ in range(n)]
+    if isinstance(metadata, (str, bytes, Mapping)) or not isinstance(metadata, Sequence):
+        raise ValidationError(f"metadata must be a list of dicts (one per text), got {type(metadata).__name__}")
+    if len(metadata) != n:
+        raise ValidationError(f"metadata has {len(metadata)} items for {n} texts")
+    out: list[dict[str, Any]] = []
+    for i, meta in enumerate(metadata):
+        if not isinstance(meta, Mapping):
+            raise ValidationError(f"metadata[{i}] must be a dict, got {type(meta).__name__}")
+        task = meta.get("task")
+        if task is not None and not isinstance(task, str):
+            raise ValidationError(f"metadata[{i}]['task'] must be str, got {task!r}")
+        label = meta.get("label")
+        if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))):
+            raise ValidationError(f"metadata[{i}]['label'] must be int or str, got {label!r}")
+        tags = meta.get("tags", [])
+        if isinstance(tags, str) or not isinstance(tags, Sequence) or not all(isinstance(t, str) for t in tags):
+            raise ValidationError(f"metadata[{i}]['tags'] must be a list of str, got {tags!r}")
+        if "tenant" in meta or "source" in meta or "id" in meta:
+            raise ValidationError(f"metadata[{i}] may not set 'id', 'tenant' or 'source'; they are arguments")
+        try:
+            json.dumps(dict(meta))
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"metadata[{i}] is not JSON-serialisable: {exc}") from exc
+        out.append({**meta, "tags": list(tags)})
+    return out
+
+
+def check_sources(sources: object, n: int) -> list[str]:
+    if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence):
+        raise ValidationError("an embedding-only memory needs 'sources': one reference string per record")
+    if len(sources) != n:
+        raise ValidationError(f"sources has {len(sources)} items for {n} records")
+    for i, source in enumerate(sources):
+        if not isinstance(source, str) or not source:
+            raise ValidationError(f"sources[{i}] must be a non-empty str, got {source!r}")
+    return list(sources)
+
+
+def check_vectors(vectors: object, dim: int, *, n: int | None = None) -> np.ndarray:
+    """(n, dim) finite, non-zero rows, returned as contiguous float32 with unit norm (cosine = inner product)."""
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"vectors must be a numeric (n, {dim}) array: {exc}") from exc
+    if array.ndim != 2:
+        raise ValidationError(f"vectors must be 2-D (n, {dim}), got shape {array.shape}")
+    if array.shape[1] != dim:
+        raise DimensionMismatchError(f"vectors have width {array.shape[1]}, the memory's is {dim}")
+    if array.shape[0] == 0:
+        raise ValidationError("empty batch: no vectors given")
+    if n is not None and array.shape[0] != n:
+        raise ValidationError(f"{array.shape[0]} vectors for {n} records")
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        raise ValidationError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValidationError(f"vector {int(np.argmin(norms[:, 0]))} is all zeros")
+    return np.ascontiguousarray(array / norms, dtype=np.float32)
+
+
+def check_ids(ids: object) -> list[int]:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
+        raise ValidationError(f"ids must be a list of int, got {type(ids).__name__}")
+    out: list[int] = []
+    for i, value in enumerate(ids):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValidationError(f"ids[{i}] must be a non-negative int, got {value!r}")
+        out.append(int(value))
+    if len(set(out)) != len(out):
+        raise ValidationError("ids contain duplicates")
+    return out
