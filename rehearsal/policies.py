@@ -340,7 +340,8 @@ class Priority(AdmissionPolicy):
             raise ConfigError(f"'{field}' must be a finite number > 0, got {value!r}")
         return float(value)
 
-    def _priority(self, entry: EntryInfo) -> tuple[bool, float]:
+    def rank(self, entry: EntryInfo) -> tuple[bool, float]:
+        """The priority ``(is safety, weight)`` of an entry; higher is kept longer."""
         weight = self.default_weight if entry.label is None else self.class_weights.get(entry.label)
         return (SAFETY_TAG in entry.tags, self.default_weight if weight is None else weight)
 
@@ -350,21 +351,20 @@ class Priority(AdmissionPolicy):
         ordered = _check_batch(incoming, residents)
         tiers: dict[tuple[bool, float], list[_Slot]] = {}
         for r in ordered:
-            tiers.setdefault(self._priority(r), []).append((False, r.id))
+            tiers.setdefault(self.rank(r), []).append((False, r.id))
         size = len(ordered)
 
-        def evict_lowest() -> tuple[bool, float]:
+        def evict_lowest() -> None:
             low = min(tiers)
             _pop_random(tiers[low], rng)
             if not tiers[low]:
                 del tiers[low]  # keeps min(tiers) meaning "lowest priority present"
-            return low
 
         while size > self._limit:
             evict_lowest()
             size -= 1
         for pos, item in enumerate(incoming):
-            rank = self._priority(item)
+            rank = self.rank(item)
             if size < self._limit:
                 size += 1
             elif rank >= min(tiers):

@@ -217,26 +217,41 @@ def test_class_balanced_each_class_either_keeps_all_or_is_within_one_of_the_larg
                 assert counts[label] == n or counts[label] >= top - 1, (label, counts, seen)
 
 
-def test_class_balanced_keeps_a_uniform_sample_within_each_class() -> None:
-    # A fixed label sequence, so each class's k-th item sits at the same stream position in every repetition.
-    labels = skewed_labels(400, np.random.default_rng(8))
-    ordinal = {}
-    per_class: Counter[str | None] = Counter()
-    for i, label in enumerate(labels):
-        ordinal[i] = (label, per_class[label])
-        per_class[label] += 1
-    kept = {c: np.zeros(n, dtype=np.int64) for c, n in per_class.items()}
+class CurrentLargestOnly(ClassBalanced):
+    """A biased fake: a class counts as full only while it is among the largest (no memory of having been)."""
+
+    name = "current_largest_only"
+
+    def decide(
+        self, incoming: Sequence[EntryInfo], residents: Sequence[EntryInfo], *, rng: np.random.Generator
+    ) -> AdmissionDecision:
+        self._full = set()
+        return super().decide(incoming, residents, rng=rng)
+
+
+def within_class_pvalue(factory: Callable[[], AdmissionPolicy]) -> float:
+    """Uniformity of class A's kept items over A's own stream, in a class-incremental stream."""
+    # Half the items are A; the rest come from a new class every 50 items, which keeps pushing A below the
+    # largest count. The sequence is fixed, so A's k-th item is at the same position in every repetition.
+    label_rng = np.random.default_rng(8)
+    labels = ["A" if label_rng.random() < 0.5 else f"c{label_rng.integers(1 + i // 50)}" for i in range(400)]
+    a_ordinal = {pos: k for k, pos in enumerate(p for p, label in enumerate(labels) if label == "A")}
+    kept = np.zeros(len(a_ordinal), dtype=np.int64)
     rng = np.random.default_rng(9)
     for _ in range(200):
-        mem = FakeMemory(ClassBalanced(24))
+        mem = FakeMemory(factory())
         for start in range(0, len(labels), 40):
             mem.offer(plain(labels[start : start + 40]), rng)
-        for position in mem.origin.values():
-            label, k = ordinal[position]
-            kept[label][k] += 1
-    # Class A overflows its share; its inclusion count must not depend on where in A's stream an item came.
-    a = kept["A"][: len(kept["A"]) // 8 * 8]
-    assert uniformity_pvalue(a, buckets=8) > ALPHA
+        kept[[a_ordinal[p] for p in mem.origin.values() if p in a_ordinal]] += 1
+    return uniformity_pvalue(kept[: len(kept) // 8 * 8], buckets=8)
+
+
+def test_class_balanced_keeps_a_uniform_sample_within_each_class() -> None:
+    assert within_class_pvalue(lambda: ClassBalanced(24)) > ALPHA
+
+
+def test_within_class_check_rejects_a_policy_that_forgets_which_classes_were_full() -> None:
+    assert within_class_pvalue(lambda: CurrentLargestOnly(24)) < ALPHA
 
 
 # --- priority ----------------------------------------------------------------------------------------------
@@ -260,9 +275,9 @@ def test_priority_never_loses_an_item_while_a_lower_priority_one_is_kept() -> No
             decision = mem.offer(batch, rng)
             lost = [before[i] for i in decision.evict]
             lost += [EntryInfo(p, *batch[p]) for p in range(len(batch)) if p not in decision.admit]
-            kept_ranks = [policy._priority(e) for e in mem.entries.values()]
+            kept_ranks = [policy.rank(e) for e in mem.entries.values()]
             for item in lost:
-                assert all(rank >= policy._priority(item) for rank in kept_ranks)
+                assert all(rank >= policy.rank(item) for rank in kept_ranks)
                 if SAFETY_TAG in item.tags:  # the headline guarantee, stated directly
                     assert all(SAFETY_TAG in e.tags for e in mem.entries.values())
 
@@ -330,7 +345,8 @@ def test_capacity_invariant_holds_through_deletions_and_shrinking(
         smaller.load_state_dict(mem.policy.state_dict())
         mem.policy = smaller
         mem.offer(random_batch(rng), rng)
-        assert len(mem.entries) <= smaller._limit
+        assert smaller.capacity is not None
+        assert len(mem.entries) <= smaller.capacity
 
 
 @pytest.mark.parametrize("factory", ALL, ids=["reservoir", "class_balanced", "priority", "all"])
