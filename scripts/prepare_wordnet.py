@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -67,12 +68,24 @@ def check_lexnames_file(wordnet_dir: Path) -> None:
         sys.exit(f"{path} disagrees with the built-in lexnames table; refusing to guess")
 
 
+# WordNet writes usage examples as `; "..."`, but ~80 glosses use `:`, `,`, `as in`
+# or `e.g.` before the quote, or no space.
+EXAMPLE_START = re.compile(r'\s*(?:[;:,]|\bas in|\be\.g\.)\s*"')
+# What is left of "as in e.g. \"...\"" once the example is cut off.
+DANGLING_LEAD_IN = re.compile(r"[\s;,]*\b(as in )?(e\.g\.|as in)$")
+
+
 def definition(gloss: str) -> str:
-    """The gloss up to its first quoted usage example: WordNet writes examples as `; "..."`."""
+    """The gloss up to its first quoted usage example, without a dangling lead-in or a stray quote."""
     text = gloss.strip()
     if text.startswith('"'):
         return ""  # a gloss that is only an example has no definition
-    return text.split('; "', 1)[0].strip().rstrip(";").strip()
+    text = EXAMPLE_START.split(text, maxsplit=1)[0]
+    text = DANGLING_LEAD_IN.sub("", text)
+    text = text.rstrip(" ;:,")
+    if text.count('"') % 2:  # an unmatched closing quote left by a malformed example
+        text = text.removesuffix('"').rstrip()
+    return text
 
 
 def read_definitions(wordnet_dir: Path) -> dict[str, list[str]]:
