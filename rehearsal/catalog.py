@@ -211,6 +211,16 @@ class Catalog:
             params = [*params, max_gen]
         return [r[0] for r in self.conn.execute(f"SELECT id FROM entries WHERE {clause}", params)]
 
+    def group_ids(self, column: str, where: Mapping[str, Any] | None, *, max_gen: int) -> dict[Any, list[int]]:
+        if column not in ("tenant", "task", "label"):
+            raise ValueError(column)
+        clause, params = compile_where(where)
+        groups: dict[Any, list[int]] = {}
+        query = f"SELECT {column}, id FROM entries WHERE ({clause}) AND added_gen <= ? ORDER BY id"
+        for key, entry_id in self.conn.execute(query, [*params, max_gen]):
+            groups.setdefault(key, []).append(entry_id)
+        return groups
+
     def ids_of_tenant(self, tenant: str) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM entries WHERE tenant = ?", (tenant,))]
 

@@ -80,7 +80,8 @@ class SentenceTransformerEncoder:
         if max_seq_length is not None:
             self._model.max_seq_length = max_seq_length
         self._name = name or (DEFAULT_ENCODER_NAME if model_path is None else path.name)
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim = get_dim()
         if not isinstance(dim, int):
             raise ConfigError(f"model at {str(path)!r} does not report an embedding dimension")
         self._dim = dim

@@ -40,6 +40,7 @@ from rehearsal.errors import (
     ValidationError,
 )
 from rehearsal.index import VectorIndex
+from rehearsal.policies import AdmissionPolicy
 from rehearsal.snapshot import atomic_write, read_json, read_snapshot, write_snapshot
 from rehearsal.sqlite_util import connect, transaction
 from rehearsal.validation import check_ids, check_metadata, check_sources, check_texts, check_vectors
@@ -61,8 +62,10 @@ class RehearsalMemory:
     """Past training examples: searchable vectors, metadata and (encrypted) text. Use ``create``/``open``."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], conn: Any, vault: Vault | None, *, read_only: bool,
-                 encoder: Encoder | None, resolver: Resolver | None, lock_fd: int | None) -> None:
+                 encoder: Encoder | None, resolver: Resolver | None, lock_fd: int | None,
+                 keys: KeyRing | None = None) -> None:
         self.path = path
+        self._keys = keys  # kept so DataLoader workers can reopen the memory by path
         self._manifest = manifest
         self._conn = conn
         self._catalog = Catalog(conn)
@@ -110,7 +113,7 @@ class RehearsalMemory:
         Catalog(conn).create_schema({"generation": "0", "next_id": "0"})
         lock_fd = _acquire_writer_lock(folder)
         memory = cls(folder, manifest, conn, vault, read_only=False, encoder=encoder, resolver=resolver,
-                     lock_fd=lock_fd)
+                     lock_fd=lock_fd, keys=keys)
         memory._write_snapshot()
         # The manifest goes last: a folder without one is "not a memory", so a crash mid-create is obvious.
         atomic_write(folder / _MANIFEST, _json_bytes(manifest))
@@ -143,7 +146,7 @@ class RehearsalMemory:
             Catalog(conn).check_schema()
             vault = Vault.attach(conn, keys, create=False, read_only=read_only) if keys is not None else None
             memory = cls(folder, manifest, conn, vault, read_only=read_only, encoder=encoder, resolver=resolver,
-                         lock_fd=lock_fd)
+                         lock_fd=lock_fd, keys=keys)
             memory._load()
         except BaseException:
             if lock_fd is not None:
@@ -206,6 +209,15 @@ class RehearsalMemory:
         batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
         return self._commit(batch, evict=[])
 
+    def admit(self, texts: Sequence[str] | None = None, *, policy: AdmissionPolicy, rng: np.random.Generator,
+              metadata: Sequence[Mapping[str, Any]] | None = None, tenant: str | None = None,
+              vectors: np.ndarray | None = None, sources: Sequence[str] | None = None) -> list[int]:
+        """Offer a batch to an admission policy; evictions and additions commit together."""
+        from rehearsal.admission import admit_batch
+
+        return admit_batch(self, texts, policy=policy, rng=rng, metadata=metadata, tenant=tenant,
+                           vectors=vectors, sources=sources)
+
     def delete(self, ids: Sequence[int]) -> int:
         """Remove entries (index, catalog and text together); any unknown id fails the whole call."""
         id_list = check_ids(ids)
@@ -245,6 +257,7 @@ class RehearsalMemory:
             if self._vault is None:
                 raise ConfigError("this memory has no keys to rotate")
             self._vault.rotate_master_key(new_keys)
+            self._keys = new_keys
 
     def checkpoint(self) -> None:
         """Write the index snapshot at the current generation (opening then replays nothing)."""
@@ -330,6 +343,13 @@ class RehearsalMemory:
         """Ids of all entries matching ``where`` (all entries by default), ascending."""
         with self._lock:
             return sorted(self._catalog.matching_ids(where, max_gen=self._generation))
+
+    def group_ids(self, by: str = "label", *, where: Mapping[str, Any] | None = None) -> dict[Any, list[int]]:
+        """Ids of entries matching ``where`` grouped by ``task``, ``label`` or ``tenant``."""
+        if by not in ("task", "label", "tenant"):
+            raise ValidationError(f"'by' must be 'task', 'label' or 'tenant', got {by!r}")
+        with self._lock:
+            return self._catalog.group_ids(by, where, max_gen=self._generation)
 
     def refresh(self) -> None:
         """Catch up with commits made by the writer since this handle last looked (readers call this)."""

@@ -1,0 +1,258 @@
+"""Hugging Face Trainer integration: a collator that mixes replay into every batch, and a callback.
+
+An existing Trainer script gains replay with::
+
+    train = rh.embed_dataset(train, memory.encoder)                       # vectors once, as a column
+    collator = rh.RehearsalCollator(memory, base_collator, tokenizer, rh.ReplayConfig(), task="verbs")
+    trainer = Trainer(..., data_collator=collator,
+                      callbacks=[rh.RehearsalCallback(memory, collator=collator, dataset=train, task="verbs")])
+
+``TrainingArguments(remove_unused_columns=False)`` is required: otherwise the Trainer drops the vector
+and text columns before the collator sees them (the collator says so if it happens). The collator drops
+those columns itself before calling the base collator.
+
+The collator opens the memory read-only, lazily, in each process and DataLoader worker (after a fork or
+unpickling it reopens; an index is never pickled). Replay randomness is seeded from
+(seed, rank, epoch, the batch's content), so ranks draw different replay and reruns draw the same.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from rehearsal.config import ReplayConfig
+from rehearsal.crypto import KeyRing
+from rehearsal.embedding import Encoder
+from rehearsal.errors import ConfigError
+from rehearsal.memory import RehearsalMemory, Resolver
+from rehearsal.policies import AdmissionPolicy, KeepAll
+from rehearsal.replay import ReplaySelector
+
+__all__ = ["RehearsalCallback", "RehearsalCollator", "ReplayStats", "embed_dataset"]
+
+
+@dataclass
+class ReplayStats:
+    """Replay counters since the last time they were read."""
+
+    batches: int = 0
+    replayed: int = 0
+    replayed_tokens: int = 0
+    similarity_sum: float = 0.0
+    similarity_count: int = 0
+    tasks: set[str] = field(default_factory=set)
+
+    def as_logs(self) -> dict[str, float]:
+        mean_sim = self.similarity_sum / self.similarity_count if self.similarity_count else float("nan")
+        return {
+            "replay/examples": float(self.replayed),
+            "replay/tokens": float(self.replayed_tokens),
+            "replay/per_batch": self.replayed / self.batches if self.batches else 0.0,
+            "replay/mean_similarity": mean_sim,
+            "replay/old_tasks_covered": float(len(self.tasks)),
+        }
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    return int(os.environ.get("RANK", "0"))
+
+
+class RehearsalCollator:
+    """Wraps any collator: tops each batch of new examples up with replay from a memory."""
+
+    def __init__(
+        self,
+        memory: RehearsalMemory | str | os.PathLike[str],
+        base_collator: Callable[[list[dict[str, Any]]], Any],
+        tokenizer: Any,
+        config: ReplayConfig | None = None,
+        *,
+        keys: KeyRing | None = None,
+        resolver: Resolver | None = None,
+        task: str | None = None,
+        eligible: Mapping[str, Any] | None = None,
+        drop_columns: Sequence[str] = ("task",),
+    ) -> None:
+        self.config = config or ReplayConfig()
+        if isinstance(memory, RehearsalMemory):
+            self._path = memory.path
+            self._keys = keys if keys is not None else memory._keys
+            self._resolver = resolver if resolver is not None else memory._resolver
+        else:
+            self._path = Path(memory)
+            self._keys, self._resolver = keys, resolver
+        self.base_collator = base_collator
+        self.tokenizer = tokenizer
+        where = dict(eligible or {})
+        if task is not None:
+            where.setdefault("task", {"$ne": task})
+        self.eligible = where or None
+        self._drop = {self.config.vector_column, self.config.text_column, *drop_columns}
+        self.epoch = 0
+        self.stats = ReplayStats()
+        self._selector: ReplaySelector | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers started by spawn get a copy without the open handle; they reopen on first use.
+        state = self.__dict__.copy()
+        state["_selector"], state["_pid"] = None, -1
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed replay for a new epoch (the callback calls this)."""
+        self.epoch = int(epoch)
+
+    def pop_stats(self) -> ReplayStats:
+        stats, self.stats = self.stats, ReplayStats()
+        return stats
+
+    def _get_selector(self) -> ReplaySelector:
+        if self._selector is None or self._pid != os.getpid():
+            # A handle inherited through fork shares an SQLite connection with the parent: never use it.
+            memory = RehearsalMemory.open(self._path, keys=self._keys, resolver=self._resolver, read_only=True)
+            self._selector = ReplaySelector(memory, self.config, eligible=self.eligible)
+            self._pid = os.getpid()
+        return self._selector
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> Any:
+        features = list(features)
+        if not features:
+            return self.base_collator([])
+        vectors = self._vectors(features)
+        label_key = next((k for k in (self.config.label_column, "labels", "label") if k in features[0]), None)
+        clean = [{k: v for k, v in f.items() if k not in self._drop and not isinstance(v, str)} for f in features]
+        count = self.config.replay_count(len(features))
+        replay = self._replay_features(vectors, count, label_key, set(clean[0])) if count else []
+        self.stats.batches += 1
+        return self.base_collator(clean + replay)
+
+    def _vectors(self, features: list[dict[str, Any]]) -> np.ndarray:
+        column = self.config.vector_column
+        if column not in features[0]:
+            raise ConfigError(
+                f"batch features lack the vector column {column!r}: embed the dataset with rh.embed_dataset() and "
+                "pass TrainingArguments(remove_unused_columns=False) so the Trainer keeps it"
+            )
+        return np.asarray([f[column] for f in features], dtype=np.float32)
+
+    def _replay_features(self, vectors: np.ndarray, count: int, label_key: str | None,
+                         keys: set[str]) -> list[dict[str, Any]]:
+        selector = self._get_selector()
+        seed = [self.config.seed, _rank(), self.epoch, zlib.crc32(vectors.tobytes())]
+        choice = selector.select(vectors, count, rng=np.random.default_rng(seed))
+        texts = selector.memory.texts_by_id(choice.ids)
+        out: list[dict[str, Any]] = []
+        tokens = 0
+        for entry_id, score in zip(choice.ids, choice.scores, strict=True):
+            meta = choice.metadata.get(entry_id, {})
+            label = meta.get("label")
+            if entry_id not in texts or (label_key is not None and not isinstance(label, int)):
+                continue
+            encoded = self.tokenizer(texts[entry_id], truncation=True, max_length=self.config.max_length)
+            n_tokens = len(encoded["input_ids"])
+            if self.config.max_replay_tokens is not None and tokens + n_tokens > self.config.max_replay_tokens:
+                break
+            feature = {k: v for k, v in encoded.items() if k in keys}
+            if label_key is not None:
+                feature[label_key] = label
+            out.append(feature)
+            tokens += n_tokens
+            self.stats.replayed += 1
+            if not np.isnan(score):
+                self.stats.similarity_sum += score
+                self.stats.similarity_count += 1
+            if meta.get("task") is not None:
+                self.stats.tasks.add(str(meta["task"]))
+        self.stats.replayed_tokens += tokens
+        return out
+
+
+class RehearsalCallback(TrainerCallback):  # type: ignore[misc]
+    """Admits the run's examples into the memory at the end of training (main process only), reseeds the
+    collator each epoch, and adds replay statistics to the Trainer's logs."""
+
+    def __init__(
+        self,
+        memory: RehearsalMemory | str | os.PathLike[str],
+        *,
+        keys: KeyRing | None = None,
+        collator: RehearsalCollator | None = None,
+        dataset: Any = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        policy: AdmissionPolicy | None = None,
+        seed: int = 0,
+        text_column: str = "text",
+        vector_column: str = "embedding",
+        label_column: str = "label",
+    ) -> None:
+        self.memory = memory
+        self.keys = keys
+        self.collator = collator
+        self.dataset = dataset
+        self.task = task
+        self.tenant = tenant
+        self.policy = policy or KeepAll()
+        self.seed = seed
+        self.columns = (text_column, vector_column, label_column)
+        self.admitted: list[int] = []
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        if self.collator is not None:
+            self.collator.set_epoch(int(state.epoch or 0))
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if self.collator is None or logs is None or not state.is_world_process_zero:
+            return
+        replay_logs = self.collator.pop_stats().as_logs()
+        logs.update(replay_logs)
+        if state.log_history:
+            state.log_history[-1].update(replay_logs)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        if self.dataset is None or not state.is_world_process_zero:
+            return
+        text_col, vec_col, label_col = self.columns
+        rows = self.dataset
+        texts = list(rows[text_col])
+        vectors = np.asarray(rows[vec_col], dtype=np.float32)
+        labels = list(rows[label_col]) if label_col in rows.column_names else [None] * len(texts)
+        tasks = list(rows["task"]) if self.task is None and "task" in rows.column_names else [self.task] * len(texts)
+        metadata = [{"task": t, "label": lab} for t, lab in zip(tasks, labels, strict=True)]
+        memory = self.memory
+        owned = not isinstance(memory, RehearsalMemory)
+        handle = memory if isinstance(memory, RehearsalMemory) else RehearsalMemory.open(memory, keys=self.keys)
+        try:
+            rng = np.random.default_rng([self.seed, state.global_step])
+            self.admitted = handle.admit(texts, policy=self.policy, rng=rng, metadata=metadata,
+                                         tenant=self.tenant, vectors=vectors)
+        finally:
+            if owned:
+                handle.close()
+
+
+def embed_dataset(dataset: Any, encoder: Encoder, *, text_column: str = "text",
+                  vector_column: str = "embedding") -> Any:
+    """Return ``dataset`` with a column of unit vectors of its texts, computed once."""
+    if text_column not in dataset.column_names:
+        raise ConfigError(f"dataset has no column {text_column!r}; columns are {dataset.column_names}")
+    vectors = encoder.encode(list(dataset[text_column]))
+    if vector_column in dataset.column_names:
+        dataset = dataset.remove_columns(vector_column)
+    return dataset.add_column(vector_column, [row.tolist() for row in vectors])

@@ -1,0 +1,117 @@
+"""Choosing the replay for a batch: nearest old neighbours, a random (class-balanced) share, or both.
+
+The batch arrives with its precomputed vectors, so choosing replay costs one index search, never an
+encoder forward pass. Only entries matching ``eligible`` (e.g. other tasks than the one being trained)
+can be replayed, and near-exact copies of the batch's own examples are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rehearsal.config import ReplayConfig
+from rehearsal.memory import RehearsalMemory
+
+__all__ = ["ReplayChoice", "ReplaySelector"]
+
+# A stored vector this close to a batch vector is the batch's own example stored earlier.
+_SELF_MATCH = 0.9999
+
+
+@dataclass(frozen=True)
+class ReplayChoice:
+    """Replay ids in the order chosen, with their similarity to the batch (NaN for random picks)."""
+
+    ids: list[int]
+    scores: list[float]
+    metadata: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class ReplaySelector:
+    """Picks replay ids for batches from one memory, under one ``ReplayConfig``."""
+
+    def __init__(self, memory: RehearsalMemory, config: ReplayConfig, *,
+                 eligible: Mapping[str, Any] | None = None) -> None:
+        self.memory = memory
+        self.config = config
+        self.eligible = dict(eligible) if eligible is not None else None
+        self._groups: dict[Any, np.ndarray] | None = None
+        self._groups_generation = -1
+
+    def select(self, vectors: np.ndarray, count: int, *, rng: np.random.Generator) -> ReplayChoice:
+        """``count`` replay ids for a batch whose examples have ``vectors`` (b, dim)."""
+        if count <= 0 or len(self.memory) == 0:
+            return ReplayChoice([], [])
+        mode = self.config.mode
+        n_random = count if mode == "random" else round(count * self.config.random_share) if mode == "hybrid" else 0
+        chosen: dict[int, float] = {}
+        meta: dict[int, dict[str, Any]] = {}
+        if count - n_random > 0:
+            self._nearest(vectors, count - n_random, chosen, meta, rng)
+        # Whatever retrieval could not fill (tiny memories, heavy filters) is filled at random.
+        self._random(count - len(chosen), chosen, rng)
+        missing_meta = [i for i in chosen if i not in meta]
+        if missing_meta:
+            for entry_id, row in self.memory.entries(missing_meta).items():
+                meta[entry_id] = row.metadata()
+        ids = [i for i in chosen if i in meta]
+        return ReplayChoice(ids, [chosen[i] for i in ids], {i: meta[i] for i in ids})
+
+    def _nearest(self, vectors: np.ndarray, want: int, chosen: dict[int, float],
+                 meta: dict[int, dict[str, Any]], rng: np.random.Generator) -> None:
+        hits = self.memory.search_vectors(vectors, self.config.k, where=self.eligible)
+        # Round-robin over the batch by rank, in a seeded order, so every new example contributes its
+        # nearest neighbours before any contributes its second-nearest.
+        order = rng.permutation(len(hits))
+        for rank in range(self.config.k):
+            for q in order:
+                if rank < len(hits[q]):
+                    hit = hits[q][rank]
+                    if hit.score >= _SELF_MATCH or hit.id in chosen:
+                        continue
+                    chosen[hit.id] = hit.score
+                    meta[hit.id] = hit.metadata
+                    if len(chosen) >= want:
+                        return
+
+    def _random(self, want: int, chosen: dict[int, float], rng: np.random.Generator) -> None:
+        if want <= 0:
+            return
+        groups = self._eligible_groups()
+        if not groups:
+            return
+        keys = list(groups)
+        total = sum(len(g) for g in groups.values())
+        budget = min(want, total - len(chosen))
+        attempts = 0
+        added = 0
+        while added < budget and attempts < 20 * want:
+            attempts += 1
+            if self.config.balance == "class":
+                members = groups[keys[int(rng.integers(len(keys)))]]
+            else:
+                members = groups[keys[0]]
+            entry_id = int(members[int(rng.integers(len(members)))])
+            if entry_id not in chosen:
+                chosen[entry_id] = float("nan")
+                added += 1
+
+    def _eligible_groups(self) -> dict[Any, np.ndarray]:
+        """Eligible ids by label (or all in one group), cached per memory generation."""
+        if self.memory.read_only:
+            self.memory.refresh()
+        if self._groups is None or self._groups_generation != self.memory.generation:
+            if self.config.balance == "class":
+                raw = self.memory.group_ids("label", where=self.eligible)
+            else:
+                raw = {None: self.memory.ids(self.eligible)}
+            self._groups = {k: np.asarray(v, dtype=np.int64) for k, v in raw.items() if v}
+            self._groups_generation = self.memory.generation
+        return self._groups
