@@ -57,6 +57,7 @@ NPROBE_DIVISOR = 128
 # there are few of them, or when so few are allowed that the lists would have to be scanned nearly whole.
 EXACT_FILTER_ALWAYS = 4_096
 EXACT_FILTER_MAX = 65_536
+FILTER_PROBE_FACTOR = 2
 
 _SPEC_RE = re.compile(r"^(?:IDMap,Flat|IVF(?P<nlist>[1-9][0-9]*),(?P<codes>Flat|SQ8))$")
 _MAGIC = b"RHIX"
@@ -300,17 +301,16 @@ class VectorIndex:
         allowed = keys[self._mask(keys)]
         if len(allowed) == 0:
             return _padded(len(q), k)
-        if self._nlist and (
-            len(allowed) <= EXACT_FILTER_ALWAYS
-            or (
-                len(allowed) <= EXACT_FILTER_MAX
-                and 2 * self._nprobe * len(self) >= self._nlist * len(allowed)
-            )
+        if not self._nlist:
+            return self._search(q, k, len(allowed), allowed, 0)
+        # Widen the probe by the inverse of the allowed share (times a margin: the allowed neighbours sit
+        # farther away than unfiltered ones), so about as many allowed vectors are scanned as an unfiltered
+        # search scans vectors.
+        probes = min(self._nlist, math.ceil(FILTER_PROBE_FACTOR * self._nprobe * len(self) / len(allowed)))
+        if len(allowed) <= EXACT_FILTER_ALWAYS or (
+            len(allowed) <= EXACT_FILTER_MAX and 2 * probes >= self._nlist
         ):
             return self._exact(q, k, allowed)
-        # Widen the probe by the inverse of the allowed share, so as many allowed vectors are scanned as an
-        # unfiltered search would scan vectors.
-        probes = min(self._nlist, math.ceil(self._nprobe * len(self) / len(allowed))) if self._nlist else 0
         return self._search(q, k, len(allowed), allowed, probes)
 
     def _search(
