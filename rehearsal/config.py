@@ -67,6 +67,8 @@ class ReplayConfig(ConfigMixin):
 
     ``ratio`` is the replay share of each training batch: a batch of ``b`` new examples is topped up with
     ``round(b * ratio / (1 - ratio))`` old ones (0.25 with b=24 gives 8, i.e. 8 of 32).
+    ``mark_replay`` adds an ``is_replay`` column that a plain model does not accept: use it only with
+    ``rehearsal.trainer.RehearsalTrainer``, which removes it before the forward pass.
     In ``hybrid`` mode ``random_share`` of the replay is drawn at random (``balance="class"``: class by class)
     from the whole eligible memory so that old tasks far from the new data are not starved, and the rest
     are the nearest neighbours of the batch (``k`` per new example, merged and de-duplicated).
@@ -84,6 +86,7 @@ class ReplayConfig(ConfigMixin):
     vector_column: str = "embedding"
     text_column: str = "text"
     label_column: str = "labels"
+    mark_replay: bool = False  # add an "is_replay" 0/1 feature per row, for losses that treat replay apart
 
     def __post_init__(self) -> None:
         _check_fraction("ratio", self.ratio, upper_open=True)

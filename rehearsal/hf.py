@@ -36,7 +36,9 @@ from rehearsal.memory import RehearsalMemory, Resolver
 from rehearsal.policies import AdmissionPolicy, KeepAll
 from rehearsal.replay import ReplaySelector
 
-__all__ = ["RehearsalCallback", "RehearsalCollator", "ReplayStats", "embed_dataset"]
+__all__ = ["REPLAY_FLAG", "RehearsalCallback", "RehearsalCollator", "ReplayStats", "embed_dataset"]
+
+REPLAY_FLAG = "is_replay"
 
 
 @dataclass
@@ -137,6 +139,9 @@ class RehearsalCollator:
         count = self.config.replay_count(len(features))
         replay = self._replay_features(vectors, count, label_key, set(clean[0])) if count else []
         self.stats.batches += 1
+        if self.config.mark_replay:
+            for row, flag in [(f, 0) for f in clean] + [(f, 1) for f in replay]:
+                row[REPLAY_FLAG] = flag
         return self.base_collator(clean + replay)
 
     def _vectors(self, features: list[dict[str, Any]]) -> np.ndarray:
@@ -219,7 +224,10 @@ class RehearsalCallback(TrainerCallback):  # type: ignore[misc]
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if self.collator is None or logs is None or not state.is_world_process_zero:
             return
-        replay_logs = self.collator.pop_stats().as_logs()
+        stats = self.collator.pop_stats()
+        if stats.batches == 0:
+            return
+        replay_logs = stats.as_logs()
         logs.update(replay_logs)
         if state.log_history:
             state.log_history[-1].update(replay_logs)
