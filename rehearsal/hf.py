@@ -104,6 +104,7 @@ class RehearsalCollator:
         self._drop = {self.config.vector_column, self.config.text_column, *drop_columns}
         self.epoch = 0
         self.stats = ReplayStats()
+        self.last_replay_ids: list[int] = []  # ids replayed into the latest batch, for inspection and tests
         self._selector: ReplaySelector | None = None
         self._pid = -1
 
@@ -159,6 +160,7 @@ class RehearsalCollator:
         seed = [self.config.seed, _rank(), self.epoch, zlib.crc32(vectors.tobytes())]
         choice = selector.select(vectors, count, rng=np.random.default_rng(seed))
         texts = selector.memory.texts_by_id(choice.ids)
+        self.last_replay_ids = []
         out: list[dict[str, Any]] = []
         tokens = 0
         for entry_id, score in zip(choice.ids, choice.scores, strict=True):
@@ -174,6 +176,7 @@ class RehearsalCollator:
             if label_key is not None:
                 feature[label_key] = label
             out.append(feature)
+            self.last_replay_ids.append(entry_id)
             tokens += n_tokens
             self.stats.replayed += 1
             if not np.isnan(score):

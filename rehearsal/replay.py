@@ -67,6 +67,8 @@ class ReplaySelector:
     def _nearest(self, vectors: np.ndarray, want: int, chosen: dict[int, float],
                  meta: dict[int, dict[str, Any]], rng: np.random.Generator) -> None:
         hits = self.memory.search_vectors(vectors, self.config.k, where=self.eligible)
+        # An entry that matches any batch row exactly is that row's own stored copy: never replay it.
+        own = {hit.id for row in hits for hit in row if hit.score >= _SELF_MATCH}
         # Round-robin over the batch by rank, in a seeded order, so every new example contributes its
         # nearest neighbours before any contributes its second-nearest.
         order = rng.permutation(len(hits))
@@ -74,7 +76,7 @@ class ReplaySelector:
             for q in order:
                 if rank < len(hits[q]):
                     hit = hits[q][rank]
-                    if hit.score >= _SELF_MATCH or hit.id in chosen:
+                    if hit.id in own or hit.id in chosen:
                         continue
                     chosen[hit.id] = hit.score
                     meta[hit.id] = hit.metadata
@@ -82,26 +84,37 @@ class ReplaySelector:
                         return
 
     def _random(self, want: int, chosen: dict[int, float], rng: np.random.Generator) -> None:
+        """Add up to ``want`` random eligible ids; with ``balance="class"`` the draws cycle through the
+        labels in a seeded order, so every label gets its share before any gets a second one."""
         if want <= 0:
             return
         groups = self._eligible_groups()
-        if not groups:
+        pools = [groups[key] for key in groups]
+        if not pools:
             return
-        keys = list(groups)
-        total = sum(len(g) for g in groups.values())
-        budget = min(want, total - len(chosen))
-        attempts = 0
+        if self.config.balance == "class":
+            order = [pools[i] for i in rng.permutation(len(pools))]
+        else:
+            order = pools
         added = 0
-        while added < budget and attempts < 20 * want:
-            attempts += 1
-            if self.config.balance == "class":
-                members = groups[keys[int(rng.integers(len(keys)))]]
-            else:
-                members = groups[keys[0]]
-            entry_id = int(members[int(rng.integers(len(members)))])
-            if entry_id not in chosen:
+        misses = [0] * len(order)
+        while added < want and min(misses) < 8:
+            progressed = False
+            for slot, members in enumerate(order):
+                if added >= want:
+                    break
+                if misses[slot] >= 8:
+                    continue
+                entry_id = int(members[int(rng.integers(len(members)))])
+                if entry_id in chosen:
+                    # Small or nearly exhausted classes: give up on them after a few collisions.
+                    misses[slot] += 1
+                    continue
                 chosen[entry_id] = float("nan")
                 added += 1
+                progressed = True
+            if not progressed and all(m >= 8 for m in misses):
+                break
 
     def _eligible_groups(self) -> dict[Any, np.ndarray]:
         """Eligible ids by label (or all in one group), cached per memory generation."""
