@@ -117,9 +117,6 @@ def _connect(path: str, *, read_only: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     else:
         conn = sqlite3.connect(path, isolation_level=None)
-    # Random-id batch reads touch pages all over the file; SQLite's 2 MiB default cache turns each into a
-    # read() syscall, which costs more than the decryption itself.
-    conn.execute("PRAGMA cache_size=-65536")
     return conn
 
 
@@ -165,6 +162,10 @@ class Vault:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # an acknowledged put survives power loss
             conn.execute("PRAGMA secure_delete=ON")  # shredded rows are zeroed, not left in free space
+            if owns_connection:
+                # Random-id batch reads touch pages all over the file; with SQLite's 2 MiB default cache
+                # each becomes a read() syscall, which costs more than the decryption itself.
+                conn.execute("PRAGMA cache_size=-65536")
             if create:
                 self._create_schema()
             self._load_meta()
