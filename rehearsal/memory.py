@@ -19,7 +19,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from rehearsal.errors import (
 )
 from rehearsal.index import VectorIndex
 from rehearsal.policies import AdmissionPolicy
-from rehearsal.snapshot import atomic_write, read_json, read_snapshot, write_snapshot
+from rehearsal.snapshot import atomic_write, read_json, read_snapshot, remove_stale_temps, write_snapshot
 from rehearsal.sqlite_util import connect, transaction
 from rehearsal.validation import check_ids, check_metadata, check_sources, check_texts, check_vectors
 from rehearsal.vault import Vault
@@ -61,9 +62,19 @@ Resolver = Callable[[list[str]], list[str | None]]
 class RehearsalMemory:
     """Past training examples: searchable vectors, metadata and (encrypted) text. Use ``create``/``open``."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], conn: Any, vault: Vault | None, *, read_only: bool,
-                 encoder: Encoder | None, resolver: Resolver | None, lock_fd: int | None,
-                 keys: KeyRing | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        conn: Any,
+        vault: Vault | None,
+        *,
+        read_only: bool,
+        encoder: Encoder | None,
+        resolver: Resolver | None,
+        lock_fd: int | None,
+        keys: KeyRing | None = None,
+    ) -> None:
         self.path = path
         self._keys = keys  # kept so DataLoader workers can reopen the memory by path
         self._manifest = manifest
@@ -83,9 +94,17 @@ class RehearsalMemory:
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | os.PathLike[str], *, keys: KeyRing | None = None, embedding_only: bool = False,
-               encoder: Encoder | None = None, dim: int | None = None, encoder_name: str | None = None,
-               resolver: Resolver | None = None) -> RehearsalMemory:
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        keys: KeyRing | None = None,
+        embedding_only: bool = False,
+        encoder: Encoder | None = None,
+        dim: int | None = None,
+        encoder_name: str | None = None,
+        resolver: Resolver | None = None,
+    ) -> RehearsalMemory:
         """Create an empty memory in ``path`` (a new or empty folder).
 
         Text is always encrypted: a memory that stores text needs ``keys``. An embedding-only memory stores
@@ -95,9 +114,13 @@ class RehearsalMemory:
         """
         folder = Path(path)
         if not embedding_only and keys is None:
-            raise MissingKeyError("a memory that stores text needs keys (KeyRing); or pass embedding_only=True")
+            raise MissingKeyError(
+                "a memory that stores text needs keys (KeyRing); or pass embedding_only=True"
+            )
         if folder.exists() and any(folder.iterdir()):
-            raise ValidationError(f"{str(folder)!r} is not empty; a memory is created in a new or empty folder")
+            raise ValidationError(
+                f"{str(folder)!r} is not empty; a memory is created in a new or empty folder"
+            )
         name, width = _encoder_identity(encoder, dim, encoder_name)
         folder.mkdir(parents=True, exist_ok=True)
         manifest = {
@@ -112,16 +135,32 @@ class RehearsalMemory:
         vault = Vault.attach(conn, keys, create=True) if keys is not None else None
         Catalog(conn).create_schema({"generation": "0", "next_id": "0"})
         lock_fd = _acquire_writer_lock(folder)
-        memory = cls(folder, manifest, conn, vault, read_only=False, encoder=encoder, resolver=resolver,
-                     lock_fd=lock_fd, keys=keys)
+        memory = cls(
+            folder,
+            manifest,
+            conn,
+            vault,
+            read_only=False,
+            encoder=encoder,
+            resolver=resolver,
+            lock_fd=lock_fd,
+            keys=keys,
+        )
         memory._write_snapshot()
         # The manifest goes last: a folder without one is "not a memory", so a crash mid-create is obvious.
         atomic_write(folder / _MANIFEST, _json_bytes(manifest))
         return memory
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, keys: KeyRing | None = None, read_only: bool = False,
-             encoder: Encoder | None = None, resolver: Resolver | None = None) -> RehearsalMemory:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        keys: KeyRing | None = None,
+        read_only: bool = False,
+        encoder: Encoder | None = None,
+        resolver: Resolver | None = None,
+    ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
         folder = Path(path)
         if not folder.is_dir():
@@ -142,11 +181,22 @@ class RehearsalMemory:
             raise MissingKeyError(f"memory at {str(folder)!r} is encrypted; pass keys=KeyRing...")
         lock_fd = None if read_only else _acquire_writer_lock(folder)
         try:
+            if lock_fd is not None:
+                remove_stale_temps(folder)
             conn = connect(folder / _DB, read_only=read_only)
             Catalog(conn).check_schema()
             vault = Vault.attach(conn, keys, create=False, read_only=read_only) if keys is not None else None
-            memory = cls(folder, manifest, conn, vault, read_only=read_only, encoder=encoder, resolver=resolver,
-                         lock_fd=lock_fd, keys=keys)
+            memory = cls(
+                folder,
+                manifest,
+                conn,
+                vault,
+                read_only=read_only,
+                encoder=encoder,
+                resolver=resolver,
+                lock_fd=lock_fd,
+                keys=keys,
+            )
             memory._load()
         except BaseException:
             if lock_fd is not None:
@@ -181,7 +231,9 @@ class RehearsalMemory:
         """The encoder, loaded on first use (only the packaged default can be loaded by name)."""
         if self._encoder is None:
             if self.encoder_name != DEFAULT_ENCODER_NAME:
-                raise ConfigError(f"memory uses encoder {self.encoder_name!r}; pass encoder= to open()/create()")
+                raise ConfigError(
+                    f"memory uses encoder {self.encoder_name!r}; pass encoder= to open()/create()"
+                )
             self._encoder = load_encoder()
         if self._encoder.dim != self._dim:
             raise EncoderMismatchError(f"encoder width {self._encoder.dim} != memory width {self._dim}")
@@ -193,13 +245,21 @@ class RehearsalMemory:
 
     def __repr__(self) -> str:
         mode = "embedding-only" if self.embedding_only else "encrypted"
-        return (f"RehearsalMemory(path={str(self.path)!r}, entries={len(self)}, mode={mode!r}, "
-                f"read_only={self._read_only}, keys=<redacted>)")
+        return (
+            f"RehearsalMemory(path={str(self.path)!r}, entries={len(self)}, mode={mode!r}, "
+            f"read_only={self._read_only}, keys=<redacted>)"
+        )
 
     # -- writing ---------------------------------------------------------------------------------
-    def add(self, texts: Sequence[str] | None = None, *, metadata: Sequence[Mapping[str, Any]] | None = None,
-            tenant: str | None = None, vectors: np.ndarray | None = None,
-            sources: Sequence[str] | None = None) -> list[int]:
+    def add(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        tenant: str | None = None,
+        vectors: np.ndarray | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> list[int]:
         """Add a batch; returns the new ids once the batch is durable.
 
         ``metadata`` items may carry ``task`` (str), ``label`` (int | str), ``tags`` (list of str) — the
@@ -209,14 +269,30 @@ class RehearsalMemory:
         batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
         return self._commit(batch, evict=[])
 
-    def admit(self, texts: Sequence[str] | None = None, *, policy: AdmissionPolicy, rng: np.random.Generator,
-              metadata: Sequence[Mapping[str, Any]] | None = None, tenant: str | None = None,
-              vectors: np.ndarray | None = None, sources: Sequence[str] | None = None) -> list[int]:
+    def admit(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        policy: AdmissionPolicy,
+        rng: np.random.Generator,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        tenant: str | None = None,
+        vectors: np.ndarray | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> list[int]:
         """Offer a batch to an admission policy; evictions and additions commit together."""
         from rehearsal.admission import admit_batch
 
-        return admit_batch(self, texts, policy=policy, rng=rng, metadata=metadata, tenant=tenant,
-                           vectors=vectors, sources=sources)
+        return admit_batch(
+            self,
+            texts,
+            policy=policy,
+            rng=rng,
+            metadata=metadata,
+            tenant=tenant,
+            vectors=vectors,
+            sources=sources,
+        )
 
     def delete(self, ids: Sequence[int]) -> int:
         """Remove entries (index, catalog and text together); any unknown id fails the whole call."""
@@ -284,22 +360,21 @@ class RehearsalMemory:
         self.close()
 
     # -- reading ---------------------------------------------------------------------------------
-    def search(self, texts: Sequence[str], k: int = 16, *, where: Mapping[str, Any] | None = None
-               ) -> list[list[Hit]]:
+    def search(
+        self, texts: Sequence[str], k: int = 16, *, where: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
         """The k nearest entries to each text, best first, restricted by ``where`` (see ``filters``)."""
         queries = check_texts(texts)
         return self.search_vectors(self.encoder.encode(queries), k, where=where)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 16, *, where: Mapping[str, Any] | None = None
-                       ) -> list[list[Hit]]:
+    def search_vectors(
+        self, vectors: np.ndarray, k: int = 16, *, where: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
         """Search with precomputed query vectors (n, dim) -> n lists of up to k hits."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValidationError(f"k must be a positive int, got {k!r}")
         queries = check_vectors(vectors, self._dim)
-        with self._lock:
-            self._check_open()
-            if self._read_only:
-                self.refresh()
+        with self._lock, self._read_view():
             allowed = None
             if where is not None:
                 matching = self._catalog.matching_ids(where, max_gen=self._generation)
@@ -310,8 +385,11 @@ class RehearsalMemory:
             found = {int(i) for i in ids.ravel() if i >= 0}
             rows = self._catalog.rows(sorted(found))
         return [
-            [Hit(int(i), float(s), rows[int(i)].metadata()) for s, i in zip(srow, irow, strict=True)
-             if int(i) in rows]
+            [
+                Hit(int(i), float(s), rows[int(i)].metadata())
+                for s, i in zip(srow, irow, strict=True)
+                if int(i) in rows
+            ]
             for srow, irow in zip(scores, ids, strict=True)
         ]
 
@@ -357,12 +435,27 @@ class RehearsalMemory:
             self._check_open()
             self._replay_delta()
 
+    @contextmanager
+    def _read_view(self) -> Iterator[None]:
+        """One SQLite read transaction around a search: a reader catches up and then reads the catalog in
+        the same database snapshot, so a writer committing meanwhile cannot tear the result (e.g. a hit
+        whose row was deleted between the index search and the metadata lookup)."""
+        self._check_open()
+        if not self._read_only or self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            self._replay_delta()
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
     def verify(self) -> dict[str, int]:
         """Authenticate every stored text and vector and check index, catalog and vault agree."""
         from rehearsal.verification import verify_memory
 
-        with self._lock:
-            self._check_open()
+        with self._lock, self._read_view():
             return verify_memory(self)
 
     def stats(self) -> dict[str, Any]:
@@ -382,12 +475,19 @@ class RehearsalMemory:
         if self._read_only:
             raise ReadOnlyError(f"memory at {str(self.path)!r} was opened read-only")
 
-    def _prepare_batch(self, texts: Sequence[str] | None, metadata: Sequence[Mapping[str, Any]] | None,
-                       tenant: str | None, vectors: np.ndarray | None, sources: Sequence[str] | None
-                       ) -> dict[str, Any]:
+    def _prepare_batch(
+        self,
+        texts: Sequence[str] | None,
+        metadata: Sequence[Mapping[str, Any]] | None,
+        tenant: str | None,
+        vectors: np.ndarray | None,
+        sources: Sequence[str] | None,
+    ) -> dict[str, Any]:
         self._check_writable()
         name = validate_tenant(tenant if tenant is not None else DEFAULT_TENANT)
-        text_list = None if texts is None and self.embedding_only and vectors is not None else check_texts(texts)
+        text_list = (
+            None if texts is None and self.embedding_only and vectors is not None else check_texts(texts)
+        )
         n = len(text_list) if text_list is not None else len(np.asarray(vectors))
         if n == 0:
             raise ValidationError("empty batch: nothing to add")
@@ -403,10 +503,17 @@ class RehearsalMemory:
         else:
             assert text_list is not None
             vecs = check_vectors(self.encoder.encode(text_list), self._dim, n=n)
-        return {"texts": text_list, "metadata": metas, "tenant": name, "vectors": vecs, "sources": source_list}
+        return {
+            "texts": text_list,
+            "metadata": metas,
+            "tenant": name,
+            "vectors": vecs,
+            "sources": source_list,
+        }
 
-    def _commit(self, batch: dict[str, Any] | None, *, evict: list[int],
-                state: Mapping[str, str] | None = None) -> list[int]:
+    def _commit(
+        self, batch: dict[str, Any] | None, *, evict: list[int], state: Mapping[str, str] | None = None
+    ) -> list[int]:
         """One durable transaction: remove ``evict``, add ``batch``, save ``state``; then update the index."""
         with self._lock:
             self._check_writable()
@@ -422,9 +529,14 @@ class RehearsalMemory:
                     if not self.embedding_only:
                         assert self._vault is not None
                         self._vault.put(ids, batch["texts"], tenant=batch["tenant"])
-                    self._catalog.insert(ids, tenant=batch["tenant"], metadata=batch["metadata"],
-                                         sources=batch["sources"], generation=gen,
-                                         vectors=self._seal_vectors(batch["tenant"], ids, batch["vectors"]))
+                    self._catalog.insert(
+                        ids,
+                        tenant=batch["tenant"],
+                        metadata=batch["metadata"],
+                        sources=batch["sources"],
+                        generation=gen,
+                        vectors=self._seal_vectors(batch["tenant"], ids, batch["vectors"]),
+                    )
                 for key, value in (state or {}).items():
                     self._catalog.set_meta(key, value)
             # Durable from here on; the in-process index follows.
@@ -445,8 +557,9 @@ class RehearsalMemory:
             self._write_snapshot()
 
     def _delta_outgrew_snapshot(self) -> bool:
-        pending = self._conn.execute("SELECT COUNT(*) FROM entries WHERE added_gen > ?",
-                                     (self._snapshot_generation,)).fetchone()[0]
+        pending = self._conn.execute(
+            "SELECT COUNT(*) FROM entries WHERE added_gen > ?", (self._snapshot_generation,)
+        ).fetchone()[0]
         return int(pending) > max(50_000, len(self._index))
 
     def _seal_vectors(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
@@ -468,14 +581,17 @@ class RehearsalMemory:
             for pos, row in enumerate(rows):
                 by_tenant.setdefault(row[1], []).append(pos)
             for tenant, positions in by_tenant.items():
-                opened = self._vault.open_sealed_many(tenant, [rows[p][0] for p in positions],
-                                                      [rows[p][2] for p in positions], purpose="vector")
+                opened = self._vault.open_sealed_many(
+                    tenant, [rows[p][0] for p in positions], [rows[p][2] for p in positions], purpose="vector"
+                )
                 for p, blob in zip(positions, opened, strict=True):
                     blobs[p] = blob
         width = self._dim * 4
         for pos, blob in enumerate(blobs):
             if len(blob) != width:
-                raise IntegrityError(f"vector of record {int(ids[pos])} has {len(blob)} bytes, expected {width}")
+                raise IntegrityError(
+                    f"vector of record {int(ids[pos])} has {len(blob)} bytes, expected {width}"
+                )
         vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), self._dim)
         return ids, vectors
 
@@ -509,15 +625,18 @@ class RehearsalMemory:
     def _replay_delta(self) -> None:
         """Apply removals and additions committed after ``self._generation``, read in one transaction."""
         conn = self._conn
-        conn.execute("BEGIN")
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
         try:
             latest = self._catalog.generation
             if latest == self._generation:
                 return
             removed = self._catalog.removed_since(self._generation)
-            rows = [r for r in self._catalog.vectors(min_gen_exclusive=self._generation)]
+            rows = list(self._catalog.vectors(min_gen_exclusive=self._generation))
         finally:
-            conn.execute("COMMIT")
+            if own:
+                conn.execute("COMMIT")
         if removed:
             self._index.remove(np.asarray(removed, dtype=np.int64))
         ids, vectors = self._open_vectors(rows)

@@ -20,7 +20,7 @@ from typing import Any
 
 from rehearsal.errors import IntegrityError, StoreFormatError
 
-__all__ = ["atomic_write", "read_json", "read_snapshot", "write_snapshot"]
+__all__ = ["atomic_write", "read_json", "read_snapshot", "remove_stale_temps", "write_snapshot"]
 
 MAGIC = b"RHSNAP01"
 _HEADER = struct.Struct("<8sQB")
@@ -38,6 +38,19 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temporary files left by a writer killed inside ``atomic_write``; returns how many.
+
+    Call only while holding the writer lock. A leftover may hold an old snapshot, i.e. vectors of a
+    since-forgotten tenant, so it must not outlive the next writer's open.
+    """
+    removed = 0
+    for leftover in folder.glob(".*.tmp-*"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def read_json(path: Path) -> dict[str, Any]:

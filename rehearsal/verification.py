@@ -17,10 +17,10 @@ __all__ = ["memory_stats", "verify_memory"]
 def verify_memory(memory: RehearsalMemory) -> dict[str, int]:
     """Authenticate every text and vector; check that index, catalog and vault hold the same ids.
 
-    Raises IntegrityError naming the first disagreement. Returns counts of what was checked.
+    Raises IntegrityError naming the first disagreement. Returns counts of what was checked. The caller
+    holds one read transaction (a reader has caught up inside it), so a concurrent writer cannot make
+    the catalog, vault and index look out of step.
     """
-    if memory.read_only:
-        memory.refresh()
     catalog_ids = set(memory._catalog.matching_ids(None))
     texts = 0
     vault = memory._vault
@@ -31,7 +31,8 @@ def verify_memory(memory: RehearsalMemory) -> dict[str, int]:
             only_vault = sorted(vault_ids - catalog_ids)[:5]
             only_catalog = sorted(catalog_ids - vault_ids)[:5]
             raise IntegrityError(
-                f"catalog and vault disagree: texts without entries {only_vault}, entries without texts {only_catalog}"
+                f"catalog and vault disagree: texts without entries {only_vault},"
+                f" entries without texts {only_catalog}"
             )
     ids, vectors = memory._load_vectors(-1)
     norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
