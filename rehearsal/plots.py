@@ -1,0 +1,76 @@
+"""PNG figures of an accuracy matrix: a heatmap, and each task's accuracy as training moves on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rehearsal.metrics import AccuracyMatrix
+
+__all__ = ["plot_accuracy_heatmap", "plot_accuracy_over_time"]
+
+
+def _pyplot() -> object:
+    # Agg: runs write PNGs on headless machines; never open a window.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_heatmap(matrix: AccuracyMatrix, path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """R[i][j] (accuracy on task j after training task i) as an annotated heatmap; blank where not measured."""
+    plt = _pyplot()
+    r = matrix.matrix
+    names = matrix.task_names
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 1.0 * len(names) + 1.8))  # type: ignore[attr-defined]
+    image = ax.imshow(np.ma.masked_invalid(r), vmin=0.0, vmax=1.0, cmap="viridis")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if not np.isnan(r[i, j]):
+                ax.text(j, i, f"{r[i, j]:.2f}", ha="center", va="center",
+                        color="white" if r[i, j] < 0.6 else "black", fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("after training on")
+    ax.set_title(title or "accuracy matrix")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, path)
+
+
+def plot_accuracy_over_time(matrix: AccuracyMatrix, path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """One line per task: its accuracy after each training phase, from the phase that trained it on."""
+    plt = _pyplot()
+    r = matrix.matrix
+    names = matrix.task_names
+    fig, ax = plt.subplots(figsize=(7, 4))  # type: ignore[attr-defined]
+    steps = np.arange(len(names))
+    for j, name in enumerate(names):
+        column = r[:, j].copy()
+        column[:j] = np.nan  # before its own training a task's accuracy is not "remembering"
+        if not np.isnan(column).all():
+            ax.plot(steps, column, marker="o", label=name)
+    ax.set_xticks(steps, names, rotation=30, ha="right")
+    ax.set_xlabel("after training on")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or "per-task accuracy over the stream")
+    return _save(fig, path)
+
+
+def _save(fig: object, path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()  # type: ignore[attr-defined]
+    fig.savefig(out, dpi=110)  # type: ignore[attr-defined]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)  # type: ignore[arg-type]
+    return out

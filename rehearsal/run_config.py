@@ -1,0 +1,148 @@
+"""The configuration of one continual fine-tuning run (``rehearsal run CONFIG``), from TOML, YAML or JSON.
+
+A minimal TOML file::
+
+    method = "hybrid"
+    loss = "asymmetric"
+    max_train_per_class = 40
+
+    [replay]
+    ratio = 0.25
+
+Unknown keys are an error (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rehearsal.config import ConfigMixin, ReplayConfig
+from rehearsal.errors import ConfigError
+
+__all__ = ["POLICIES", "RunConfig"]
+
+POLICIES = ("keep_all", "reservoir", "class_balanced")
+_LOSSES = ("ce", "asymmetric")
+
+
+def _positive_int(name: str, value: object, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ConfigError(f"{name!r} must be a positive int{extra}, got {value!r}")
+
+
+def _positive_number(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < float("inf"):
+        raise ConfigError(f"{name!r} must be a positive number, got {value!r}")
+
+
+@dataclasses.dataclass
+class RunConfig(ConfigMixin):
+    """What to train, how, and where the results go.
+
+    ``method`` names a strategy (``rehearsal.strategies.STRATEGIES``). ``tasks`` selects and orders the
+    bundled WordNet tasks; ``data`` instead reads a JSON-lines stream (see ``load_jsonl_stream``).
+    ``batch_size`` counts new examples per step; replay strategies add ``replay.ratio`` worth on top.
+    ``memory_capacity`` bounds the memory for the ``reservoir`` and ``class_balanced`` policies.
+    """
+
+    method: str = "hybrid"
+    loss: str = "asymmetric"
+    mask_unseen: bool = False
+    tasks: list[str] | None = None
+    data: str | None = None
+    max_train_per_class: int | None = 40
+    max_test_per_class: int | None = 20
+    model: str | None = None
+    epochs: float = 1.0
+    batch_size: int = 24
+    eval_batch_size: int = 64
+    learning_rate: float = 1e-4
+    max_length: int = 64
+    seed: int = 0
+    policy: str = "keep_all"
+    memory_capacity: int | None = None
+    replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
+    output_dir: str = "runs/default"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replay, dict):
+            self.replay = ReplayConfig.from_dict(self.replay)
+        if not isinstance(self.replay, ReplayConfig):
+            raise ConfigError(f"'replay' must be a table of ReplayConfig fields, got {self.replay!r}")
+        from rehearsal.strategies import STRATEGIES
+
+        if self.method not in STRATEGIES:
+            raise ConfigError(f"'method' must be one of {sorted(STRATEGIES)}, got {self.method!r}")
+        if self.loss not in _LOSSES:
+            raise ConfigError(f"'loss' must be one of {list(_LOSSES)}, got {self.loss!r}")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"'policy' must be one of {list(POLICIES)}, got {self.policy!r}")
+        if self.policy != "keep_all" and self.memory_capacity is None:
+            raise ConfigError(f"policy {self.policy!r} needs 'memory_capacity'")
+        for name in ("batch_size", "eval_batch_size", "max_length"):
+            _positive_int(name, getattr(self, name))
+        for name in ("max_train_per_class", "max_test_per_class", "memory_capacity"):
+            _positive_int(name, getattr(self, name), allow_none=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
+        _positive_number("epochs", self.epochs)
+        _positive_number("learning_rate", self.learning_rate)
+        if self.tasks is not None and (
+            not isinstance(self.tasks, list) or not self.tasks or not all(isinstance(t, str) for t in self.tasks)
+        ):
+            raise ConfigError(f"'tasks' must be a non-empty list of task names or None, got {self.tasks!r}")
+        for name in ("mask_unseen", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> RunConfig:
+        """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file."""
+        file = Path(path)
+        suffix = file.suffix.lower()
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read run config {str(file)!r}: {exc.strerror}") from None
+        try:
+            if suffix == ".toml":
+                if sys.version_info >= (3, 11):
+                    import tomllib
+                else:  # pragma: no cover
+                    import tomli as tomllib
+                data: Any = tomllib.loads(raw.decode("utf-8"))
+            elif suffix in (".yaml", ".yml"):
+                data = _load_yaml(raw.decode("utf-8"))
+            elif suffix == ".json":
+                data = json.loads(raw)
+            else:
+                raise ConfigError(f"run config {str(file)!r} must end in .toml, .yaml, .yml or .json")
+        except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+            raise ConfigError(f"cannot parse run config {str(file)!r}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"run config {str(file)!r} must hold a table of settings, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - pyyaml is a dependency
+        raise ConfigError("reading YAML needs PyYAML (pip install pyyaml)") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None

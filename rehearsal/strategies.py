@@ -1,0 +1,161 @@
+"""Continual-learning strategies as a registry: name -> an object the run loop asks for hooks.
+
+The run loop (``rehearsal.stream``) never branches on a method's name. For each training phase it asks the
+strategy for the phases of the stream, a data collator, Trainer callbacks, extra loss terms and whether
+the phase's examples need vectors (replay) — and a new method (EWC, per-task LoRA) is one more class here::
+
+    @register
+    class EWC(Strategy):
+        name = "ewc"
+        def loss_terms(self, ctx): return [penalty_from(ctx)]
+
+Replay strategies share one budget (``RunConfig.replay``); they differ only in ``ReplayConfig.mode``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rehearsal.crypto import KeyRing
+from rehearsal.datasets import Task, TaskStream
+from rehearsal.hf import RehearsalCallback, RehearsalCollator
+from rehearsal.policies import AdmissionPolicy, ClassBalanced, KeepAll, Reservoir
+from rehearsal.run_config import RunConfig
+from rehearsal.trainer import LossTerm
+
+__all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "register"]
+
+
+@dataclass
+class PhaseContext:
+    """Everything a strategy may need to set up one training phase."""
+
+    config: RunConfig
+    stream: TaskStream
+    phase: int  # index of the phase in Strategy.phases(stream)
+    tasks: tuple[Task, ...]  # the tasks whose training data this phase sees
+    train: Any  # the phase's datasets.Dataset (tokenized; plus text/embedding/task columns if needs_vectors)
+    tokenizer: Any
+    base_collator: Callable[[list[dict[str, Any]]], Any]
+    memory_path: Path
+    keys: KeyRing | None
+    current_classes: list[int]  # label ids of this phase's tasks
+    seen_classes: list[int]  # label ids of every task trained so far, this phase's included
+
+
+class Strategy:
+    """Plain fine-tuning, task after task: the hooks' defaults. Subclasses override what they change."""
+
+    name: ClassVar[str] = "naive"
+    uses_memory: ClassVar[bool] = False
+
+    def phases(self, stream: TaskStream) -> list[tuple[Task, ...]]:
+        """The training phases: by default one per task, in stream order."""
+        return [(task,) for task in stream.tasks]
+
+    @property
+    def needs_vectors(self) -> bool:
+        """Whether the phase's dataset must carry text, vectors and task columns (for the collator)."""
+        return self.uses_memory
+
+    def collator(self, ctx: PhaseContext) -> Callable[[list[dict[str, Any]]], Any]:
+        return ctx.base_collator
+
+    def callbacks(self, ctx: PhaseContext, collator: Callable[..., Any]) -> list[Any]:
+        return []
+
+    def loss_terms(self, ctx: PhaseContext) -> list[LossTerm]:
+        return []
+
+    def marks_replay(self) -> bool:
+        """Whether the collator adds the replay flag (then RehearsalTrainer pops it)."""
+        return False
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> Strategy:
+    from rehearsal.errors import ConfigError
+
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown method {name!r}; known: {sorted(STRATEGIES)}")
+    return STRATEGIES[name]()
+
+
+register(Strategy)
+
+
+@register
+class Multitask(Strategy):
+    """The upper bound: one phase that trains on every task's data at once."""
+
+    name = "multitask"
+
+    def phases(self, stream: TaskStream) -> list[tuple[Task, ...]]:
+        return [tuple(stream.tasks)]
+
+
+def _policy(config: RunConfig) -> AdmissionPolicy:
+    if config.policy == "reservoir":
+        assert config.memory_capacity is not None  # RunConfig validates this; the assert narrows the type
+        return Reservoir(config.memory_capacity)
+    if config.policy == "class_balanced":
+        assert config.memory_capacity is not None
+        return ClassBalanced(config.memory_capacity)
+    return KeepAll()
+
+
+class _Replay(Strategy):
+    """Replay from a memory that holds every past phase's training data (admitted after each phase)."""
+
+    uses_memory = True
+    mode: ClassVar[str] = "hybrid"
+
+    def collator(self, ctx: PhaseContext) -> Callable[[list[dict[str, Any]]], Any]:
+        replay = dataclasses.replace(ctx.config.replay, mode=self.mode, mark_replay=True,
+                                     max_length=ctx.config.max_length, label_column="labels",
+                                     seed=ctx.config.seed)
+        task = ctx.tasks[0].name if len(ctx.tasks) == 1 else None
+        eligible = None if task is not None else {"task": {"$nin": [t.name for t in ctx.tasks]}}
+        return RehearsalCollator(ctx.memory_path, ctx.base_collator, ctx.tokenizer, replay, keys=ctx.keys,
+                                 task=task, eligible=eligible)
+
+    def callbacks(self, ctx: PhaseContext, collator: Callable[..., Any]) -> list[Any]:
+        assert isinstance(collator, RehearsalCollator)  # built by self.collator above
+        return [RehearsalCallback(ctx.memory_path, keys=ctx.keys, collator=collator, dataset=ctx.train,
+                                  policy=_policy(ctx.config), seed=ctx.config.seed, label_column="labels")]
+
+    def marks_replay(self) -> bool:
+        return True
+
+
+@register
+class RandomReplay(_Replay):
+    name = "random"
+    mode = "random"
+
+
+@register
+class RetrievalReplay(_Replay):
+    name = "retrieval"
+    mode = "retrieval"
+
+
+@register
+class HybridReplay(_Replay):
+    name = "hybrid"
+    mode = "hybrid"
+
+
+def strategy_names() -> Sequence[str]:
+    return sorted(STRATEGIES)

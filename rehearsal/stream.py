@@ -1,0 +1,352 @@
+"""The continual fine-tuning run loop: train task after task through the HF Trainer, evaluate every task.
+
+``run(config)`` trains a model phase by phase with the strategy named by ``config.method`` (see
+``rehearsal.strategies``), evaluates each task's test set after every phase with predictions over all
+classes of the one shared head (class-incremental), and writes into the output folder:
+
+    results.json  results.md  accuracy_heatmap.png  accuracy_over_time.png     (updated after each phase)
+    state.json  checkpoint/  memory/  memory.key                               (what a resume needs)
+
+After each phase the model weights, the accuracy matrix and the memory's generation are saved; ``resume``
+skips the phases already completed. A phase interrupted after its examples entered the memory has them
+removed again before it is retrained, so nothing is admitted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rehearsal.crypto import KeyRing
+from rehearsal.datasets import Example, Task, TaskStream, load_jsonl_stream, load_wordnet_stream
+from rehearsal.errors import ConfigError, RehearsalError
+from rehearsal.metrics import AccuracyMatrix, RunCost
+from rehearsal.run_config import RunConfig
+from rehearsal.strategies import PhaseContext, Strategy, get_strategy
+
+__all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "run_command", "summarize"]
+
+_STATE, _CHECKPOINT, _MEMORY, _KEY = "state.json", "checkpoint", "memory", "memory.key"
+# Settings that may change between an interrupted run and its resume without changing the experiment.
+_RESUMABLE_CHANGES = ("output_dir", "progress")
+
+
+class RunResult:
+    """The outcome of a run: the accuracy matrix, its summary and what it cost."""
+
+    def __init__(self, config: RunConfig, matrix: AccuracyMatrix, cost: RunCost, output_dir: Path,
+                 phase_seconds: list[float]) -> None:
+        self.config, self.matrix, self.cost, self.output_dir = config, matrix, cost, output_dir
+        self.phase_seconds = phase_seconds
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return summarize(self.matrix)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "accuracy": self.matrix.to_dict(), "summary": self.summary,
+                "cost": self.cost.to_dict(), "phase_seconds": self.phase_seconds}
+
+    def to_markdown(self) -> str:
+        s = self.summary
+
+        def fmt(value: float | None) -> str:
+            return "—" if value is None else f"{value:.3f}"
+
+        c = self.cost
+        return "\n".join([
+            f"## {self.config.method} (loss={self.config.loss}, seed={self.config.seed})",
+            "",
+            self.matrix.to_markdown(),
+            "",
+            "| ACC | forgetting | BWT | wall s | replayed | memory bytes |",
+            "|---|---|---|---|---|---|",
+            f"| {fmt(s['average_accuracy'])} | {fmt(s['forgetting'])} | {fmt(s['backward_transfer'])} | "
+            f"{c.wall_seconds:.1f} | {c.replayed_examples} | {c.memory_bytes_on_disk} |",
+            "",
+        ])
+
+
+def summarize(matrix: AccuracyMatrix) -> dict[str, Any]:
+    """ACC after the last measured row; forgetting and BWT when two or more rows are complete (else None)."""
+    r = matrix.matrix
+    measured = [i for i in range(len(r)) if not np.isnan(r[i, : i + 1]).any()]
+    out: dict[str, Any] = {"average_accuracy": None, "forgetting": None, "backward_transfer": None,
+                           "per_task_forgetting": None}
+    if measured:
+        out["average_accuracy"] = matrix.average_accuracy(measured[-1])
+    if matrix.completed_tasks >= 2:
+        out["forgetting"] = matrix.forgetting()
+        out["backward_transfer"] = matrix.backward_transfer()
+        out["per_task_forgetting"] = matrix.per_task_forgetting()
+    return out
+
+
+def load_stream(config: RunConfig) -> TaskStream:
+    """The task stream a config names: a JSON-lines file, or the bundled WordNet stream with its caps."""
+    if config.data is not None:
+        stream = load_jsonl_stream(config.data, seed=config.seed)
+        return stream if config.tasks is None else TaskStream.from_tasks(stream.task(t) for t in config.tasks)
+    return load_wordnet_stream(max_train_per_class=config.max_train_per_class,
+                               max_test_per_class=config.max_test_per_class, tasks=config.tasks, seed=0)
+
+
+def evaluate_accuracy(model: Any, tokenizer: Any, examples: Sequence[Example], labels: Sequence[int], *,
+                      batch_size: int, max_length: int) -> float:
+    """Share of ``examples`` whose argmax over every class of the head is their label."""
+    import torch
+
+    if not examples:
+        return 0.0
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            batch = tokenizer([ex.text for ex in chunk], truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt")
+            predicted = model(**batch).logits.argmax(dim=-1)
+            correct += int((predicted == torch.as_tensor(labels[start : start + batch_size])).sum())
+    return correct / len(examples)
+
+
+_vector_cache: dict[str, np.ndarray] = {}
+
+
+def _embed(texts: list[str]) -> np.ndarray:
+    """Unit vectors of ``texts`` from the memory's encoder; cached in-process, so benchmarks embed once."""
+    from rehearsal.embedding import load_encoder
+
+    key = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+    if key not in _vector_cache:
+        _vector_cache[key] = load_encoder().encode(texts)
+    return _vector_cache[key]
+
+
+def _phase_dataset(stream: TaskStream, tasks: tuple[Task, ...], tokenizer: Any, config: RunConfig, *,
+                   with_vectors: bool) -> Any:
+    from datasets import Dataset
+
+    examples = [ex for task in tasks for ex in task.train]
+    texts = [ex.text for ex in examples]
+    encoded = tokenizer(texts, truncation=True, max_length=config.max_length)
+    columns: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
+    columns["labels"] = [stream.label_id(ex.label) for ex in examples]
+    if with_vectors:
+        columns["text"] = texts
+        columns["task"] = [ex.task for ex in examples]
+        columns[config.replay.vector_column] = [row.tolist() for row in _embed(texts)]
+    return Dataset.from_dict(columns)
+
+
+def _keys(out: Path) -> KeyRing:
+    """The memory's master key: REHEARSAL_MASTER_KEY if set, else a key file made for this run (0600)."""
+    if os.environ.get("REHEARSAL_MASTER_KEY"):
+        return KeyRing.from_env("REHEARSAL_MASTER_KEY")
+    path = out / _KEY
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(KeyRing.generate().export_base64())
+    return KeyRing.from_file(path)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    for name in _RESUMABLE_CHANGES:
+        data.pop(name)
+    return data
+
+
+def _load_state(out: Path, config: RunConfig, *, resume: bool) -> dict[str, Any] | None:
+    path = out / _STATE
+    if not path.is_file():
+        return None
+    if not resume:
+        raise ConfigError(f"{str(out)!r} already holds a run; pass resume=True (--resume) or another output dir")
+    state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    saved = RunConfig.from_dict(state["config"])
+    if _comparable(saved) != _comparable(config):
+        changed = sorted(k for k, v in _comparable(config).items() if _comparable(saved).get(k) != v)
+        raise ConfigError(f"cannot resume {str(out)!r} with a different config; changed: {changed}")
+    return state
+
+
+def _open_memory(out: Path, keys: KeyRing, state: dict[str, Any] | None, pending: tuple[Task, ...]) -> None:
+    """Create the memory, or on resume drop what an interrupted phase admitted before its state was saved."""
+    from rehearsal.embedding import load_encoder
+    from rehearsal.memory import RehearsalMemory
+
+    path = out / _MEMORY
+    if state is None:
+        # A fresh run (or one interrupted before its first phase ended) starts from an empty memory.
+        shutil.rmtree(path, ignore_errors=True)
+        RehearsalMemory.create(path, keys=keys, encoder=load_encoder()).close()
+        return
+    with RehearsalMemory.open(path, keys=keys) as memory:
+        if memory.generation != state["memory_generation"]:
+            stale = memory.ids({"task": {"$in": [t.name for t in pending]}})
+            if stale:
+                memory.delete(stale)
+
+
+def _memory_generation(out: Path, keys: KeyRing) -> int:
+    from rehearsal.memory import RehearsalMemory
+
+    with RehearsalMemory.open(out / _MEMORY, keys=keys, read_only=True) as memory:
+        return memory.generation
+
+
+def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
+    """Train one phase; returns (new examples, replayed examples, replayed tokens)."""
+    from transformers import TrainingArguments
+
+    from rehearsal.hf import RehearsalCollator
+    from rehearsal.trainer import RehearsalTrainer
+
+    config = ctx.config
+    collator = strategy.collator(ctx)
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"), per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs, learning_rate=config.learning_rate, seed=config.seed + ctx.phase,
+        logging_steps=10, save_strategy="no", report_to=[], use_cpu=True, remove_unused_columns=False,
+        disable_tqdm=not config.progress, dataloader_num_workers=0,
+    )
+    trainer = RehearsalTrainer(
+        model=model, args=args, train_dataset=ctx.train, data_collator=collator,
+        callbacks=strategy.callbacks(ctx, collator), loss=config.loss, current_classes=ctx.current_classes,
+        seen_classes=ctx.seen_classes, mask_unseen=config.mask_unseen, loss_terms=strategy.loss_terms(ctx),
+    )
+    trainer.train()
+    replayed = sum(int(log.get("replay/examples", 0)) for log in trainer.state.log_history)
+    tokens = sum(int(log.get("replay/tokens", 0)) for log in trainer.state.log_history)
+    if isinstance(collator, RehearsalCollator):
+        rest = collator.pop_stats()
+        replayed, tokens = replayed + rest.replayed, tokens + rest.replayed_tokens
+    return int(len(ctx.train) * config.epochs), replayed, tokens
+
+
+def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, resume: bool = False,
+        stream: TaskStream | None = None) -> RunResult:
+    """Run (or resume) the continual fine-tuning ``config`` describes; see the module docstring."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, set_seed
+
+    from rehearsal.embedding import default_model_path
+
+    if output_dir is not None:
+        config = config.replace(output_dir=str(output_dir))
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _load_state(out, config, resume=resume)
+    stream = stream if stream is not None else load_stream(config)
+    strategy = get_strategy(config.method)
+    phases = strategy.phases(stream)
+    done = int(state["completed_phases"]) if state else 0
+    matrix = AccuracyMatrix.from_dict(state["accuracy"]) if state else AccuracyMatrix([t.name for t in stream.tasks])
+    totals: dict[str, Any] = dict(state["totals"]) if state else {
+        "wall_seconds": 0.0, "train_examples": 0, "replayed_examples": 0, "replayed_tokens": 0, "phase_seconds": []}
+
+    model_path = str(config.model or default_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    set_seed(config.seed)
+    source = str(out / _CHECKPOINT) if done else model_path
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(stream.labels))
+    keys = _keys(out) if strategy.uses_memory else None
+    if keys is not None and done < len(phases):
+        _open_memory(out, keys, state, phases[done])
+    base_collator = DataCollatorWithPadding(tokenizer)
+    index = {task.name: i for i, task in enumerate(stream.tasks)}
+    test_labels = [[stream.label_id(ex.label) for ex in task.test] for task in stream.tasks]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(phases), initial=done, desc=f"{config.method} phases", disable=not config.progress,
+               file=sys.stderr)
+    for phase in range(done, len(phases)):
+        started = time.perf_counter()
+        tasks = phases[phase]
+        bar.set_postfix_str("+".join(t.name for t in tasks))
+        seen = [stream.label_id(lab) for p in phases[: phase + 1] for t in p for lab in t.labels]
+        ctx = PhaseContext(
+            config=config, stream=stream, phase=phase, tasks=tasks,
+            train=_phase_dataset(stream, tasks, tokenizer, config, with_vectors=strategy.needs_vectors),
+            tokenizer=tokenizer, base_collator=base_collator, memory_path=out / _MEMORY, keys=keys,
+            current_classes=[stream.label_id(lab) for t in tasks for lab in t.labels],
+            seen_classes=sorted(set(seen)),
+        )
+        set_seed(config.seed + phase)
+        new, replayed, tokens = _train_phase(model, strategy, ctx, out)
+        row = index[tasks[-1].name]
+        for j, task in enumerate(stream.tasks):
+            matrix.record(row, j, evaluate_accuracy(model, tokenizer, task.test, test_labels[j],
+                                                    batch_size=config.eval_batch_size, max_length=config.max_length))
+        elapsed = time.perf_counter() - started
+        totals["wall_seconds"] += elapsed
+        totals["train_examples"] += new
+        totals["replayed_examples"] += replayed
+        totals["replayed_tokens"] += tokens
+        totals["phase_seconds"] = [*totals["phase_seconds"], elapsed]
+        # Weights first, then state: a state file never points at weights that were not written.
+        tmp = out / (_CHECKPOINT + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        shutil.rmtree(out / _CHECKPOINT, ignore_errors=True)
+        os.replace(tmp, out / _CHECKPOINT)
+        generation = _memory_generation(out, keys) if keys is not None else 0
+        _write_json(out / _STATE, {"config": config.to_dict(), "completed_phases": phase + 1,
+                                   "accuracy": matrix.to_dict(), "memory_generation": generation,
+                                   "totals": totals})
+        _write_outputs(_result(config, matrix, totals, out), out)
+        bar.update(1)
+    bar.close()
+    result = _result(config, matrix, totals, out)
+    _write_outputs(result, out)
+    return result
+
+
+def _result(config: RunConfig, matrix: AccuracyMatrix, totals: dict[str, Any], out: Path) -> RunResult:
+    cost = RunCost(wall_seconds=float(totals["wall_seconds"]), train_examples=int(totals["train_examples"]),
+                   replayed_examples=int(totals["replayed_examples"]),
+                   replayed_tokens=int(totals["replayed_tokens"]),
+                   memory_bytes_on_disk=_folder_bytes(out / _MEMORY))
+    return RunResult(config, matrix, cost, out, list(totals["phase_seconds"]))
+
+
+def _write_outputs(result: RunResult, out: Path) -> None:
+    from rehearsal.plots import plot_accuracy_heatmap, plot_accuracy_over_time
+
+    _write_json(out / "results.json", result.to_dict())
+    (out / "results.md").write_text(result.to_markdown(), encoding="utf-8")
+    title = f"{result.config.method} ({result.config.loss})"
+    plot_accuracy_heatmap(result.matrix, out / "accuracy_heatmap.png", title=title)
+    plot_accuracy_over_time(result.matrix, out / "accuracy_over_time.png", title=title)
+
+
+def run_command(config_path: str, *, output_dir: str | None, resume: bool, as_json: bool) -> int:
+    """``rehearsal run CONFIG``: run, then print the results table (or JSON); 0 on success, 1 on error."""
+    try:
+        config = RunConfig.from_file(config_path)
+        result = run(config, output_dir=output_dir, resume=resume)
+    except RehearsalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_dict(), indent=2) if as_json else result.to_markdown())
+    return 0

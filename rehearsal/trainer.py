@@ -1,0 +1,120 @@
+"""A thin ``Trainer`` subclass for losses that treat replay rows apart from new rows.
+
+The collator marks each row (``ReplayConfig(mark_replay=True)`` adds an ``is_replay`` 0/1 feature);
+:class:`RehearsalTrainer` pops that feature before the forward pass and computes the loss itself:
+
+- ``loss="ce"``: plain cross-entropy over every class of the head (or, with ``mask_unseen``, over the
+  classes seen so far: a class no task has shown yet cannot be the answer, so its logit is not pushed).
+- ``loss="asymmetric"`` (ER-ACE, Caccia et al. 2022): new rows compete only among the current task's
+  classes, so learning a new task does not push old classes' logits down; replay rows compete among every
+  class seen so far, which is where old and new classes are told apart.
+
+Extra terms (a regulariser such as EWC) plug in as callables ``model -> scalar tensor`` added to the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from rehearsal.errors import ConfigError
+from rehearsal.hf import REPLAY_FLAG
+
+__all__ = ["LOSSES", "LossTerm", "RehearsalTrainer", "rehearsal_loss"]
+
+LOSSES = ("ce", "asymmetric")
+
+LossTerm = Callable[[torch.nn.Module], torch.Tensor]
+
+
+def _class_mask(classes: Sequence[int] | None, n_classes: int, device: torch.device) -> torch.Tensor:
+    """(n_classes,) bool: True where a class may be predicted; every class when ``classes`` is None."""
+    if classes is None:
+        return torch.ones(n_classes, dtype=torch.bool, device=device)
+    mask = torch.zeros(n_classes, dtype=torch.bool, device=device)
+    mask[torch.as_tensor(list(classes), dtype=torch.long, device=device)] = True
+    return mask
+
+
+def rehearsal_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    is_replay: torch.Tensor | None,
+    *,
+    loss: str = "ce",
+    current_classes: Sequence[int] | None = None,
+    seen_classes: Sequence[int] | None = None,
+    mask_unseen: bool = False,
+) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` (b, C) against ``labels`` (b,) with per-row class masks.
+
+    A masked class gets logit -inf, i.e. it is left out of that row's softmax. Rows with ``is_replay`` (b,)
+    equal to 1 are replay. ``current_classes`` is needed by ``loss="asymmetric"``; ``seen_classes``
+    (every class trained so far, current included) by ``asymmetric`` and ``mask_unseen``.
+    """
+    if loss not in LOSSES:
+        raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {loss!r}")
+    n_classes = logits.shape[-1]
+    replay = torch.zeros_like(labels, dtype=torch.bool) if is_replay is None else is_replay.bool()
+    seen = _class_mask(seen_classes if (mask_unseen or loss == "asymmetric") else None, n_classes, logits.device)
+    if loss == "asymmetric":
+        if current_classes is None:
+            raise ConfigError("the asymmetric loss needs the current task's classes (current_classes)")
+        new = _class_mask(current_classes, n_classes, logits.device)
+    else:
+        new = seen
+    allowed = torch.where(replay[:, None], seen[None, :], new[None, :])
+    masked = logits.masked_fill(~allowed, float("-inf"))
+    return torch.nn.functional.cross_entropy(masked, labels)
+
+
+class RehearsalTrainer(Trainer):  # type: ignore[misc]
+    """``Trainer`` whose loss knows replay rows from new rows (see the module docstring)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        loss: str = "ce",
+        current_classes: Sequence[int] | None = None,
+        seen_classes: Sequence[int] | None = None,
+        mask_unseen: bool = False,
+        loss_terms: Sequence[LossTerm] = (),
+        **kwargs: Any,
+    ) -> None:
+        if loss not in LOSSES:
+            raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {loss!r}")
+        if loss == "asymmetric" and current_classes is None:
+            raise ConfigError("the asymmetric loss needs the current task's classes (current_classes)")
+        super().__init__(*args, **kwargs)
+        self.loss_name = loss
+        self.current_classes = None if current_classes is None else list(current_classes)
+        self.seen_classes = None if seen_classes is None else list(seen_classes)
+        self.mask_unseen = mask_unseen
+        self.loss_terms = list(loss_terms)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        inputs = dict(inputs)
+        is_replay = inputs.pop(REPLAY_FLAG, None)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = rehearsal_loss(
+            outputs.logits,
+            labels,
+            is_replay,
+            loss=self.loss_name,
+            current_classes=self.current_classes,
+            seen_classes=self.seen_classes,
+            mask_unseen=self.mask_unseen,
+        )
+        for term in self.loss_terms:
+            loss = loss + term(model)
+        return (loss, outputs) if return_outputs else loss
