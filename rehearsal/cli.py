@@ -1,0 +1,433 @@
+"""The ``rehearsal`` command line: create, fill, search, check and govern a memory on disk.
+
+Each verb is one small handler in :data:`VERBS` that returns a :class:`Report`: a JSON-able dict (printed
+with ``--json``) and the lines a person reads. Errors print one line, ``rehearsal: error: <message>``, on
+stderr and exit 2 (usage) or 1 (any :class:`RehearsalError`). The master key comes from
+``REHEARSAL_MASTER_KEY`` or ``--key-file`` and is never printed, except by ``keygen``, whose job it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
+
+__all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
+
+KEY_ENV = "REHEARSAL_MASTER_KEY"
+PROG = "rehearsal"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command line argparse rejects (exit status 2)."""
+
+
+@dataclass
+class Report:
+    """What a verb did: ``data`` for ``--json``, ``lines`` for people."""
+
+    data: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Verb:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Report]
+    uses_memory: bool = True  # takes PATH and the key options
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints usage and exits; we want one line and a status the caller controls.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+# -- keys and opening --------------------------------------------------------------------------------
+
+
+def _keys(args: argparse.Namespace) -> Any:
+    """The master key from ``--key-file`` or the environment, or None when neither gives one."""
+    from rehearsal.crypto import KeyRing
+
+    if args.key_file is not None:
+        return KeyRing.from_file(args.key_file)
+    if os.environ.get(KEY_ENV, "").strip():
+        return KeyRing.from_env(KEY_ENV)
+    return None
+
+
+def _missing_key(path: str) -> MissingKeyError:
+    return MissingKeyError(
+        f"memory at {path!r} is encrypted: set {KEY_ENV} to its base64 master key or pass --key-file"
+    )
+
+
+def _open(args: argparse.Namespace, *, read_only: bool, keys: Any = None) -> Any:
+    """Open PATH with ``keys`` (default: those from the options or the environment)."""
+    from rehearsal.memory import RehearsalMemory
+
+    keys = keys if keys is not None else _keys(args)
+    try:
+        return RehearsalMemory.open(args.path, keys=keys, read_only=read_only)
+    except MissingKeyError:
+        if keys is None:
+            raise _missing_key(args.path) from None
+        raise
+
+
+def _create(args: argparse.Namespace, *, embedding_only: bool) -> Any:
+    from rehearsal.memory import RehearsalMemory
+
+    keys = _keys(args)
+    if keys is None and not embedding_only:
+        raise MissingKeyError(
+            f"a memory that stores text is encrypted: set {KEY_ENV} or pass --key-file "
+            "(make a key with 'rehearsal keygen'), or use --embedding-only"
+        )
+    return RehearsalMemory.create(args.path, keys=keys, embedding_only=embedding_only)
+
+
+def _exists(path: str) -> bool:
+    folder = Path(path)
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _id_list(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integer ids, got {text!r}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("expected at least one id")
+    return ids
+
+
+def _field_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# -- verbs -------------------------------------------------------------------------------------------
+
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embedding-only", action="store_true", help="store no text, only vectors and metadata")
+
+
+def _init(args: argparse.Namespace) -> Report:
+    with _create(args, embedding_only=args.embedding_only) as memory:
+        stats = memory.stats()
+    mode = "embedding-only" if stats["embedding_only"] else "encrypted"
+    data = {"path": args.path, "mode": mode, **{k: stats[k] for k in ("encrypted", "encoder", "dim")}}
+    return Report(data, [f"created {mode} memory at {args.path} ({stats['encoder']}, dim {stats['dim']})"])
+
+
+_FIELDS_HELP = "fields kept as metadata; task, label and tags can be filtered with --where"
+
+
+def _ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="a .jsonl or .csv file, or a saved dataset folder")
+    p.add_argument("--text-field", default="text", help="the field holding the text (default: text)")
+    p.add_argument("--metadata-fields", type=_field_list, default=[], metavar="A,B", help=_FIELDS_HELP)
+    p.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
+    p.add_argument("--source-field", help="embedding-only: the field with each record's source reference")
+    p.add_argument("--split", help="the split to read from a saved DatasetDict")
+    p.add_argument("--batch-size", type=_positive, default=256, help="records added per commit")
+    p.add_argument("--embedding-only", action="store_true", help="if PATH is new, create it embedding-only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _ingest(args: argparse.Namespace) -> Report:
+    from tqdm import tqdm
+
+    from rehearsal.cli_io import RecordMapper, open_records
+
+    source = open_records(args.file, split=args.split)
+    mapper = RecordMapper(
+        text_field=args.text_field, metadata_fields=args.metadata_fields, source_field=args.source_field
+    )
+    total = source.check(mapper)  # every record, before any is added: no half-ingested files
+    if total == 0:
+        raise ValidationError(f"{args.file!r} holds no records")
+    created = not _exists(args.path)
+    if created:
+        _check_mode(args, embedding_only=args.embedding_only)
+        memory = _create(args, embedding_only=args.embedding_only)
+    else:
+        memory = _open(args, read_only=False)
+    with memory:
+        _check_mode(args, embedding_only=memory.embedding_only)
+        ids: list[int] = []
+        memory.encoder  # noqa: B018 - load it now, so the bar measures ingestion and not start-up
+        with tqdm(total=total, unit="rec", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
+            for batch in source.batches(mapper, args.batch_size):
+                try:
+                    ids += memory.add(
+                        [r.text for r in batch],
+                        metadata=[r.metadata for r in batch],
+                        tenant=args.tenant,
+                        sources=[r.source for r in batch] if memory.embedding_only else None,
+                    )
+                except RehearsalError as exc:
+                    raise type(exc)(f"{exc} ({len(ids)} records from earlier batches were added)") from None
+                bar.update(len(batch))
+        entries = len(memory)
+    data = {
+        "path": args.path,
+        "created": created,
+        "added": len(ids),
+        "first_id": min(ids),
+        "last_id": max(ids),
+        "entries": entries,
+    }
+    line = f"added {len(ids)} records (ids {min(ids)}..{max(ids)}) to {args.path}; it now holds {entries}"
+    return Report(data, [line])
+
+
+def _check_mode(args: argparse.Namespace, *, embedding_only: bool) -> None:
+    if args.embedding_only and not embedding_only:
+        raise ValidationError(f"--embedding-only: the memory at {args.path!r} exists and stores text")
+    if embedding_only and args.source_field is None:
+        raise ValidationError(
+            "an embedding-only memory keeps no text: name each record's reference with --source-field"
+        )
+    if not embedding_only and args.source_field is not None:
+        raise ValidationError("--source-field is for embedding-only memories; this one stores the text")
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("queries", nargs="+", metavar="QUERY", help="one or more query texts")
+    p.add_argument("-k", type=_positive, default=5, help="hits per query (default: 5)")
+    p.add_argument(
+        "--where", help='a JSON metadata filter, e.g. \'{"task": "verbs", "label": {"$in": [1, 2]}}\''
+    )
+    p.add_argument("--with-text", action="store_true", help="decrypt and show each hit's text")
+
+
+def _search(args: argparse.Namespace) -> Report:
+    where = _parse_where(args.where)
+    with _open(args, read_only=True) as memory:
+        if args.with_text and memory.embedding_only:
+            raise ValidationError("--with-text: this memory is embedding-only and stores no text")
+        results = memory.search(args.queries, args.k, where=where)
+        found = sorted({hit.id for hits in results for hit in hits})
+        by_id = dict(zip(found, memory.get_texts(found), strict=True)) if args.with_text and found else {}
+    out: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for query, hits in zip(args.queries, results, strict=True):
+        rows = [{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata} for h in hits]
+        lines.append(f"query: {query}" + ("" if hits else "  (no hits)"))
+        for rank, row in enumerate(rows, start=1):
+            meta = " ".join(
+                f"{k}={json.dumps(v)}" for k, v in row["metadata"].items() if v not in (None, [], {})
+            )
+            lines.append(f"  {rank:>3}. id={row['id']} score={row['score']:.4f} {meta}".rstrip())
+            if args.with_text:
+                row["text"] = by_id[row["id"]]
+                lines.append(f"       {row['text']}")
+        out.append({"query": query, "hits": rows})
+    return Report({"path": args.path, "k": args.k, "where": where, "results": out}, lines)
+
+
+def _parse_where(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        where = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"--where is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    if not isinstance(where, dict):
+        raise ValidationError(f"--where must be a JSON object, got {type(where).__name__}")
+    from rehearsal.filters import compile_where
+
+    compile_where(where)  # unknown fields or operators fail here, before the encoder loads
+    return where
+
+
+def _stats(args: argparse.Namespace) -> Report:
+    with _open(args, read_only=True) as memory:
+        stats = memory.stats()
+    lines = [
+        f"{name}: {json.dumps(value) if isinstance(value, dict) else value}" for name, value in stats.items()
+    ]
+    return Report(stats, lines)
+
+
+def _verify(args: argparse.Namespace) -> Report:
+    with _open(args, read_only=True) as memory:
+        counts = memory.verify()
+    line = (
+        f"ok: {counts['entries']} entries, {counts['texts']} texts and {counts['vectors']} vectors verified "
+        f"at generation {counts['generation']}"
+    )
+    return Report({"path": args.path, "ok": True, **counts}, [line])
+
+
+def _delete_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ids", type=_id_list, required=True, metavar="1,2,3", help="the ids to delete")
+
+
+def _delete(args: argparse.Namespace) -> Report:
+    with _open(args, read_only=False) as memory:
+        removed = memory.delete(args.ids)
+        entries = len(memory)
+    return Report(
+        {"path": args.path, "deleted": removed, "ids": args.ids, "entries": entries},
+        [f"deleted {removed} entries; {entries} remain"],
+    )
+
+
+def _forget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tenant", required=True, help="the tenant to erase")
+
+
+def _forget(args: argparse.Namespace) -> Report:
+    with _open(args, read_only=False) as memory:
+        removed = memory.forget(tenant=args.tenant)
+        entries = len(memory)
+    line = (
+        f"forgot tenant {args.tenant!r}: {removed} entries removed, its data key destroyed; {entries} remain"
+    )
+    return Report({"path": args.path, "tenant": args.tenant, "removed": removed, "entries": entries}, [line])
+
+
+def _rotate_args(p: argparse.ArgumentParser) -> None:
+    new = p.add_mutually_exclusive_group(required=True)
+    new.add_argument("--new-key-file", help="file with the new base64 master key (mode 0600)")
+    new.add_argument("--new-key-env", metavar="VAR", help="environment variable holding the new master key")
+
+
+def _rotate_key(args: argparse.Namespace) -> Report:
+    from rehearsal.crypto import KeyRing
+
+    if args.new_key_file is not None:
+        new_keys = KeyRing.from_file(args.new_key_file)
+    else:
+        new_keys = KeyRing.from_env(args.new_key_env)
+    old = _keys(args)
+    if old is None:
+        raise _missing_key(args.path)
+    if new_keys == old:
+        raise ValidationError("the new master key is the key this memory already uses")
+    with _open(args, read_only=False, keys=old) as memory:
+        memory.rotate_keys(new_keys)
+    data = {"path": args.path, "old_fingerprint": old.fingerprint, "new_fingerprint": new_keys.fingerprint}
+    line = f"rotated the master key of {args.path}: {old.fingerprint} -> {new_keys.fingerprint}"
+    return Report(data, [line, "the old key no longer opens this memory"])
+
+
+def _keygen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", metavar="FILE", help="write the key to FILE (created with mode 0600, never overwritten)"
+    )
+
+
+def _keygen(args: argparse.Namespace) -> Report:
+    from rehearsal.crypto import KeyRing
+
+    keys = KeyRing.generate()
+    if args.out is None:
+        return Report({"key": keys.export_base64(), "fingerprint": keys.fingerprint}, [keys.export_base64()])
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ValidationError(f"{args.out!r} exists; a key file is never overwritten") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot create {args.out!r}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(keys.export_base64() + "\n")
+    return Report(
+        {"path": args.out, "fingerprint": keys.fingerprint},
+        [f"wrote a new master key to {args.out} (fingerprint {keys.fingerprint})"],
+    )
+
+
+# To add a verb (e.g. ``run``, ``bench``): write ``_name_args`` and ``_name``, and register it here.
+VERBS: dict[str, Verb] = {
+    "init": Verb("create an empty memory", _init_args, _init),
+    "ingest": Verb("add records from a JSONL/CSV file or a saved dataset", _ingest_args, _ingest),
+    "search": Verb("nearest entries to query texts", _search_args, _search),
+    "stats": Verb("entries, tenants, tasks and sizes", lambda p: None, _stats),
+    "verify": Verb("authenticate every record and check the index", lambda p: None, _verify),
+    "delete": Verb("remove entries by id", _delete_args, _delete),
+    "forget": Verb("erase a tenant: destroy its key, remove its entries", _forget_args, _forget),
+    "rotate-key": Verb("rewrap the data keys under a new master key", _rotate_args, _rotate_key),
+    "keygen": Verb("make a new master key (file or stdout)", _keygen_args, _keygen, uses_memory=False),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rehearsal import __version__
+
+    parser = _Parser(
+        prog=PROG, description="Retrieval-augmented rehearsal memories for continual fine-tuning."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name, verb in VERBS.items():
+        p = sub.add_parser(name, help=verb.help, description=verb.help)
+        if verb.uses_memory:
+            p.add_argument("path", metavar="PATH", help="the memory folder")
+            p.add_argument("--key-file", help=f"file with the base64 master key (default: ${KEY_ENV})")
+        verb.add_arguments(p)
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    return parser
+
+
+def _print(report: Report, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        out.write(json.dumps(report.data, indent=2, ensure_ascii=False, default=str) + "\n")
+    elif report.lines:
+        out.write("\n".join(report.lines) + "\n")
+
+
+def _fail(message: str, status: int) -> int:
+    first = " ".join(message.split())  # one line, whatever the message held
+    sys.stderr.write(f"{PROG}: error: {first}\n")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # ours is the only bar a user needs
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return _fail(f"{exc} (see '{PROG} --help')", EXIT_USAGE)
+    try:
+        report = VERBS[args.verb].run(args)
+    except RehearsalError as exc:
+        return _fail(str(exc), EXIT_ERROR)
+    except OSError as exc:
+        where = f" {exc.filename!r}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", EXIT_ERROR)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    _print(report, args.json, sys.stdout)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Readers for ``rehearsal ingest``: JSON lines, CSV and saved Hugging Face datasets, as records to add.
+
+A reader yields plain dicts, one per input record; :class:`RecordMapper` turns each into the text, metadata
+and (embedding-only) source reference that ``RehearsalMemory.add`` takes, naming the record it rejects.
+Readers can be iterated more than once, so the CLI checks the whole file before it adds anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rehearsal.errors import NotFoundError, ValidationError
+
+__all__ = ["FILTERABLE_FIELDS", "Record", "RecordMapper", "RecordSource", "open_records"]
+
+# Metadata the catalog indexes for ``where=`` filters; every other chosen field goes to the extra metadata.
+FILTERABLE_FIELDS = ("task", "label", "tags")
+# Set by ``add`` arguments, never by metadata.
+_RESERVED_FIELDS = ("id", "tenant", "source")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_CSV_SUFFIXES = (".csv",)
+
+
+@dataclass(frozen=True)
+class Record:
+    text: str
+    metadata: dict[str, Any]
+    source: str | None
+
+
+class RecordSource:
+    """The records of one input; ``len`` is their number, iteration yields ``(position, dict)``.
+
+    Positions are what a user finds in the file: line numbers for JSON lines, data row numbers (header
+    excluded) for CSV, row indices for datasets.
+    """
+
+    def __init__(self, path: Path, kind: str, split: str | None = None) -> None:
+        self.path = path
+        self.kind = kind
+        self._split = split
+        self._dataset: Any = _load_dataset(path, split) if kind == "dataset" else None
+        self._count: int | None = None
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        if self.kind == "jsonl":
+            return self._jsonl()
+        if self.kind == "csv":
+            return self._csv()
+        return ((i, dict(row)) for i, row in enumerate(self._dataset))
+
+    def check(self, mapper: RecordMapper) -> int:
+        """Map every record (raising on the first bad one); the number of records."""
+        count = 0
+        for position, item in self:
+            mapper(item, self.describe(position))
+            count += 1
+        self._count = count
+        never = [name for name in mapper.metadata_fields if name not in mapper.seen]
+        if count and never:
+            # A field no record has is a typo, not sparse metadata.
+            raise ValidationError(f"no record in {self.path.name} has metadata field(s) {never}")
+        return count
+
+    def batches(self, mapper: RecordMapper, size: int) -> Iterator[list[Record]]:
+        """The mapped records in lists of ``size`` (the last may be shorter)."""
+        batch: list[Record] = []
+        for position, item in self:
+            batch.append(mapper(item, self.describe(position)))
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def describe(self, position: int) -> str:
+        unit = {"jsonl": "line", "csv": "row", "dataset": "row"}[self.kind]
+        return f"{self.path.name} {unit} {position}"
+
+    def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        with self.path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValidationError(f"{self.describe(number)}: not valid JSON ({exc.msg})") from None
+                if not isinstance(item, dict):
+                    raise ValidationError(
+                        f"{self.describe(number)}: expected a JSON object, got {type(item).__name__}"
+                    )
+                yield number, item
+
+    def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        with self.path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            try:
+                for number, row in enumerate(reader, start=1):
+                    if None in row:
+                        raise ValidationError(f"{self.describe(number)}: more values than header columns")
+                    yield number, dict(row)
+            except csv.Error as exc:
+                raise ValidationError(f"{self.path.name}: malformed CSV ({exc})") from None
+
+
+def open_records(path: str | Path, *, split: str | None = None) -> RecordSource:
+    """The records in ``path``: a folder saved with ``datasets``' ``save_to_disk``, ``*.jsonl``/``*.json``
+    (one object per line) or ``*.csv`` (with a header row)."""
+    where = Path(path)
+    if not where.exists():
+        raise NotFoundError(f"input {str(where)!r} does not exist")
+    if where.is_dir():
+        return RecordSource(where, "dataset", split)
+    if split is not None:
+        raise ValidationError("--split applies to a saved dataset folder, not to a file")
+    suffix = where.suffix.lower()
+    if suffix in _JSONL_SUFFIXES:
+        return RecordSource(where, "jsonl")
+    if suffix in _CSV_SUFFIXES:
+        return RecordSource(where, "csv")
+    raise ValidationError(
+        f"cannot tell the format of {where.name!r}: use a .jsonl or .csv file or a saved dataset folder"
+    )
+
+
+def _load_dataset(path: Path, split: str | None) -> Any:
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ValidationError(
+            "reading a saved dataset needs the 'datasets' package: pip install datasets"
+        ) from exc
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise ValidationError(
+            f"{str(path)!r} is a folder but not a dataset saved with save_to_disk"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = sorted(loaded)
+        if split is None and len(splits) == 1:
+            split = splits[0]
+        if split not in loaded:
+            wanted = "choose one with --split" if split is None else f"no split {split!r}"
+            raise ValidationError(f"{str(path)!r} holds splits {splits}: {wanted}")
+        return loaded[split]
+    if split is not None:
+        raise ValidationError(f"{str(path)!r} is a single dataset; it has no splits")
+    return loaded
+
+
+class RecordMapper:
+    """Turns input dicts into :class:`Record` s: which field is the text, which go to metadata, the source."""
+
+    def __init__(
+        self, *, text_field: str, metadata_fields: Sequence[str] = (), source_field: str | None = None
+    ) -> None:
+        reserved = sorted(set(metadata_fields) & set(_RESERVED_FIELDS))
+        if reserved:
+            raise ValidationError(
+                f"metadata fields may not be named {reserved}: id is assigned and tenant/source are options"
+            )
+        if text_field in metadata_fields:
+            raise ValidationError(f"field {text_field!r} is the text; it cannot also be metadata")
+        self.text_field = text_field
+        self.metadata_fields = tuple(metadata_fields)
+        self.source_field = source_field
+        self.seen: set[str] = set()  # metadata fields found in at least one record
+
+    def __call__(self, item: dict[str, Any], where: str) -> Record:
+        text = item.get(self.text_field)
+        if not isinstance(text, str) or not text.strip():
+            found = "missing" if text is None else f"{type(text).__name__} {_short(text)}"
+            raise ValidationError(
+                f"{where}: text field {self.text_field!r} must be a non-empty string, got {found}"
+            )
+        metadata: dict[str, Any] = {}
+        for name in self.metadata_fields:
+            value = item.get(name)
+            if value is None:  # absent or null: this record has no such metadata
+                continue
+            self.seen.add(name)
+            metadata[name] = _filterable(name, value, where) if name in FILTERABLE_FIELDS else value
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError):
+            raise ValidationError(f"{where}: metadata is not JSON-serialisable") from None
+        return Record(text, metadata, self._source(item, where))
+
+    def _source(self, item: dict[str, Any], where: str) -> str | None:
+        if self.source_field is None:
+            return None
+        value = item.get(self.source_field)
+        if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+            raise ValidationError(
+                f"{where}: source field {self.source_field!r} must be a non-empty string or int, "
+                f"got {_short(value)}"
+            )
+        return str(value)
+
+
+def _filterable(name: str, value: Any, where: str) -> Any:
+    if name == "task":
+        if not isinstance(value, str):
+            raise ValidationError(f"{where}: 'task' must be a string, got {_short(value)}")
+        return value
+    if name == "label":
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValidationError(f"{where}: 'label' must be a string or int, got {_short(value)}")
+        return value
+    # tags: a list of strings, or (CSV) one string of comma-separated tags.
+    if isinstance(value, str):
+        return [tag.strip() for tag in value.split(",") if tag.strip()]
+    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+        raise ValidationError(f"{where}: 'tags' must be a list of strings, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
