@@ -1,0 +1,137 @@
+"""Continual-learning benchmark: class-incremental WordNet stream (5 tasks, 45 classes), MiniLM, one head.
+
+Every replay method gets the same budget (``--ratio`` of each batch, memory = all past training data).
+Runs go seed by seed, so a stopped benchmark still holds complete seeds; each finished run is skipped
+on a rerun (its results.json is read back), and the summary is rewritten after every run.
+
+    .venv/bin/python benchmarks/continual.py --seeds 0 1 2                     # the main grid
+    .venv/bin/python benchmarks/continual.py --variants hybrid-ce hybrid-r50 --seeds 0   # ablations
+
+Writes benchmarks/out/continual/<variant>_s<seed>/ (each run's outputs) and summary.json / summary.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from rehearsal.config import ReplayConfig  # noqa: E402
+from rehearsal.run_config import RunConfig  # noqa: E402
+from rehearsal.stream import run  # noqa: E402
+
+# variant -> RunConfig changes. Naive and multitask use plain cross-entropy (the usual baselines);
+# replay methods use the asymmetric loss unless the variant says otherwise.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "naive": {"method": "naive", "loss": "ce"},
+    "random": {"method": "random"},
+    "retrieval": {"method": "retrieval"},
+    "hybrid": {"method": "hybrid"},
+    "multitask": {"method": "multitask", "loss": "ce"},
+    "naive-asym": {"method": "naive"},
+    "hybrid-ce": {"method": "hybrid", "loss": "ce"},
+    "hybrid-ce-mask": {"method": "hybrid", "loss": "ce", "mask_unseen": True},
+    "random-ce": {"method": "random", "loss": "ce"},
+    "hybrid-r50": {"method": "hybrid", "replay_ratio": 0.5},
+    "random-r50": {"method": "random", "replay_ratio": 0.5},
+    "hybrid-uniform": {"method": "hybrid", "balance": "uniform"},
+}
+MAIN = ["naive", "random", "retrieval", "hybrid", "multitask"]
+
+
+def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
+    changes = dict(VARIANTS[variant])
+    replay = {"ratio": changes.pop("replay_ratio", args.ratio), "balance": changes.pop("balance", "class")}
+    return RunConfig(
+        max_train_per_class=args.train_per_class, max_test_per_class=args.test_per_class, epochs=args.epochs,
+        learning_rate=args.lr, max_length=args.max_length, batch_size=args.batch_size, seed=seed,
+        replay=ReplayConfig(**replay), progress=False, output_dir=str(args.out / f"{variant}_s{seed}"),
+        **changes,
+    )
+
+
+def _stats(values: list[float]) -> dict[str, float | int]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for variant, results in runs.items():
+        row: dict[str, Any] = {"seeds": [r["config"]["seed"] for r in results]}
+        for key in ("average_accuracy", "forgetting", "backward_transfer"):
+            values = [r["summary"][key] for r in results if r["summary"][key] is not None]
+            row[key] = _stats(values) if values else None
+        for key in ("wall_seconds", "replayed_examples", "memory_bytes_on_disk"):
+            row[key] = _stats([float(r["cost"][key]) for r in results])
+        table[variant] = row
+    return table
+
+
+def to_markdown(table: dict[str, Any]) -> str:
+    def cell(stat: dict[str, float] | None, digits: int = 3) -> str:
+        return "—" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+    lines = ["| variant | seeds | ACC | forgetting | BWT | wall s | replayed | memory MB |", "|---" * 8 + "|"]
+    for variant, row in table.items():
+        mem = row["memory_bytes_on_disk"]["mean"] / 1e6
+        lines.append(
+            f"| {variant} | {len(row['seeds'])} | {cell(row['average_accuracy'])} | {cell(row['forgetting'])} | "
+            f"{cell(row['backward_transfer'])} | {cell(row['wall_seconds'], 0)} | "
+            f"{row['replayed_examples']['mean']:.0f} | {mem:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=MAIN, choices=sorted(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--train-per-class", type=int, default=50)
+    parser.add_argument("--test-per-class", type=int, default=20)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--max-length", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--ratio", type=float, default=0.25)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/continual"))
+    parser.add_argument("--summary-name", default="summary")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    for seed in args.seeds:
+        for variant in args.variants:
+            config = config_for(variant, seed, args)
+            done = Path(config.output_dir) / "results.json"
+            result = json.loads(done.read_text()) if _complete(done) else None
+            if result is None:
+                result = run(config, resume=True).to_dict()
+            runs[variant].append(result)
+            s = result["summary"]
+            print(f"{variant} seed={seed} ACC={s['average_accuracy']:.3f} forgetting={s['forgetting']} "
+                  f"wall={result['cost']['wall_seconds']:.0f}s", flush=True)
+            table = {v: r for v, r in summarize({k: x for k, x in runs.items() if x}).items()}
+            (args.out / f"{args.summary_name}.json").write_text(
+                json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "table": table}, indent=2))
+            (args.out / f"{args.summary_name}.md").write_text(to_markdown(table))
+    print(to_markdown(summarize(runs)))
+    return 0
+
+
+def _complete(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text())
+    matrix = data["accuracy"]["matrix"]
+    return all(v is not None for v in matrix[-1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The run loop: every strategy runs end to end and writes its outputs; resume; RunConfig checks.
+
+End-to-end runs use a tiny randomly initialised BERT (saved with MiniLM's tokenizer) so they take seconds;
+the replay memory still embeds with the packaged MiniLM encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from rehearsal import stream as stream_module  # noqa: E402
+from rehearsal.config import ReplayConfig  # noqa: E402
+from rehearsal.datasets import Task, TaskStream, load_wordnet_stream  # noqa: E402
+from rehearsal.errors import ConfigError  # noqa: E402
+from rehearsal.run_config import RunConfig  # noqa: E402
+from rehearsal.strategies import STRATEGIES  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from rehearsal.embedding import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=6)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_stream() -> TaskStream:
+    """2 tasks x 3 classes, 4 train and 2 test examples per class, real WordNet glosses."""
+    full = load_wordnet_stream(max_train_per_class=4, max_test_per_class=2, tasks=["living", "verbs"])
+    tasks = []
+    for task in full.tasks:
+        keep = set(task.labels[:3])
+        tasks.append(Task.from_examples(task.name, [e for e in task.train if e.label in keep],
+                                        [e for e in task.test if e.label in keep]))
+    return TaskStream.from_tasks(tasks)
+
+
+def _config(tmp_path: Path, model: str, **changes: Any) -> RunConfig:
+    base: dict[str, Any] = {"model": model, "batch_size": 12, "max_length": 16, "progress": False,
+                            "output_dir": str(tmp_path / "run"), "tasks": ["living", "verbs"]}
+    return RunConfig(**{**base, **changes})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(STRATEGIES))
+def test_each_strategy_runs_and_writes_results(method: str, tmp_path: Path, tiny_model: str,
+                                               tiny_stream: TaskStream) -> None:
+    result = stream_module.run(_config(tmp_path, tiny_model, method=method), stream=tiny_stream)
+    out = tmp_path / "run"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["method"] == method
+    assert saved["accuracy"]["matrix"][-1][0] is not None
+    assert "| after \\ on |" in (out / "results.md").read_text()
+    for png in ("accuracy_heatmap.png", "accuracy_over_time.png"):
+        assert (out / png).read_bytes().startswith(PNG_MAGIC)
+    assert result.summary["average_accuracy"] is not None
+    if method in ("random", "retrieval", "hybrid"):
+        assert result.cost.replayed_examples > 0  # the second task replays the first
+        assert result.cost.memory_bytes_on_disk > 0
+    if method == "multitask":
+        assert result.summary["forgetting"] is None  # one phase: no row before the last to forget from
+
+
+@pytest.mark.slow
+def test_resume_skips_completed_tasks_and_admits_nothing_twice(tmp_path: Path, tiny_model: str,
+                                                               tiny_stream: TaskStream,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(tmp_path, tiny_model, method="hybrid")
+    real_eval = stream_module.evaluate_accuracy
+    calls = {"eval": 0, "train": 0}
+
+    def failing_eval(*args: Any, **kwargs: Any) -> float:
+        calls["eval"] += 1
+        if calls["eval"] == 3:  # first evaluation after phase 1: its examples are already in the memory
+            raise KeyboardInterrupt
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(stream_module, "evaluate_accuracy", failing_eval)
+    with pytest.raises(KeyboardInterrupt):
+        stream_module.run(config, stream=tiny_stream)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["completed_phases"] == 1
+    first_row = state["accuracy"]["matrix"][0]
+
+    real_train = stream_module._train_phase
+
+    def counting_train(*args: Any, **kwargs: Any) -> Any:
+        calls["train"] += 1
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(stream_module, "_train_phase", counting_train)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        stream_module.run(config, stream=tiny_stream)
+    result = stream_module.run(config, stream=tiny_stream, resume=True)
+    assert calls["train"] == 1
+    assert result.matrix.to_dict()["matrix"][0] == first_row
+    from rehearsal.crypto import KeyRing
+    from rehearsal.memory import RehearsalMemory
+
+    keys = KeyRing.from_file(tmp_path / "run" / "memory.key")
+    with RehearsalMemory.open(tmp_path / "run" / "memory", keys=keys, read_only=True) as memory:
+        assert len(memory) == sum(len(t.train) for t in tiny_stream.tasks)
+
+
+def test_resume_with_a_different_config_is_rejected(tmp_path: Path) -> None:
+    config = RunConfig(output_dir=str(tmp_path))
+    (tmp_path / "state.json").write_text(json.dumps({"config": config.replace(seed=3).to_dict()}))
+    with pytest.raises(ConfigError, match=r"different config; changed: \['seed'\]"):
+        stream_module._load_state(tmp_path, config, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"method": "ewc2"}, "'method' must be one of"),
+        ({"loss": "focal"}, "'loss' must be one of"),
+        ({"policy": "fifo"}, "'policy' must be one of"),
+        ({"policy": "reservoir"}, "needs 'memory_capacity'"),
+        ({"batch_size": 0}, "'batch_size' must be a positive int"),
+        ({"max_train_per_class": -1}, "'max_train_per_class' must be a positive int or None"),
+        ({"epochs": 0}, "'epochs' must be a positive number"),
+        ({"learning_rate": "1e-4"}, "'learning_rate' must be a positive number"),
+        ({"seed": -1}, "'seed' must be an int >= 0"),
+        ({"tasks": []}, "'tasks' must be a non-empty list"),
+        ({"mask_unseen": "yes"}, "'mask_unseen' must be true or false"),
+        ({"replay": {"ratio": 1.5}}, r"'ratio' must be in \[0, 1\)"),
+        ({"replay": 3}, "'replay' must be a table"),
+    ],
+)
+def test_run_config_rejects_bad_values(changes: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        RunConfig(**changes)
+
+
+def test_run_config_rejects_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match=r"unknown RunConfig field\(s\) \['epoch'\]"):
+        RunConfig.from_dict({"epoch": 2})
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml", ".yaml"])
+def test_run_config_round_trips_through_files(suffix: str, tmp_path: Path) -> None:
+    config = RunConfig(method="random", tasks=["verbs", "living"], replay=ReplayConfig(ratio=0.5, k=2), seed=4)
+    path = tmp_path / f"run{suffix}"
+    if suffix == ".json":
+        config.save(path)
+    elif suffix == ".toml":
+        path.write_text('method = "random"\ntasks = ["verbs", "living"]\nseed = 4\n[replay]\nratio = 0.5\nk = 2\n')
+    else:
+        path.write_text("method: random\ntasks: [verbs, living]\nseed: 4\nreplay: {ratio: 0.5, k: 2}\n")
+    assert RunConfig.from_file(path) == config
+    assert RunConfig.from_dict(config.to_dict()) == config
+    assert pickle.loads(pickle.dumps(config)) == config
+
+
+def test_bundled_default_configs_agree() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert RunConfig.from_file(root / "default.toml") == RunConfig.from_file(root / "default.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        ("run.toml", "method = \n", "cannot parse run config"),
+        ("run.yaml", "method: [\n", "cannot parse run config"),
+        ("run.ini", "", "must end in .toml"),
+        ("run.yaml", "- 1\n", "must hold a table of settings"),
+    ],
+)
+def test_unreadable_run_config_files_are_rejected(name: str, text: str, match: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        RunConfig.from_file(path)
+
+
+def test_run_command_reports_a_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('method = "nope"\n')
+    assert stream_module.run_command(str(path), output_dir=None, resume=False, as_json=True) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 'method' must be one of") and err.count("\n") == 1
