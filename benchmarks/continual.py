@@ -23,9 +23,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from rehearsal.config import ReplayConfig  # noqa: E402
-from rehearsal.run_config import RunConfig  # noqa: E402
-from rehearsal.stream import run  # noqa: E402
+from rehearsal.config import ReplayConfig
+from rehearsal.run_config import RunConfig
+from rehearsal.stream import run
 
 # variant -> RunConfig changes. Naive and multitask use plain cross-entropy (the usual baselines);
 # replay methods use the asymmetric loss unless the variant says otherwise.
@@ -83,7 +83,8 @@ def to_markdown(table: dict[str, Any]) -> str:
     for variant, row in table.items():
         mem = row["memory_bytes_on_disk"]["mean"] / 1e6
         lines.append(
-            f"| {variant} | {len(row['seeds'])} | {cell(row['average_accuracy'])} | {cell(row['forgetting'])} | "
+            f"| {variant} | {len(row['seeds'])} | {cell(row['average_accuracy'])} | "
+            f"{cell(row['forgetting'])} | "
             f"{cell(row['backward_transfer'])} | {cell(row['wall_seconds'], 0)} | "
             f"{row['replayed_examples']['mean']:.0f} | {mem:.1f} |"
         )
@@ -118,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{variant} seed={seed} ACC={s['average_accuracy']:.3f} forgetting={s['forgetting']} "
                   f"wall={result['cost']['wall_seconds']:.0f}s", flush=True)
             table = {v: r for v, r in summarize({k: x for k, x in runs.items() if x}).items()}
+            settings = {k: str(v) for k, v in vars(args).items()}
             (args.out / f"{args.summary_name}.json").write_text(
-                json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "table": table}, indent=2))
+                json.dumps({"settings": settings, "table": table}, indent=2))
             (args.out / f"{args.summary_name}.md").write_text(to_markdown(table))
     print(to_markdown(summarize(runs)))
     return 0

@@ -23,7 +23,7 @@ def _pyplot() -> object:
 
 
 def plot_accuracy_heatmap(matrix: AccuracyMatrix, path: str | os.PathLike[str], *, title: str = "") -> Path:
-    """R[i][j] (accuracy on task j after training task i) as an annotated heatmap; blank where not measured."""
+    """R[i][j] (accuracy on task j after training on task i), annotated; blank where not measured."""
     plt = _pyplot()
     r = matrix.matrix
     names = matrix.task_names

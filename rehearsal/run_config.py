@@ -96,9 +96,9 @@ class RunConfig(ConfigMixin):
             raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
         _positive_number("epochs", self.epochs)
         _positive_number("learning_rate", self.learning_rate)
-        if self.tasks is not None and (
-            not isinstance(self.tasks, list) or not self.tasks or not all(isinstance(t, str) for t in self.tasks)
-        ):
+        tasks = self.tasks
+        names_ok = isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks)
+        if tasks is not None and not names_ok:
             raise ConfigError(f"'tasks' must be a non-empty list of task names or None, got {self.tasks!r}")
         for name in ("mask_unseen", "progress"):
             if not isinstance(getattr(self, name), bool):
@@ -133,7 +133,8 @@ class RunConfig(ConfigMixin):
         except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
             raise ConfigError(f"cannot parse run config {str(file)!r}: {exc}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"run config {str(file)!r} must hold a table of settings, got {type(data).__name__}")
+            kind = type(data).__name__
+            raise ConfigError(f"run config {str(file)!r} must hold a table of settings, got {kind}")
         return cls.from_dict(data)
 
 

@@ -15,13 +15,14 @@ Replay strategies share one budget (``RunConfig.replay``); they differ only in `
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rehearsal.crypto import KeyRing
 from rehearsal.datasets import Task, TaskStream
+from rehearsal.errors import ConfigError
 from rehearsal.hf import RehearsalCallback, RehearsalCollator
 from rehearsal.policies import AdmissionPolicy, ClassBalanced, KeepAll, Reservoir
 from rehearsal.run_config import RunConfig
@@ -85,8 +86,6 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 
 def get_strategy(name: str) -> Strategy:
-    from rehearsal.errors import ConfigError
-
     if name not in STRATEGIES:
         raise ConfigError(f"unknown method {name!r}; known: {sorted(STRATEGIES)}")
     return STRATEGIES[name]()
@@ -106,13 +105,11 @@ class Multitask(Strategy):
 
 
 def _policy(config: RunConfig) -> AdmissionPolicy:
-    if config.policy == "reservoir":
-        assert config.memory_capacity is not None  # RunConfig validates this; the assert narrows the type
-        return Reservoir(config.memory_capacity)
-    if config.policy == "class_balanced":
-        assert config.memory_capacity is not None
-        return ClassBalanced(config.memory_capacity)
-    return KeepAll()
+    if config.policy == "keep_all":
+        return KeepAll(config.memory_capacity)
+    if config.memory_capacity is None:
+        raise ConfigError(f"policy {config.policy!r} needs 'memory_capacity'")
+    return (Reservoir if config.policy == "reservoir" else ClassBalanced)(config.memory_capacity)
 
 
 class _Replay(Strategy):
@@ -131,7 +128,8 @@ class _Replay(Strategy):
                                  task=task, eligible=eligible)
 
     def callbacks(self, ctx: PhaseContext, collator: Callable[..., Any]) -> list[Any]:
-        assert isinstance(collator, RehearsalCollator)  # built by self.collator above
+        if not isinstance(collator, RehearsalCollator):
+            raise ConfigError(f"{self.name!r} needs its RehearsalCollator, got {type(collator).__name__}")
         return [RehearsalCallback(ctx.memory_path, keys=ctx.keys, collator=collator, dataset=ctx.train,
                                   policy=_policy(ctx.config), seed=ctx.config.seed, label_column="labels")]
 
@@ -156,6 +154,3 @@ class HybridReplay(_Replay):
     name = "hybrid"
     mode = "hybrid"
 
-
-def strategy_names() -> Sequence[str]:
-    return sorted(STRATEGIES)

@@ -182,7 +182,7 @@ def _load_state(out: Path, config: RunConfig, *, resume: bool) -> dict[str, Any]
     if not path.is_file():
         return None
     if not resume:
-        raise ConfigError(f"{str(out)!r} already holds a run; pass resume=True (--resume) or another output dir")
+        raise ConfigError(f"{str(out)!r} already holds a run; resume it (--resume) or use another output dir")
     state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     saved = RunConfig.from_dict(state["config"])
     if _comparable(saved) != _comparable(config):
@@ -248,7 +248,12 @@ def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -
 def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, resume: bool = False,
         stream: TaskStream | None = None) -> RunResult:
     """Run (or resume) the continual fine-tuning ``config`` describes; see the module docstring."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, set_seed
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        set_seed,
+    )
 
     from rehearsal.embedding import default_model_path
 
@@ -261,9 +266,13 @@ def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, 
     strategy = get_strategy(config.method)
     phases = strategy.phases(stream)
     done = int(state["completed_phases"]) if state else 0
-    matrix = AccuracyMatrix.from_dict(state["accuracy"]) if state else AccuracyMatrix([t.name for t in stream.tasks])
-    totals: dict[str, Any] = dict(state["totals"]) if state else {
-        "wall_seconds": 0.0, "train_examples": 0, "replayed_examples": 0, "replayed_tokens": 0, "phase_seconds": []}
+    if state:
+        matrix = AccuracyMatrix.from_dict(state["accuracy"])
+        totals: dict[str, Any] = dict(state["totals"])
+    else:
+        matrix = AccuracyMatrix([t.name for t in stream.tasks])
+        totals = {"wall_seconds": 0.0, "train_examples": 0, "replayed_examples": 0, "replayed_tokens": 0,
+                  "phase_seconds": []}
 
     model_path = str(config.model or default_model_path())
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -296,8 +305,9 @@ def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, 
         new, replayed, tokens = _train_phase(model, strategy, ctx, out)
         row = index[tasks[-1].name]
         for j, task in enumerate(stream.tasks):
-            matrix.record(row, j, evaluate_accuracy(model, tokenizer, task.test, test_labels[j],
-                                                    batch_size=config.eval_batch_size, max_length=config.max_length))
+            accuracy = evaluate_accuracy(model, tokenizer, task.test, test_labels[j],
+                                         batch_size=config.eval_batch_size, max_length=config.max_length)
+            matrix.record(row, j, accuracy)
         elapsed = time.perf_counter() - started
         totals["wall_seconds"] += elapsed
         totals["train_examples"] += new

@@ -59,7 +59,8 @@ def rehearsal_loss(
         raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {loss!r}")
     n_classes = logits.shape[-1]
     replay = torch.zeros_like(labels, dtype=torch.bool) if is_replay is None else is_replay.bool()
-    seen = _class_mask(seen_classes if (mask_unseen or loss == "asymmetric") else None, n_classes, logits.device)
+    limit_seen = mask_unseen or loss == "asymmetric"
+    seen = _class_mask(seen_classes if limit_seen else None, n_classes, logits.device)
     if loss == "asymmetric":
         if current_classes is None:
             raise ConfigError("the asymmetric loss needs the current task's classes (current_classes)")
@@ -71,7 +72,7 @@ def rehearsal_loss(
     return torch.nn.functional.cross_entropy(masked, labels)
 
 
-class RehearsalTrainer(Trainer):  # type: ignore[misc]
+class RehearsalTrainer(Trainer):
     """``Trainer`` whose loss knows replay rows from new rows (see the module docstring)."""
 
     def __init__(

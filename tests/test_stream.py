@@ -17,12 +17,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from rehearsal import stream as stream_module  # noqa: E402
-from rehearsal.config import ReplayConfig  # noqa: E402
-from rehearsal.datasets import Task, TaskStream, load_wordnet_stream  # noqa: E402
-from rehearsal.errors import ConfigError  # noqa: E402
-from rehearsal.run_config import RunConfig  # noqa: E402
-from rehearsal.strategies import STRATEGIES  # noqa: E402
+from rehearsal import stream as stream_module
+from rehearsal.config import ReplayConfig
+from rehearsal.datasets import Task, TaskStream, load_wordnet_stream
+from rehearsal.errors import ConfigError
+from rehearsal.run_config import RunConfig
+from rehearsal.strategies import STRATEGIES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -35,8 +35,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, num_labels=6)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64, num_labels=6)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -158,12 +158,14 @@ def test_run_config_rejects_unknown_keys() -> None:
 
 @pytest.mark.parametrize("suffix", [".json", ".toml", ".yaml"])
 def test_run_config_round_trips_through_files(suffix: str, tmp_path: Path) -> None:
-    config = RunConfig(method="random", tasks=["verbs", "living"], replay=ReplayConfig(ratio=0.5, k=2), seed=4)
+    replay = ReplayConfig(ratio=0.5, k=2)
+    config = RunConfig(method="random", tasks=["verbs", "living"], replay=replay, seed=4)
     path = tmp_path / f"run{suffix}"
     if suffix == ".json":
         config.save(path)
     elif suffix == ".toml":
-        path.write_text('method = "random"\ntasks = ["verbs", "living"]\nseed = 4\n[replay]\nratio = 0.5\nk = 2\n')
+        path.write_text('method = "random"\ntasks = ["verbs", "living"]\nseed = 4\n'
+                        "[replay]\nratio = 0.5\nk = 2\n")
     else:
         path.write_text("method: random\ntasks: [verbs, living]\nseed: 4\nreplay: {ratio: 0.5, k: 2}\n")
     assert RunConfig.from_file(path) == config
@@ -192,9 +194,11 @@ def test_unreadable_run_config_files_are_rejected(name: str, text: str, match: s
         RunConfig.from_file(path)
 
 
-def test_run_command_reports_a_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_command_reports_a_bad_config_in_one_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('method = "nope"\n')
     assert stream_module.run_command(str(path), output_dir=None, resume=False, as_json=True) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: 'method' must be one of") and err.count("\n") == 1
+    assert err.startswith("error: 'method' must be one of")
+    assert err.count("\n") == 1
