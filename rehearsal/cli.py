@@ -15,9 +15,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
+
+if TYPE_CHECKING:  # imported where used, so that --help and keygen start fast
+    from rehearsal.crypto import KeyRing
+    from rehearsal.memory import RehearsalMemory
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
 
@@ -55,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
 # -- keys and opening --------------------------------------------------------------------------------
 
 
-def _keys(args: argparse.Namespace) -> Any:
+def _keys(args: argparse.Namespace) -> KeyRing | None:
     """The master key from ``--key-file`` or the environment, or None when neither gives one."""
     from rehearsal.crypto import KeyRing
 
@@ -72,11 +76,15 @@ def _missing_key(path: str) -> MissingKeyError:
     )
 
 
-def _open(args: argparse.Namespace, *, read_only: bool, keys: Any = None) -> Any:
+def _open(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | None = None) -> RehearsalMemory:
     """Open PATH with ``keys`` (default: those from the options or the environment)."""
     from rehearsal.memory import RehearsalMemory
 
     keys = keys if keys is not None else _keys(args)
+    if keys is not None and not _encrypted(args.path):
+        if args.key_file is not None:
+            raise ValidationError(f"memory at {args.path!r} is not encrypted; it takes no --key-file")
+        keys = None  # an ambient key in the environment is not meant for this memory
     try:
         return RehearsalMemory.open(args.path, keys=keys, read_only=read_only)
     except MissingKeyError:
@@ -85,7 +93,16 @@ def _open(args: argparse.Namespace, *, read_only: bool, keys: Any = None) -> Any
         raise
 
 
-def _create(args: argparse.Namespace, *, embedding_only: bool) -> Any:
+def _encrypted(path: str) -> bool:
+    """What the manifest says; True when it cannot be read, so that opening reports the problem."""
+    try:
+        manifest = json.loads((Path(path) / "memory.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not isinstance(manifest, dict) or manifest.get("encrypted") is not False
+
+
+def _create(args: argparse.Namespace, *, embedding_only: bool) -> RehearsalMemory:
     from rehearsal.memory import RehearsalMemory
 
     keys = _keys(args)
@@ -185,20 +202,14 @@ def _ingest(args: argparse.Namespace) -> Report:
                         [r.text for r in batch],
                         metadata=[r.metadata for r in batch],
                         tenant=args.tenant,
-                        sources=[r.source for r in batch] if memory.embedding_only else None,
+                        sources=[r.source for r in batch if r.source] if memory.embedding_only else None,
                     )
                 except RehearsalError as exc:
                     raise type(exc)(f"{exc} ({len(ids)} records from earlier batches were added)") from None
                 bar.update(len(batch))
         entries = len(memory)
-    data = {
-        "path": args.path,
-        "created": created,
-        "added": len(ids),
-        "first_id": min(ids),
-        "last_id": max(ids),
-        "entries": entries,
-    }
+    data = dict(path=args.path, created=created, added=len(ids), first_id=min(ids), last_id=max(ids))
+    data["entries"] = entries
     line = f"added {len(ids)} records (ids {min(ids)}..{max(ids)}) to {args.path}; it now holds {entries}"
     return Report(data, [line])
 
@@ -207,9 +218,7 @@ def _check_mode(args: argparse.Namespace, *, embedding_only: bool) -> None:
     if args.embedding_only and not embedding_only:
         raise ValidationError(f"--embedding-only: the memory at {args.path!r} exists and stores text")
     if embedding_only and args.source_field is None:
-        raise ValidationError(
-            "an embedding-only memory keeps no text: name each record's reference with --source-field"
-        )
+        raise ValidationError("an embedding-only memory needs each record's reference: pass --source-field")
     if not embedding_only and args.source_field is not None:
         raise ValidationError("--source-field is for embedding-only memories; this one stores the text")
 
@@ -218,7 +227,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", metavar="QUERY", help="one or more query texts")
     p.add_argument("-k", type=_positive, default=5, help="hits per query (default: 5)")
     p.add_argument(
-        "--where", help='a JSON metadata filter, e.g. \'{"task": "verbs", "label": {"$in": [1, 2]}}\''
+        "--where", metavar="JSON", help='a metadata filter, e.g. \'{"task": {"$in": ["a", "b"]}}\''
     )
     p.add_argument("--with-text", action="store_true", help="decrypt and show each hit's text")
 
@@ -234,16 +243,17 @@ def _search(args: argparse.Namespace) -> Report:
     out: list[dict[str, Any]] = []
     lines: list[str] = []
     for query, hits in zip(args.queries, results, strict=True):
-        rows = [{"id": h.id, "score": round(h.score, 6), "metadata": h.metadata} for h in hits]
+        rows: list[dict[str, Any]] = []
         lines.append(f"query: {query}" + ("" if hits else "  (no hits)"))
-        for rank, row in enumerate(rows, start=1):
+        for rank, hit in enumerate(hits, start=1):
+            rows.append({"id": hit.id, "score": round(hit.score, 6), "metadata": hit.metadata})
             meta = " ".join(
-                f"{k}={json.dumps(v)}" for k, v in row["metadata"].items() if v not in (None, [], {})
+                f"{k}={json.dumps(v)}" for k, v in hit.metadata.items() if v not in (None, [], {})
             )
-            lines.append(f"  {rank:>3}. id={row['id']} score={row['score']:.4f} {meta}".rstrip())
+            lines.append(f"  {rank:>3}. id={hit.id} score={hit.score:.4f} {meta}".rstrip())
             if args.with_text:
-                row["text"] = by_id[row["id"]]
-                lines.append(f"       {row['text']}")
+                rows[-1]["text"] = by_id[hit.id]
+                lines.append(f"       {by_id[hit.id]}")
         out.append({"query": query, "hits": rows})
     return Report({"path": args.path, "k": args.k, "where": where, "results": out}, lines)
 
@@ -266,20 +276,14 @@ def _parse_where(text: str | None) -> dict[str, Any] | None:
 def _stats(args: argparse.Namespace) -> Report:
     with _open(args, read_only=True) as memory:
         stats = memory.stats()
-    lines = [
-        f"{name}: {json.dumps(value) if isinstance(value, dict) else value}" for name, value in stats.items()
-    ]
-    return Report(stats, lines)
+    return Report(stats, [f"{name}: {json.dumps(value)}" for name, value in stats.items()])
 
 
 def _verify(args: argparse.Namespace) -> Report:
     with _open(args, read_only=True) as memory:
         counts = memory.verify()
-    line = (
-        f"ok: {counts['entries']} entries, {counts['texts']} texts and {counts['vectors']} vectors verified "
-        f"at generation {counts['generation']}"
-    )
-    return Report({"path": args.path, "ok": True, **counts}, [line])
+    line = "ok: {entries} entries, {texts} texts and {vectors} vectors verified at generation {generation}"
+    return Report({"path": args.path, "ok": True, **counts}, [line.format(**counts)])
 
 
 def _delete_args(p: argparse.ArgumentParser) -> None:
@@ -290,10 +294,8 @@ def _delete(args: argparse.Namespace) -> Report:
     with _open(args, read_only=False) as memory:
         removed = memory.delete(args.ids)
         entries = len(memory)
-    return Report(
-        {"path": args.path, "deleted": removed, "ids": args.ids, "entries": entries},
-        [f"deleted {removed} entries; {entries} remain"],
-    )
+    data = {"path": args.path, "deleted": removed, "ids": args.ids, "entries": entries}
+    return Report(data, [f"deleted {removed} entries; {entries} remain"])
 
 
 def _forget_args(p: argparse.ArgumentParser) -> None:
@@ -304,9 +306,7 @@ def _forget(args: argparse.Namespace) -> Report:
     with _open(args, read_only=False) as memory:
         removed = memory.forget(tenant=args.tenant)
         entries = len(memory)
-    line = (
-        f"forgot tenant {args.tenant!r}: {removed} entries removed, its data key destroyed; {entries} remain"
-    )
+    line = f"forgot tenant {args.tenant!r}: {removed} entries removed, its key destroyed; {entries} remain"
     return Report({"path": args.path, "tenant": args.tenant, "removed": removed, "entries": entries}, [line])
 
 
@@ -324,6 +324,8 @@ def _rotate_key(args: argparse.Namespace) -> Report:
     else:
         new_keys = KeyRing.from_env(args.new_key_env)
     old = _keys(args)
+    if not _encrypted(args.path):
+        raise ValidationError(f"memory at {args.path!r} is not encrypted; it has no master key to rotate")
     if old is None:
         raise _missing_key(args.path)
     if new_keys == old:
@@ -336,9 +338,7 @@ def _rotate_key(args: argparse.Namespace) -> Report:
 
 
 def _keygen_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--out", metavar="FILE", help="write the key to FILE (created with mode 0600, never overwritten)"
-    )
+    p.add_argument("--out", metavar="FILE", help="write the key to a new FILE, mode 0600 (default: stdout)")
 
 
 def _keygen(args: argparse.Namespace) -> Report:
@@ -355,10 +355,8 @@ def _keygen(args: argparse.Namespace) -> Report:
         raise ValidationError(f"cannot create {args.out!r}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(keys.export_base64() + "\n")
-    return Report(
-        {"path": args.out, "fingerprint": keys.fingerprint},
-        [f"wrote a new master key to {args.out} (fingerprint {keys.fingerprint})"],
-    )
+    line = f"wrote a new master key to {args.out} (fingerprint {keys.fingerprint})"
+    return Report({"path": args.out, "fingerprint": keys.fingerprint}, [line])
 
 
 # To add a verb (e.g. ``run``, ``bench``): write ``_name_args`` and ``_name``, and register it here.
@@ -378,9 +376,7 @@ VERBS: dict[str, Verb] = {
 def build_parser() -> argparse.ArgumentParser:
     from rehearsal import __version__
 
-    parser = _Parser(
-        prog=PROG, description="Retrieval-augmented rehearsal memories for continual fine-tuning."
-    )
+    parser = _Parser(prog=PROG, description="Rehearsal memories for continual fine-tuning.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name, verb in VERBS.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -26,12 +27,16 @@ def examples() -> list[Example]:
     return [*by_task["living"], *by_task["verbs"][:12]]
 
 
+@pytest.fixture(scope="module")
+def module_key() -> str:
+    return KeyRing.generate().export_base64()
+
+
 @pytest.fixture
-def key(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh master key, exported in the environment the CLI reads."""
-    value = KeyRing.generate().export_base64()
-    monkeypatch.setenv(KEY_ENV, value)
-    return value
+def key(module_key: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's master key, exported in the environment the CLI reads."""
+    monkeypatch.setenv(KEY_ENV, module_key)
+    return module_key
 
 
 def rows(examples: list[Example]) -> list[dict[str, Any]]:
@@ -62,13 +67,28 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def memory(tmp_path: Path, key: str, examples: list[Example], capsys: pytest.CaptureFixture[str]) -> str:
-    """An encrypted memory holding ``examples`` with task and label metadata, tenant 'acme'."""
-    path = str(tmp_path / "mem")
-    data = write_jsonl(tmp_path / "data.jsonl", rows(examples))
-    run_json(capsys, "ingest", path, str(data), "--metadata-fields", "task,label,note", "--tenant", "acme")
+@pytest.fixture(scope="module")
+def memory_template(
+    tmp_path_factory: pytest.TempPathFactory, module_key: str, examples: list[Example]
+) -> Path:
+    folder = tmp_path_factory.mktemp("template")
+    data = write_jsonl(folder / "data.jsonl", rows(examples))
+    path = folder / "mem"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(KEY_ENV, module_key)
+        argv = ["ingest", str(path), str(data), "--metadata-fields", "task,label,note", "--tenant", "acme"]
+        assert main([*argv, "--quiet"]) == 0
     return path
+
+
+@pytest.fixture
+def memory(tmp_path: Path, key: str, memory_template: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """An encrypted memory (a copy, for this test) holding ``examples`` with task, label and note metadata,
+    tenant 'acme'."""
+    capsys.readouterr()  # the template's ingest report
+    path = tmp_path / "mem"
+    shutil.copytree(memory_template, path)
+    return str(path)
 
 
 # -- keygen and init ----------------------------------------------------------------------------------
@@ -210,6 +230,25 @@ def test_ingest_embedding_only_keeps_sources_and_no_text(
     status, _, err = run(capsys, "search", path, "anything", "--with-text")
     assert status == 1
     assert "embedding-only" in one_error_line(err)
+
+
+def test_an_unencrypted_memory_ignores_the_ambient_key_but_refuses_a_key_file(
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "mem")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(KEY_ENV)
+        run_json(capsys, "init", path, "--embedding-only")
+    assert run_json(capsys, "stats", path)["encrypted"] is False  # REHEARSAL_MASTER_KEY is set, unused
+    key_file = tmp_path / "k"
+    run_json(capsys, "keygen", "--out", str(key_file))
+    for argv in (
+        ("stats", path, "--key-file", str(key_file)),
+        ("rotate-key", path, "--new-key-file", str(key_file)),
+    ):
+        status, _, err = run(capsys, *argv)
+        assert status == 1
+        assert "is not encrypted" in one_error_line(err)
 
 
 # -- search -------------------------------------------------------------------------------------------
