@@ -136,9 +136,11 @@ class RehearsalCollator:
             return self.base_collator([])
         vectors = self._vectors(features)
         label_key = next((k for k in (self.config.label_column, "labels", "label") if k in features[0]), None)
+        # Token-level labels (causal LM data prepared by e.g. TRL) are rebuilt from the replay's own tokens.
+        token_labels = label_key is not None and isinstance(features[0][label_key], (list, tuple))
         clean = [{k: v for k, v in f.items() if k not in self._drop and not isinstance(v, str)} for f in features]
         count = self.config.replay_count(len(features))
-        replay = self._replay_features(vectors, count, label_key, set(clean[0])) if count else []
+        replay = self._replay_features(vectors, count, label_key, set(clean[0]), token_labels) if count else []
         self.stats.batches += 1
         if self.config.mark_replay:
             for row, flag in [(f, 0) for f in clean] + [(f, 1) for f in replay]:
@@ -155,7 +157,7 @@ class RehearsalCollator:
         return np.asarray([f[column] for f in features], dtype=np.float32)
 
     def _replay_features(self, vectors: np.ndarray, count: int, label_key: str | None,
-                         keys: set[str]) -> list[dict[str, Any]]:
+                         keys: set[str], token_labels: bool) -> list[dict[str, Any]]:
         selector = self._get_selector()
         seed = [self.config.seed, _rank(), self.epoch, zlib.crc32(vectors.tobytes())]
         choice = selector.select(vectors, count, rng=np.random.default_rng(seed))
@@ -166,7 +168,7 @@ class RehearsalCollator:
         for entry_id, score in zip(choice.ids, choice.scores, strict=True):
             meta = choice.metadata.get(entry_id, {})
             label = meta.get("label")
-            if entry_id not in texts or (label_key is not None and not isinstance(label, int)):
+            if entry_id not in texts or (label_key is not None and not token_labels and not isinstance(label, int)):
                 continue
             encoded = self.tokenizer(texts[entry_id], truncation=True, max_length=self.config.max_length)
             n_tokens = len(encoded["input_ids"])
@@ -174,7 +176,7 @@ class RehearsalCollator:
                 break
             feature = {k: v for k, v in encoded.items() if k in keys}
             if label_key is not None:
-                feature[label_key] = label
+                feature[label_key] = list(encoded["input_ids"]) if token_labels else label
             out.append(feature)
             self.last_replay_ids.append(entry_id)
             tokens += n_tokens

@@ -1,0 +1,224 @@
+"""The Trainer integration end to end: real MiniLM, real HF Trainer, real encrypted memory."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+from datasets import Dataset
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    DataCollatorWithPadding,
+    GPT2Config,
+    GPT2LMHeadModel,
+    Trainer,
+    TrainingArguments,
+)
+
+from rehearsal.config import ReplayConfig
+from rehearsal.crypto import KeyRing
+from rehearsal.datasets import load_wordnet_stream
+from rehearsal.embedding import default_model_path, load_encoder
+from rehearsal.errors import ConfigError
+from rehearsal.hf import RehearsalCallback, RehearsalCollator, embed_dataset
+from rehearsal.memory import RehearsalMemory
+
+MODEL = str(default_model_path())
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return load_wordnet_stream(max_train_per_class=8, max_test_per_class=2, tasks=["living", "verbs"])
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(MODEL)
+
+
+@pytest.fixture
+def keys():
+    return KeyRing.generate()
+
+
+@pytest.fixture
+def memory_path(tmp_path, stream, keys):
+    """A memory holding the first task's training texts."""
+    first = stream.tasks[0]
+    path = tmp_path / "memory"
+    with RehearsalMemory.create(path, keys=keys, encoder=load_encoder()) as mem:
+        mem.add(
+            [e.text for e in first.train],
+            metadata=[{"task": e.task, "label": stream.label_id(e.label)} for e in first.train],
+        )
+    return path
+
+
+@pytest.fixture
+def new_task(stream, tokenizer):
+    second = stream.tasks[1]
+    ds = Dataset.from_dict(
+        {
+            "text": [e.text for e in second.train],
+            "label": [stream.label_id(e.label) for e in second.train],
+            "task": [e.task for e in second.train],
+        }
+    )
+    ds = embed_dataset(ds, load_encoder())
+    return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=48), batched=True)
+
+
+def _args(tmp_path, **overrides):
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=12,
+        max_steps=3,
+        logging_steps=1,
+        remove_unused_columns=False,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
+    )
+    base.update(overrides)
+    return TrainingArguments(**base)
+
+
+def _classifier(stream):
+    return AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(stream.labels))
+
+
+def test_classification_trainer_replays_and_admits_once(tmp_path, stream, tokenizer, keys, memory_path, new_task):
+    collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(),
+                                 keys=keys, task="verbs")
+    callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=new_task, task="verbs")
+    trainer = Trainer(model=_classifier(stream), args=_args(tmp_path), train_dataset=new_task,
+                      data_collator=collator, callbacks=[callback])
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "replay/examples" in h]
+    assert logged and all(h["replay/per_batch"] == 4 for h in logged)  # 12 new + 4 replay = ratio 0.25
+    assert all(h["replay/old_tasks_covered"] == 1 for h in logged)
+    with RehearsalMemory.open(memory_path, keys=keys, read_only=True) as mem:
+        tasks = mem.stats()["tasks"]
+    assert tasks == {"living": 40, "verbs": len(new_task)}
+
+
+def test_replay_batch_carries_old_labels_and_no_current_task(tokenizer, keys, memory_path, new_task, stream):
+    collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer,
+                                 ReplayConfig(ratio=0.5, mode="hybrid"), keys=keys, task="verbs")
+    batch = collator([new_task[i] for i in range(6)])
+    assert batch["input_ids"].shape[0] == 12
+    living = {stream.label_id(label) for label in stream.task("living").labels}
+    assert set(batch["labels"][6:].tolist()) <= living
+    with RehearsalMemory.open(memory_path, keys=keys, read_only=True) as mem:
+        replayed_tasks = {row.task for row in mem.entries(collator.last_replay_ids).values()}
+    assert replayed_tasks == {"living"}
+
+
+def test_same_seed_gives_same_replay_ids_and_ranks_differ(tokenizer, keys, memory_path, new_task, monkeypatch):
+    rows = [new_task[i] for i in range(8)]
+
+    def replay_ids(seed, rank):
+        monkeypatch.setenv("RANK", str(rank))
+        collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer,
+                                     ReplayConfig(mode="hybrid", seed=seed), keys=keys, task="verbs")
+        collator(rows)
+        return list(collator.last_replay_ids)
+
+    first = replay_ids(0, 0)
+    assert first == replay_ids(0, 0)
+    assert first != replay_ids(0, 1)
+    assert first != replay_ids(1, 0)
+
+
+def test_missing_vector_column_says_how_to_fix(tmp_path, stream, tokenizer, keys, memory_path, new_task):
+    collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer, keys=keys)
+    trainer = Trainer(model=_classifier(stream), args=_args(tmp_path, remove_unused_columns=True),
+                      train_dataset=new_task, data_collator=collator)
+    with pytest.raises(ConfigError, match="remove_unused_columns=False"):
+        trainer.train()
+
+
+def test_causal_lm_with_language_modeling_collator(tmp_path, tokenizer, keys, memory_path, new_task):
+    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        pad_token_id=tokenizer.pad_token_id)
+    model = GPT2LMHeadModel(config)
+    lm_data = new_task.remove_columns(["label"])
+    base = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    collator = RehearsalCollator(memory_path, base, tokenizer, ReplayConfig(max_replay_tokens=200), keys=keys,
+                                 task="verbs")
+    callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=lm_data, task="verbs")
+    trainer = Trainer(model=model, args=_args(tmp_path), train_dataset=lm_data, data_collator=collator,
+                      callbacks=[callback])
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+    logged = [h for h in trainer.state.log_history if "replay/tokens" in h]
+    assert logged and all(0 < h["replay/tokens"] <= 200 for h in logged)
+    assert len(callback.admitted) == len(lm_data)
+
+
+def test_peft_lora_model_trains_with_replay(tmp_path, stream, tokenizer, keys, memory_path, new_task):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        _classifier(stream), LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
+    )
+    collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(),
+                                 keys=keys, task="verbs")
+    trainer = Trainer(model=model, args=_args(tmp_path), train_dataset=new_task, data_collator=collator,
+                      callbacks=[RehearsalCallback(memory_path, keys=keys, collator=collator)])
+    trainer.train()
+    assert any("replay/examples" in h for h in trainer.state.log_history)
+
+
+def test_trl_sft_trainer_trains_with_replay(tmp_path, keys, memory_path):
+    trl = pytest.importorskip("trl")
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling as TrlLanguageModelingCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    tokenizer.eos_token = tokenizer.sep_token  # TRL appends an EOS; the BERT vocabulary calls it [SEP]
+    texts = [f"new fact {i} about how dogs fetch" for i in range(24)]
+    data = embed_dataset(Dataset.from_dict({"text": texts}), load_encoder())
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=2,
+                                       n_head=2, pad_token_id=tokenizer.pad_token_id))
+    collator = RehearsalCollator(memory_path, TrlLanguageModelingCollator(pad_token_id=tokenizer.pad_token_id),
+                                 tokenizer, ReplayConfig(), keys=keys, task="dogs")
+    args = trl.SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=2, per_device_train_batch_size=6,
+                         logging_steps=1, report_to=[], use_cpu=True, remove_unused_columns=False, max_length=32,
+                         save_strategy="no")
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                             data_collator=collator, callbacks=[RehearsalCallback(memory_path, keys=keys,
+                                                                                  collator=collator)])
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "replay/examples" in h]
+    assert logged and all(h["replay/per_batch"] == 2 for h in logged)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_draw_different_replay_and_admit_once(tmp_path, keys, memory_path, new_task):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun is not None
+    data = new_task.select(range(24)).map(lambda row: {"label": row["label"] % 4})
+    data.save_to_disk(str(tmp_path / "data"))
+    env = {**os.environ, "REHEARSAL_MASTER_KEY": keys.export_base64(), "OMP_NUM_THREADS": "1"}
+    script = os.path.join(os.path.dirname(__file__), "scripts", "ddp_replay.py")
+    subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=0", script, str(memory_path),
+                    str(tmp_path / "data"), str(tmp_path)], check=True, env=env, timeout=420,
+                   capture_output=True)
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert all(len(step) == 4 for rank in ranks for step in rank["replay"])
+    assert ranks[0]["replay"] != ranks[1]["replay"]
+    assert ranks[0]["admitted"] == 24 and ranks[1]["admitted"] == 0
+    with RehearsalMemory.open(memory_path, keys=keys, read_only=True) as mem:
+        assert mem.stats()["tasks"] == {"living": 40, "new": 24}
