@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from rehearsal.cli_io import field_list, id_list, positive_int
 from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
 
 if TYPE_CHECKING:  # imported where used, so that --help and keygen start fast
@@ -119,30 +120,6 @@ def _exists(path: str) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def _id_list(text: str) -> list[int]:
-    try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integer ids, got {text!r}") from None
-    if not ids:
-        raise argparse.ArgumentTypeError("expected at least one id")
-    return ids
-
-
-def _field_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 # -- verbs -------------------------------------------------------------------------------------------
 
 
@@ -164,11 +141,11 @@ _FIELDS_HELP = "fields kept as metadata; task, label and tags can be filtered wi
 def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a .jsonl or .csv file, or a saved dataset folder")
     p.add_argument("--text-field", default="text", help="the field holding the text (default: text)")
-    p.add_argument("--metadata-fields", type=_field_list, default=[], metavar="A,B", help=_FIELDS_HELP)
+    p.add_argument("--metadata-fields", type=field_list, default=[], metavar="A,B", help=_FIELDS_HELP)
     p.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
     p.add_argument("--source-field", help="embedding-only: the field with each record's source reference")
     p.add_argument("--split", help="the split to read from a saved DatasetDict")
-    p.add_argument("--batch-size", type=_positive, default=256, help="records added per commit")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="records added per commit")
     p.add_argument("--embedding-only", action="store_true", help="if PATH is new, create it embedding-only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -225,7 +202,7 @@ def _check_mode(args: argparse.Namespace, *, embedding_only: bool) -> None:
 
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", metavar="QUERY", help="one or more query texts")
-    p.add_argument("-k", type=_positive, default=5, help="hits per query (default: 5)")
+    p.add_argument("-k", type=positive_int, default=5, help="hits per query (default: 5)")
     p.add_argument(
         "--where", metavar="JSON", help='a metadata filter, e.g. \'{"task": {"$in": ["a", "b"]}}\''
     )
@@ -287,7 +264,7 @@ def _verify(args: argparse.Namespace) -> Report:
 
 
 def _delete_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ids", type=_id_list, required=True, metavar="1,2,3", help="the ids to delete")
+    p.add_argument("--ids", type=id_list, required=True, metavar="1,2,3", help="the ids to delete")
 
 
 def _delete(args: argparse.Namespace) -> Report:

@@ -1,4 +1,5 @@
-"""Readers for ``rehearsal ingest``: JSON lines, CSV and saved Hugging Face datasets, as records to add.
+"""The CLI's input: records for ``rehearsal ingest`` (JSON lines, CSV, saved Hugging Face datasets) and
+the values of command-line options.
 
 A reader yields plain dicts, one per input record; :class:`RecordMapper` turns each into the text, metadata
 and (embedding-only) source reference that ``RehearsalMemory.add`` takes, naming the record it rejects.
@@ -7,6 +8,7 @@ Readers can be iterated more than once, so the CLI checks the whole file before 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from collections.abc import Iterator, Sequence
@@ -16,7 +18,16 @@ from typing import Any
 
 from rehearsal.errors import NotFoundError, ValidationError
 
-__all__ = ["FILTERABLE_FIELDS", "Record", "RecordMapper", "RecordSource", "open_records"]
+__all__ = [
+    "FILTERABLE_FIELDS",
+    "Record",
+    "RecordMapper",
+    "RecordSource",
+    "field_list",
+    "id_list",
+    "open_records",
+    "positive_int",
+]
 
 # Metadata the catalog indexes for ``where=`` filters; every other chosen field goes to the extra metadata.
 FILTERABLE_FIELDS = ("task", "label", "tags")
@@ -230,3 +241,32 @@ def _filterable(name: str, value: Any, where: str) -> Any:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- option values (argparse ``type=``: an ArgumentTypeError becomes a usage error) -------------------
+
+
+def id_list(text: str) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]``."""
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integer ids, got {text!r}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("expected at least one id")
+    return ids
+
+
+def field_list(text: str) -> list[str]:
+    """``"task, label"`` -> ``["task", "label"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value

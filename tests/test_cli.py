@@ -191,6 +191,22 @@ def test_ingest_reads_a_saved_dataset_folder(
     assert stats["tasks"] == {"living": 15, "verbs": 12}
 
 
+def test_ingest_of_a_dataset_dict_needs_a_split(
+    tmp_path: Path, key: str, examples: list[Example], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datasets
+
+    folder = tmp_path / "dd"
+    split = datasets.Dataset.from_list(rows(examples[:3]))
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(folder))
+    capsys.readouterr()  # save_to_disk's progress bars
+    status, _, err = run(capsys, "ingest", str(tmp_path / "mem"), str(folder))
+    assert status == 1
+    assert "['test', 'train']: choose one with --split" in one_error_line(err)
+    report = run_json(capsys, "ingest", str(tmp_path / "mem"), str(folder), "--split", "test")
+    assert report["added"] == 3
+
+
 def test_ingest_rejects_a_bad_record_before_adding_any(
     tmp_path: Path, key: str, examples: list[Example], capsys: pytest.CaptureFixture[str]
 ) -> None:
