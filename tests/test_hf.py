@@ -204,6 +204,7 @@ def test_trl_sft_trainer_trains_with_replay(tmp_path, keys, memory_path):
 def test_torchrun_two_ranks_draw_different_replay_and_admit_once(tmp_path, keys, memory_path, new_task):
     import json
     import shutil
+    import socket
     import subprocess
     import sys
 
@@ -213,9 +214,14 @@ def test_torchrun_two_ranks_draw_different_replay_and_admit_once(tmp_path, keys,
     data.save_to_disk(str(tmp_path / "data"))
     env = {**os.environ, "REHEARSAL_MASTER_KEY": keys.export_base64(), "OMP_NUM_THREADS": "1"}
     script = os.path.join(os.path.dirname(__file__), "scripts", "ddp_replay.py")
-    subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=0", script, str(memory_path),
-                    str(tmp_path / "data"), str(tmp_path)], check=True, env=env, timeout=420,
-                   capture_output=True)
+    with socket.socket() as probe:  # a free port: torchrun's own port 0 handling hangs on some hosts
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([torchrun, "--nproc_per_node=2", f"--master_port={port}", "--master_addr=127.0.0.1", script,
+                    str(memory_path),
+                    str(tmp_path / "data"), str(tmp_path)], check=False, env=env, timeout=420,
+                   capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert all(len(step) == 4 for rank in ranks for step in rank["replay"])
     assert ranks[0]["replay"] != ranks[1]["replay"]

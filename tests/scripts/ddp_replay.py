@@ -36,7 +36,7 @@ class RecordReplay(TrainerCallback):
         seen.append(list(collator.last_replay_ids))
 
 
-model = AutoModelForSequenceClassification.from_pretrained(str(default_model_path()), num_labels=4)
+model = AutoModelForSequenceClassification.from_pretrained(str(default_model_path()), num_labels=64)  # covers the old tasks' label ids too
 args = TrainingArguments(output_dir=os.path.join(out, "trainer"), per_device_train_batch_size=4, max_steps=3,
                          remove_unused_columns=False, report_to=[], use_cpu=True, save_strategy="no",
                          ddp_backend="gloo", logging_steps=1)
