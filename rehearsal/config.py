@@ -23,13 +23,13 @@ class ConfigMixin:
     __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return dataclasses.asdict(self)  # type: ignore[call-overload,unused-ignore]
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         if not isinstance(data, dict):
             raise ConfigError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type,unused-ignore]
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")

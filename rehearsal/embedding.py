@@ -15,7 +15,13 @@ import numpy as np
 
 from rehearsal.errors import ConfigError, ValidationError
 
-__all__ = ["DEFAULT_ENCODER_NAME", "Encoder", "SentenceTransformerEncoder", "default_model_path", "load_encoder"]
+__all__ = [
+    "DEFAULT_ENCODER_NAME",
+    "Encoder",
+    "SentenceTransformerEncoder",
+    "default_model_path",
+    "load_encoder",
+]
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -80,7 +86,10 @@ class SentenceTransformerEncoder:
         if max_seq_length is not None:
             self._model.max_seq_length = max_seq_length
         self._name = name or (DEFAULT_ENCODER_NAME if model_path is None else path.name)
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
         dim = get_dim()
         if not isinstance(dim, int):
             raise ConfigError(f"model at {str(path)!r} does not report an embedding dimension")

@@ -7,7 +7,7 @@ the whole family in one clause and still tell the cases apart::
     ├── ConfigError                 a configuration value is out of range or of the wrong type
     ├── ValidationError             bad input to a call (wrong type, empty batch, NaN vector, bad tenant name)
     │   └── DimensionMismatchError  vectors whose width differs from the memory's
-    ├── KeyProblem                  base of key handling errors
+    ├── KeyManagementError          base of key handling errors
     │   ├── MissingKeyError         no master key where one was required (env var unset, file absent)
     │   └── WrongKeyError           a master key that does not open this store
     ├── IntegrityError              stored bytes fail authentication or a structural check (names the record)
@@ -27,7 +27,7 @@ __all__ = [
     "DimensionMismatchError",
     "EncoderMismatchError",
     "IntegrityError",
-    "KeyProblem",
+    "KeyManagementError",
     "MissingKeyError",
     "NotFoundError",
     "ReadOnlyError",
@@ -55,15 +55,15 @@ class DimensionMismatchError(ValidationError):
     """Vectors have a different width from the memory or index they are used with."""
 
 
-class KeyProblem(RehearsalError):
+class KeyManagementError(RehearsalError):
     """Base of errors about master keys and data keys."""
 
 
-class MissingKeyError(KeyProblem):
+class MissingKeyError(KeyManagementError):
     """A master key was required but none was supplied or found."""
 
 
-class WrongKeyError(KeyProblem):
+class WrongKeyError(KeyManagementError):
     """The supplied master key does not open this store."""
 
 

@@ -4,8 +4,8 @@ An existing Trainer script gains replay with::
 
     train = rh.embed_dataset(train, memory.encoder)                       # vectors once, as a column
     collator = rh.RehearsalCollator(memory, base_collator, tokenizer, rh.ReplayConfig(), task="verbs")
-    trainer = Trainer(..., data_collator=collator,
-                      callbacks=[rh.RehearsalCallback(memory, collator=collator, dataset=train, task="verbs")])
+    callback = rh.RehearsalCallback(memory, collator=collator, dataset=train, task="verbs")
+    trainer = Trainer(..., data_collator=collator, callbacks=[callback])
 
 ``TrainingArguments(remove_unused_columns=False)`` is required: otherwise the Trainer drops the vector
 and text columns before the collator sees them (the collator says so if it happens). The collator drops
@@ -125,7 +125,9 @@ class RehearsalCollator:
     def _get_selector(self) -> ReplaySelector:
         if self._selector is None or self._pid != os.getpid():
             # A handle inherited through fork shares an SQLite connection with the parent: never use it.
-            memory = RehearsalMemory.open(self._path, keys=self._keys, resolver=self._resolver, read_only=True)
+            memory = RehearsalMemory.open(
+                self._path, keys=self._keys, resolver=self._resolver, read_only=True
+            )
             self._selector = ReplaySelector(memory, self.config, eligible=self.eligible)
             self._pid = os.getpid()
         return self._selector
@@ -138,26 +140,32 @@ class RehearsalCollator:
         label_key = next((k for k in (self.config.label_column, "labels", "label") if k in features[0]), None)
         # Token-level labels (causal LM data prepared by e.g. TRL) are rebuilt from the replay's own tokens.
         token_labels = label_key is not None and isinstance(features[0][label_key], (list, tuple))
-        clean = [{k: v for k, v in f.items() if k not in self._drop and not isinstance(v, str)} for f in features]
+        clean = [
+            {k: v for k, v in f.items() if k not in self._drop and not isinstance(v, str)} for f in features
+        ]
         count = self.config.replay_count(len(features))
-        replay = self._replay_features(vectors, count, label_key, set(clean[0]), token_labels) if count else []
+        replay = (
+            self._replay_features(vectors, count, label_key, set(clean[0]), token_labels) if count else []
+        )
         self.stats.batches += 1
         if self.config.mark_replay:
             for row, flag in [(f, 0) for f in clean] + [(f, 1) for f in replay]:
                 row[REPLAY_FLAG] = flag
         return self.base_collator(clean + replay)
 
-    def _vectors(self, features: list[dict[str, Any]]) -> np.ndarray:
+    def _vectors(self, features: Sequence[Mapping[str, Any]]) -> np.ndarray:
         column = self.config.vector_column
         if column not in features[0]:
             raise ConfigError(
-                f"batch features lack the vector column {column!r}: embed the dataset with rh.embed_dataset() and "
-                "pass TrainingArguments(remove_unused_columns=False) so the Trainer keeps it"
+                f"batch features lack the vector column {column!r}: embed the dataset with "
+                "rh.embed_dataset() and pass TrainingArguments(remove_unused_columns=False) "
+                "so the Trainer keeps it"
             )
         return np.asarray([f[column] for f in features], dtype=np.float32)
 
-    def _replay_features(self, vectors: np.ndarray, count: int, label_key: str | None,
-                         keys: set[str], token_labels: bool) -> list[dict[str, Any]]:
+    def _replay_features(
+        self, vectors: np.ndarray, count: int, label_key: str | None, keys: set[str], token_labels: bool
+    ) -> list[dict[str, Any]]:
         selector = self._get_selector()
         seed = [self.config.seed, _rank(), self.epoch, zlib.crc32(vectors.tobytes())]
         choice = selector.select(vectors, count, rng=np.random.default_rng(seed))
@@ -168,11 +176,16 @@ class RehearsalCollator:
         for entry_id, score in zip(choice.ids, choice.scores, strict=True):
             meta = choice.metadata.get(entry_id, {})
             label = meta.get("label")
-            if entry_id not in texts or (label_key is not None and not token_labels and not isinstance(label, int)):
+            if entry_id not in texts or (
+                label_key is not None and not token_labels and not isinstance(label, int)
+            ):
                 continue
             encoded = self.tokenizer(texts[entry_id], truncation=True, max_length=self.config.max_length)
             n_tokens = len(encoded["input_ids"])
-            if self.config.max_replay_tokens is not None and tokens + n_tokens > self.config.max_replay_tokens:
+            if (
+                self.config.max_replay_tokens is not None
+                and tokens + n_tokens > self.config.max_replay_tokens
+            ):
                 break
             feature = {k: v for k, v in encoded.items() if k in keys}
             if label_key is not None:
@@ -190,7 +203,7 @@ class RehearsalCollator:
         return out
 
 
-class RehearsalCallback(TrainerCallback):  # type: ignore[misc]
+class RehearsalCallback(TrainerCallback):
     """Admits the run's examples into the memory at the end of training (main process only), reseeds the
     collator each epoch, and adds replay statistics to the Trainer's logs."""
 
@@ -220,13 +233,20 @@ class RehearsalCallback(TrainerCallback):  # type: ignore[misc]
         self.columns = (text_column, vector_column, label_column)
         self.admitted: list[int] = []
 
-    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_epoch_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.collator is not None:
             self.collator.set_epoch(int(state.epoch or 0))
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if self.collator is None or logs is None or not state.is_world_process_zero:
             return
         stats = self.collator.pop_stats()
@@ -237,8 +257,9 @@ class RehearsalCallback(TrainerCallback):  # type: ignore[misc]
         if state.log_history:
             state.log_history[-1].update(replay_logs)
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.dataset is None or not state.is_world_process_zero:
             return
         text_col, vec_col, label_col = self.columns
@@ -246,22 +267,30 @@ class RehearsalCallback(TrainerCallback):  # type: ignore[misc]
         texts = list(rows[text_col])
         vectors = np.asarray(rows[vec_col], dtype=np.float32)
         labels = list(rows[label_col]) if label_col in rows.column_names else [None] * len(texts)
-        tasks = list(rows["task"]) if self.task is None and "task" in rows.column_names else [self.task] * len(texts)
+        tasks = (
+            list(rows["task"])
+            if self.task is None and "task" in rows.column_names
+            else [self.task] * len(texts)
+        )
         metadata = [{"task": t, "label": lab} for t, lab in zip(tasks, labels, strict=True)]
         memory = self.memory
         owned = not isinstance(memory, RehearsalMemory)
-        handle = memory if isinstance(memory, RehearsalMemory) else RehearsalMemory.open(memory, keys=self.keys)
+        handle = (
+            memory if isinstance(memory, RehearsalMemory) else RehearsalMemory.open(memory, keys=self.keys)
+        )
         try:
             rng = np.random.default_rng([self.seed, state.global_step])
-            self.admitted = handle.admit(texts, policy=self.policy, rng=rng, metadata=metadata,
-                                         tenant=self.tenant, vectors=vectors)
+            self.admitted = handle.admit(
+                texts, policy=self.policy, rng=rng, metadata=metadata, tenant=self.tenant, vectors=vectors
+            )
         finally:
             if owned:
                 handle.close()
 
 
-def embed_dataset(dataset: Any, encoder: Encoder, *, text_column: str = "text",
-                  vector_column: str = "embedding") -> Any:
+def embed_dataset(
+    dataset: Any, encoder: Encoder, *, text_column: str = "text", vector_column: str = "embedding"
+) -> Any:
     """Return ``dataset`` with a column of unit vectors of its texts, computed once."""
     if text_column not in dataset.column_names:
         raise ConfigError(f"dataset has no column {text_column!r}; columns are {dataset.column_names}")

@@ -343,9 +343,7 @@ class VectorIndex:
         sims = q @ vectors.T
         scores, found = _padded(len(q), k)
         take = min(k, len(allowed))
-        top = np.argpartition(-sims, take - 1, axis=1)[:, :take] if take < len(allowed) else None
-        if top is None:
-            top = np.broadcast_to(np.arange(len(allowed)), (len(q), len(allowed)))
+        top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
         top_sims = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
         scores[:, :take] = np.take_along_axis(top_sims, order, axis=1)

@@ -37,8 +37,9 @@ class ReplayChoice:
 class ReplaySelector:
     """Picks replay ids for batches from one memory, under one ``ReplayConfig``."""
 
-    def __init__(self, memory: RehearsalMemory, config: ReplayConfig, *,
-                 eligible: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, memory: RehearsalMemory, config: ReplayConfig, *, eligible: Mapping[str, Any] | None = None
+    ) -> None:
         self.memory = memory
         self.config = config
         self.eligible = dict(eligible) if eligible is not None else None
@@ -50,7 +51,9 @@ class ReplaySelector:
         if count <= 0 or len(self.memory) == 0:
             return ReplayChoice([], [])
         mode = self.config.mode
-        n_random = count if mode == "random" else round(count * self.config.random_share) if mode == "hybrid" else 0
+        n_random = (
+            count if mode == "random" else round(count * self.config.random_share) if mode == "hybrid" else 0
+        )
         chosen: dict[int, float] = {}
         meta: dict[int, dict[str, Any]] = {}
         if count - n_random > 0:
@@ -64,8 +67,14 @@ class ReplaySelector:
         ids = [i for i in chosen if i in meta]
         return ReplayChoice(ids, [chosen[i] for i in ids], {i: meta[i] for i in ids})
 
-    def _nearest(self, vectors: np.ndarray, want: int, chosen: dict[int, float],
-                 meta: dict[int, dict[str, Any]], rng: np.random.Generator) -> None:
+    def _nearest(
+        self,
+        vectors: np.ndarray,
+        want: int,
+        chosen: dict[int, float],
+        meta: dict[int, dict[str, Any]],
+        rng: np.random.Generator,
+    ) -> None:
         hits = self.memory.search_vectors(vectors, self.config.k, where=self.eligible)
         # An entry that matches any batch row exactly is that row's own stored copy: never replay it.
         own = {hit.id for row in hits for hit in row if hit.score >= _SELF_MATCH}
@@ -92,10 +101,7 @@ class ReplaySelector:
         pools = [groups[key] for key in groups]
         if not pools:
             return
-        if self.config.balance == "class":
-            order = [pools[i] for i in rng.permutation(len(pools))]
-        else:
-            order = pools
+        order = [pools[i] for i in rng.permutation(len(pools))] if self.config.balance == "class" else pools
         added = 0
         misses = [0] * len(order)
         while added < want and min(misses) < 8:

@@ -26,10 +26,12 @@ MAGIC = b"RHSNAP01"
 _HEADER = struct.Struct("<8sQB")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, *parts: bytes) -> None:
+    """Write ``parts`` back to back as the new content of ``path``, atomically and durably."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
-        f.write(data)
+        for part in parts:
+            f.write(part)  # parts, not one joined buffer: a large snapshot is not copied again
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -64,18 +66,21 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_snapshot(path: Path, generation: int, payload: bytes, *, sealed: bool) -> None:
-    atomic_write(path, _HEADER.pack(MAGIC, generation, 1 if sealed else 0) + payload)
+    atomic_write(path, _HEADER.pack(MAGIC, generation, 1 if sealed else 0), payload)
 
 
 def read_snapshot(path: Path, unseal: Callable[[int, bytes], bytes] | None) -> tuple[int, bytes]:
     """Return (generation, index bytes); ``unseal(generation, payload)`` opens a sealed payload."""
-    data = path.read_bytes()
-    if len(data) < _HEADER.size:
-        raise IntegrityError(f"index snapshot {path.name} is truncated ({len(data)} bytes)")
-    magic, generation, flags = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise StoreFormatError(f"{path.name} is not a rehearsal index snapshot")
-    payload = data[_HEADER.size :]
+    with open(path, "rb") as f:
+        header = f.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise IntegrityError(f"index snapshot {path.name} is truncated ({len(header)} bytes)")
+        magic, generation, flags = _HEADER.unpack(header)
+        if magic != MAGIC:
+            raise StoreFormatError(f"{path.name} is not a rehearsal index snapshot")
+        # Read the payload on its own rather than slicing it off the whole file: one copy fewer of
+        # what is, for a large memory, hundreds of megabytes.
+        payload = f.read()
     if flags & 1:
         if unseal is None:
             raise IntegrityError(f"index snapshot {path.name} is sealed but the store has no keys")

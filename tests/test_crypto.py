@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rehearsal.crypto import TENANT_PATTERN, KeyRing, record_aad, validate_tenant
-from rehearsal.errors import KeyProblem, MissingKeyError, ValidationError, WrongKeyError
+from rehearsal.errors import KeyManagementError, MissingKeyError, ValidationError, WrongKeyError
 
 RAW = bytes(range(32))
 
@@ -140,7 +140,7 @@ def test_unwrap_with_another_key_is_wrong_key_error() -> None:
         KeyRing.generate().unwrap(blob, context=b"c")
     with pytest.raises(WrongKeyError, match="malformed"):
         KeyRing.generate().unwrap(b"\x01short", context=b"c")
-    assert issubclass(WrongKeyError, KeyProblem)
+    assert issubclass(WrongKeyError, KeyManagementError)
 
 
 def test_derive_key_is_deterministic_and_separated_by_purpose() -> None:

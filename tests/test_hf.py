@@ -94,15 +94,24 @@ def _classifier(stream):
     return AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=len(stream.labels))
 
 
-def test_classification_trainer_replays_and_admits_once(tmp_path, stream, tokenizer, keys, memory_path, new_task):
-    collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(),
-                                 keys=keys, task="verbs")
+def test_classification_trainer_replays_and_admits_once(
+    tmp_path, stream, tokenizer, keys, memory_path, new_task
+):
+    collator = RehearsalCollator(
+        memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(), keys=keys, task="verbs"
+    )
     callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=new_task, task="verbs")
-    trainer = Trainer(model=_classifier(stream), args=_args(tmp_path), train_dataset=new_task,
-                      data_collator=collator, callbacks=[callback])
+    trainer = Trainer(
+        model=_classifier(stream),
+        args=_args(tmp_path),
+        train_dataset=new_task,
+        data_collator=collator,
+        callbacks=[callback],
+    )
     trainer.train()
     logged = [h for h in trainer.state.log_history if "replay/examples" in h]
-    assert logged and all(h["replay/per_batch"] == 4 for h in logged)  # 12 new + 4 replay = ratio 0.25
+    assert logged
+    assert all(h["replay/per_batch"] == 4 for h in logged)
     assert all(h["replay/old_tasks_covered"] == 1 for h in logged)
     with RehearsalMemory.open(memory_path, keys=keys, read_only=True) as mem:
         tasks = mem.stats()["tasks"]
@@ -110,8 +119,14 @@ def test_classification_trainer_replays_and_admits_once(tmp_path, stream, tokeni
 
 
 def test_replay_batch_carries_old_labels_and_no_current_task(tokenizer, keys, memory_path, new_task, stream):
-    collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer,
-                                 ReplayConfig(ratio=0.5, mode="hybrid"), keys=keys, task="verbs")
+    collator = RehearsalCollator(
+        memory_path,
+        DataCollatorWithPadding(tokenizer),
+        tokenizer,
+        ReplayConfig(ratio=0.5, mode="hybrid"),
+        keys=keys,
+        task="verbs",
+    )
     batch = collator([new_task[i] for i in range(6)])
     assert batch["input_ids"].shape[0] == 12
     living = {stream.label_id(label) for label in stream.task("living").labels}
@@ -121,13 +136,21 @@ def test_replay_batch_carries_old_labels_and_no_current_task(tokenizer, keys, me
     assert replayed_tasks == {"living"}
 
 
-def test_same_seed_gives_same_replay_ids_and_ranks_differ(tokenizer, keys, memory_path, new_task, monkeypatch):
+def test_same_seed_gives_same_replay_ids_and_ranks_differ(
+    tokenizer, keys, memory_path, new_task, monkeypatch
+):
     rows = [new_task[i] for i in range(8)]
 
     def replay_ids(seed, rank):
         monkeypatch.setenv("RANK", str(rank))
-        collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer,
-                                     ReplayConfig(mode="hybrid", seed=seed), keys=keys, task="verbs")
+        collator = RehearsalCollator(
+            memory_path,
+            DataCollatorWithPadding(tokenizer),
+            tokenizer,
+            ReplayConfig(mode="hybrid", seed=seed),
+            keys=keys,
+            task="verbs",
+        )
         collator(rows)
         return list(collator.last_replay_ids)
 
@@ -139,27 +162,40 @@ def test_same_seed_gives_same_replay_ids_and_ranks_differ(tokenizer, keys, memor
 
 def test_missing_vector_column_says_how_to_fix(tmp_path, stream, tokenizer, keys, memory_path, new_task):
     collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer, keys=keys)
-    trainer = Trainer(model=_classifier(stream), args=_args(tmp_path, remove_unused_columns=True),
-                      train_dataset=new_task, data_collator=collator)
+    trainer = Trainer(
+        model=_classifier(stream),
+        args=_args(tmp_path, remove_unused_columns=True),
+        train_dataset=new_task,
+        data_collator=collator,
+    )
     with pytest.raises(ConfigError, match="remove_unused_columns=False"):
         trainer.train()
 
 
 def test_causal_lm_with_language_modeling_collator(tmp_path, tokenizer, keys, memory_path, new_task):
-    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=tokenizer.vocab_size,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = GPT2LMHeadModel(config)
     lm_data = new_task.remove_columns(["label"])
     base = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    collator = RehearsalCollator(memory_path, base, tokenizer, ReplayConfig(max_replay_tokens=200), keys=keys,
-                                 task="verbs")
+    collator = RehearsalCollator(
+        memory_path, base, tokenizer, ReplayConfig(max_replay_tokens=200), keys=keys, task="verbs"
+    )
     callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=lm_data, task="verbs")
-    trainer = Trainer(model=model, args=_args(tmp_path), train_dataset=lm_data, data_collator=collator,
-                      callbacks=[callback])
+    trainer = Trainer(
+        model=model, args=_args(tmp_path), train_dataset=lm_data, data_collator=collator, callbacks=[callback]
+    )
     result = trainer.train()
     assert np.isfinite(result.training_loss)
     logged = [h for h in trainer.state.log_history if "replay/tokens" in h]
-    assert logged and all(0 < h["replay/tokens"] <= 200 for h in logged)
+    assert logged
+    assert all(0 < h["replay/tokens"] <= 200 for h in logged)
     assert len(callback.admitted) == len(lm_data)
 
 
@@ -167,12 +203,19 @@ def test_peft_lora_model_trains_with_replay(tmp_path, stream, tokenizer, keys, m
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(
-        _classifier(stream), LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
+        _classifier(stream),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS"),
     )
-    collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(),
-                                 keys=keys, task="verbs")
-    trainer = Trainer(model=model, args=_args(tmp_path), train_dataset=new_task, data_collator=collator,
-                      callbacks=[RehearsalCallback(memory_path, keys=keys, collator=collator)])
+    collator = RehearsalCollator(
+        memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(), keys=keys, task="verbs"
+    )
+    trainer = Trainer(
+        model=model,
+        args=_args(tmp_path),
+        train_dataset=new_task,
+        data_collator=collator,
+        callbacks=[RehearsalCallback(memory_path, keys=keys, collator=collator)],
+    )
     trainer.train()
     assert any("replay/examples" in h for h in trainer.state.log_history)
 
@@ -185,19 +228,47 @@ def test_trl_sft_trainer_trains_with_replay(tmp_path, keys, memory_path):
     tokenizer.eos_token = tokenizer.sep_token  # TRL appends an EOS; the BERT vocabulary calls it [SEP]
     texts = [f"new fact {i} about how dogs fetch" for i in range(24)]
     data = embed_dataset(Dataset.from_dict({"text": texts}), load_encoder())
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=2,
-                                       n_head=2, pad_token_id=tokenizer.pad_token_id))
-    collator = RehearsalCollator(memory_path, TrlLanguageModelingCollator(pad_token_id=tokenizer.pad_token_id),
-                                 tokenizer, ReplayConfig(), keys=keys, task="dogs")
-    args = trl.SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=2, per_device_train_batch_size=6,
-                         logging_steps=1, report_to=[], use_cpu=True, remove_unused_columns=False, max_length=32,
-                         save_strategy="no")
-    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                             data_collator=collator, callbacks=[RehearsalCallback(memory_path, keys=keys,
-                                                                                  collator=collator)])
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=tokenizer.vocab_size,
+            n_positions=64,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    collator = RehearsalCollator(
+        memory_path,
+        TrlLanguageModelingCollator(pad_token_id=tokenizer.pad_token_id),
+        tokenizer,
+        ReplayConfig(),
+        keys=keys,
+        task="dogs",
+    )
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path / "sft"),
+        max_steps=2,
+        per_device_train_batch_size=6,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
+        max_length=32,
+        save_strategy="no",
+    )
+    trainer = trl.SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        data_collator=collator,
+        callbacks=[RehearsalCallback(memory_path, keys=keys, collator=collator)],
+    )
     trainer.train()
     logged = [h for h in trainer.state.log_history if "replay/examples" in h]
-    assert logged and all(h["replay/per_batch"] == 2 for h in logged)
+    assert logged
+    assert all(h["replay/per_batch"] == 2 for h in logged)
 
 
 @pytest.mark.slow
@@ -217,14 +288,28 @@ def test_torchrun_two_ranks_draw_different_replay_and_admit_once(tmp_path, keys,
     with socket.socket() as probe:  # a free port: torchrun's own port 0 handling hangs on some hosts
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    done = subprocess.run([torchrun, "--nproc_per_node=2", f"--master_port={port}", "--master_addr=127.0.0.1", script,
-                    str(memory_path),
-                    str(tmp_path / "data"), str(tmp_path)], check=False, env=env, timeout=420,
-                   capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            "--master_addr=127.0.0.1",
+            script,
+            str(memory_path),
+            str(tmp_path / "data"),
+            str(tmp_path),
+        ],
+        check=False,
+        env=env,
+        timeout=420,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert all(len(step) == 4 for rank in ranks for step in rank["replay"])
     assert ranks[0]["replay"] != ranks[1]["replay"]
-    assert ranks[0]["admitted"] == 24 and ranks[1]["admitted"] == 0
+    assert ranks[0]["admitted"] == 24
+    assert ranks[1]["admitted"] == 0
     with RehearsalMemory.open(memory_path, keys=keys, read_only=True) as mem:
         assert mem.stats()["tasks"] == {"living": 40, "new": 24}

@@ -15,7 +15,8 @@ IVF_SPEC = "IVF256,Flat"
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    out: np.ndarray = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def _random_unit(rng: np.random.Generator, n: int, d: int = DIM) -> np.ndarray:

@@ -66,19 +66,24 @@ def test_replay_skips_the_batch_own_stored_examples(memory):
 
 def test_hybrid_covers_far_tasks(memory):
     batch = _unit(np.random.default_rng(5), 8, memory.centres[0])
-    selector = ReplaySelector(memory, ReplayConfig(mode="hybrid", random_share=0.5, k=4),
-                              eligible={"task": {"$ne": "d"}})
+    selector = ReplaySelector(
+        memory, ReplayConfig(mode="hybrid", random_share=0.5, k=4), eligible={"task": {"$ne": "d"}}
+    )
     choice = selector.select(batch, 24, rng=np.random.default_rng(6))
     tasks = {choice.metadata[i]["task"] for i in choice.ids}
     assert tasks == {"a", "b", "c"}
     # Plain retrieval, by contrast, only ever replays the nearest task.
-    retrieval_only = ReplaySelector(memory, ReplayConfig(mode="retrieval", k=8), eligible={"task": {"$ne": "d"}})
+    retrieval_only = ReplaySelector(
+        memory, ReplayConfig(mode="retrieval", k=8), eligible={"task": {"$ne": "d"}}
+    )
     nearest = retrieval_only.select(batch, 16, rng=np.random.default_rng(6))
     assert {m["task"] for m in nearest.metadata.values()} == {"a"}
 
 
 def test_class_balanced_random_share_draws_every_label(memory):
-    selector = ReplaySelector(memory, ReplayConfig(mode="random", balance="class"), eligible={"task": {"$ne": "d"}})
+    selector = ReplaySelector(
+        memory, ReplayConfig(mode="random", balance="class"), eligible={"task": {"$ne": "d"}}
+    )
     choice = selector.select(_unit(np.random.default_rng(7), 4), 60, rng=np.random.default_rng(8))
     labels = [choice.metadata[i]["label"] for i in choice.ids]
     counts = np.bincount(labels, minlength=6)
@@ -89,7 +94,9 @@ def test_same_seed_same_replay(memory):
     batch = _unit(np.random.default_rng(9), 8)
     selector = ReplaySelector(memory, ReplayConfig(mode="hybrid", k=4))
     first = selector.select(batch, 12, rng=np.random.default_rng(10)).ids
-    second = ReplaySelector(memory, ReplayConfig(mode="hybrid", k=4)).select(batch, 12, rng=np.random.default_rng(10))
+    second = ReplaySelector(memory, ReplayConfig(mode="hybrid", k=4)).select(
+        batch, 12, rng=np.random.default_rng(10)
+    )
     assert first == second.ids
     other = selector.select(batch, 12, rng=np.random.default_rng(11)).ids
     assert other != first
@@ -97,12 +104,16 @@ def test_same_seed_same_replay(memory):
 
 def test_replay_ids_are_distinct(memory):
     batch = np.repeat(_unit(np.random.default_rng(12), 1), 8, axis=0)
-    choice = ReplaySelector(memory, ReplayConfig(mode="retrieval", k=16)).select(batch, 16, rng=np.random.default_rng(0))
+    choice = ReplaySelector(memory, ReplayConfig(mode="retrieval", k=16)).select(
+        batch, 16, rng=np.random.default_rng(0)
+    )
     assert len(set(choice.ids)) == len(choice.ids) == 16
 
 
 def test_empty_memory_gives_no_replay(tmp_path):
     mem = RehearsalMemory.create(tmp_path / "e", keys=KeyRing.generate(), dim=DIM, encoder_name="synthetic")
-    choice = ReplaySelector(mem, ReplayConfig()).select(_unit(np.random.default_rng(0), 4), 8, rng=np.random.default_rng(0))
+    choice = ReplaySelector(mem, ReplayConfig()).select(
+        _unit(np.random.default_rng(0), 4), 8, rng=np.random.default_rng(0)
+    )
     assert len(choice) == 0
     mem.close()

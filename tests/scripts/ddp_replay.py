@@ -13,8 +13,8 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     Trainer,
-    TrainingArguments,
     TrainerCallback,
+    TrainingArguments,
 )
 
 from rehearsal.config import ReplayConfig
@@ -26,8 +26,9 @@ memory_path, data_path, out = sys.argv[1:4]
 keys = KeyRing.from_env("REHEARSAL_MASTER_KEY")
 tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
 data = Dataset.load_from_disk(data_path)
-collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer,
-                             ReplayConfig(ratio=0.5), keys=keys, task="new")
+collator = RehearsalCollator(
+    memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(ratio=0.5), keys=keys, task="new"
+)
 seen: list[list[int]] = []
 
 
@@ -36,13 +37,24 @@ class RecordReplay(TrainerCallback):
         seen.append(list(collator.last_replay_ids))
 
 
-model = AutoModelForSequenceClassification.from_pretrained(str(default_model_path()), num_labels=64)  # covers the old tasks' label ids too
-args = TrainingArguments(output_dir=os.path.join(out, "trainer"), per_device_train_batch_size=4, max_steps=3,
-                         remove_unused_columns=False, report_to=[], use_cpu=True, save_strategy="no",
-                         ddp_backend="gloo", logging_steps=1)
+model = AutoModelForSequenceClassification.from_pretrained(
+    str(default_model_path()), num_labels=64
+)  # covers the old tasks' label ids too
+args = TrainingArguments(
+    output_dir=os.path.join(out, "trainer"),
+    per_device_train_batch_size=4,
+    max_steps=3,
+    remove_unused_columns=False,
+    report_to=[],
+    use_cpu=True,
+    save_strategy="no",
+    ddp_backend="gloo",
+    logging_steps=1,
+)
 callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=data, task="new")
-Trainer(model=model, args=args, train_dataset=data, data_collator=collator,
-        callbacks=[callback, RecordReplay()]).train()
+Trainer(
+    model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[callback, RecordReplay()]
+).train()
 rank = int(os.environ["RANK"])
 with open(os.path.join(out, f"rank-{rank}.json"), "w") as f:
     json.dump({"replay": seen, "admitted": len(callback.admitted)}, f)
