@@ -179,6 +179,9 @@ class RehearsalMemory:
             )
         if manifest["encrypted"] and keys is None:
             raise MissingKeyError(f"memory at {str(folder)!r} is encrypted; pass keys=KeyRing...")
+        if not manifest["encrypted"]:
+            # A key in the environment must not stop anyone opening an unencrypted embedding-only memory.
+            keys = None
         lock_fd = None if read_only else _acquire_writer_lock(folder)
         try:
             if lock_fd is not None:
