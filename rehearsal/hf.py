@@ -19,6 +19,7 @@ unpickling it reopens; an index is never pickled). Replay randomness is seeded f
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ class ReplayStats:
     replayed_tokens: int = 0
     similarity_sum: float = 0.0
     similarity_count: int = 0
+    search_seconds: float = 0.0  # choosing replay: index search + catalog metadata
+    fetch_seconds: float = 0.0  # reading (decrypting or resolving) the replay texts
+    tokenize_seconds: float = 0.0
     tasks: set[str] = field(default_factory=set)
 
     def as_logs(self) -> dict[str, float]:
@@ -60,6 +64,9 @@ class ReplayStats:
             "replay/per_batch": self.replayed / self.batches if self.batches else 0.0,
             "replay/mean_similarity": mean_sim,
             "replay/old_tasks_covered": float(len(self.tasks)),
+            "replay/search_ms_per_batch": 1000 * self.search_seconds / max(self.batches, 1),
+            "replay/fetch_ms_per_batch": 1000 * self.fetch_seconds / max(self.batches, 1),
+            "replay/tokenize_ms_per_batch": 1000 * self.tokenize_seconds / max(self.batches, 1),
         }
 
 
@@ -168,8 +175,13 @@ class RehearsalCollator:
     ) -> list[dict[str, Any]]:
         selector = self._get_selector()
         seed = [self.config.seed, _rank(), self.epoch, zlib.crc32(vectors.tobytes())]
+        started = time.perf_counter()
         choice = selector.select(vectors, count, rng=np.random.default_rng(seed))
+        chosen = time.perf_counter()
         texts = selector.memory.texts_by_id(choice.ids)
+        fetched = time.perf_counter()
+        self.stats.search_seconds += chosen - started
+        self.stats.fetch_seconds += fetched - chosen
         self.last_replay_ids = []
         out: list[dict[str, Any]] = []
         tokens = 0
@@ -200,6 +212,7 @@ class RehearsalCollator:
             if meta.get("task") is not None:
                 self.stats.tasks.add(str(meta["task"]))
         self.stats.replayed_tokens += tokens
+        self.stats.tokenize_seconds += time.perf_counter() - fetched
         return out
 
 
