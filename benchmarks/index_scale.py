@@ -94,13 +94,13 @@ def sweep(
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    print(f"\n## {title}")
+    print(f"\n## {title}", flush=True)
     if not rows:
         return
     keys = list(rows[0])
     print(" | ".join(keys))
     for row in rows:
-        print(" | ".join(str(row[key]) for key in keys))
+        print(" | ".join(str(row[key]) for key in keys), flush=True)
 
 
 def build(base: np.ndarray, ids: np.ndarray, spec: str, seed: int) -> tuple[VectorIndex, float]:

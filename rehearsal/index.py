@@ -53,8 +53,8 @@ MIN_POINTS_PER_LIST = 39
 FLAT_CODES_MAX_BYTES = 4 << 30
 # k-means trains on a seeded sample of this many points per list, not on the whole memory.
 TRAIN_POINTS_PER_LIST = 40
-MIN_NPROBE = 8
-NPROBE_DIVISOR = 1024
+MIN_NPROBE = 16
+NPROBE_DIVISOR = 512
 # A filtered IVF search scores the allowed vectors exactly (reconstructed through the direct map) when
 # there are few of them, or when so few are allowed that the lists would have to be scanned nearly whole.
 EXACT_FILTER_ALWAYS = 4_096
@@ -99,7 +99,7 @@ def choose_index_spec(n_vectors: int, dim: int) -> str:
 
 
 def choose_nprobe(nlist: int) -> int:
-    """Lists probed per query: 8, or 1/1024 of the lists past 8192 (recall@10 >= 0.95 on clustered data)."""
+    """Lists probed per query: 16, or 1/512 of the lists past 8192 (see benchmarks/RESULTS.md)."""
     lists = _check_int("nlist", nlist, minimum=1)
     return min(lists, max(MIN_NPROBE, lists // NPROBE_DIVISOR))
 

@@ -99,7 +99,7 @@ def test_choose_index_spec_rejects_bad_sizes(n_vectors: int, dim: int, match: st
 
 
 @pytest.mark.parametrize(
-    ("nlist", "nprobe"), [(1, 1), (8, 8), (256, 8), (1024, 8), (8192, 8), (16384, 16), (65536, 64)]
+    ("nlist", "nprobe"), [(1, 1), (8, 8), (256, 16), (1024, 16), (8192, 16), (16384, 32), (65536, 128)]
 )
 def test_choose_nprobe_table(nlist: int, nprobe: int) -> None:
     assert choose_nprobe(nlist) == nprobe
@@ -392,7 +392,7 @@ def test_nprobe_is_settable_within_range(ivf_index: VectorIndex) -> None:
     with pytest.raises(ValidationError, match="'nprobe' must be >= 1, got 0"):
         ivf_index.nprobe = 0
     ivf_index.nprobe = None
-    assert ivf_index.nprobe == 8
+    assert ivf_index.nprobe == 16
 
 
 def test_nprobe_of_flat_index_is_zero() -> None:
