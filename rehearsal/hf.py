@@ -54,6 +54,7 @@ class ReplayStats:
     search_seconds: float = 0.0  # choosing replay: index search + catalog metadata
     fetch_seconds: float = 0.0  # reading (decrypting or resolving) the replay texts
     tokenize_seconds: float = 0.0
+    passthrough_batches: int = 0  # batches without vectors (evaluation), collated without replay
     tasks: set[str] = field(default_factory=set)
 
     def as_logs(self) -> dict[str, float]:
@@ -143,13 +144,17 @@ class RehearsalCollator:
         features = list(features)
         if not features:
             return self.base_collator([])
-        vectors = self._vectors(features)
-        label_key = next((k for k in (self.config.label_column, "labels", "label") if k in features[0]), None)
-        # Token-level labels (causal LM data prepared by e.g. TRL) are rebuilt from the replay's own tokens.
-        token_labels = label_key is not None and isinstance(features[0][label_key], (list, tuple))
         clean = [
             {k: v for k, v in f.items() if k not in self._drop and not isinstance(v, str)} for f in features
         ]
+        if self.config.vector_column not in features[0]:
+            # Evaluation and prediction batches come through the same collator: they get no replay.
+            self.stats.passthrough_batches += 1
+            return self.base_collator(clean)
+        vectors = np.asarray([f[self.config.vector_column] for f in features], dtype=np.float32)
+        label_key = next((k for k in (self.config.label_column, "labels", "label") if k in features[0]), None)
+        # Token-level labels (causal LM data prepared by e.g. TRL) are rebuilt from the replay's own tokens.
+        token_labels = label_key is not None and isinstance(features[0][label_key], (list, tuple))
         count = self.config.replay_count(len(features))
         replay = (
             self._replay_features(vectors, count, label_key, set(clean[0]), token_labels) if count else []
@@ -159,16 +164,6 @@ class RehearsalCollator:
             for row, flag in [(f, 0) for f in clean] + [(f, 1) for f in replay]:
                 row[REPLAY_FLAG] = flag
         return self.base_collator(clean + replay)
-
-    def _vectors(self, features: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        column = self.config.vector_column
-        if column not in features[0]:
-            raise ConfigError(
-                f"batch features lack the vector column {column!r}: embed the dataset with "
-                "rh.embed_dataset() and pass TrainingArguments(remove_unused_columns=False) "
-                "so the Trainer keeps it"
-            )
-        return np.asarray([f[column] for f in features], dtype=np.float32)
 
     def _replay_features(
         self, vectors: np.ndarray, count: int, label_key: str | None, keys: set[str], token_labels: bool
@@ -245,6 +240,17 @@ class RehearsalCallback(TrainerCallback):
         self.seed = seed
         self.columns = (text_column, vector_column, label_column)
         self.admitted: list[int] = []
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.collator is not None and args.remove_unused_columns:
+            raise ConfigError(
+                "replay needs TrainingArguments(remove_unused_columns=False): otherwise the Trainer drops "
+                "the "
+                f"{self.collator.config.vector_column!r} and {self.collator.config.text_column!r} columns "
+                "before the collator sees them"
+            )
 
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

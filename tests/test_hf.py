@@ -160,16 +160,27 @@ def test_same_seed_gives_same_replay_ids_and_ranks_differ(
     assert first != replay_ids(1, 0)
 
 
-def test_missing_vector_column_says_how_to_fix(tmp_path, stream, tokenizer, keys, memory_path, new_task):
+def test_remove_unused_columns_is_refused_with_the_fix(
+    tmp_path, stream, tokenizer, keys, memory_path, new_task
+):
     collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer, keys=keys)
     trainer = Trainer(
         model=_classifier(stream),
         args=_args(tmp_path, remove_unused_columns=True),
         train_dataset=new_task,
         data_collator=collator,
+        callbacks=[RehearsalCallback(memory_path, keys=keys, collator=collator)],
     )
     with pytest.raises(ConfigError, match="remove_unused_columns=False"):
         trainer.train()
+
+
+def test_evaluation_batches_pass_through_without_replay(tokenizer, keys, memory_path, new_task):
+    collator = RehearsalCollator(memory_path, DataCollatorWithPadding(tokenizer), tokenizer, keys=keys)
+    batch = collator([new_task.remove_columns(["embedding"])[i] for i in range(5)])
+    assert batch["input_ids"].shape[0] == 5
+    assert collator.stats.passthrough_batches == 1
+    assert collator.stats.replayed == 0
 
 
 def test_causal_lm_with_language_modeling_collator(tmp_path, tokenizer, keys, memory_path, new_task):
