@@ -1,0 +1,231 @@
+"""The audit log: hash chain, MACs, head sidecar, key rotation, and no raw text in the file."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rehearsal.audit import AuditLog, check_details, default_log_path
+from rehearsal.audit_events import AuditedMemory, log_ingest, log_train_update
+from rehearsal.crypto import KeyRing
+from rehearsal.errors import IntegrityError, NotFoundError, ValidationError, WrongKeyError
+from rehearsal.memory import RehearsalMemory
+
+N = 6
+
+
+def make_log(tmp_path: Path, keys: KeyRing, n: int = N) -> AuditLog:
+    log = AuditLog.open(tmp_path / "audit.log", keys)
+    for i in range(n):
+        log_ingest(log, [10 * i, 10 * i + 1], tenant="acme", tags=["pii-checked"], actor="ingest-bot")
+    return log
+
+
+def lines(log: AuditLog) -> list[bytes]:
+    return log.path.read_bytes().splitlines(keepends=True)
+
+
+def rewrite(log: AuditLog, new_lines: list[bytes]) -> None:
+    log.path.write_bytes(b"".join(new_lines))
+
+
+def test_fresh_log_verifies_and_counts_entries(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    assert log.verify() == N
+    assert [e.seq for e in log.entries()] == list(range(N))
+    assert AuditLog.open(log.path, keys).verify() == N
+
+
+def test_entries_are_chained_and_keyed_by_fingerprint(tmp_path: Path, keys: KeyRing) -> None:
+    entries = make_log(tmp_path, keys).entries()
+    assert entries[0].prev == "0" * 64
+    assert all(b.prev == a.digest for a, b in itertools.pairwise(entries))
+    assert {e.key for e in entries} == {keys.fingerprint}
+
+
+@pytest.mark.parametrize("k", [0, 2, N - 1])
+def test_edited_entry_is_named(tmp_path: Path, keys: KeyRing, k: int) -> None:
+    log = make_log(tmp_path, keys)
+    all_lines = lines(log)
+    obj = json.loads(all_lines[k])
+    obj["details"]["count"] = 99
+    all_lines[k] = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    rewrite(log, all_lines)
+    with pytest.raises(IntegrityError, match=rf"line {k + 1} \(seq {k}\): MAC does not match"):
+        log.verify()
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_deleted_entry_is_named(tmp_path: Path, keys: KeyRing, k: int) -> None:
+    log = make_log(tmp_path, keys)
+    all_lines = lines(log)
+    del all_lines[k]
+    rewrite(log, all_lines)
+    with pytest.raises(IntegrityError, match=rf"line {k + 1} \(seq {k + 1}\): expected seq {k}; .*deleted"):
+        log.verify()
+
+
+def test_deleted_last_entries_are_detected_by_the_head(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    rewrite(log, lines(log)[:-2])
+    with pytest.raises(IntegrityError, match=rf"ends at seq {N - 3} but its head records seq {N - 1}"):
+        log.verify()
+    with pytest.raises(IntegrityError, match="removed from the tail"):
+        log.append("delete", {"count": 1})
+
+
+def test_inserted_copy_of_an_entry_is_named(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    all_lines = lines(log)
+    all_lines.insert(3, all_lines[2])  # a replayed, validly signed entry
+    rewrite(log, all_lines)
+    with pytest.raises(IntegrityError, match=r"line 4 \(seq 2\): expected seq 3"):
+        log.verify()
+
+
+def test_inserted_forged_entry_is_named(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    # The forger knows the format and the chain, not the key: renumbering everything after still fails.
+    all_lines = lines(log)
+    entries = log.entries()
+    forged = dict(json.loads(all_lines[2]), seq=3, prev=entries[2].digest, mac="0" * 64)
+    rest = [json.loads(x) for x in all_lines[3:]]
+    for obj in rest:
+        obj["seq"] += 1
+    new = [
+        *all_lines[:3],
+        *(json.dumps(o, sort_keys=True, separators=(",", ":")).encode() + b"\n" for o in [forged, *rest]),
+    ]
+    rewrite(log, new)
+    with pytest.raises(IntegrityError, match=r"line 4 \(seq 3\): MAC does not match"):
+        log.verify()
+
+
+def test_reordered_entries_are_named(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    all_lines = lines(log)
+    all_lines[1], all_lines[2] = all_lines[2], all_lines[1]
+    rewrite(log, all_lines)
+    with pytest.raises(IntegrityError, match=r"line 2 \(seq 2\): expected seq 1"):
+        log.verify()
+
+
+def test_whitespace_edit_is_detected(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    all_lines = lines(log)
+    all_lines[1] = json.dumps(json.loads(all_lines[1]), sort_keys=True).encode() + b"\n"
+    rewrite(log, all_lines)
+    with pytest.raises(IntegrityError, match=r"line 2 \(seq 1\) is not in canonical form"):
+        log.verify()
+
+
+def test_altered_or_missing_head_is_detected(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    head = json.loads(log.head_path.read_bytes())
+    log.head_path.write_text(json.dumps(dict(head, seq=head["seq"] - 1)))
+    with pytest.raises(IntegrityError, match="fails its MAC"):
+        log.verify()
+    log.head_path.unlink()
+    with pytest.raises(IntegrityError, match=r"head audit\.log\.head is missing"):
+        log.verify()
+
+
+def test_wrong_key_is_reported_as_such(tmp_path: Path, keys: KeyRing) -> None:
+    make_log(tmp_path, keys)
+    with pytest.raises(WrongKeyError, match="last written under master key"):
+        AuditLog.open(tmp_path / "audit.log", KeyRing.generate())
+
+
+def test_missing_log_is_not_created_when_asked_not_to(tmp_path: Path, keys: KeyRing) -> None:
+    with pytest.raises(NotFoundError, match="no audit log"):
+        AuditLog.open(tmp_path / "audit.log", keys, create=False)
+
+
+def test_torn_last_line_is_dropped_by_the_next_append(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    with open(log.path, "ab") as fh:
+        fh.write(b'{"actor":null,"details":{"co')  # a crash mid-append: never acknowledged
+    with pytest.raises(IntegrityError, match=f"line {N + 1} is incomplete"):
+        log.verify()
+    log.append("delete", {"count": 1})
+    assert log.verify() == N + 1
+
+
+def test_rotation_continues_the_chain_under_the_new_key(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    new_keys = KeyRing.generate()
+    log.rotate(new_keys, actor="ops")
+    log.append("delete", {"count": 1})
+    reopened = AuditLog.open(log.path, new_keys)
+    assert reopened.verify() == N + 2
+    with pytest.raises(WrongKeyError, match=new_keys.fingerprint):
+        AuditLog.open(log.path, keys)
+    # An entry from before the rotation is authenticated by the chain: editing it breaks the next link.
+    all_lines = lines(log)
+    obj = json.loads(all_lines[1])
+    obj["details"]["count"] = 7
+    all_lines[1] = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    rewrite(log, all_lines)
+    with pytest.raises(IntegrityError, match=r"line 3 \(seq 2\): 'prev' does not match"):
+        reopened.verify()
+
+
+@pytest.mark.parametrize(
+    "details",
+    [{"note": "Jane Doe called about her refund"}, {"texts": ["hello world"]}, {"x": {"y": "a b"}}],
+)
+def test_free_text_details_are_refused(details: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="looks like free text"):
+        check_details(details)
+
+
+def test_unknown_kind_and_free_text_actor_are_refused(tmp_path: Path, keys: KeyRing) -> None:
+    log = AuditLog.open(tmp_path / "audit.log", keys)
+    with pytest.raises(ValidationError, match="unknown audit kind 'edit'"):
+        log.append("edit", {})
+    with pytest.raises(ValidationError, match="actor must be an identifier"):
+        log.append("delete", {}, actor="Jane Doe")
+    with pytest.raises(ValidationError, match="finite number"):
+        log.append("delete", {"loss": float("nan")})
+
+
+def test_train_update_records_digests_not_data(tmp_path: Path, keys: KeyRing) -> None:
+    log = AuditLog.open(tmp_path / "audit.log", keys)
+    entry = log_train_update(
+        log,
+        run_id="run-7",
+        config={"lr": 1e-4, "epochs": 2},
+        data_ids=[5, 3, 4],
+        metrics={"acc/billing": 0.91},
+        decision="pass",
+        approver="alice@example.com",
+    )
+    again = log_train_update(
+        log, run_id="run-8", config={"epochs": 2, "lr": 1e-4}, data_ids=[3, 4, 5], metrics={}, decision="pass"
+    )
+    assert entry.details["config_hash"] == again.details["config_hash"]
+    assert entry.details["data_ids_hash"] == again.details["data_ids_hash"]
+    assert entry.details["data_count"] == 3
+
+
+def test_audited_memory_logs_mutations_and_no_raw_text(tmp_path: Path, keys: KeyRing) -> None:
+    secret = "Customer Zanzibarian asked about invoice 88231 for the quokka subscription"
+    memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=8, encoder_name="test-encoder")
+    log = AuditLog.open(default_log_path(memory.path), keys)
+    mem = AuditedMemory(memory, log, actor="tester")
+    vectors = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    texts = [secret, "second record", "third record"]
+    ids = mem.add(texts, metadata=[{"task": "billing", "tags": ["gdpr"]}] * 3, tenant="acme", vectors=vectors)
+    mem.delete(ids[:1])
+    mem.forget(tenant="acme")
+    memory.close()
+    kinds = [e.kind for e in log.entries()]
+    assert kinds == ["ingest", "delete", "forget"]
+    assert log.entries()[0].details["tags"] == ["gdpr"]
+    raw = log.path.read_bytes() + log.head_path.read_bytes()
+    for word in ["Zanzibarian", "quokka", "88231", "second record", "third"]:
+        assert word.encode() not in raw
