@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from rehearsal.cli_governance import governance_verbs
 from rehearsal.cli_io import field_list, id_list, positive_int
 from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
 
@@ -348,6 +349,7 @@ VERBS: dict[str, Verb] = {
     "rotate-key": Verb("rewrap the data keys under a new master key", _rotate_args, _rotate_key),
     "keygen": Verb("make a new master key (file or stdout)", _keygen_args, _keygen, uses_memory=False),
 }
+VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -229,3 +229,24 @@ def test_audited_memory_logs_mutations_and_no_raw_text(tmp_path: Path, keys: Key
     raw = log.path.read_bytes() + log.head_path.read_bytes()
     for word in ["Zanzibarian", "quokka", "88231", "second record", "third"]:
         assert word.encode() not in raw
+
+
+def test_cli_audit_verify_reports_ok_and_names_the_bad_entry(
+    tmp_path: Path, keys: KeyRing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rehearsal.cli import KEY_ENV, main
+
+    monkeypatch.setenv(KEY_ENV, keys.export_base64())
+    (tmp_path / "mem").mkdir()
+    log = make_log(tmp_path / "mem", keys)
+    assert main(["audit", "verify", str(tmp_path / "mem"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["entries"], report["kinds"]) == (True, N, {"ingest": N})
+    all_lines = lines(log)
+    all_lines[1], all_lines[2] = all_lines[2], all_lines[1]
+    rewrite(log, all_lines)
+    assert main(["audit", "verify", str(tmp_path / "mem")]) == 1
+    assert "line 2 (seq 2): expected seq 1" in capsys.readouterr().err
+    monkeypatch.setenv(KEY_ENV, KeyRing.generate().export_base64())
+    assert main(["audit", str(tmp_path / "mem")]) == 1
+    assert "last written under master key" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""Governance verbs of the ``rehearsal`` CLI: ``audit verify``, ``expire``, ``versions``, ``rollback``.
+
+:func:`governance_verbs` is called by ``rehearsal.cli`` while it builds its :data:`~rehearsal.cli.VERBS`;
+the CLI module is imported inside functions here, because it imports this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rehearsal.errors import MissingKeyError, ValidationError
+
+if TYPE_CHECKING:
+    from rehearsal.cli import Report, Verb
+    from rehearsal.crypto import KeyRing
+
+__all__ = ["governance_verbs"]
+
+
+def _required_keys(args: argparse.Namespace) -> KeyRing:
+    from rehearsal.cli import KEY_ENV, _keys
+
+    keys = _keys(args)
+    if keys is None:
+        raise MissingKeyError(f"the audit log is keyed by the master key: set {KEY_ENV} or pass --key-file")
+    return keys
+
+
+def _log_path(args: argparse.Namespace) -> Path:
+    from rehearsal.audit import default_log_path
+
+    return Path(args.log) if args.log is not None else default_log_path(args.path)
+
+
+# -- audit -----------------------------------------------------------------------------------------
+
+
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    from rehearsal.cli import KEY_ENV
+
+    # "verify" may be left out (it is the only action), so "rehearsal audit PATH" parses like other verbs.
+    p.add_argument(
+        "words", nargs="+", metavar="[verify] PATH", help="the memory folder (log: PATH/audit.log)"
+    )
+    p.add_argument("--log", metavar="FILE", help="the audit log file (default: PATH/audit.log)")
+    p.add_argument("--key-file", help=f"file with the base64 master key (default: ${KEY_ENV})")
+
+
+def _audit(args: argparse.Namespace) -> Report:
+    from rehearsal.audit import AuditLog
+    from rehearsal.cli import Report
+
+    if len(args.words) == 2 and args.words[0] == "verify":
+        args.path = args.words[1]
+    elif len(args.words) == 1:
+        args.path = args.words[0]
+    else:
+        raise ValidationError(f"usage: rehearsal audit verify PATH, got {' '.join(args.words)!r}")
+    path = _log_path(args)
+    log = AuditLog.open(path, _required_keys(args), create=False)
+    entries = log.entries()
+    kinds: dict[str, int] = {}
+    for entry in entries:
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+    last = entries[-1].seq if entries else None
+    data = {"log": str(path), "ok": True, "entries": len(entries), "last_seq": last, "kinds": kinds}
+    line = f"ok: {len(entries)} audit entries verified in {path} (chain, MACs and head)"
+    return Report(data, [line])
+
+
+def governance_verbs() -> dict[str, Verb]:
+    from rehearsal.cli import Verb
+
+    return {
+        "audit": Verb("check the memory's tamper-evident audit log", _audit_args, _audit, uses_memory=False),
+    }
