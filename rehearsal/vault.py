@@ -9,6 +9,9 @@ Layout (all tables prefixed ``vault_`` so a caller can keep its own tables in th
 
 # INVARIANT: every vault_records.key_id names a vault_keys row; shred removes both in one transaction.
 
+Data keys (making, wrapping, counting, rollover, sealing other data, master-key rotation) live in
+:mod:`rehearsal.vault_keys`; this module keeps the record table, transactions and argument checks.
+
 Policies: the empty string is a valid text and is stored faithfully (it seals to a bare 16-byte tag);
 ``put``/``delete`` reject the whole batch on any bad item; an empty batch is a no-op. Each data key is used
 for at most ``max_encryptions_per_key`` encryptions (counted in the database, so across processes), then a
@@ -25,33 +28,29 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from rehearsal.crypto import (
-    NONCE_BYTES,
-    RESERVED_TENANTS,
-    KeyRing,
-    new_data_key,
-    record_aad_prefix,
-    validate_tenant,
-)
+from rehearsal.crypto import RESERVED_TENANTS, KeyRing, validate_tenant
 from rehearsal.errors import (
     IntegrityError,
     NotFoundError,
     ReadOnlyError,
     StoreFormatError,
     ValidationError,
-    WrongKeyError,
+)
+from rehearsal.vault_keys import (
+    TEXT_PURPOSE,
+    DataKeys,
+    check_internal_tenant,
+    check_master_key,
+    check_purpose,
+    master_key_meta,
 )
 
 __all__ = ["FORMAT_VERSION", "TEXT_PURPOSE", "Vault"]
 
 FORMAT_VERSION = 1
-TEXT_PURPOSE = "text"  # the AAD purpose of vault records; reserved, so seal() cannot forge a record
-_BLOB_FORMAT = 1
 _MAX_ID = 2**63 - 1
 _CHUNK = 900  # bound parameters per statement: under SQLite's historical limit of 999
 _SHOW = 5  # ids quoted in an error message
@@ -72,12 +71,6 @@ def _in_sql(template: str, n: int) -> str:
     return template.format(",".join("?" * n))
 
 
-def _random_row_id() -> int:
-    # Random rather than sequential ids for tenants and keys: an id from a rolled-back transaction is never
-    # handed out again, so a DEK cached under it can never be confused with a different key.
-    return int.from_bytes(os.urandom(8), "big") >> 1
-
-
 def _check_ids(ids: Sequence[int], *, unique: bool, what: str = "record ids") -> list[int]:
     if isinstance(ids, str | bytes) or not hasattr(ids, "__len__"):
         raise ValidationError(f"{what} must be a sequence of ints, got {type(ids).__name__}")
@@ -95,20 +88,6 @@ def _check_ids(ids: Sequence[int], *, unique: bool, what: str = "record ids") ->
         dups = [i for i in out if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
         raise ValidationError(f"duplicate {what} in one call: {dups[:_SHOW]}")
     return out
-
-
-def _check_purpose(purpose: object) -> str:
-    if not isinstance(purpose, str) or not purpose or len(purpose.encode()) > 255:
-        raise ValidationError(f"purpose must be a non-empty str of at most 255 bytes, got {purpose!r}")
-    if purpose == TEXT_PURPOSE:
-        raise ValidationError(f"purpose {TEXT_PURPOSE!r} is reserved for vault records")
-    return purpose
-
-
-def _check_internal_tenant(tenant: object) -> str:
-    if isinstance(tenant, str) and tenant in RESERVED_TENANTS:
-        return tenant
-    return validate_tenant(tenant)
 
 
 def _connect(path: str, *, read_only: bool) -> sqlite3.Connection:
@@ -148,15 +127,11 @@ class Vault:
         if conn.isolation_level is not None:
             raise ValidationError("the connection must be opened with isolation_level=None (autocommit)")
         self.connection = conn
-        self._keys = keys
         self._read_only = read_only
         self._owns = owns_connection
-        self._limit = limit
         self._path = path
         self._savepoints = 0
         self._checkpoint_pending = False
-        # key_id -> (AESGCM, tenant, version, AAD prefix of text records); DEKs are immutable once made.
-        self._dek: dict[int, tuple[AESGCM, str, int, bytes]] = {}
         try:
             if not read_only and not conn.in_transaction:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -167,12 +142,13 @@ class Vault:
                 # each becomes a read() syscall, which costs more than the decryption itself.
                 conn.execute("PRAGMA cache_size=-65536")
             if create:
-                self._create_schema()
-            self._load_meta()
+                self._create_schema(keys)
+            self._load_meta(keys)
         except sqlite3.DatabaseError as exc:
             raise StoreFormatError(
                 f"{path or 'the database'} is not a readable SQLite vault: {exc}"
             ) from None
+        self._data_keys = DataKeys(conn, keys, store_id=self.store_id, max_encryptions_per_key=limit)
 
     # -- opening ------------------------------------------------------------------------------------------
 
@@ -256,7 +232,7 @@ class Vault:
             path=None,
         )
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, keys: KeyRing) -> None:
         exists = self.connection.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='vault_meta'"
         ).fetchone()
@@ -271,17 +247,11 @@ class Vault:
                 [
                     ("format_version", FORMAT_VERSION),
                     ("store_id", store_id),
-                    *self._key_meta(self._keys, store_id),
+                    *master_key_meta(keys, store_id),
                 ],
             )
 
-    @staticmethod
-    def _key_meta(keys: KeyRing, store_id: bytes) -> list[tuple[str, Any]]:
-        # The check value lets open() tell a wrong master key apart before touching any record.
-        check = keys.wrap(store_id, context=b"rehearsal/kek-check/v1" + store_id)
-        return [("kek_fingerprint", keys.fingerprint), ("kek_check", check)]
-
-    def _load_meta(self) -> None:
+    def _load_meta(self, keys: KeyRing) -> None:
         try:
             meta = dict(self.connection.execute("SELECT name, value FROM vault_meta").fetchall())
         except sqlite3.OperationalError:
@@ -294,18 +264,7 @@ class Vault:
                 f"vault format version {version} is newer than this library supports ({FORMAT_VERSION})"
             )
         self.store_id = meta["store_id"]
-        self._check_master_key(meta)
-
-    def _check_master_key(self, meta: dict[str, Any]) -> None:
-        try:
-            ok = self._keys.unwrap(meta["kek_check"], context=b"rehearsal/kek-check/v1" + self.store_id)
-        except WrongKeyError:
-            ok = b""
-        if ok != self.store_id:
-            raise WrongKeyError(
-                f"master key {self._keys.fingerprint} does not open this vault "
-                f"(it was sealed with master key {meta.get('kek_fingerprint')})"
-            )
+        check_master_key(keys, self.store_id, meta)
 
     # -- transactions -------------------------------------------------------------------------------------
 
@@ -367,99 +326,6 @@ class Vault:
         if self._read_only:
             raise ReadOnlyError("this vault was opened read-only")
 
-    # -- data keys ----------------------------------------------------------------------------------------
-
-    def _dek_context(self, tenant: str, version: int) -> bytes:
-        return b"rehearsal/dek/v1" + self.store_id + version.to_bytes(4, "big") + tenant.encode()
-
-    def _load_key(self, key_id: int, record_id: int | None = None) -> tuple[AESGCM, str, int, bytes]:
-        row = self.connection.execute(
-            "SELECT t.name, k.version, k.wrapped FROM vault_keys k JOIN vault_tenants t ON t.id = k.tenant_id"
-            " WHERE k.id = ?",
-            (key_id,),
-        ).fetchone()
-        where = f" (record {record_id})" if record_id is not None else ""
-        if row is None:
-            raise IntegrityError(f"data key {key_id}{where} is missing from the vault")
-        tenant, version, wrapped = row
-        try:
-            dek = self._keys.unwrap(wrapped, context=self._dek_context(tenant, version))
-        except WrongKeyError:
-            # Re-check the master key: another process may have rotated it since this vault was opened.
-            self._check_master_key(
-                dict(self.connection.execute("SELECT name, value FROM vault_meta").fetchall())
-            )
-            raise IntegrityError(
-                f"data key of tenant {tenant!r} version {version}{where} fails to unwrap"
-            ) from None
-        entry = (
-            AESGCM(dek),
-            tenant,
-            version,
-            record_aad_prefix(self.store_id, tenant, version, TEXT_PURPOSE),
-        )
-        self._dek[key_id] = entry
-        return entry
-
-    def _new_key(self, tenant_id: int, tenant: str, version: int) -> int:
-        key_id = _random_row_id()
-        wrapped = self._keys.wrap(new_data_key(), context=self._dek_context(tenant, version))
-        self.connection.execute(
-            "INSERT INTO vault_keys (id, tenant_id, version, wrapped, encryptions) VALUES (?, ?, ?, ?, 0)",
-            (key_id, tenant_id, version, wrapped),
-        )
-        if version > 1:
-            log.info("tenant %r rolled to data key version %d", tenant, version)
-        return key_id
-
-    def _tenant_id(self, tenant: str) -> int | None:
-        row = self.connection.execute("SELECT id FROM vault_tenants WHERE name = ?", (tenant,)).fetchone()
-        return None if row is None else int(row[0])
-
-    def _seal_batch(
-        self, tenant: str, record_ids: Sequence[int], datas: Sequence[bytes], purpose: str
-    ) -> list[tuple[int, int, bytes]]:
-        """Seal under the tenant's current key, rolling to a new version at the limit.
-
-        -> (key_id, version, nonce || ct || tag) per item. Runs inside a write transaction: the encryption
-        counts are read and bumped there."""
-        conn = self.connection
-        tenant_id = self._tenant_id(tenant)
-        if tenant_id is None:
-            tenant_id = _random_row_id()
-            conn.execute("INSERT INTO vault_tenants (id, name) VALUES (?, ?)", (tenant_id, tenant))
-            self._new_key(tenant_id, tenant, 1)
-        key_id, version, used = conn.execute(
-            "SELECT id, version, encryptions FROM vault_keys WHERE tenant_id = ?"
-            " ORDER BY version DESC LIMIT 1",
-            (tenant_id,),
-        ).fetchone()
-        out: list[tuple[int, int, bytes]] = []
-        pos = 0
-        while pos < len(datas):
-            if used >= self._limit:
-                version += 1
-                key_id, used = self._new_key(tenant_id, tenant, version), 0
-            take = min(self._limit - used, len(datas) - pos)
-            aead, _, _, text_prefix = self._dek.get(key_id) or self._load_key(key_id)
-            prefix = (
-                text_prefix
-                if purpose == TEXT_PURPOSE
-                else record_aad_prefix(self.store_id, tenant, version, purpose)
-            )
-            nonces = os.urandom(NONCE_BYTES * take)  # one syscall per batch, not per record
-            encrypt = aead.encrypt
-            for j in range(take):
-                nonce = nonces[j * NONCE_BYTES : (j + 1) * NONCE_BYTES]
-                rid = record_ids[pos + j]
-                out.append(
-                    (key_id, version, nonce + encrypt(nonce, datas[pos + j], prefix + rid.to_bytes(8, "big")))
-                )
-            conn.execute("UPDATE vault_keys SET encryptions = encryptions + ? WHERE id = ?", (take, key_id))
-            used += take
-            pos += take
-        return out
-
     # -- records ------------------------------------------------------------------------------------------
 
     def put(self, ids: Sequence[int], texts: Sequence[str], *, tenant: str | Sequence[str]) -> None:
@@ -496,7 +362,7 @@ class Vault:
             rows: list[tuple[int, int, bytes]] = []
             for owner, positions in groups.items():
                 gids = [id_list[p] for p in positions]
-                sealed = self._seal_batch(owner, gids, [datas[p] for p in positions], TEXT_PURPOSE)
+                sealed = self._data_keys.seal_batch(owner, gids, [datas[p] for p in positions], TEXT_PURPOSE)
                 rows.extend((rid, key_id, blob) for rid, (key_id, _, blob) in zip(gids, sealed, strict=True))
             self.connection.executemany(
                 "INSERT INTO vault_records (id, key_id, sealed) VALUES (?, ?, ?)", rows
@@ -513,13 +379,13 @@ class Vault:
     def _fetch(self, id_list: list[int]) -> dict[int, str]:
         uniq = sorted(set(id_list))
         out: dict[int, str] = {}
-        dek = self._dek
+        dek, load = self._data_keys.cache, self._data_keys.load
         with self._snapshot():
             for start in range(0, len(uniq), _CHUNK):
                 chunk = uniq[start : start + _CHUNK]
                 sql = _in_sql("SELECT id, key_id, sealed FROM vault_records WHERE id IN ({})", len(chunk))
                 for rid, key_id, sealed in self.connection.execute(sql, chunk).fetchall():
-                    entry = dek.get(key_id) or self._load_key(key_id, rid)
+                    entry = dek.get(key_id) or load(key_id, rid)
                     try:
                         out[rid] = (
                             entry[0]
@@ -572,25 +438,16 @@ class Vault:
             )
         validate_tenant(tenant)
         with self.transaction():
-            tenant_id = self._tenant_id(tenant)
+            tenant_id = self._data_keys.tenant_id(tenant)
             if tenant_id is None:
                 raise NotFoundError(f"tenant {tenant!r} has no data in the vault")
-            key_ids = [
-                r[0]
-                for r in self.connection.execute(
-                    "SELECT id FROM vault_keys WHERE tenant_id = ?", (tenant_id,)
-                )
-            ]
             removed = self.connection.execute(
                 "DELETE FROM vault_records WHERE key_id IN (SELECT id FROM vault_keys WHERE tenant_id = ?)",
                 (tenant_id,),
             ).rowcount
-            self.connection.execute("DELETE FROM vault_keys WHERE tenant_id = ?", (tenant_id,))
-            self.connection.execute("DELETE FROM vault_tenants WHERE id = ?", (tenant_id,))
-            for key_id in key_ids:
-                self._dek.pop(key_id, None)
+            destroyed = self._data_keys.destroy_tenant(tenant_id)
             self._checkpoint_pending = True
-        log.info("shredded tenant %r: %d records, %d data keys destroyed", tenant, removed, len(key_ids))
+        log.info("shredded tenant %r: %d records, %d data keys destroyed", tenant, removed, destroyed)
         return int(removed)
 
     def rotate_master_key(self, new_keys: KeyRing) -> None:
@@ -600,28 +457,17 @@ class Vault:
         self._writable()
         if not isinstance(new_keys, KeyRing):
             raise ValidationError(f"new_keys must be a KeyRing, got {type(new_keys).__name__}")
-        old = self._keys
+        old = self._data_keys.keys
         with self.transaction():
-            rows = self.connection.execute(
-                "SELECT k.id, t.name, k.version, k.wrapped FROM vault_keys k JOIN vault_tenants t"
-                " ON t.id = k.tenant_id"
-            ).fetchall()
-            updates = []
-            for key_id, tenant, version, wrapped in rows:
-                context = self._dek_context(tenant, version)
-                updates.append((new_keys.wrap(old.unwrap(wrapped, context=context), context=context), key_id))
-            self.connection.executemany("UPDATE vault_keys SET wrapped = ? WHERE id = ?", updates)
-            meta = self._key_meta(new_keys, self.store_id)
-            self.connection.executemany(
-                "UPDATE vault_meta SET value = ? WHERE name = ?", [(v, k) for k, v in meta]
-            )
+            rewrapped = self._data_keys.rewrap_all(new_keys)
             self._checkpoint_pending = True
-        self._keys = new_keys
+        # Only once the new wrappings are committed: a failed rotation leaves the old key in use.
+        self._data_keys.keys = new_keys
         log.info(
             "master key rotated from %s to %s (%d data keys rewrapped)",
             old.fingerprint,
             new_keys.fingerprint,
-            len(rows),
+            rewrapped,
         )
 
     # -- sealing other data under a tenant's key ----------------------------------------------------------
@@ -638,8 +484,8 @@ class Vault:
     ) -> list[bytes]:
         """:meth:`seal` for a batch; counts towards the per-key encryption limit like ``put``."""
         self._writable()
-        tenant = _check_internal_tenant(tenant)
-        purpose = _check_purpose(purpose)
+        tenant = check_internal_tenant(tenant)
+        purpose = check_purpose(purpose)
         id_list = _check_ids(record_ids, unique=False)
         if isinstance(datas, bytes | str) or len(datas) != len(id_list):
             raise ValidationError("datas must be a sequence of bytes as long as record_ids")
@@ -649,9 +495,7 @@ class Vault:
         if not id_list:
             return []
         with self.transaction():
-            sealed = self._seal_batch(tenant, id_list, [bytes(d) for d in datas], purpose)
-        head = bytes([_BLOB_FORMAT])
-        return [head + version.to_bytes(4, "big") + blob for _, version, blob in sealed]
+            return self._data_keys.seal_blobs(tenant, id_list, [bytes(d) for d in datas], purpose)
 
     def open_sealed(self, tenant: str, record_id: int, blob: bytes, *, purpose: str) -> bytes:
         """Inverse of :meth:`seal`; :class:`IntegrityError` naming the record id if the blob was altered or
@@ -662,37 +506,13 @@ class Vault:
         self, tenant: str, record_ids: Sequence[int], blobs: Sequence[bytes], *, purpose: str
     ) -> list[bytes]:
         """:meth:`open_sealed` for a batch."""
-        tenant = _check_internal_tenant(tenant)
-        purpose = _check_purpose(purpose)
+        tenant = check_internal_tenant(tenant)
+        purpose = check_purpose(purpose)
         id_list = _check_ids(record_ids, unique=False)
         if isinstance(blobs, bytes | str) or len(blobs) != len(id_list):
             raise ValidationError("blobs must be a sequence of bytes as long as record_ids")
-        versions: dict[int, tuple[AESGCM, bytes]] = {}
-        out: list[bytes] = []
         with self._snapshot():
-            tenant_id = self._tenant_id(tenant)
-            if tenant_id is None and id_list:
-                raise NotFoundError(f"tenant {tenant!r} has no data key (never used, or shredded)")
-            for rid, blob in zip(id_list, blobs, strict=True):
-                if not isinstance(blob, bytes) or len(blob) < 5 + NONCE_BYTES + 16 or blob[0] != _BLOB_FORMAT:
-                    raise IntegrityError(f"sealed {purpose} of record {rid} is malformed")
-                version = int.from_bytes(blob[1:5], "big")
-                if version not in versions:
-                    row = self.connection.execute(
-                        "SELECT id FROM vault_keys WHERE tenant_id = ? AND version = ?", (tenant_id, version)
-                    ).fetchone()
-                    if row is None:
-                        raise IntegrityError(
-                            f"sealed {purpose} of record {rid} names unknown key version {version}"
-                        )
-                    aead = (self._dek.get(row[0]) or self._load_key(row[0], rid))[0]
-                    versions[version] = (aead, record_aad_prefix(self.store_id, tenant, version, purpose))
-                aead, prefix = versions[version]
-                try:
-                    out.append(aead.decrypt(blob[5:17], blob[17:], prefix + rid.to_bytes(8, "big")))
-                except InvalidTag:
-                    raise IntegrityError(f"sealed {purpose} of record {rid} failed authentication") from None
-        return out
+            return self._data_keys.open_blobs(tenant, id_list, blobs, purpose)
 
     # -- inspection ---------------------------------------------------------------------------------------
 
@@ -734,8 +554,7 @@ class Vault:
         :class:`IntegrityError` naming the first bad record (by id)."""
         count, last = 0, -1
         with self._snapshot():
-            for (key_id,) in self.connection.execute("SELECT id FROM vault_keys").fetchall():
-                self._load_key(key_id)
+            self._data_keys.load_all()
             while True:
                 sql = "SELECT id FROM vault_records WHERE id > ? ORDER BY id LIMIT 10000"
                 batch = [r[0] for r in self.connection.execute(sql, (last,))]
@@ -749,7 +568,7 @@ class Vault:
 
     def close(self) -> None:
         """Close the connection if this vault opened it; an attached connection stays open."""
-        self._dek.clear()
+        self._data_keys.cache.clear()
         if self._owns:
             self.connection.close()
 
@@ -762,4 +581,4 @@ class Vault:
     def __repr__(self) -> str:
         where = repr(self._path) if self._path else "<attached>"
         mode = ", read_only=True" if self._read_only else ""
-        return f"Vault(path={where}, store_id={self.store_id.hex()!r}, keys={self._keys!r}{mode})"
+        return f"Vault(path={where}, store_id={self.store_id.hex()!r}, keys={self._data_keys.keys!r}{mode})"
