@@ -70,9 +70,47 @@ def _audit(args: argparse.Namespace) -> Report:
     return Report(data, [line])
 
 
+# -- expire ----------------------------------------------------------------------------------------
+
+
+def _expire_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--now", metavar="DATE", help="expire as of this ISO date or datetime (default: now, UTC)")
+    p.add_argument("--dry-run", action="store_true", help="list what would expire; change nothing")
+    p.add_argument("--log", metavar="FILE", help="the audit log file (default: PATH/audit.log)")
+
+
+def _expire(args: argparse.Namespace) -> Report:
+    from rehearsal.audit import AuditLog
+    from rehearsal.cli import Report, _keys, _open
+    from rehearsal.retention import expire, parse_now
+
+    now = parse_now(args.now)
+    keys = _keys(args)
+    with _open(args, read_only=args.dry_run) as memory:
+        # An unencrypted embedding-only memory has no master key, hence no audit log to write.
+        log = (
+            None
+            if args.dry_run or keys is None or not _encrypted(args.path)
+            else AuditLog.open(_log_path(args), keys)
+        )
+        ids = expire(memory, now=now, log=log, dry_run=args.dry_run, actor="cli")
+        entries = len(memory)
+    verb = "would expire" if args.dry_run else "expired"
+    data = {"path": args.path, "now": now.isoformat(), "dry_run": args.dry_run, "expired": ids}
+    data.update(entries=entries, audited=log is not None)
+    return Report(data, [f"{verb} {len(ids)} records as of {now.isoformat()}; {entries} entries now"])
+
+
+def _encrypted(path: str) -> bool:
+    from rehearsal.cli import _encrypted as encrypted
+
+    return encrypted(path)
+
+
 def governance_verbs() -> dict[str, Verb]:
     from rehearsal.cli import Verb
 
     return {
         "audit": Verb("check the memory's tamper-evident audit log", _audit_args, _audit, uses_memory=False),
+        "expire": Verb("remove records whose retain_until date has passed", _expire_args, _expire),
     }
