@@ -7,6 +7,7 @@ the CLI module is imported inside functions here, because it imports this one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,10 +108,56 @@ def _encrypted(path: str) -> bool:
     return encrypted(path)
 
 
+# -- versions and rollback ---------------------------------------------------------------------------
+
+
+def _versions(args: argparse.Namespace) -> Report:
+    from rehearsal.cli import Report
+    from rehearsal.versions import list_versions
+
+    versions, current = list_versions(args.path)
+    rows = [dataclasses.asdict(v) for v in versions]
+    lines = [
+        f"{'*' if v.version == current else ' '} v{v.version}: generation {v.generation},"
+        f" {v.entries} entries, weights {v.weights}"
+        for v in versions
+    ]
+    return Report(
+        {"path": args.path, "current": current, "versions": rows}, lines or ["no versions recorded"]
+    )
+
+
+def _rollback_args(p: argparse.ArgumentParser) -> None:
+    # Optional in the parser so that every verb parses as "VERB PATH"; required by the handler.
+    p.add_argument("version", metavar="VERSION", nargs="?", type=int, help="the version to return to")
+    p.add_argument("--log", metavar="FILE", help="the audit log file (default: PATH/audit.log)")
+
+
+def _rollback(args: argparse.Namespace) -> Report:
+    from rehearsal.audit import AuditLog
+    from rehearsal.cli import Report, _keys, _open
+    from rehearsal.versions import rollback
+
+    if args.version is None:
+        raise ValidationError("rollback needs a VERSION (see 'rehearsal versions PATH')")
+    keys = _keys(args)
+    with _open(args, read_only=False) as memory:
+        log = AuditLog.open(_log_path(args), keys) if keys is not None and _encrypted(args.path) else None
+        result = rollback(memory, args.version, log=log, actor="cli")
+        entries = len(memory)
+    data = {"path": args.path, **dataclasses.asdict(result), "entries": entries, "audited": log is not None}
+    removed = len(result.removed)
+    line = f"rolled back to v{result.version}: {removed} later entries removed; weights {result.weights}"
+    lines = [line] if result.exact else [line, "not exact: entries erased since that version stay erased"]
+    return Report(data, lines)
+
+
 def governance_verbs() -> dict[str, Verb]:
     from rehearsal.cli import Verb
 
     return {
         "audit": Verb("check the memory's tamper-evident audit log", _audit_args, _audit, uses_memory=False),
+        "versions": Verb("list recorded model versions", lambda p: None, _versions),
+        "rollback": Verb("return the model pointer and the memory to a version", _rollback_args, _rollback),
         "expire": Verb("remove records whose retain_until date has passed", _expire_args, _expire),
     }

@@ -1,0 +1,133 @@
+"""Versions of a continually trained model and rollback of the model pointer and the memory together.
+
+A version records the weights (a path: full model or adapter), the config digest, the memory's generation
+and its id boundary (one past the largest id present). Ids are never reused and always grow, so the
+entries added after a version are exactly those with ``id >= boundary``; rolling back deletes them (index,
+catalog and vault together) and points ``current`` at the version's weights.
+
+What rollback cannot undo: entries deleted, expired or forgotten since the version stay gone (erasure is
+meant to be final). :func:`rollback` reports whether the memory's ids match the version's exactly.
+
+The versions file, ``<memory>/versions.json``, is rewritten atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rehearsal.audit import canonical_json, ids_digest
+from rehearsal.errors import NotFoundError, StoreFormatError, ValidationError
+from rehearsal.snapshot import atomic_write
+
+if TYPE_CHECKING:
+    from rehearsal.audit import AuditLog
+    from rehearsal.memory import RehearsalMemory
+
+__all__ = ["VERSIONS_FILE", "RollbackResult", "Version", "list_versions", "record_version", "rollback"]
+
+VERSIONS_FILE = "versions.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    version: int
+    created_at: float
+    weights: str
+    config_hash: str
+    generation: int
+    id_boundary: int
+    entries: int
+    ids_hash: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RollbackResult:
+    version: int
+    removed: list[int]
+    exact: bool  # False when entries present at the version have been erased since
+    weights: str
+
+
+def _load(folder: Path) -> dict[str, Any]:
+    path = folder / VERSIONS_FILE
+    if not path.is_file():
+        return {"current": None, "versions": []}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise StoreFormatError(f"{VERSIONS_FILE} in {str(folder)!r} is not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("versions"), list):
+        raise StoreFormatError(f"{VERSIONS_FILE} in {str(folder)!r} has no 'versions' list")
+    return data
+
+
+def _save(folder: Path, data: Mapping[str, Any]) -> None:
+    atomic_write(folder / VERSIONS_FILE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def list_versions(memory_path: str | Path) -> tuple[list[Version], int | None]:
+    """The recorded versions, oldest first, and the current one's number (None before any)."""
+    data = _load(Path(memory_path))
+    return [Version(**v) for v in data["versions"]], data.get("current")
+
+
+def record_version(
+    memory: RehearsalMemory,
+    *,
+    weights: str,
+    config: Mapping[str, Any],
+    log: AuditLog | None = None,
+    run_id: str | None = None,
+) -> Version:
+    """Record the memory's state with the weights of an update that just shipped; it becomes current."""
+    if not isinstance(weights, str) or not weights:
+        raise ValidationError(f"weights must be a non-empty path string, got {weights!r}")
+    ids = memory.ids()
+    data = _load(memory.path)
+    number = 1 + max((v["version"] for v in data["versions"]), default=0)
+    version = Version(
+        version=number,
+        created_at=time.time(),
+        weights=weights,
+        config_hash=hashlib.sha256(canonical_json(dict(config))).hexdigest()[:32],
+        generation=memory.generation,
+        id_boundary=(max(ids) + 1) if ids else 0,
+        entries=len(ids),
+        ids_hash=ids_digest(ids),
+    )
+    data["versions"].append(dataclasses.asdict(version))
+    data["current"] = number
+    _save(memory.path, data)
+    if log is not None:
+        details = {"version": number, "generation": version.generation, "config_hash": version.config_hash}
+        log.append("train-update", {**details, "run_id": run_id, "decision": "promoted"})
+    return version
+
+
+def rollback(
+    memory: RehearsalMemory, version: int, *, log: AuditLog | None = None, actor: str | None = None
+) -> RollbackResult:
+    """Delete the entries added after ``version`` and make it current again."""
+    data = _load(memory.path)
+    found = [v for v in data["versions"] if v["version"] == version]
+    if not found:
+        known = [v["version"] for v in data["versions"]]
+        raise NotFoundError(f"no version {version!r} in {str(memory.path)!r}; known versions: {known}")
+    target = Version(**found[0])
+    later = memory.ids({"id": {"$gte": target.id_boundary}})
+    if later:
+        memory.delete(later)
+    exact = ids_digest(memory.ids()) == target.ids_hash
+    data["current"] = target.version
+    _save(memory.path, data)
+    if log is not None:
+        from rehearsal.audit_events import log_delete
+
+        log_delete(log, later, kind="rollback", actor=actor, version=target.version, exact=exact)
+    return RollbackResult(target.version, later, exact, target.weights)

@@ -1,0 +1,97 @@
+"""Versions and rollback: the memory returns to exactly its earlier search results, the model pointer too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rehearsal.audit import AuditLog
+from rehearsal.crypto import KeyRing
+from rehearsal.errors import NotFoundError
+from rehearsal.memory import RehearsalMemory
+from rehearsal.versions import list_versions, record_version, rollback
+
+DIM = 8
+
+
+def snapshot(memory: RehearsalMemory, queries: np.ndarray) -> list[list[tuple[int, float]]]:
+    return [[(h.id, round(h.score, 6)) for h in row] for row in memory.search_vectors(queries, k=6)]
+
+
+def test_rollback_restores_search_results_and_model_outputs(tmp_path: Path, keys: KeyRing) -> None:
+    rng = np.random.default_rng(0)
+    memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=DIM, encoder_name="test-encoder")
+    log = AuditLog.open(tmp_path / "mem" / "audit.log", keys)
+    first = memory.add([f"old {i}" for i in range(10)], vectors=rng.normal(size=(10, DIM)).astype(np.float32))
+    weights = {}
+    for name in ("w1", "w2"):
+        weights[name] = rng.normal(size=(DIM, 3))
+        np.save(tmp_path / f"{name}.npy", weights[name])
+    queries = rng.normal(size=(5, DIM)).astype(np.float32)
+    v1 = record_version(memory, weights=str(tmp_path / "w1.npy"), config={"lr": 0.1}, log=log, run_id="r1")
+    before = snapshot(memory, queries)
+    later = memory.add([f"new {i}" for i in range(7)], vectors=rng.normal(size=(7, DIM)).astype(np.float32))
+    record_version(memory, weights=str(tmp_path / "w2.npy"), config={"lr": 0.2}, log=log, run_id="r2")
+    assert snapshot(memory, queries) != before
+    result = rollback(memory, v1.version, log=log, actor="ops")
+    assert (result.removed, result.exact) == (later, True)
+    assert memory.ids() == first
+    assert snapshot(memory, queries) == before
+    assert memory.texts_by_id(later) == {}
+    versions, current = list_versions(memory.path)
+    assert ([v.version for v in versions], current) == ([1, 2], 1)
+    outputs = queries @ np.load(result.weights)
+    np.testing.assert_array_equal(outputs, queries @ weights["w1"])
+    memory.close()
+    # Reopening reads the rolled-back state from disk, and the log shows the rollback.
+    with RehearsalMemory.open(tmp_path / "mem", keys=keys) as reopened:
+        assert snapshot(reopened, queries) == before
+    assert [e.kind for e in log.entries()] == ["train-update", "train-update", "rollback"]
+
+
+def test_rollback_after_an_erasure_is_reported_as_inexact(tmp_path: Path, keys: KeyRing) -> None:
+    rng = np.random.default_rng(1)
+    memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=DIM, encoder_name="test-encoder")
+    ids = memory.add([f"t {i}" for i in range(4)], vectors=rng.normal(size=(4, DIM)).astype(np.float32))
+    v1 = record_version(memory, weights="w1", config={})
+    memory.delete(ids[:1])  # erasure is final: rollback does not bring it back
+    result = rollback(memory, v1.version)
+    assert (result.removed, result.exact) == ([], False)
+    assert memory.ids() == ids[1:]
+    with pytest.raises(NotFoundError, match=r"no version 9 .* known versions: \[1\]"):
+        rollback(memory, 9)
+    memory.close()
+
+
+def test_cli_versions_and_rollback(
+    tmp_path: Path, keys: KeyRing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from rehearsal.cli import KEY_ENV, main
+
+    rng = np.random.default_rng(2)
+    memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=DIM, encoder_name="test-encoder")
+    memory.add(["a", "b"], vectors=rng.normal(size=(2, DIM)).astype(np.float32))
+    record_version(memory, weights="ckpt/v1", config={})
+    later = memory.add(["c"], vectors=rng.normal(size=(1, DIM)).astype(np.float32))
+    record_version(memory, weights="ckpt/v2", config={})
+    memory.close()
+    monkeypatch.setenv(KEY_ENV, keys.export_base64())
+    path = str(tmp_path / "mem")
+    assert main(["versions", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["current"] == 2
+    assert main(["rollback", path, "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["removed"], report["weights"], report["entries"], report["audited"]) == (
+        later,
+        "ckpt/v1",
+        2,
+        True,
+    )
+    assert main(["rollback", path]) == 1
+    assert "rollback needs a VERSION" in capsys.readouterr().err
+    assert main(["audit", "verify", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kinds"] == {"rollback": 1}
