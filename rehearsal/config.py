@@ -86,6 +86,7 @@ class ReplayConfig(ConfigMixin):
     vector_column: str = "embedding"
     text_column: str = "text"
     label_column: str = "labels"
+    search_threads: int = 1  # FAISS threads for replay searches in the training process
     mark_replay: bool = False  # add an "is_replay" 0/1 feature per row, for losses that treat replay apart
 
     def __post_init__(self) -> None:
@@ -94,6 +95,7 @@ class ReplayConfig(ConfigMixin):
         _check_int("k", self.k, minimum=1)
         _check_int("max_length", self.max_length, minimum=1)
         _check_int("seed", self.seed, minimum=0)
+        _check_int("search_threads", self.search_threads, minimum=1)
         if self.mode not in REPLAY_MODES:
             raise ConfigError(f"'mode' must be one of {list(REPLAY_MODES)}, got {self.mode!r}")
         if self.balance not in ("class", "uniform"):
