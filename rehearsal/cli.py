@@ -338,6 +338,20 @@ def _keygen(args: argparse.Namespace) -> Report:
 
 
 # To add a verb (e.g. ``run``, ``bench``): write ``_name_args`` and ``_name``, and register it here.
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="run config (.toml, .yaml or .json)")
+    p.add_argument("--output-dir", help="where results go (default: the config's output_dir)")
+    p.add_argument("--resume", action="store_true", help="skip the tasks an interrupted run finished")
+
+
+def _run(args: argparse.Namespace) -> Report:
+    from rehearsal.run_config import RunConfig
+    from rehearsal.stream import run
+
+    result = run(RunConfig.from_file(args.config), output_dir=args.output_dir, resume=args.resume)
+    return Report(result.to_dict(), [result.to_markdown()])
+
+
 VERBS: dict[str, Verb] = {
     "init": Verb("create an empty memory", _init_args, _init),
     "ingest": Verb("add records from a JSONL/CSV file or a saved dataset", _ingest_args, _ingest),
@@ -349,6 +363,7 @@ VERBS: dict[str, Verb] = {
     "rotate-key": Verb("rewrap the data keys under a new master key", _rotate_args, _rotate_key),
     "keygen": Verb("make a new master key (file or stdout)", _keygen_args, _keygen, uses_memory=False),
 }
+VERBS["run"] = Verb("a continual fine-tuning run from a TOML/YAML config", _run_args, _run, uses_memory=False)
 VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
 
 

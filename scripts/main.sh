@@ -7,8 +7,4 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 bash scripts/bootstrap.sh
 config="${1:-configs/default.toml}"
-.venv/bin/python -c '
-import sys
-from rehearsal.stream import run_command
-sys.exit(run_command(sys.argv[1], output_dir=None, resume=True, as_json=False))
-' "$config"
+.venv/bin/rehearsal run "$config" --resume
