@@ -618,7 +618,7 @@ class RehearsalMemory:
                 return vault.open_sealed(SYSTEM_TENANT, gen, payload, purpose="index")
 
             gen, payload = read_snapshot(snapshot, unseal if vault is not None else None)
-            self._index = VectorIndex.from_bytes(payload)
+            self._index = VectorIndex.from_bytes(payload, authenticated=vault is not None)
             self._generation = self._snapshot_generation = gen
         else:
             # A lost snapshot is recoverable: SQLite holds every vector.
