@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from rehearsal.cli_gate import gate_args, run_gate
 from rehearsal.cli_governance import governance_verbs
 from rehearsal.cli_io import field_list, id_list, positive_int
 from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
@@ -42,6 +43,7 @@ class Report:
 
     data: dict[str, Any]
     lines: list[str] = field(default_factory=list)
+    status: int = 0  # the exit status: non-zero for an outcome that is not an error (e.g. a failed gate)
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,7 @@ VERBS: dict[str, Verb] = {
     "keygen": Verb("make a new master key (file or stdout)", _keygen_args, _keygen, uses_memory=False),
 }
 VERBS["run"] = Verb("a continual fine-tuning run from a TOML/YAML config", _run_args, _run, uses_memory=False)
+VERBS["gate"] = Verb("validate an update: regression and PII safety", gate_args, run_gate, uses_memory=False)
 VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
 
 
@@ -416,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     _print(report, args.json, sys.stdout)
-    return EXIT_OK
+    return report.status or EXIT_OK
 
 
 if __name__ == "__main__":
