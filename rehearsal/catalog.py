@@ -110,7 +110,8 @@ class Catalog:
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(
-            "INSERT INTO mem_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO mem_meta(key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
 
@@ -176,14 +177,18 @@ class Catalog:
         id_list = list(ids)
         for chunk in chunked(id_list):
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.conn.execute(f"SELECT id FROM entries WHERE id IN ({marks})", chunk))
+            found.update(
+                r[0] for r in self.conn.execute(f"SELECT id FROM entries WHERE id IN ({marks})", chunk)
+            )
         return found
 
     def rows(self, ids: Sequence[int]) -> dict[int, EntryRow]:
         out: dict[int, EntryRow] = {}
         for chunk in chunked(ids):
             marks = ",".join("?" * len(chunk))
-            for values in self.conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks})", list(chunk)):
+            for values in self.conn.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks})", list(chunk)
+            ):
                 row = _row(values)
                 out[row.id] = row
         return out
@@ -198,7 +203,9 @@ class Catalog:
         out: list[tuple[int, str, bytes]] = []
         for chunk in chunked(ids):
             marks = ",".join("?" * len(chunk))
-            out.extend(self.conn.execute(f"SELECT id, tenant, vector FROM entries WHERE id IN ({marks})", chunk))
+            out.extend(
+                self.conn.execute(f"SELECT id, tenant, vector FROM entries WHERE id IN ({marks})", chunk)
+            )
         return out
 
     def removed_since(self, generation: int) -> list[int]:
@@ -211,7 +218,9 @@ class Catalog:
             params = [*params, max_gen]
         return [r[0] for r in self.conn.execute(f"SELECT id FROM entries WHERE {clause}", params)]
 
-    def group_ids(self, column: str, where: Mapping[str, Any] | None, *, max_gen: int) -> dict[Any, list[int]]:
+    def group_ids(
+        self, column: str, where: Mapping[str, Any] | None, *, max_gen: int
+    ) -> dict[Any, list[int]]:
         if column not in ("tenant", "task", "label"):
             raise ValueError(column)
         clause, params = compile_where(where)

@@ -6,7 +6,7 @@ A filter is a mapping from a field to a condition::
     {"label": {"$in": [1, 2]}}                any of
     {"task": {"$ne": "billing"}}              not equal   ({"$nin": [...]} : none of)
     {"tags": "safety"}                        tags contain "safety" ($in: any of, $ne / $nin: none of)
-    {"id": {"$lt": 1000}}                     id comparisons ($lt, $lte, $gt, $gte), e.g. "entries before this run"
+    {"id": {"$lt": 1000}}                     id comparisons ($lt, $lte, $gt, $gte), e.g. "before this run"
 
 Conditions on several fields are combined with AND. Unknown fields or operators raise ValidationError,
 so a typo never silently matches everything.
@@ -36,7 +36,9 @@ def compile_where(where: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
     params: list[Any] = []
     for field, condition in where.items():
         if field not in FILTER_FIELDS:
-            raise ValidationError(f"unknown filter field {field!r}; filterable fields are {list(FILTER_FIELDS)}")
+            raise ValidationError(
+                f"unknown filter field {field!r}; filterable fields are {list(FILTER_FIELDS)}"
+            )
         for op, operand in _normalise(field, condition):
             clause, args = _clause(field, op, operand)
             clauses.append(clause)
@@ -52,14 +54,18 @@ def _normalise(field: str, condition: Any) -> list[tuple[str, Any]]:
     known = _SET_OPS + (tuple(_RANGE_OPS) if field == "id" else ())
     for op in condition:
         if op not in known:
-            raise ValidationError(f"unknown operator {op!r} for filter field {field!r}; use one of {list(known)}")
+            raise ValidationError(
+                f"unknown operator {op!r} for filter field {field!r}; use one of {list(known)}"
+            )
     return list(condition.items())
 
 
 def _scalar(field: str, value: Any) -> Any:
     allowed: tuple[type, ...] = (int,) if field == "id" else (str, int)
     if isinstance(value, bool) or not isinstance(value, allowed):
-        raise ValidationError(f"filter value for {field!r} must be {'int' if field == 'id' else 'str or int'}, got {value!r}")
+        raise ValidationError(
+            f"filter value for {field!r} must be {'int' if field == 'id' else 'str or int'}, got {value!r}"
+        )
     return value
 
 

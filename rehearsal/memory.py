@@ -32,7 +32,6 @@ from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, load_encoder
 from rehearsal.errors import (
     ConfigError,
     EncoderMismatchError,
-    IntegrityError,
     MissingKeyError,
     NotFoundError,
     ReadOnlyError,
@@ -40,19 +39,18 @@ from rehearsal.errors import (
     StoreLockedError,
     ValidationError,
 )
-from rehearsal.index import VectorIndex
 from rehearsal.policies import AdmissionPolicy
-from rehearsal.snapshot import atomic_write, read_json, read_snapshot, remove_stale_temps, write_snapshot
+from rehearsal.snapshot import atomic_write, read_json, remove_stale_temps
 from rehearsal.sqlite_util import connect, transaction
 from rehearsal.validation import check_ids, check_metadata, check_sources, check_texts, check_vectors
 from rehearsal.vault import Vault
+from rehearsal.vector_state import VectorState
 
 __all__ = ["FORMAT_VERSION", "Hit", "RehearsalMemory", "Resolver"]
 
 FORMAT_VERSION = 1
 DEFAULT_TENANT = "default"
-SYSTEM_TENANT = "_system"
-_MANIFEST, _DB, _SNAPSHOT, _LOCK = "memory.json", "memory.sqlite", "index.snap", "writer.lock"
+_MANIFEST, _DB, _LOCK = "memory.json", "memory.sqlite", "writer.lock"
 _DEFAULT_DIM = 384  # all-MiniLM-L6-v2
 
 Resolver = Callable[[list[str]], list[str | None]]
@@ -87,9 +85,7 @@ class RehearsalMemory:
         self._lock_fd = lock_fd
         self._lock = threading.RLock()
         self._dim = int(manifest["encoder"]["dim"])
-        self._index = VectorIndex(self._dim)
-        self._generation = 0
-        self._snapshot_generation = 0
+        self._vectors = VectorState(path, self._dim, self._catalog, vault)
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------------
@@ -146,7 +142,7 @@ class RehearsalMemory:
             lock_fd=lock_fd,
             keys=keys,
         )
-        memory._write_snapshot()
+        memory._vectors.write_snapshot()
         # The manifest goes last: a folder without one is "not a memory", so a crash mid-create is obvious.
         atomic_write(folder / _MANIFEST, _json_bytes(manifest))
         return memory
@@ -200,7 +196,7 @@ class RehearsalMemory:
                 lock_fd=lock_fd,
                 keys=keys,
             )
-            memory._load()
+            memory._vectors.load()
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -223,7 +219,7 @@ class RehearsalMemory:
     @property
     def generation(self) -> int:
         """The last committed mutation this handle reflects."""
-        return self._generation
+        return self._vectors.generation
 
     @property
     def encoder_name(self) -> str:
@@ -244,7 +240,7 @@ class RehearsalMemory:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._index)
+            return len(self._vectors.index)
 
     def __repr__(self) -> str:
         mode = "embedding-only" if self.embedding_only else "encrypted"
@@ -322,10 +318,9 @@ class RehearsalMemory:
                 self._catalog.remove(ids, generation=gen)
                 if self._vault is not None and known:
                     self._vault.shred(name)
-            self._generation = gen
-            self._index.remove(np.asarray(ids, dtype=np.int64))
+            self._vectors.applied(gen, ids, [], None)
             # The old snapshot still holds the tenant's vectors: replace it now, not at close.
-            self._write_snapshot()
+            self._vectors.write_snapshot()
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return len(ids)
 
@@ -342,15 +337,15 @@ class RehearsalMemory:
         """Write the index snapshot at the current generation (opening then replays nothing)."""
         with self._lock:
             self._check_writable()
-            if self._snapshot_generation != self._generation:
-                self._write_snapshot()
+            if self._vectors.snapshot_generation != self._vectors.generation:
+                self._vectors.write_snapshot()
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
-            if not self._read_only and self._snapshot_generation != self._generation:
-                self._write_snapshot()
+            if not self._read_only and self._vectors.snapshot_generation != self._vectors.generation:
+                self._vectors.write_snapshot()
             self._conn.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
@@ -380,11 +375,11 @@ class RehearsalMemory:
         with self._lock, self._read_view():
             allowed = None
             if where is not None:
-                matching = self._catalog.matching_ids(where, max_gen=self._generation)
+                matching = self._catalog.matching_ids(where, max_gen=self._vectors.generation)
                 if not matching:
                     return [[] for _ in range(len(queries))]
                 allowed = np.asarray(matching, dtype=np.int64)
-            scores, ids = self._index.search(queries, k, allowed_ids=allowed)
+            scores, ids = self._vectors.index.search(queries, k, allowed_ids=allowed)
             found = {int(i) for i in ids.ravel() if i >= 0}
             rows = self._catalog.rows(sorted(found))
         return [
@@ -423,20 +418,20 @@ class RehearsalMemory:
     def ids(self, where: Mapping[str, Any] | None = None) -> list[int]:
         """Ids of all entries matching ``where`` (all entries by default), ascending."""
         with self._lock:
-            return sorted(self._catalog.matching_ids(where, max_gen=self._generation))
+            return sorted(self._catalog.matching_ids(where, max_gen=self._vectors.generation))
 
     def group_ids(self, by: str = "label", *, where: Mapping[str, Any] | None = None) -> dict[Any, list[int]]:
         """Ids of entries matching ``where`` grouped by ``task``, ``label`` or ``tenant``."""
         if by not in ("task", "label", "tenant"):
             raise ValidationError(f"'by' must be 'task', 'label' or 'tenant', got {by!r}")
         with self._lock:
-            return self._catalog.group_ids(by, where, max_gen=self._generation)
+            return self._catalog.group_ids(by, where, max_gen=self._vectors.generation)
 
     def refresh(self) -> None:
         """Catch up with commits made by the writer since this handle last looked (readers call this)."""
         with self._lock:
             self._check_open()
-            self._replay_delta()
+            self._vectors.catch_up()
 
     @contextmanager
     def _read_view(self) -> Iterator[None]:
@@ -449,7 +444,7 @@ class RehearsalMemory:
             return
         self._conn.execute("BEGIN")
         try:
-            self._replay_delta()
+            self._vectors.catch_up()
             yield
         finally:
             self._conn.execute("COMMIT")
@@ -538,115 +533,13 @@ class RehearsalMemory:
                         metadata=batch["metadata"],
                         sources=batch["sources"],
                         generation=gen,
-                        vectors=self._seal_vectors(batch["tenant"], ids, batch["vectors"]),
+                        vectors=self._vectors.seal(batch["tenant"], ids, batch["vectors"]),
                     )
                 for key, value in (state or {}).items():
                     self._catalog.set_meta(key, value)
             # Durable from here on; the in-process index follows.
-            self._generation = gen
-            if evict:
-                self._index.remove(np.asarray(evict, dtype=np.int64))
-            if ids and batch is not None:
-                self._index.add(batch["vectors"], np.asarray(ids, dtype=np.int64))
-            self._after_growth()
+            self._vectors.applied(gen, evict, ids, batch["vectors"] if batch is not None else None)
             return ids
-
-    def _after_growth(self) -> None:
-        if self._index.wants_rebuild():
-            ids, vectors = self._load_vectors(-1)
-            self._index = VectorIndex.build(vectors, ids)
-            self._write_snapshot()
-        elif self._generation - self._snapshot_generation > 64 and self._delta_outgrew_snapshot():
-            self._write_snapshot()
-
-    def _delta_outgrew_snapshot(self) -> bool:
-        pending = self._conn.execute(
-            "SELECT COUNT(*) FROM entries WHERE added_gen > ?", (self._snapshot_generation,)
-        ).fetchone()[0]
-        return int(pending) > max(50_000, len(self._index))
-
-    def _seal_vectors(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
-        raw = [row.tobytes() for row in vectors]
-        if self._vault is None:
-            return raw
-        return self._vault.seal_many(tenant, ids, raw, purpose="vector")
-
-    def _open_vectors(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
-        """Decode (id, tenant, blob) rows into (ids, vectors), unsealing per tenant."""
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self._dim), dtype=np.float32)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        if self._vault is None:
-            blobs = [r[2] for r in rows]
-        else:
-            blobs = [b""] * len(rows)
-            by_tenant: dict[str, list[int]] = {}
-            for pos, row in enumerate(rows):
-                by_tenant.setdefault(row[1], []).append(pos)
-            for tenant, positions in by_tenant.items():
-                opened = self._vault.open_sealed_many(
-                    tenant, [rows[p][0] for p in positions], [rows[p][2] for p in positions], purpose="vector"
-                )
-                for p, blob in zip(positions, opened, strict=True):
-                    blobs[p] = blob
-        width = self._dim * 4
-        for pos, blob in enumerate(blobs):
-            if len(blob) != width:
-                raise IntegrityError(
-                    f"vector of record {int(ids[pos])} has {len(blob)} bytes, expected {width}"
-                )
-        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), self._dim)
-        return ids, vectors
-
-    def _load_vectors(self, after_gen: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._open_vectors(list(self._catalog.vectors(min_gen_exclusive=after_gen)))
-
-    def _write_snapshot(self) -> None:
-        payload = self._index.to_bytes()
-        if self._vault is not None:
-            payload = self._vault.seal(SYSTEM_TENANT, self._generation, payload, purpose="index")
-        write_snapshot(self.path / _SNAPSHOT, self._generation, payload, sealed=self._vault is not None)
-        self._snapshot_generation = self._generation
-
-    def _load(self) -> None:
-        snapshot = self.path / _SNAPSHOT
-        if snapshot.is_file():
-            vault = self._vault
-
-            def unseal(gen: int, payload: bytes) -> bytes:
-                assert vault is not None
-                return vault.open_sealed(SYSTEM_TENANT, gen, payload, purpose="index")
-
-            gen, payload = read_snapshot(snapshot, unseal if vault is not None else None)
-            self._index = VectorIndex.from_bytes(payload, authenticated=vault is not None)
-            self._generation = self._snapshot_generation = gen
-        else:
-            # A lost snapshot is recoverable: SQLite holds every vector.
-            self._generation = self._snapshot_generation = -1
-        self._replay_delta()
-
-    def _replay_delta(self) -> None:
-        """Apply removals and additions committed after ``self._generation``, read in one transaction."""
-        conn = self._conn
-        own = not conn.in_transaction
-        if own:
-            conn.execute("BEGIN")
-        try:
-            latest = self._catalog.generation
-            if latest == self._generation:
-                return
-            removed = self._catalog.removed_since(self._generation)
-            rows = list(self._catalog.vectors(min_gen_exclusive=self._generation))
-        finally:
-            if own:
-                conn.execute("COMMIT")
-        if removed:
-            self._index.remove(np.asarray(removed, dtype=np.int64))
-        ids, vectors = self._open_vectors(rows)
-        present = self._index.contains(ids) if len(ids) else np.zeros(0, dtype=bool)
-        if (~present).any():
-            self._index.add(vectors[~present], ids[~present])
-        self._generation = max(latest, 0)
 
     def _resolve(self, ids: list[int]) -> dict[int, str]:
         if self._resolver is None:
@@ -666,7 +559,7 @@ class RehearsalMemory:
     def _purge(self, ids: list[int]) -> None:
         """Drop records whose text was erased upstream: durably if we may write, else from this handle."""
         if self._read_only:
-            self._index.remove(np.asarray(ids, dtype=np.int64))
+            self._vectors.index.remove(np.asarray(ids, dtype=np.int64))
         else:
             self._commit(None, evict=ids)
 

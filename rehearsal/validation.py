@@ -34,7 +34,9 @@ def check_metadata(metadata: object, n: int) -> list[dict[str, Any]]:
     if metadata is None:
         return [{} for _ in range(n)]
     if isinstance(metadata, (str, bytes, Mapping)) or not isinstance(metadata, Sequence):
-        raise ValidationError(f"metadata must be a list of dicts (one per text), got {type(metadata).__name__}")
+        raise ValidationError(
+            f"metadata must be a list of dicts (one per text), got {type(metadata).__name__}"
+        )
     if len(metadata) != n:
         raise ValidationError(f"metadata has {len(metadata)} items for {n} texts")
     out: list[dict[str, Any]] = []
@@ -48,7 +50,11 @@ def check_metadata(metadata: object, n: int) -> list[dict[str, Any]]:
         if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))):
             raise ValidationError(f"metadata[{i}]['label'] must be int or str, got {label!r}")
         tags = meta.get("tags", [])
-        if isinstance(tags, str) or not isinstance(tags, Sequence) or not all(isinstance(t, str) for t in tags):
+        if (
+            isinstance(tags, str)
+            or not isinstance(tags, Sequence)
+            or not all(isinstance(t, str) for t in tags)
+        ):
             raise ValidationError(f"metadata[{i}]['tags'] must be a list of str, got {tags!r}")
         if "tenant" in meta or "source" in meta or "id" in meta:
             raise ValidationError(f"metadata[{i}] may not set 'id', 'tenant' or 'source'; they are arguments")
@@ -72,7 +78,7 @@ def check_sources(sources: object, n: int) -> list[str]:
 
 
 def check_vectors(vectors: object, dim: int, *, n: int | None = None) -> np.ndarray:
-    """(n, dim) finite, non-zero rows, returned as contiguous float32 with unit norm (cosine = inner product)."""
+    """(n, dim) finite non-zero rows, returned as contiguous float32 of unit norm (cosine = dot product)."""
     try:
         array = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as exc:

@@ -34,12 +34,12 @@ def verify_memory(memory: RehearsalMemory) -> dict[str, int]:
                 f"catalog and vault disagree: texts without entries {only_vault},"
                 f" entries without texts {only_catalog}"
             )
-    ids, vectors = memory._load_vectors(-1)
+    ids, vectors = memory._vectors.load_all()
     norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
     bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3))
     if len(bad):
         raise IntegrityError(f"vector of record {int(ids[bad[0]])} is not a finite unit vector")
-    index_ids = set(memory._index.ids().tolist())
+    index_ids = set(memory._vectors.index.ids().tolist())
     if index_ids != catalog_ids:
         stray = sorted(index_ids - catalog_ids)[:5]
         absent = sorted(catalog_ids - index_ids)[:5]
@@ -58,7 +58,7 @@ def memory_stats(memory: RehearsalMemory) -> dict[str, Any]:
         "dim": memory.dim,
         "embedding_only": memory.embedding_only,
         "encrypted": memory._vault is not None,
-        "index_spec": memory._index.spec,
+        "index_spec": memory._vectors.index.spec,
         "tenants": catalog.counts_by("tenant"),
         "tasks": catalog.counts_by("task"),
         "labels": len(catalog.counts_by("label")),

@@ -111,7 +111,7 @@ def test_unsnapshotted_adds_are_replayed_from_sqlite_on_open(
 
     os.close(mem._lock_fd)  # type: ignore[arg-type]
     with RehearsalMemory.open(tmp_path / "mem", keys=keys) as again:
-        assert again._snapshot_generation == 0
+        assert again._vectors.snapshot_generation == 0
         assert results(again, queries) == before
         assert again.verify()["entries"] == 50
 
@@ -586,7 +586,7 @@ def test_search_returns_exact_neighbours_best_first(
 
 
 def _stored_vector(mem: RehearsalMemory, entry_id: int) -> np.ndarray:
-    _ids, vectors = mem._open_vectors(mem._catalog.vectors_of([entry_id]))
+    _ids, vectors = mem._vectors.open_rows(mem._catalog.vectors_of([entry_id]))
     return vectors[0]
 
 

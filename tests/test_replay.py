@@ -56,7 +56,7 @@ def test_replay_never_contains_the_current_task(memory):
 
 def test_replay_skips_the_batch_own_stored_examples(memory):
     own_ids = memory.ids({"task": "a"})[:8]
-    own = memory._load_vectors(-1)
+    own = memory._vectors.load_all()
     ids, vectors = own
     batch = vectors[np.isin(ids, own_ids)]
     selector = ReplaySelector(memory, ReplayConfig(mode="retrieval", k=4))

@@ -1,0 +1,152 @@
+"""A memory's vectors: sealed at rest in the catalog, searchable in a FAISS index, snapshotted to disk.
+
+The catalog (SQLite) is the source of truth; the in-process :class:`~rehearsal.index.VectorIndex` follows
+it generation by generation, and ``index.snap`` is the index at a known generation so that opening only
+replays what was committed after it. In encrypted stores each vector is sealed with its tenant's data key
+(embeddings can be inverted back into text) and the snapshot with the store's internal ``_system`` key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rehearsal.catalog import Catalog
+from rehearsal.errors import IntegrityError
+from rehearsal.index import VectorIndex
+from rehearsal.snapshot import read_snapshot, write_snapshot
+from rehearsal.vault import Vault
+
+__all__ = ["SNAPSHOT_FILE", "SYSTEM_TENANT", "VectorState"]
+
+SNAPSHOT_FILE = "index.snap"
+SYSTEM_TENANT = "_system"
+# A snapshot is rewritten once this many entries (or the whole index, if larger) wait in the delta.
+_DELTA_SNAPSHOT_MIN = 50_000
+
+
+class VectorState:
+    """Index + generation bookkeeping for one open memory; the memory's lock guards every call."""
+
+    def __init__(self, folder: Path, dim: int, catalog: Catalog, vault: Vault | None) -> None:
+        self.folder = folder
+        self.dim = dim
+        self.catalog = catalog
+        self.vault = vault
+        self.index = VectorIndex(dim)
+        self.generation = 0  # the last committed mutation the index reflects
+        self.snapshot_generation = 0  # the generation of index.snap on disk
+
+    # -- vectors at rest ---------------------------------------------------------------------------
+    def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
+        raw = [row.tobytes() for row in vectors]
+        if self.vault is None:
+            return raw
+        return self.vault.seal_many(tenant, ids, raw, purpose="vector")
+
+    def open_rows(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+        """Decode catalog rows (id, tenant, blob) into (ids, vectors), unsealing tenant by tenant."""
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        if self.vault is None:
+            blobs = [r[2] for r in rows]
+        else:
+            blobs = [b""] * len(rows)
+            by_tenant: dict[str, list[int]] = {}
+            for pos, row in enumerate(rows):
+                by_tenant.setdefault(row[1], []).append(pos)
+            for tenant, positions in by_tenant.items():
+                opened = self.vault.open_sealed_many(
+                    tenant, [rows[p][0] for p in positions], [rows[p][2] for p in positions], purpose="vector"
+                )
+                for p, blob in zip(positions, opened, strict=True):
+                    blobs[p] = blob
+        width = self.dim * 4
+        for pos, blob in enumerate(blobs):
+            if len(blob) != width:
+                raise IntegrityError(
+                    f"vector of record {int(ids[pos])} has {len(blob)} bytes, expected {width}"
+                )
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), self.dim)
+        return ids, vectors
+
+    def load_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored vector, authenticated, in id order."""
+        return self.open_rows(list(self.catalog.vectors(min_gen_exclusive=-1)))
+
+    # -- following commits -------------------------------------------------------------------------
+    def applied(self, generation: int, evict: list[int], ids: list[int], vectors: np.ndarray | None) -> None:
+        """Bring the index in step with a commit that is already durable."""
+        self.generation = generation
+        if evict:
+            self.index.remove(np.asarray(evict, dtype=np.int64))
+        if ids and vectors is not None:
+            self.index.add(vectors, np.asarray(ids, dtype=np.int64))
+        self._after_growth()
+
+    def _after_growth(self) -> None:
+        # Rebuilding retrains IVF on every vector: it happens only when the memory crosses a size threshold
+        # (see VectorIndex.wants_rebuild), and the commit it follows is already durable.
+        if self.index.wants_rebuild():
+            ids, vectors = self.load_all()
+            self.index = VectorIndex.build(vectors, ids)
+            self.write_snapshot()
+        elif self.generation - self.snapshot_generation > 64 and self._delta_outgrew_snapshot():
+            self.write_snapshot()
+
+    def _delta_outgrew_snapshot(self) -> bool:
+        pending = self.catalog.conn.execute(
+            "SELECT COUNT(*) FROM entries WHERE added_gen > ?", (self.snapshot_generation,)
+        ).fetchone()[0]
+        return int(pending) > max(_DELTA_SNAPSHOT_MIN, len(self.index))
+
+    def catch_up(self) -> None:
+        """Apply removals and additions committed after ``generation``, read in one transaction."""
+        conn = self.catalog.conn
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            latest = self.catalog.generation
+            if latest == self.generation:
+                return
+            removed = self.catalog.removed_since(self.generation)
+            rows = list(self.catalog.vectors(min_gen_exclusive=self.generation))
+        finally:
+            if own:
+                conn.execute("COMMIT")
+        if removed:
+            self.index.remove(np.asarray(removed, dtype=np.int64))
+        ids, vectors = self.open_rows(rows)
+        present = self.index.contains(ids) if len(ids) else np.zeros(0, dtype=bool)
+        if (~present).any():
+            self.index.add(vectors[~present], ids[~present])
+        self.generation = max(latest, 0)
+
+    # -- snapshots ---------------------------------------------------------------------------------
+    def write_snapshot(self) -> None:
+        payload = self.index.to_bytes()
+        if self.vault is not None:
+            payload = self.vault.seal(SYSTEM_TENANT, self.generation, payload, purpose="index")
+        write_snapshot(self.folder / SNAPSHOT_FILE, self.generation, payload, sealed=self.vault is not None)
+        self.snapshot_generation = self.generation
+
+    def load(self) -> None:
+        """Load the snapshot (if any) and replay the delta after it."""
+        snapshot = self.folder / SNAPSHOT_FILE
+        if snapshot.is_file():
+            vault = self.vault
+
+            def unseal(gen: int, payload: bytes) -> bytes:
+                assert vault is not None
+                return vault.open_sealed(SYSTEM_TENANT, gen, payload, purpose="index")
+
+            gen, payload = read_snapshot(snapshot, unseal if vault is not None else None)
+            self.index = VectorIndex.from_bytes(payload, authenticated=vault is not None)
+            self.generation = self.snapshot_generation = gen
+        else:
+            # A lost snapshot is recoverable: SQLite holds every vector.
+            self.generation = self.snapshot_generation = -1
+        self.catch_up()
