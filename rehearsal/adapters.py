@@ -164,6 +164,18 @@ class TaskAdapters:
         self.merged[name] = {"tasks": names, "weights": w, "combination": combination}
         self.activate(active, trainable=active in trainable)
 
+    def remove(self, name: str) -> None:
+        """Delete adapter ``name`` (e.g. a stale merge before re-merging); the active one cannot go."""
+        if name not in self.adapters:
+            raise NotFoundError(f"unknown adapter {name!r}; adapters are {self.adapters}")
+        if name == self.active:
+            raise ValidationError(f"adapter {name!r} is active; activate another before removing it")
+        self.model.delete_adapter(name)
+        if name in self.merged:
+            del self.merged[name]
+        else:
+            self.tasks.remove(name)
+
     # -- persistence ----------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike[str]) -> None:
         """Write every adapter (``folder/<name>/``, peft's format) and ``adapters.json`` naming them."""

@@ -126,6 +126,22 @@ def test_cat_merge_is_the_weighted_sum_of_the_task_updates():
     torch.testing.assert_close(layer.get_delta_weight("merged"), expected)
 
 
+def test_a_merge_can_be_removed_and_redone():
+    adapters = TaskAdapters(tiny_llama(), lora())
+    adapters.add_task("living")
+    adapters.merge(["living"], name="merged")
+    with pytest.raises(ValidationError, match="is active"):
+        adapters.remove("living")
+    adapters.remove("merged")
+    assert "merged" not in adapters.adapters
+    assert not any(adapter_of(n) == "merged" for n, _ in adapters.model.named_parameters())
+    adapters.add_task("verbs")
+    adapters.merge(["living", "verbs"], name="merged")
+    assert adapters.merged["merged"]["tasks"] == ["living", "verbs"]
+    with pytest.raises(NotFoundError, match="unknown adapter 'gone'"):
+        adapters.remove("gone")
+
+
 def test_merge_rejects_bad_arguments():
     adapters = TaskAdapters(tiny_llama(), lora())
     adapters.add_task("living")
