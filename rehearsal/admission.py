@@ -48,16 +48,10 @@ def admit_batch(
         ]
         incoming = [
             EntryInfo(id=pos, label=_label(meta.get("label")), tags=frozenset(meta.get("tags", ())))
-            for pos, meta in enumerate(batch["metadata"])
+            for pos, meta in enumerate(batch.metadata)
         ]
         decision = policy.decide(incoming, residents, rng=rng)
         keep = decision.admit
-        chosen = {
-            "texts": None if batch["texts"] is None else [batch["texts"][p] for p in keep],
-            "metadata": [batch["metadata"][p] for p in keep],
-            "tenant": batch["tenant"],
-            "vectors": batch["vectors"][keep],
-            "sources": [batch["sources"][p] for p in keep],
-        }
+        chosen = batch.subset(keep)
         state = {state_key: json.dumps(policy.state_dict())}
         return memory._commit(chosen if keep else None, evict=list(decision.evict), state=state)

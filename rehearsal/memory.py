@@ -14,11 +14,8 @@ outgrows the snapshot, so no add rewrites the whole index. Opening replays the d
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,23 +32,28 @@ from rehearsal.errors import (
     MissingKeyError,
     NotFoundError,
     ReadOnlyError,
-    StoreFormatError,
-    StoreLockedError,
     ValidationError,
 )
 from rehearsal.policies import AdmissionPolicy
-from rehearsal.snapshot import atomic_write, read_json, remove_stale_temps
+from rehearsal.snapshot import remove_stale_temps
 from rehearsal.sqlite_util import connect, transaction
-from rehearsal.validation import check_ids, check_metadata, check_sources, check_texts, check_vectors
+from rehearsal.store_files import (
+    DB_FILE,
+    FORMAT_VERSION,
+    acquire_writer_lock,
+    check_new_folder,
+    encoder_identity,
+    new_manifest,
+    read_manifest,
+    write_manifest,
+)
+from rehearsal.validation import Batch, check_ids, check_texts, check_vectors, prepare_batch
 from rehearsal.vault import Vault
 from rehearsal.vector_state import VectorState
 
 __all__ = ["FORMAT_VERSION", "Hit", "RehearsalMemory", "Resolver"]
 
-FORMAT_VERSION = 1
 DEFAULT_TENANT = "default"
-_MANIFEST, _DB, _LOCK = "memory.json", "memory.sqlite", "writer.lock"
-_DEFAULT_DIM = 384  # all-MiniLM-L6-v2
 
 Resolver = Callable[[list[str]], list[str | None]]
 """Embedding-only mode: maps source references to texts; ``None`` means erased upstream."""
@@ -113,24 +115,14 @@ class RehearsalMemory:
             raise MissingKeyError(
                 "a memory that stores text needs keys (KeyRing); or pass embedding_only=True"
             )
-        if folder.exists() and any(folder.iterdir()):
-            raise ValidationError(
-                f"{str(folder)!r} is not empty; a memory is created in a new or empty folder"
-            )
-        name, width = _encoder_identity(encoder, dim, encoder_name)
+        check_new_folder(folder)
+        identity = encoder_identity(encoder, dim, encoder_name)
         folder.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "format": FORMAT_VERSION,
-            "store_id": uuid.uuid4().hex,
-            "embedding_only": embedding_only,
-            "encrypted": keys is not None,
-            "encoder": {"name": name, "dim": width},
-            "created_at": time.time(),
-        }
-        conn = connect(folder / _DB)
+        manifest = new_manifest(embedding_only=embedding_only, encrypted=keys is not None, encoder=identity)
+        conn = connect(folder / DB_FILE)
         vault = Vault.attach(conn, keys, create=True) if keys is not None else None
         Catalog(conn).create_schema({"generation": "0", "next_id": "0"})
-        lock_fd = _acquire_writer_lock(folder)
+        lock_fd = acquire_writer_lock(folder)
         memory = cls(
             folder,
             manifest,
@@ -144,7 +136,7 @@ class RehearsalMemory:
         )
         memory._vectors.write_snapshot()
         # The manifest goes last: a folder without one is "not a memory", so a crash mid-create is obvious.
-        atomic_write(folder / _MANIFEST, _json_bytes(manifest))
+        write_manifest(folder, manifest)
         return memory
 
     @classmethod
@@ -159,30 +151,17 @@ class RehearsalMemory:
     ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
         folder = Path(path)
-        if not folder.is_dir():
-            raise NotFoundError(f"no memory at {str(folder)!r}: folder does not exist")
-        if not (folder / _MANIFEST).is_file() or not (folder / _DB).is_file():
-            raise StoreFormatError(f"{str(folder)!r} is not a rehearsal memory (no {_MANIFEST} or {_DB})")
-        manifest = read_json(folder / _MANIFEST)
-        version = manifest.get("format")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise StoreFormatError(
-                f"{str(folder)!r} has format version {version!r}; this rehearsal reads up to {FORMAT_VERSION}"
-            )
-        if encoder is not None and encoder.name != manifest["encoder"]["name"]:
-            raise EncoderMismatchError(
-                f"memory was built with encoder {manifest['encoder']['name']!r}, got {encoder.name!r}"
-            )
+        manifest = read_manifest(folder, encoder)
         if manifest["encrypted"] and keys is None:
             raise MissingKeyError(f"memory at {str(folder)!r} is encrypted; pass keys=KeyRing...")
         if not manifest["encrypted"]:
             # A key in the environment must not stop anyone opening an unencrypted embedding-only memory.
             keys = None
-        lock_fd = None if read_only else _acquire_writer_lock(folder)
+        lock_fd = None if read_only else acquire_writer_lock(folder)
         try:
             if lock_fd is not None:
                 remove_stale_temps(folder)
-            conn = connect(folder / _DB, read_only=read_only)
+            conn = connect(folder / DB_FILE, read_only=read_only)
             Catalog(conn).check_schema()
             vault = Vault.attach(conn, keys, create=False, read_only=read_only) if keys is not None else None
             memory = cls(
@@ -480,37 +459,22 @@ class RehearsalMemory:
         tenant: str | None,
         vectors: np.ndarray | None,
         sources: Sequence[str] | None,
-    ) -> dict[str, Any]:
+    ) -> Batch:
         self._check_writable()
         name = validate_tenant(tenant if tenant is not None else DEFAULT_TENANT)
-        text_list = (
-            None if texts is None and self.embedding_only and vectors is not None else check_texts(texts)
+        return prepare_batch(
+            texts,
+            metadata,
+            name,
+            vectors,
+            sources,
+            dim=self._dim,
+            embedding_only=self.embedding_only,
+            encode=lambda t: self.encoder.encode(t),
         )
-        n = len(text_list) if text_list is not None else len(np.asarray(vectors))
-        if n == 0:
-            raise ValidationError("empty batch: nothing to add")
-        metas = check_metadata(metadata, n)
-        if self.embedding_only:
-            source_list: list[str | None] = list(check_sources(sources, n))
-        elif sources is not None:
-            raise ValidationError("'sources' is only for embedding-only memories; this one stores the text")
-        else:
-            source_list = [None] * n
-        if vectors is not None:
-            vecs = check_vectors(vectors, self._dim, n=n)
-        else:
-            assert text_list is not None
-            vecs = check_vectors(self.encoder.encode(text_list), self._dim, n=n)
-        return {
-            "texts": text_list,
-            "metadata": metas,
-            "tenant": name,
-            "vectors": vecs,
-            "sources": source_list,
-        }
 
     def _commit(
-        self, batch: dict[str, Any] | None, *, evict: list[int], state: Mapping[str, str] | None = None
+        self, batch: Batch | None, *, evict: list[int], state: Mapping[str, str] | None = None
     ) -> list[int]:
         """One durable transaction: remove ``evict``, add ``batch``, save ``state``; then update the index."""
         with self._lock:
@@ -523,22 +487,24 @@ class RehearsalMemory:
                         self._vault.delete(evict)
                     self._catalog.remove(evict, generation=gen)
                 if batch is not None:
-                    ids = self._catalog.allocate_ids(len(batch["vectors"]))
+                    ids = self._catalog.allocate_ids(len(batch.vectors))
                     if not self.embedding_only:
+                        # INVARIANT: a text-storing memory has a vault, and its batches carry texts.
                         assert self._vault is not None
-                        self._vault.put(ids, batch["texts"], tenant=batch["tenant"])
+                        assert batch.texts is not None
+                        self._vault.put(ids, batch.texts, tenant=batch.tenant)
                     self._catalog.insert(
                         ids,
-                        tenant=batch["tenant"],
-                        metadata=batch["metadata"],
-                        sources=batch["sources"],
+                        tenant=batch.tenant,
+                        metadata=batch.metadata,
+                        sources=batch.sources,
                         generation=gen,
-                        vectors=self._vectors.seal(batch["tenant"], ids, batch["vectors"]),
+                        vectors=self._vectors.seal(batch.tenant, ids, batch.vectors),
                     )
                 for key, value in (state or {}).items():
                     self._catalog.set_meta(key, value)
             # Durable from here on; the in-process index follows.
-            self._vectors.applied(gen, evict, ids, batch["vectors"] if batch is not None else None)
+            self._vectors.applied(gen, evict, ids, batch.vectors if batch is not None else None)
             return ids
 
     def _resolve(self, ids: list[int]) -> dict[int, str]:
@@ -562,33 +528,3 @@ class RehearsalMemory:
             self._vectors.index.remove(np.asarray(ids, dtype=np.int64))
         else:
             self._commit(None, evict=ids)
-
-
-def _encoder_identity(encoder: Encoder | None, dim: int | None, name: str | None) -> tuple[str, int]:
-    if encoder is not None:
-        if dim is not None and dim != encoder.dim:
-            raise ConfigError(f"'dim'={dim} contradicts the encoder's width {encoder.dim}")
-        return encoder.name, encoder.dim
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-        raise ConfigError(f"'dim' must be a positive int, got {dim!r}")
-    if name is not None and name != DEFAULT_ENCODER_NAME and dim is None:
-        raise ConfigError("a non-default 'encoder_name' needs 'dim' (or pass encoder=)")
-    return name or DEFAULT_ENCODER_NAME, dim or _DEFAULT_DIM
-
-
-def _acquire_writer_lock(folder: Path) -> int:
-    fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreLockedError(
-            f"memory at {str(folder)!r} is open for writing in another process; open it with read_only=True"
-        ) from None
-    return fd
-
-
-def _json_bytes(data: Mapping[str, Any]) -> bytes:
-    import json
-
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rehearsal.errors import DimensionMismatchError, ValidationError
 
-__all__ = ["check_ids", "check_metadata", "check_sources", "check_texts", "check_vectors"]
+__all__ = [
+    "Batch",
+    "check_ids",
+    "check_metadata",
+    "check_sources",
+    "check_texts",
+    "check_vectors",
+    "prepare_batch",
+]
 
 
 def check_texts(texts: object) -> list[str]:
@@ -111,3 +120,54 @@ def check_ids(ids: object) -> list[int]:
     if len(set(out)) != len(out):
         raise ValidationError("ids contain duplicates")
     return out
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A checked batch ready to commit: one item per record in every list, vectors (n, dim) unit rows."""
+
+    texts: list[str] | None  # None in an embedding-only memory fed precomputed vectors
+    metadata: list[dict[str, Any]]
+    tenant: str
+    vectors: np.ndarray
+    sources: list[str | None]
+
+    def subset(self, positions: Sequence[int]) -> Batch:
+        keep = list(positions)
+        return Batch(
+            texts=None if self.texts is None else [self.texts[p] for p in keep],
+            metadata=[self.metadata[p] for p in keep],
+            tenant=self.tenant,
+            vectors=self.vectors[keep],
+            sources=[self.sources[p] for p in keep],
+        )
+
+
+def prepare_batch(
+    texts: Sequence[str] | None,
+    metadata: Sequence[Mapping[str, Any]] | None,
+    tenant: str,
+    vectors: object | None,
+    sources: Sequence[str] | None,
+    *,
+    dim: int,
+    embedding_only: bool,
+    encode: Callable[[list[str]], np.ndarray],
+) -> Batch:
+    """Check everything about a batch before anything is written; ``encode`` runs only without vectors."""
+    text_list = None if texts is None and embedding_only and vectors is not None else check_texts(texts)
+    n = len(text_list) if text_list is not None else len(np.asarray(vectors))
+    if n == 0:
+        raise ValidationError("empty batch: nothing to add")
+    metas = check_metadata(metadata, n)
+    if embedding_only:
+        source_list: list[str | None] = list(check_sources(sources, n))
+    elif sources is not None:
+        raise ValidationError("'sources' is only for embedding-only memories; this one stores the text")
+    else:
+        source_list = [None] * n
+    if vectors is None:
+        assert text_list is not None  # INVARIANT: texts are required whenever vectors are not given
+        vectors = encode(text_list)
+    vecs = check_vectors(vectors, dim, n=n)
+    return Batch(texts=text_list, metadata=metas, tenant=tenant, vectors=vecs, sources=source_list)

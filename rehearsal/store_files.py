@@ -1,0 +1,106 @@
+"""The files of a memory's folder other than its database and snapshot: the manifest and the writer lock.
+
+``memory.json`` (plain JSON, written last at creation so a half-created folder is plainly "not a memory")
+records the format version, the store id, the mode and which encoder made the vectors. ``writer.lock`` is
+held with ``flock`` by the one process that has the memory open for writing; the OS drops it when that
+process dies, so a crash never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder
+from rehearsal.errors import (
+    ConfigError,
+    EncoderMismatchError,
+    NotFoundError,
+    StoreFormatError,
+    StoreLockedError,
+    ValidationError,
+)
+from rehearsal.snapshot import atomic_write, read_json
+
+__all__ = [
+    "DB_FILE",
+    "FORMAT_VERSION",
+    "acquire_writer_lock",
+    "encoder_identity",
+    "new_manifest",
+    "read_manifest",
+    "write_manifest",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_FILE, DB_FILE, LOCK_FILE = "memory.json", "memory.sqlite", "writer.lock"
+_DEFAULT_DIM = 384  # all-MiniLM-L6-v2
+
+
+def encoder_identity(encoder: Encoder | None, dim: int | None, name: str | None) -> tuple[str, int]:
+    """The (name, width) a new memory records for its encoder."""
+    if encoder is not None:
+        if dim is not None and dim != encoder.dim:
+            raise ConfigError(f"'dim'={dim} contradicts the encoder's width {encoder.dim}")
+        return encoder.name, encoder.dim
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ConfigError(f"'dim' must be a positive int, got {dim!r}")
+    if name is not None and name != DEFAULT_ENCODER_NAME and dim is None:
+        raise ConfigError("a non-default 'encoder_name' needs 'dim' (or pass encoder=)")
+    return name or DEFAULT_ENCODER_NAME, dim or _DEFAULT_DIM
+
+
+def check_new_folder(folder: Path) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        raise ValidationError(f"{str(folder)!r} is not empty; a memory is created in a new or empty folder")
+
+
+def new_manifest(*, embedding_only: bool, encrypted: bool, encoder: tuple[str, int]) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "store_id": uuid.uuid4().hex,
+        "embedding_only": embedding_only,
+        "encrypted": encrypted,
+        "encoder": {"name": encoder[0], "dim": encoder[1]},
+        "created_at": time.time(),
+    }
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+    atomic_write(folder / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_manifest(folder: Path, encoder: Encoder | None) -> dict[str, Any]:
+    """The manifest of an existing memory, refusing what this version cannot read or a foreign encoder."""
+    if not folder.is_dir():
+        raise NotFoundError(f"no memory at {str(folder)!r}: folder does not exist")
+    if not (folder / MANIFEST_FILE).is_file() or not (folder / DB_FILE).is_file():
+        raise StoreFormatError(f"{str(folder)!r} is not a rehearsal memory (no {MANIFEST_FILE} or {DB_FILE})")
+    manifest = read_json(folder / MANIFEST_FILE)
+    version = manifest.get("format")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{str(folder)!r} has format version {version!r}; this rehearsal reads up to {FORMAT_VERSION}"
+        )
+    recorded = manifest["encoder"]["name"]
+    if encoder is not None and encoder.name != recorded:
+        raise EncoderMismatchError(f"memory was built with encoder {recorded!r}, got {encoder.name!r}")
+    return manifest
+
+
+def acquire_writer_lock(folder: Path) -> int:
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLockedError(
+            f"memory at {str(folder)!r} is open for writing in another process; open it with read_only=True"
+        ) from None
+    return fd
