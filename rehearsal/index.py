@@ -199,6 +199,10 @@ class VectorIndex:
             ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
             index._index.train(sample)
         index._add_checked(x, keys)
+        if index._nlist:
+            from rehearsal.index_tuning import calibrate_nprobe
+
+            index.nprobe, _ = calibrate_nprobe(index, x, keys, rng=rng, start=choose_nprobe(index._nlist))
         return index
 
     @property
