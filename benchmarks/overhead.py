@@ -66,7 +66,9 @@ def build_memory(path: Path, n: int, texts: list[str], keys: KeyRing, n_labels: 
     with RehearsalMemory.create(path, keys=keys, dim=384) as memory:
         for start in range(0, n, 20_000):
             size = min(20_000, n - start)
-            vectors = centres[rng.integers(0, 512, size)] + 0.3 * rng.normal(size=(size, 384)).astype(np.float32)
+            vectors = centres[rng.integers(0, 512, size)] + 0.3 * rng.normal(size=(size, 384)).astype(
+                np.float32
+            )
             batch = [texts[(start + i) % len(texts)] for i in range(size)]
             meta = [{"task": "old", "label": int(label)} for label in rng.integers(0, n_labels, size)]
             memory.add(batch, vectors=vectors, metadata=meta)
@@ -127,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             collator = RehearsalCollator(
                 Path(tmp) / f"m{n}", plain, tokenizer, ReplayConfig(ratio=ratio, mode="hybrid"), keys=keys
             )
-            step_times[f"replay {n:,}"] = train(data, collator, args.batch - args.replay, args.steps, n_labels,
-                                                tmp + "/o")  # fmt: skip
+            new_rows = args.batch - args.replay
+            step_times[f"replay {n:,}"] = train(data, collator, new_rows, args.steps, n_labels, tmp + "/o")
             stats = collator.stats
             breakdown[f"replay {n:,}"] = {
                 "search_ms": 1000 * stats.search_seconds / stats.batches,
@@ -139,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         step_times["plain"] += train(data, plain_collate, args.batch, args.steps, n_labels, tmp + "/o")
 
     base = statistics.median(step_times["plain"])
-    print(f"\n{'run':<18}{'median step s':>14}{'ratio':>8}{'search ms':>11}{'decrypt ms':>12}{'tokenize ms':>13}")
+    header = f"{'run':<18}{'median step s':>14}{'ratio':>8}{'search ms':>11}{'decrypt ms':>12}"
+    print(f"\n{header}{'tokenize ms':>13}")
     rows_out = []
     for name, times in step_times.items():
         med = statistics.median(times)
