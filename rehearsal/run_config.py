@@ -51,6 +51,8 @@ class RunConfig(ConfigMixin):
     bundled WordNet tasks; ``data`` instead reads a JSON-lines stream (see ``load_jsonl_stream``).
     ``batch_size`` counts new examples per step; replay strategies add ``replay.ratio`` worth on top.
     ``memory_capacity`` bounds the memory for the ``reservoir`` and ``class_balanced`` policies.
+    ``head_learning_rate`` (None: ``learning_rate``) is the classification head's own learning rate.
+    ``calibration`` corrects the head after each phase (``rehearsal.calibration.CALIBRATIONS``).
     """
 
     method: str = "hybrid"
@@ -65,6 +67,8 @@ class RunConfig(ConfigMixin):
     batch_size: int = 24
     eval_batch_size: int = 64
     learning_rate: float = 1e-4
+    head_learning_rate: float | None = None
+    calibration: str = "none"
     max_length: int = 64
     seed: int = 0
     policy: str = "keep_all"
@@ -96,6 +100,12 @@ class RunConfig(ConfigMixin):
             raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
         _positive_number("epochs", self.epochs)
         _positive_number("learning_rate", self.learning_rate)
+        if self.head_learning_rate is not None:
+            _positive_number("head_learning_rate", self.head_learning_rate)
+        from rehearsal.calibration import CALIBRATIONS
+
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"'calibration' must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
         tasks = self.tasks
         names_ok = isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks)
         if tasks is not None and not names_ok:

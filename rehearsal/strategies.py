@@ -76,6 +76,18 @@ class Strategy:
         """Whether the collator adds the replay flag (then RehearsalTrainer pops it)."""
         return False
 
+    def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:
+        """Called once a phase is trained, before evaluation; returns numbers worth logging.
+
+        By default it applies ``config.calibration`` to the head: the phase's new classes against the
+        classes of earlier phases.
+        """
+        from rehearsal.calibration import calibrate
+
+        old = sorted(set(ctx.seen_classes) - set(ctx.current_classes))
+        scale = calibrate(model, ctx.config.calibration, old_classes=old, new_classes=ctx.current_classes)
+        return {"calibration_scale": scale}
+
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 

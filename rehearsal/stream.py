@@ -235,6 +235,7 @@ def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -
         model=model, args=args, train_dataset=ctx.train, data_collator=collator,
         callbacks=strategy.callbacks(ctx, collator), loss=config.loss, current_classes=ctx.current_classes,
         seen_classes=ctx.seen_classes, mask_unseen=config.mask_unseen, loss_terms=strategy.loss_terms(ctx),
+        head_learning_rate=config.head_learning_rate,
     )
     trainer.train()
     replayed = sum(int(log.get("replay/examples", 0)) for log in trainer.state.log_history)
@@ -303,6 +304,8 @@ def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, 
         )
         set_seed(config.seed + phase)
         new, replayed, tokens = _train_phase(model, strategy, ctx, out)
+        logs = strategy.after_phase(model, ctx)
+        totals["phase_logs"] = [*totals.get("phase_logs", []), logs]
         row = index[tasks[-1].name]
         for j, task in enumerate(stream.tasks):
             accuracy = evaluate_accuracy(model, tokenizer, task.test, test_labels[j],

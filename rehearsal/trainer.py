@@ -10,6 +10,10 @@ The collator marks each row (``ReplayConfig(mark_replay=True)`` adds an ``is_rep
   class seen so far, which is where old and new classes are told apart.
 
 Extra terms (a regulariser such as EWC) plug in as callables ``model -> scalar tensor`` added to the loss.
+
+``head_learning_rate`` gives the classification head its own learning rate: the head of a pretrained
+encoder starts from random weights and, with a few dozen steps per task, learns too slowly at the body's
+rate for a new task's classes to overtake the old ones (lost plasticity).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ class RehearsalTrainer(Trainer):
         seen_classes: Sequence[int] | None = None,
         mask_unseen: bool = False,
         loss_terms: Sequence[LossTerm] = (),
+        head_learning_rate: float | None = None,
         **kwargs: Any,
     ) -> None:
         if loss not in LOSSES:
@@ -95,6 +100,26 @@ class RehearsalTrainer(Trainer):
         self.seen_classes = None if seen_classes is None else list(seen_classes)
         self.mask_unseen = mask_unseen
         self.loss_terms = list(loss_terms)
+        self.head_learning_rate = head_learning_rate
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> Any:
+        """AdamW with the head on ``head_learning_rate`` (the Trainer's own optimizer when it is None)."""
+        if self.head_learning_rate is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        from rehearsal.calibration import classification_head
+
+        target = self.model if model is None else model
+        if target is None:
+            raise ConfigError("a head learning rate needs the Trainer's model")
+        head = {id(p) for p in classification_head(target).parameters()}
+        params = [p for p in target.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if id(p) not in head], "lr": self.args.learning_rate},
+            {"params": [p for p in params if id(p) in head], "lr": self.head_learning_rate},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate,
+                                           weight_decay=self.args.weight_decay)
+        return self.optimizer
 
     def compute_loss(
         self,

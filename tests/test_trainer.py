@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -67,3 +68,30 @@ def test_asymmetric_loss_without_current_classes_is_rejected() -> None:
 def test_unknown_loss_is_rejected() -> None:
     with pytest.raises(ConfigError, match="'loss' must be one of"):
         rehearsal_loss(LOGITS, LABELS, REPLAY, loss="focal")
+
+
+def _tiny_trainer(tmp_path: object, **kwargs: object) -> object:
+    from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+
+    from rehearsal.trainer import RehearsalTrainer
+
+    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16, num_labels=3)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, use_cpu=True, report_to=[])
+    return RehearsalTrainer(model=BertForSequenceClassification(config), args=args, **kwargs)
+
+
+def test_head_learning_rate_puts_the_head_in_its_own_param_group(tmp_path: object) -> None:
+    trainer: Any = _tiny_trainer(tmp_path, head_learning_rate=3e-3)
+    optimizer = trainer.create_optimizer()
+    body, head = optimizer.param_groups
+    assert (body["lr"], head["lr"]) == (1e-4, 3e-3)
+    head_params = {id(p) for p in trainer.model.classifier.parameters()}
+    assert {id(p) for p in head["params"]} == head_params
+    assert len(body["params"]) + len(head["params"]) == len(list(trainer.model.parameters()))
+
+
+def test_without_head_learning_rate_every_parameter_gets_the_same_rate(tmp_path: object) -> None:
+    trainer: Any = _tiny_trainer(tmp_path)
+    optimizer = trainer.create_optimizer()
+    assert {group["lr"] for group in optimizer.param_groups} == {1e-4}
