@@ -12,6 +12,7 @@ passed off as a newer one.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from collections.abc import Callable
@@ -69,7 +70,7 @@ def write_snapshot(path: Path, generation: int, payload: bytes, *, sealed: bool)
     atomic_write(path, _HEADER.pack(MAGIC, generation, 1 if sealed else 0), payload)
 
 
-def read_snapshot(path: Path, unseal: Callable[[int, bytes], bytes] | None) -> tuple[int, bytes]:
+def read_snapshot(path: Path, unseal: Callable[[int, memoryview], bytes] | None) -> tuple[int, bytes]:
     """Return (generation, index bytes); ``unseal(generation, payload)`` opens a sealed payload."""
     with open(path, "rb") as f:
         header = f.read(_HEADER.size)
@@ -78,11 +79,14 @@ def read_snapshot(path: Path, unseal: Callable[[int, bytes], bytes] | None) -> t
         magic, generation, flags = _HEADER.unpack(header)
         if magic != MAGIC:
             raise StoreFormatError(f"{path.name} is not a rehearsal index snapshot")
-        # Read the payload on its own rather than slicing it off the whole file: one copy fewer of
-        # what is, for a large memory, hundreds of megabytes.
-        payload = f.read()
-    if flags & 1:
+        if not flags & 1:
+            return generation, f.read()
         if unseal is None:
             raise IntegrityError(f"index snapshot {path.name} is sealed but the store has no keys")
-        payload = unseal(generation, payload)
-    return generation, payload
+        if os.fstat(f.fileno()).st_size == _HEADER.size:
+            raise IntegrityError(f"index snapshot {path.name} has no payload")
+        # Decrypt straight from the page cache: reading a gigabyte-sized file into a bytes object first
+        # costs as much as the decryption itself. The map is left to the garbage collector rather than
+        # closed here, since views of it may still be referenced by an exception's traceback.
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return generation, unseal(generation, memoryview(mapped)[_HEADER.size :])

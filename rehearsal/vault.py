@@ -497,13 +497,13 @@ class Vault:
         with self.transaction():
             return self._data_keys.seal_blobs(tenant, id_list, [bytes(d) for d in datas], purpose)
 
-    def open_sealed(self, tenant: str, record_id: int, blob: bytes, *, purpose: str) -> bytes:
+    def open_sealed(self, tenant: str, record_id: int, blob: bytes | memoryview, *, purpose: str) -> bytes:
         """Inverse of :meth:`seal`; :class:`IntegrityError` naming the record id if the blob was altered or
         belongs to another record, tenant or purpose."""
         return self.open_sealed_many(tenant, [record_id], [blob], purpose=purpose)[0]
 
     def open_sealed_many(
-        self, tenant: str, record_ids: Sequence[int], blobs: Sequence[bytes], *, purpose: str
+        self, tenant: str, record_ids: Sequence[int], blobs: Sequence[bytes | memoryview], *, purpose: str
     ) -> list[bytes]:
         """:meth:`open_sealed` for a batch."""
         tenant = check_internal_tenant(tenant)

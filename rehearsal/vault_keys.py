@@ -221,7 +221,7 @@ class DataKeys:
         return [head + version.to_bytes(4, "big") + blob for _, version, blob in sealed]
 
     def open_blobs(
-        self, tenant: str, record_ids: Sequence[int], blobs: Sequence[bytes], purpose: str
+        self, tenant: str, record_ids: Sequence[int], blobs: Sequence[bytes | memoryview], purpose: str
     ) -> list[bytes]:
         """Inverse of :meth:`seal_blobs`; :class:`IntegrityError` naming the record id if a blob was altered
         or belongs to another record, tenant or purpose. Runs inside a snapshot."""
@@ -231,7 +231,11 @@ class DataKeys:
         if tenant_id is None and record_ids:
             raise NotFoundError(f"tenant {tenant!r} has no data key (never used, or shredded)")
         for rid, blob in zip(record_ids, blobs, strict=True):
-            if not isinstance(blob, bytes) or len(blob) < 5 + NONCE_BYTES + 16 or blob[0] != _BLOB_FORMAT:
+            if (
+                not isinstance(blob, bytes | memoryview)
+                or len(blob) < 5 + NONCE_BYTES + 16
+                or blob[0] != _BLOB_FORMAT
+            ):
                 raise IntegrityError(f"sealed {purpose} of record {rid} is malformed")
             version = int.from_bytes(blob[1:5], "big")
             if version not in versions:

@@ -139,7 +139,7 @@ class VectorState:
         if snapshot.is_file():
             vault = self.vault
 
-            def unseal(gen: int, payload: bytes) -> bytes:
+            def unseal(gen: int, payload: memoryview) -> bytes:
                 assert vault is not None
                 return vault.open_sealed(SYSTEM_TENANT, gen, payload, purpose="index")
 
