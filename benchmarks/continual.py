@@ -5,7 +5,10 @@ Runs go seed by seed, so a stopped benchmark still holds complete seeds; each fi
 on a rerun (its results.json is read back), and the summary is rewritten after every run.
 
     .venv/bin/python benchmarks/continual.py --seeds 0 1 2                     # the main grid
-    .venv/bin/python benchmarks/continual.py --variants hybrid-ce hybrid-r50 --seeds 0   # ablations
+    .venv/bin/python benchmarks/continual.py --variants hybrid-asym hybrid-nocal --seeds 0   # ablations
+
+A finished run is reused only if its saved config is exactly the one asked for.
+"'just trained'" is the mean accuracy on each task right after its own phase (plasticity).
 
 Writes benchmarks/out/continual/<variant>_s<seed>/ (each run's outputs) and summary.json / summary.md.
 """
@@ -27,20 +30,21 @@ from rehearsal.config import ReplayConfig
 from rehearsal.run_config import RunConfig
 from rehearsal.stream import run
 
-# variant -> RunConfig changes. Naive and multitask use plain cross-entropy (the usual baselines);
-# replay methods use the asymmetric loss unless the variant says otherwise.
+# variant -> RunConfig changes on top of the command line's settings (--loss, --mask-unseen, --calibration,
+# --head-lr, --ratio, which every replay method shares). Naive fine-tuning gets the same loss without replay
+# or calibration; multitask trains once on everything with plain cross-entropy, same epochs and rates.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "naive": {"method": "naive", "loss": "ce"},
+    "naive": {"method": "naive", "calibration": "none"},
     "random": {"method": "random"},
     "retrieval": {"method": "retrieval"},
     "hybrid": {"method": "hybrid"},
-    "multitask": {"method": "multitask", "loss": "ce"},
-    "naive-asym": {"method": "naive"},
-    "hybrid-ce": {"method": "hybrid", "loss": "ce"},
-    "hybrid-ce-mask": {"method": "hybrid", "loss": "ce", "mask_unseen": True},
-    "random-ce": {"method": "random", "loss": "ce"},
-    "hybrid-r50": {"method": "hybrid", "replay_ratio": 0.5},
-    "random-r50": {"method": "random", "replay_ratio": 0.5},
+    "multitask": {"method": "multitask", "loss": "ce", "mask_unseen": False, "calibration": "none"},
+    "hybrid-asym": {"method": "hybrid", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
+    "random-asym": {"method": "random", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
+    "hybrid-nocal": {"method": "hybrid", "calibration": "none"},
+    "random-nocal": {"method": "random", "calibration": "none"},
+    "hybrid-r25": {"method": "hybrid", "replay_ratio": 0.25},
+    "random-r25": {"method": "random", "replay_ratio": 0.25},
     "hybrid-uniform": {"method": "hybrid", "balance": "uniform"},
 }
 MAIN = ["naive", "random", "retrieval", "hybrid", "multitask"]
@@ -49,11 +53,15 @@ MAIN = ["naive", "random", "retrieval", "hybrid", "multitask"]
 def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
     changes = dict(VARIANTS[variant])
     replay = {"ratio": changes.pop("replay_ratio", args.ratio), "balance": changes.pop("balance", "class")}
+    settings: dict[str, Any] = {
+        "loss": args.loss, "mask_unseen": args.mask_unseen, "calibration": args.calibration,
+        "head_learning_rate": args.head_lr, **changes,
+    }
     return RunConfig(
         max_train_per_class=args.train_per_class, max_test_per_class=args.test_per_class, epochs=args.epochs,
         learning_rate=args.lr, max_length=args.max_length, batch_size=args.batch_size, seed=seed,
         replay=ReplayConfig(**replay), progress=False, output_dir=str(args.out / f"{variant}_s{seed}"),
-        **changes,
+        tasks=args.tasks, **settings,
     )
 
 
@@ -69,23 +77,35 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for key in ("average_accuracy", "forgetting", "backward_transfer"):
             values = [r["summary"][key] for r in results if r["summary"][key] is not None]
             row[key] = _stats(values) if values else None
+        diagonals = [_just_trained(r) for r in results]
+        complete = [d for d in diagonals if d is not None]
+        row["just_trained"] = _stats(complete) if len(complete) == len(diagonals) else None
         for key in ("wall_seconds", "replayed_examples", "memory_bytes_on_disk"):
             row[key] = _stats([float(r["cost"][key]) for r in results])
         table[variant] = row
     return table
 
 
+def _just_trained(result: dict[str, Any]) -> float | None:
+    """Mean of R[i][i] (accuracy on task i right after training it); None when rows are missing."""
+    matrix = result["accuracy"]["matrix"]
+    diagonal = [matrix[i][i] for i in range(len(matrix))]
+    return None if any(v is None for v in diagonal) else statistics.fmean(diagonal)
+
+
 def to_markdown(table: dict[str, Any]) -> str:
     def cell(stat: dict[str, float] | None, digits: int = 3) -> str:
         return "—" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
-    lines = ["| variant | seeds | ACC | forgetting | BWT | wall s | replayed | memory MB |", "|---" * 8 + "|"]
+    lines = ["| variant | seeds | ACC | forgetting | BWT | just trained | wall s | replayed | memory MB |",
+             "|---" * 9 + "|"]
     for variant, row in table.items():
         mem = row["memory_bytes_on_disk"]["mean"] / 1e6
         lines.append(
             f"| {variant} | {len(row['seeds'])} | {cell(row['average_accuracy'])} | "
             f"{cell(row['forgetting'])} | "
-            f"{cell(row['backward_transfer'])} | {cell(row['wall_seconds'], 0)} | "
+            f"{cell(row['backward_transfer'])} | {cell(row['just_trained'])} | "
+            f"{cell(row['wall_seconds'], 0)} | "
             f"{row['replayed_examples']['mean']:.0f} | {mem:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -95,13 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=MAIN, choices=sorted(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--train-per-class", type=int, default=50)
-    parser.add_argument("--test-per-class", type=int, default=20)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--max-length", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=24)
-    parser.add_argument("--ratio", type=float, default=0.25)
+    parser.add_argument("--train-per-class", type=int, default=20)
+    parser.add_argument("--test-per-class", type=int, default=10)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--loss", choices=["ce", "asymmetric"], default="ce")
+    parser.add_argument("--mask-unseen", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--calibration", choices=["none", "weight_aligning"], default="weight_aligning")
+    parser.add_argument("--head-lr", type=float, default=3e-3)
+    parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/continual"))
     parser.add_argument("--summary-name", default="summary")
     args = parser.parse_args(argv)
@@ -111,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants:
             config = config_for(variant, seed, args)
             done = Path(config.output_dir) / "results.json"
-            result = json.loads(done.read_text()) if _complete(done) else None
+            result = json.loads(done.read_text()) if _complete(done, config) else None
             if result is None:
                 result = run(config, resume=True).to_dict()
             runs[variant].append(result)
@@ -127,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _complete(path: Path) -> bool:
+def _complete(path: Path, config: RunConfig) -> bool:
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
+    if data["config"] != config.to_dict():
+        raise SystemExit(f"{path} holds a run of another config; use another --out")
     matrix = data["accuracy"]["matrix"]
     return all(v is not None for v in matrix[-1])
 
