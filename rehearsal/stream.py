@@ -44,9 +44,10 @@ class RunResult:
     """The outcome of a run: the accuracy matrix, its summary and what it cost."""
 
     def __init__(self, config: RunConfig, matrix: AccuracyMatrix, cost: RunCost, output_dir: Path,
-                 phase_seconds: list[float]) -> None:
+                 phase_seconds: list[float], phase_logs: list[dict[str, float]] | None = None) -> None:
         self.config, self.matrix, self.cost, self.output_dir = config, matrix, cost, output_dir
         self.phase_seconds = phase_seconds
+        self.phase_logs = [] if phase_logs is None else phase_logs  # Strategy.after_phase's numbers
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -54,7 +55,8 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "accuracy": self.matrix.to_dict(), "summary": self.summary,
-                "cost": self.cost.to_dict(), "phase_seconds": self.phase_seconds}
+                "cost": self.cost.to_dict(), "phase_seconds": self.phase_seconds,
+                "phase_logs": self.phase_logs}
 
     def to_markdown(self) -> str:
         s = self.summary
@@ -340,7 +342,8 @@ def _result(config: RunConfig, matrix: AccuracyMatrix, totals: dict[str, Any], o
                    replayed_examples=int(totals["replayed_examples"]),
                    replayed_tokens=int(totals["replayed_tokens"]),
                    memory_bytes_on_disk=_folder_bytes(out / _MEMORY))
-    return RunResult(config, matrix, cost, out, list(totals["phase_seconds"]))
+    return RunResult(config, matrix, cost, out, list(totals["phase_seconds"]),
+                     list(totals.get("phase_logs", [])))
 
 
 def _write_outputs(result: RunResult, out: Path) -> None:

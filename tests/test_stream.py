@@ -81,6 +81,37 @@ def test_each_strategy_runs_and_writes_results(method: str, tmp_path: Path, tiny
 
 
 @pytest.mark.slow
+def test_weight_aligning_runs_after_each_phase_and_is_logged(tmp_path: Path, tiny_model: str,
+                                                             tiny_stream: TaskStream) -> None:
+    config = _config(tmp_path, tiny_model, method="hybrid", loss="ce", mask_unseen=True,
+                     calibration="weight_aligning", head_learning_rate=1e-2)
+    result = stream_module.run(config, stream=tiny_stream)
+    scales = [log["calibration_scale"] for log in result.phase_logs]
+    assert scales[0] == 1.0  # the first phase has no old classes to align with
+    assert len(scales) == 2
+    assert scales[1] != 1.0
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["phase_logs"] == result.phase_logs
+
+
+def test_after_phase_aligns_the_new_classes_with_the_old(tiny_model: str) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from rehearsal.calibration import classification_head
+    from rehearsal.strategies import PhaseContext, get_strategy
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+    ctx = PhaseContext(config=RunConfig(calibration="weight_aligning"), stream=None,  # type: ignore[arg-type]
+                       phase=1, tasks=(), train=None, tokenizer=None, base_collator=lambda f: f,
+                       memory_path=Path("unused"), keys=None, current_classes=[3, 4, 5],
+                       seen_classes=[0, 1, 2, 3, 4, 5])
+    logs = get_strategy("hybrid").after_phase(model, ctx)
+    norms = classification_head(model).weight.norm(dim=1)
+    assert norms[3:].mean().item() == pytest.approx(norms[:3].mean().item(), rel=1e-5)
+    assert logs["calibration_scale"] > 0
+
+
+@pytest.mark.slow
 def test_resume_skips_completed_tasks_and_admits_nothing_twice(tmp_path: Path, tiny_model: str,
                                                                tiny_stream: TaskStream,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,6 +173,8 @@ def test_resume_with_a_different_config_is_rejected(tmp_path: Path) -> None:
         ({"seed": -1}, "'seed' must be an int >= 0"),
         ({"tasks": []}, "'tasks' must be a non-empty list"),
         ({"mask_unseen": "yes"}, "'mask_unseen' must be true or false"),
+        ({"head_learning_rate": 0.0}, "'head_learning_rate' must be a positive number"),
+        ({"calibration": "bic"}, "'calibration' must be one of"),
         ({"replay": {"ratio": 1.5}}, r"'ratio' must be in \[0, 1\)"),
         ({"replay": 3}, "'replay' must be a table"),
     ],
