@@ -176,6 +176,8 @@ class RehearsalMemory:
                 keys=keys,
             )
             memory._vectors.load()
+            if not read_only:
+                memory._vectors.rebuild_if_outgrown()
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)

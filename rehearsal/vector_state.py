@@ -86,14 +86,23 @@ class VectorState:
             self.index.add(vectors, np.asarray(ids, dtype=np.int64))
         self._after_growth()
 
+    def rebuild_if_outgrown(self) -> bool:
+        """Retrain the index when the memory has crossed a size threshold (see VectorIndex.wants_rebuild).
+
+        Writers call this after every commit and on open, so a rebuild cut short by a crash is redone.
+        """
+        if not self.index.wants_rebuild():
+            return False
+        ids, vectors = self.load_all()
+        self.index = VectorIndex.build(vectors, ids)
+        self.write_snapshot()
+        return True
+
     def _after_growth(self) -> None:
-        # Rebuilding retrains IVF on every vector: it happens only when the memory crosses a size threshold
-        # (see VectorIndex.wants_rebuild), and the commit it follows is already durable.
-        if self.index.wants_rebuild():
-            ids, vectors = self.load_all()
-            self.index = VectorIndex.build(vectors, ids)
-            self.write_snapshot()
-        elif self.generation - self.snapshot_generation > 64 and self._delta_outgrew_snapshot():
+        # The commit this follows is already durable; a rebuild only costs time.
+        if self.rebuild_if_outgrown():
+            return
+        if self.generation - self.snapshot_generation > 64 and self._delta_outgrew_snapshot():
             self.write_snapshot()
 
     def _delta_outgrew_snapshot(self) -> bool:
