@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import tempfile
 import time
@@ -19,6 +18,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from _report import print_and_save  # benchmarks/ is on sys.path when run as a script
 
 from rehearsal.crypto import KeyRing
 from rehearsal.memory import RehearsalMemory
@@ -72,12 +73,7 @@ def main() -> None:
         "size_after_kill_10": sizes[min(9, len(sizes) - 1)],
         "seconds": round(elapsed, 1),
     }
-    width = max(len(k) for k in result)
-    print(f"{'metric':<{width}}  value")
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_and_save(result, args.out)
     if missing:
         raise SystemExit(f"lost acknowledged ids: {missing[:10]}")
 

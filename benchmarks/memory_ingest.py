@@ -11,7 +11,6 @@ Bar: memory / bare >= 0.90.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from _report import print_and_save  # benchmarks/ is on sys.path when run as a script
 
 from rehearsal.crypto import KeyRing
 from rehearsal.datasets import load_wordnet_stream
@@ -81,12 +82,7 @@ def main() -> None:
         "bar": BAR,
         "pass": bare_s / memory_s >= BAR,
     }
-    width = max(len(k) for k in result)
-    print(f"{'metric':<{width}}  value")
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_and_save(result, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ reports disk bytes per entry apart from the text ciphertext (folder bytes minus 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import statistics
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import print_and_save  # benchmarks/ is on sys.path when run as a script
 
 from rehearsal.crypto import KeyRing
 from rehearsal.memory import RehearsalMemory
@@ -120,12 +120,7 @@ def main() -> None:
         "speedup": round(flat_s / memory_s, 1),
         "search_bar": "recall >= 0.95 at >= 30x",
     }
-    width = max(len(k) for k in result)
-    print(f"{'metric':<{width}}  value")
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_and_save(result, args.out)
 
 
 if __name__ == "__main__":
