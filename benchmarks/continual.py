@@ -26,6 +26,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from rehearsal.calibration import CALIBRATIONS
 from rehearsal.config import ReplayConfig
 from rehearsal.run_config import RunConfig
 from rehearsal.stream import run
@@ -42,6 +43,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hybrid-asym": {"method": "hybrid", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
     "random-asym": {"method": "random", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
     "hybrid-nocal": {"method": "hybrid", "calibration": "none"},
+    "hybrid-bic": {"method": "hybrid", "calibration": "bias_correction"},
+    "random-bic": {"method": "random", "calibration": "bias_correction"},
     "random-nocal": {"method": "random", "calibration": "none"},
     "hybrid-r25": {"method": "hybrid", "replay_ratio": 0.25},
     "random-r25": {"method": "random", "replay_ratio": 0.25},
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--loss", choices=["ce", "asymmetric"], default="ce")
     parser.add_argument("--mask-unseen", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--calibration", choices=["none", "weight_aligning"], default="weight_aligning")
+    parser.add_argument("--calibration", choices=list(CALIBRATIONS), default="weight_aligning")
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/continual"))

@@ -82,11 +82,17 @@ class Strategy:
         By default it applies ``config.calibration`` to the head: the phase's new classes against the
         classes of earlier phases.
         """
-        from rehearsal.calibration import calibrate
+        from rehearsal.calibration import NEEDS_DATA, calibrate
 
         old = sorted(set(ctx.seen_classes) - set(ctx.current_classes))
-        scale = calibrate(model, ctx.config.calibration, old_classes=old, new_classes=ctx.current_classes)
-        return {"calibration_scale": scale}
+        data = self.calibration_set(ctx) if ctx.config.calibration in NEEDS_DATA and old else None
+        return calibrate(model, ctx.config.calibration, old_classes=old, new_classes=ctx.current_classes,
+                         data=data, tokenizer=ctx.tokenizer, max_length=ctx.config.max_length)
+
+    def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
+        """A class-balanced (texts, labels) set over every class seen so far, for data-driven calibration."""
+        raise ConfigError(f"calibration {ctx.config.calibration!r} needs a replay memory; "
+                          f"method {self.name!r} keeps none")
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -124,6 +130,9 @@ def _policy(config: RunConfig) -> AdmissionPolicy:
     return (Reservoir if config.policy == "reservoir" else ClassBalanced)(config.memory_capacity)
 
 
+_CALIBRATION_PER_CLASS = 10
+
+
 class _Replay(Strategy):
     """Replay from a memory that holds every past phase's training data (admitted after each phase)."""
 
@@ -147,6 +156,24 @@ class _Replay(Strategy):
 
     def marks_replay(self) -> bool:
         return True
+
+    def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
+        """Up to ``_CALIBRATION_PER_CLASS`` memory entries per seen class (the memory holds this phase's
+        examples too once the phase is trained), drawn with the run's seed and the phase."""
+        import numpy as np
+
+        from rehearsal.memory import RehearsalMemory
+
+        rng = np.random.default_rng([ctx.config.seed, ctx.phase])
+        with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys, read_only=True) as memory:
+            groups = memory.group_ids("label")
+            ids: list[int] = []
+            for label in sorted(ctx.seen_classes):
+                members = groups.get(label, [])
+                take = min(len(members), _CALIBRATION_PER_CLASS)
+                ids.extend(int(i) for i in rng.choice(members, size=take, replace=False))
+            labels = [int(row.label) for row in (memory.entries(ids)[i] for i in ids)]  # type: ignore[arg-type]
+            return memory.get_texts(ids), labels
 
 
 @register

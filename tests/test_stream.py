@@ -112,6 +112,23 @@ def test_after_phase_aligns_the_new_classes_with_the_old(tiny_model: str) -> Non
 
 
 @pytest.mark.slow
+def test_bias_correction_fits_on_the_memory_after_each_later_phase(tmp_path: Path, tiny_model: str,
+                                                                   tiny_stream: TaskStream) -> None:
+    config = _config(tmp_path, tiny_model, method="random", loss="ce", mask_unseen=True,
+                     calibration="bias_correction")
+    result = stream_module.run(config, stream=tiny_stream)
+    assert result.phase_logs[0] == {"calibration_scale": 1.0, "calibration_offset": 0.0}
+    assert set(result.phase_logs[1]) == {"calibration_scale", "calibration_offset"}
+
+
+def test_bias_correction_without_a_memory_is_rejected(tmp_path: Path, tiny_model: str,
+                                                      tiny_stream: TaskStream) -> None:
+    config = _config(tmp_path, tiny_model, method="naive", calibration="bias_correction")
+    with pytest.raises(ConfigError, match="needs a replay memory"):
+        stream_module.run(config, stream=tiny_stream)
+
+
+@pytest.mark.slow
 def test_resume_skips_completed_tasks_and_admits_nothing_twice(tmp_path: Path, tiny_model: str,
                                                                tiny_stream: TaskStream,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
