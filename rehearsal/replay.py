@@ -75,12 +75,16 @@ class ReplaySelector:
         meta: dict[int, dict[str, Any]],
         rng: np.random.Generator,
     ) -> None:
-        hits = self.memory.search_vectors(vectors, self.config.k, where=self.eligible)
-        # An entry that matches any batch row exactly is that row's own stored copy: never replay it.
-        own = {hit.id for row in hits for hit in row if hit.score >= _SELF_MATCH}
         # Round-robin over the batch by rank, in a seeded order, so every new example contributes its
-        # nearest neighbours before any contributes its second-nearest.
-        order = rng.permutation(len(hits))
+        # nearest neighbours before any contributes its second-nearest. Only the rows that round-robin
+        # can reach are searched (twice the slots, for de-duplication): the search is the per-step cost
+        # of replay, and a batch of 24 with 4 retrieval slots needs 8 queries, not 24.
+        order = rng.permutation(len(vectors))[: min(len(vectors), max(8, 2 * want))]
+        hits = self.memory.search_vectors(vectors[order], self.config.k, where=self.eligible)
+        # An entry that matches a searched row exactly is that row's own stored copy: never replay it.
+        # (Copies of the current task's rows are excluded by the task filter in the first place.)
+        own = {hit.id for row in hits for hit in row if hit.score >= _SELF_MATCH}
+        order = np.arange(len(hits))
         for rank in range(self.config.k):
             for q in order:
                 if rank < len(hits[q]):
