@@ -40,6 +40,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "retrieval": {"method": "retrieval"},
     "hybrid": {"method": "hybrid"},
     "multitask": {"method": "multitask", "loss": "ce", "mask_unseen": False, "calibration": "none"},
+    # Multitask with as many example-gradient passes as a replay run (2x the epochs at ratio 0.5).
+    "multitask-2x": {"method": "multitask", "loss": "ce", "mask_unseen": False, "calibration": "none",
+                     "epochs_factor": 2.0},
     "hybrid-asym": {"method": "hybrid", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
     "random-asym": {"method": "random", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
     "hybrid-nocal": {"method": "hybrid", "calibration": "none"},
@@ -56,12 +59,13 @@ MAIN = ["naive", "random", "retrieval", "hybrid", "multitask"]
 def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
     changes = dict(VARIANTS[variant])
     replay = {"ratio": changes.pop("replay_ratio", args.ratio), "balance": changes.pop("balance", "class")}
+    epochs = args.epochs * changes.pop("epochs_factor", 1.0)
     settings: dict[str, Any] = {
         "loss": args.loss, "mask_unseen": args.mask_unseen, "calibration": args.calibration,
         "head_learning_rate": args.head_lr, **changes,
     }
     return RunConfig(
-        max_train_per_class=args.train_per_class, max_test_per_class=args.test_per_class, epochs=args.epochs,
+        max_train_per_class=args.train_per_class, max_test_per_class=args.test_per_class, epochs=epochs,
         learning_rate=args.lr, max_length=args.max_length, batch_size=args.batch_size, seed=seed,
         replay=ReplayConfig(**replay), progress=False, output_dir=str(args.out / f"{variant}_s{seed}"),
         tasks=args.tasks, **settings,
