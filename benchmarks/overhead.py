@@ -4,7 +4,7 @@ The plain run trains on batches of ``--batch`` new examples; each replay run tra
 ``batch - replay`` new examples topped up with ``replay`` examples from an encrypted memory of N entries
 (so both see the same number of rows per step). Memories are filled with real WordNet glosses (cycled)
 and seeded clustered synthetic vectors; queries are real MiniLM embeddings. Runs are interleaved
-(plain, replay N1, replay N2, ..., plain) and compared on the median step time, since this machine is
+(warm-up, plain, replay N1, replay N2, ..., plain) and compared on the median iteration time, since this machine is
 shared and noisy. The collator's own timers give the breakdown (search, decrypt, tokenize).
 
     python benchmarks/overhead.py --sizes 100000 1000000 --steps 16
@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
         step_times: dict[str, list[float]] = {"plain": []}
         breakdown: dict[str, dict[str, float]] = {}
+        # A discarded warm-up run absorbs the cold start (page cache, allocator, thread pools), which
+        # otherwise lands on whichever run goes first.
+        train(data, plain_collate, args.batch, args.steps, n_labels, tmp + "/o")
         step_times["plain"] += train(data, plain_collate, args.batch, args.steps, n_labels, tmp + "/o")
         ratio = args.replay / args.batch
         for n in args.sizes:

@@ -86,7 +86,7 @@ class ReplayConfig(ConfigMixin):
     vector_column: str = "embedding"
     text_column: str = "text"
     label_column: str = "labels"
-    search_threads: int = 1  # FAISS threads for replay searches in the training process
+    search_threads: int = 1  # FAISS threads for a replay search (restored afterwards: torch shares them)
     mark_replay: bool = False  # add an "is_replay" 0/1 feature per row, for losses that treat replay apart
 
     def __post_init__(self) -> None:

@@ -71,12 +71,6 @@ class ReplayStats:
         }
 
 
-def _set_faiss_threads(n: int) -> None:
-    import faiss
-
-    faiss.omp_set_num_threads(n)
-
-
 def _rank() -> int:
     import torch.distributed as dist
 
@@ -142,9 +136,6 @@ class RehearsalCollator:
             memory = RehearsalMemory.open(
                 self._path, keys=self._keys, resolver=self._resolver, read_only=True
             )
-            # A replay search is a few dozen queries: FAISS's OpenMP threads would only spin against the
-            # training step's own threads on a small machine, so replay searches run on few threads.
-            _set_faiss_threads(self.config.search_threads)
             self._selector = ReplaySelector(memory, self.config, eligible=self.eligible)
             self._pid = os.getpid()
         return self._selector

@@ -27,6 +27,8 @@ import json
 import math
 import re
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,7 @@ from rehearsal.errors import DimensionMismatchError, IntegrityError, StoreFormat
 # Typed as Any: faiss-cpu's stubs lack DirectMap, SearchParameters keywords and the SWIG helpers.
 faiss: Any = importlib.import_module("faiss")
 
-__all__ = ["VectorIndex", "choose_index_spec", "choose_nprobe"]
+__all__ = ["VectorIndex", "choose_index_spec", "choose_nprobe", "faiss_threads"]
 
 FloatMatrix = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
@@ -72,6 +74,24 @@ _MAGIC = b"RHIX"
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct(">4sHI")  # magic, format version, metadata length
 _DIGEST_BYTES = 32
+
+
+@contextmanager
+def faiss_threads(n: int | None) -> Iterator[None]:
+    """Run FAISS on ``n`` OpenMP threads inside the block, then restore the previous count.
+
+    FAISS and torch share the process's OpenMP settings, so a plain ``omp_set_num_threads`` would also
+    change the training step's thread count; this restores it on the way out.
+    """
+    if n is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _read_faiss(blob: memoryview) -> Any:

@@ -117,3 +117,12 @@ def test_empty_memory_gives_no_replay(tmp_path):
     )
     assert len(choice) == 0
     mem.close()
+
+
+def test_replay_search_leaves_torch_thread_count_alone(memory):
+    import torch
+
+    before = torch.get_num_threads()
+    selector = ReplaySelector(memory, ReplayConfig(mode="retrieval", k=4, search_threads=1))
+    selector.select(_unit(np.random.default_rng(13), 8), 8, rng=np.random.default_rng(0))
+    assert torch.get_num_threads() == before
