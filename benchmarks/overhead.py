@@ -3,11 +3,12 @@
 The plain run trains on batches of ``--batch`` new examples; each replay run trains on batches of
 ``batch - replay`` new examples topped up with ``replay`` examples from an encrypted memory of N entries
 (so both see the same number of rows per step). Memories are filled with real WordNet glosses (cycled)
-and seeded clustered synthetic vectors; queries are real MiniLM embeddings. Runs are interleaved
-(warm-up, plain, replay N1, replay N2, ..., plain) and compared on the median iteration time, since this machine is
-shared and noisy. The collator's own timers give the breakdown (search, decrypt, tokenize).
+and seeded clustered synthetic vectors; queries are real MiniLM embeddings. After a warm-up run, the
+runs go round in rotated rounds (plain, replay N1, replay N2; then N1, N2, plain; ...) and are compared
+on the median iteration time, collation included, since this machine is shared and noisy. The
+collator's own timers give the breakdown (search, decrypt, tokenize).
 
-    python benchmarks/overhead.py --sizes 100000 1000000 --steps 16
+    python benchmarks/overhead.py --sizes 100000 1000000 --steps 10 --rounds 3
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def train(data: Dataset, collator, batch: int, steps: int, n_labels: int, workdi
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--replay", type=int, default=8)
     parser.add_argument("--dir", type=Path, help="keep the memories here (and reuse them on a rerun)")
@@ -115,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=64), batched=True)
     memory_texts = [e.text for t in stream.tasks if t.name != "verbs" for e in t.train]
     keys = KeyRing.from_bytes(bytes(32)) if args.dir else KeyRing.generate()  # a benchmark-only key
-    results: dict[str, object] = {"batch": args.batch, "replay": args.replay, "steps": args.steps}
+    results: dict[str, object] = {
+        "batch": args.batch, "replay": args.replay, "steps": args.steps, "rounds": args.rounds
+    }  # fmt: skip
 
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         tmp = str(args.dir) if args.dir else scratch
@@ -128,27 +132,34 @@ def main(argv: list[str] | None = None) -> int:
         def plain_collate(features):  # type: ignore[no-untyped-def]
             return plain([{k: v for k, v in f.items() if k not in ("text", "embedding")} for f in features])
 
-        step_times: dict[str, list[float]] = {"plain": []}
-        breakdown: dict[str, dict[str, float]] = {}
-        # A discarded warm-up run absorbs the cold start (page cache, allocator, thread pools), which
-        # otherwise lands on whichever run goes first.
-        train(data, plain_collate, args.batch, args.steps, n_labels, tmp + "/o")
-        step_times["plain"] += train(data, plain_collate, args.batch, args.steps, n_labels, tmp + "/o")
         ratio = args.replay / args.batch
-        for n in args.sizes:
-            collator = RehearsalCollator(
+        collators = {
+            f"replay {n:,}": RehearsalCollator(
                 Path(tmp) / f"m{n}", plain, tokenizer, ReplayConfig(ratio=ratio, mode="hybrid"), keys=keys
             )
-            new_rows = args.batch - args.replay
-            step_times[f"replay {n:,}"] = train(data, collator, new_rows, args.steps, n_labels, tmp + "/o")
+            for n in args.sizes
+        }
+        runs: dict[str, tuple[object, int]] = {"plain": (plain_collate, args.batch)}
+        runs.update({name: (c, args.batch - args.replay) for name, c in collators.items()})
+        step_times: dict[str, list[float]] = {name: [] for name in runs}
+        # A discarded warm-up run absorbs the cold start (page cache, allocator, thread pools). Then the
+        # runs go round in rounds, the order rotated each round, so a change in the machine's load lands
+        # on every run alike rather than on whichever ran during it.
+        train(data, plain_collate, args.batch, args.steps, n_labels, tmp + "/o")
+        names = list(runs)
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                collate, rows = runs[name]
+                step_times[name] += train(data, collate, rows, args.steps, n_labels, tmp + "/o")
+        breakdown: dict[str, dict[str, float]] = {}
+        for name, collator in collators.items():
             stats = collator.stats
-            breakdown[f"replay {n:,}"] = {
+            breakdown[name] = {
                 "search_ms": 1000 * stats.search_seconds / stats.batches,
                 "decrypt_ms": 1000 * stats.fetch_seconds / stats.batches,
                 "tokenize_ms": 1000 * stats.tokenize_seconds / stats.batches,
                 "replayed_per_batch": stats.replayed / stats.batches,
             }
-        step_times["plain"] += train(data, plain_collate, args.batch, args.steps, n_labels, tmp + "/o")
 
     base = statistics.median(step_times["plain"])
     header = f"{'run':<18}{'median step s':>14}{'ratio':>8}{'search ms':>11}{'decrypt ms':>12}"
