@@ -43,6 +43,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Multitask with as many example-gradient passes as a replay run (2x the epochs at ratio 0.5).
     "multitask-2x": {"method": "multitask", "loss": "ce", "mask_unseen": False, "calibration": "none",
                      "epochs_factor": 2.0},
+    "hybrid-2x": {"method": "hybrid", "epochs_factor": 2.0},
+    "random-2x": {"method": "random", "epochs_factor": 2.0},
     "hybrid-asym": {"method": "hybrid", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
     "random-asym": {"method": "random", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
     "hybrid-nocal": {"method": "hybrid", "calibration": "none"},
