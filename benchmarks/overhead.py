@@ -3,12 +3,12 @@
 The plain run trains on batches of ``--batch`` new examples; each replay run trains on batches of
 ``batch - replay`` new examples topped up with ``replay`` examples from an encrypted memory of N entries
 (so both see the same number of rows per step). Memories are filled with real WordNet glosses (cycled)
-and seeded clustered synthetic vectors; queries are real MiniLM embeddings. After a warm-up run, the
-runs go round in rotated rounds (plain, replay N1, replay N2; then N1, N2, plain; ...) and are compared
-on the median iteration time, collation included, since this machine is shared and noisy. The
-collator's own timers give the breakdown (search, decrypt, tokenize).
+and seeded clustered synthetic vectors; queries are real MiniLM embeddings. Plain and replay steps
+alternate within one training run per memory size, so both see the same load on this shared machine,
+and are compared on the median iteration time (collation included). The collator's own timers give the
+breakdown (search, decrypt, tokenize), after one warm-up call that opens the memory.
 
-    python benchmarks/overhead.py --sizes 100000 1000000 --steps 10 --rounds 3
+    python benchmarks/overhead.py --sizes 100000 1000000 --steps 12
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -48,19 +49,41 @@ from rehearsal.memory import RehearsalMemory
 OUT = Path(__file__).parent / "out"
 
 
+class Alternating:
+    """Collates plain and replay batches turn about within one training run, so both kinds of step see
+    the same load on this shared machine. A replay batch keeps ``new_rows`` of the 32 rows and tops them up
+    with replay; a plain batch trains on all of them: the same number of rows per step either way."""
+
+    def __init__(self, plain: Any, replay: RehearsalCollator, new_rows: int) -> None:
+        self.plain, self.replay, self.new_rows = plain, replay, new_rows
+        self.kinds: list[str] = []
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        kind = "replay" if len(self.kinds) % 2 else "plain"
+        self.kinds.append(kind)
+        return self.replay(features[: self.new_rows]) if kind == "replay" else self.plain(features)
+
+
 class StepTimer(TrainerCallback):
     """Wall time between consecutive step ends: the whole iteration, batch collation (where replay
-    happens) included, not only the forward/backward pass that on_step_begin/on_step_end bracket."""
+    happens) included, labelled with the kind of the one collation that happened during it."""
 
-    def __init__(self) -> None:
-        self.times: list[float] = []
+    def __init__(self, kinds: list[str]) -> None:
+        self.kinds = kinds
+        self.samples: list[tuple[float, str]] = []
         self._last: float | None = None
+        self._calls = 0
 
     def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
         now = time.perf_counter()
-        if self._last is not None:
-            self.times.append(now - self._last)
-        self._last = now
+        calls = self.kinds[self._calls :]
+        if self._last is not None and len(calls) == 1:
+            self.samples.append((now - self._last, calls[0]))
+        self._last, self._calls = now, len(self.kinds)
+
+    def by_kind(self) -> tuple[list[float], list[float]]:
+        samples = self.samples[2:]  # warm-up
+        return [t for t, k in samples if k == "plain"], [t for t, k in samples if k == "replay"]
 
 
 def build_memory(path: Path, n: int, texts: list[str], keys: KeyRing, n_labels: int) -> float:
@@ -81,23 +104,21 @@ def build_memory(path: Path, n: int, texts: list[str], keys: KeyRing, n_labels: 
     return time.perf_counter() - started
 
 
-def train(data: Dataset, collator, batch: int, steps: int, n_labels: int, workdir: str) -> list[float]:  # type: ignore[no-untyped-def]
+def train(data: Dataset, collator: Any, batch: int, steps: int, n_labels: int, workdir: str,
+          timer: TrainerCallback) -> None:  # fmt: skip
     model = AutoModelForSequenceClassification.from_pretrained(str(default_model_path()), num_labels=n_labels)
-    timer = StepTimer()
     args = TrainingArguments(
         output_dir=workdir, per_device_train_batch_size=batch, max_steps=steps, remove_unused_columns=False,
         report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
         dataloader_drop_last=True,
     )  # fmt: skip
     Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[timer]).train()
-    return timer.times[2:]  # the first steps pay for warm-up
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12, help="steps of each kind per memory size")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--replay", type=int, default=8)
     parser.add_argument("--dir", type=Path, help="keep the memories here (and reuse them on a rerun)")
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     n_labels = len(stream.labels)
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
     new = stream.task("verbs").train
-    rows = args.steps * args.batch
+    rows = 2 * args.steps * args.batch
     data = Dataset.from_dict({
         "text": [new[i % len(new)].text for i in range(rows)],
         "label": [stream.label_id(new[i % len(new)].label) for i in range(rows)],
@@ -118,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     memory_texts = [e.text for t in stream.tasks if t.name != "verbs" for e in t.train]
     keys = KeyRing.from_bytes(bytes(32)) if args.dir else KeyRing.generate()  # a benchmark-only key
     results: dict[str, object] = {
-        "batch": args.batch, "replay": args.replay, "steps": args.steps, "rounds": args.rounds
+        "batch": args.batch, "replay": args.replay, "steps": args.steps
     }  # fmt: skip
 
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
@@ -133,32 +154,28 @@ def main(argv: list[str] | None = None) -> int:
             return plain([{k: v for k, v in f.items() if k not in ("text", "embedding")} for f in features])
 
         ratio = args.replay / args.batch
-        collators = {
-            f"replay {n:,}": RehearsalCollator(
+        step_times: dict[str, list[float]] = {"plain": []}
+        breakdown: dict[str, dict[str, float]] = {}
+        for n in args.sizes:
+            collator = RehearsalCollator(
                 Path(tmp) / f"m{n}", plain, tokenizer, ReplayConfig(ratio=ratio, mode="hybrid"), keys=keys
             )
-            for n in args.sizes
-        }
-        runs: dict[str, tuple[object, int]] = {"plain": (plain_collate, args.batch)}
-        runs.update({name: (c, args.batch - args.replay) for name, c in collators.items()})
-        step_times: dict[str, list[float]] = {name: [] for name in runs}
-        # A discarded warm-up run absorbs the cold start (page cache, allocator, thread pools). Then the
-        # runs go round in rounds, the order rotated each round, so a change in the machine's load lands
-        # on every run alike rather than on whichever ran during it.
-        train(data, plain_collate, args.batch, args.steps, n_labels, tmp + "/o")
-        names = list(runs)
-        for round_ in range(args.rounds):
-            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                collate, rows = runs[name]
-                step_times[name] += train(data, collate, rows, args.steps, n_labels, tmp + "/o")
-        breakdown: dict[str, dict[str, float]] = {}
-        for name, collator in collators.items():
+            collator([data[i] for i in range(args.batch - args.replay)])  # open the memory, warm caches
+            collator.pop_stats()
+            alternating = Alternating(plain_collate, collator, args.batch - args.replay)
+            timer = StepTimer(alternating.kinds)
+            train(data, alternating, args.batch, 2 * args.steps, n_labels, tmp + "/o", timer)
+            plain_times, replay_times = timer.by_kind()
+            step_times["plain"] += plain_times
+            step_times[f"replay {n:,}"] = replay_times
             stats = collator.stats
-            breakdown[name] = {
+            breakdown[f"replay {n:,}"] = {
                 "search_ms": 1000 * stats.search_seconds / stats.batches,
                 "decrypt_ms": 1000 * stats.fetch_seconds / stats.batches,
                 "tokenize_ms": 1000 * stats.tokenize_seconds / stats.batches,
                 "replayed_per_batch": stats.replayed / stats.batches,
+                "plain_median_same_run_s": statistics.median(plain_times),
+                "ratio_same_run": statistics.median(replay_times) / statistics.median(plain_times),
             }
 
     base = statistics.median(step_times["plain"])
@@ -168,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, times in step_times.items():
         med = statistics.median(times)
         parts = breakdown.get(name, {})
-        rows_out.append({"run": name, "median_step_s": med, "ratio": med / base, **parts})
+        # Replay rows are compared with the plain steps of their own run (same load), not the pooled ones.
+        ratio = parts.get("ratio_same_run", med / base)
+        rows_out.append({"run": name, "median_step_s": med, "ratio": ratio, **parts})
         print(
-            f"{name:<18}{med:>14.3f}{med / base:>8.3f}{parts.get('search_ms', 0):>11.1f}"
+            f"{name:<18}{med:>14.3f}{ratio:>8.3f}{parts.get('search_ms', 0):>11.1f}"
             f"{parts.get('decrypt_ms', 0):>12.1f}{parts.get('tokenize_ms', 0):>13.1f}"
         )
     results["runs"] = rows_out
