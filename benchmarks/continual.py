@@ -25,6 +25,12 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if not os.environ.get("REHEARSAL_MASTER_KEY"):
+    # The runs' memories are encrypted; a key for this process only (set REHEARSAL_MASTER_KEY to resume
+    # a run that was cut short in an earlier invocation).
+    from rehearsal.crypto import KeyRing
+
+    os.environ["REHEARSAL_MASTER_KEY"] = KeyRing.generate().export_base64()
 
 from rehearsal.calibration import CALIBRATIONS
 from rehearsal.config import ReplayConfig

@@ -28,7 +28,7 @@ import numpy as np
 
 from rehearsal.crypto import KeyRing
 from rehearsal.datasets import Example, Task, TaskStream, load_jsonl_stream, load_wordnet_stream
-from rehearsal.errors import ConfigError, RehearsalError
+from rehearsal.errors import ConfigError, MissingKeyError, RehearsalError
 from rehearsal.metrics import AccuracyMatrix, RunCost
 from rehearsal.run_config import RunConfig
 from rehearsal.strategies import PhaseContext, Strategy, get_strategy
@@ -151,15 +151,20 @@ def _phase_dataset(stream: TaskStream, tasks: tuple[Task, ...], tokenizer: Any, 
 
 
 def _keys(out: Path) -> KeyRing:
-    """The memory's master key: REHEARSAL_MASTER_KEY if set, else a key file made for this run (0600)."""
+    """The memory's master key: REHEARSAL_MASTER_KEY, else a key file the user put in the output folder.
+
+    The library never writes a master key itself: ``rehearsal keygen --out FILE`` is the explicit way to
+    make one (scripts/main.sh does that for the demo run).
+    """
     if os.environ.get("REHEARSAL_MASTER_KEY"):
         return KeyRing.from_env("REHEARSAL_MASTER_KEY")
     path = out / _KEY
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(KeyRing.generate().export_base64())
-    return KeyRing.from_file(path)
+    if path.exists():
+        return KeyRing.from_file(path)
+    raise MissingKeyError(
+        "a run's memory is encrypted: set REHEARSAL_MASTER_KEY (make a key with "
+        f"'rehearsal keygen --out FILE') or put one in {str(path)!r}"
+    )
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -7,4 +7,12 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 bash scripts/bootstrap.sh
 config="${1:-configs/default.toml}"
+# The run's memory is encrypted. Without a key in the environment, make one explicitly (kept in runs/,
+# git-ignored) so that an interrupted run can resume; the library itself never writes a master key.
+if [ -z "${REHEARSAL_MASTER_KEY:-}" ]; then
+    mkdir -p runs
+    [ -f runs/master.key ] || .venv/bin/rehearsal keygen --out runs/master.key > /dev/null
+    REHEARSAL_MASTER_KEY="$(cat runs/master.key)"
+    export REHEARSAL_MASTER_KEY
+fi
 .venv/bin/rehearsal run "$config" --resume

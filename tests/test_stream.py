@@ -27,6 +27,14 @@ from rehearsal.strategies import STRATEGIES
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(autouse=True)
+def master_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs keep their memory encrypted; the key comes from the environment, as in scripts/main.sh."""
+    from rehearsal.crypto import KeyRing
+
+    monkeypatch.setenv("REHEARSAL_MASTER_KEY", KeyRing.generate().export_base64())
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -164,7 +172,7 @@ def test_resume_skips_completed_tasks_and_admits_nothing_twice(tmp_path: Path, t
     from rehearsal.crypto import KeyRing
     from rehearsal.memory import RehearsalMemory
 
-    keys = KeyRing.from_file(tmp_path / "run" / "memory.key")
+    keys = KeyRing.from_env("REHEARSAL_MASTER_KEY")
     with RehearsalMemory.open(tmp_path / "run" / "memory", keys=keys, read_only=True) as memory:
         assert len(memory) == sum(len(t.train) for t in tiny_stream.tasks)
 
@@ -252,3 +260,14 @@ def test_run_command_reports_a_bad_config_in_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert err.startswith("error: 'method' must be one of")
     assert err.count("\n") == 1
+
+
+def test_a_run_without_a_master_key_is_refused(tmp_path: Path, tiny_model: str, tiny_stream: TaskStream,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from rehearsal.errors import MissingKeyError
+    from rehearsal.stream import run
+
+    monkeypatch.delenv("REHEARSAL_MASTER_KEY")
+    with pytest.raises(MissingKeyError, match="rehearsal keygen"):
+        run(_config(tmp_path, tiny_model, method="hybrid"), stream=tiny_stream)
+    assert not list(tmp_path.rglob("*.key"))
