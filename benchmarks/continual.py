@@ -47,8 +47,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hybrid": {"method": "hybrid"},
     "multitask": {"method": "multitask", "loss": "ce", "mask_unseen": False, "calibration": "none"},
     # Multitask with as many example-gradient passes as a replay run (2x the epochs at ratio 0.5).
-    "multitask-2x": {"method": "multitask", "loss": "ce", "mask_unseen": False, "calibration": "none",
-                     "epochs_factor": 2.0},
+    "multitask-2x": {
+        "method": "multitask",
+        "loss": "ce",
+        "mask_unseen": False,
+        "calibration": "none",
+        "epochs_factor": 2.0,
+    },
     "hybrid-2x": {"method": "hybrid", "epochs_factor": 2.0},
     "random-2x": {"method": "random", "epochs_factor": 2.0},
     "hybrid-asym": {"method": "hybrid", "loss": "asymmetric", "mask_unseen": False, "calibration": "none"},
@@ -69,20 +74,34 @@ def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
     replay = {"ratio": changes.pop("replay_ratio", args.ratio), "balance": changes.pop("balance", "class")}
     epochs = args.epochs * changes.pop("epochs_factor", 1.0)
     settings: dict[str, Any] = {
-        "loss": args.loss, "mask_unseen": args.mask_unseen, "calibration": args.calibration,
-        "head_learning_rate": args.head_lr, **changes,
+        "loss": args.loss,
+        "mask_unseen": args.mask_unseen,
+        "calibration": args.calibration,
+        "head_learning_rate": args.head_lr,
+        **changes,
     }
     return RunConfig(
-        max_train_per_class=args.train_per_class, max_test_per_class=args.test_per_class, epochs=epochs,
-        learning_rate=args.lr, max_length=args.max_length, batch_size=args.batch_size, seed=seed,
-        replay=ReplayConfig(**replay), progress=False, output_dir=str(args.out / f"{variant}_s{seed}"),
-        tasks=args.tasks, **settings,
+        max_train_per_class=args.train_per_class,
+        max_test_per_class=args.test_per_class,
+        epochs=epochs,
+        learning_rate=args.lr,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        seed=seed,
+        replay=ReplayConfig(**replay),
+        progress=False,
+        output_dir=str(args.out / f"{variant}_s{seed}"),
+        tasks=args.tasks,
+        **settings,
     )
 
 
 def _stats(values: list[float]) -> dict[str, float | int]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -112,8 +131,10 @@ def to_markdown(table: dict[str, Any]) -> str:
     def cell(stat: dict[str, float] | None, digits: int = 3) -> str:
         return "—" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
-    lines = ["| variant | seeds | ACC | forgetting | BWT | just trained | wall s | replayed | memory MB |",
-             "|---" * 9 + "|"]
+    lines = [
+        "| variant | seeds | ACC | forgetting | BWT | just trained | wall s | replayed | memory MB |",
+        "|---" * 9 + "|",
+    ]
     for variant, row in table.items():
         mem = row["memory_bytes_on_disk"]["mean"] / 1e6
         lines.append(
@@ -156,12 +177,16 @@ def main(argv: list[str] | None = None) -> int:
                 result = run(config, resume=True).to_dict()
             runs[variant].append(result)
             s = result["summary"]
-            print(f"{variant} seed={seed} ACC={s['average_accuracy']:.3f} forgetting={s['forgetting']} "
-                  f"wall={result['cost']['wall_seconds']:.0f}s", flush=True)
+            print(
+                f"{variant} seed={seed} ACC={s['average_accuracy']:.3f} forgetting={s['forgetting']} "
+                f"wall={result['cost']['wall_seconds']:.0f}s",
+                flush=True,
+            )
             table = {v: r for v, r in summarize({k: x for k, x in runs.items() if x}).items()}
             settings = {k: str(v) for k, v in vars(args).items()}
             (args.out / f"{args.summary_name}.json").write_text(
-                json.dumps({"settings": settings, "table": table}, indent=2))
+                json.dumps({"settings": settings, "table": table}, indent=2)
+            )
             (args.out / f"{args.summary_name}.md").write_text(to_markdown(table))
     print(to_markdown(summarize(runs)))
     return 0

@@ -40,8 +40,11 @@ NEEDS_DATA = ("bias_correction",)
 def classification_head(model: torch.nn.Module) -> torch.nn.Linear:
     """The output layer: the last ``nn.Linear`` with one output per label (``model.config.num_labels``)."""
     n_labels = getattr(getattr(model, "config", None), "num_labels", None)
-    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear)
-             and (n_labels is None or m.out_features == n_labels)]
+    heads = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and (n_labels is None or m.out_features == n_labels)
+    ]
     if not heads:
         name = type(model).__name__
         raise ConfigError(f"no classification head (nn.Linear with {n_labels} outputs) in {name}")
@@ -71,8 +74,14 @@ def align_weights(head: torch.nn.Linear, *, old_classes: Sequence[int], new_clas
     return gamma
 
 
-def fit_bias_correction(logits: torch.Tensor, labels: torch.Tensor, *, new_classes: Sequence[int],
-                        seen_classes: Sequence[int], steps: int = 100) -> tuple[float, float]:
+def fit_bias_correction(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    new_classes: Sequence[int],
+    seen_classes: Sequence[int],
+    steps: int = 100,
+) -> tuple[float, float]:
     """``(alpha, beta)`` minimising the cross-entropy over ``seen_classes`` of ``logits`` (n, C) against
     ``labels`` (n,) once the columns of ``new_classes`` become ``alpha * z + beta``."""
     columns = sorted(set(seen_classes))
@@ -96,8 +105,9 @@ def fit_bias_correction(logits: torch.Tensor, labels: torch.Tensor, *, new_class
     return alpha, beta
 
 
-def apply_bias_correction(head: torch.nn.Linear, *, new_classes: Sequence[int], alpha: float,
-                          beta: float) -> None:
+def apply_bias_correction(
+    head: torch.nn.Linear, *, new_classes: Sequence[int], alpha: float, beta: float
+) -> None:
     """Fold ``alpha * z + beta`` for the logits of ``new_classes`` into ``head``'s rows."""
     if head.bias is None:
         raise ConfigError("bias correction needs a head with a bias term")
@@ -107,21 +117,34 @@ def apply_bias_correction(head: torch.nn.Linear, *, new_classes: Sequence[int], 
         head.bias[rows] = head.bias[rows] * alpha + beta
 
 
-def _logits(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, max_length: int,
-            batch_size: int = 64) -> torch.Tensor:
+def _logits(
+    model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_size: int = 64
+) -> torch.Tensor:
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             out.append(model(**batch).logits.float())
     return torch.cat(out)
 
 
-def calibrate(model: torch.nn.Module, method: str, *, old_classes: Sequence[int], new_classes: Sequence[int],
-              data: tuple[Sequence[str], Sequence[int]] | None = None, tokenizer: Any = None,
-              max_length: int = 128) -> dict[str, float]:
+def calibrate(
+    model: torch.nn.Module,
+    method: str,
+    *,
+    old_classes: Sequence[int],
+    new_classes: Sequence[int],
+    data: tuple[Sequence[str], Sequence[int]] | None = None,
+    tokenizer: Any = None,
+    max_length: int = 128,
+) -> dict[str, float]:
     """Apply the calibration ``method`` (one of ``CALIBRATIONS``) to ``model``'s head; returns what it did.
 
     ``bias_correction`` needs ``data`` (texts, labels), a class-balanced set over old and new classes, and
@@ -140,7 +163,11 @@ def calibrate(model: torch.nn.Module, method: str, *, old_classes: Sequence[int]
         raise ConfigError(f"calibration {method!r} needs a calibration set (texts, labels) and a tokenizer")
     texts, labels = data
     logits = _logits(model, tokenizer, texts, max_length=max_length)
-    alpha, beta = fit_bias_correction(logits, torch.as_tensor(list(labels)), new_classes=new_classes,
-                                      seen_classes=[*old_classes, *new_classes])
+    alpha, beta = fit_bias_correction(
+        logits,
+        torch.as_tensor(list(labels)),
+        new_classes=new_classes,
+        seen_classes=[*old_classes, *new_classes],
+    )
     apply_bias_correction(head, new_classes=new_classes, alpha=alpha, beta=beta)
     return {"calibration_scale": alpha, "calibration_offset": beta}

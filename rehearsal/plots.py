@@ -32,8 +32,15 @@ def plot_accuracy_heatmap(matrix: AccuracyMatrix, path: str | os.PathLike[str], 
     for i in range(len(names)):
         for j in range(len(names)):
             if not np.isnan(r[i, j]):
-                ax.text(j, i, f"{r[i, j]:.2f}", ha="center", va="center",
-                        color="white" if r[i, j] < 0.6 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    f"{r[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if r[i, j] < 0.6 else "black",
+                    fontsize=9,
+                )
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("evaluated on")

@@ -86,13 +86,21 @@ class Strategy:
 
         old = sorted(set(ctx.seen_classes) - set(ctx.current_classes))
         data = self.calibration_set(ctx) if ctx.config.calibration in NEEDS_DATA and old else None
-        return calibrate(model, ctx.config.calibration, old_classes=old, new_classes=ctx.current_classes,
-                         data=data, tokenizer=ctx.tokenizer, max_length=ctx.config.max_length)
+        return calibrate(
+            model,
+            ctx.config.calibration,
+            old_classes=old,
+            new_classes=ctx.current_classes,
+            data=data,
+            tokenizer=ctx.tokenizer,
+            max_length=ctx.config.max_length,
+        )
 
     def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
         """A class-balanced (texts, labels) set over every class seen so far, for data-driven calibration."""
-        raise ConfigError(f"calibration {ctx.config.calibration!r} needs a replay memory; "
-                          f"method {self.name!r} keeps none")
+        raise ConfigError(
+            f"calibration {ctx.config.calibration!r} needs a replay memory; method {self.name!r} keeps none"
+        )
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -142,19 +150,40 @@ class _Replay(Strategy):
     mode: ClassVar[str] = "hybrid"
 
     def collator(self, ctx: PhaseContext) -> Callable[[list[dict[str, Any]]], Any]:
-        replay = dataclasses.replace(ctx.config.replay, mode=self.mode, mark_replay=True,
-                                     max_length=ctx.config.max_length, label_column="labels",
-                                     seed=ctx.config.seed)
+        replay = dataclasses.replace(
+            ctx.config.replay,
+            mode=self.mode,
+            mark_replay=True,
+            max_length=ctx.config.max_length,
+            label_column="labels",
+            seed=ctx.config.seed,
+        )
         task = ctx.tasks[0].name if len(ctx.tasks) == 1 else None
         eligible = None if task is not None else {"task": {"$nin": [t.name for t in ctx.tasks]}}
-        return RehearsalCollator(ctx.memory_path, ctx.base_collator, ctx.tokenizer, replay, keys=ctx.keys,
-                                 task=task, eligible=eligible)
+        return RehearsalCollator(
+            ctx.memory_path,
+            ctx.base_collator,
+            ctx.tokenizer,
+            replay,
+            keys=ctx.keys,
+            task=task,
+            eligible=eligible,
+        )
 
     def callbacks(self, ctx: PhaseContext, collator: Callable[..., Any]) -> list[Any]:
         if not isinstance(collator, RehearsalCollator):
             raise ConfigError(f"{self.name!r} needs its RehearsalCollator, got {type(collator).__name__}")
-        return [RehearsalCallback(ctx.memory_path, keys=ctx.keys, collator=collator, dataset=ctx.train,
-                                  policy=_policy(ctx.config), seed=ctx.config.seed, label_column="labels")]
+        return [
+            RehearsalCallback(
+                ctx.memory_path,
+                keys=ctx.keys,
+                collator=collator,
+                dataset=ctx.train,
+                policy=_policy(ctx.config),
+                seed=ctx.config.seed,
+                label_column="labels",
+            )
+        ]
 
     def marks_replay(self) -> bool:
         return True
@@ -194,4 +223,3 @@ class RetrievalReplay(_Replay):
 class HybridReplay(_Replay):
     name = "hybrid"
     mode = "hybrid"
-

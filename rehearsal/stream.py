@@ -43,8 +43,15 @@ _RESUMABLE_CHANGES = ("output_dir", "progress")
 class RunResult:
     """The outcome of a run: the accuracy matrix, its summary and what it cost."""
 
-    def __init__(self, config: RunConfig, matrix: AccuracyMatrix, cost: RunCost, output_dir: Path,
-                 phase_seconds: list[float], phase_logs: list[dict[str, float]] | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        matrix: AccuracyMatrix,
+        cost: RunCost,
+        output_dir: Path,
+        phase_seconds: list[float],
+        phase_logs: list[dict[str, float]] | None = None,
+    ) -> None:
         self.config, self.matrix, self.cost, self.output_dir = config, matrix, cost, output_dir
         self.phase_seconds = phase_seconds
         self.phase_logs = [] if phase_logs is None else phase_logs  # Strategy.after_phase's numbers
@@ -54,9 +61,14 @@ class RunResult:
         return summarize(self.matrix)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "accuracy": self.matrix.to_dict(), "summary": self.summary,
-                "cost": self.cost.to_dict(), "phase_seconds": self.phase_seconds,
-                "phase_logs": self.phase_logs}
+        return {
+            "config": self.config.to_dict(),
+            "accuracy": self.matrix.to_dict(),
+            "summary": self.summary,
+            "cost": self.cost.to_dict(),
+            "phase_seconds": self.phase_seconds,
+            "phase_logs": self.phase_logs,
+        }
 
     def to_markdown(self) -> str:
         s = self.summary
@@ -65,25 +77,31 @@ class RunResult:
             return "—" if value is None else f"{value:.3f}"
 
         c = self.cost
-        return "\n".join([
-            f"## {self.config.method} (loss={self.config.loss}, seed={self.config.seed})",
-            "",
-            self.matrix.to_markdown(),
-            "",
-            "| ACC | forgetting | BWT | wall s | replayed | memory bytes |",
-            "|---|---|---|---|---|---|",
-            f"| {fmt(s['average_accuracy'])} | {fmt(s['forgetting'])} | {fmt(s['backward_transfer'])} | "
-            f"{c.wall_seconds:.1f} | {c.replayed_examples} | {c.memory_bytes_on_disk} |",
-            "",
-        ])
+        return "\n".join(
+            [
+                f"## {self.config.method} (loss={self.config.loss}, seed={self.config.seed})",
+                "",
+                self.matrix.to_markdown(),
+                "",
+                "| ACC | forgetting | BWT | wall s | replayed | memory bytes |",
+                "|---|---|---|---|---|---|",
+                f"| {fmt(s['average_accuracy'])} | {fmt(s['forgetting'])} | {fmt(s['backward_transfer'])} | "
+                f"{c.wall_seconds:.1f} | {c.replayed_examples} | {c.memory_bytes_on_disk} |",
+                "",
+            ]
+        )
 
 
 def summarize(matrix: AccuracyMatrix) -> dict[str, Any]:
     """ACC after the last measured row; forgetting and BWT when two or more rows are complete (else None)."""
     r = matrix.matrix
     measured = [i for i in range(len(r)) if not np.isnan(r[i, : i + 1]).any()]
-    out: dict[str, Any] = {"average_accuracy": None, "forgetting": None, "backward_transfer": None,
-                           "per_task_forgetting": None}
+    out: dict[str, Any] = {
+        "average_accuracy": None,
+        "forgetting": None,
+        "backward_transfer": None,
+        "per_task_forgetting": None,
+    }
     if measured:
         out["average_accuracy"] = matrix.average_accuracy(measured[-1])
     if matrix.completed_tasks >= 2:
@@ -98,12 +116,23 @@ def load_stream(config: RunConfig) -> TaskStream:
     if config.data is not None:
         stream = load_jsonl_stream(config.data, seed=config.seed)
         return stream if config.tasks is None else TaskStream.from_tasks(stream.task(t) for t in config.tasks)
-    return load_wordnet_stream(max_train_per_class=config.max_train_per_class,
-                               max_test_per_class=config.max_test_per_class, tasks=config.tasks, seed=0)
+    return load_wordnet_stream(
+        max_train_per_class=config.max_train_per_class,
+        max_test_per_class=config.max_test_per_class,
+        tasks=config.tasks,
+        seed=0,
+    )
 
 
-def evaluate_accuracy(model: Any, tokenizer: Any, examples: Sequence[Example], labels: Sequence[int], *,
-                      batch_size: int, max_length: int) -> float:
+def evaluate_accuracy(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    labels: Sequence[int],
+    *,
+    batch_size: int,
+    max_length: int,
+) -> float:
     """Share of ``examples`` whose argmax over every class of the head is their label."""
     import torch
 
@@ -114,8 +143,13 @@ def evaluate_accuracy(model: Any, tokenizer: Any, examples: Sequence[Example], l
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
-            batch = tokenizer([ex.text for ex in chunk], truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
+            batch = tokenizer(
+                [ex.text for ex in chunk],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             predicted = model(**batch).logits.argmax(dim=-1)
             correct += int((predicted == torch.as_tensor(labels[start : start + batch_size])).sum())
     return correct / len(examples)
@@ -134,8 +168,9 @@ def _embed(texts: list[str]) -> np.ndarray:
     return _vector_cache[key]
 
 
-def _phase_dataset(stream: TaskStream, tasks: tuple[Task, ...], tokenizer: Any, config: RunConfig, *,
-                   with_vectors: bool) -> Any:
+def _phase_dataset(
+    stream: TaskStream, tasks: tuple[Task, ...], tokenizer: Any, config: RunConfig, *, with_vectors: bool
+) -> Any:
     from datasets import Dataset
 
     examples = [ex for task in tasks for ex in task.train]
@@ -233,15 +268,30 @@ def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -
     config = ctx.config
     collator = strategy.collator(ctx)
     args = TrainingArguments(
-        output_dir=str(out / "trainer"), per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs, learning_rate=config.learning_rate, seed=config.seed + ctx.phase,
-        logging_steps=10, save_strategy="no", report_to=[], use_cpu=True, remove_unused_columns=False,
-        disable_tqdm=not config.progress, dataloader_num_workers=0,
+        output_dir=str(out / "trainer"),
+        per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        seed=config.seed + ctx.phase,
+        logging_steps=10,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
+        disable_tqdm=not config.progress,
+        dataloader_num_workers=0,
     )
     trainer = RehearsalTrainer(
-        model=model, args=args, train_dataset=ctx.train, data_collator=collator,
-        callbacks=strategy.callbacks(ctx, collator), loss=config.loss, current_classes=ctx.current_classes,
-        seen_classes=ctx.seen_classes, mask_unseen=config.mask_unseen, loss_terms=strategy.loss_terms(ctx),
+        model=model,
+        args=args,
+        train_dataset=ctx.train,
+        data_collator=collator,
+        callbacks=strategy.callbacks(ctx, collator),
+        loss=config.loss,
+        current_classes=ctx.current_classes,
+        seen_classes=ctx.seen_classes,
+        mask_unseen=config.mask_unseen,
+        loss_terms=strategy.loss_terms(ctx),
         head_learning_rate=config.head_learning_rate,
     )
     trainer.train()
@@ -253,8 +303,13 @@ def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -
     return int(len(ctx.train) * config.epochs), replayed, tokens
 
 
-def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, resume: bool = False,
-        stream: TaskStream | None = None) -> RunResult:
+def run(
+    config: RunConfig,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    stream: TaskStream | None = None,
+) -> RunResult:
     """Run (or resume) the continual fine-tuning ``config`` describes; see the module docstring."""
     from transformers import (
         AutoModelForSequenceClassification,
@@ -279,8 +334,13 @@ def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, 
         totals: dict[str, Any] = dict(state["totals"])
     else:
         matrix = AccuracyMatrix([t.name for t in stream.tasks])
-        totals = {"wall_seconds": 0.0, "train_examples": 0, "replayed_examples": 0, "replayed_tokens": 0,
-                  "phase_seconds": []}
+        totals = {
+            "wall_seconds": 0.0,
+            "train_examples": 0,
+            "replayed_examples": 0,
+            "replayed_tokens": 0,
+            "phase_seconds": [],
+        }
 
     model_path = str(config.model or default_model_path())
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -295,17 +355,28 @@ def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, 
     test_labels = [[stream.label_id(ex.label) for ex in task.test] for task in stream.tasks]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(phases), initial=done, desc=f"{config.method} phases", disable=not config.progress,
-               file=sys.stderr)
+    bar = tqdm(
+        total=len(phases),
+        initial=done,
+        desc=f"{config.method} phases",
+        disable=not config.progress,
+        file=sys.stderr,
+    )
     for phase in range(done, len(phases)):
         started = time.perf_counter()
         tasks = phases[phase]
         bar.set_postfix_str("+".join(t.name for t in tasks))
         seen = [stream.label_id(lab) for p in phases[: phase + 1] for t in p for lab in t.labels]
         ctx = PhaseContext(
-            config=config, stream=stream, phase=phase, tasks=tasks,
+            config=config,
+            stream=stream,
+            phase=phase,
+            tasks=tasks,
             train=_phase_dataset(stream, tasks, tokenizer, config, with_vectors=strategy.needs_vectors),
-            tokenizer=tokenizer, base_collator=base_collator, memory_path=out / _MEMORY, keys=keys,
+            tokenizer=tokenizer,
+            base_collator=base_collator,
+            memory_path=out / _MEMORY,
+            keys=keys,
             current_classes=[stream.label_id(lab) for t in tasks for lab in t.labels],
             seen_classes=sorted(set(seen)),
         )
@@ -315,8 +386,14 @@ def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, 
         totals["phase_logs"] = [*totals.get("phase_logs", []), logs]
         row = index[tasks[-1].name]
         for j, task in enumerate(stream.tasks):
-            accuracy = evaluate_accuracy(model, tokenizer, task.test, test_labels[j],
-                                         batch_size=config.eval_batch_size, max_length=config.max_length)
+            accuracy = evaluate_accuracy(
+                model,
+                tokenizer,
+                task.test,
+                test_labels[j],
+                batch_size=config.eval_batch_size,
+                max_length=config.max_length,
+            )
             matrix.record(row, j, accuracy)
         elapsed = time.perf_counter() - started
         totals["wall_seconds"] += elapsed
@@ -331,9 +408,16 @@ def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, 
         shutil.rmtree(out / _CHECKPOINT, ignore_errors=True)
         os.replace(tmp, out / _CHECKPOINT)
         generation = _memory_generation(out, keys) if keys is not None else 0
-        _write_json(out / _STATE, {"config": config.to_dict(), "completed_phases": phase + 1,
-                                   "accuracy": matrix.to_dict(), "memory_generation": generation,
-                                   "totals": totals})
+        _write_json(
+            out / _STATE,
+            {
+                "config": config.to_dict(),
+                "completed_phases": phase + 1,
+                "accuracy": matrix.to_dict(),
+                "memory_generation": generation,
+                "totals": totals,
+            },
+        )
         _write_outputs(_result(config, matrix, totals, out), out)
         bar.update(1)
     bar.close()
@@ -343,12 +427,16 @@ def run(config: RunConfig, *, output_dir: str | os.PathLike[str] | None = None, 
 
 
 def _result(config: RunConfig, matrix: AccuracyMatrix, totals: dict[str, Any], out: Path) -> RunResult:
-    cost = RunCost(wall_seconds=float(totals["wall_seconds"]), train_examples=int(totals["train_examples"]),
-                   replayed_examples=int(totals["replayed_examples"]),
-                   replayed_tokens=int(totals["replayed_tokens"]),
-                   memory_bytes_on_disk=_folder_bytes(out / _MEMORY))
-    return RunResult(config, matrix, cost, out, list(totals["phase_seconds"]),
-                     list(totals.get("phase_logs", [])))
+    cost = RunCost(
+        wall_seconds=float(totals["wall_seconds"]),
+        train_examples=int(totals["train_examples"]),
+        replayed_examples=int(totals["replayed_examples"]),
+        replayed_tokens=int(totals["replayed_tokens"]),
+        memory_bytes_on_disk=_folder_bytes(out / _MEMORY),
+    )
+    return RunResult(
+        config, matrix, cost, out, list(totals["phase_seconds"]), list(totals.get("phase_logs", []))
+    )
 
 
 def _write_outputs(result: RunResult, out: Path) -> None:

@@ -117,8 +117,9 @@ class RehearsalTrainer(Trainer):
             {"params": [p for p in params if id(p) not in head], "lr": self.args.learning_rate},
             {"params": [p for p in params if id(p) in head], "lr": self.head_learning_rate},
         ]
-        self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate,
-                                           weight_decay=self.args.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay
+        )
         return self.optimizer
 
     def compute_loss(

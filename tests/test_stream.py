@@ -43,8 +43,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64, num_labels=6)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=6,
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -57,21 +64,33 @@ def tiny_stream() -> TaskStream:
     tasks = []
     for task in full.tasks:
         keep = set(task.labels[:3])
-        tasks.append(Task.from_examples(task.name, [e for e in task.train if e.label in keep],
-                                        [e for e in task.test if e.label in keep]))
+        tasks.append(
+            Task.from_examples(
+                task.name,
+                [e for e in task.train if e.label in keep],
+                [e for e in task.test if e.label in keep],
+            )
+        )
     return TaskStream.from_tasks(tasks)
 
 
 def _config(tmp_path: Path, model: str, **changes: Any) -> RunConfig:
-    base: dict[str, Any] = {"model": model, "batch_size": 12, "max_length": 16, "progress": False,
-                            "output_dir": str(tmp_path / "run"), "tasks": ["living", "verbs"]}
+    base: dict[str, Any] = {
+        "model": model,
+        "batch_size": 12,
+        "max_length": 16,
+        "progress": False,
+        "output_dir": str(tmp_path / "run"),
+        "tasks": ["living", "verbs"],
+    }
     return RunConfig(**{**base, **changes})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(STRATEGIES))
-def test_each_strategy_runs_and_writes_results(method: str, tmp_path: Path, tiny_model: str,
-                                               tiny_stream: TaskStream) -> None:
+def test_each_strategy_runs_and_writes_results(
+    method: str, tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
+) -> None:
     result = stream_module.run(_config(tmp_path, tiny_model, method=method), stream=tiny_stream)
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
@@ -89,10 +108,18 @@ def test_each_strategy_runs_and_writes_results(method: str, tmp_path: Path, tiny
 
 
 @pytest.mark.slow
-def test_weight_aligning_runs_after_each_phase_and_is_logged(tmp_path: Path, tiny_model: str,
-                                                             tiny_stream: TaskStream) -> None:
-    config = _config(tmp_path, tiny_model, method="hybrid", loss="ce", mask_unseen=True,
-                     calibration="weight_aligning", head_learning_rate=1e-2)
+def test_weight_aligning_runs_after_each_phase_and_is_logged(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
+) -> None:
+    config = _config(
+        tmp_path,
+        tiny_model,
+        method="hybrid",
+        loss="ce",
+        mask_unseen=True,
+        calibration="weight_aligning",
+        head_learning_rate=1e-2,
+    )
     result = stream_module.run(config, stream=tiny_stream)
     scales = [log["calibration_scale"] for log in result.phase_logs]
     assert scales[0] == 1.0  # the first phase has no old classes to align with
@@ -109,10 +136,19 @@ def test_after_phase_aligns_the_new_classes_with_the_old(tiny_model: str) -> Non
     from rehearsal.strategies import PhaseContext, get_strategy
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
-    ctx = PhaseContext(config=RunConfig(calibration="weight_aligning"), stream=None,  # type: ignore[arg-type]
-                       phase=1, tasks=(), train=None, tokenizer=None, base_collator=lambda f: f,
-                       memory_path=Path("unused"), keys=None, current_classes=[3, 4, 5],
-                       seen_classes=[0, 1, 2, 3, 4, 5])
+    ctx = PhaseContext(
+        config=RunConfig(calibration="weight_aligning"),
+        stream=None,  # type: ignore[arg-type]
+        phase=1,
+        tasks=(),
+        train=None,
+        tokenizer=None,
+        base_collator=lambda f: f,
+        memory_path=Path("unused"),
+        keys=None,
+        current_classes=[3, 4, 5],
+        seen_classes=[0, 1, 2, 3, 4, 5],
+    )
     logs = get_strategy("hybrid").after_phase(model, ctx)
     norms = classification_head(model).weight.norm(dim=1)
     assert norms[3:].mean().item() == pytest.approx(norms[:3].mean().item(), rel=1e-5)
@@ -120,26 +156,29 @@ def test_after_phase_aligns_the_new_classes_with_the_old(tiny_model: str) -> Non
 
 
 @pytest.mark.slow
-def test_bias_correction_fits_on_the_memory_after_each_later_phase(tmp_path: Path, tiny_model: str,
-                                                                   tiny_stream: TaskStream) -> None:
-    config = _config(tmp_path, tiny_model, method="random", loss="ce", mask_unseen=True,
-                     calibration="bias_correction")
+def test_bias_correction_fits_on_the_memory_after_each_later_phase(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
+) -> None:
+    config = _config(
+        tmp_path, tiny_model, method="random", loss="ce", mask_unseen=True, calibration="bias_correction"
+    )
     result = stream_module.run(config, stream=tiny_stream)
     assert result.phase_logs[0] == {"calibration_scale": 1.0, "calibration_offset": 0.0}
     assert set(result.phase_logs[1]) == {"calibration_scale", "calibration_offset"}
 
 
-def test_bias_correction_without_a_memory_is_rejected(tmp_path: Path, tiny_model: str,
-                                                      tiny_stream: TaskStream) -> None:
+def test_bias_correction_without_a_memory_is_rejected(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
+) -> None:
     config = _config(tmp_path, tiny_model, method="naive", calibration="bias_correction")
     with pytest.raises(ConfigError, match="needs a replay memory"):
         stream_module.run(config, stream=tiny_stream)
 
 
 @pytest.mark.slow
-def test_resume_skips_completed_tasks_and_admits_nothing_twice(tmp_path: Path, tiny_model: str,
-                                                               tiny_stream: TaskStream,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_skips_completed_tasks_and_admits_nothing_twice(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = _config(tmp_path, tiny_model, method="hybrid")
     real_eval = stream_module.evaluate_accuracy
     calls = {"eval": 0, "train": 0}
@@ -222,8 +261,9 @@ def test_run_config_round_trips_through_files(suffix: str, tmp_path: Path) -> No
     if suffix == ".json":
         config.save(path)
     elif suffix == ".toml":
-        path.write_text('method = "random"\ntasks = ["verbs", "living"]\nseed = 4\n'
-                        "[replay]\nratio = 0.5\nk = 2\n")
+        path.write_text(
+            'method = "random"\ntasks = ["verbs", "living"]\nseed = 4\n[replay]\nratio = 0.5\nk = 2\n'
+        )
     else:
         path.write_text("method: random\ntasks: [verbs, living]\nseed: 4\nreplay: {ratio: 0.5, k: 2}\n")
     assert RunConfig.from_file(path) == config
@@ -252,8 +292,9 @@ def test_unreadable_run_config_files_are_rejected(name: str, text: str, match: s
         RunConfig.from_file(path)
 
 
-def test_run_command_reports_a_bad_config_in_one_line(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_command_reports_a_bad_config_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('method = "nope"\n')
     assert stream_module.run_command(str(path), output_dir=None, resume=False, as_json=True) == 1
@@ -262,8 +303,9 @@ def test_run_command_reports_a_bad_config_in_one_line(tmp_path: Path,
     assert err.count("\n") == 1
 
 
-def test_a_run_without_a_master_key_is_refused(tmp_path: Path, tiny_model: str, tiny_stream: TaskStream,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_without_a_master_key_is_refused(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rehearsal.errors import MissingKeyError
     from rehearsal.stream import run
 

@@ -31,8 +31,9 @@ def test_plain_cross_entropy_uses_every_class() -> None:
 def test_asymmetric_loss_masks_new_rows_to_current_task_and_replay_rows_to_seen_classes() -> None:
     # New row: softmax over {0, 1} only. Replay row: softmax over {0, 1, 2}; unseen class 3 is left out.
     expected = (_ce([1.0, 2.0], 1) + _ce([0.5, 0.0, 1.5], 2)) / 2
-    loss = rehearsal_loss(LOGITS, LABELS, REPLAY, loss="asymmetric", current_classes=[0, 1],
-                          seen_classes=[0, 1, 2])
+    loss = rehearsal_loss(
+        LOGITS, LABELS, REPLAY, loss="asymmetric", current_classes=[0, 1], seen_classes=[0, 1, 2]
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert expected == pytest.approx((0.31326169 + 0.46436870) / 2, rel=1e-6)
 
@@ -45,15 +46,17 @@ def test_mask_unseen_leaves_classes_not_yet_seen_out_of_every_row() -> None:
 
 def test_without_replay_flags_every_row_is_new() -> None:
     expected = (_ce([1.0, 2.0], 1) + _ce([0.5, 0.0], 0)) / 2
-    loss = rehearsal_loss(LOGITS, torch.tensor([1, 0]), None, loss="asymmetric", current_classes=[0, 1],
-                          seen_classes=[0, 1, 2])
+    loss = rehearsal_loss(
+        LOGITS, torch.tensor([1, 0]), None, loss="asymmetric", current_classes=[0, 1], seen_classes=[0, 1, 2]
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_asymmetric_loss_gradient_leaves_old_classes_alone_on_new_rows() -> None:
     logits = LOGITS[:1].clone().requires_grad_(True)
-    rehearsal_loss(logits, LABELS[:1], REPLAY[:1], loss="asymmetric", current_classes=[0, 1],
-                   seen_classes=[0, 1, 2]).backward()
+    rehearsal_loss(
+        logits, LABELS[:1], REPLAY[:1], loss="asymmetric", current_classes=[0, 1], seen_classes=[0, 1, 2]
+    ).backward()
     assert logits.grad is not None
     assert logits.grad[0, 2].item() == 0.0
     assert logits.grad[0, 3].item() == 0.0
@@ -75,8 +78,15 @@ def _tiny_trainer(tmp_path: object, **kwargs: object) -> object:
 
     from rehearsal.trainer import RehearsalTrainer
 
-    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=16, num_labels=3)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, use_cpu=True, report_to=[])
     return RehearsalTrainer(model=BertForSequenceClassification(config), args=args, **kwargs)
 
