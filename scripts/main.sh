@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The first command of the README: set up .venv, then a short continual fine-tuning run on the bundled
 # WordNet stream (configs/default.toml; under 2 minutes on a quiet 2-core machine, ~6 under load),
-# printing the accuracy matrix and
-# ACC / forgetting / BWT. Results, plots and a resumable checkpoint land in runs/default/.
+# printing the accuracy matrix and ACC / forgetting / BWT. Results, plots and a resumable checkpoint
+# land in runs/default/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
