@@ -7,26 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _models import tiny_llama
 
 from rehearsal.adapters import AdapterRouter, TaskAdapters, adapter_of, group_by_route
 from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError, ValidationError
 from rehearsal.memory import RehearsalMemory
-
-
-def tiny_llama() -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)  # the same base weights every call, so saved adapters can be reloaded onto it
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    return LlamaForCausalLM(config)
 
 
 def lora() -> Any:

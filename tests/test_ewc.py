@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from _models import tiny_llama
 
 from rehearsal.errors import ConfigError, StoreFormatError, ValidationError
 from rehearsal.ewc import EWC, EWCConfig, log_likelihood
@@ -209,22 +210,6 @@ def test_config_round_trips_through_dict_file_and_pickle(tmp_path):
     config.save(tmp_path / "ewc.json")
     assert EWCConfig.load(tmp_path / "ewc.json") == config
     assert pickle.loads(pickle.dumps(config)) == config
-
-
-def tiny_llama() -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    return LlamaForCausalLM(config)
 
 
 def test_causal_lm_log_likelihood_matches_the_models_own_loss():
