@@ -86,11 +86,10 @@ class ReplaySelector:
         # An entry that matches a searched row exactly is that row's own stored copy: never replay it.
         # (Copies of the current task's rows are excluded by the task filter in the first place.)
         own = {hit.id for row in hits for hit in row if hit.score >= _SELF_MATCH}
-        order = np.arange(len(hits))
         for rank in range(self.config.k):
-            for q in order:
-                if rank < len(hits[q]):
-                    hit = hits[q][rank]
+            for row in hits:  # already in the seeded order
+                if rank < len(row):
+                    hit = row[rank]
                     if hit.id in own or hit.id in chosen:
                         continue
                     chosen[hit.id] = hit.score

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+
+from rehearsal.errors import StoreFormatError
 
 __all__ = ["chunked", "connect", "transaction"]
 
@@ -16,20 +20,27 @@ T = TypeVar("T")
 MAX_PARAMS = 900
 
 
-def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
+def connect(path: str | Path, *, read_only: bool = False, what: str = "database") -> sqlite3.Connection:
     """Open a connection in autocommit mode (transactions are explicit) with WAL and full fsync.
 
     ``synchronous=FULL`` makes a committed transaction durable before COMMIT returns, which is what lets
-    an add be acknowledged only once it would survive a crash.
+    an add be acknowledged only once it would survive a crash. A file that is not SQLite is a
+    StoreFormatError naming it as ``what`` ("database", "vault"), not a bare sqlite3 error.
     """
     if read_only:
-        uri = f"file:{Path(path).as_posix()}?mode=ro"
+        # Quoted: a folder name with '?', '#' or '%' would otherwise be read as part of the URI.
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
     else:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA secure_delete=ON")
+    try:
+        if not read_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA secure_delete=ON")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreFormatError(f"{str(path)!r} is not a readable SQLite {what}: {exc}") from exc
     return conn
 
 

@@ -24,7 +24,6 @@ import logging
 import operator
 import os
 import sqlite3
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -39,6 +38,7 @@ from rehearsal.errors import (
     StoreFormatError,
     ValidationError,
 )
+from rehearsal.sqlite_util import connect
 from rehearsal.vault_keys import (
     TEXT_PURPOSE,
     DataKeys,
@@ -88,15 +88,6 @@ def _check_ids(ids: Sequence[int], *, unique: bool, what: str = "record ids") ->
         dups = [i for i in out if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
         raise ValidationError(f"duplicate {what} in one call: {dups[:_SHOW]}")
     return out
-
-
-def _connect(path: str, *, read_only: bool) -> sqlite3.Connection:
-    if read_only:
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-    else:
-        conn = sqlite3.connect(path, isolation_level=None)
-    return conn
 
 
 class Vault:
@@ -160,7 +151,7 @@ class Vault:
         p = os.fspath(path)
         if os.path.lexists(p):
             raise ValidationError(f"cannot create a vault at {p!r}: it already exists")
-        conn = _connect(p, read_only=False)
+        conn = connect(p, read_only=False, what="vault")
         try:
             return cls(
                 conn,
@@ -191,7 +182,7 @@ class Vault:
         p = os.fspath(path)
         if not os.path.isfile(p):
             raise NotFoundError(f"no vault at {p!r}")
-        conn = _connect(p, read_only=read_only)
+        conn = connect(p, read_only=read_only, what="vault")
         try:
             return cls(
                 conn,
