@@ -10,11 +10,12 @@ from typing import Any, ClassVar, TypeVar
 
 from rehearsal.errors import ConfigError
 
-__all__ = ["REPLAY_MODES", "ConfigMixin", "ReplayConfig"]
+__all__ = ["FISHER_MODES", "REPLAY_MODES", "ConfigMixin", "EWCConfig", "LoRAConfig", "ReplayConfig"]
 
 C = TypeVar("C", bound="ConfigMixin")
 
 REPLAY_MODES = ("retrieval", "random", "hybrid")
+FISHER_MODES = ("sampled", "empirical")
 
 
 class ConfigMixin:
@@ -114,3 +115,62 @@ class ReplayConfig(ConfigMixin):
         if self.max_replay_examples is not None:
             count = min(count, self.max_replay_examples)
         return int(count)
+
+
+@dataclasses.dataclass
+class EWCConfig(ConfigMixin):
+    """``lam``: penalty strength; ``gamma``: decay of the old Fisher in online EWC (1 = no decay);
+    ``fisher``: "sampled" (labels drawn from the model) or "empirical" (the dataset's labels);
+    ``max_examples``: cap on the examples used per consolidation (None = every example given)."""
+
+    lam: float = 1.0
+    gamma: float = 1.0
+    fisher: str = "sampled"
+    max_examples: int | None = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("lam", "gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"{name!r} must be a number >= 0, got {value!r}")
+        if not self.gamma <= 1.0:
+            raise ConfigError(f"'gamma' must be in [0, 1], got {self.gamma!r}")
+        if self.fisher not in FISHER_MODES:
+            raise ConfigError(f"'fisher' must be one of {list(FISHER_MODES)}, got {self.fisher!r}")
+        if self.max_examples is not None and (
+            isinstance(self.max_examples, bool)
+            or not isinstance(self.max_examples, int)
+            or self.max_examples < 1
+        ):
+            raise ConfigError(f"'max_examples' must be a positive int or None, got {self.max_examples!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
+
+
+@dataclasses.dataclass
+class LoRAConfig(ConfigMixin):
+    """LoRA adapters of the ``lora-*`` run methods (``rehearsal.strategies.lora``).
+
+    ``r``, ``alpha``, ``dropout``: the adapter's rank, scale numerator and dropout; ``target_modules``:
+    the attention projections to adapt (None: found by name, ``query``/``value`` for BERT-like models,
+    ``q_proj``/``v_proj`` for Llama-like ones); ``route_k``: neighbours in the routing vote of
+    ``lora-routed``.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+    route_k: int = 16
+
+    def __post_init__(self) -> None:
+        _check_int("r", self.r, minimum=1)
+        _check_int("route_k", self.route_k, minimum=1)
+        _check_int("alpha", self.alpha, minimum=1)
+        _check_fraction("dropout", self.dropout, upper_open=True)
+        names = self.target_modules
+        if names is not None and not (
+            isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)
+        ):
+            raise ConfigError(f"'target_modules' must be a non-empty list of names or None, got {names!r}")

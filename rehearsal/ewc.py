@@ -33,7 +33,6 @@ The Trainer hook: :class:`rehearsal.trainer.RehearsalTrainer` sums ``loss_terms`
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping
@@ -42,48 +41,16 @@ from typing import Any
 
 import torch
 
-from rehearsal.config import ConfigMixin
-from rehearsal.errors import ConfigError, StoreFormatError, ValidationError
+from rehearsal.config import FISHER_MODES, EWCConfig
+from rehearsal.errors import StoreFormatError, ValidationError
 
 __all__ = ["EWC", "FISHER_MODES", "EWCConfig", "LogLikelihood", "log_likelihood"]
 
-FISHER_MODES = ("sampled", "empirical")
 _FORMAT = "rehearsal-ewc/1"
 _DROPPED_INPUTS = ("is_replay",)  # a collator's bookkeeping column that no model accepts
 
 LogLikelihood = Callable[[torch.nn.Module, Mapping[str, Any], str, "torch.Generator | None"], torch.Tensor]
 """``(model, batch, fisher_mode, generator) -> (b,)`` log-likelihood of each example of the batch."""
-
-
-@dataclasses.dataclass
-class EWCConfig(ConfigMixin):
-    """``lam``: penalty strength; ``gamma``: decay of the old Fisher in online EWC (1 = no decay);
-    ``fisher``: "sampled" (labels drawn from the model) or "empirical" (the dataset's labels);
-    ``max_examples``: cap on the examples used per consolidation (None = every example given)."""
-
-    lam: float = 1.0
-    gamma: float = 1.0
-    fisher: str = "sampled"
-    max_examples: int | None = 512
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("lam", "gamma"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"{name!r} must be a number >= 0, got {value!r}")
-        if not self.gamma <= 1.0:
-            raise ConfigError(f"'gamma' must be in [0, 1], got {self.gamma!r}")
-        if self.fisher not in FISHER_MODES:
-            raise ConfigError(f"'fisher' must be one of {list(FISHER_MODES)}, got {self.fisher!r}")
-        if self.max_examples is not None and (
-            isinstance(self.max_examples, bool)
-            or not isinstance(self.max_examples, int)
-            or self.max_examples < 1
-        ):
-            raise ConfigError(f"'max_examples' must be a positive int or None, got {self.max_examples!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
 
 
 def log_likelihood(

@@ -21,13 +21,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rehearsal.config import ConfigMixin, ReplayConfig
+from rehearsal.config import ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.errors import ConfigError
 
 __all__ = ["POLICIES", "RunConfig"]
 
 POLICIES = ("keep_all", "reservoir", "class_balanced")
 _LOSSES = ("ce", "asymmetric")
+# EWC's strength for the "ewc*" methods; see benchmarks/RESULTS.md for the sweep that chose it.
+_DEFAULT_EWC_LAMBDA = 100.0
 
 
 def _positive_int(name: str, value: object, *, allow_none: bool = False) -> None:
@@ -53,6 +55,7 @@ class RunConfig(ConfigMixin):
     ``memory_capacity`` bounds the memory for the ``reservoir`` and ``class_balanced`` policies.
     ``head_learning_rate`` (None: ``learning_rate``) is the classification head's own learning rate.
     ``calibration`` corrects the head after each phase (``rehearsal.calibration.CALIBRATIONS``).
+    ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods (ignored by the others).
     """
 
     method: str = "hybrid"
@@ -74,14 +77,18 @@ class RunConfig(ConfigMixin):
     policy: str = "keep_all"
     memory_capacity: int | None = None
     replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
+    ewc: EWCConfig = dataclasses.field(default_factory=lambda: EWCConfig(lam=_DEFAULT_EWC_LAMBDA))
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
     output_dir: str = "runs/default"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.replay, dict):
-            self.replay = ReplayConfig.from_dict(self.replay)
-        if not isinstance(self.replay, ReplayConfig):
-            raise ConfigError(f"'replay' must be a table of ReplayConfig fields, got {self.replay!r}")
+        for name, kind in (("replay", ReplayConfig), ("ewc", EWCConfig), ("lora", LoRAConfig)):
+            section = getattr(self, name)
+            if isinstance(section, dict):
+                setattr(self, name, kind.from_dict(section))
+            elif not isinstance(section, kind):
+                raise ConfigError(f"{name!r} must be a table of {kind.__name__} fields, got {section!r}")
         from rehearsal.strategies import STRATEGIES
 
         if self.method not in STRATEGIES:

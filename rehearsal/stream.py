@@ -14,21 +14,20 @@ removed again before it is retrained, so nothing is admitted twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rehearsal.crypto import KeyRing
-from rehearsal.datasets import Example, Task, TaskStream, load_jsonl_stream, load_wordnet_stream
+from rehearsal.datasets import Task, TaskStream, load_jsonl_stream, load_wordnet_stream
 from rehearsal.errors import ConfigError, MissingKeyError, RehearsalError
+from rehearsal.evaluation import embed_texts, evaluate_accuracy
 from rehearsal.metrics import AccuracyMatrix, RunCost
 from rehearsal.run_config import RunConfig
 from rehearsal.strategies import PhaseContext, Strategy, get_strategy
@@ -124,50 +123,6 @@ def load_stream(config: RunConfig) -> TaskStream:
     )
 
 
-def evaluate_accuracy(
-    model: Any,
-    tokenizer: Any,
-    examples: Sequence[Example],
-    labels: Sequence[int],
-    *,
-    batch_size: int,
-    max_length: int,
-) -> float:
-    """Share of ``examples`` whose argmax over every class of the head is their label."""
-    import torch
-
-    if not examples:
-        return 0.0
-    model.eval()
-    correct = 0
-    with torch.inference_mode():
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            batch = tokenizer(
-                [ex.text for ex in chunk],
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            predicted = model(**batch).logits.argmax(dim=-1)
-            correct += int((predicted == torch.as_tensor(labels[start : start + batch_size])).sum())
-    return correct / len(examples)
-
-
-_vector_cache: dict[str, np.ndarray] = {}
-
-
-def _embed(texts: list[str]) -> np.ndarray:
-    """Unit vectors of ``texts`` from the memory's encoder; cached in-process, so benchmarks embed once."""
-    from rehearsal.embedding import load_encoder
-
-    key = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
-    if key not in _vector_cache:
-        _vector_cache[key] = load_encoder().encode(texts)
-    return _vector_cache[key]
-
-
 def _phase_dataset(
     stream: TaskStream, tasks: tuple[Task, ...], tokenizer: Any, config: RunConfig, *, with_vectors: bool
 ) -> Any:
@@ -181,7 +136,7 @@ def _phase_dataset(
     if with_vectors:
         columns["text"] = texts
         columns["task"] = [ex.task for ex in examples]
-        columns[config.replay.vector_column] = [row.tolist() for row in _embed(texts)]
+        columns[config.replay.vector_column] = [row.tolist() for row in embed_texts(texts)]
     return Dataset.from_dict(columns)
 
 
@@ -258,6 +213,14 @@ def _memory_generation(out: Path, keys: KeyRing) -> int:
         return memory.generation
 
 
+def _task_accuracy(strategy: Strategy, model: Any, ctx: PhaseContext, task: Task, labels: list[int]) -> float:
+    """Share of ``task``'s test examples the strategy predicts right (0.0 for an empty test set)."""
+    if not task.test:
+        return 0.0
+    predicted = strategy.predict(model, ctx, [ex.text for ex in task.test])
+    return float(np.mean(predicted == np.asarray(labels)))
+
+
 def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
     """Train one phase; returns (new examples, replayed examples, replayed tokens)."""
     from transformers import TrainingArguments
@@ -311,14 +274,9 @@ def run(
     stream: TaskStream | None = None,
 ) -> RunResult:
     """Run (or resume) the continual fine-tuning ``config`` describes; see the module docstring."""
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        set_seed,
-    )
+    from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
 
-    from rehearsal.embedding import default_model_path
+    from rehearsal.strategies.base import model_path
 
     if output_dir is not None:
         config = config.replace(output_dir=str(output_dir))
@@ -342,11 +300,9 @@ def run(
             "phase_seconds": [],
         }
 
-    model_path = str(config.model or default_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path(config))
     set_seed(config.seed)
-    source = str(out / _CHECKPOINT) if done else model_path
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(stream.labels))
+    model = strategy.load_model(config, out / _CHECKPOINT if done else None, len(stream.labels))
     keys = _keys(out) if strategy.uses_memory else None
     if keys is not None and done < len(phases):
         _open_memory(out, keys, state, phases[done])
@@ -379,22 +335,16 @@ def run(
             keys=keys,
             current_classes=[stream.label_id(lab) for t in tasks for lab in t.labels],
             seen_classes=sorted(set(seen)),
+            output_dir=out,
         )
         set_seed(config.seed + phase)
+        model = strategy.prepare_model(model, ctx)
         new, replayed, tokens = _train_phase(model, strategy, ctx, out)
         logs = strategy.after_phase(model, ctx)
         totals["phase_logs"] = [*totals.get("phase_logs", []), logs]
         row = index[tasks[-1].name]
         for j, task in enumerate(stream.tasks):
-            accuracy = evaluate_accuracy(
-                model,
-                tokenizer,
-                task.test,
-                test_labels[j],
-                batch_size=config.eval_batch_size,
-                max_length=config.max_length,
-            )
-            matrix.record(row, j, accuracy)
+            matrix.record(row, j, _task_accuracy(strategy, model, ctx, task, test_labels[j]))
         elapsed = time.perf_counter() - started
         totals["wall_seconds"] += elapsed
         totals["train_examples"] += new
@@ -404,7 +354,7 @@ def run(
         # Weights first, then state: a state file never points at weights that were not written.
         tmp = out / (_CHECKPOINT + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        strategy.save_model(model, tmp)
         shutil.rmtree(out / _CHECKPOINT, ignore_errors=True)
         os.replace(tmp, out / _CHECKPOINT)
         generation = _memory_generation(out, keys) if keys is not None else 0

@@ -1,6 +1,11 @@
 """Tiny randomly initialised models shared by the test files (no weights are downloaded)."""
 
+from pathlib import Path
+from typing import Any
+
 import torch
+
+from rehearsal.run_config import RunConfig
 
 
 def tiny_llama() -> torch.nn.Module:
@@ -18,3 +23,16 @@ def tiny_llama() -> torch.nn.Module:
         max_position_embeddings=32,
     )
     return LlamaForCausalLM(config)
+
+
+def tiny_run_config(tmp_path: Path, model: str, **changes: Any) -> RunConfig:
+    """A fast run over the two tasks of the ``tiny_stream`` fixture, into ``tmp_path/run``."""
+    base: dict[str, Any] = {
+        "model": model,
+        "batch_size": 12,
+        "max_length": 16,
+        "progress": False,
+        "output_dir": str(tmp_path / "run"),
+        "tasks": ["living", "verbs"],
+    }
+    return RunConfig(**{**base, **changes})

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rehearsal.crypto import KeyRing
+from rehearsal.datasets import Task, TaskStream, load_wordnet_stream
 
 
 @pytest.fixture
@@ -30,3 +31,50 @@ def encoder() -> Any:
     from rehearsal.embedding import load_encoder
 
     return load_encoder()
+
+
+@pytest.fixture
+def master_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs keep their memory encrypted; the key comes from the environment, as in scripts/main.sh."""
+    from rehearsal.crypto import KeyRing
+
+    monkeypatch.setenv("REHEARSAL_MASTER_KEY", KeyRing.generate().export_base64())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from rehearsal.embedding import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=6,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_stream() -> TaskStream:
+    """2 tasks x 3 classes, 4 train and 2 test examples per class, real WordNet glosses."""
+    full = load_wordnet_stream(max_train_per_class=4, max_test_per_class=2, tasks=["living", "verbs"])
+    tasks = []
+    for task in full.tasks:
+        keep = set(task.labels[:3])
+        tasks.append(
+            Task.from_examples(
+                task.name,
+                [e for e in task.train if e.label in keep],
+                [e for e in task.test if e.label in keep],
+            )
+        )
+    return TaskStream.from_tasks(tasks)

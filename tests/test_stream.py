@@ -17,73 +17,20 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from _models import tiny_run_config
+
 from rehearsal import stream as stream_module
 from rehearsal.config import ReplayConfig
-from rehearsal.datasets import Task, TaskStream, load_wordnet_stream
+from rehearsal.datasets import TaskStream
 from rehearsal.errors import ConfigError
 from rehearsal.run_config import RunConfig
 from rehearsal.strategies import STRATEGIES
+from rehearsal.strategies.replay import ReplayStrategy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def master_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs keep their memory encrypted; the key comes from the environment, as in scripts/main.sh."""
-    from rehearsal.crypto import KeyRing
-
-    monkeypatch.setenv("REHEARSAL_MASTER_KEY", KeyRing.generate().export_base64())
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from rehearsal.embedding import default_model_path
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        num_labels=6,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def tiny_stream() -> TaskStream:
-    """2 tasks x 3 classes, 4 train and 2 test examples per class, real WordNet glosses."""
-    full = load_wordnet_stream(max_train_per_class=4, max_test_per_class=2, tasks=["living", "verbs"])
-    tasks = []
-    for task in full.tasks:
-        keep = set(task.labels[:3])
-        tasks.append(
-            Task.from_examples(
-                task.name,
-                [e for e in task.train if e.label in keep],
-                [e for e in task.test if e.label in keep],
-            )
-        )
-    return TaskStream.from_tasks(tasks)
-
-
-def _config(tmp_path: Path, model: str, **changes: Any) -> RunConfig:
-    base: dict[str, Any] = {
-        "model": model,
-        "batch_size": 12,
-        "max_length": 16,
-        "progress": False,
-        "output_dir": str(tmp_path / "run"),
-        "tasks": ["living", "verbs"],
-    }
-    return RunConfig(**{**base, **changes})
+pytestmark = pytest.mark.usefixtures("master_key")
 
 
 @pytest.mark.slow
@@ -91,7 +38,7 @@ def _config(tmp_path: Path, model: str, **changes: Any) -> RunConfig:
 def test_each_strategy_runs_and_writes_results(
     method: str, tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
 ) -> None:
-    result = stream_module.run(_config(tmp_path, tiny_model, method=method), stream=tiny_stream)
+    result = stream_module.run(tiny_run_config(tmp_path, tiny_model, method=method), stream=tiny_stream)
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["method"] == method
@@ -100,7 +47,7 @@ def test_each_strategy_runs_and_writes_results(
     for png in ("accuracy_heatmap.png", "accuracy_over_time.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
     assert result.summary["average_accuracy"] is not None
-    if method in ("random", "retrieval", "hybrid"):
+    if issubclass(STRATEGIES[method], ReplayStrategy):
         assert result.cost.replayed_examples > 0  # the second task replays the first
         assert result.cost.memory_bytes_on_disk > 0
     if method == "multitask":
@@ -111,7 +58,7 @@ def test_each_strategy_runs_and_writes_results(
 def test_weight_aligning_runs_after_each_phase_and_is_logged(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
 ) -> None:
-    config = _config(
+    config = tiny_run_config(
         tmp_path,
         tiny_model,
         method="hybrid",
@@ -159,7 +106,7 @@ def test_after_phase_aligns_the_new_classes_with_the_old(tiny_model: str) -> Non
 def test_bias_correction_fits_on_the_memory_after_each_later_phase(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
 ) -> None:
-    config = _config(
+    config = tiny_run_config(
         tmp_path, tiny_model, method="random", loss="ce", mask_unseen=True, calibration="bias_correction"
     )
     result = stream_module.run(config, stream=tiny_stream)
@@ -170,7 +117,7 @@ def test_bias_correction_fits_on_the_memory_after_each_later_phase(
 def test_bias_correction_without_a_memory_is_rejected(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
 ) -> None:
-    config = _config(tmp_path, tiny_model, method="naive", calibration="bias_correction")
+    config = tiny_run_config(tmp_path, tiny_model, method="naive", calibration="bias_correction")
     with pytest.raises(ConfigError, match="needs a replay memory"):
         stream_module.run(config, stream=tiny_stream)
 
@@ -179,8 +126,8 @@ def test_bias_correction_without_a_memory_is_rejected(
 def test_resume_skips_completed_tasks_and_admits_nothing_twice(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = _config(tmp_path, tiny_model, method="hybrid")
-    real_eval = stream_module.evaluate_accuracy
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid")
+    real_eval = stream_module._task_accuracy
     calls = {"eval": 0, "train": 0}
 
     def failing_eval(*args: Any, **kwargs: Any) -> float:
@@ -189,7 +136,7 @@ def test_resume_skips_completed_tasks_and_admits_nothing_twice(
             raise KeyboardInterrupt
         return real_eval(*args, **kwargs)
 
-    monkeypatch.setattr(stream_module, "evaluate_accuracy", failing_eval)
+    monkeypatch.setattr(stream_module, "_task_accuracy", failing_eval)
     with pytest.raises(KeyboardInterrupt):
         stream_module.run(config, stream=tiny_stream)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
@@ -311,5 +258,5 @@ def test_a_run_without_a_master_key_is_refused(
 
     monkeypatch.delenv("REHEARSAL_MASTER_KEY")
     with pytest.raises(MissingKeyError, match="rehearsal keygen"):
-        run(_config(tmp_path, tiny_model, method="hybrid"), stream=tiny_stream)
+        run(tiny_run_config(tmp_path, tiny_model, method="hybrid"), stream=tiny_stream)
     assert not list(tmp_path.rglob("*.key"))

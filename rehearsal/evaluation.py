@@ -1,0 +1,80 @@
+"""Predicting labels with a sequence classifier, for the run loop's evaluation after every phase.
+
+``predict_labels`` is the plain argmax over the head, optionally restricted to some classes (a task's
+expert predicts among its own task's classes); ``embed_texts`` gives the memory encoder's vectors of
+evaluation texts, cached in-process so a benchmark that evaluates the same test sets after every phase
+embeds them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["embed_texts", "evaluate_accuracy", "predict_labels"]
+
+
+def predict_labels(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int,
+    allowed: Sequence[int] | None = None,
+) -> np.ndarray:
+    """(n,) int64: the argmax of ``model``'s logits for each text, over ``allowed`` classes (all if None)."""
+    import torch
+
+    out = np.empty(len(texts), dtype=np.int64)
+    if not len(texts):
+        return out
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            logits = model(**batch).logits
+            if allowed is not None:
+                mask = torch.full((logits.shape[-1],), float("-inf"), device=logits.device)
+                mask[torch.as_tensor(list(allowed), dtype=torch.long, device=logits.device)] = 0.0
+                logits = logits + mask
+            out[start : start + len(batch["input_ids"])] = logits.argmax(dim=-1).cpu().numpy()
+    return out
+
+
+def evaluate_accuracy(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    batch_size: int,
+    max_length: int,
+) -> float:
+    """Share of ``texts`` whose argmax over every class of the head is their label (0.0 for none)."""
+    if not len(texts):
+        return 0.0
+    predicted = predict_labels(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    return float(np.mean(predicted == np.asarray(labels)))
+
+
+_vector_cache: dict[str, np.ndarray] = {}
+
+
+def embed_texts(texts: Sequence[str]) -> np.ndarray:
+    """Unit vectors of ``texts`` from the memory's encoder; cached in-process by content."""
+    from rehearsal.embedding import load_encoder
+
+    key = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+    if key not in _vector_cache:
+        _vector_cache[key] = load_encoder().encode(list(texts))
+    return _vector_cache[key]

@@ -1,0 +1,167 @@
+"""The strategy protocol (the run loop's hooks), its registry, and the two strategies without state.
+
+The run loop (``rehearsal.stream``) never branches on a method's name. It asks the strategy to load and
+save the model, for the phases of the stream, and per phase for the model to train, a data collator,
+Trainer callbacks, extra loss terms, what to do once the phase is trained, and how to predict labels.
+A new method is one more registered class (see ``rehearsal.strategies.ewc`` and ``.lora``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rehearsal.crypto import KeyRing
+from rehearsal.datasets import Task, TaskStream
+from rehearsal.errors import ConfigError
+from rehearsal.run_config import RunConfig
+from rehearsal.trainer import LossTerm
+
+__all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "register"]
+
+
+@dataclass
+class PhaseContext:
+    """Everything a strategy may need to set up one training phase."""
+
+    config: RunConfig
+    stream: TaskStream
+    phase: int  # index of the phase in Strategy.phases(stream)
+    tasks: tuple[Task, ...]  # the tasks whose training data this phase sees
+    train: Any  # the phase's datasets.Dataset (tokenized; plus text/embedding/task columns if needs_vectors)
+    tokenizer: Any
+    base_collator: Callable[[list[dict[str, Any]]], Any]
+    memory_path: Path
+    keys: KeyRing | None
+    current_classes: list[int]  # label ids of this phase's tasks
+    seen_classes: list[int]  # label ids of every task trained so far, this phase's included
+    output_dir: Path | None = None  # the run's folder, for state a strategy keeps between phases
+
+    def state_dir(self, name: str) -> Path:
+        """``output_dir/name`` (created): where a strategy keeps its own state between phases."""
+        if self.output_dir is None:
+            raise ConfigError("this strategy keeps state between phases and needs the run's output_dir")
+        folder = self.output_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+class Strategy:
+    """Plain fine-tuning, task after task: the hooks' defaults. Subclasses override what they change."""
+
+    name: ClassVar[str] = "naive"
+    uses_memory: ClassVar[bool] = False
+
+    # -- the model: loaded once per run, saved after every phase --------------------------------
+    def load_model(self, config: RunConfig, checkpoint: Path | None, num_labels: int) -> Any:
+        """The model to train: ``checkpoint`` (the last completed phase's save) or else the base model."""
+        from transformers import AutoModelForSequenceClassification
+
+        source = str(checkpoint) if checkpoint is not None else model_path(config)
+        return AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+
+    def save_model(self, model: Any, folder: Path) -> None:
+        """Write what :meth:`load_model` reads back as ``checkpoint``."""
+        model.save_pretrained(folder)
+
+    def prepare_model(self, model: Any, ctx: PhaseContext) -> Any:
+        """The model the phase's Trainer trains (a strategy may wrap it or switch adapters)."""
+        return model
+
+    def predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
+        """Predicted label ids of ``texts`` after a phase: by default the argmax over every class."""
+        from rehearsal.evaluation import predict_labels
+
+        return predict_labels(
+            model,
+            ctx.tokenizer,
+            texts,
+            batch_size=ctx.config.eval_batch_size,
+            max_length=ctx.config.max_length,
+        )
+
+    def phases(self, stream: TaskStream) -> list[tuple[Task, ...]]:
+        """The training phases: by default one per task, in stream order."""
+        return [(task,) for task in stream.tasks]
+
+    @property
+    def needs_vectors(self) -> bool:
+        """Whether the phase's dataset must carry text, vectors and task columns (for the collator)."""
+        return self.uses_memory
+
+    def collator(self, ctx: PhaseContext) -> Callable[[list[dict[str, Any]]], Any]:
+        return ctx.base_collator
+
+    def callbacks(self, ctx: PhaseContext, collator: Callable[..., Any]) -> list[Any]:
+        return []
+
+    def loss_terms(self, ctx: PhaseContext) -> list[LossTerm]:
+        return []
+
+    def marks_replay(self) -> bool:
+        """Whether the collator adds the replay flag (then RehearsalTrainer pops it)."""
+        return False
+
+    def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:
+        """Called once a phase is trained, before evaluation; returns numbers worth logging.
+
+        By default it applies ``config.calibration`` to the head: the phase's new classes against the
+        classes of earlier phases.
+        """
+        from rehearsal.calibration import NEEDS_DATA, calibrate
+
+        old = sorted(set(ctx.seen_classes) - set(ctx.current_classes))
+        data = self.calibration_set(ctx) if ctx.config.calibration in NEEDS_DATA and old else None
+        return calibrate(
+            model,
+            ctx.config.calibration,
+            old_classes=old,
+            new_classes=ctx.current_classes,
+            data=data,
+            tokenizer=ctx.tokenizer,
+            max_length=ctx.config.max_length,
+        )
+
+    def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
+        """A class-balanced (texts, labels) set over every class seen so far, for data-driven calibration."""
+        raise ConfigError(
+            f"calibration {ctx.config.calibration!r} needs a replay memory; method {self.name!r} keeps none"
+        )
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown method {name!r}; known: {sorted(STRATEGIES)}")
+    return STRATEGIES[name]()
+
+
+def model_path(config: RunConfig) -> str:
+    """The base model a run starts from: ``config.model``, else the packaged MiniLM."""
+    from rehearsal.embedding import default_model_path
+
+    return str(config.model or default_model_path())
+
+
+register(Strategy)
+
+
+@register
+class Multitask(Strategy):
+    """The upper bound: one phase that trains on every task's data at once."""
+
+    name = "multitask"
+
+    def phases(self, stream: TaskStream) -> list[tuple[Task, ...]]:
+        return [tuple(stream.tasks)]

@@ -1,0 +1,61 @@
+"""EWC as run methods: ``ewc`` (plain fine-tuning plus the penalty) and ``ewc-replay`` (hybrid replay too).
+
+After each phase (and its head calibration, so the anchor is the model that goes on) the phase's training
+examples give a Fisher estimate that is folded into the online EWC state; the next phases add the penalty
+through ``RehearsalTrainer``'s ``loss_terms``. The state after phase ``p`` is written to
+``<output_dir>/ewc/after_phase_<p>.pt`` and phase ``p + 1`` reads exactly that file, so a run resumed
+after a crash (even one between this file and the run's own state) trains with the right state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rehearsal.ewc import EWC
+from rehearsal.strategies.base import PhaseContext, Strategy, register
+from rehearsal.strategies.replay import HybridReplay
+from rehearsal.trainer import LossTerm
+
+__all__ = ["EWCMixin", "EWCReplay", "EWCStrategy"]
+
+# Columns of a phase dataset that a classifier's forward (and the Fisher's log-likelihood) takes.
+_MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+_FISHER_BATCH = 16
+
+
+def _state_file(ctx: PhaseContext, phase: int) -> Any:
+    return ctx.state_dir("ewc") / f"after_phase_{phase}.pt"
+
+
+class EWCMixin(Strategy):
+    """Adds the EWC penalty to another strategy's loss terms and consolidates after its phases."""
+
+    def _ewc(self, ctx: PhaseContext) -> EWC:
+        if ctx.phase == 0:
+            return EWC(ctx.config.ewc)
+        return EWC.load(_state_file(ctx, ctx.phase - 1))
+
+    def loss_terms(self, ctx: PhaseContext) -> list[LossTerm]:
+        return [*super().loss_terms(ctx), self._ewc(ctx)]
+
+    def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:
+        from torch.utils.data import DataLoader
+
+        logs = super().after_phase(model, ctx)
+        ewc = self._ewc(ctx)
+        columns = [c for c in _MODEL_COLUMNS if c in ctx.train.column_names]
+        examples = ctx.train.select_columns(columns).shuffle(seed=ctx.config.seed + ctx.phase)
+        ewc.consolidate(model, DataLoader(examples, batch_size=_FISHER_BATCH, collate_fn=ctx.base_collator))
+        ewc.save(_state_file(ctx, ctx.phase))
+        fisher = [f.mean().item() for f in ewc.fisher.values()]
+        return {**logs, "ewc_mean_fisher": sum(fisher) / max(len(fisher), 1)}
+
+
+@register
+class EWCStrategy(EWCMixin, Strategy):
+    name = "ewc"
+
+
+@register
+class EWCReplay(EWCMixin, HybridReplay):
+    name = "ewc-replay"

@@ -1,0 +1,114 @@
+"""Replay strategies: every phase's batches are topped up with old examples from the run's memory.
+
+They share one budget (``RunConfig.replay``) and differ only in ``ReplayConfig.mode``; the memory holds
+every past phase's training data (admitted after each phase through ``RunConfig.policy``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rehearsal.errors import ConfigError
+from rehearsal.hf import RehearsalCallback, RehearsalCollator
+from rehearsal.policies import AdmissionPolicy, ClassBalanced, KeepAll, Reservoir
+from rehearsal.run_config import RunConfig
+from rehearsal.strategies.base import PhaseContext, Strategy, register
+
+__all__ = ["HybridReplay", "RandomReplay", "ReplayStrategy", "RetrievalReplay"]
+
+
+def _policy(config: RunConfig) -> AdmissionPolicy:
+    if config.policy == "keep_all":
+        return KeepAll(config.memory_capacity)
+    if config.memory_capacity is None:
+        raise ConfigError(f"policy {config.policy!r} needs 'memory_capacity'")
+    return (Reservoir if config.policy == "reservoir" else ClassBalanced)(config.memory_capacity)
+
+
+# Bias correction fits two numbers per phase: 10 examples per seen class (450 at most on WordNet) are
+# plenty, and one forward pass over them stays small beside a phase's training.
+_CALIBRATION_PER_CLASS = 10
+
+
+class ReplayStrategy(Strategy):
+    """Replay from a memory that holds every past phase's training data (admitted after each phase)."""
+
+    uses_memory = True
+    mode: ClassVar[str] = "hybrid"
+
+    def collator(self, ctx: PhaseContext) -> Callable[[list[dict[str, Any]]], Any]:
+        replay = dataclasses.replace(
+            ctx.config.replay,
+            mode=self.mode,
+            mark_replay=True,
+            max_length=ctx.config.max_length,
+            label_column="labels",
+            seed=ctx.config.seed,
+        )
+        task = ctx.tasks[0].name if len(ctx.tasks) == 1 else None
+        eligible = None if task is not None else {"task": {"$nin": [t.name for t in ctx.tasks]}}
+        return RehearsalCollator(
+            ctx.memory_path,
+            ctx.base_collator,
+            ctx.tokenizer,
+            replay,
+            keys=ctx.keys,
+            task=task,
+            eligible=eligible,
+        )
+
+    def callbacks(self, ctx: PhaseContext, collator: Callable[..., Any]) -> list[Any]:
+        if not isinstance(collator, RehearsalCollator):
+            raise ConfigError(f"{self.name!r} needs its RehearsalCollator, got {type(collator).__name__}")
+        return [
+            RehearsalCallback(
+                ctx.memory_path,
+                keys=ctx.keys,
+                collator=collator,
+                dataset=ctx.train,
+                policy=_policy(ctx.config),
+                seed=ctx.config.seed,
+                label_column="labels",
+            )
+        ]
+
+    def marks_replay(self) -> bool:
+        return True
+
+    def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
+        """Up to ``_CALIBRATION_PER_CLASS`` memory entries per seen class (the memory holds this phase's
+        examples too once the phase is trained), drawn with the run's seed and the phase."""
+        import numpy as np
+
+        from rehearsal.memory import RehearsalMemory
+
+        rng = np.random.default_rng([ctx.config.seed, ctx.phase])
+        with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys, read_only=True) as memory:
+            groups = memory.group_ids("label")
+            ids: list[int] = []
+            for label in sorted(ctx.seen_classes):
+                members = groups.get(label, [])
+                take = min(len(members), _CALIBRATION_PER_CLASS)
+                ids.extend(int(i) for i in rng.choice(members, size=take, replace=False))
+            labels = [int(row.label) for row in (memory.entries(ids)[i] for i in ids)]  # type: ignore[arg-type]
+            return memory.get_texts(ids), labels
+
+
+@register
+class RandomReplay(ReplayStrategy):
+    name = "random"
+    mode = "random"
+
+
+@register
+class RetrievalReplay(ReplayStrategy):
+    name = "retrieval"
+    mode = "retrieval"
+
+
+@register
+class HybridReplay(ReplayStrategy):
+    name = "hybrid"
+    mode = "hybrid"
