@@ -69,9 +69,12 @@ def log_train_update(
     decision: str,
     approver: str | None = None,
     actor: str | None = None,
+    reasons: Sequence[str] = (),
+    version: int | None = None,
 ) -> AuditEntry:
-    """A training update: its run, config and data (as digests), its metrics and the gate's decision."""
-    details = {
+    """A training update: its run, config and data (as digests), its metrics, the gate's decision (with
+    its reasons) and the version it became, if it was promoted."""
+    details: dict[str, Any] = {
         "run_id": run_id,
         "config_hash": config_digest(config),
         "data_ids_hash": ids_digest(sorted(data_ids)),
@@ -79,6 +82,8 @@ def log_train_update(
         "metrics": dict(metrics),
         "decision": decision,
         "approver": approver,
+        "reasons": list(reasons),
+        "version": version,
     }
     return log.append("train-update", details, actor=actor)
 

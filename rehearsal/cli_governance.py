@@ -1,4 +1,5 @@
-"""Governance verbs of the ``rehearsal`` CLI: ``audit verify``, ``expire``, ``versions``, ``rollback``.
+"""Governance verbs of the ``rehearsal`` CLI: ``audit verify``, ``expire``, ``versions``, ``rollback``,
+``approve``.
 
 :func:`governance_verbs` is called by ``rehearsal.cli`` while it builds its :data:`~rehearsal.cli.VERBS`;
 the CLI module is imported inside functions here, because it imports this one.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from rehearsal.errors import MissingKeyError, ValidationError
 
 if TYPE_CHECKING:
+    from rehearsal.audit import AuditLog
     from rehearsal.cli import Report, Verb
     from rehearsal.crypto import KeyRing
 
@@ -152,6 +154,39 @@ def _rollback(args: argparse.Namespace) -> Report:
     return Report(data, lines)
 
 
+# -- approval --------------------------------------------------------------------------------------
+
+
+def _approve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("update", metavar="UPDATE_ID", nargs="?", help="the blocked update's id (run-…/phase-N)")
+    p.add_argument("--approver", help="who accepts the flagged update (recorded in the audit log)")
+    p.add_argument("--log", metavar="FILE", help="the audit log file (default: PATH/audit.log)")
+
+
+def _approve(args: argparse.Namespace) -> Report:
+    from rehearsal.audit import AuditLog
+    from rehearsal.cli import Report
+    from rehearsal.gate import approve
+
+    if not args.update or not args.approver:
+        raise ValidationError("usage: rehearsal approve PATH UPDATE_ID --approver NAME")
+    log = AuditLog.open(_log_path(args), _required_keys(args), create=False)
+    if not _awaits_approval(log, args.update):
+        raise ValidationError(f"the audit log has no update {args.update!r} awaiting approval")
+    entry = approve(log, args.update, args.approver)
+    data = {"path": args.path, "update": args.update, "approver": args.approver, "seq": entry.seq}
+    line = f"approved {args.update} by {args.approver} (audit entry {entry.seq}); resume the run to ship it"
+    return Report(data, [line])
+
+
+def _awaits_approval(log: AuditLog, update: str) -> bool:
+    """Whether the latest decision the (verified) log records on ``update`` is "needs-approval"."""
+    for entry in reversed(log.entries()):
+        if entry.kind == "train-update" and entry.details.get("run_id") == update:
+            return bool(entry.details.get("decision") == "needs-approval")
+    return False
+
+
 def governance_verbs() -> dict[str, Verb]:
     from rehearsal.cli import Verb
 
@@ -160,4 +195,5 @@ def governance_verbs() -> dict[str, Verb]:
         "versions": Verb("list recorded model versions", lambda p: None, _versions),
         "rollback": Verb("return the model pointer and the memory to a version", _rollback_args, _rollback),
         "expire": Verb("remove records whose retain_until date has passed", _expire_args, _expire),
+        "approve": Verb("record an approver for an update the gate flagged", _approve_args, _approve),
     }

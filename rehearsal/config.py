@@ -10,12 +10,21 @@ from typing import Any, ClassVar, TypeVar
 
 from rehearsal.errors import ConfigError
 
-__all__ = ["FISHER_MODES", "REPLAY_MODES", "ConfigMixin", "EWCConfig", "LoRAConfig", "ReplayConfig"]
+__all__ = [
+    "FISHER_MODES",
+    "REPLAY_MODES",
+    "ROUTERS",
+    "ConfigMixin",
+    "EWCConfig",
+    "LoRAConfig",
+    "ReplayConfig",
+]
 
 C = TypeVar("C", bound="ConfigMixin")
 
 REPLAY_MODES = ("retrieval", "random", "hybrid")
 FISHER_MODES = ("sampled", "empirical")
+ROUTERS = ("gate", "knn")
 
 
 class ConfigMixin:
@@ -154,20 +163,28 @@ class LoRAConfig(ConfigMixin):
 
     ``r``, ``alpha``, ``dropout``: the adapter's rank, scale numerator and dropout; ``target_modules``:
     the attention projections to adapt (None: found by name, ``query``/``value`` for BERT-like models,
-    ``q_proj``/``v_proj`` for Llama-like ones); ``route_k``: neighbours in the routing vote of
-    ``lora-routed``.
+    ``q_proj``/``v_proj`` for Llama-like ones). ``router`` is how ``lora-routed`` picks an input's adapter:
+    ``"gate"`` (a :class:`~rehearsal.task_gate.TaskGate` fine-tuned on the memory after each phase, for
+    ``gate_epochs``) or ``"knn"`` (the memory's k-NN vote over ``route_k`` neighbours; no training).
     """
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] | None = None
+    router: str = "gate"
+    gate_epochs: float = 2.0
     route_k: int = 16
 
     def __post_init__(self) -> None:
         _check_int("r", self.r, minimum=1)
         _check_int("route_k", self.route_k, minimum=1)
         _check_int("alpha", self.alpha, minimum=1)
+        if self.router not in ROUTERS:
+            raise ConfigError(f"'router' must be one of {list(ROUTERS)}, got {self.router!r}")
+        epochs = self.gate_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 < epochs < float("inf"):
+            raise ConfigError(f"'gate_epochs' must be a positive number, got {epochs!r}")
         _check_fraction("dropout", self.dropout, upper_open=True)
         names = self.target_modules
         if names is not None and not (

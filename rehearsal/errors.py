@@ -15,7 +15,8 @@ the whole family in one clause and still tell the cases apart::
     ├── StoreFormatError            a folder that is not a memory, or one written by a newer format version
     ├── ReadOnlyError               a mutation attempted on a memory opened read-only
     ├── StoreLockedError            a second writer tried to open a memory another process is writing
-    └── EncoderMismatchError        a memory asked to accept vectors from a different encoder
+    ├── EncoderMismatchError        a memory asked to accept vectors from a different encoder
+    └── UpdateBlockedError          a training update the validation gate failed or that awaits approval
 
 Messages say what was wrong and with which value, and never contain key material or record text.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "RehearsalError",
     "StoreFormatError",
     "StoreLockedError",
+    "UpdateBlockedError",
     "ValidationError",
     "WrongKeyError",
 ]
@@ -89,3 +91,12 @@ class EncoderMismatchError(RehearsalError):
 
 class StoreLockedError(RehearsalError):
     """Another process holds the memory open for writing; open it read-only or close the other writer."""
+
+
+class UpdateBlockedError(RehearsalError):
+    """A run's update was not promoted: ``decision`` is "fail" or "needs-approval", ``reasons`` say why."""
+
+    def __init__(self, message: str, *, decision: str, reasons: list[str]) -> None:
+        super().__init__(message)
+        self.decision = decision
+        self.reasons = list(reasons)

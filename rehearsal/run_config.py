@@ -23,6 +23,7 @@ from typing import Any
 
 from rehearsal.config import ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.errors import ConfigError
+from rehearsal.gate import GateConfig
 
 __all__ = ["POLICIES", "RunConfig"]
 
@@ -56,6 +57,8 @@ class RunConfig(ConfigMixin):
     ``head_learning_rate`` (None: ``learning_rate``) is the classification head's own learning rate.
     ``calibration`` corrects the head after each phase (``rehearsal.calibration.CALIBRATIONS``).
     ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods (ignored by the others).
+    ``gate``, when set, must pass before each phase of a method with a memory is promoted
+    (``rehearsal.run_governance``); without it updates are versioned and audited as "ungated".
     """
 
     method: str = "hybrid"
@@ -79,6 +82,7 @@ class RunConfig(ConfigMixin):
     replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
     ewc: EWCConfig = dataclasses.field(default_factory=lambda: EWCConfig(lam=_DEFAULT_EWC_LAMBDA))
     lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    gate: GateConfig | None = None
     output_dir: str = "runs/default"
     progress: bool = True
 
@@ -89,6 +93,10 @@ class RunConfig(ConfigMixin):
                 setattr(self, name, kind.from_dict(section))
             elif not isinstance(section, kind):
                 raise ConfigError(f"{name!r} must be a table of {kind.__name__} fields, got {section!r}")
+        if isinstance(self.gate, dict):
+            self.gate = GateConfig.from_dict(self.gate)
+        if self.gate is not None and not isinstance(self.gate, GateConfig):
+            raise ConfigError(f"'gate' must be a table of GateConfig fields or absent, got {self.gate!r}")
         from rehearsal.strategies import STRATEGIES
 
         if self.method not in STRATEGIES:

@@ -5,11 +5,14 @@
 classes of the one shared head (class-incremental), and writes into the output folder:
 
     results.json  results.md  accuracy_heatmap.png  accuracy_over_time.png     (updated after each phase)
-    state.json  checkpoint/  memory/  memory.key                               (what a resume needs)
+    state.json  weights/phase_<p>/  memory/  memory.key                        (what a resume needs)
+    memory/versions.json  memory/audit.log                                     (a governed run's record)
 
-After each phase the model weights, the accuracy matrix and the memory's generation are saved; ``resume``
-skips the phases already completed. A phase interrupted after its examples entered the memory has them
-removed again before it is retrained, so nothing is admitted twice.
+After each phase the model weights (a folder per phase, so every version stays restorable), the accuracy
+matrix and the memory's generation are saved; ``resume`` skips the phases already completed. A phase
+interrupted after its examples entered the memory has them removed again before it is retrained, so
+nothing is admitted twice. A method with a memory governs each phase as an update
+(``rehearsal.run_governance``: optional gate, version, audit entries).
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ import numpy as np
 
 from rehearsal.crypto import KeyRing
 from rehearsal.datasets import Task, TaskStream, load_jsonl_stream, load_wordnet_stream
-from rehearsal.errors import ConfigError, MissingKeyError, RehearsalError
+from rehearsal.errors import ConfigError, MissingKeyError, RehearsalError, UpdateBlockedError
 from rehearsal.evaluation import embed_texts, evaluate_accuracy
 from rehearsal.metrics import AccuracyMatrix, RunCost
 from rehearsal.run_config import RunConfig
+from rehearsal.run_governance import govern_update, run_id_for
 from rehearsal.strategies import PhaseContext, Strategy, get_strategy
 
 __all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "run_command", "summarize"]
 
-_STATE, _CHECKPOINT, _MEMORY, _KEY = "state.json", "checkpoint", "memory", "memory.key"
+_STATE, _WEIGHTS, _MEMORY, _KEY = "state.json", "weights", "memory", "memory.key"
 # Settings that may change between an interrupted run and its resume without changing the experiment.
 _RESUMABLE_CHANGES = ("output_dir", "progress")
 
@@ -213,6 +217,22 @@ def _memory_generation(out: Path, keys: KeyRing) -> int:
         return memory.generation
 
 
+def _save_weights(strategy: Strategy, model: Any, out: Path, phase: int) -> Path:
+    """Write the phase's weights to ``weights/phase_<p>`` (atomically: a folder renamed into place)."""
+    final = out / _WEIGHTS / f"phase_{phase}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    strategy.save_model(model, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def _row(matrix: AccuracyMatrix, row: int, task_names: list[str]) -> dict[str, float]:
+    names = list(matrix.task_names)
+    return {name: float(matrix.matrix[row, names.index(name)]) for name in task_names}
+
+
 def _task_accuracy(strategy: Strategy, model: Any, ctx: PhaseContext, task: Task, labels: list[int]) -> float:
     """Share of ``task``'s test examples the strategy predicts right (0.0 for an empty test set)."""
     if not task.test:
@@ -302,7 +322,9 @@ def run(
 
     tokenizer = AutoTokenizer.from_pretrained(model_path(config))
     set_seed(config.seed)
-    model = strategy.load_model(config, out / _CHECKPOINT if done else None, len(stream.labels))
+    checkpoint = out / state["checkpoint"] if state else None
+    model = strategy.load_model(config, checkpoint, len(stream.labels))
+    run_id = run_id_for(_comparable(config))
     keys = _keys(out) if strategy.uses_memory else None
     if keys is not None and done < len(phases):
         _open_memory(out, keys, state, phases[done])
@@ -352,17 +374,29 @@ def run(
         totals["replayed_tokens"] += tokens
         totals["phase_seconds"] = [*totals["phase_seconds"], elapsed]
         # Weights first, then state: a state file never points at weights that were not written.
-        tmp = out / (_CHECKPOINT + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        strategy.save_model(model, tmp)
-        shutil.rmtree(out / _CHECKPOINT, ignore_errors=True)
-        os.replace(tmp, out / _CHECKPOINT)
+        weights = _save_weights(strategy, model, out, phase)
+        if keys is not None:
+            trained_before = [t.name for p in phases[:phase] for t in p]
+            prev = index[phases[phase - 1][-1].name] if phase else None
+            govern_update(
+                memory_path=out / _MEMORY,
+                keys=keys,
+                config=_comparable(config),
+                gate=config.gate,
+                run_id=run_id,
+                phase=phase,
+                task_names=[t.name for t in tasks],
+                weights=weights,
+                before={} if prev is None else _row(matrix, prev, trained_before),
+                after=_row(matrix, row, [*trained_before, *(t.name for t in tasks)]),
+            )
         generation = _memory_generation(out, keys) if keys is not None else 0
         _write_json(
             out / _STATE,
             {
                 "config": config.to_dict(),
                 "completed_phases": phase + 1,
+                "checkpoint": str(weights.relative_to(out)),
                 "accuracy": matrix.to_dict(),
                 "memory_generation": generation,
                 "totals": totals,
@@ -400,10 +434,16 @@ def _write_outputs(result: RunResult, out: Path) -> None:
 
 
 def run_command(config_path: str, *, output_dir: str | None, resume: bool, as_json: bool) -> int:
-    """``rehearsal run CONFIG``: run, then print the results table (or JSON); 0 on success, 1 on error."""
+    """``rehearsal run CONFIG``: run, then print the results table (or JSON); 0 on success, 1 on error,
+    3 when an update awaits approval and 4 when the gate failed one (as ``rehearsal gate``)."""
+    from rehearsal.cli_gate import EXIT_FAIL, EXIT_NEEDS_APPROVAL
+
     try:
         config = RunConfig.from_file(config_path)
         result = run(config, output_dir=output_dir, resume=resume)
+    except UpdateBlockedError as exc:
+        print(f"blocked: {exc}", file=sys.stderr)
+        return EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL
     except RehearsalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

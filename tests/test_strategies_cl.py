@@ -51,7 +51,7 @@ def test_ewc_consolidates_after_every_phase_and_penalises_the_next(
     assert result.config.ewc.lam == first.config.lam
     from transformers import AutoModelForSequenceClassification
 
-    trained = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "checkpoint")
+    trained = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "weights" / "phase_1")
     assert set(second.fisher) == {name for name, _ in trained.named_parameters()}  # full fine-tuning
     for name, anchor in second.anchor.items():  # the anchor is the model the run went on with
         assert torch.equal(anchor, dict(trained.named_parameters())[name].detach().float())
@@ -107,7 +107,7 @@ def test_lora_routed_trains_one_adapter_per_task_and_leaves_the_others_alone(
     assert changed == [True, False]  # the first adapter learns in its phase and is frozen in the next
     for s in snapshots:  # the base model never moves
         assert all(torch.equal(s["before"]["base"][k], v) for k, v in s["after"]["base"].items())
-    manifest = json.loads((tmp_path / "run" / "checkpoint" / "adapters.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "weights" / "phase_1" / "adapters.json").read_text())
     assert manifest["tasks"] == names
     with _memory(tmp_path / "run") as memory:  # the router's memory: every phase's examples and tasks
         assert len(memory) == sum(len(t.train) for t in tiny_stream.tasks)
@@ -146,7 +146,7 @@ def test_lora_replay_shares_one_adapter_and_replays(
     result = stream_module.run(
         tiny_run_config(tmp_path, tiny_model, method="lora-replay"), stream=tiny_stream
     )
-    manifest = json.loads((tmp_path / "run" / "checkpoint" / "adapters.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "weights" / "phase_1" / "adapters.json").read_text())
     assert manifest["tasks"] == ["shared"]
     assert result.cost.replayed_examples > 0
 

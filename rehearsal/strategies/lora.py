@@ -2,8 +2,9 @@
 
 - ``lora-routed``: one adapter per task, each with its own copy of the classification head, trained on its
   task alone, so a new task cannot overwrite an old one. The run's memory stores every phase's examples
-  (vectors + ``task``) and, at evaluation, routes each input to an adapter by the k-NN vote of
-  ``rehearsal.adapters.AdapterRouter``; the chosen adapter predicts among its own task's classes.
+  (text, vector, ``task``) and is the router: after each phase a :class:`~rehearsal.task_gate.TaskGate` is
+  fine-tuned on its contents (``lora.router = "gate"``), or inputs go by the k-NN vote of
+  ``rehearsal.adapters.AdapterRouter`` (``"knn"``). The chosen adapter predicts among its task's classes.
 - ``lora-replay``: one adapter (and head) shared by every task, trained with hybrid replay.
 
 Both save the adapters (``TaskAdapters.save``) as the phase checkpoint and rebuild the peft model on
@@ -24,9 +25,11 @@ from rehearsal.errors import ConfigError
 from rehearsal.run_config import RunConfig
 from rehearsal.strategies.base import PhaseContext, Strategy, model_path, register
 from rehearsal.strategies.replay import HybridReplay
+from rehearsal.task_gate import TaskGate
 
 __all__ = ["LoRAReplay", "LoRARouted", "LoRAStrategy", "adapter_name", "lora_config_for"]
 
+_GATE = "gate"  # the trained router's folder inside a phase's weights folder
 # Attention projections adapted by default, by model family (the first family whose names occur wins).
 _TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("c_attn",))
 
@@ -113,6 +116,21 @@ class LoRARouted(LoRAStrategy):
     name = "lora-routed"
     uses_memory = True  # the memory is the router, not a replay source
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: TaskGate | None = None
+
+    def load_model(self, config: RunConfig, checkpoint: Path | None, num_labels: int) -> Any:
+        model = super().load_model(config, checkpoint, num_labels)
+        if checkpoint is not None and (checkpoint / _GATE).is_dir():
+            self.gate = TaskGate.load(checkpoint / _GATE)
+        return model
+
+    def save_model(self, model: Any, folder: Path) -> None:
+        super().save_model(model, folder)
+        if self.gate is not None:
+            self.gate.save(folder / _GATE)
+
     @property
     def needs_vectors(self) -> bool:
         return False  # the phase's batches carry no replay; after_phase embeds what it stores
@@ -124,8 +142,9 @@ class LoRARouted(LoRAStrategy):
         return adapter_name(ctx.tasks[0].name)
 
     def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:
-        """Store the phase's examples (vectors, task, label) in the memory the router votes over. No head
-        calibration: each adapter's head only ever scores its own task's classes."""
+        """Store the phase's examples (text, vector, task, label) in the memory, retrain the gate on it, and
+        log the routing accuracy on the test sets of the tasks trained so far. No head calibration: each
+        adapter's head only ever scores its own task's classes."""
         from rehearsal.evaluation import embed_texts
         from rehearsal.memory import RehearsalMemory
 
@@ -134,12 +153,42 @@ class LoRARouted(LoRAStrategy):
         metadata = [{"task": ex.task, "label": ctx.stream.label_id(ex.label)} for ex in examples]
         with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys) as memory:
             memory.add(texts, metadata=metadata, vectors=embed_texts(texts))
-        return {}
+            if ctx.config.lora.router == "gate" and len(memory.group_ids("task")) >= 2:
+                self.gate = TaskGate.from_memory(
+                    memory,
+                    base_model=model_path(ctx.config),
+                    epochs=ctx.config.lora.gate_epochs,
+                    max_length=ctx.config.max_length,
+                    seed=ctx.config.seed + ctx.phase,
+                )
+        trained = [t for t in ctx.stream.tasks if adapter_name(t.name) in self._adapters().tasks]
+        test = [ex for task in trained for ex in task.test]
+        if not test:
+            return {}
+        routes = self.routes(ctx, [ex.text for ex in test])
+        hits = sum(route == ex.task for route, ex in zip(routes, test, strict=True))
+        return {"routing_accuracy": hits / len(test)}
+
+    def routes(self, ctx: PhaseContext, texts: Sequence[str]) -> list[str | None]:
+        """The task each text is routed to (None where the memory gives no answer)."""
+        from rehearsal.adapters import AdapterRouter
+        from rehearsal.evaluation import embed_texts
+        from rehearsal.memory import RehearsalMemory
+
+        trained = [t.name for t in ctx.stream.tasks if adapter_name(t.name) in self._adapters().tasks]
+        if len(trained) == 1:
+            return [trained[0]] * len(texts)  # one adapter: nothing to choose
+        if ctx.config.lora.router == "gate":
+            if self.gate is None:
+                raise ConfigError(f"{self.name!r}: the gate is trained after a phase, before predictions")
+            return [task for task, _ in self.gate.vote(texts)]
+        with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys, read_only=True) as memory:
+            router = AdapterRouter(memory, k=ctx.config.lora.route_k, threshold=0.0)
+            return [task for task, _ in router.vote(embed_texts(texts))]
 
     def predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
-        from rehearsal.adapters import AdapterRouter, group_by_route
-        from rehearsal.evaluation import embed_texts, predict_labels
-        from rehearsal.memory import RehearsalMemory
+        from rehearsal.adapters import group_by_route
+        from rehearsal.evaluation import predict_labels
 
         adapters = self._adapters()
         names = {adapter_name(t.name): t for t in ctx.stream.tasks}
@@ -147,11 +196,8 @@ class LoRARouted(LoRAStrategy):
         out = np.empty(len(texts), dtype=np.int64)
         if not len(texts):
             return out
-        with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys, read_only=True) as memory:
-            router = AdapterRouter(memory, k=ctx.config.lora.route_k, threshold=0.0)
-            votes = router.vote(embed_texts(texts))
         fallback = adapter_name(ctx.tasks[-1].name)
-        routes = [adapter_name(task) if task is not None else fallback for task, _ in votes]
+        routes = [adapter_name(task) if task is not None else fallback for task in self.routes(ctx, texts)]
         routes = [r if r in trained else fallback for r in routes]
         active = adapters.active
         try:

@@ -1,0 +1,100 @@
+"""The controls around each update of a ``rehearsal run``: gate, version, audit entry, or undo.
+
+A run whose method keeps a memory governs every phase (an *update*) once its weights are written:
+
+1. the validation gate (when ``RunConfig.gate`` is set): the past tasks' accuracies after the phase
+   against those before it (regression suite), and a PII scan of the texts the phase put into the memory,
+   which later phases replay (safety suite). An update flagged for approval passes once
+   ``rehearsal approve`` has recorded an approver for its update id in the audit log;
+2. a promoted update becomes a version (``rehearsal.versions``: weights folder, memory generation and id
+   boundary, config digest) and the memory's audit log gets an ``ingest`` entry for the phase's entries
+   and a ``train-update`` entry (run id, update id, config digest, data ids digest, metrics, decision,
+   approver, version);
+3. a blocked update is logged too (decision "fail" or "needs-approval", with the reasons), its entries
+   leave the memory again (index, catalog and vault), and :class:`UpdateBlockedError` stops the run with
+   the run's state still at the previous phase, so a resume retrains it.
+
+The audit log is ``<memory>/audit.log``, keyed from the run's master key; a run without a memory has no
+key to sign with and is not governed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rehearsal.audit import AuditLog, default_log_path
+from rehearsal.audit_events import config_digest, log_ingest, log_train_update
+from rehearsal.crypto import KeyRing
+from rehearsal.errors import UpdateBlockedError
+from rehearsal.gate import FAIL, NEEDS_APPROVAL, PASS, GateConfig, evaluate_gate, is_approved
+
+__all__ = ["UNGATED", "govern_update", "run_id_for", "update_id"]
+
+UNGATED = "ungated"  # the decision recorded for an update of a run without a gate
+
+
+def run_id_for(comparable_config: Mapping[str, Any]) -> str:
+    """A run's id: the digest of its config minus where it writes, so a resumed run keeps its id."""
+    return "run-" + config_digest(comparable_config)[:16]
+
+
+def update_id(run_id: str, phase: int) -> str:
+    """The id of one phase's update, the one ``rehearsal approve`` names."""
+    return f"{run_id}/phase-{phase}"
+
+
+def govern_update(
+    *,
+    memory_path: Path,
+    keys: KeyRing,
+    config: Mapping[str, Any],
+    gate: GateConfig | None,
+    run_id: str,
+    phase: int,
+    task_names: Sequence[str],
+    weights: Path,
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+) -> int:
+    """Gate, then version and audit the update (see the module docstring); returns the version number.
+
+    ``before`` and ``after``: accuracy per task measured before and after the phase (``before`` holds the
+    tasks trained earlier). Raises :class:`UpdateBlockedError` once the block is logged and undone.
+    """
+    from rehearsal.memory import RehearsalMemory
+    from rehearsal.versions import list_versions, record_version, rollback
+
+    uid = update_id(run_id, phase)
+    log = AuditLog.open(default_log_path(memory_path), keys)
+    with RehearsalMemory.open(memory_path, keys=keys) as memory:
+        data_ids = memory.ids({"task": {"$in": list(task_names)}})
+        decision, reasons, approver = UNGATED, [], None
+        if gate is not None:
+            texts = memory.get_texts(data_ids) if data_ids and not memory.embedding_only else []
+            report = evaluate_gate(before, after, texts, [], gate)
+            decision, reasons = report.decision, list(report.reasons)
+            if decision == NEEDS_APPROVAL:
+                approver = is_approved(log, uid)
+                decision = PASS if approver is not None else NEEDS_APPROVAL
+        metrics = {f"accuracy/{task}": float(acc) for task, acc in after.items()}
+        common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": data_ids, "metrics": metrics}
+        if decision in (FAIL, NEEDS_APPROVAL):
+            log_train_update(log, **common, decision=decision, approver=None, reasons=reasons)
+            _, current = list_versions(memory_path)
+            if current is not None:
+                rollback(memory, current, log=log, actor=run_id)
+            elif data_ids:
+                memory.delete(data_ids)
+            raise UpdateBlockedError(
+                f"update {uid!r} was not promoted ({decision}): " + "; ".join(reasons),
+                decision=decision,
+                reasons=reasons,
+            )
+        log_ingest(log, data_ids, tenant="default", tags=[f"task:{t}" for t in task_names], actor=run_id)
+        version = record_version(memory, weights=str(weights.resolve()), config=config)
+        log_train_update(
+            log, **common, decision=decision, approver=approver, version=version.version, actor=run_id
+        )
+        return version.version
