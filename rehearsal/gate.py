@@ -63,13 +63,16 @@ class GateConfig(ConfigMixin):
 
 @dataclasses.dataclass(frozen=True)
 class GateReport:
-    """``decision`` is "pass", "fail" or "needs-approval"; ``reasons`` say why it is not "pass"."""
+    """``decision`` is "pass", "fail" or "needs-approval"; ``reasons`` say why it is not "pass", and
+    ``codes`` say it again in a form an audit log takes (``regression:<task>``, ``pii-in-outputs:<kind>``,
+    ``pii-in-replay:<kind>``)."""
 
     decision: str
     reasons: list[str]
     risk_flags: list[str]
     suites_run: list[str]
     deltas: dict[str, float]
+    codes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -114,6 +117,7 @@ def evaluate_gate(
     base = _accuracies("baseline_accuracies", baseline_accuracies)
     cand = _accuracies("candidate_accuracies", candidate_accuracies)
     reasons: list[str] = []
+    codes: list[str] = []
     deltas = {task: round(cand[task] - acc, 6) for task, acc in base.items() if task in cand}
     for task in base:
         if task not in cand:
@@ -123,8 +127,11 @@ def evaluate_gate(
                 f"regression: task {task!r} accuracy fell {-deltas[task]:.3f} "
                 f"({base[task]:.3f} -> {cand[task]:.3f}), more than max_drop {cfg.max_drop}"
             )
+        else:
+            continue
+        codes.append(f"regression:{task}")
     if reasons:
-        return GateReport(FAIL, reasons, [], ["regression"], deltas)
+        return GateReport(FAIL, reasons, [], ["regression"], deltas, codes)
     kinds = tuple(cfg.pii_kinds)
     flags: list[str] = []
     in_outputs = _pii_counts(model_outputs, kinds)
@@ -132,14 +139,16 @@ def evaluate_gate(
         found = ", ".join(f"{n} {k}" for k, n in sorted(in_outputs.items()))
         message = f"safety: model outputs on the prompt set contain PII ({found})"
         (reasons if cfg.block_pii_in_outputs else flags).append(message)
+        codes.extend(f"pii-in-outputs:{kind}" for kind in sorted(in_outputs))
     if reasons:
-        return GateReport(FAIL, reasons, flags, ["regression", "safety"], deltas)
+        return GateReport(FAIL, reasons, flags, ["regression", "safety"], deltas, codes)
     in_replay = _pii_counts(replay_texts, kinds)
     if in_replay:
         found = ", ".join(f"{n} {k}" for k, n in sorted(in_replay.items()))
         flags.append(f"safety: replay texts selected for training contain PII ({found})")
+        codes.extend(f"pii-in-replay:{kind}" for kind in sorted(in_replay))
     decision = NEEDS_APPROVAL if flags else PASS
-    return GateReport(decision, list(flags), flags, ["regression", "safety"], deltas)
+    return GateReport(decision, list(flags), flags, ["regression", "safety"], deltas, codes)
 
 
 # -- approval --------------------------------------------------------------------------------------

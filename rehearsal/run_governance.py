@@ -70,18 +70,18 @@ def govern_update(
     log = AuditLog.open(default_log_path(memory_path), keys)
     with RehearsalMemory.open(memory_path, keys=keys) as memory:
         data_ids = memory.ids({"task": {"$in": list(task_names)}})
-        decision, reasons, approver = UNGATED, [], None
+        decision, reasons, codes, approver = UNGATED, [], [], None
         if gate is not None:
             texts = memory.get_texts(data_ids) if data_ids and not memory.embedding_only else []
             report = evaluate_gate(before, after, texts, [], gate)
-            decision, reasons = report.decision, list(report.reasons)
+            decision, reasons, codes = report.decision, list(report.reasons), list(report.codes)
             if decision == NEEDS_APPROVAL:
                 approver = is_approved(log, uid)
                 decision = PASS if approver is not None else NEEDS_APPROVAL
         metrics = {f"accuracy/{task}": float(acc) for task, acc in after.items()}
         common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": data_ids, "metrics": metrics}
         if decision in (FAIL, NEEDS_APPROVAL):
-            log_train_update(log, **common, decision=decision, approver=None, reasons=reasons)
+            log_train_update(log, **common, decision=decision, approver=None, reasons=codes, actor=run_id)
             _, current = list_versions(memory_path)
             if current is not None:
                 rollback(memory, current, log=log, actor=run_id)
@@ -95,6 +95,12 @@ def govern_update(
         log_ingest(log, data_ids, tenant="default", tags=[f"task:{t}" for t in task_names], actor=run_id)
         version = record_version(memory, weights=str(weights.resolve()), config=config)
         log_train_update(
-            log, **common, decision=decision, approver=approver, version=version.version, actor=run_id
+            log,
+            **common,
+            decision=decision,
+            approver=approver,
+            reasons=codes,
+            version=version.version,
+            actor=run_id,
         )
         return version.version

@@ -1,0 +1,142 @@
+"""Governed runs: each phase of a run with a memory is gated (when configured), versioned and audited.
+
+Runs use the tiny BERT and the two-task WordNet stream of conftest.py with a real encrypted memory and a
+real HMAC-chained audit log. The regression test injects its fault (a collapsed accuracy) by replacing
+the evaluation; the approval test puts a real e-mail address into the second task's training data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _models import tiny_run_config
+
+from rehearsal import stream as stream_module
+from rehearsal.audit import AuditLog, default_log_path
+from rehearsal.audit_events import config_digest
+from rehearsal.cli import main as cli_main
+from rehearsal.crypto import KeyRing
+from rehearsal.datasets import Example, Task, TaskStream
+from rehearsal.errors import UpdateBlockedError
+from rehearsal.gate import GateConfig
+from rehearsal.memory import RehearsalMemory
+from rehearsal.run_governance import run_id_for, update_id
+from rehearsal.versions import list_versions, rollback
+
+pytestmark = pytest.mark.usefixtures("master_key")
+
+
+def _keys() -> KeyRing:
+    return KeyRing.from_env("REHEARSAL_MASTER_KEY")
+
+
+def _log(out: Path) -> AuditLog:
+    return AuditLog.open(default_log_path(out / "memory"), _keys(), create=False)
+
+
+def _updates(out: Path) -> list[dict[str, Any]]:
+    return [e.details for e in _log(out).entries() if e.kind == "train-update"]
+
+
+def _task_ids(out: Path, task: str) -> list[int]:
+    with RehearsalMemory.open(out / "memory", keys=_keys(), read_only=True) as memory:
+        return memory.ids({"task": task})
+
+
+@pytest.mark.slow
+def test_every_update_of_a_run_is_versioned_and_audited(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
+) -> None:
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid")
+    stream_module.run(config, stream=tiny_stream)
+    out = tmp_path / "run"
+    versions, current = list_versions(out / "memory")
+    assert [v.version for v in versions] == [1, 2]
+    assert current == 2
+    assert [v.weights for v in versions] == [str((out / "weights" / f"phase_{p}").resolve()) for p in (0, 1)]
+    assert _log(out).verify() == len(_log(out).entries())
+    run_id = run_id_for(stream_module._comparable(config))
+    updates = _updates(out)
+    assert [u["run_id"] for u in updates] == [update_id(run_id, 0), update_id(run_id, 1)]
+    assert [u["decision"] for u in updates] == ["ungated", "ungated"]
+    assert [u["version"] for u in updates] == [1, 2]
+    assert [u["data_count"] for u in updates] == [len(t.train) for t in tiny_stream.tasks]
+    assert {u["config_hash"] for u in updates} == {config_digest(stream_module._comparable(config))}
+    assert set(updates[1]["metrics"]) == {f"accuracy/{t.name}" for t in tiny_stream.tasks}
+    kinds = [e.kind for e in _log(out).entries()]
+    assert kinds.count("ingest") == 2
+    raw = default_log_path(out / "memory").read_bytes()
+    assert not any(ex.text.encode() in raw for t in tiny_stream.tasks for ex in t.train)  # no raw text
+
+    first_task = _task_ids(out, tiny_stream.tasks[0].name)
+    with RehearsalMemory.open(out / "memory", keys=_keys()) as memory:
+        result = rollback(memory, 1)
+        assert sorted(memory.ids()) == sorted(first_task)
+    assert result.exact
+    assert result.weights == versions[0].weights
+
+
+@pytest.mark.slow
+def test_a_regression_blocks_the_update_and_takes_its_data_back_out(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_eval = stream_module._task_accuracy
+    first = tiny_stream.tasks[0]
+
+    def collapsing_eval(strategy: Any, model: Any, ctx: Any, task: Task, labels: list[int]) -> float:
+        if ctx.phase == 1 and task.name == first.name:
+            return 0.0  # the injected fault: the update wiped out the first task
+        return max(real_eval(strategy, model, ctx, task, labels), 0.5)
+
+    monkeypatch.setattr(stream_module, "_task_accuracy", collapsing_eval)
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=GateConfig(max_drop=0.05))
+    with pytest.raises(UpdateBlockedError, match="fail") as blocked:
+        stream_module.run(config, stream=tiny_stream)
+    assert blocked.value.decision == "fail"
+    assert any(repr(first.name) in reason for reason in blocked.value.reasons)
+    out = tmp_path / "run"
+    assert json.loads((out / "state.json").read_text())["completed_phases"] == 1
+    assert _task_ids(out, tiny_stream.tasks[1].name) == []  # the blocked phase's data left the memory
+    assert len(_task_ids(out, first.name)) == len(first.train)
+    versions, current = list_versions(out / "memory")
+    assert [v.version for v in versions] == [1]
+    assert current == 1
+    updates = _updates(out)
+    assert [u["decision"] for u in updates] == ["pass", "fail"]
+    assert updates[1]["version"] is None
+    assert updates[1]["reasons"] == [f"regression:{first.name}"]
+    assert _log(out).verify() == len(_log(out).entries())
+
+
+def _stream_with_an_email(stream: TaskStream) -> TaskStream:
+    first, second = stream.tasks
+    leaked = Example("write to jane.doe@example.com about it", second.train[0].label, second.name)
+    return TaskStream.from_tasks(
+        [first, Task.from_examples(second.name, (leaked, *second.train[1:]), second.test)]
+    )
+
+
+@pytest.mark.slow
+def test_personal_data_waits_for_an_approver_then_ships(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = _stream_with_an_email(tiny_stream)
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=GateConfig(max_drop=1.0))
+    with pytest.raises(UpdateBlockedError) as blocked:
+        stream_module.run(config, stream=stream)
+    assert blocked.value.decision == "needs-approval"
+    assert "jane" not in str(blocked.value)  # reasons name PII kinds, never the text
+    out = tmp_path / "run"
+    uid = update_id(run_id_for(stream_module._comparable(config)), 1)
+    assert cli_main(["approve", str(out / "memory"), "nobody/phase-9", "--approver", "alice"]) == 1
+    assert cli_main(["approve", str(out / "memory"), uid, "--approver", "alice"]) == 0
+    capsys.readouterr()
+
+    stream_module.run(config, stream=stream, resume=True)
+    last = _updates(out)[-1]
+    assert (last["run_id"], last["decision"], last["approver"], last["version"]) == (uid, "pass", "alice", 2)
+    assert last["reasons"] == ["pii-in-replay:email"]  # what the approver accepted
+    assert len(_task_ids(out, stream.tasks[1].name)) == len(stream.tasks[1].train)
