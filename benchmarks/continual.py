@@ -33,7 +33,7 @@ if not os.environ.get("REHEARSAL_MASTER_KEY"):
     os.environ["REHEARSAL_MASTER_KEY"] = KeyRing.generate().export_base64()
 
 from rehearsal.calibration import CALIBRATIONS
-from rehearsal.config import ReplayConfig
+from rehearsal.config import EWCConfig, ReplayConfig
 from rehearsal.run_config import RunConfig
 from rehearsal.stream import run
 
@@ -65,14 +65,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hybrid-r25": {"method": "hybrid", "replay_ratio": 0.25},
     "random-r25": {"method": "random", "replay_ratio": 0.25},
     "hybrid-uniform": {"method": "hybrid", "balance": "uniform"},
+    # EWC alone is naive fine-tuning plus the penalty (same loss, no calibration); EWC + replay is hybrid
+    # plus the penalty. LoRA trains ~1% of the weights, so it gets the usual LoRA learning rate (1e-3).
+    "ewc": {"method": "ewc", "calibration": "none"},
+    "ewc-replay": {"method": "ewc-replay"},
+    "lora-routed": {"method": "lora-routed", "learning_rate": 1e-3, "calibration": "none"},
+    "lora-replay": {"method": "lora-replay", "learning_rate": 1e-3},
 }
 MAIN = ["naive", "random", "retrieval", "hybrid", "multitask"]
+SUITE = ["ewc", "ewc-replay", "lora-routed", "lora-replay"]  # issue 6: regularisation and adapters
 
 
 def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
     changes = dict(VARIANTS[variant])
     replay = {"ratio": changes.pop("replay_ratio", args.ratio), "balance": changes.pop("balance", "class")}
+    ewc = {"lam": args.ewc_lambda}
     epochs = args.epochs * changes.pop("epochs_factor", 1.0)
+    learning_rate = changes.pop("learning_rate", args.lr)
     settings: dict[str, Any] = {
         "loss": args.loss,
         "mask_unseen": args.mask_unseen,
@@ -84,11 +93,12 @@ def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
         max_train_per_class=args.train_per_class,
         max_test_per_class=args.test_per_class,
         epochs=epochs,
-        learning_rate=args.lr,
+        learning_rate=learning_rate,
         max_length=args.max_length,
         batch_size=args.batch_size,
         seed=seed,
         replay=ReplayConfig(**replay),
+        ewc=EWCConfig(**ewc),
         progress=False,
         output_dir=str(args.out / f"{variant}_s{seed}"),
         tasks=args.tasks,
@@ -163,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", choices=list(CALIBRATIONS), default="weight_aligning")
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--ewc-lambda", type=float, default=RunConfig().ewc.lam, help="EWC strength (ewc*)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/continual"))
     parser.add_argument("--summary-name", default="summary")
     args = parser.parse_args(argv)

@@ -1,7 +1,8 @@
 """rehearsal: retrieval-augmented rehearsal for continual fine-tuning of language models.
 
-The Trainer integration (``RehearsalCollator``, ``RehearsalCallback``, ``embed_dataset``) imports
-transformers, so it is loaded on first access rather than with the package.
+The Trainer integration (``RehearsalCollator``, ``RehearsalCallback``, ``embed_dataset``), ``EWC`` and
+the adapters (``TaskAdapters``, ``AdapterRouter``, ``TaskGate``) import torch, transformers or peft, so
+they are loaded on first access rather than with the package.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rehearsal.catalog import Hit
-from rehearsal.config import ReplayConfig
+from rehearsal.config import EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.crypto import KeyRing
 from rehearsal.datasets import TaskStream, load_jsonl_stream, load_wordnet_stream
 from rehearsal.embedding import Encoder, SentenceTransformerEncoder, load_encoder
@@ -25,30 +26,42 @@ from rehearsal.errors import (
     RehearsalError,
     StoreFormatError,
     StoreLockedError,
+    UpdateBlockedError,
     ValidationError,
     WrongKeyError,
 )
 from rehearsal.memory import RehearsalMemory
 from rehearsal.metrics import AccuracyMatrix, RunCost
 from rehearsal.policies import AdmissionPolicy, ClassBalanced, KeepAll, Priority, Reservoir, make_policy
+from rehearsal.run_config import RunConfig
 
 if TYPE_CHECKING:
+    from rehearsal.adapters import AdapterRouter, TaskAdapters
+    from rehearsal.ewc import EWC
     from rehearsal.hf import RehearsalCallback, RehearsalCollator, embed_dataset
+    from rehearsal.task_gate import TaskGate
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AdapterRouter": "rehearsal.adapters",
+    "EWC": "rehearsal.ewc",
+    "TaskAdapters": "rehearsal.adapters",
+    "TaskGate": "rehearsal.task_gate",
     "RehearsalCallback": "rehearsal.hf",
     "RehearsalCollator": "rehearsal.hf",
     "embed_dataset": "rehearsal.hf",
 }
 
 __all__ = [
+    "EWC",
     "AccuracyMatrix",
+    "AdapterRouter",
     "AdmissionPolicy",
     "ClassBalanced",
     "ConfigError",
     "DimensionMismatchError",
+    "EWCConfig",
     "Encoder",
     "EncoderMismatchError",
     "Hit",
@@ -56,6 +69,7 @@ __all__ = [
     "KeepAll",
     "KeyManagementError",
     "KeyRing",
+    "LoRAConfig",
     "MissingKeyError",
     "NotFoundError",
     "Priority",
@@ -66,11 +80,15 @@ __all__ = [
     "RehearsalMemory",
     "ReplayConfig",
     "Reservoir",
+    "RunConfig",
     "RunCost",
     "SentenceTransformerEncoder",
     "StoreFormatError",
     "StoreLockedError",
+    "TaskAdapters",
+    "TaskGate",
     "TaskStream",
+    "UpdateBlockedError",
     "ValidationError",
     "WrongKeyError",
     "__version__",

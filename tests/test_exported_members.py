@@ -9,6 +9,8 @@ EXPECTED = {
     "RehearsalError", "RehearsalMemory", "ReplayConfig", "Reservoir", "RunCost", "SentenceTransformerEncoder",
     "StoreFormatError", "StoreLockedError", "TaskStream", "ValidationError", "WrongKeyError", "__version__",
     "embed_dataset", "load_encoder", "load_jsonl_stream", "load_wordnet_stream", "make_policy",
+    "AdapterRouter", "EWC", "EWCConfig", "LoRAConfig", "RunConfig", "TaskAdapters", "TaskGate",
+    "UpdateBlockedError",
 }  # fmt: skip
 
 
