@@ -305,6 +305,8 @@ def run(
     state = _load_state(out, config, resume=resume)
     stream = stream if stream is not None else load_stream(config)
     strategy = get_strategy(config.method)
+    if config.gate is not None and not strategy.uses_memory:
+        raise ConfigError(f"a gate governs the updates of a run with a memory; {config.method!r} keeps none")
     phases = strategy.phases(stream)
     done = int(state["completed_phases"]) if state else 0
     if state:

@@ -140,3 +140,12 @@ def test_personal_data_waits_for_an_approver_then_ships(
     assert (last["run_id"], last["decision"], last["approver"], last["version"]) == (uid, "pass", "alice", 2)
     assert last["reasons"] == ["pii-in-replay:email"]  # what the approver accepted
     assert len(_task_ids(out, stream.tasks[1].name)) == len(stream.tasks[1].train)
+
+
+def test_a_gate_on_a_method_without_a_memory_is_refused(tmp_path: Path, tiny_model: str) -> None:
+    from rehearsal.errors import ConfigError
+
+    config = tiny_run_config(tmp_path, tiny_model, method="naive", gate=GateConfig())
+    with pytest.raises(ConfigError, match="keeps none"):
+        stream_module.run(config)
+    assert not (tmp_path / "run" / "state.json").exists()
