@@ -8,10 +8,10 @@ classes of the one shared head (class-incremental), and writes into the output f
     state.json  weights/phase_<p>/  memory/  memory.key                        (what a resume needs)
     memory/versions.json  memory/audit.log                                     (a governed run's record)
 
-After each phase the model weights (a folder per phase, so every version stays restorable), the accuracy
-matrix and the memory's generation are saved; ``resume`` skips the phases already completed. A phase
-interrupted after its examples entered the memory has them removed again before it is retrained, so
-nothing is admitted twice. A method with a memory governs each phase as an update
+After each phase the model weights (a folder per phase in a governed run, so every version stays
+restorable; only the latest otherwise), the accuracy matrix and the memory's generation are saved;
+``resume`` skips the phases already completed. A phase interrupted after its examples entered the memory
+has them removed again before it is retrained, so nothing is admitted twice. A method with a memory governs each phase as an update
 (``rehearsal.run_governance``: optional gate, version, audit entries).
 """
 
@@ -404,6 +404,9 @@ def run(
                 "totals": totals,
             },
         )
+        if keys is None and phase:
+            # Ungoverned: no version points at older weights, and a resume needs only the latest.
+            shutil.rmtree(out / _WEIGHTS / f"phase_{phase - 1}", ignore_errors=True)
         _write_outputs(_result(config, matrix, totals, out), out)
         bar.update(1)
     bar.close()

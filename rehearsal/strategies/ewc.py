@@ -4,11 +4,13 @@ After each phase (and its head calibration, so the anchor is the model that goes
 examples give a Fisher estimate that is folded into the online EWC state; the next phases add the penalty
 through ``RehearsalTrainer``'s ``loss_terms``. The state after phase ``p`` is written to
 ``<output_dir>/ewc/after_phase_<p>.pt`` and phase ``p + 1`` reads exactly that file, so a run resumed
-after a crash (even one between this file and the run's own state) trains with the right state.
+after a crash (even one between this file and the run's own state) trains with the right state. Only the
+last two states are kept: each holds two float32 copies of every trainable weight (180 MB for MiniLM).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rehearsal.ewc import EWC
@@ -23,7 +25,7 @@ _MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 _FISHER_BATCH = 16
 
 
-def _state_file(ctx: PhaseContext, phase: int) -> Any:
+def _state_file(ctx: PhaseContext, phase: int) -> Path:
     return ctx.state_dir("ewc") / f"after_phase_{phase}.pt"
 
 
@@ -47,6 +49,8 @@ class EWCMixin(Strategy):
         examples = ctx.train.select_columns(columns).shuffle(seed=ctx.config.seed + ctx.phase)
         ewc.consolidate(model, DataLoader(examples, batch_size=_FISHER_BATCH, collate_fn=ctx.base_collator))
         ewc.save(_state_file(ctx, ctx.phase))
+        if ctx.phase >= 2:
+            _state_file(ctx, ctx.phase - 2).unlink(missing_ok=True)  # no resume can need it any more
         fisher = [f.mean().item() for f in ewc.fisher.values()]
         return {**logs, "ewc_mean_fisher": sum(fisher) / max(len(fisher), 1)}
 
