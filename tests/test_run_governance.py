@@ -57,6 +57,7 @@ def test_every_update_of_a_run_is_versioned_and_audited(
     assert [v.version for v in versions] == [1, 2]
     assert current == 2
     assert [v.weights for v in versions] == [str((out / "weights" / f"phase_{p}").resolve()) for p in (0, 1)]
+    assert all(Path(v.weights, "model.safetensors").is_file() for v in versions)  # each stays restorable
     assert _log(out).verify() == len(_log(out).entries())
     run_id = run_id_for(stream_module._comparable(config))
     updates = _updates(out)

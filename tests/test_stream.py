@@ -50,6 +50,11 @@ def test_each_strategy_runs_and_writes_results(
     if issubclass(STRATEGIES[method], ReplayStrategy):
         assert result.cost.replayed_examples > 0  # the second task replays the first
         assert result.cost.memory_bytes_on_disk > 0
+    n_phases = len(STRATEGIES[method]().phases(tiny_stream))
+    kept = sorted(p.name for p in (out / "weights").iterdir())
+    # A governed run (one with a memory) keeps each phase's weights for its versions; others the latest.
+    governed = STRATEGIES[method].uses_memory
+    assert kept == ([f"phase_{p}" for p in range(n_phases)] if governed else [f"phase_{n_phases - 1}"])
     if method == "multitask":
         assert result.summary["forgetting"] is None  # one phase: no row before the last to forget from
 
