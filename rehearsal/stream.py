@@ -11,8 +11,8 @@ classes of the one shared head (class-incremental), and writes into the output f
 After each phase the model weights (a folder per phase in a governed run, so every version stays
 restorable; only the latest otherwise), the accuracy matrix and the memory's generation are saved;
 ``resume`` skips the phases already completed. A phase interrupted after its examples entered the memory
-has them removed again before it is retrained, so nothing is admitted twice. A method with a memory governs each phase as an update
-(``rehearsal.run_governance``: optional gate, version, audit entries).
+has them removed again before it is retrained, so nothing is admitted twice. A method with a memory
+governs each phase as an update (``rehearsal.run_governance``: optional gate, version, audit entries).
 """
 
 from __future__ import annotations
