@@ -56,7 +56,20 @@ __all__ = [
     "ids_digest",
 ]
 
-AUDIT_KINDS = ("ingest", "delete", "forget", "rotate-key", "expire", "train-update", "approve", "rollback")
+# "baseline": the state of a memory a log first sees; "reconcile": mutations that committed without their
+# entry (a crash between commit and append), found by generation when the memory is next opened audited.
+AUDIT_KINDS = (
+    "ingest",
+    "delete",
+    "forget",
+    "rotate-key",
+    "expire",
+    "train-update",
+    "approve",
+    "rollback",
+    "baseline",
+    "reconcile",
+)
 DEFAULT_LOG_NAME = "audit.log"
 _ZERO = "0" * 64
 _FIELDS = frozenset({"seq", "time", "kind", "actor", "details", "prev", "key", "mac"})

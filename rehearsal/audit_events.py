@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditedMemory",
     "config_digest",
+    "last_audited_generation",
     "log_delete",
     "log_forget",
     "log_ingest",
@@ -41,22 +42,49 @@ def _id_summary(ids: list[int]) -> dict[str, Any]:
 
 
 def log_ingest(
-    log: AuditLog, ids: list[int], *, tenant: str, tags: list[str] | None = None, actor: str | None = None
+    log: AuditLog,
+    ids: list[int],
+    *,
+    tenant: str,
+    tags: list[str] | None = None,
+    actor: str | None = None,
+    generation: int | None = None,
 ) -> AuditEntry:
-    """An ingested batch: how many, which ids, whose, and its governance tags (never its text)."""
+    """An ingested batch: how many, which ids, whose, and its governance tags (never its text).
+
+    ``generation`` (here and below) is the memory's generation once the mutation committed: it lets
+    :meth:`AuditedMemory.reconcile` find mutations that committed without their entry."""
     details = {**_id_summary(ids), "tenant": tenant, "tags": sorted(set(tags or []))}
-    return log.append("ingest", details, actor=actor)
+    return log.append("ingest", {**details, "generation": generation}, actor=actor)
 
 
 def log_delete(
-    log: AuditLog, ids: list[int], *, kind: str = "delete", actor: str | None = None, **extra: Any
+    log: AuditLog,
+    ids: list[int],
+    *,
+    kind: str = "delete",
+    actor: str | None = None,
+    generation: int | None = None,
+    **extra: Any,
 ) -> AuditEntry:
     """Removed entries (``kind`` "delete", "expire" or "rollback"), with ``extra`` details."""
-    return log.append(kind, {**_id_summary(ids), "ids": sorted(ids)[:1000], **extra}, actor=actor)
+    details = {**_id_summary(ids), "ids": sorted(ids)[:1000], "generation": generation, **extra}
+    return log.append(kind, details, actor=actor)
 
 
-def log_forget(log: AuditLog, *, tenant: str, removed: int, actor: str | None = None) -> AuditEntry:
-    return log.append("forget", {"tenant": tenant, "count": removed}, actor=actor)
+def log_forget(
+    log: AuditLog, *, tenant: str, removed: int, actor: str | None = None, generation: int | None = None
+) -> AuditEntry:
+    return log.append("forget", {"tenant": tenant, "count": removed, "generation": generation}, actor=actor)
+
+
+def last_audited_generation(log: AuditLog) -> int | None:
+    """The memory generation the latest generation-stamped entry recorded (None if there is none)."""
+    for entry in reversed(log.entries()):
+        generation = entry.details.get("generation")
+        if isinstance(generation, int) and not isinstance(generation, bool):
+            return generation
+    return None
 
 
 def log_train_update(
@@ -92,14 +120,54 @@ class AuditedMemory:
     """A memory whose every mutation is followed by its audit entry; reads pass straight through.
 
     The entry is appended after the mutation has committed, so the log never records a change that did
-    not happen; a crash between the two loses that one entry (closing this gap needs a hook in the
-    memory's own transaction).
+    not happen. A crash between the two would lose that entry, so each entry carries the memory's
+    generation and opening an ``AuditedMemory`` reconciles first (:meth:`reconcile`): what committed
+    after the last audited generation is logged then, as a ``reconcile`` entry with its ids.
     """
 
     def __init__(self, memory: RehearsalMemory, log: AuditLog, *, actor: str | None = None) -> None:
         self.memory = memory
         self.log = log
         self.actor = actor
+        self.reconcile()
+
+    def __enter__(self) -> AuditedMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.memory.close()
+
+    def __len__(self) -> int:
+        return len(self.memory)
+
+    def reconcile(self) -> AuditEntry | None:
+        """Log what the memory committed beyond the log's last audited generation; None if nothing.
+
+        A log that has never seen this memory gets a ``baseline`` entry (its generation and ids) first.
+        A memory *behind* its log (restored from an older copy) is an :class:`IntegrityError`.
+        """
+        from rehearsal.errors import IntegrityError
+
+        now = self.memory.generation
+        last = last_audited_generation(self.log)
+        if last == now:
+            return None
+        if last is None:
+            details = {**_id_summary(self.memory.ids()), "generation": now}
+            return self.log.append("baseline", details, actor=self.actor)
+        if now < last:
+            raise IntegrityError(
+                f"the memory is at generation {now} but its audit log recorded generation {last}: "
+                "it was replaced by an older copy"
+            )
+        added, removed = self.memory.changes_since(last)
+        details = {
+            "from_generation": last,
+            "generation": now,
+            "added": _id_summary(added),
+            "removed": _id_summary(removed),
+        }
+        return self.log.append("reconcile", details, actor=self.actor)
 
     def add(
         self,
@@ -111,17 +179,22 @@ class AuditedMemory:
     ) -> list[int]:
         ids = self.memory.add(texts, metadata=metadata, tenant=tenant, **kwargs)
         tags = sorted({str(t) for meta in metadata or () for t in meta.get("tags", ())})
-        log_ingest(self.log, ids, tenant=tenant or "default", tags=tags, actor=self.actor)
+        generation = self.memory.generation
+        log_ingest(
+            self.log, ids, tenant=tenant or "default", tags=tags, actor=self.actor, generation=generation
+        )
         return ids
 
     def delete(self, ids: Sequence[int]) -> int:
         removed = self.memory.delete(ids)
-        log_delete(self.log, [int(i) for i in ids], actor=self.actor)
+        log_delete(self.log, [int(i) for i in ids], actor=self.actor, generation=self.memory.generation)
         return removed
 
     def forget(self, *, tenant: str) -> int:
         removed = self.memory.forget(tenant=tenant)
-        log_forget(self.log, tenant=tenant, removed=removed, actor=self.actor)
+        log_forget(
+            self.log, tenant=tenant, removed=removed, actor=self.actor, generation=self.memory.generation
+        )
         return removed
 
     def rotate_keys(self, new_keys: KeyRing) -> None:

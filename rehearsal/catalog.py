@@ -208,6 +208,11 @@ class Catalog:
             )
         return out
 
+    def added_since(self, generation: int) -> list[int]:
+        """Ids of the entries present now that were added after ``generation``, ascending."""
+        query = "SELECT id FROM entries WHERE added_gen > ? ORDER BY id"
+        return [r[0] for r in self.conn.execute(query, (generation,))]
+
     def removed_since(self, generation: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM removed WHERE gen > ?", (generation,))]
 

@@ -97,6 +97,18 @@ def _open(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | None = N
         raise
 
 
+def _audited(args: argparse.Namespace, memory: RehearsalMemory, keys: KeyRing | None = None) -> Any:
+    """``memory`` behind its audit log (``PATH/audit.log``) when it is encrypted, so every mutation a verb
+    makes is logged; an unencrypted embedding-only memory has no key to sign a log with."""
+    from rehearsal.audit import AuditLog, default_log_path
+    from rehearsal.audit_events import AuditedMemory
+
+    keys = keys if keys is not None else _keys(args)
+    if keys is None or not _encrypted(args.path):
+        return memory
+    return AuditedMemory(memory, AuditLog.open(default_log_path(args.path), keys), actor="cli")
+
+
 def _encrypted(path: str) -> bool:
     """What the manifest says; True when it cannot be read, so that opening reports the problem."""
     try:
@@ -171,7 +183,7 @@ def _ingest(args: argparse.Namespace) -> Report:
         memory = _create(args, embedding_only=args.embedding_only)
     else:
         memory = _open(args, read_only=False)
-    with memory:
+    with _audited(args, memory) as memory:
         _check_mode(args, embedding_only=memory.embedding_only)
         ids: list[int] = []
         memory.encoder  # noqa: B018 - load it now, so the bar measures ingestion and not start-up
@@ -271,7 +283,7 @@ def _delete_args(p: argparse.ArgumentParser) -> None:
 
 
 def _delete(args: argparse.Namespace) -> Report:
-    with _open(args, read_only=False) as memory:
+    with _audited(args, _open(args, read_only=False)) as memory:
         removed = memory.delete(args.ids)
         entries = len(memory)
     data = {"path": args.path, "deleted": removed, "ids": args.ids, "entries": entries}
@@ -283,7 +295,7 @@ def _forget_args(p: argparse.ArgumentParser) -> None:
 
 
 def _forget(args: argparse.Namespace) -> Report:
-    with _open(args, read_only=False) as memory:
+    with _audited(args, _open(args, read_only=False)) as memory:
         removed = memory.forget(tenant=args.tenant)
         entries = len(memory)
     line = f"forgot tenant {args.tenant!r}: {removed} entries removed, its key destroyed; {entries} remain"
@@ -310,7 +322,7 @@ def _rotate_key(args: argparse.Namespace) -> Report:
         raise _missing_key(args.path)
     if new_keys == old:
         raise ValidationError("the new master key is the key this memory already uses")
-    with _open(args, read_only=False, keys=old) as memory:
+    with _audited(args, _open(args, read_only=False, keys=old), keys=old) as memory:
         memory.rotate_keys(new_keys)
     data = {"path": args.path, "old_fingerprint": old.fingerprint, "new_fingerprint": new_keys.fingerprint}
     line = f"rotated the master key of {args.path}: {old.fingerprint} -> {new_keys.fingerprint}"

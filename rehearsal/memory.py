@@ -401,6 +401,11 @@ class RehearsalMemory:
         with self._lock:
             return sorted(self._catalog.matching_ids(where, max_gen=self._vectors.generation))
 
+    def changes_since(self, generation: int) -> tuple[list[int], list[int]]:
+        """(ids added after ``generation`` and still present, ids removed after it), both ascending."""
+        with self._lock:
+            return self._catalog.added_since(generation), sorted(self._catalog.removed_since(generation))
+
     def group_ids(self, by: str = "label", *, where: Mapping[str, Any] | None = None) -> dict[Any, list[int]]:
         """Ids of entries matching ``where`` grouped by ``task``, ``label`` or ``tenant``."""
         if by not in ("task", "label", "tenant"):

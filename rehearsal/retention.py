@@ -95,5 +95,6 @@ def expire(
     if log is not None:
         from rehearsal.audit_events import log_delete
 
-        log_delete(log, ids, kind="expire", actor=actor, now=moment.isoformat().replace("+00:00", "Z"))
+        stamp = moment.isoformat().replace("+00:00", "Z")
+        log_delete(log, ids, kind="expire", actor=actor, generation=memory.generation, now=stamp)
     return ids

@@ -92,7 +92,8 @@ def govern_update(
                 decision=decision,
                 reasons=reasons,
             )
-        log_ingest(log, data_ids, tenant="default", tags=[f"task:{t}" for t in task_names], actor=run_id)
+        tags = [f"task:{t}" for t in task_names]
+        log_ingest(log, data_ids, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
         version = record_version(memory, weights=str(weights.resolve()), config=config)
         log_train_update(
             log,

@@ -129,5 +129,13 @@ def rollback(
     if log is not None:
         from rehearsal.audit_events import log_delete
 
-        log_delete(log, later, kind="rollback", actor=actor, version=target.version, exact=exact)
+        log_delete(
+            log,
+            later,
+            kind="rollback",
+            actor=actor,
+            generation=memory.generation,
+            version=target.version,
+            exact=exact,
+        )
     return RollbackResult(target.version, later, exact, target.weights)

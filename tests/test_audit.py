@@ -224,8 +224,9 @@ def test_audited_memory_logs_mutations_and_no_raw_text(tmp_path: Path, keys: Key
     mem.forget(tenant="acme")
     memory.close()
     kinds = [e.kind for e in log.entries()]
-    assert kinds == ["ingest", "delete", "forget"]
-    assert log.entries()[0].details["tags"] == ["gdpr"]
+    assert kinds == ["baseline", "ingest", "delete", "forget"]
+    assert log.entries()[1].details["tags"] == ["gdpr"]
+    assert [e.details["generation"] for e in log.entries()] == [0, 1, 2, 3]
     raw = log.path.read_bytes() + log.head_path.read_bytes()
     for word in ["Zanzibarian", "quokka", "88231", "second record", "third"]:
         assert word.encode() not in raw
@@ -250,3 +251,76 @@ def test_cli_audit_verify_reports_ok_and_names_the_bad_entry(
     monkeypatch.setenv(KEY_ENV, KeyRing.generate().export_base64())
     assert main(["audit", str(tmp_path / "mem")]) == 1
     assert "last written under master key" in capsys.readouterr().err
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
+
+
+def test_a_mutation_whose_entry_was_lost_is_reconciled_on_the_next_open(
+    tmp_path: Path, keys: KeyRing
+) -> None:
+    memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=8, encoder_name="test-encoder")
+    log = AuditLog.open(default_log_path(memory.path), keys)
+    audited = AuditedMemory(memory, log)
+    kept = audited.add(["a", "b"], vectors=_vectors(2))
+    # The crash this guards against: the memory committed, the process died before the log append.
+    lost_add = memory.add(["c", "d", "e"], vectors=_vectors(3, 1))
+    memory.delete(kept[:1])
+    memory.close()
+
+    memory = RehearsalMemory.open(tmp_path / "mem", keys=keys)
+    AuditedMemory(memory, log)
+    entry = log.entries()[-1]
+    assert entry.kind == "reconcile"
+    assert (entry.details["from_generation"], entry.details["generation"]) == (1, 3)
+    assert entry.details["added"]["count"] == 3
+    assert (entry.details["added"]["first_id"], entry.details["added"]["last_id"]) == (
+        lost_add[0],
+        lost_add[-1],
+    )
+    assert entry.details["removed"]["count"] == 1
+    assert entry.details["removed"]["first_id"] == kept[0]
+    AuditedMemory(memory, log)  # in step again: nothing more to log
+    assert log.entries()[-1].seq == entry.seq
+    memory.close()
+    assert log.verify() == len(log.entries())
+
+
+def test_a_memory_older_than_its_log_is_an_integrity_error(tmp_path: Path, keys: KeyRing) -> None:
+    import shutil
+
+    memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=8, encoder_name="test-encoder")
+    memory.close()
+    shutil.copytree(tmp_path / "mem", tmp_path / "old-copy")
+    log = AuditLog.open(tmp_path / "audit.log", keys)
+    with AuditedMemory(RehearsalMemory.open(tmp_path / "mem", keys=keys), log) as audited:
+        audited.add(["a"], vectors=_vectors(1))
+    old = RehearsalMemory.open(tmp_path / "old-copy", keys=keys)
+    with pytest.raises(IntegrityError, match="generation 0 but its audit log recorded generation 1"):
+        AuditedMemory(old, log)
+    old.close()
+
+
+def test_every_cli_mutation_of_an_encrypted_memory_is_audited(
+    tmp_path: Path, keys: KeyRing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rehearsal.cli import KEY_ENV, main
+
+    monkeypatch.setenv(KEY_ENV, keys.export_base64())
+    data = tmp_path / "records.jsonl"
+    records = [{"text": f"note {i} about the Zanzibarian account", "tenant_tag": "t"} for i in range(4)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    path = str(tmp_path / "mem")
+    assert main(["ingest", path, str(data), "--tenant", "acme", "--quiet"]) == 0
+    assert main(["delete", path, "--ids", "0"]) == 0
+    assert main(["forget", path, "--tenant", "acme"]) == 0
+    new_key = KeyRing.generate()
+    monkeypatch.setenv("NEW_KEY", new_key.export_base64())
+    assert main(["rotate-key", path, "--new-key-env", "NEW_KEY"]) == 0
+    capsys.readouterr()
+    log = AuditLog.open(default_log_path(path), new_key, create=False)
+    kinds = [e.kind for e in log.entries()]
+    assert kinds == ["baseline", "ingest", "delete", "forget", "rotate-key"]
+    assert log.verify() == len(kinds)
+    assert b"Zanzibarian" not in log.path.read_bytes()
