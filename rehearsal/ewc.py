@@ -11,9 +11,11 @@ accumulates every task's Fisher with equal weight).
 
 How the Fisher is estimated (the choices that matter):
 
-- per example: ``F_i = mean over examples of (d log p(y | x) / d theta_i)^2`` — one forward per batch and
-  one backward per example. It is *not* the square of the batch-mean gradient, which is near zero at a
-  minimum whatever the curvature and underestimates F by up to a factor of the batch size.
+- per example: ``F_i = mean over examples of (d log p(y | x) / d theta_i)^2`` — batches are split into
+  single examples, each with its own forward and backward (a backward per example through a whole
+  batch's graph would cost the batch size times more). It is *not* the square of the batch-mean
+  gradient, which is near zero at a minimum whatever the curvature and underestimates F by up to a
+  factor of the batch size.
 - ``fisher="sampled"`` (the default, the "true" Fisher): ``y`` is drawn from the model's own predictive
   distribution (one draw per example, or per token for a causal LM, from a seeded ``torch.Generator``).
   ``fisher="empirical"`` uses the dataset's labels instead: cheaper to reason about, but it is the
@@ -83,6 +85,18 @@ def log_likelihood(
     return picked if picked.dim() == 1 else picked.sum(dim=-1)
 
 
+def _single_examples(batches: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
+    """Each example of each batch as a batch of one (tensors and lists sliced along the first axis)."""
+    for batch in batches:
+        sizes = {len(v) for v in batch.values() if isinstance(v, torch.Tensor | list | tuple)}
+        if len(sizes) != 1:
+            raise ValidationError(f"a Fisher batch needs columns of one length, got lengths {sorted(sizes)}")
+        for i in range(sizes.pop()):
+            yield {
+                k: v[i : i + 1] if isinstance(v, torch.Tensor | list | tuple) else v for k, v in batch.items()
+            }
+
+
 class EWC:
     """Online EWC state (running diagonal Fisher and anchor) and its penalty; see the module docstring."""
 
@@ -113,17 +127,16 @@ class EWC:
         was_training = model.training
         model.eval()  # dropout would add noise that is not curvature
         try:
-            for batch in batches:
+            names, tensors = list(params), list(params.values())
+            for example in _single_examples(batches):
                 if cap is not None and seen >= cap:
                     break
-                ll = self.loglik(model, batch, self.config.fisher, generator)
-                names, tensors = list(params), list(params.values())
-                for i in range(len(ll) if cap is None else min(len(ll), cap - seen)):
-                    grads = torch.autograd.grad(ll[i], tensors, retain_graph=True, allow_unused=True)
-                    for name, grad in zip(names, grads, strict=True):
-                        if grad is not None:
-                            sums[name] += grad.detach().float().cpu() ** 2
-                    seen += 1
+                (ll,) = self.loglik(model, example, self.config.fisher, generator)
+                grads = torch.autograd.grad(ll, tensors, allow_unused=True)
+                for name, grad in zip(names, grads, strict=True):
+                    if grad is not None:
+                        sums[name] += grad.detach().float().cpu() ** 2
+                seen += 1
         finally:
             model.train(was_training)
         if seen == 0:
