@@ -207,7 +207,8 @@ def _complete(path: Path, config: RunConfig) -> bool:
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
-    if data["config"] != config.to_dict():
+    # Compared as configs, so a run saved before a setting existed matches when that setting is default.
+    if RunConfig.from_dict(data["config"]) != config:
         raise SystemExit(f"{path} holds a run of another config; use another --out")
     matrix = data["accuracy"]["matrix"]
     return all(v is not None for v in matrix[-1])
