@@ -324,7 +324,8 @@ def run(
 
     tokenizer = AutoTokenizer.from_pretrained(model_path(config))
     set_seed(config.seed)
-    checkpoint = out / state["checkpoint"] if state else None
+    # Runs written before weights were kept per phase saved them in "checkpoint/".
+    checkpoint = out / state.get("checkpoint", "checkpoint") if state else None
     model = strategy.load_model(config, checkpoint, len(stream.labels))
     run_id = run_id_for(_comparable(config))
     keys = _keys(out) if strategy.uses_memory else None
