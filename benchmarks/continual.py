@@ -33,7 +33,7 @@ if not os.environ.get("REHEARSAL_MASTER_KEY"):
     os.environ["REHEARSAL_MASTER_KEY"] = KeyRing.generate().export_base64()
 
 from rehearsal.calibration import CALIBRATIONS
-from rehearsal.config import EWCConfig, ReplayConfig
+from rehearsal.config import EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.run_config import RunConfig
 from rehearsal.stream import run
 
@@ -71,6 +71,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ewc-replay": {"method": "ewc-replay"},
     "lora-routed": {"method": "lora-routed", "learning_rate": 1e-3, "calibration": "none"},
     "lora-replay": {"method": "lora-replay", "learning_rate": 1e-3},
+    # The same adapters routed by the memory's k-NN vote instead of the trained gate.
+    "lora-routed-knn": {
+        "method": "lora-routed",
+        "learning_rate": 1e-3,
+        "calibration": "none",
+        "lora_router": "knn",
+    },
 }
 MAIN = ["naive", "random", "retrieval", "hybrid", "multitask"]
 SUITE = ["ewc", "ewc-replay", "lora-routed", "lora-replay"]  # issue 6: regularisation and adapters
@@ -80,6 +87,7 @@ def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
     changes = dict(VARIANTS[variant])
     replay = {"ratio": changes.pop("replay_ratio", args.ratio), "balance": changes.pop("balance", "class")}
     ewc = {"lam": args.ewc_lambda}
+    lora = {"router": changes.pop("lora_router", "gate")}
     epochs = args.epochs * changes.pop("epochs_factor", 1.0)
     learning_rate = changes.pop("learning_rate", args.lr)
     settings: dict[str, Any] = {
@@ -99,6 +107,7 @@ def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
         seed=seed,
         replay=ReplayConfig(**replay),
         ewc=EWCConfig(**ewc),
+        lora=LoRAConfig(**lora),
         progress=False,
         output_dir=str(args.out / f"{variant}_s{seed}"),
         tasks=args.tasks,
