@@ -99,6 +99,7 @@ def log_train_update(
     actor: str | None = None,
     reasons: Sequence[str] = (),
     version: int | None = None,
+    staging: Mapping[str, Mapping[str, float]] | None = None,
 ) -> AuditEntry:
     """A training update: its run, config and data (as digests), its metrics, the gate's decision (with
     its reasons) and the version it became, if it was promoted."""
@@ -112,6 +113,7 @@ def log_train_update(
         "approver": approver,
         "reasons": list(reasons),
         "version": version,
+        "staging": None if staging is None else {task: dict(row) for task, row in staging.items()},
     }
     return log.append("train-update", details, actor=actor)
 

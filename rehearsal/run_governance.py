@@ -4,8 +4,10 @@ A run whose method keeps a memory governs every phase (an *update*) once its wei
 
 1. the validation gate (when ``RunConfig.gate`` is set): the past tasks' accuracies after the phase
    against those before it (regression suite), and a PII scan of the texts the phase put into the memory,
-   which later phases replay (safety suite). An update flagged for approval passes once
-   ``rehearsal approve`` has recorded an approver for its update id in the audit log;
+   which later phases replay (safety suite); then staging: the candidate against the current version on
+   the same held-out examples of every earlier task, promoted only if each task's paired-bootstrap
+   interval of the accuracy change stays above ``-gate.margin``. An update flagged for approval passes
+   once ``rehearsal approve`` has recorded an approver for its update id in the audit log;
 2. a promoted update becomes a version (``rehearsal.versions``: weights folder, memory generation and id
    boundary, config digest) and the memory's audit log gets an ``ingest`` entry for the phase's entries
    and a ``train-update`` entry (run id, update id, config digest, data ids digest, metrics, decision,
@@ -24,15 +26,57 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rehearsal.audit import AuditLog, default_log_path
 from rehearsal.audit_events import config_digest, log_ingest, log_train_update
 from rehearsal.crypto import KeyRing
 from rehearsal.errors import UpdateBlockedError
-from rehearsal.gate import FAIL, NEEDS_APPROVAL, PASS, GateConfig, evaluate_gate, is_approved
+from rehearsal.gate import (
+    FAIL,
+    NEEDS_APPROVAL,
+    PASS,
+    GateConfig,
+    compare,
+    evaluate_gate,
+    is_approved,
+)
 
 __all__ = ["UNGATED", "govern_update", "run_id_for", "update_id"]
 
 UNGATED = "ungated"  # the decision recorded for an update of a run without a gate
+
+
+def _staging(
+    gate: GateConfig, staged: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int
+) -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
+    """Staging: the candidate against the current version on the earlier tasks' held-out examples (paired
+    bootstrap, ``rehearsal.gate.compare``). Returns the per-task summary, and codes and reasons for each
+    task whose interval of the accuracy change reaches below ``-gate.margin`` (none: promote)."""
+    tasks = [task for task, (current, _) in staged.items() for _ in range(len(current))]
+    report = compare(
+        np.concatenate([candidate for _, candidate in staged.values()]),
+        np.concatenate([current for current, _ in staged.values()]),
+        tasks=tasks,
+        rng=np.random.default_rng(seed),
+        n_boot=gate.n_boot,
+        margin=gate.margin,
+        confidence=gate.confidence,
+    )
+    codes, reasons = [], []
+    for task, row in report.tasks.items():
+        if row["low"] < -gate.margin:
+            codes.append(f"staging:{task}")
+            interval = f"[{row['low']:+.3f}, {row['high']:+.3f}]"
+            reasons.append(
+                f"staging: task {task!r} changed {row['delta']:+.3f}, {gate.confidence:.0%} interval "
+                f"{interval} reaches below -{gate.margin}"
+            )
+    return {task: _rounded(row) for task, row in report.tasks.items()}, codes, reasons
+
+
+def _rounded(row: Mapping[str, float]) -> dict[str, float]:
+    return {key: round(float(value), 6) for key, value in row.items()}
 
 
 def run_id_for(comparable_config: Mapping[str, Any]) -> str:
@@ -57,11 +101,15 @@ def govern_update(
     weights: Path,
     before: Mapping[str, float],
     after: Mapping[str, float],
+    staged: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    seed: int = 0,
 ) -> int:
     """Gate, then version and audit the update (see the module docstring); returns the version number.
 
     ``before`` and ``after``: accuracy per task measured before and after the phase (``before`` holds the
-    tasks trained earlier). Raises :class:`UpdateBlockedError` once the block is logged and undone.
+    tasks trained earlier). ``staged``: per earlier task, which held-out examples the current version and
+    the candidate got right (same examples, same order), for the staging comparison. Raises
+    :class:`UpdateBlockedError` once the block is logged and undone.
     """
     from rehearsal.memory import RehearsalMemory
     from rehearsal.versions import list_versions, record_version, rollback
@@ -71,15 +119,23 @@ def govern_update(
     with RehearsalMemory.open(memory_path, keys=keys) as memory:
         data_ids = memory.ids({"task": {"$in": list(task_names)}})
         decision, reasons, codes, approver = UNGATED, [], [], None
+        summary: dict[str, dict[str, float]] | None = None
         if gate is not None:
             texts = memory.get_texts(data_ids) if data_ids and not memory.embedding_only else []
             report = evaluate_gate(before, after, texts, [], gate)
             decision, reasons, codes = report.decision, list(report.reasons), list(report.codes)
+            if decision != FAIL and staged:
+                summary, staging_codes, staging_reasons = _staging(gate, staged, seed)
+                if staging_codes:
+                    decision = FAIL
+                    codes += staging_codes
+                    reasons += staging_reasons
             if decision == NEEDS_APPROVAL:
                 approver = is_approved(log, uid)
                 decision = PASS if approver is not None else NEEDS_APPROVAL
         metrics = {f"accuracy/{task}": float(acc) for task, acc in after.items()}
         common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": data_ids, "metrics": metrics}
+        common["staging"] = summary
         if decision in (FAIL, NEEDS_APPROVAL):
             log_train_update(log, **common, decision=decision, approver=None, reasons=codes, actor=run_id)
             _, current = list_versions(memory_path)

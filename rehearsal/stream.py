@@ -233,12 +233,14 @@ def _row(matrix: AccuracyMatrix, row: int, task_names: list[str]) -> dict[str, f
     return {name: float(matrix.matrix[row, names.index(name)]) for name in task_names}
 
 
-def _task_accuracy(strategy: Strategy, model: Any, ctx: PhaseContext, task: Task, labels: list[int]) -> float:
-    """Share of ``task``'s test examples the strategy predicts right (0.0 for an empty test set)."""
+def _task_correct(
+    strategy: Strategy, model: Any, ctx: PhaseContext, task: Task, labels: list[int]
+) -> np.ndarray:
+    """(n,) bool: which of ``task``'s test examples the strategy predicts right."""
     if not task.test:
-        return 0.0
+        return np.zeros(0, dtype=bool)
     predicted = strategy.predict(model, ctx, [ex.text for ex in task.test])
-    return float(np.mean(predicted == np.asarray(labels)))
+    return np.asarray(predicted == np.asarray(labels), dtype=bool)
 
 
 def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
@@ -328,6 +330,7 @@ def run(
     checkpoint = out / state.get("checkpoint", "checkpoint") if state else None
     model = strategy.load_model(config, checkpoint, len(stream.labels))
     run_id = run_id_for(_comparable(config))
+    last_correct = {t: np.asarray(v, dtype=bool) for t, v in (state or {}).get("correct", {}).items()}
     keys = _keys(out) if strategy.uses_memory else None
     if keys is not None and done < len(phases):
         _open_memory(out, keys, state, phases[done])
@@ -368,8 +371,11 @@ def run(
         logs = strategy.after_phase(model, ctx)
         totals["phase_logs"] = [*totals.get("phase_logs", []), logs]
         row = index[tasks[-1].name]
+        correct = {
+            t.name: _task_correct(strategy, model, ctx, t, test_labels[j]) for j, t in enumerate(stream.tasks)
+        }
         for j, task in enumerate(stream.tasks):
-            matrix.record(row, j, _task_accuracy(strategy, model, ctx, task, test_labels[j]))
+            matrix.record(row, j, float(correct[task.name].mean()) if len(correct[task.name]) else 0.0)
         elapsed = time.perf_counter() - started
         totals["wall_seconds"] += elapsed
         totals["train_examples"] += new
@@ -392,7 +398,10 @@ def run(
                 weights=weights,
                 before={} if prev is None else _row(matrix, prev, trained_before),
                 after=_row(matrix, row, [*trained_before, *(t.name for t in tasks)]),
+                staged={t: (last_correct[t], correct[t]) for t in trained_before if t in last_correct},
+                seed=config.seed + phase,
             )
+        last_correct = correct
         generation = _memory_generation(out, keys) if keys is not None else 0
         _write_json(
             out / _STATE,
@@ -401,6 +410,8 @@ def run(
                 "completed_phases": phase + 1,
                 "checkpoint": str(weights.relative_to(out)),
                 "accuracy": matrix.to_dict(),
+                # Per-example results of this phase's evaluation: the next phase's staging baseline.
+                "correct": {t: arr.astype(int).tolist() for t, arr in correct.items()},
                 "memory_generation": generation,
                 "totals": totals,
             },

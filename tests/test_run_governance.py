@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from _models import tiny_run_config
 
@@ -84,15 +85,9 @@ def test_every_update_of_a_run_is_versioned_and_audited(
 def test_a_regression_blocks_the_update_and_takes_its_data_back_out(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_eval = stream_module._task_accuracy
     first = tiny_stream.tasks[0]
-
-    def collapsing_eval(strategy: Any, model: Any, ctx: Any, task: Task, labels: list[int]) -> float:
-        if ctx.phase == 1 and task.name == first.name:
-            return 0.0  # the injected fault: the update wiped out the first task
-        return max(real_eval(strategy, model, ctx, task, labels), 0.5)
-
-    monkeypatch.setattr(stream_module, "_task_accuracy", collapsing_eval)
+    # The injected fault: every answer right after phase 0, every answer on the first task wrong after 1.
+    monkeypatch.setattr(stream_module, "_task_correct", _scripted_eval({0: 1.0, 1: 0.0}, first.name))
     config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=GateConfig(max_drop=0.05))
     with pytest.raises(UpdateBlockedError, match="fail") as blocked:
         stream_module.run(config, stream=tiny_stream)
@@ -112,6 +107,52 @@ def test_a_regression_blocks_the_update_and_takes_its_data_back_out(
     assert _log(out).verify() == len(_log(out).entries())
 
 
+def _scripted_eval(share_right: dict[int, float], task_name: str) -> Any:
+    """An evaluation that gets ``share_right[phase]`` of ``task_name``'s test examples right (the first
+    ones) and every example of the other tasks."""
+
+    def evaluate(strategy: Any, model: Any, ctx: Any, task: Task, labels: list[int]) -> np.ndarray:
+        right = np.ones(len(task.test), dtype=bool)
+        if task.name == task_name:
+            right[round(share_right[ctx.phase] * len(right)) :] = False
+        return right
+
+    return evaluate
+
+
+@pytest.mark.slow
+def test_staging_blocks_an_update_whose_interval_falls_below_the_margin(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = tiny_stream.tasks[0]
+    monkeypatch.setattr(stream_module, "_task_correct", _scripted_eval({0: 1.0, 1: 0.5}, first.name))
+    # The regression suite allows any drop; staging alone must catch this one.
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=GateConfig(max_drop=1.0, margin=0.1))
+    with pytest.raises(UpdateBlockedError) as blocked:
+        stream_module.run(config, stream=tiny_stream)
+    assert blocked.value.decision == "fail"
+    assert any(reason.startswith(f"staging: task {first.name!r}") for reason in blocked.value.reasons)
+    last = _updates(tmp_path / "run")[-1]
+    assert last["reasons"] == [f"staging:{first.name}"]
+    staged = last["staging"][first.name]
+    assert (staged["current"], staged["candidate"], staged["delta"]) == (1.0, 0.5, -0.5)
+    assert staged["high"] < -0.1
+
+
+@pytest.mark.slow
+def test_staging_promotes_an_update_within_the_margin(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = tiny_stream.tasks[0]
+    monkeypatch.setattr(stream_module, "_task_correct", _scripted_eval({0: 1.0, 1: 1.0}, first.name))
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=GateConfig(max_drop=0.0, margin=0.0))
+    stream_module.run(config, stream=tiny_stream)
+    updates = _updates(tmp_path / "run")
+    assert [u["decision"] for u in updates] == ["pass", "pass"]
+    assert updates[0]["staging"] is None  # nothing trained before phase 0 to compare on
+    assert updates[1]["staging"][first.name]["delta"] == 0.0
+
+
 def _stream_with_an_email(stream: TaskStream) -> TaskStream:
     first, second = stream.tasks
     leaked = Example("write to jane.doe@example.com about it", second.train[0].label, second.name)
@@ -125,7 +166,8 @@ def test_personal_data_waits_for_an_approver_then_ships(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stream = _stream_with_an_email(tiny_stream)
-    config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=GateConfig(max_drop=1.0))
+    gate = GateConfig(max_drop=1.0, margin=1.0)  # regression and staging let anything through
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=gate)
     with pytest.raises(UpdateBlockedError) as blocked:
         stream_module.run(config, stream=stream)
     assert blocked.value.decision == "needs-approval"

@@ -159,20 +159,20 @@ def test_an_interrupted_run_resumes_to_the_same_results(
     whole = stream_module.run(
         tiny_run_config(tmp_path / "whole", tiny_model, method=method), stream=tiny_stream
     )
-    real_eval = stream_module._task_accuracy
+    real_eval = stream_module._task_correct
     calls = {"eval": 0}
 
-    def failing_eval(*args: Any, **kwargs: Any) -> float:
+    def failing_eval(*args: Any, **kwargs: Any) -> Any:
         calls["eval"] += 1
         if calls["eval"] == len(tiny_stream.tasks) + 1:  # during the evaluation after phase 1
             raise KeyboardInterrupt
         return real_eval(*args, **kwargs)
 
     config = tiny_run_config(tmp_path / "cut", tiny_model, method=method)
-    monkeypatch.setattr(stream_module, "_task_accuracy", failing_eval)
+    monkeypatch.setattr(stream_module, "_task_correct", failing_eval)
     with pytest.raises(KeyboardInterrupt):
         stream_module.run(config, stream=tiny_stream)
-    monkeypatch.setattr(stream_module, "_task_accuracy", real_eval)
+    monkeypatch.setattr(stream_module, "_task_correct", real_eval)
     resumed = stream_module.run(config, stream=tiny_stream, resume=True)
     assert resumed.matrix.to_dict()["matrix"] == whole.matrix.to_dict()["matrix"]
 

@@ -132,16 +132,16 @@ def test_resume_skips_completed_tasks_and_admits_nothing_twice(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tiny_run_config(tmp_path, tiny_model, method="hybrid")
-    real_eval = stream_module._task_accuracy
+    real_eval = stream_module._task_correct
     calls = {"eval": 0, "train": 0}
 
-    def failing_eval(*args: Any, **kwargs: Any) -> float:
+    def failing_eval(*args: Any, **kwargs: Any) -> Any:
         calls["eval"] += 1
         if calls["eval"] == 3:  # first evaluation after phase 1: its examples are already in the memory
             raise KeyboardInterrupt
         return real_eval(*args, **kwargs)
 
-    monkeypatch.setattr(stream_module, "_task_accuracy", failing_eval)
+    monkeypatch.setattr(stream_module, "_task_correct", failing_eval)
     with pytest.raises(KeyboardInterrupt):
         stream_module.run(config, stream=tiny_stream)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
