@@ -54,6 +54,7 @@ __all__ = [
     "check_details",
     "default_log_path",
     "ids_digest",
+    "safe_token",
 ]
 
 # "baseline": the state of a memory a log first sees; "reconcile": mutations that committed without their
@@ -125,6 +126,14 @@ def _mac(key: bytes, payload: Mapping[str, Any]) -> str:
 def ids_digest(ids: list[int]) -> str:
     """A short, order-sensitive SHA-256 of a list of ids (what a training run used, say)."""
     return hashlib.sha256(",".join(str(int(i)) for i in ids).encode()).hexdigest()[:32]
+
+
+def safe_token(value: str) -> str:
+    """``value`` if the log takes it as it is (an identifier-like string), else ``sha256:`` and the first
+    16 hex digits of its digest, so a name with spaces (a task called "customer support") can be logged."""
+    if value and _SAFE_STRING.fullmatch(value) is not None:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
 
 
 def check_details(details: Mapping[str, Any], path: str = "details") -> dict[str, Any]:

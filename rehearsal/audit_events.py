@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rehearsal.audit import AuditEntry, AuditLog, canonical_json, ids_digest
+from rehearsal.audit import AuditEntry, AuditLog, canonical_json, check_details, ids_digest
 
 if TYPE_CHECKING:
     from rehearsal.crypto import KeyRing
@@ -100,6 +100,7 @@ def log_train_update(
     reasons: Sequence[str] = (),
     version: int | None = None,
     staging: Mapping[str, Mapping[str, float]] | None = None,
+    data_digest: str | None = None,
 ) -> AuditEntry:
     """A training update: its run, config and data (as digests), its metrics, the gate's decision (with
     its reasons) and the version it became, if it was promoted."""
@@ -114,6 +115,7 @@ def log_train_update(
         "reasons": list(reasons),
         "version": version,
         "staging": None if staging is None else {task: dict(row) for task, row in staging.items()},
+        "data_digest": data_digest,
     }
     return log.append("train-update", details, actor=actor)
 
@@ -179,8 +181,9 @@ class AuditedMemory:
         tenant: str | None = None,
         **kwargs: Any,
     ) -> list[int]:
-        ids = self.memory.add(texts, metadata=metadata, tenant=tenant, **kwargs)
         tags = sorted({str(t) for meta in metadata or () for t in meta.get("tags", ())})
+        check_details({"tenant": tenant or "default", "tags": tags})  # refuse before anything is written
+        ids = self.memory.add(texts, metadata=metadata, tenant=tenant, **kwargs)
         generation = self.memory.generation
         log_ingest(
             self.log, ids, tenant=tenant or "default", tags=tags, actor=self.actor, generation=generation

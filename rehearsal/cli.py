@@ -359,10 +359,18 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> Report:
+    from rehearsal.cli_gate import EXIT_FAIL, EXIT_NEEDS_APPROVAL
+    from rehearsal.errors import UpdateBlockedError
     from rehearsal.run_config import RunConfig
     from rehearsal.stream import run
 
-    result = run(RunConfig.from_file(args.config), output_dir=args.output_dir, resume=args.resume)
+    try:
+        result = run(RunConfig.from_file(args.config), output_dir=args.output_dir, resume=args.resume)
+    except UpdateBlockedError as exc:
+        # Not an error of the command: the gate did its job. Exit codes as for "rehearsal gate".
+        status = EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL
+        data = {"blocked": True, "decision": exc.decision, "reasons": exc.reasons}
+        return Report(data, [f"blocked: {exc}"], status=status)
     return Report(result.to_dict(), [result.to_markdown()])
 
 

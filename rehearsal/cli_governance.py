@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rehearsal.errors import MissingKeyError, ValidationError
 
@@ -84,6 +84,7 @@ def _expire_args(p: argparse.ArgumentParser) -> None:
 
 def _expire(args: argparse.Namespace) -> Report:
     from rehearsal.audit import AuditLog
+    from rehearsal.audit_events import AuditedMemory
     from rehearsal.cli import Report, _keys, _open
     from rehearsal.retention import expire, parse_now
 
@@ -96,6 +97,8 @@ def _expire(args: argparse.Namespace) -> Report:
             if args.dry_run or keys is None or not _encrypted(args.path)
             else AuditLog.open(_log_path(args), keys)
         )
+        if log is not None:
+            AuditedMemory(memory, log, actor="cli")  # log what committed unaudited before this entry
         ids = expire(memory, now=now, log=log, dry_run=args.dry_run, actor="cli")
         entries = len(memory)
     verb = "would expire" if args.dry_run else "expired"
@@ -137,6 +140,7 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
 
 def _rollback(args: argparse.Namespace) -> Report:
     from rehearsal.audit import AuditLog
+    from rehearsal.audit_events import AuditedMemory
     from rehearsal.cli import Report, _keys, _open
     from rehearsal.versions import rollback
 
@@ -145,6 +149,8 @@ def _rollback(args: argparse.Namespace) -> Report:
     keys = _keys(args)
     with _open(args, read_only=False) as memory:
         log = AuditLog.open(_log_path(args), keys) if keys is not None and _encrypted(args.path) else None
+        if log is not None:
+            AuditedMemory(memory, log, actor="cli")  # log what committed unaudited before this entry
         result = rollback(memory, args.version, log=log, actor="cli")
         entries = len(memory)
     data = {"path": args.path, **dataclasses.asdict(result), "entries": entries, "audited": log is not None}
@@ -166,25 +172,33 @@ def _approve_args(p: argparse.ArgumentParser) -> None:
 def _approve(args: argparse.Namespace) -> Report:
     from rehearsal.audit import AuditLog
     from rehearsal.cli import Report
-    from rehearsal.gate import approve
 
     if not args.update or not args.approver:
         raise ValidationError("usage: rehearsal approve PATH UPDATE_ID --approver NAME")
     log = AuditLog.open(_log_path(args), _required_keys(args), create=False)
-    if not _awaits_approval(log, args.update):
+    pending = _awaiting_approval(log, args.update)
+    if pending is None:
         raise ValidationError(f"the audit log has no update {args.update!r} awaiting approval")
-    entry = approve(log, args.update, args.approver)
+    # The approval names what it accepts: these flags on this data. A retrained phase whose data or
+    # flags differ needs a new approval.
+    details = {
+        "run_id": args.update,
+        "approver": args.approver,
+        "codes": list(pending.get("reasons") or []),
+        "data_digest": pending.get("data_digest"),
+    }
+    entry = log.append("approve", details, actor=args.approver)
     data = {"path": args.path, "update": args.update, "approver": args.approver, "seq": entry.seq}
     line = f"approved {args.update} by {args.approver} (audit entry {entry.seq}); resume the run to ship it"
     return Report(data, [line])
 
 
-def _awaits_approval(log: AuditLog, update: str) -> bool:
-    """Whether the latest decision the (verified) log records on ``update`` is "needs-approval"."""
+def _awaiting_approval(log: AuditLog, update: str) -> dict[str, Any] | None:
+    """The latest ``train-update`` entry on ``update`` if its decision is "needs-approval", else None."""
     for entry in reversed(log.entries()):
         if entry.kind == "train-update" and entry.details.get("run_id") == update:
-            return bool(entry.details.get("decision") == "needs-approval")
-    return False
+            return dict(entry.details) if entry.details.get("decision") == "needs-approval" else None
+    return None
 
 
 def governance_verbs() -> dict[str, Verb]:

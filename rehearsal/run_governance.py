@@ -1,35 +1,48 @@
 """The controls around each update of a ``rehearsal run``: gate, version, audit entry, or undo.
 
-A run whose method keeps a memory governs every phase (an *update*) once its weights are written:
+A run whose method keeps a memory governs every phase (an *update*) once its weights are written. The
+update's data is what the memory gained since the log's last audited generation (the phase's
+admissions), and what it lost in that time (evictions by the admission policy):
 
 1. the validation gate (when ``RunConfig.gate`` is set): the past tasks' accuracies after the phase
    against those before it (regression suite), and a PII scan of the texts the phase put into the memory,
    which later phases replay (safety suite); then staging: the candidate against the current version on
    the same held-out examples of every earlier task, promoted only if each task's paired-bootstrap
    interval of the accuracy change stays above ``-gate.margin``. An update flagged for approval passes
-   once ``rehearsal approve`` has recorded an approver for its update id in the audit log;
+   once ``rehearsal approve`` has recorded an approver for exactly these flags and this data (a keyed
+   digest of the phase's texts) in the audit log;
 2. a promoted update becomes a version (``rehearsal.versions``: weights folder, memory generation and id
-   boundary, config digest) and the memory's audit log gets an ``ingest`` entry for the phase's entries
-   and a ``train-update`` entry (run id, update id, config digest, data ids digest, metrics, decision,
-   approver, version);
-3. a blocked update is logged too (decision "fail" or "needs-approval", with the reasons), its entries
-   leave the memory again (index, catalog and vault), and :class:`UpdateBlockedError` stops the run with
-   the run's state still at the previous phase, so a resume retrains it.
+   boundary, config digest) and the memory's audit log gets an ``ingest`` entry for the admitted
+   entries, a ``delete`` entry for evicted ones, and a ``train-update`` entry (run id, update id, config
+   digest, data ids digest, data digest, metrics, decision with its codes, staging, approver, version);
+3. a blocked update is logged too (decision "fail" or "needs-approval", with its codes), its admitted
+   entries leave the memory again (index, catalog and vault; logged), and :class:`UpdateBlockedError`
+   stops the run with the run's state still at the previous phase, so a resume retrains it. Evictions
+   the phase's admission made are not undone: erased records stay erased.
 
 The audit log is ``<memory>/audit.log``, keyed from the run's master key; a run without a memory has no
-key to sign with and is not governed.
+key to sign with and is not governed. Task names that the log would refuse as free text are logged as
+digests (``rehearsal.audit.safe_token``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rehearsal.audit import AuditLog, default_log_path
-from rehearsal.audit_events import config_digest, log_ingest, log_train_update
+from rehearsal.audit import AuditLog, default_log_path, safe_token
+from rehearsal.audit_events import (
+    config_digest,
+    last_audited_generation,
+    log_delete,
+    log_ingest,
+    log_train_update,
+)
 from rehearsal.crypto import KeyRing
 from rehearsal.errors import UpdateBlockedError
 from rehearsal.gate import (
@@ -39,12 +52,12 @@ from rehearsal.gate import (
     GateConfig,
     compare,
     evaluate_gate,
-    is_approved,
 )
 
-__all__ = ["UNGATED", "govern_update", "run_id_for", "update_id"]
+__all__ = ["UNGATED", "approver_of", "govern_update", "run_id_for", "update_id"]
 
 UNGATED = "ungated"  # the decision recorded for an update of a run without a gate
+_DATA_DIGEST_PURPOSE = "update-data-digest"
 
 
 def _staging(
@@ -66,13 +79,13 @@ def _staging(
     codes, reasons = [], []
     for task, row in report.tasks.items():
         if row["low"] < -gate.margin:
-            codes.append(f"staging:{task}")
+            codes.append(f"staging:{safe_token(task)}")
             interval = f"[{row['low']:+.3f}, {row['high']:+.3f}]"
             reasons.append(
                 f"staging: task {task!r} changed {row['delta']:+.3f}, {gate.confidence:.0%} interval "
                 f"{interval} reaches below -{gate.margin}"
             )
-    return {task: _rounded(row) for task, row in report.tasks.items()}, codes, reasons
+    return {safe_token(task): _rounded(row) for task, row in report.tasks.items()}, codes, reasons
 
 
 def _rounded(row: Mapping[str, float]) -> dict[str, float]:
@@ -112,18 +125,23 @@ def govern_update(
     :class:`UpdateBlockedError` once the block is logged and undone.
     """
     from rehearsal.memory import RehearsalMemory
-    from rehearsal.versions import list_versions, record_version, rollback
+    from rehearsal.versions import record_version
 
     uid = update_id(run_id, phase)
     log = AuditLog.open(default_log_path(memory_path), keys)
     with RehearsalMemory.open(memory_path, keys=keys) as memory:
-        data_ids = memory.ids({"task": {"$in": list(task_names)}})
+        added, evicted = memory.changes_since(last_audited_generation(log) or 0)
+        texts = memory.get_texts(added) if added and not memory.embedding_only else []
+        digest = _data_digest(keys, texts)
         decision, reasons, codes, approver = UNGATED, [], [], None
         summary: dict[str, dict[str, float]] | None = None
         if gate is not None:
-            texts = memory.get_texts(data_ids) if data_ids and not memory.embedding_only else []
             report = evaluate_gate(before, after, texts, [], gate)
-            decision, reasons, codes = report.decision, list(report.reasons), list(report.codes)
+            decision, reasons, codes = (
+                report.decision,
+                list(report.reasons),
+                [_safe_code(c) for c in report.codes],
+            )
             if decision != FAIL and staged:
                 summary, staging_codes, staging_reasons = _staging(gate, staged, seed)
                 if staging_codes:
@@ -131,33 +149,51 @@ def govern_update(
                     codes += staging_codes
                     reasons += staging_reasons
             if decision == NEEDS_APPROVAL:
-                approver = is_approved(log, uid)
+                approver = approver_of(log, uid, codes=codes, data_digest=digest)
                 decision = PASS if approver is not None else NEEDS_APPROVAL
-        metrics = {f"accuracy/{task}": float(acc) for task, acc in after.items()}
-        common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": data_ids, "metrics": metrics}
-        common["staging"] = summary
+        metrics = {f"accuracy/{safe_token(task)}": float(acc) for task, acc in after.items()}
+        common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": added, "metrics": metrics}
+        common.update(staging=summary, data_digest=digest, reasons=codes, actor=run_id)
         if decision in (FAIL, NEEDS_APPROVAL):
-            log_train_update(log, **common, decision=decision, approver=None, reasons=codes, actor=run_id)
-            _, current = list_versions(memory_path)
-            if current is not None:
-                rollback(memory, current, log=log, actor=run_id)
-            elif data_ids:
-                memory.delete(data_ids)
+            log_train_update(log, **common, decision=decision, approver=None)
+            if added:
+                memory.delete(added)
+                log_delete(log, added, actor=run_id, generation=memory.generation, cause="blocked-update")
             raise UpdateBlockedError(
                 f"update {uid!r} was not promoted ({decision}): " + "; ".join(reasons),
                 decision=decision,
                 reasons=reasons,
             )
-        tags = [f"task:{t}" for t in task_names]
-        log_ingest(log, data_ids, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
+        tags = [f"task:{safe_token(t)}" for t in task_names]
+        log_ingest(log, added, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
+        if evicted:
+            log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
         version = record_version(memory, weights=str(weights.resolve()), config=config)
-        log_train_update(
-            log,
-            **common,
-            decision=decision,
-            approver=approver,
-            reasons=codes,
-            version=version.version,
-            actor=run_id,
-        )
+        log_train_update(log, **common, decision=decision, approver=approver, version=version.version)
         return version.version
+
+
+def _safe_code(code: str) -> str:
+    """A gate code (``regression:<task>``) with its name part made loggable."""
+    kind, _, name = code.partition(":")
+    return f"{kind}:{safe_token(name)}" if name else kind
+
+
+def _data_digest(keys: KeyRing, texts: Sequence[str]) -> str:
+    """A keyed digest of an update's texts: the same data gives the same digest across retraining (ids
+    change, texts do not), and without the key it cannot be checked against guessed texts."""
+    mac = hmac.new(keys.derive_key(_DATA_DIGEST_PURPOSE), digestmod=hashlib.sha256)
+    for text in sorted(texts):
+        mac.update(hashlib.sha256(text.encode("utf-8")).digest())
+    return mac.hexdigest()[:32]
+
+
+def approver_of(log: AuditLog, update: str, *, codes: Sequence[str], data_digest: str) -> str | None:
+    """Who approved ``update`` for exactly these flags on exactly this data, per the (verified) log."""
+    for entry in reversed(log.entries()):
+        d = entry.details
+        if entry.kind == "approve" and d.get("run_id") == update:
+            same_data = d.get("data_digest") == data_digest
+            if same_data and set(codes) <= set(d.get("codes") or ()):
+                return str(d["approver"])
+    return None

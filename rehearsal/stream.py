@@ -29,14 +29,14 @@ import numpy as np
 
 from rehearsal.crypto import KeyRing
 from rehearsal.datasets import Task, TaskStream, load_jsonl_stream, load_wordnet_stream
-from rehearsal.errors import ConfigError, MissingKeyError, RehearsalError, UpdateBlockedError
+from rehearsal.errors import ConfigError, MissingKeyError
 from rehearsal.evaluation import embed_texts, evaluate_accuracy
 from rehearsal.metrics import AccuracyMatrix, RunCost
 from rehearsal.run_config import RunConfig
 from rehearsal.run_governance import govern_update, run_id_for
 from rehearsal.strategies import PhaseContext, Strategy, get_strategy
 
-__all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "run_command", "summarize"]
+__all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "summarize"]
 
 _STATE, _WEIGHTS, _MEMORY, _KEY = "state.json", "weights", "memory", "memory.key"
 # Settings that may change between an interrupted run and its resume without changing the experiment.
@@ -138,7 +138,7 @@ def _phase_dataset(
     columns: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
     columns["labels"] = [stream.label_id(ex.label) for ex in examples]
     if with_vectors:
-        columns["text"] = texts
+        columns[config.replay.text_column] = texts
         columns["task"] = [ex.task for ex in examples]
         columns[config.replay.vector_column] = [row.tolist() for row in embed_texts(texts)]
     return Dataset.from_dict(columns)
@@ -159,6 +159,31 @@ def _keys(out: Path) -> KeyRing:
         "a run's memory is encrypted: set REHEARSAL_MASTER_KEY (make a key with "
         f"'rehearsal keygen --out FILE') or put one in {str(path)!r}"
     )
+
+
+def _write_state(
+    out: Path,
+    config: RunConfig,
+    completed: int,
+    weights: Path | None,
+    matrix: AccuracyMatrix,
+    correct: dict[str, np.ndarray],
+    generation: int,
+    totals: dict[str, Any],
+) -> None:
+    """What a resume needs after ``completed`` phases (0: the run has started, nothing is trained)."""
+    state = {
+        "config": config.to_dict(),
+        "completed_phases": completed,
+        "accuracy": matrix.to_dict(),
+        # Per-example results of the last evaluation: the next phase's staging baseline.
+        "correct": {t: arr.astype(int).tolist() for t, arr in correct.items()},
+        "memory_generation": generation,
+        "totals": totals,
+    }
+    if weights is not None:
+        state["checkpoint"] = str(weights.relative_to(out))
+    _write_json(out / _STATE, state)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -192,22 +217,32 @@ def _load_state(out: Path, config: RunConfig, *, resume: bool) -> dict[str, Any]
     return state
 
 
-def _open_memory(out: Path, keys: KeyRing, state: dict[str, Any] | None, pending: tuple[Task, ...]) -> None:
-    """Create the memory, or on resume drop what an interrupted phase admitted before its state was saved."""
+def _open_memory(
+    out: Path, keys: KeyRing, state: dict[str, Any] | None, pending: tuple[Task, ...], run_id: str
+) -> None:
+    """Create the memory, or on resume drop what an interrupted phase admitted before its state was saved.
+
+    Both go through the memory's audit log: a new memory gets its baseline entry, a resumed one first logs
+    what the interrupted phase changed (``AuditedMemory.reconcile``), then the removal of its entries.
+    """
+    from rehearsal.audit import AuditLog, default_log_path
+    from rehearsal.audit_events import AuditedMemory
     from rehearsal.embedding import load_encoder
     from rehearsal.memory import RehearsalMemory
 
     path = out / _MEMORY
     if state is None:
-        # A fresh run (or one interrupted before its first phase ended) starts from an empty memory.
+        # A fresh run: nothing of an earlier attempt can be in its state, so it starts from nothing.
         shutil.rmtree(path, ignore_errors=True)
-        RehearsalMemory.create(path, keys=keys, encoder=load_encoder()).close()
-        return
-    with RehearsalMemory.open(path, keys=keys) as memory:
-        if memory.generation != state["memory_generation"]:
+        memory = RehearsalMemory.create(path, keys=keys, encoder=load_encoder())
+    else:
+        memory = RehearsalMemory.open(path, keys=keys)
+    log = AuditLog.open(default_log_path(path), keys)
+    with AuditedMemory(memory, log, actor=run_id) as audited:
+        if state is not None and memory.generation != state["memory_generation"]:
             stale = memory.ids({"task": {"$in": [t.name for t in pending]}})
             if stale:
-                memory.delete(stale)
+                audited.delete(stale)
 
 
 def _memory_generation(out: Path, keys: KeyRing) -> int:
@@ -327,13 +362,17 @@ def run(
     tokenizer = AutoTokenizer.from_pretrained(model_path(config))
     set_seed(config.seed)
     # Runs written before weights were kept per phase saved them in "checkpoint/".
-    checkpoint = out / state.get("checkpoint", "checkpoint") if state else None
+    checkpoint = out / state.get("checkpoint", "checkpoint") if state and done else None
     model = strategy.load_model(config, checkpoint, len(stream.labels))
     run_id = run_id_for(_comparable(config))
     last_correct = {t: np.asarray(v, dtype=bool) for t, v in (state or {}).get("correct", {}).items()}
     keys = _keys(out) if strategy.uses_memory else None
     if keys is not None and done < len(phases):
-        _open_memory(out, keys, state, phases[done])
+        _open_memory(out, keys, state, phases[done], run_id)
+        if state is None:
+            # From here on the run exists: a first phase that is blocked or cut short is resumed, and the
+            # memory with its audit log (an approval, say) is kept rather than made afresh.
+            _write_state(out, config, 0, None, matrix, {}, _memory_generation(out, keys), totals)
     base_collator = DataCollatorWithPadding(tokenizer)
     index = {task.name: i for i, task in enumerate(stream.tasks)}
     test_labels = [[stream.label_id(ex.label) for ex in task.test] for task in stream.tasks]
@@ -403,19 +442,7 @@ def run(
             )
         last_correct = correct
         generation = _memory_generation(out, keys) if keys is not None else 0
-        _write_json(
-            out / _STATE,
-            {
-                "config": config.to_dict(),
-                "completed_phases": phase + 1,
-                "checkpoint": str(weights.relative_to(out)),
-                "accuracy": matrix.to_dict(),
-                # Per-example results of this phase's evaluation: the next phase's staging baseline.
-                "correct": {t: arr.astype(int).tolist() for t, arr in correct.items()},
-                "memory_generation": generation,
-                "totals": totals,
-            },
-        )
+        _write_state(out, config, phase + 1, weights, matrix, correct, generation, totals)
         if keys is None and phase:
             # Ungoverned: no version points at older weights, and a resume needs only the latest.
             shutil.rmtree(out / _WEIGHTS / f"phase_{phase - 1}", ignore_errors=True)
@@ -448,21 +475,3 @@ def _write_outputs(result: RunResult, out: Path) -> None:
     title = f"{result.config.method} ({result.config.loss})"
     plot_accuracy_heatmap(result.matrix, out / "accuracy_heatmap.png", title=title)
     plot_accuracy_over_time(result.matrix, out / "accuracy_over_time.png", title=title)
-
-
-def run_command(config_path: str, *, output_dir: str | None, resume: bool, as_json: bool) -> int:
-    """``rehearsal run CONFIG``: run, then print the results table (or JSON); 0 on success, 1 on error,
-    3 when an update awaits approval and 4 when the gate failed one (as ``rehearsal gate``)."""
-    from rehearsal.cli_gate import EXIT_FAIL, EXIT_NEEDS_APPROVAL
-
-    try:
-        config = RunConfig.from_file(config_path)
-        result = run(config, output_dir=output_dir, resume=resume)
-    except UpdateBlockedError as exc:
-        print(f"blocked: {exc}", file=sys.stderr)
-        return EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL
-    except RehearsalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result.to_dict(), indent=2) if as_json else result.to_markdown())
-    return 0

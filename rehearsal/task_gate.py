@@ -188,7 +188,7 @@ class TaskGate:
             manifest = json.loads((src / _MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise StoreFormatError(f"{str(src)!r} holds no readable {_MANIFEST}: {exc}") from exc
-        if manifest.get("format") != _FORMAT:
+        if manifest.get("format") != _FORMAT or not isinstance(manifest.get("tasks"), list):
             raise StoreFormatError(f"{str(src / _MANIFEST)!r} is not a task gate ({_FORMAT!r})")
         model = AutoModelForSequenceClassification.from_pretrained(src)
         return cls(

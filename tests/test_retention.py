@@ -125,6 +125,6 @@ def test_cli_expire_dry_run_then_for_real(
     report = json.loads(capsys.readouterr().out)
     assert (report["expired"], report["entries"], report["audited"]) == ([0, 4, 5, 9], len(ids) - 4, True)
     assert main(["audit", "verify", path, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["kinds"] == {"expire": 1}
+    assert json.loads(capsys.readouterr().out)["kinds"] == {"baseline": 1, "expire": 1}
     assert main(["expire", path, "--now", "soon"]) == 1
     assert "'now' is not an ISO date" in capsys.readouterr().err

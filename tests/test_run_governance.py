@@ -153,12 +153,65 @@ def test_staging_promotes_an_update_within_the_margin(
     assert updates[1]["staging"][first.name]["delta"] == 0.0
 
 
-def _stream_with_an_email(stream: TaskStream) -> TaskStream:
-    first, second = stream.tasks
-    leaked = Example("write to jane.doe@example.com about it", second.train[0].label, second.name)
+def _stream_with_an_email(
+    stream: TaskStream, task: int = 1, address: str = "jane.doe@example.com"
+) -> TaskStream:
+    """``stream`` with the first training text of task ``task`` replaced by one holding an e-mail."""
+    tasks = list(stream.tasks)
+    old = tasks[task]
+    leaked = Example(f"write to {address} about it", old.train[0].label, old.name)
+    tasks[task] = Task.from_examples(old.name, (leaked, *old.train[1:]), old.test)
+    return TaskStream.from_tasks(tasks)
+
+
+def _renamed(stream: TaskStream, names: list[str]) -> TaskStream:
+    def move(examples: tuple[Example, ...], name: str) -> list[Example]:
+        return [Example(ex.text, ex.label, name) for ex in examples]
+
     return TaskStream.from_tasks(
-        [first, Task.from_examples(second.name, (leaked, *second.train[1:]), second.test)]
+        Task.from_examples(name, move(t.train, name), move(t.test, name))
+        for t, name in zip(stream.tasks, names, strict=True)
     )
+
+
+@pytest.mark.slow
+def test_a_flagged_first_phase_keeps_its_log_and_ships_once_approved_for_that_data(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=GateConfig(max_drop=1.0, margin=1.0))
+    out, memory = tmp_path / "run", str(tmp_path / "run" / "memory")
+    uid = update_id(run_id_for(stream_module._comparable(config)), 0)
+    with pytest.raises(UpdateBlockedError):
+        stream_module.run(config, stream=_stream_with_an_email(tiny_stream, task=0))
+    assert cli_main(["approve", memory, uid, "--approver", "alice"]) == 0
+    # The data changes before the resume: the approval was for the other data, so it does not carry over.
+    other = _stream_with_an_email(tiny_stream, task=0, address="john.roe@example.org")
+    with pytest.raises(UpdateBlockedError):
+        stream_module.run(config, stream=other, resume=True)
+    assert cli_main(["approve", memory, uid, "--approver", "bob"]) == 0
+    capsys.readouterr()
+    stream_module.run(config, stream=other, resume=True)
+    updates = _updates(out)
+    assert [(u["decision"], u["approver"]) for u in updates] == [
+        ("needs-approval", None),
+        ("needs-approval", None),
+        ("pass", "bob"),
+        ("pass", None),
+    ]
+    assert _log(out).verify() == len(_log(out).entries())  # the log survived both resumes
+
+
+@pytest.mark.slow
+def test_task_names_the_log_would_refuse_are_logged_as_digests(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
+) -> None:
+    stream = _renamed(tiny_stream, ["living things", "verbs & actions"])
+    gate = GateConfig(max_drop=1.0, margin=1.0)
+    config = tiny_run_config(tmp_path, tiny_model, method="lora-routed", tasks=None, gate=gate)
+    stream_module.run(config, stream=stream)
+    ingests = [e.details for e in _log(tmp_path / "run").entries() if e.kind == "ingest"]
+    assert [i["tags"][0].startswith("task:sha256:") for i in ingests] == [True, True]
+    assert b"living things" not in default_log_path(tmp_path / "run" / "memory").read_bytes()
 
 
 @pytest.mark.slow

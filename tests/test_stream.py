@@ -249,9 +249,11 @@ def test_run_command_reports_a_bad_config_in_one_line(
 ) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('method = "nope"\n')
-    assert stream_module.run_command(str(path), output_dir=None, resume=False, as_json=True) == 1
+    from rehearsal.cli import main
+
+    assert main(["run", str(path), "--json"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: 'method' must be one of")
+    assert "'method' must be one of" in err
     assert err.count("\n") == 1
 
 

@@ -94,4 +94,4 @@ def test_cli_versions_and_rollback(
     assert main(["rollback", path]) == 1
     assert "rollback needs a VERSION" in capsys.readouterr().err
     assert main(["audit", "verify", path, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["kinds"] == {"rollback": 1}
+    assert json.loads(capsys.readouterr().out)["kinds"] == {"baseline": 1, "rollback": 1}

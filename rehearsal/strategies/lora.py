@@ -139,6 +139,9 @@ class LoRARouted(LoRAStrategy):
         if len(ctx.tasks) != 1:
             n = len(ctx.tasks)
             raise ConfigError(f"{self.name!r} trains one adapter per task; this phase has {n} tasks")
+        names = [adapter_name(t.name) for t in ctx.stream.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"task names {[t.name for t in ctx.stream.tasks]} give clashing adapter names")
         return adapter_name(ctx.tasks[0].name)
 
     def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:

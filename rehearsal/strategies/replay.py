@@ -70,6 +70,8 @@ class ReplayStrategy(Strategy):
                 dataset=ctx.train,
                 policy=_policy(ctx.config),
                 seed=ctx.config.seed,
+                text_column=ctx.config.replay.text_column,
+                vector_column=ctx.config.replay.vector_column,
                 label_column="labels",
             )
         ]
