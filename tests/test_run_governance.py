@@ -245,3 +245,30 @@ def test_a_gate_on_a_method_without_a_memory_is_refused(tmp_path: Path, tiny_mod
     with pytest.raises(ConfigError, match="keeps none"):
         stream_module.run(config)
     assert not (tmp_path / "run" / "state.json").exists()
+
+
+@pytest.mark.slow
+def test_rehearsal_run_exits_3_while_an_update_awaits_approval(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = _stream_with_an_email(tiny_stream)
+    data = tmp_path / "stream.jsonl"
+    rows = [
+        {"text": ex.text, "label": ex.label, "task": ex.task, "split": split}
+        for task in stream.tasks
+        for split, examples in (("train", task.train), ("test", task.test))
+        for ex in examples
+    ]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = tmp_path / "run.json"
+    settings = tiny_run_config(tmp_path, tiny_model, method="hybrid", tasks=None, data=str(data)).to_dict()
+    settings["gate"] = {"max_drop": 1.0, "margin": 1.0}
+    config.write_text(json.dumps(settings))
+    assert cli_main(["run", str(config)]) == 3
+    assert "needs-approval" in capsys.readouterr().out
+    log = _log(tmp_path / "run")
+    uid = [e.details["run_id"] for e in log.entries() if e.kind == "train-update"][-1]
+    assert cli_main(["approve", str(tmp_path / "run" / "memory"), uid, "--approver", "alice"]) == 0
+    assert cli_main(["run", str(config), "--resume", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["average_accuracy"] is not None
+    assert [u["approver"] for u in _updates(tmp_path / "run")][-2:] == ["alice", None]
