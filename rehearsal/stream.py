@@ -280,7 +280,7 @@ def _task_correct(
 
 def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
     """Train one phase; returns (new examples, replayed examples, replayed tokens)."""
-    from transformers import TrainingArguments
+    from transformers import PrinterCallback, TrainingArguments
 
     from rehearsal.hf import RehearsalCollator
     from rehearsal.trainer import RehearsalTrainer
@@ -314,6 +314,8 @@ def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -
         loss_terms=strategy.loss_terms(ctx),
         head_learning_rate=config.head_learning_rate,
     )
+    # Without progress bars the Trainer prints each log dict to stdout; stdout is the run's report (--json).
+    trainer.remove_callback(PrinterCallback)
     trainer.train()
     replayed = sum(int(log.get("replay/examples", 0)) for log in trainer.state.log_history)
     tokens = sum(int(log.get("replay/tokens", 0)) for log in trainer.state.log_history)

@@ -269,6 +269,7 @@ def test_rehearsal_run_exits_3_while_an_update_awaits_approval(
     log = _log(tmp_path / "run")
     uid = [e.details["run_id"] for e in log.entries() if e.kind == "train-update"][-1]
     assert cli_main(["approve", str(tmp_path / "run" / "memory"), uid, "--approver", "alice"]) == 0
+    capsys.readouterr()
     assert cli_main(["run", str(config), "--resume", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["average_accuracy"] is not None
-    assert [u["approver"] for u in _updates(tmp_path / "run")][-2:] == ["alice", None]
+    assert [(u["decision"], u["approver"]) for u in _updates(tmp_path / "run")][-1] == ("pass", "alice")
