@@ -66,18 +66,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "random-r25": {"method": "random", "replay_ratio": 0.25},
     "hybrid-uniform": {"method": "hybrid", "balance": "uniform"},
     # EWC alone is naive fine-tuning plus the penalty (same loss, no calibration); EWC + replay is hybrid
-    # plus the penalty. LoRA trains ~1% of the weights, so it gets the usual LoRA learning rate (1e-3).
+    # plus the penalty. LoRA trains ~1% of the weights and gets its own learning rate (--lora-lr).
     "ewc": {"method": "ewc", "calibration": "none"},
     "ewc-replay": {"method": "ewc-replay"},
-    "lora-routed": {"method": "lora-routed", "learning_rate": 1e-3, "calibration": "none"},
-    "lora-replay": {"method": "lora-replay", "learning_rate": 1e-3},
+    "lora-routed": {"method": "lora-routed", "calibration": "none"},
+    "lora-replay": {"method": "lora-replay"},
     # The same adapters routed by the memory's k-NN vote instead of the trained gate.
-    "lora-routed-knn": {
-        "method": "lora-routed",
-        "learning_rate": 1e-3,
-        "calibration": "none",
-        "lora_router": "knn",
-    },
+    "lora-routed-knn": {"method": "lora-routed", "calibration": "none", "lora_router": "knn"},
 }
 MAIN = ["naive", "random", "retrieval", "hybrid", "multitask"]
 SUITE = ["ewc", "ewc-replay", "lora-routed", "lora-replay"]  # issue 6: regularisation and adapters
@@ -89,7 +84,7 @@ def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
     ewc = {"lam": args.ewc_lambda}
     lora = {"router": changes.pop("lora_router", "gate")}
     epochs = args.epochs * changes.pop("epochs_factor", 1.0)
-    learning_rate = changes.pop("learning_rate", args.lr)
+    learning_rate = args.lora_lr if str(changes["method"]).startswith("lora") else args.lr
     settings: dict[str, Any] = {
         "loss": args.loss,
         "mask_unseen": args.mask_unseen,
@@ -182,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", choices=list(CALIBRATIONS), default="weight_aligning")
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--lora-lr", type=float, default=1e-3, help="learning rate of the lora* methods")
     parser.add_argument("--ewc-lambda", type=float, default=RunConfig().ewc.lam, help="EWC strength (ewc*)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/continual"))
     parser.add_argument("--summary-name", default="summary")
