@@ -82,7 +82,7 @@ def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
     changes = dict(VARIANTS[variant])
     replay = {"ratio": changes.pop("replay_ratio", args.ratio), "balance": changes.pop("balance", "class")}
     ewc = {"lam": args.ewc_lambda}
-    lora = {"router": changes.pop("lora_router", "gate")}
+    lora = {"router": changes.pop("lora_router", "gate"), "target_modules": args.lora_targets}
     epochs = args.epochs * changes.pop("epochs_factor", 1.0)
     learning_rate = args.lora_lr if str(changes["method"]).startswith("lora") else args.lr
     settings: dict[str, Any] = {
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--lora-lr", type=float, default=1e-3, help="learning rate of the lora* methods")
+    parser.add_argument("--lora-targets", nargs="+", default=None, help="modules LoRA adapts (default: q, v)")
     parser.add_argument("--ewc-lambda", type=float, default=RunConfig().ewc.lam, help="EWC strength (ewc*)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/continual"))
     parser.add_argument("--summary-name", default="summary")
