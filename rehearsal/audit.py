@@ -58,7 +58,8 @@ __all__ = [
 ]
 
 # "baseline": the state of a memory a log first sees; "reconcile": mutations that committed without their
-# entry (a crash between commit and append), found by generation when the memory is next opened audited.
+# entry (a crash between commit and append), found by generation when the memory is next opened audited;
+# "withdraw": a version a run recorded but never acknowledged (it crashed before saving its state).
 AUDIT_KINDS = (
     "ingest",
     "delete",
@@ -70,6 +71,7 @@ AUDIT_KINDS = (
     "rollback",
     "baseline",
     "reconcile",
+    "withdraw",
 )
 DEFAULT_LOG_NAME = "audit.log"
 _ZERO = "0" * 64

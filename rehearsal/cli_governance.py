@@ -124,7 +124,7 @@ def _versions(args: argparse.Namespace) -> Report:
     rows = [dataclasses.asdict(v) for v in versions]
     lines = [
         f"{'*' if v.version == current else ' '} v{v.version}: generation {v.generation},"
-        f" {v.entries} entries, weights {v.weights}"
+        f" {v.entries} entries, weights {v.weights}{' (withdrawn)' if v.withdrawn else ''}"
         for v in versions
     ]
     return Report(

@@ -168,7 +168,7 @@ def govern_update(
         log_ingest(log, added, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
         if evicted:
             log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
-        version = record_version(memory, weights=str(weights.resolve()), config=config)
+        version = record_version(memory, weights=str(weights.resolve()), config=config, update=uid)
         log_train_update(log, **common, decision=decision, approver=approver, version=version.version)
         return version.version
 

@@ -33,7 +33,7 @@ from rehearsal.errors import ConfigError, MissingKeyError
 from rehearsal.evaluation import embed_texts, evaluate_accuracy
 from rehearsal.metrics import AccuracyMatrix, RunCost
 from rehearsal.run_config import RunConfig
-from rehearsal.run_governance import govern_update, run_id_for
+from rehearsal.run_governance import govern_update, run_id_for, update_id
 from rehearsal.strategies import PhaseContext, Strategy, get_strategy
 
 __all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "summarize"]
@@ -229,6 +229,7 @@ def _open_memory(
     from rehearsal.audit_events import AuditedMemory
     from rehearsal.embedding import load_encoder
     from rehearsal.memory import RehearsalMemory
+    from rehearsal.versions import withdraw_update
 
     path = out / _MEMORY
     if state is None:
@@ -238,6 +239,9 @@ def _open_memory(
     else:
         memory = RehearsalMemory.open(path, keys=keys)
     log = AuditLog.open(default_log_path(path), keys)
+    if state is not None:
+        # A version recorded for the pending phase by a run that died before saving its state is not one.
+        withdraw_update(path, update_id(run_id, int(state["completed_phases"])), log=log, actor=run_id)
     with AuditedMemory(memory, log, actor=run_id) as audited:
         if state is not None and memory.generation != state["memory_generation"]:
             stale = memory.ids({"task": {"$in": [t.name for t in pending]}})

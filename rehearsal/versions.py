@@ -29,7 +29,15 @@ if TYPE_CHECKING:
     from rehearsal.audit import AuditLog
     from rehearsal.memory import RehearsalMemory
 
-__all__ = ["VERSIONS_FILE", "RollbackResult", "Version", "list_versions", "record_version", "rollback"]
+__all__ = [
+    "VERSIONS_FILE",
+    "RollbackResult",
+    "Version",
+    "list_versions",
+    "record_version",
+    "rollback",
+    "withdraw_update",
+]
 
 VERSIONS_FILE = "versions.json"
 
@@ -44,6 +52,8 @@ class Version:
     id_boundary: int
     entries: int
     ids_hash: str
+    update: str | None = None  # the run update that produced it (rehearsal.run_governance.update_id)
+    withdrawn: bool = False  # recorded, but the run that recorded it never acknowledged it (a crash)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +94,7 @@ def record_version(
     config: Mapping[str, Any],
     log: AuditLog | None = None,
     run_id: str | None = None,
+    update: str | None = None,
 ) -> Version:
     """Record the memory's state with the weights of an update that just shipped; it becomes current."""
     if not isinstance(weights, str) or not weights:
@@ -100,6 +111,7 @@ def record_version(
         id_boundary=(max(ids) + 1) if ids else 0,
         entries=len(ids),
         ids_hash=ids_digest(ids),
+        update=update,
     )
     data["versions"].append(dataclasses.asdict(version))
     data["current"] = number
@@ -120,6 +132,8 @@ def rollback(
         known = [v["version"] for v in data["versions"]]
         raise NotFoundError(f"no version {version!r} in {str(memory.path)!r}; known versions: {known}")
     target = Version(**found[0])
+    if target.withdrawn:
+        raise NotFoundError(f"version {version} was withdrawn (its run never acknowledged it)")
     later = memory.ids({"id": {"$gte": target.id_boundary}})
     if later:
         memory.delete(later)
@@ -139,3 +153,25 @@ def rollback(
             exact=exact,
         )
     return RollbackResult(target.version, later, exact, target.weights)
+
+
+def withdraw_update(
+    memory_path: str | Path, update: str, *, log: AuditLog | None = None, actor: str | None = None
+) -> Version | None:
+    """Withdraw the version an interrupted run recorded for ``update`` before it could save its own state
+    (the resumed run trains that phase again and records a new version). The record stays, marked
+    withdrawn, so version numbers are never reused; the previous live version becomes current."""
+    folder = Path(memory_path)
+    data = _load(folder)
+    found = [v for v in data["versions"] if v.get("update") == update and not v.get("withdrawn")]
+    if not found:
+        return None
+    for record in found:
+        record["withdrawn"] = True
+    live = [v["version"] for v in data["versions"] if not v.get("withdrawn")]
+    data["current"] = max(live) if live else None
+    _save(folder, data)
+    if log is not None:
+        details = {"update": update, "versions": [v["version"] for v in found], "current": data["current"]}
+        log.append("withdraw", details, actor=actor)
+    return Version(**found[-1])

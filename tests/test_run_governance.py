@@ -21,7 +21,7 @@ from rehearsal.audit_events import config_digest
 from rehearsal.cli import main as cli_main
 from rehearsal.crypto import KeyRing
 from rehearsal.datasets import Example, Task, TaskStream
-from rehearsal.errors import UpdateBlockedError
+from rehearsal.errors import NotFoundError, UpdateBlockedError
 from rehearsal.gate import GateConfig
 from rehearsal.memory import RehearsalMemory
 from rehearsal.run_governance import run_id_for, update_id
@@ -273,3 +273,37 @@ def test_rehearsal_run_exits_3_while_an_update_awaits_approval(
     assert cli_main(["run", str(config), "--resume", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["average_accuracy"] is not None
     assert [(u["decision"], u["approver"]) for u in _updates(tmp_path / "run")][-1] == ("pass", "alice")
+
+
+@pytest.mark.slow
+def test_a_version_recorded_by_a_run_that_died_before_its_state_is_withdrawn_on_resume(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = stream_module._write_state
+
+    def dying_write(out: Path, config: Any, completed: int, *args: Any) -> None:
+        if completed == 2:
+            raise KeyboardInterrupt  # phase 1 was promoted and versioned; its state never got written
+        real_write(out, config, completed, *args)
+
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid")
+    monkeypatch.setattr(stream_module, "_write_state", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        stream_module.run(config, stream=tiny_stream)
+    monkeypatch.setattr(stream_module, "_write_state", real_write)
+    stream_module.run(config, stream=tiny_stream, resume=True)
+    out = tmp_path / "run"
+    versions, current = list_versions(out / "memory")
+    assert [(v.version, v.withdrawn) for v in versions] == [(1, False), (2, True), (3, False)]
+    assert current == 3
+    assert versions[1].update == versions[2].update  # the same phase, trained again
+    with (
+        pytest.raises(NotFoundError, match="withdrawn"),
+        RehearsalMemory.open(out / "memory", keys=_keys()) as m,
+    ):
+        rollback(m, 2)
+    kinds = [e.kind for e in _log(out).entries()]
+    assert kinds.count("withdraw") == 1
+    assert _log(out).verify() == len(kinds)
+    with RehearsalMemory.open(out / "memory", keys=_keys(), read_only=True) as memory:
+        assert len(memory) == sum(len(t.train) for t in tiny_stream.tasks)  # nothing admitted twice
