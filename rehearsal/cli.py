@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from rehearsal.cli_gate import gate_args, run_gate
 from rehearsal.cli_governance import governance_verbs
 from rehearsal.cli_io import field_list, id_list, positive_int
-from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
+from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError, WrongKeyError
 
 if TYPE_CHECKING:  # imported where used, so that --help and keygen start fast
     from rehearsal.crypto import KeyRing
@@ -322,11 +322,28 @@ def _rotate_key(args: argparse.Namespace) -> Report:
         raise _missing_key(args.path)
     if new_keys == old:
         raise ValidationError("the new master key is the key this memory already uses")
-    with _audited(args, _open(args, read_only=False, keys=old), keys=old) as memory:
-        memory.rotate_keys(new_keys)
+    try:
+        memory = _open(args, read_only=False, keys=old)
+    except WrongKeyError:
+        return _finish_rotation(args, old, new_keys)
+    with _audited(args, memory, keys=old) as audited:
+        audited.rotate_keys(new_keys)
     data = {"path": args.path, "old_fingerprint": old.fingerprint, "new_fingerprint": new_keys.fingerprint}
     line = f"rotated the master key of {args.path}: {old.fingerprint} -> {new_keys.fingerprint}"
     return Report(data, [line, "the old key no longer opens this memory"])
+
+
+def _finish_rotation(args: argparse.Namespace, old: KeyRing, new_keys: KeyRing) -> Report:
+    """The memory opens only with the new key: a rotation died after the memory was rewrapped and before
+    its audit log was. Finish it (the log's rotation entry is signed with the old key, as always)."""
+    from rehearsal.audit import AuditLog, default_log_path
+
+    with _open(args, read_only=False, keys=new_keys):  # WrongKeyError: neither key opens it
+        log = AuditLog.open(default_log_path(args.path), old, create=False)
+        log.rotate(new_keys, actor="cli")
+    data = {"path": args.path, "old_fingerprint": old.fingerprint, "new_fingerprint": new_keys.fingerprint}
+    data["finished_interrupted_rotation"] = True
+    return Report(data, [f"finished an interrupted rotation of {args.path}: its audit log is now keyed too"])
 
 
 def _keygen_args(p: argparse.ArgumentParser) -> None:

@@ -324,3 +324,29 @@ def test_every_cli_mutation_of_an_encrypted_memory_is_audited(
     assert kinds == ["baseline", "ingest", "delete", "forget", "rotate-key"]
     assert log.verify() == len(kinds)
     assert b"Zanzibarian" not in log.path.read_bytes()
+
+
+def test_rotate_key_finishes_a_rotation_that_died_before_the_log(
+    tmp_path: Path, keys: KeyRing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rehearsal.cli import KEY_ENV, main
+
+    monkeypatch.setenv(KEY_ENV, keys.export_base64())
+    data = tmp_path / "records.jsonl"
+    data.write_text("".join(json.dumps({"text": f"note {i}"}) + "\n" for i in range(3)))
+    path = str(tmp_path / "mem")
+    assert main(["ingest", path, str(data), "--quiet"]) == 0
+    capsys.readouterr()
+    new_key = KeyRing.generate()
+    with RehearsalMemory.open(path, keys=keys) as memory:
+        memory.rotate_keys(new_key)  # the crash: the memory is rewrapped, its audit log is not
+    monkeypatch.setenv("NEW_KEY", new_key.export_base64())
+    with pytest.raises(WrongKeyError):
+        AuditLog.open(default_log_path(path), new_key, create=False)  # what blocked every audited verb
+    assert main(["rotate-key", path, "--new-key-env", "NEW_KEY", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finished_interrupted_rotation"] is True
+    log = AuditLog.open(default_log_path(path), new_key, create=False)
+    assert [e.kind for e in log.entries()][-1] == "rotate-key"
+    monkeypatch.setenv(KEY_ENV, new_key.export_base64())
+    assert main(["delete", path, "--ids", "0"]) == 0  # audited verbs work again under the new key
+    assert [e.kind for e in log.entries()][-1] == "delete"
