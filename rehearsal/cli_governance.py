@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rehearsal.audit import AuditLog
     from rehearsal.cli import Report, Verb
     from rehearsal.crypto import KeyRing
+    from rehearsal.versions import Version
 
 __all__ = ["governance_verbs"]
 
@@ -124,12 +125,18 @@ def _versions(args: argparse.Namespace) -> Report:
     rows = [dataclasses.asdict(v) for v in versions]
     lines = [
         f"{'*' if v.version == current else ' '} v{v.version}: generation {v.generation},"
-        f" {v.entries} entries, weights {v.weights}{' (withdrawn)' if v.withdrawn else ''}"
+        f" {v.entries} entries, weights {v.weights}{_weights_note(v)}"
         for v in versions
     ]
     return Report(
         {"path": args.path, "current": current, "versions": rows}, lines or ["no versions recorded"]
     )
+
+
+def _weights_note(version: Version) -> str:
+    if version.withdrawn:
+        return " (withdrawn)"
+    return "" if Path(version.weights).exists() else " (weights pruned)"
 
 
 def _rollback_args(p: argparse.ArgumentParser) -> None:
@@ -157,6 +164,8 @@ def _rollback(args: argparse.Namespace) -> Report:
     removed = len(result.removed)
     line = f"rolled back to v{result.version}: {removed} later entries removed; weights {result.weights}"
     lines = [line] if result.exact else [line, "not exact: entries erased since that version stay erased"]
+    if not Path(result.weights).exists():
+        lines.append("its weights were pruned (keep_weights): the memory is restored, the model is not")
     return Report(data, lines)
 
 

@@ -59,6 +59,8 @@ class RunConfig(ConfigMixin):
     ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods (ignored by the others).
     ``gate``, when set, must pass before each phase of a method with a memory is promoted
     (``rehearsal.run_governance``); without it updates are versioned and audited as "ungated".
+    ``keep_weights`` bounds how many phases' weights a governed run keeps (None: all, so every version
+    can be rolled back to in full; older versions keep their memory state but lose their weights).
     """
 
     method: str = "hybrid"
@@ -83,6 +85,7 @@ class RunConfig(ConfigMixin):
     ewc: EWCConfig = dataclasses.field(default_factory=lambda: EWCConfig(lam=_DEFAULT_EWC_LAMBDA))
     lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
     gate: GateConfig | None = None
+    keep_weights: int | None = None
     output_dir: str = "runs/default"
     progress: bool = True
 
@@ -109,7 +112,7 @@ class RunConfig(ConfigMixin):
             raise ConfigError(f"policy {self.policy!r} needs 'memory_capacity'")
         for name in ("batch_size", "eval_batch_size", "max_length"):
             _positive_int(name, getattr(self, name))
-        for name in ("max_train_per_class", "max_test_per_class", "memory_capacity"):
+        for name in ("max_train_per_class", "max_test_per_class", "memory_capacity", "keep_weights"):
             _positive_int(name, getattr(self, name), allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")

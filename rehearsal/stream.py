@@ -9,10 +9,11 @@ classes of the one shared head (class-incremental), and writes into the output f
     memory/versions.json  memory/audit.log                                     (a governed run's record)
 
 After each phase the model weights (a folder per phase in a governed run, so every version stays
-restorable; only the latest otherwise), the accuracy matrix and the memory's generation are saved;
-``resume`` skips the phases already completed. A phase interrupted after its examples entered the memory
-has them removed again before it is retrained, so nothing is admitted twice. A method with a memory
-governs each phase as an update (``rehearsal.run_governance``: optional gate, version, audit entries).
+restorable unless ``keep_weights`` bounds them; only the latest otherwise), the accuracy matrix and the
+memory's generation are saved; ``resume`` skips the phases already completed. A phase interrupted after
+its examples entered the memory has them removed again before it is retrained, so nothing is admitted
+twice. A method with a memory governs each phase as an update
+(``rehearsal.run_governance``: optional gate, version, audit entries).
 """
 
 from __future__ import annotations
@@ -449,9 +450,11 @@ def run(
         last_correct = correct
         generation = _memory_generation(out, keys) if keys is not None else 0
         _write_state(out, config, phase + 1, weights, matrix, correct, generation, totals)
-        if keys is None and phase:
-            # Ungoverned: no version points at older weights, and a resume needs only the latest.
-            shutil.rmtree(out / _WEIGHTS / f"phase_{phase - 1}", ignore_errors=True)
+        # Ungoverned: no version points at older weights and a resume needs only the latest; governed:
+        # versions older than keep_weights give theirs up.
+        keep = 1 if keys is None else config.keep_weights
+        if keep is not None and phase >= keep:
+            shutil.rmtree(out / _WEIGHTS / f"phase_{phase - keep}", ignore_errors=True)
         _write_outputs(_result(config, matrix, totals, out), out)
         bar.update(1)
     bar.close()

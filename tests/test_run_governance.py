@@ -307,3 +307,20 @@ def test_a_version_recorded_by_a_run_that_died_before_its_state_is_withdrawn_on_
     assert _log(out).verify() == len(kinds)
     with RehearsalMemory.open(out / "memory", keys=_keys(), read_only=True) as memory:
         assert len(memory) == sum(len(t.train) for t in tiny_stream.tasks)  # nothing admitted twice
+
+
+@pytest.mark.slow
+def test_keep_weights_prunes_old_versions_weights_but_not_their_memory_state(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid", keep_weights=1)
+    stream_module.run(config, stream=tiny_stream)
+    out = tmp_path / "run"
+    assert sorted(p.name for p in (out / "weights").iterdir()) == ["phase_1"]
+    memory = str(out / "memory")
+    assert cli_main(["versions", memory]) == 0
+    assert "(weights pruned)" in capsys.readouterr().out.splitlines()[0]
+    assert cli_main(["rollback", memory, "1"]) == 0
+    assert "the memory is restored, the model is not" in capsys.readouterr().out
+    with RehearsalMemory.open(out / "memory", keys=_keys(), read_only=True) as m:
+        assert len(m) == len(tiny_stream.tasks[0].train)
