@@ -181,6 +181,7 @@ def _approve_args(p: argparse.ArgumentParser) -> None:
 def _approve(args: argparse.Namespace) -> Report:
     from rehearsal.audit import AuditLog
     from rehearsal.cli import Report
+    from rehearsal.gate import approve
 
     if not args.update or not args.approver:
         raise ValidationError("usage: rehearsal approve PATH UPDATE_ID --approver NAME")
@@ -190,13 +191,8 @@ def _approve(args: argparse.Namespace) -> Report:
         raise ValidationError(f"the audit log has no update {args.update!r} awaiting approval")
     # The approval names what it accepts: these flags on this data. A retrained phase whose data or
     # flags differ needs a new approval.
-    details = {
-        "run_id": args.update,
-        "approver": args.approver,
-        "codes": list(pending.get("reasons") or []),
-        "data_digest": pending.get("data_digest"),
-    }
-    entry = log.append("approve", details, actor=args.approver)
+    codes, digest = list(pending.get("reasons") or []), pending.get("data_digest")
+    entry = approve(log, args.update, args.approver, codes=codes, data_digest=digest)
     data = {"path": args.path, "update": args.update, "approver": args.approver, "seq": entry.seq}
     line = f"approved {args.update} by {args.approver} (audit entry {entry.seq}); resume the run to ship it"
     return Report(data, [line])

@@ -154,13 +154,28 @@ def evaluate_gate(
 # -- approval --------------------------------------------------------------------------------------
 
 
-def approve(log: AuditLog, run_id: str, approver: str, *, report: GateReport | None = None) -> AuditEntry:
-    """Record that ``approver`` accepts the flagged update ``run_id`` (refused for a failed gate)."""
+def approve(
+    log: AuditLog,
+    run_id: str,
+    approver: str,
+    *,
+    report: GateReport | None = None,
+    codes: Sequence[str] | None = None,
+    data_digest: str | None = None,
+) -> AuditEntry:
+    """Record that ``approver`` accepts the flagged update ``run_id`` (refused for a failed gate).
+
+    ``codes`` and ``data_digest`` name what is accepted — these flags on this data — so that a governed
+    run (``rehearsal.run_governance.approver_of``) does not take the approval for other data or flags."""
     if report is not None and report.decision == FAIL:
         raise ValidationError(f"run {run_id!r} failed the gate; a failed update cannot be approved")
     details: dict[str, Any] = {"run_id": run_id, "approver": approver}
     if report is not None:
         details["flags"] = len(report.risk_flags)
+    if codes is not None:
+        details["codes"] = list(codes)
+    if data_digest is not None:
+        details["data_digest"] = data_digest
     return log.append("approve", details, actor=approver)
 
 
