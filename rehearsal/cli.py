@@ -391,6 +391,28 @@ def _run(args: argparse.Namespace) -> Report:
     return Report(result.to_dict(), [result.to_markdown()])
 
 
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queries", type=int, default=200, help="stored vectors used as queries (seeded)")
+    p.add_argument("-k", type=int, default=10, help="neighbours per query")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _bench(args: argparse.Namespace) -> Report:
+    from rehearsal.memory_bench import bench_memory
+
+    with _open(args, read_only=True) as memory:
+        r = bench_memory(memory, queries=args.queries, k=args.k, seed=args.seed)
+    index = f"index {r['index']} (nprobe {r['nprobe']})"
+    lines = [
+        f"{r['entries']} entries, {index}, {r['queries']} queries, k={r['k']}",
+        f"recall@{r['k']} {r['recall_at_k']:.4f} against exact search",
+        f"index {r['index_ms_per_query']:.3f} ms/query = {r['speedup_vs_exact']:.1f}x exact search "
+        f"({r['exact_ms_per_query']:.3f} ms/query)",
+        f"memory search with catalog lookups {r['memory_ms_per_query']:.3f} ms/query",
+    ]
+    return Report({"path": args.path, **r}, lines)
+
+
 VERBS: dict[str, Verb] = {
     "init": Verb("create an empty memory", _init_args, _init),
     "ingest": Verb("add records from a JSONL/CSV file or a saved dataset", _ingest_args, _ingest),
@@ -401,6 +423,7 @@ VERBS: dict[str, Verb] = {
     "forget": Verb("erase a tenant: destroy its key, remove its entries", _forget_args, _forget),
     "rotate-key": Verb("rewrap the data keys under a new master key", _rotate_args, _rotate_key),
     "keygen": Verb("make a new master key (file or stdout)", _keygen_args, _keygen, uses_memory=False),
+    "bench": Verb("recall and speed of the memory's search against exact search", _bench_args, _bench),
 }
 VERBS["run"] = Verb("a continual fine-tuning run from a TOML/YAML config", _run_args, _run, uses_memory=False)
 VERBS["gate"] = Verb("validate an update: regression and PII safety", gate_args, run_gate, uses_memory=False)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from rehearsal.cli import KEY_ENV, VERBS, main
@@ -474,3 +475,26 @@ def test_a_real_process_exits_1_on_a_wrong_key_and_2_on_bad_usage(memory: str) -
     )
     assert usage.returncode == 2
     assert "--ids" in one_error_line(usage.stderr)
+
+
+def test_bench_reports_recall_and_speed_against_exact_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rehearsal.memory import RehearsalMemory
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    path = tmp_path / "vec"
+    with RehearsalMemory.create(path, embedding_only=True, dim=16) as memory:
+        memory.add(vectors=vectors, sources=[f"s{i}" for i in range(300)])
+    assert main(["bench", str(path), "--queries", "50", "-k", "5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["entries"], report["queries"], report["k"]) == (300, 50, 5)
+    assert report["recall_at_k"] == 1.0  # a flat index is exact
+    assert report["index"].endswith("Flat")
+    assert report["speedup_vs_exact"] > 0
+    with RehearsalMemory.create(tmp_path / "empty", embedding_only=True, dim=16):
+        pass
+    assert main(["bench", str(tmp_path / "empty")]) == 1
+    assert "empty" in capsys.readouterr().err
