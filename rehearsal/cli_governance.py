@@ -136,7 +136,7 @@ def _versions(args: argparse.Namespace) -> Report:
 def _weights_note(version: Version) -> str:
     if version.withdrawn:
         return " (withdrawn)"
-    return "" if Path(version.weights).exists() else " (weights pruned)"
+    return "" if Path(version.weights).exists() else " (weights missing: pruned by keep_weights, or moved)"
 
 
 def _rollback_args(p: argparse.ArgumentParser) -> None:
@@ -165,7 +165,8 @@ def _rollback(args: argparse.Namespace) -> Report:
     line = f"rolled back to v{result.version}: {removed} later entries removed; weights {result.weights}"
     lines = [line] if result.exact else [line, "not exact: entries erased since that version stay erased"]
     if not Path(result.weights).exists():
-        lines.append("its weights were pruned (keep_weights): the memory is restored, the model is not")
+        missing = "its weights are missing (keep_weights pruned them, or they moved)"
+        lines.append(f"{missing}: the memory is restored, the model is not")
     return Report(data, lines)
 
 

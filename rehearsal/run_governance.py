@@ -18,7 +18,8 @@ admissions), and what it lost in that time (evictions by the admission policy):
 3. a blocked update is logged too (decision "fail" or "needs-approval", with its codes), its admitted
    entries leave the memory again (index, catalog and vault; logged), and :class:`UpdateBlockedError`
    stops the run with the run's state still at the previous phase, so a resume retrains it. Evictions
-   the phase's admission made are not undone: erased records stay erased.
+   the phase's admission made are not undone: erased records stay erased, and under a capacity-bounded
+   policy the retrained phase may admit a different sample, whose approval is then asked for again.
 
 The audit log is ``<memory>/audit.log``, keyed from the run's master key; a run without a memory has no
 key to sign with and is not governed. Task names that the log would refuse as free text are logged as
@@ -156,6 +157,8 @@ def govern_update(
         common.update(staging=summary, data_digest=digest, reasons=codes, actor=run_id)
         if decision in (FAIL, NEEDS_APPROVAL):
             log_train_update(log, **common, decision=decision, approver=None)
+            if evicted:  # erased records stay erased, blocked or not
+                log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
             if added:
                 memory.delete(added)
                 log_delete(log, added, actor=run_id, generation=memory.generation, cause="blocked-update")

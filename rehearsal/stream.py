@@ -239,11 +239,16 @@ def _open_memory(
         memory = RehearsalMemory.create(path, keys=keys, encoder=load_encoder())
     else:
         memory = RehearsalMemory.open(path, keys=keys)
-    log = AuditLog.open(default_log_path(path), keys)
-    if state is not None:
-        # A version recorded for the pending phase by a run that died before saving its state is not one.
-        withdraw_update(path, update_id(run_id, int(state["completed_phases"])), log=log, actor=run_id)
-    with AuditedMemory(memory, log, actor=run_id) as audited:
+    try:
+        log = AuditLog.open(default_log_path(path), keys)
+        if state is not None:
+            # A version recorded for the pending phase by a run that died before saving its state is not one.
+            withdraw_update(path, update_id(run_id, int(state["completed_phases"])), log=log, actor=run_id)
+        audited = AuditedMemory(memory, log, actor=run_id)
+    except BaseException:
+        memory.close()  # release the writer lock before the error leaves
+        raise
+    with audited:
         if state is not None and memory.generation != state["memory_generation"]:
             stale = memory.ids({"task": {"$in": [t.name for t in pending]}})
             if stale:

@@ -168,8 +168,10 @@ def withdraw_update(
         return None
     for record in found:
         record["withdrawn"] = True
-    live = [v["version"] for v in data["versions"] if not v.get("withdrawn")]
-    data["current"] = max(live) if live else None
+    if data.get("current") in {v["version"] for v in found}:
+        # Only a pointer at a withdrawn version moves; a rollback made since stays where it was put.
+        live = [v["version"] for v in data["versions"] if not v.get("withdrawn")]
+        data["current"] = max(live) if live else None
     _save(folder, data)
     if log is not None:
         details = {"update": update, "versions": [v["version"] for v in found], "current": data["current"]}

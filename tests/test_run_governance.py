@@ -319,8 +319,34 @@ def test_keep_weights_prunes_old_versions_weights_but_not_their_memory_state(
     assert sorted(p.name for p in (out / "weights").iterdir()) == ["phase_1"]
     memory = str(out / "memory")
     assert cli_main(["versions", memory]) == 0
-    assert "(weights pruned)" in capsys.readouterr().out.splitlines()[0]
+    assert "(weights missing" in capsys.readouterr().out.splitlines()[0]
     assert cli_main(["rollback", memory, "1"]) == 0
     assert "the memory is restored, the model is not" in capsys.readouterr().out
     with RehearsalMemory.open(out / "memory", keys=_keys(), read_only=True) as m:
         assert len(m) == len(tiny_stream.tasks[0].train)
+
+
+@pytest.mark.slow
+def test_a_blocked_updates_evictions_are_logged(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = tiny_stream.tasks[0]
+    monkeypatch.setattr(stream_module, "_task_correct", _scripted_eval({0: 1.0, 1: 0.0}, first.name))
+    capacity = len(first.train) - 4  # full after phase 0, so phase 1's admissions evict residents
+    config = tiny_run_config(
+        tmp_path,
+        tiny_model,
+        method="hybrid",
+        policy="reservoir",
+        memory_capacity=capacity,
+        gate=GateConfig(max_drop=0.05),
+    )
+    with pytest.raises(UpdateBlockedError):
+        stream_module.run(config, stream=tiny_stream)
+    log = _log(tmp_path / "run")
+    kinds = [(e.kind, e.details.get("decision") or e.details.get("cause")) for e in log.entries()]
+    blocked = kinds.index(("train-update", "fail"))
+    # Erased residents stay erased, and the log says so, right after the blocked update's own entry.
+    assert kinds[blocked + 1] == ("delete", "eviction")
+    assert kinds[blocked + 2] == ("delete", "blocked-update")
+    assert log.verify() == len(kinds)

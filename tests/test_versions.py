@@ -95,3 +95,23 @@ def test_cli_versions_and_rollback(
     assert "rollback needs a VERSION" in capsys.readouterr().err
     assert main(["audit", "verify", path, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["kinds"] == {"baseline": 1, "rollback": 1}
+
+
+def test_withdrawing_a_version_leaves_a_rollback_made_since_in_place(tmp_path: Path, keys: KeyRing) -> None:
+    from rehearsal.versions import withdraw_update
+
+    memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=4, encoder_name="test-encoder")
+    vectors = np.eye(4, dtype=np.float32)
+    memory.add(["a"], vectors=vectors[:1])
+    record_version(memory, weights="w1", config={}, update="run/phase-0")
+    memory.add(["b"], vectors=vectors[1:2])
+    record_version(memory, weights="w2", config={}, update="run/phase-1")
+    rollback(memory, 1)
+    withdrawn = withdraw_update(memory.path, "run/phase-1")
+    assert withdrawn is not None
+    assert withdrawn.version == 2
+    versions, current = list_versions(memory.path)
+    assert current == 1
+    assert [v.withdrawn for v in versions] == [False, True]
+    assert withdraw_update(memory.path, "run/phase-1") is None  # once only
+    memory.close()
