@@ -211,15 +211,26 @@ class AuditLog:
         return entry
 
     def rotate(self, new_keys: KeyRing, *, actor: str | None = None) -> AuditEntry:
-        """Record a master-key rotation under the old key, then continue the log under ``new_keys``."""
+        """Record a master-key rotation under the old key, then continue the log under ``new_keys``.
+
+        A rotation cut short after its entry and before its head (the head still under this key) is
+        finished rather than recorded twice: a second rotation entry would name a key the log never had."""
         details = {"old_key": self._keys.fingerprint, "new_key": new_keys.fingerprint}
         with self._locked():
             seq, prev = self._tail()
-            entry = self._sign(seq + 1, "rotate-key", actor, details, prev)
-            self._write_line(entry)
+            last = self._last_entry()
+            if last is not None and last.kind == "rotate-key" and last.details == details:
+                entry = last
+            else:
+                entry = self._sign(seq + 1, "rotate-key", actor, details, prev)
+                self._write_line(entry)
             self._keys, self._key = new_keys, new_keys.derive_key(_KEY_PURPOSE)
             self._write_head(entry.seq, entry.digest)
         return entry
+
+    def _last_entry(self) -> AuditEntry | None:
+        lines = self.path.read_bytes().splitlines()
+        return _parse(lines[-1], len(lines)) if lines else None
 
     def _sign(self, seq: int, kind: str, actor: str | None, details: dict[str, Any], prev: str) -> AuditEntry:
         fields = {

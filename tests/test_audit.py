@@ -350,3 +350,16 @@ def test_rotate_key_finishes_a_rotation_that_died_before_the_log(
     monkeypatch.setenv(KEY_ENV, new_key.export_base64())
     assert main(["delete", path, "--ids", "0"]) == 0  # audited verbs work again under the new key
     assert [e.kind for e in log.entries()][-1] == "delete"
+
+
+def test_a_rotation_cut_short_inside_the_log_is_finished_not_repeated(tmp_path: Path, keys: KeyRing) -> None:
+    log = make_log(tmp_path, keys)
+    new_key = KeyRing.generate()
+    # The crash: the rotation entry is written under the old key, the head is not yet rewritten.
+    seq, prev = log._tail()
+    details = {"old_key": keys.fingerprint, "new_key": new_key.fingerprint}
+    log._write_line(log._sign(seq + 1, "rotate-key", None, details, prev))
+    AuditLog.open(tmp_path / "audit.log", keys).rotate(new_key)
+    reopened = AuditLog.open(tmp_path / "audit.log", new_key, create=False)
+    assert [e.kind for e in reopened.entries()].count("rotate-key") == 1
+    assert reopened.verify() == N + 1
