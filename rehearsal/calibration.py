@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from rehearsal.errors import ConfigError
+from rehearsal.evaluation import batch_logits
 
 __all__ = [
     "CALIBRATIONS",
@@ -117,24 +118,6 @@ def apply_bias_correction(
         head.bias[rows] = head.bias[rows] * alpha + beta
 
 
-def _logits(
-    model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_size: int = 64
-) -> torch.Tensor:
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                list(texts[start : start + batch_size]),
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            out.append(model(**batch).logits.float())
-    return torch.cat(out)
-
-
 def calibrate(
     model: torch.nn.Module,
     method: str,
@@ -162,7 +145,7 @@ def calibrate(
     if data is None or tokenizer is None:
         raise ConfigError(f"calibration {method!r} needs a calibration set (texts, labels) and a tokenizer")
     texts, labels = data
-    logits = _logits(model, tokenizer, texts, max_length=max_length)
+    logits = batch_logits(model, tokenizer, texts, batch_size=64, max_length=max_length)
     alpha, beta = fit_bias_correction(
         logits,
         torch.as_tensor(list(labels)),

@@ -14,7 +14,30 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["embed_texts", "evaluate_accuracy", "predict_labels"]
+__all__ = ["batch_logits", "embed_texts", "evaluate_accuracy", "predict_labels"]
+
+
+def batch_logits(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_length: int
+) -> Any:
+    """(n, outputs) float32 tensor on CPU: ``model``'s logits for ``texts``, in eval mode, batch by batch
+    on the model's device. The one inference loop of evaluation, calibration and the task gate."""
+    import torch
+
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
+            out.append(model(**batch).logits.float().cpu())
+    return torch.cat(out)
 
 
 def predict_labels(
@@ -27,28 +50,16 @@ def predict_labels(
     allowed: Sequence[int] | None = None,
 ) -> np.ndarray:
     """(n,) int64: the argmax of ``model``'s logits for each text, over ``allowed`` classes (all if None)."""
-    import torch
-
-    out = np.empty(len(texts), dtype=np.int64)
     if not len(texts):
-        return out
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                list(texts[start : start + batch_size]),
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            logits = model(**batch).logits
-            if allowed is not None:
-                mask = torch.full((logits.shape[-1],), float("-inf"), device=logits.device)
-                mask[torch.as_tensor(list(allowed), dtype=torch.long, device=logits.device)] = 0.0
-                logits = logits + mask
-            out[start : start + len(batch["input_ids"])] = logits.argmax(dim=-1).cpu().numpy()
-    return out
+        return np.empty(0, dtype=np.int64)
+    logits: np.ndarray = batch_logits(
+        model, tokenizer, texts, batch_size=batch_size, max_length=max_length
+    ).numpy()
+    if allowed is not None:
+        mask = np.full(logits.shape[-1], -np.inf, dtype=logits.dtype)
+        mask[list(allowed)] = 0.0
+        logits = logits + mask
+    return np.asarray(logits.argmax(axis=-1), dtype=np.int64)
 
 
 def evaluate_accuracy(

@@ -130,21 +130,14 @@ class TaskGate:
         """(n, tasks) softmax of the gate over ``self.tasks`` for each text."""
         import torch
 
-        out = np.zeros((len(texts), len(self.tasks)), dtype=np.float32)
-        device = next(self.model.parameters()).device
-        self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(
-                    list(texts[start : start + batch_size]),
-                    truncation=True,
-                    max_length=self.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                ).to(device)
-                probs = torch.softmax(self.model(**batch).logits.float(), dim=-1)
-                out[start : start + len(probs)] = probs.cpu().numpy()
-        return out
+        from rehearsal.evaluation import batch_logits
+
+        if not len(texts):
+            return np.zeros((0, len(self.tasks)), dtype=np.float32)
+        logits = batch_logits(
+            self.model, self.tokenizer, texts, batch_size=batch_size, max_length=self.max_length
+        )
+        return np.asarray(torch.softmax(logits, dim=-1).numpy(), dtype=np.float32)
 
     def vote(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         """For each text: the most probable task and its probability."""
