@@ -28,14 +28,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if not os.environ.get("REHEARSAL_MASTER_KEY"):
     # The runs' memories are encrypted; a key for this process only (set REHEARSAL_MASTER_KEY to resume
     # a run that was cut short in an earlier invocation).
-    from rehearsal.crypto import KeyRing
+    from rehearsal.crypto.keys import KeyRing
 
     os.environ["REHEARSAL_MASTER_KEY"] = KeyRing.generate().export_base64()
 
-from rehearsal.calibration import CALIBRATIONS
 from rehearsal.config import EWCConfig, LoRAConfig, ReplayConfig
-from rehearsal.run_config import RunConfig
-from rehearsal.stream import run
+from rehearsal.methods.calibration import CALIBRATIONS
+from rehearsal.run.config import RunConfig
+from rehearsal.run.loop import run
 
 # variant -> RunConfig changes on top of the command line's settings (--loss, --mask-unseen, --calibration,
 # --head-lr, --ratio, which every replay method shares). Naive fine-tuning gets the same loss without replay

@@ -28,7 +28,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from rehearsal.index import TRAIN_POINTS_PER_LIST, VectorIndex, choose_index_spec, choose_nprobe
+from rehearsal.store.faiss.index import TRAIN_POINTS_PER_LIST, VectorIndex, choose_index_spec, choose_nprobe
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray, spread: float) -> np.ndarray:

@@ -21,10 +21,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from _report import print_and_save  # benchmarks/ is on sys.path when run as a script
 
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import load_wordnet_stream
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
-from rehearsal.memory import RehearsalMemory
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.run.tasks import load_wordnet_stream
 
 HERE = Path(__file__).resolve().parent
 BAR = 0.90

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from _report import print_and_save  # benchmarks/ is on sys.path when run as a script
 
-from rehearsal.crypto import KeyRing
-from rehearsal.memory import RehearsalMemory
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.memory.facade import RehearsalMemory
 
 HERE = Path(__file__).resolve().parent
 DIM = 384

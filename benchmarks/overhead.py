@@ -40,11 +40,11 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rehearsal.config import ReplayConfig
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import load_wordnet_stream
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path, load_encoder
-from rehearsal.hf import RehearsalCollator, embed_dataset
-from rehearsal.memory import RehearsalMemory
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.replay.collator import RehearsalCollator, embed_dataset
+from rehearsal.run.tasks import load_wordnet_stream
 
 OUT = Path(__file__).parent / "out"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rehearsal.pii import PII_KINDS, scan, score
+from rehearsal.governance.pii import PII_KINDS, scan, score
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "pii_labelled.jsonl"

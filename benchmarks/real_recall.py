@@ -20,8 +20,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from rehearsal.datasets import load_wordnet_stream
-from rehearsal.index import VectorIndex
+from rehearsal.run.tasks import load_wordnet_stream
+from rehearsal.store.faiss.index import VectorIndex
 
 OUT = Path(__file__).parent / "out"
 

@@ -1,16 +1,16 @@
 """Routing accuracy of the memory as a task gate: k-NN vote over the tasks of each input's nearest memories.
 
 A memory holds every WordNet training gloss (MiniLM vectors, task metadata); each test gloss is routed to
-the task whose adapter should serve it (``rehearsal.adapters.AdapterRouter``). Accuracy is the share of test
-inputs routed to their own task's adapter; a fallback (vote share under the threshold) counts as a miss.
-"precision" is the accuracy among inputs that were not sent to the fallback, "coverage" their share.
+the task whose adapter should serve it (``rehearsal.methods.adapters.AdapterRouter``). Accuracy is the
+share of test inputs routed to their own task's adapter; a fallback (vote share under the threshold) counts as
+a miss. "precision" is the accuracy among inputs that were not sent to the fallback, "coverage" their share.
 Pooled routing (``route_pooled``) routes a group of test glosses known to share a task (a session, an
 evaluation batch) with one vote: groups of ``--groups`` sizes drawn at random within each task (seed 0).
 MiniLM vectors are computed once and cached in ``benchmarks/out/wordnet_minilm_{train,test}.npy``.
 
-``--gate`` also trains ``rehearsal.task_gate.TaskGate`` from an encrypted memory holding the same training
-glosses (texts + task; MiniLM fine-tuned with one output per task, 2 epochs: ~7 min on 2 CPU cores) and
-routes the test glosses by its softmax, at the same thresholds.
+``--gate`` also trains ``rehearsal.methods.router.TaskGate`` from an encrypted memory holding the same
+training glosses (texts + task; MiniLM fine-tuned with one output per task, 2 epochs: ~7 min on 2 CPU cores)
+and routes the test glosses by its softmax, at the same thresholds.
 
     python benchmarks/routing.py                     # k=16, thresholds 0.0 and 0.6
     python benchmarks/routing.py --k 8 32 --thresholds 0.0 0.5 0.6 0.8
@@ -33,8 +33,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from rehearsal.datasets import Example, load_wordnet_stream
 from rehearsal.embedding import load_encoder
+from rehearsal.run.tasks import Example, load_wordnet_stream
 
 OUT = Path(__file__).parent / "out"
 
@@ -80,9 +80,9 @@ def measure_gate(
     train: list[Example], test: list[Example], train_vectors: np.ndarray, args: argparse.Namespace, tmp: Path
 ) -> list[dict[str, Any]]:
     """Train a TaskGate from an encrypted memory of the training glosses; route the test glosses."""
-    from rehearsal.crypto import KeyRing
-    from rehearsal.memory import RehearsalMemory
-    from rehearsal.task_gate import TaskGate
+    from rehearsal.crypto.keys import KeyRing
+    from rehearsal.memory.facade import RehearsalMemory
+    from rehearsal.methods.router import TaskGate
 
     with RehearsalMemory.create(tmp / "texts", keys=KeyRing.generate()) as memory:
         memory.add(
@@ -122,8 +122,8 @@ def main() -> None:
     if args.encode_only:
         return
 
-    from rehearsal.adapters import AdapterRouter
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.memory.facade import RehearsalMemory
+    from rehearsal.methods.adapters import AdapterRouter
 
     true_tasks = [ex.task for ex in test]
     rows = []

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rehearsal.crypto import KeyRing
-from rehearsal.vault import Vault
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.store.sqlite.texts import Vault
 
 WORDS = (  # noqa: SIM905 (a sentence reads better than a list of words)
     "the customer reported that invoice payment failed after the update and asked support to refund "

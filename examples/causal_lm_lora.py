@@ -49,11 +49,11 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rehearsal.config import ReplayConfig
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import load_wordnet_stream
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
-from rehearsal.hf import RehearsalCallback, RehearsalCollator, embed_dataset
-from rehearsal.memory import RehearsalMemory
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
+from rehearsal.run.tasks import load_wordnet_stream
 
 DOMAINS = ("living", "verbs", "modifiers")
 OUT = Path(__file__).resolve().parent.parent / "benchmarks" / "out"

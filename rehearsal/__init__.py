@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rehearsal.catalog import Hit
 from rehearsal.config import EWCConfig, LoRAConfig, ReplayConfig
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import TaskStream, load_jsonl_stream, load_wordnet_stream
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import Encoder, SentenceTransformerEncoder, load_encoder
 from rehearsal.errors import (
     ConfigError,
@@ -30,27 +28,36 @@ from rehearsal.errors import (
     ValidationError,
     WrongKeyError,
 )
-from rehearsal.memory import RehearsalMemory
-from rehearsal.metrics import AccuracyMatrix, RunCost
-from rehearsal.policies import AdmissionPolicy, ClassBalanced, KeepAll, Priority, Reservoir, make_policy
-from rehearsal.run_config import RunConfig
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.memory.policies import (
+    AdmissionPolicy,
+    ClassBalanced,
+    KeepAll,
+    Priority,
+    Reservoir,
+    make_policy,
+)
+from rehearsal.run.config import RunConfig
+from rehearsal.run.metrics import AccuracyMatrix, RunCost
+from rehearsal.run.tasks import TaskStream, load_jsonl_stream, load_wordnet_stream
+from rehearsal.store.types import Hit
 
 if TYPE_CHECKING:
-    from rehearsal.adapters import AdapterRouter, TaskAdapters
-    from rehearsal.ewc import EWC
-    from rehearsal.hf import RehearsalCallback, RehearsalCollator, embed_dataset
-    from rehearsal.task_gate import TaskGate
+    from rehearsal.methods.adapters import AdapterRouter, TaskAdapters
+    from rehearsal.methods.ewc import EWC
+    from rehearsal.methods.router import TaskGate
+    from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "AdapterRouter": "rehearsal.adapters",
-    "EWC": "rehearsal.ewc",
-    "TaskAdapters": "rehearsal.adapters",
-    "TaskGate": "rehearsal.task_gate",
-    "RehearsalCallback": "rehearsal.hf",
-    "RehearsalCollator": "rehearsal.hf",
-    "embed_dataset": "rehearsal.hf",
+    "AdapterRouter": "rehearsal.methods.adapters",
+    "EWC": "rehearsal.methods.ewc",
+    "TaskAdapters": "rehearsal.methods.adapters",
+    "TaskGate": "rehearsal.methods.router",
+    "RehearsalCallback": "rehearsal.replay.collator",
+    "RehearsalCollator": "rehearsal.replay.collator",
+    "embed_dataset": "rehearsal.replay.collator",
 }
 
 __all__ = [

@@ -1,30 +1,19 @@
-"""Atomic files: the memory's manifest and its index snapshot.
+"""Atomic, durable files: write a temporary file, fsync it, rename it over the old one, fsync the folder.
 
-A snapshot is written to a temporary file, fsynced, renamed over the old one and the folder fsynced, so
-a reader (or a crash) sees either the old snapshot or the new one, never a torn file. FAISS's own
-``write_index`` truncates in place, which is why the index goes through bytes here instead.
-
-Snapshot layout: ``MAGIC`` (8 bytes) | generation (uint64 LE) | flags (1 byte: bit 0 = sealed) | payload.
-A sealed payload is AES-GCM with associated data binding the generation, so an old snapshot cannot be
-passed off as a newer one.
+A reader (or a crash) sees either the old content or the new one, never a torn file. Used for the memory's
+manifest and index snapshot, the audit log's head and the versions file.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
-import struct
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rehearsal.errors import IntegrityError, StoreFormatError
+from rehearsal.errors import StoreFormatError
 
-__all__ = ["atomic_write", "read_json", "read_snapshot", "remove_stale_temps", "write_snapshot"]
-
-MAGIC = b"RHSNAP01"
-_HEADER = struct.Struct("<8sQB")
+__all__ = ["atomic_write", "read_json", "remove_stale_temps"]
 
 
 def atomic_write(path: Path, *parts: bytes) -> None:
@@ -64,29 +53,3 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StoreFormatError(f"{path.name} in {str(path.parent)!r} is not a JSON object")
     return data
-
-
-def write_snapshot(path: Path, generation: int, payload: bytes, *, sealed: bool) -> None:
-    atomic_write(path, _HEADER.pack(MAGIC, generation, 1 if sealed else 0), payload)
-
-
-def read_snapshot(path: Path, unseal: Callable[[int, memoryview], bytes] | None) -> tuple[int, bytes]:
-    """Return (generation, index bytes); ``unseal(generation, payload)`` opens a sealed payload."""
-    with open(path, "rb") as f:
-        header = f.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            raise IntegrityError(f"index snapshot {path.name} is truncated ({len(header)} bytes)")
-        magic, generation, flags = _HEADER.unpack(header)
-        if magic != MAGIC:
-            raise StoreFormatError(f"{path.name} is not a rehearsal index snapshot")
-        if not flags & 1:
-            return generation, f.read()
-        if unseal is None:
-            raise IntegrityError(f"index snapshot {path.name} is sealed but the store has no keys")
-        if os.fstat(f.fileno()).st_size == _HEADER.size:
-            raise IntegrityError(f"index snapshot {path.name} has no payload")
-        # Decrypt straight from the page cache: reading a gigabyte-sized file into a bytes object first
-        # costs as much as the decryption itself. The map is left to the garbage collector rather than
-        # closed here, since views of it may still be referenced by an exception's traceback.
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return generation, unseal(generation, memoryview(mapped)[_HEADER.size :])

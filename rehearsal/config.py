@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 from rehearsal.errors import ConfigError
 
 __all__ = [
+    "CALIBRATIONS",
     "FISHER_MODES",
     "REPLAY_MODES",
     "ROUTERS",
@@ -25,6 +26,8 @@ C = TypeVar("C", bound="ConfigMixin")
 REPLAY_MODES = ("retrieval", "random", "hybrid")
 FISHER_MODES = ("sampled", "empirical")
 ROUTERS = ("gate", "knn")
+# Corrections of the shared head after each phase (rehearsal.methods.calibration implements them).
+CALIBRATIONS = ("none", "weight_aligning", "bias_correction")
 
 
 class ConfigMixin:
@@ -78,7 +81,7 @@ class ReplayConfig(ConfigMixin):
     ``ratio`` is the replay share of each training batch: a batch of ``b`` new examples is topped up with
     ``round(b * ratio / (1 - ratio))`` old ones (0.25 with b=24 gives 8, i.e. 8 of 32).
     ``mark_replay`` adds an ``is_replay`` column that a plain model does not accept: use it only with
-    ``rehearsal.trainer.RehearsalTrainer``, which removes it before the forward pass.
+    ``rehearsal.replay.trainer.RehearsalTrainer``, which removes it before the forward pass.
     In ``hybrid`` mode ``random_share`` of the replay is drawn at random (``balance="class"``: class by class)
     from the whole eligible memory so that old tasks far from the new data are not starved, and the rest
     are the nearest neighbours of the batch (``k`` per new example, merged and de-duplicated).
@@ -159,12 +162,12 @@ class EWCConfig(ConfigMixin):
 
 @dataclasses.dataclass
 class LoRAConfig(ConfigMixin):
-    """LoRA adapters of the ``lora-*`` run methods (``rehearsal.strategies.lora``).
+    """LoRA adapters of the ``lora-*`` run methods (``rehearsal.run.strategies.lora``).
 
     ``r``, ``alpha``, ``dropout``: the adapter's rank, scale numerator and dropout; ``target_modules``:
     the attention projections to adapt (None: found by name, ``query``/``value`` for BERT-like models,
     ``q_proj``/``v_proj`` for Llama-like ones). ``router`` is how ``lora-routed`` picks an input's adapter:
-    ``"gate"`` (a :class:`~rehearsal.task_gate.TaskGate` fine-tuned on the memory after each phase, for
+    ``"gate"`` (a :class:`~rehearsal.methods.router.TaskGate` fine-tuned on the memory after each phase, for
     ``gate_epochs``) or ``"knn"`` (the memory's k-NN vote over ``route_k`` neighbours; no training).
     """
 

@@ -20,10 +20,12 @@ __all__ = [
     "Encoder",
     "SentenceTransformerEncoder",
     "default_model_path",
+    "encoder_identity",
     "load_encoder",
 ]
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_DIM = 384  # all-MiniLM-L6-v2
 
 # Inputs longer than this many texts get a progress bar.
 _PROGRESS_THRESHOLD = 2048
@@ -46,6 +48,19 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return a (len(texts), dim) float32 array of unit-norm rows."""
         ...
+
+
+def encoder_identity(encoder: Encoder | None, dim: int | None, name: str | None) -> tuple[str, int]:
+    """The (name, width) a new memory records for its encoder."""
+    if encoder is not None:
+        if dim is not None and dim != encoder.dim:
+            raise ConfigError(f"'dim'={dim} contradicts the encoder's width {encoder.dim}")
+        return encoder.name, encoder.dim
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ConfigError(f"'dim' must be a positive int, got {dim!r}")
+    if name is not None and name != DEFAULT_ENCODER_NAME and dim is None:
+        raise ConfigError("a non-default 'encoder_name' needs 'dim' (or pass encoder=)")
+    return name or DEFAULT_ENCODER_NAME, dim or _DEFAULT_DIM
 
 
 def default_model_path() -> Path:

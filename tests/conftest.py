@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import Task, TaskStream, load_wordnet_stream
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.run.tasks import Task, TaskStream, load_wordnet_stream
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def encoder() -> Any:
 @pytest.fixture
 def master_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs keep their memory encrypted; the key comes from the environment, as in scripts/main.sh."""
-    from rehearsal.crypto import KeyRing
+    from rehearsal.crypto.keys import KeyRing
 
     monkeypatch.setenv("REHEARSAL_MASTER_KEY", KeyRing.generate().export_base64())
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from _models import tiny_llama
 
-from rehearsal.adapters import AdapterRouter, TaskAdapters, adapter_of, group_by_route
 from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError, ValidationError
-from rehearsal.memory import RehearsalMemory
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, adapter_of, group_by_route
 
 
 def lora() -> Any:
@@ -253,7 +253,7 @@ def test_group_by_route_lists_rows_per_adapter():
 
 @pytest.mark.slow
 def test_router_finds_the_wordnet_task_of_most_test_glosses(tmp_path, encoder):
-    from rehearsal.datasets import load_wordnet_stream
+    from rehearsal.run.tasks import load_wordnet_stream
 
     # A small subset keeps the encoder's work near 400 texts; benchmarks/routing.py measures the full set.
     stream = load_wordnet_stream(max_train_per_class=7, max_test_per_class=2)

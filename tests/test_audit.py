@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rehearsal.audit import AuditLog, check_details, default_log_path
-from rehearsal.audit_events import AuditedMemory, log_ingest, log_train_update
-from rehearsal.crypto import KeyRing
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import IntegrityError, NotFoundError, ValidationError, WrongKeyError
-from rehearsal.memory import RehearsalMemory
+from rehearsal.governance.audit_log import AuditLog, check_details, default_log_path
+from rehearsal.governance.audited import AuditedMemory, log_ingest, log_train_update
+from rehearsal.memory.facade import RehearsalMemory
 
 N = 6
 
@@ -235,7 +235,7 @@ def test_audited_memory_logs_mutations_and_no_raw_text(tmp_path: Path, keys: Key
 def test_cli_audit_verify_reports_ok_and_names_the_bad_entry(
     tmp_path: Path, keys: KeyRing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rehearsal.cli import KEY_ENV, main
+    from rehearsal.cli.main import KEY_ENV, main
 
     monkeypatch.setenv(KEY_ENV, keys.export_base64())
     (tmp_path / "mem").mkdir()
@@ -305,7 +305,7 @@ def test_a_memory_older_than_its_log_is_an_integrity_error(tmp_path: Path, keys:
 def test_every_cli_mutation_of_an_encrypted_memory_is_audited(
     tmp_path: Path, keys: KeyRing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rehearsal.cli import KEY_ENV, main
+    from rehearsal.cli.main import KEY_ENV, main
 
     monkeypatch.setenv(KEY_ENV, keys.export_base64())
     data = tmp_path / "records.jsonl"
@@ -329,7 +329,7 @@ def test_every_cli_mutation_of_an_encrypted_memory_is_audited(
 def test_rotate_key_finishes_a_rotation_that_died_before_the_log(
     tmp_path: Path, keys: KeyRing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rehearsal.cli import KEY_ENV, main
+    from rehearsal.cli.main import KEY_ENV, main
 
     monkeypatch.setenv(KEY_ENV, keys.export_base64())
     data = tmp_path / "records.jsonl"

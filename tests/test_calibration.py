@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rehearsal.calibration import (
+from rehearsal.errors import ConfigError
+from rehearsal.methods.calibration import (
     align_weights,
     apply_bias_correction,
     calibrate,
     classification_head,
     fit_bias_correction,
 )
-from rehearsal.errors import ConfigError
 
 
 def _head() -> torch.nn.Linear:

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rehearsal.cli import KEY_ENV, VERBS, main
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import Example, load_wordnet_stream
+from rehearsal.cli.main import KEY_ENV, VERBS, main
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.run.tasks import Example, load_wordnet_stream
 
 
 @pytest.fixture(scope="module")
@@ -446,7 +446,7 @@ def test_usage_errors_exit_2_with_one_line(argv: tuple[str, ...], capsys: pytest
 
 def test_every_verb_takes_json() -> None:
     # A new verb (run, bench) gets --json from the parser, not from its author's memory.
-    from rehearsal.cli import build_parser
+    from rehearsal.cli.main import build_parser
 
     parser = build_parser()
     for name in VERBS:
@@ -480,7 +480,7 @@ def test_a_real_process_exits_1_on_a_wrong_key_and_2_on_bad_usage(memory: str) -
 def test_bench_reports_recall_and_speed_against_exact_search(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.memory.facade import RehearsalMemory
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(300, 16)).astype(np.float32)

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from rehearsal.audit import AuditLog
-from rehearsal.cli import main
-from rehearsal.cli_gate import EXIT_FAIL, EXIT_NEEDS_APPROVAL
-from rehearsal.crypto import KeyRing
-from rehearsal.metrics import AccuracyMatrix
+from rehearsal.cli.gate_verbs import EXIT_FAIL, EXIT_NEEDS_APPROVAL
+from rehearsal.cli.main import main
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.governance.audit_log import AuditLog
+from rehearsal.run.metrics import AccuracyMatrix
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """`rehearsal run`: errors in a run config are one line on stderr and exit 1."""
 
-from rehearsal.cli import main
+from rehearsal.cli.main import main
 
 
 def test_run_with_unknown_config_field_fails_in_one_line(tmp_path, capsys):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal.crypto import TENANT_PATTERN, KeyRing, record_aad, validate_tenant
+from rehearsal.crypto.keys import TENANT_PATTERN, KeyRing, record_aad, validate_tenant
 from rehearsal.errors import KeyManagementError, MissingKeyError, ValidationError, WrongKeyError
 
 RAW = bytes(range(32))

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from rehearsal.datasets import (
+from rehearsal.errors import NotFoundError, ValidationError
+from rehearsal.run.tasks import (
     WORDNET_TASKS,
     Example,
     Task,
@@ -16,7 +17,6 @@ from rehearsal.datasets import (
     load_jsonl_stream,
     load_wordnet_stream,
 )
-from rehearsal.errors import NotFoundError, ValidationError
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 from _models import tiny_llama
 
 from rehearsal.errors import ConfigError, StoreFormatError, ValidationError
-from rehearsal.ewc import EWC, EWCConfig, log_likelihood
+from rehearsal.methods.ewc import EWC, EWCConfig, log_likelihood
 
 
 class Logistic(torch.nn.Module):

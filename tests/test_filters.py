@@ -1,4 +1,5 @@
-"""compile_where: filters compile to SQL that selects exactly the matching entries, and typos fail loudly."""
+"""parse_where + the SQLite compiler: filters compile to SQL that selects exactly the matching entries,
+and typos fail loudly."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 
 from rehearsal.errors import ValidationError
-from rehearsal.filters import compile_where
+from rehearsal.store.sqlite.where import compile_where as compile_tree
+from rehearsal.store.where import parse_where
 
 ROWS = [
     (0, "acme", "billing", 1, ["safety"]),
@@ -86,3 +88,8 @@ def test_values_are_bound_as_parameters_not_spliced_into_sql(conn: sqlite3.Conne
     assert "OR 1=1" not in clause
     assert params == ["x') OR 1=1 --"]
     assert select(conn, {"task": "x') OR 1=1 --"}) == []
+
+
+def compile_where(where: Any) -> tuple[str, list[Any]]:
+    """A filter as the SQLite record store runs it: parsed to the neutral tree, then compiled."""
+    return compile_tree(parse_where(where))

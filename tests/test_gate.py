@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rehearsal.audit import AuditLog
-from rehearsal.audit_events import log_train_update
-from rehearsal.crypto import KeyRing
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError, ValidationError
-from rehearsal.gate import GateConfig, approve, compare, evaluate_gate, is_approved
+from rehearsal.governance.audit_log import AuditLog
+from rehearsal.governance.audited import log_train_update
+from rehearsal.governance.gate import GateConfig, approve, compare, evaluate_gate, is_approved
 
 # -- a real, tiny continual learner: softmax regression over 4 classes, tasks A = {0, 1}, B = {2, 3} ----
 DIM, CLASSES = 6, 4

@@ -22,12 +22,12 @@ from transformers import (
 )
 
 from rehearsal.config import ReplayConfig
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import load_wordnet_stream
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path, load_encoder
 from rehearsal.errors import ConfigError
-from rehearsal.hf import RehearsalCallback, RehearsalCollator, embed_dataset
-from rehearsal.memory import RehearsalMemory
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
+from rehearsal.run.tasks import load_wordnet_stream
 
 MODEL = str(default_model_path())
 

@@ -1,4 +1,5 @@
-"""Tests of rehearsal.index: spec choice, exactness of flat search, id bookkeeping, filters, recall floors."""
+"""Tests of rehearsal.store.faiss.index:
+spec choice, exactness of flat search, id bookkeeping, filters, recall floors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from rehearsal.errors import DimensionMismatchError, IntegrityError, StoreFormatError, ValidationError
-from rehearsal.index import VectorIndex, choose_index_spec, choose_nprobe
+from rehearsal.store.faiss.index import VectorIndex, choose_index_spec, choose_nprobe
 
 DIM = 32
 IVF_DIM = 64

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from rehearsal.index import VectorIndex, choose_nprobe
-from rehearsal.index_tuning import TARGET_RECALL
+from rehearsal.store.faiss.index import VectorIndex, choose_nprobe
+from rehearsal.store.faiss.tuning import TARGET_RECALL
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

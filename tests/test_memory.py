@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rehearsal.crypto import KeyRing
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
     DimensionMismatchError,
     EncoderMismatchError,
@@ -24,8 +24,8 @@ from rehearsal.errors import (
     ValidationError,
     WrongKeyError,
 )
-from rehearsal.memory import RehearsalMemory
-from rehearsal.policies import Priority, Reservoir
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.memory.policies import Priority, Reservoir
 
 DIM = 32
 ENCODER = "synthetic-32"
@@ -106,7 +106,7 @@ def test_unsnapshotted_adds_are_replayed_from_sqlite_on_open(
     queries = unit(rng, 5)
     before = results(mem, queries)
     # Simulate a crash: drop the handle without close(), so the snapshot stays at generation 0.
-    mem._conn.close()
+    mem._records.close()
     import os
 
     os.close(mem._lock_fd)  # type: ignore[arg-type]
@@ -202,8 +202,8 @@ def _read_ints(path: Path) -> set[int]:
 _WRITER_SCRIPT = textwrap.dedent(
     """
     import sys, time, numpy as np
-    from rehearsal.crypto import KeyRing
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.crypto.keys import KeyRing
+    from rehearsal.memory.facade import RehearsalMemory
 
     def vec(s):
         v = np.random.default_rng(s).standard_normal(DIM).astype(np.float32)
@@ -239,10 +239,15 @@ def test_forget_tenant_removes_vectors_texts_and_keys(
     acme_ids = mem.add([f"acme secret {i} zebra" for i in range(40)], vectors=acme_vecs, tenant="acme")
     other_ids = mem.add([f"globex note {i}" for i in range(40)], vectors=other_vecs, tenant="globex")
     mem.checkpoint()
-    sealed = [r[0] for r in mem._conn.execute("SELECT sealed FROM vault_records WHERE id < 40")]
+    sealed = [
+        r[0]
+        for r in mem._records.conn.execute(  # type: ignore[attr-defined]
+            "SELECT sealed FROM vault_records WHERE id < 40"
+        )
+    ]
     wrapped = [
         r[0]
-        for r in mem._conn.execute(
+        for r in mem._records.conn.execute(  # type: ignore[attr-defined]
             "SELECT wrapped FROM vault_keys k JOIN vault_tenants t ON t.id = k.tenant_id"
             " WHERE t.name = 'acme'"
         )
@@ -586,7 +591,7 @@ def test_search_returns_exact_neighbours_best_first(
 
 
 def _stored_vector(mem: RehearsalMemory, entry_id: int) -> np.ndarray:
-    _ids, vectors = mem._vectors.open_rows(mem._catalog.vectors_of([entry_id]))
+    _ids, vectors = mem._vectors.open_rows(mem._records.vectors_of([entry_id]))  # type: ignore[attr-defined]
     return vectors[0]
 
 
@@ -643,14 +648,14 @@ def test_reservoir_admission_keeps_capacity_and_evicts_from_index_and_vault(
     kept = mem.ids()
     assert len(kept) == 100
     assert max(kept) > 100
-    assert len(mem._vault.ids()) == 100  # type: ignore[union-attr]
+    assert len(mem._keyed.ids()) == 100  # type: ignore[union-attr]
     assert mem.verify()["texts"] == 100
     evicted = sorted(set(range(500)) - set(kept))[:20]
     for row in mem.search_vectors(all_vectors[evicted], k=100):
         assert {h.id for h in row} <= set(kept)
     assert mem.texts_by_id(evicted) == {}
     # The reservoir's count of items seen is stored with the memory.
-    assert json.loads(mem._catalog.get_meta("policy.reservoir") or "{}")["seen"] == 500
+    assert json.loads(mem._records.get_meta("policy.reservoir") or "{}")["seen"] == 500
 
 
 def test_priority_admission_keeps_safety_items(

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rehearsal.crypto import KeyRing
-from rehearsal.memory import RehearsalMemory
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.memory.facade import RehearsalMemory
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -31,8 +31,8 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     import numpy as np
-    from rehearsal.crypto import KeyRing
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.crypto.keys import KeyRing
+    from rehearsal.memory.facade import RehearsalMemory
 
     path, key, log_path, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     rng = np.random.default_rng(seed)

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from rehearsal.crypto import KeyRing
-from rehearsal.memory import RehearsalMemory
-from rehearsal.vector_state import VectorState
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.store.faiss.follower import FaissVectorIndex
 
 
 def test_writer_open_finishes_an_interrupted_rebuild(tmp_path, monkeypatch):
@@ -12,7 +12,7 @@ def test_writer_open_finishes_an_interrupted_rebuild(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(50_500, 8)).astype(np.float32)
     # Fault injection: the rebuild that crossing 50k entries triggers "never finishes".
-    monkeypatch.setattr(VectorState, "rebuild_if_outgrown", lambda self: False)
+    monkeypatch.setattr(FaissVectorIndex, "rebuild_if_outgrown", lambda self: False)
     with RehearsalMemory.create(tmp_path / "m", keys=keys, dim=8, encoder_name="synthetic") as mem:
         for start in range(0, len(vectors), 10_100):
             chunk = vectors[start : start + 10_100]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal.pii import PII_KINDS, luhn_valid, mod97_valid, redact, scan, score
+from rehearsal.governance.pii import PII_KINDS, luhn_valid, mod97_valid, redact, scan, score
 
 DATA = Path(__file__).parent / "data" / "pii_labelled.jsonl"
 

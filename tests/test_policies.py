@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from rehearsal.errors import ConfigError, ValidationError
-from rehearsal.policies import (
+from rehearsal.memory.policies import (
     SAFETY_TAG,
     AdmissionDecision,
     AdmissionPolicy,

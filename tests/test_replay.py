@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from rehearsal.config import ReplayConfig
-from rehearsal.crypto import KeyRing
-from rehearsal.memory import RehearsalMemory
-from rehearsal.replay import ReplaySelector
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.replay.selector import ReplaySelector
 
 DIM = 16
 

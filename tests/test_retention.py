@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rehearsal.audit import AuditLog, default_log_path
-from rehearsal.crypto import KeyRing
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import NotFoundError, ValidationError
-from rehearsal.memory import RehearsalMemory
-from rehearsal.retention import expire, expired_ids, parse_now, retention_deadline
+from rehearsal.governance.audit_log import AuditLog, default_log_path
+from rehearsal.governance.retention import expire, expired_ids, parse_now, retention_deadline
+from rehearsal.memory.facade import RehearsalMemory
 
 DIM = 8
 # (retain_until, expired at NOW?)
@@ -112,7 +112,7 @@ def test_now_must_be_a_date_or_aware_datetime() -> None:
 def test_cli_expire_dry_run_then_for_real(
     tmp_path: Path, keys: KeyRing, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rehearsal.cli import KEY_ENV, main
+    from rehearsal.cli.main import KEY_ENV, main
 
     memory, ids, _ = build(tmp_path / "mem", keys)
     memory.close()

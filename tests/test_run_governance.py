@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 from _models import tiny_run_config
 
-from rehearsal import stream as stream_module
-from rehearsal.audit import AuditLog, default_log_path
-from rehearsal.audit_events import config_digest
-from rehearsal.cli import main as cli_main
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import Example, Task, TaskStream
+from rehearsal.cli.main import main as cli_main
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import NotFoundError, UpdateBlockedError
-from rehearsal.gate import GateConfig
-from rehearsal.memory import RehearsalMemory
-from rehearsal.run_governance import run_id_for, update_id
-from rehearsal.versions import list_versions, rollback
+from rehearsal.governance.audit_log import AuditLog, default_log_path
+from rehearsal.governance.audited import config_digest
+from rehearsal.governance.gate import GateConfig
+from rehearsal.governance.updates import run_id_for, update_id
+from rehearsal.governance.versions import list_versions, rollback
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.run import loop as stream_module
+from rehearsal.run.tasks import Example, Task, TaskStream
 
 pytestmark = pytest.mark.usefixtures("master_key")
 

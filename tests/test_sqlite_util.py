@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from rehearsal.crypto import KeyRing
-from rehearsal.memory import RehearsalMemory
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.memory.facade import RehearsalMemory
 
 
 def test_read_only_memory_opens_in_a_folder_named_with_uri_characters(tmp_path):

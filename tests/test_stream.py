@@ -19,13 +19,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from _models import tiny_run_config
 
-from rehearsal import stream as stream_module
 from rehearsal.config import ReplayConfig
-from rehearsal.datasets import TaskStream
 from rehearsal.errors import ConfigError
-from rehearsal.run_config import RunConfig
-from rehearsal.strategies import STRATEGIES
-from rehearsal.strategies.replay import ReplayStrategy
+from rehearsal.run import loop as stream_module
+from rehearsal.run.config import RunConfig
+from rehearsal.run.strategies import STRATEGIES
+from rehearsal.run.strategies.replay import ReplayStrategy
+from rehearsal.run.tasks import TaskStream
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,8 +84,8 @@ def test_weight_aligning_runs_after_each_phase_and_is_logged(
 def test_after_phase_aligns_the_new_classes_with_the_old(tiny_model: str) -> None:
     from transformers import AutoModelForSequenceClassification
 
-    from rehearsal.calibration import classification_head
-    from rehearsal.strategies import PhaseContext, get_strategy
+    from rehearsal.methods.calibration import classification_head
+    from rehearsal.run.strategies import PhaseContext, get_strategy
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
     ctx = PhaseContext(
@@ -160,8 +160,8 @@ def test_resume_skips_completed_tasks_and_admits_nothing_twice(
     result = stream_module.run(config, stream=tiny_stream, resume=True)
     assert calls["train"] == 1
     assert result.matrix.to_dict()["matrix"][0] == first_row
-    from rehearsal.crypto import KeyRing
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.crypto.keys import KeyRing
+    from rehearsal.memory.facade import RehearsalMemory
 
     keys = KeyRing.from_env("REHEARSAL_MASTER_KEY")
     with RehearsalMemory.open(tmp_path / "run" / "memory", keys=keys, read_only=True) as memory:
@@ -249,7 +249,7 @@ def test_run_command_reports_a_bad_config_in_one_line(
 ) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('method = "nope"\n')
-    from rehearsal.cli import main
+    from rehearsal.cli.main import main
 
     assert main(["run", str(path), "--json"]) == 1
     err = capsys.readouterr().err
@@ -261,7 +261,7 @@ def test_a_run_without_a_master_key_is_refused(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rehearsal.errors import MissingKeyError
-    from rehearsal.stream import run
+    from rehearsal.run.loop import run
 
     monkeypatch.delenv("REHEARSAL_MASTER_KEY")
     with pytest.raises(MissingKeyError, match="rehearsal keygen"):

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rehearsal.crypto import KeyRing
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError, StoreFormatError, ValidationError
-from rehearsal.memory import RehearsalMemory
-from rehearsal.task_gate import TaskGate
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.router import TaskGate
 
 ANIMALS = ["a large wild cat", "a small dog", "a striped horse", "a spotted cat", "a grey wolf", "a tame dog"]
 ACTIONS = ["move fast on foot", "speak loudly", "move slowly", "speak softly", "run away", "walk home"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rehearsal.errors import ConfigError
-from rehearsal.trainer import rehearsal_loss
+from rehearsal.replay.trainer import rehearsal_loss
 
 # Two rows, four classes. Row 0 is new (label 1, current task = classes {0, 1}); row 1 is replay
 # (label 2, seen classes = {0, 1, 2}; class 3 has not been seen yet).
@@ -76,7 +76,7 @@ def test_unknown_loss_is_rejected() -> None:
 def _tiny_trainer(tmp_path: object, **kwargs: object) -> object:
     from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
-    from rehearsal.trainer import RehearsalTrainer
+    from rehearsal.replay.trainer import RehearsalTrainer
 
     config = BertConfig(
         vocab_size=50,

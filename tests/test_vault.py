@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rehearsal.crypto import KeyRing
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
     IntegrityError,
     NotFoundError,
@@ -19,7 +19,7 @@ from rehearsal.errors import (
     ValidationError,
     WrongKeyError,
 )
-from rehearsal.vault import Vault
+from rehearsal.store.sqlite.texts import Vault
 
 TEXTS = [
     "hello",

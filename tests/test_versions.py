@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rehearsal.audit import AuditLog
-from rehearsal.crypto import KeyRing
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import NotFoundError
-from rehearsal.memory import RehearsalMemory
-from rehearsal.versions import list_versions, record_version, rollback
+from rehearsal.governance.audit_log import AuditLog
+from rehearsal.governance.versions import list_versions, record_version, rollback
+from rehearsal.memory.facade import RehearsalMemory
 
 DIM = 8
 
@@ -70,7 +70,7 @@ def test_cli_versions_and_rollback(
 ) -> None:
     import json
 
-    from rehearsal.cli import KEY_ENV, main
+    from rehearsal.cli.main import KEY_ENV, main
 
     rng = np.random.default_rng(2)
     memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=DIM, encoder_name="test-encoder")
@@ -98,7 +98,7 @@ def test_cli_versions_and_rollback(
 
 
 def test_withdrawing_a_version_leaves_a_rollback_made_since_in_place(tmp_path: Path, keys: KeyRing) -> None:
-    from rehearsal.versions import withdraw_update
+    from rehearsal.governance.versions import withdraw_update
 
     memory = RehearsalMemory.create(tmp_path / "mem", keys=keys, dim=4, encoder_name="test-encoder")
     vectors = np.eye(4, dtype=np.float32)

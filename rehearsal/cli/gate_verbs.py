@@ -12,17 +12,14 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rehearsal.cli.common import EXIT_FAIL, EXIT_NEEDS_APPROVAL, Report, required_keys
 from rehearsal.errors import ValidationError
-
-if TYPE_CHECKING:
-    from rehearsal.cli import Report
+from rehearsal.governance.audit_log import AuditLog
+from rehearsal.governance.gate import FAIL, NEEDS_APPROVAL, GateConfig, evaluate_gate
 
 __all__ = ["EXIT_FAIL", "EXIT_NEEDS_APPROVAL", "gate_args", "run_gate"]
-
-EXIT_NEEDS_APPROVAL = 3
-EXIT_FAIL = 4
 
 
 def gate_args(p: argparse.ArgumentParser) -> None:
@@ -70,9 +67,6 @@ def _lines(path: str | None) -> list[str]:
 
 
 def run_gate(args: argparse.Namespace) -> Report:
-    from rehearsal.cli import Report
-    from rehearsal.gate import FAIL, NEEDS_APPROVAL, GateConfig, evaluate_gate
-
     report = evaluate_gate(
         load_accuracies(args.baseline),
         load_accuracies(args.candidate),
@@ -81,10 +75,7 @@ def run_gate(args: argparse.Namespace) -> Report:
         GateConfig(max_drop=args.max_drop),
     )
     if args.log is not None:
-        from rehearsal.audit import AuditLog
-        from rehearsal.cli_governance import _required_keys
-
-        log = AuditLog.open(args.log, _required_keys(args))
+        log = AuditLog.open(args.log, required_keys(args))
         details = {"run_id": args.run_id, "gate": report.decision, "flags": len(report.risk_flags)}
         log.append("train-update", details)
     status = {FAIL: EXIT_FAIL, NEEDS_APPROVAL: EXIT_NEEDS_APPROVAL}.get(report.decision, 0)

@@ -1,8 +1,8 @@
 """Governance verbs of the ``rehearsal`` CLI: ``audit verify``, ``expire``, ``versions``, ``rollback``,
 ``approve``.
 
-:func:`governance_verbs` is called by ``rehearsal.cli`` while it builds its :data:`~rehearsal.cli.VERBS`;
-the CLI module is imported inside functions here, because it imports this one.
+:func:`governance_verbs` is called by :mod:`rehearsal.cli.main` while it builds its ``VERBS``; what the
+verb modules share lives in :mod:`rehearsal.cli.common`.
 """
 
 from __future__ import annotations
@@ -12,28 +12,29 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rehearsal.errors import MissingKeyError, ValidationError
+from rehearsal.cli.common import (
+    KEY_ENV,
+    Report,
+    Verb,
+    encrypted,
+    keys_from_args,
+    open_memory,
+    required_keys,
+)
+from rehearsal.errors import ValidationError
+from rehearsal.governance.audit_log import AuditLog, default_log_path
+from rehearsal.governance.audited import AuditedMemory
+from rehearsal.governance.gate import approve
+from rehearsal.governance.retention import expire, parse_now
+from rehearsal.governance.versions import list_versions, rollback
 
 if TYPE_CHECKING:
-    from rehearsal.audit import AuditLog
-    from rehearsal.cli import Report, Verb
-    from rehearsal.crypto import KeyRing
-    from rehearsal.versions import Version
+    from rehearsal.governance.versions import Version
 
 __all__ = ["governance_verbs"]
 
 
-def _required_keys(args: argparse.Namespace) -> KeyRing:
-    from rehearsal.cli import KEY_ENV, _keys
-
-    keys = _keys(args)
-    if keys is None:
-        raise MissingKeyError(f"the audit log is keyed by the master key: set {KEY_ENV} or pass --key-file")
-    return keys
-
-
 def _log_path(args: argparse.Namespace) -> Path:
-    from rehearsal.audit import default_log_path
 
     return Path(args.log) if args.log is not None else default_log_path(args.path)
 
@@ -42,7 +43,6 @@ def _log_path(args: argparse.Namespace) -> Path:
 
 
 def _audit_args(p: argparse.ArgumentParser) -> None:
-    from rehearsal.cli import KEY_ENV
 
     # "verify" may be left out (it is the only action), so "rehearsal audit PATH" parses like other verbs.
     p.add_argument(
@@ -53,8 +53,6 @@ def _audit_args(p: argparse.ArgumentParser) -> None:
 
 
 def _audit(args: argparse.Namespace) -> Report:
-    from rehearsal.audit import AuditLog
-    from rehearsal.cli import Report
 
     if len(args.words) == 2 and args.words[0] == "verify":
         args.path = args.words[1]
@@ -63,7 +61,7 @@ def _audit(args: argparse.Namespace) -> Report:
     else:
         raise ValidationError(f"usage: rehearsal audit verify PATH, got {' '.join(args.words)!r}")
     path = _log_path(args)
-    log = AuditLog.open(path, _required_keys(args), create=False)
+    log = AuditLog.open(path, required_keys(args), create=False)
     entries = log.entries()
     kinds: dict[str, int] = {}
     for entry in entries:
@@ -84,18 +82,14 @@ def _expire_args(p: argparse.ArgumentParser) -> None:
 
 
 def _expire(args: argparse.Namespace) -> Report:
-    from rehearsal.audit import AuditLog
-    from rehearsal.audit_events import AuditedMemory
-    from rehearsal.cli import Report, _keys, _open
-    from rehearsal.retention import expire, parse_now
 
     now = parse_now(args.now)
-    keys = _keys(args)
-    with _open(args, read_only=args.dry_run) as memory:
+    keys = keys_from_args(args)
+    with open_memory(args, read_only=args.dry_run) as memory:
         # An unencrypted embedding-only memory has no master key, hence no audit log to write.
         log = (
             None
-            if args.dry_run or keys is None or not _encrypted(args.path)
+            if args.dry_run or keys is None or not encrypted(args.path)
             else AuditLog.open(_log_path(args), keys)
         )
         if log is not None:
@@ -108,18 +102,10 @@ def _expire(args: argparse.Namespace) -> Report:
     return Report(data, [f"{verb} {len(ids)} records as of {now.isoformat()}; {entries} entries now"])
 
 
-def _encrypted(path: str) -> bool:
-    from rehearsal.cli import _encrypted as encrypted
-
-    return encrypted(path)
-
-
 # -- versions and rollback ---------------------------------------------------------------------------
 
 
 def _versions(args: argparse.Namespace) -> Report:
-    from rehearsal.cli import Report
-    from rehearsal.versions import list_versions
 
     versions, current = list_versions(args.path)
     rows = [dataclasses.asdict(v) for v in versions]
@@ -146,16 +132,12 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> Report:
-    from rehearsal.audit import AuditLog
-    from rehearsal.audit_events import AuditedMemory
-    from rehearsal.cli import Report, _keys, _open
-    from rehearsal.versions import rollback
 
     if args.version is None:
         raise ValidationError("rollback needs a VERSION (see 'rehearsal versions PATH')")
-    keys = _keys(args)
-    with _open(args, read_only=False) as memory:
-        log = AuditLog.open(_log_path(args), keys) if keys is not None and _encrypted(args.path) else None
+    keys = keys_from_args(args)
+    with open_memory(args, read_only=False) as memory:
+        log = AuditLog.open(_log_path(args), keys) if keys is not None and encrypted(args.path) else None
         if log is not None:
             AuditedMemory(memory, log, actor="cli")  # log what committed unaudited before this entry
         result = rollback(memory, args.version, log=log, actor="cli")
@@ -180,13 +162,10 @@ def _approve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _approve(args: argparse.Namespace) -> Report:
-    from rehearsal.audit import AuditLog
-    from rehearsal.cli import Report
-    from rehearsal.gate import approve
 
     if not args.update or not args.approver:
         raise ValidationError("usage: rehearsal approve PATH UPDATE_ID --approver NAME")
-    log = AuditLog.open(_log_path(args), _required_keys(args), create=False)
+    log = AuditLog.open(_log_path(args), required_keys(args), create=False)
     pending = _awaiting_approval(log, args.update)
     if pending is None:
         raise ValidationError(f"the audit log has no update {args.update!r} awaiting approval")
@@ -208,7 +187,6 @@ def _awaiting_approval(log: AuditLog, update: str) -> dict[str, Any] | None:
 
 
 def governance_verbs() -> dict[str, Verb]:
-    from rehearsal.cli import Verb
 
     return {
         "audit": Verb("check the memory's tamper-evident audit log", _audit_args, _audit, uses_memory=False),

@@ -12,46 +12,48 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
-from rehearsal.cli_gate import gate_args, run_gate
-from rehearsal.cli_governance import governance_verbs
-from rehearsal.cli_io import field_list, id_list, positive_int
-from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError, WrongKeyError
-
-if TYPE_CHECKING:  # imported where used, so that --help and keygen start fast
-    from rehearsal.crypto import KeyRing
-    from rehearsal.memory import RehearsalMemory
+from rehearsal import __version__
+from rehearsal.cli.common import (
+    EXIT_ERROR,
+    EXIT_FAIL,
+    EXIT_NEEDS_APPROVAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    KEY_ENV,
+    Report,
+    Verb,
+    encrypted,
+    keys_from_args,
+    missing_key,
+    open_memory,
+)
+from rehearsal.cli.gate_verbs import gate_args, run_gate
+from rehearsal.cli.governance_verbs import governance_verbs
+from rehearsal.cli.records import RecordMapper, field_list, id_list, open_records, positive_int
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.errors import (
+    MissingKeyError,
+    RehearsalError,
+    UpdateBlockedError,
+    ValidationError,
+    WrongKeyError,
+)
+from rehearsal.governance.audit_log import AuditLog, default_log_path
+from rehearsal.governance.audited import AuditedMemory
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.store.where import parse_where
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
 
-KEY_ENV = "REHEARSAL_MASTER_KEY"
 PROG = "rehearsal"
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(Exception):
     """A command line argparse rejects (exit status 2)."""
-
-
-@dataclass
-class Report:
-    """What a verb did: ``data`` for ``--json``, ``lines`` for people."""
-
-    data: dict[str, Any]
-    lines: list[str] = field(default_factory=list)
-    status: int = 0  # the exit status: non-zero for an outcome that is not an error (e.g. a failed gate)
-
-
-@dataclass(frozen=True)
-class Verb:
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], Report]
-    uses_memory: bool = True  # takes PATH and the key options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,65 +65,19 @@ class _Parser(argparse.ArgumentParser):
 # -- keys and opening --------------------------------------------------------------------------------
 
 
-def _keys(args: argparse.Namespace) -> KeyRing | None:
-    """The master key from ``--key-file`` or the environment, or None when neither gives one."""
-    from rehearsal.crypto import KeyRing
-
-    if args.key_file is not None:
-        return KeyRing.from_file(args.key_file)
-    if os.environ.get(KEY_ENV, "").strip():
-        return KeyRing.from_env(KEY_ENV)
-    return None
-
-
-def _missing_key(path: str) -> MissingKeyError:
-    return MissingKeyError(
-        f"memory at {path!r} is encrypted: set {KEY_ENV} to its base64 master key or pass --key-file"
-    )
-
-
-def _open(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | None = None) -> RehearsalMemory:
-    """Open PATH with ``keys`` (default: those from the options or the environment)."""
-    from rehearsal.memory import RehearsalMemory
-
-    keys = keys if keys is not None else _keys(args)
-    if keys is not None and not _encrypted(args.path):
-        if args.key_file is not None:
-            raise ValidationError(f"memory at {args.path!r} is not encrypted; it takes no --key-file")
-        keys = None  # an ambient key in the environment is not meant for this memory
-    try:
-        return RehearsalMemory.open(args.path, keys=keys, read_only=read_only)
-    except MissingKeyError:
-        if keys is None:
-            raise _missing_key(args.path) from None
-        raise
-
-
 def _audited(args: argparse.Namespace, memory: RehearsalMemory, keys: KeyRing | None = None) -> Any:
     """``memory`` behind its audit log (``PATH/audit.log``) when it is encrypted, so every mutation a verb
     makes is logged; an unencrypted embedding-only memory has no key to sign a log with."""
-    from rehearsal.audit import AuditLog, default_log_path
-    from rehearsal.audit_events import AuditedMemory
 
-    keys = keys if keys is not None else _keys(args)
-    if keys is None or not _encrypted(args.path):
+    keys = keys if keys is not None else keys_from_args(args)
+    if keys is None or not encrypted(args.path):
         return memory
     return AuditedMemory(memory, AuditLog.open(default_log_path(args.path), keys), actor="cli")
 
 
-def _encrypted(path: str) -> bool:
-    """What the manifest says; True when it cannot be read, so that opening reports the problem."""
-    try:
-        manifest = json.loads((Path(path) / "memory.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True
-    return not isinstance(manifest, dict) or manifest.get("encrypted") is not False
-
-
 def _create(args: argparse.Namespace, *, embedding_only: bool) -> RehearsalMemory:
-    from rehearsal.memory import RehearsalMemory
 
-    keys = _keys(args)
+    keys = keys_from_args(args)
     if keys is None and not embedding_only:
         raise MissingKeyError(
             f"a memory that stores text is encrypted: set {KEY_ENV} or pass --key-file "
@@ -168,8 +124,6 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
 def _ingest(args: argparse.Namespace) -> Report:
     from tqdm import tqdm
 
-    from rehearsal.cli_io import RecordMapper, open_records
-
     source = open_records(args.file, split=args.split)
     mapper = RecordMapper(
         text_field=args.text_field, metadata_fields=args.metadata_fields, source_field=args.source_field
@@ -182,7 +136,7 @@ def _ingest(args: argparse.Namespace) -> Report:
         _check_mode(args, embedding_only=args.embedding_only)
         memory = _create(args, embedding_only=args.embedding_only)
     else:
-        memory = _open(args, read_only=False)
+        memory = open_memory(args, read_only=False)
     with _audited(args, memory) as memory:
         _check_mode(args, embedding_only=memory.embedding_only)
         ids: list[int] = []
@@ -226,7 +180,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 def _search(args: argparse.Namespace) -> Report:
     where = _parse_where(args.where)
-    with _open(args, read_only=True) as memory:
+    with open_memory(args, read_only=True) as memory:
         if args.with_text and memory.embedding_only:
             raise ValidationError("--with-text: this memory is embedding-only and stores no text")
         results = memory.search(args.queries, args.k, where=where)
@@ -259,20 +213,19 @@ def _parse_where(text: str | None) -> dict[str, Any] | None:
         raise ValidationError(f"--where is not valid JSON: {exc.msg} at character {exc.pos}") from None
     if not isinstance(where, dict):
         raise ValidationError(f"--where must be a JSON object, got {type(where).__name__}")
-    from rehearsal.filters import compile_where
 
-    compile_where(where)  # unknown fields or operators fail here, before the encoder loads
+    parse_where(where)  # unknown fields or operators fail here, before the encoder loads
     return where
 
 
 def _stats(args: argparse.Namespace) -> Report:
-    with _open(args, read_only=True) as memory:
+    with open_memory(args, read_only=True) as memory:
         stats = memory.stats()
     return Report(stats, [f"{name}: {json.dumps(value)}" for name, value in stats.items()])
 
 
 def _verify(args: argparse.Namespace) -> Report:
-    with _open(args, read_only=True) as memory:
+    with open_memory(args, read_only=True) as memory:
         counts = memory.verify()
     line = "ok: {entries} entries, {texts} texts and {vectors} vectors verified at generation {generation}"
     return Report({"path": args.path, "ok": True, **counts}, [line.format(**counts)])
@@ -283,7 +236,7 @@ def _delete_args(p: argparse.ArgumentParser) -> None:
 
 
 def _delete(args: argparse.Namespace) -> Report:
-    with _audited(args, _open(args, read_only=False)) as memory:
+    with _audited(args, open_memory(args, read_only=False)) as memory:
         removed = memory.delete(args.ids)
         entries = len(memory)
     data = {"path": args.path, "deleted": removed, "ids": args.ids, "entries": entries}
@@ -295,7 +248,7 @@ def _forget_args(p: argparse.ArgumentParser) -> None:
 
 
 def _forget(args: argparse.Namespace) -> Report:
-    with _audited(args, _open(args, read_only=False)) as memory:
+    with _audited(args, open_memory(args, read_only=False)) as memory:
         removed = memory.forget(tenant=args.tenant)
         entries = len(memory)
     line = f"forgot tenant {args.tenant!r}: {removed} entries removed, its key destroyed; {entries} remain"
@@ -309,21 +262,20 @@ def _rotate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _rotate_key(args: argparse.Namespace) -> Report:
-    from rehearsal.crypto import KeyRing
 
     if args.new_key_file is not None:
         new_keys = KeyRing.from_file(args.new_key_file)
     else:
         new_keys = KeyRing.from_env(args.new_key_env)
-    old = _keys(args)
-    if not _encrypted(args.path):
+    old = keys_from_args(args)
+    if not encrypted(args.path):
         raise ValidationError(f"memory at {args.path!r} is not encrypted; it has no master key to rotate")
     if old is None:
-        raise _missing_key(args.path)
+        raise missing_key(args.path)
     if new_keys == old:
         raise ValidationError("the new master key is the key this memory already uses")
     try:
-        memory = _open(args, read_only=False, keys=old)
+        memory = open_memory(args, read_only=False, keys=old)
     except WrongKeyError:
         return _finish_rotation(args, old, new_keys)
     with _audited(args, memory, keys=old) as audited:
@@ -336,9 +288,8 @@ def _rotate_key(args: argparse.Namespace) -> Report:
 def _finish_rotation(args: argparse.Namespace, old: KeyRing, new_keys: KeyRing) -> Report:
     """The memory opens only with the new key: a rotation died after the memory was rewrapped and before
     its audit log was. Finish it (the log's rotation entry is signed with the old key, as always)."""
-    from rehearsal.audit import AuditLog, default_log_path
 
-    with _open(args, read_only=False, keys=new_keys):  # WrongKeyError: neither key opens it
+    with open_memory(args, read_only=False, keys=new_keys):  # WrongKeyError: neither key opens it
         log = AuditLog.open(default_log_path(args.path), old, create=False)
         log.rotate(new_keys, actor="cli")
     data = {"path": args.path, "old_fingerprint": old.fingerprint, "new_fingerprint": new_keys.fingerprint}
@@ -351,7 +302,6 @@ def _keygen_args(p: argparse.ArgumentParser) -> None:
 
 
 def _keygen(args: argparse.Namespace) -> Report:
-    from rehearsal.crypto import KeyRing
 
     keys = KeyRing.generate()
     if args.out is None:
@@ -376,10 +326,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> Report:
-    from rehearsal.cli_gate import EXIT_FAIL, EXIT_NEEDS_APPROVAL
-    from rehearsal.errors import UpdateBlockedError
-    from rehearsal.run_config import RunConfig
-    from rehearsal.stream import run
+    from rehearsal.run.config import RunConfig
+    from rehearsal.run.loop import run
 
     try:
         result = run(RunConfig.from_file(args.config), output_dir=args.output_dir, resume=args.resume)
@@ -398,10 +346,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def _bench(args: argparse.Namespace) -> Report:
-    from rehearsal.memory_bench import bench_memory
-
-    with _open(args, read_only=True) as memory:
-        r = bench_memory(memory, queries=args.queries, k=args.k, seed=args.seed)
+    with open_memory(args, read_only=True) as memory:
+        r = memory.bench(queries=args.queries, k=args.k, seed=args.seed)
     index = f"index {r['index']} (nprobe {r['nprobe']})"
     lines = [
         f"{r['entries']} entries, {index}, {r['queries']} queries, k={r['k']}",
@@ -431,8 +377,6 @@ VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rehearsal import __version__
-
     parser = _Parser(prog=PROG, description="Rehearsal memories for continual fine-tuning.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)

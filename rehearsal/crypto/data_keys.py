@@ -1,9 +1,10 @@
 """The data keys of a vault: one AES-256-GCM key (DEK) per tenant and version, wrapped by the master key.
 
 This module owns the ``vault_tenants`` and ``vault_keys`` tables and the master-key check values in
-``vault_meta`` (the layout is drawn in :mod:`rehearsal.vault`): it makes, wraps, unwraps, caches, counts,
-rolls over and rewraps data keys, and seals and opens items under them. Transactions, the record table and
-the public methods belong to :class:`rehearsal.vault.Vault`, which calls in here inside its transactions.
+``vault_meta`` (the layout is drawn in :mod:`rehearsal.store.sqlite.texts`): it makes, wraps, unwraps,
+caches, counts, rolls over and rewraps data keys, and seals and opens items under them. Transactions, the
+record table and the public methods belong to :class:`rehearsal.store.sqlite.texts.Vault`, which calls in
+here inside its transactions.
 
 Sealed blob (from :meth:`DataKeys.seal_blobs`): format (1) || key version (4) || nonce (12) || ciphertext ||
 tag (16), with associated data binding (store, record id, tenant, key version, purpose).
@@ -20,7 +21,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from rehearsal.crypto import (
+from rehearsal.crypto.keys import (
     NONCE_BYTES,
     RESERVED_TENANTS,
     KeyRing,
@@ -44,8 +45,8 @@ TEXT_PURPOSE = "text"  # the AAD purpose of vault records; reserved, so seal() c
 _BLOB_FORMAT = 1
 _KEK_CHECK_LABEL = b"rehearsal/kek-check/v1"
 
-# Records keep the logger name they had before this module was split out of vault.py, so a caller's
-# logging configuration for "rehearsal.vault" still covers key rollover.
+# Records keep the logger name the text store has always used, so a caller's logging configuration for
+# "rehearsal.vault" still covers key rollover.
 log = logging.getLogger("rehearsal.vault")
 
 # (AESGCM, tenant, version, AAD prefix of text records); a plain tuple, indexed in the record read loop.

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rehearsal._files import atomic_write
 from rehearsal.errors import IntegrityError, NotFoundError, ValidationError, WrongKeyError
-from rehearsal.snapshot import atomic_write
 
 if TYPE_CHECKING:
-    from rehearsal.crypto import KeyRing
+    from rehearsal.crypto.keys import KeyRing
 
 __all__ = [
     "AUDIT_KINDS",

@@ -1,7 +1,7 @@
 """Audit entries for memory mutations and training updates, and a memory wrapper that writes them.
 
 Details are summaries (counts, id ranges, digests, tenants, tags, metrics), never texts: see
-:func:`rehearsal.audit.check_details`.
+:func:`rehearsal.governance.audit_log.check_details`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rehearsal.audit import AuditEntry, AuditLog, canonical_json, check_details, ids_digest
+from rehearsal.errors import IntegrityError
+from rehearsal.governance.audit_log import AuditEntry, AuditLog, canonical_json, check_details, ids_digest
 
 if TYPE_CHECKING:
-    from rehearsal.crypto import KeyRing
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.crypto.keys import KeyRing
+    from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = [
     "AuditedMemory",
@@ -150,7 +151,6 @@ class AuditedMemory:
         A log that has never seen this memory gets a ``baseline`` entry (its generation and ids) first.
         A memory *behind* its log (restored from an older copy) is an :class:`IntegrityError`.
         """
-        from rehearsal.errors import IntegrityError
 
         now = self.memory.generation
         last = last_audited_generation(self.log)

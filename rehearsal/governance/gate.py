@@ -4,9 +4,9 @@
 
 1. regression: each past task's held-out accuracy may not drop by more than ``max_drop`` from the current
    model's (a task missing from the candidate's results fails too);
-2. safety: a PII scan (:mod:`rehearsal.pii`) of the model's outputs on a prompt set (a finding fails the
-   update) and of the replay texts selected for training (a finding flags the update for approval: the
-   data may be legitimately personal, a person must say so).
+2. safety: a PII scan (:mod:`rehearsal.governance.pii`) of the model's outputs on a prompt set (a finding
+   fails the update) and of the replay texts selected for training (a finding flags the update for approval:
+   the data may be legitimately personal, a person must say so).
 
 A flagged update ships only once :func:`approve` has recorded an approver in the audit log
 (:func:`is_approved` reads it back from the verified log).
@@ -26,10 +26,10 @@ import numpy as np
 
 from rehearsal.config import ConfigMixin
 from rehearsal.errors import ConfigError, ValidationError
-from rehearsal.pii import PII_KINDS, scan
+from rehearsal.governance.pii import PII_KINDS, scan
 
 if TYPE_CHECKING:
-    from rehearsal.audit import AuditEntry, AuditLog
+    from rehearsal.governance.audit_log import AuditEntry, AuditLog
 
 __all__ = ["GateConfig", "GateReport", "StagingReport", "approve", "compare", "evaluate_gate", "is_approved"]
 
@@ -166,7 +166,7 @@ def approve(
     """Record that ``approver`` accepts the flagged update ``run_id`` (refused for a failed gate).
 
     ``codes`` and ``data_digest`` name what is accepted — these flags on this data — so that a governed
-    run (``rehearsal.run_governance.approver_of``) does not take the approval for other data or flags."""
+    run (``rehearsal.governance.updates.approver_of``) does not take the approval for other data or flags."""
     if report is not None and report.decision == FAIL:
         raise ValidationError(f"run {run_id!r} failed the gate; a failed update cannot be approved")
     details: dict[str, Any] = {"run_id": run_id, "approver": approver}

@@ -12,10 +12,11 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from rehearsal.errors import ValidationError
+from rehearsal.governance.audited import log_delete
 
 if TYPE_CHECKING:
-    from rehearsal.audit import AuditLog
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.governance.audit_log import AuditLog
+    from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["RETENTION_FIELD", "expire", "expired_ids", "parse_now", "retention_deadline"]
 
@@ -93,8 +94,6 @@ def expire(
         return ids
     memory.delete(ids)
     if log is not None:
-        from rehearsal.audit_events import log_delete
-
         stamp = moment.isoformat().replace("+00:00", "Z")
         log_delete(log, ids, kind="expire", actor=actor, generation=memory.generation, now=stamp)
     return ids

@@ -11,10 +11,10 @@ admissions), and what it lost in that time (evictions by the admission policy):
    interval of the accuracy change stays above ``-gate.margin``. An update flagged for approval passes
    once ``rehearsal approve`` has recorded an approver for exactly these flags and this data (a keyed
    digest of the phase's texts) in the audit log;
-2. a promoted update becomes a version (``rehearsal.versions``: weights folder, memory generation and id
-   boundary, config digest) and the memory's audit log gets an ``ingest`` entry for the admitted
-   entries, a ``delete`` entry for evicted ones, and a ``train-update`` entry (run id, update id, config
-   digest, data ids digest, data digest, metrics, decision with its codes, staging, approver, version);
+2. a promoted update becomes a version (``rehearsal.governance.versions``: weights folder, memory
+   generation and id boundary, config digest) and the memory's audit log gets an ``ingest`` entry for the
+   admitted entries, a ``delete`` entry for evicted ones, and a ``train-update`` entry (run id, update id,
+   config digest, data ids digest, data digest, metrics, decision with its codes, staging, approver, version);
 3. a blocked update is logged too (decision "fail" or "needs-approval", with its codes), its admitted
    entries leave the memory again (index, catalog and vault; logged), and :class:`UpdateBlockedError`
    stops the run with the run's state still at the previous phase, so a resume retrains it. Evictions
@@ -23,7 +23,7 @@ admissions), and what it lost in that time (evictions by the admission policy):
 
 The audit log is ``<memory>/audit.log``, keyed from the run's master key; a run without a memory has no
 key to sign with and is not governed. Task names that the log would refuse as free text are logged as
-digests (``rehearsal.audit.safe_token``).
+digests (``rehearsal.governance.audit_log.safe_token``).
 """
 
 from __future__ import annotations
@@ -36,17 +36,17 @@ from typing import Any
 
 import numpy as np
 
-from rehearsal.audit import AuditLog, default_log_path, safe_token
-from rehearsal.audit_events import (
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.errors import UpdateBlockedError
+from rehearsal.governance.audit_log import AuditLog, default_log_path, safe_token
+from rehearsal.governance.audited import (
     config_digest,
     last_audited_generation,
     log_delete,
     log_ingest,
     log_train_update,
 )
-from rehearsal.crypto import KeyRing
-from rehearsal.errors import UpdateBlockedError
-from rehearsal.gate import (
+from rehearsal.governance.gate import (
     FAIL,
     NEEDS_APPROVAL,
     PASS,
@@ -54,6 +54,8 @@ from rehearsal.gate import (
     compare,
     evaluate_gate,
 )
+from rehearsal.governance.versions import record_version
+from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["UNGATED", "approver_of", "govern_update", "run_id_for", "update_id"]
 
@@ -65,8 +67,8 @@ def _staging(
     gate: GateConfig, staged: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int
 ) -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
     """Staging: the candidate against the current version on the earlier tasks' held-out examples (paired
-    bootstrap, ``rehearsal.gate.compare``). Returns the per-task summary, and codes and reasons for each
-    task whose interval of the accuracy change reaches below ``-gate.margin`` (none: promote)."""
+    bootstrap, ``rehearsal.governance.gate.compare``). Returns the per-task summary, and codes and reasons
+    for each task whose interval of the accuracy change reaches below ``-gate.margin`` (none: promote)."""
     tasks = [task for task, (current, _) in staged.items() for _ in range(len(current))]
     report = compare(
         np.concatenate([candidate for _, candidate in staged.values()]),
@@ -125,8 +127,6 @@ def govern_update(
     the candidate got right (same examples, same order), for the staging comparison. Raises
     :class:`UpdateBlockedError` once the block is logged and undone.
     """
-    from rehearsal.memory import RehearsalMemory
-    from rehearsal.versions import record_version
 
     uid = update_id(run_id, phase)
     log = AuditLog.open(default_log_path(memory_path), keys)

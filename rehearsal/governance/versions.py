@@ -21,13 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rehearsal.audit import canonical_json, ids_digest
+from rehearsal._files import atomic_write
 from rehearsal.errors import NotFoundError, StoreFormatError, ValidationError
-from rehearsal.snapshot import atomic_write
+from rehearsal.governance.audit_log import canonical_json, ids_digest
+from rehearsal.governance.audited import log_delete
 
 if TYPE_CHECKING:
-    from rehearsal.audit import AuditLog
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.governance.audit_log import AuditLog
+    from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = [
     "VERSIONS_FILE",
@@ -52,7 +53,7 @@ class Version:
     id_boundary: int
     entries: int
     ids_hash: str
-    update: str | None = None  # the run update that produced it (rehearsal.run_governance.update_id)
+    update: str | None = None  # the run update that produced it (rehearsal.governance.updates.update_id)
     withdrawn: bool = False  # recorded, but the run that recorded it never acknowledged it (a crash)
 
 
@@ -141,8 +142,6 @@ def rollback(
     data["current"] = target.version
     _save(memory.path, data)
     if log is not None:
-        from rehearsal.audit_events import log_delete
-
         log_delete(
             log,
             later,

@@ -1,57 +1,55 @@
-"""Applying an admission policy to a memory: decide, then evict and add in one durable transaction."""
+"""Applying an admission policy to a batch: which of it to admit and which residents to evict.
+
+The facade commits the decision: evictions, additions and the policy's state (e.g. the reservoir's count
+of items seen) go into one durable transaction, so a crash never leaves them out of step.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from rehearsal.policies import AdmissionPolicy, EntryInfo
+from rehearsal.memory.policies import AdmissionPolicy, EntryInfo
+from rehearsal.store.types import EntryRow
 
-if TYPE_CHECKING:
-    from rehearsal.memory import RehearsalMemory
+__all__ = ["Admission", "decide_admission", "policy_state_key"]
 
-__all__ = ["admit_batch"]
+
+@dataclass(frozen=True)
+class Admission:
+    keep: list[int]  # positions in the offered batch
+    evict: list[int]  # ids of residents
+    state: dict[str, str]  # the policy's state, to be saved with the commit
 
 
 def _label(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def admit_batch(
-    memory: RehearsalMemory,
-    texts: Sequence[str] | None,
-    *,
-    policy: AdmissionPolicy,
-    rng: np.random.Generator,
-    metadata: Sequence[Mapping[str, Any]] | None = None,
-    tenant: str | None = None,
-    vectors: np.ndarray | None = None,
-    sources: Sequence[str] | None = None,
-) -> list[int]:
-    """Offer a batch to ``policy``; returns the ids of the admitted examples.
+def policy_state_key(policy: AdmissionPolicy) -> str:
+    return f"policy.{policy.name}"
 
-    The policy's state (e.g. the reservoir's count of items seen) is stored in the memory in the same
-    transaction as the eviction and the addition, so a crash never leaves them out of step.
-    """
-    batch = memory._prepare_batch(texts, metadata, tenant, vectors, sources)
-    state_key = f"policy.{policy.name}"
-    with memory._lock:
-        saved = memory._catalog.get_meta(state_key)
-        if saved is not None:
-            policy.load_state_dict(json.loads(saved))
-        residents = [
-            EntryInfo(id=row.id, label=_label(row.label), tags=frozenset(row.tags))
-            for row in memory._catalog.all_rows()
-        ]
-        incoming = [
-            EntryInfo(id=pos, label=_label(meta.get("label")), tags=frozenset(meta.get("tags", ())))
-            for pos, meta in enumerate(batch.metadata)
-        ]
-        decision = policy.decide(incoming, residents, rng=rng)
-        keep = decision.admit
-        chosen = batch.subset(keep)
-        state = {state_key: json.dumps(policy.state_dict())}
-        return memory._commit(chosen if keep else None, evict=list(decision.evict), state=state)
+
+def decide_admission(
+    policy: AdmissionPolicy,
+    metadata: Sequence[Mapping[str, Any]],
+    residents: Iterable[EntryRow],
+    saved_state: str | None,
+    *,
+    rng: np.random.Generator,
+) -> Admission:
+    """Restore ``policy`` from ``saved_state`` and let it decide on the batch described by ``metadata``."""
+    if saved_state is not None:
+        policy.load_state_dict(json.loads(saved_state))
+    current = [EntryInfo(id=row.id, label=_label(row.label), tags=frozenset(row.tags)) for row in residents]
+    incoming = [
+        EntryInfo(id=pos, label=_label(meta.get("label")), tags=frozenset(meta.get("tags", ())))
+        for pos, meta in enumerate(metadata)
+    ]
+    decision = policy.decide(incoming, current, rng=rng)
+    state = {policy_state_key(policy): json.dumps(policy.state_dict())}
+    return Admission(keep=list(decision.admit), evict=list(decision.evict), state=state)

@@ -10,14 +10,13 @@ entry left out of both lists (finding itself would make every recall look perfec
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from rehearsal.errors import ValidationError
-
-if TYPE_CHECKING:
-    from rehearsal.memory import RehearsalMemory
+from rehearsal.store.protocols import VectorIndex
 
 __all__ = ["bench_memory"]
 
@@ -42,19 +41,24 @@ def _recall(found: np.ndarray, exact: np.ndarray, own: int, k: int) -> float:
 
 
 def bench_memory(
-    memory: RehearsalMemory, *, queries: int = 200, k: int = 10, seed: int = 0
+    index: VectorIndex,
+    search_vectors: Callable[[np.ndarray, int], Any],
+    *,
+    queries: int = 200,
+    k: int = 10,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Recall@k and per-query latency of ``memory``'s index against exact search (see the module doc)."""
+    """Recall@k and per-query latency of a memory's ``index`` against exact search (see the module doc);
+    ``search_vectors`` is the memory's own search, timed beside it."""
     for name, value in (("queries", queries), ("k", k)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValidationError(f"{name!r} must be a positive int, got {value!r}")
-    ids, vectors = memory._vectors.load_all()
+    ids, vectors = index.load_all()
     if len(ids) == 0:
         raise ValidationError("the memory is empty: nothing to search")
     k = min(k, len(ids))
     pick = np.random.default_rng(seed).choice(len(ids), size=min(queries, len(ids)), replace=False)
     q = np.ascontiguousarray(vectors[pick])
-    index = memory._vectors.index
 
     started = time.perf_counter()
     exact = _exact_top_k(q, vectors, ids, min(k + 1, len(ids)))
@@ -64,7 +68,7 @@ def bench_memory(
     index_s = time.perf_counter() - started
     own = ids[pick]
     started = time.perf_counter()
-    memory.search_vectors(q, k)
+    search_vectors(q, k)
     memory_s = time.perf_counter() - started
 
     recall = float(np.mean([_recall(f, e, int(i), k) for f, e, i in zip(found, exact, own, strict=True)]))

@@ -1,4 +1,5 @@
-"""RehearsalMemory: an encoder, a FAISS index and an encrypted vault behind one durable facade.
+"""RehearsalMemory: an encoder and the store protocols (records, texts, sealing, vector index) behind one
+durable facade; ``rehearsal.store.registry`` opens the backends (the embedded default: SQLite + FAISS).
 
 On disk a memory is one folder (see ``indexes/README.md``)::
 
@@ -23,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from rehearsal.catalog import Catalog, EntryRow, Hit
-from rehearsal.crypto import KeyRing, validate_tenant
-from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, load_encoder
+from rehearsal._files import remove_stale_temps
+from rehearsal.crypto.keys import KeyRing, validate_tenant
+from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, encoder_identity, load_encoder
 from rehearsal.errors import (
     ConfigError,
     EncoderMismatchError,
@@ -34,22 +35,22 @@ from rehearsal.errors import (
     ReadOnlyError,
     ValidationError,
 )
-from rehearsal.policies import AdmissionPolicy
-from rehearsal.snapshot import remove_stale_temps
-from rehearsal.sqlite_util import connect, transaction
-from rehearsal.store_files import (
-    DB_FILE,
+from rehearsal.memory.admission import decide_admission, policy_state_key
+from rehearsal.memory.batch import Batch, check_ids, check_texts, check_vectors, prepare_batch
+from rehearsal.memory.bench import bench_memory
+from rehearsal.memory.policies import AdmissionPolicy
+from rehearsal.memory.verification import memory_stats, verify_memory
+from rehearsal.store.layout import (
     FORMAT_VERSION,
     acquire_writer_lock,
     check_new_folder,
-    encoder_identity,
     new_manifest,
     read_manifest,
     write_manifest,
 )
-from rehearsal.validation import Batch, check_ids, check_texts, check_vectors, prepare_batch
-from rehearsal.vault import Vault
-from rehearsal.vector_state import VectorState
+from rehearsal.store.registry import Backends, create_backends, folder_of, open_backends
+from rehearsal.store.types import EntryRow, Hit
+from rehearsal.store.where import parse_where
 
 __all__ = ["FORMAT_VERSION", "Hit", "RehearsalMemory", "Resolver"]
 
@@ -66,8 +67,7 @@ class RehearsalMemory:
         self,
         path: Path,
         manifest: dict[str, Any],
-        conn: Any,
-        vault: Vault | None,
+        stores: Backends,
         *,
         read_only: bool,
         encoder: Encoder | None,
@@ -78,16 +78,16 @@ class RehearsalMemory:
         self.path = path
         self._keys = keys  # kept so DataLoader workers can reopen the memory by path
         self._manifest = manifest
-        self._conn = conn
-        self._catalog = Catalog(conn)
-        self._vault = vault
+        self._records = stores.records
+        self._keyed = stores.keyed  # texts, data keys and sealing; None in an unencrypted store
+        self._vectors = stores.vectors
+        self._stores = stores
         self._read_only = read_only
         self._encoder = encoder
         self._resolver = resolver
         self._lock_fd = lock_fd
         self._lock = threading.RLock()
         self._dim = int(manifest["encoder"]["dim"])
-        self._vectors = VectorState(path, self._dim, self._catalog, vault)
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class RehearsalMemory:
         Pass ``encoder``, or ``dim``/``encoder_name`` when vectors are precomputed (the default encoder,
         the packaged MiniLM, is loaded only when texts need embedding).
         """
-        folder = Path(path)
+        folder = folder_of(path)
         if not embedding_only and keys is None:
             raise MissingKeyError(
                 "a memory that stores text needs keys (KeyRing); or pass embedding_only=True"
@@ -119,22 +119,18 @@ class RehearsalMemory:
         identity = encoder_identity(encoder, dim, encoder_name)
         folder.mkdir(parents=True, exist_ok=True)
         manifest = new_manifest(embedding_only=embedding_only, encrypted=keys is not None, encoder=identity)
-        conn = connect(folder / DB_FILE)
-        vault = Vault.attach(conn, keys, create=True) if keys is not None else None
-        Catalog(conn).create_schema({"generation": "0", "next_id": "0"})
+        stores = create_backends(folder, keys=keys, dim=identity[1])
         lock_fd = acquire_writer_lock(folder)
         memory = cls(
             folder,
             manifest,
-            conn,
-            vault,
+            stores,
             read_only=False,
             encoder=encoder,
             resolver=resolver,
             lock_fd=lock_fd,
             keys=keys,
         )
-        memory._vectors.write_snapshot()
         # The manifest goes last: a folder without one is "not a memory", so a crash mid-create is obvious.
         write_manifest(folder, manifest)
         return memory
@@ -150,8 +146,8 @@ class RehearsalMemory:
         resolver: Resolver | None = None,
     ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
-        folder = Path(path)
-        manifest = read_manifest(folder, encoder)
+        folder = folder_of(path)
+        manifest = read_manifest(folder, encoder.name if encoder is not None else None)
         if manifest["encrypted"] and keys is None:
             raise MissingKeyError(f"memory at {str(folder)!r} is encrypted; pass keys=KeyRing...")
         if not manifest["encrypted"]:
@@ -161,23 +157,18 @@ class RehearsalMemory:
         try:
             if lock_fd is not None:
                 remove_stale_temps(folder)
-            conn = connect(folder / DB_FILE, read_only=read_only)
-            Catalog(conn).check_schema()
-            vault = Vault.attach(conn, keys, create=False, read_only=read_only) if keys is not None else None
+            dim = int(manifest["encoder"]["dim"])
+            stores = open_backends(folder, keys=keys, dim=dim, read_only=read_only)
             memory = cls(
                 folder,
                 manifest,
-                conn,
-                vault,
+                stores,
                 read_only=read_only,
                 encoder=encoder,
                 resolver=resolver,
                 lock_fd=lock_fd,
                 keys=keys,
             )
-            memory._vectors.load()
-            if not read_only:
-                memory._vectors.rebuild_if_outgrown()
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -221,7 +212,7 @@ class RehearsalMemory:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._vectors.index)
+            return len(self._vectors)
 
     def __repr__(self) -> str:
         mode = "embedding-only" if self.embedding_only else "encrypted"
@@ -260,26 +251,23 @@ class RehearsalMemory:
         vectors: np.ndarray | None = None,
         sources: Sequence[str] | None = None,
     ) -> list[int]:
-        """Offer a batch to an admission policy; evictions and additions commit together."""
-        from rehearsal.admission import admit_batch
+        """Offer a batch to an admission policy; evictions and additions commit together.
 
-        return admit_batch(
-            self,
-            texts,
-            policy=policy,
-            rng=rng,
-            metadata=metadata,
-            tenant=tenant,
-            vectors=vectors,
-            sources=sources,
-        )
+        The policy's state (e.g. the reservoir's count of items seen) is saved in the same transaction.
+        """
+        batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
+        with self._lock:
+            saved = self._records.get_meta(policy_state_key(policy))
+            decision = decide_admission(policy, batch.metadata, self._records.all_rows(), saved, rng=rng)
+            chosen = batch.subset(decision.keep) if decision.keep else None
+            return self._commit(chosen, evict=decision.evict, state=decision.state)
 
     def delete(self, ids: Sequence[int]) -> int:
         """Remove entries (index, catalog and text together); any unknown id fails the whole call."""
         id_list = check_ids(ids)
         with self._lock:
             self._check_writable()
-            missing = set(id_list) - self._catalog.existing(id_list)
+            missing = set(id_list) - self._records.existing(id_list)
             if missing:
                 raise NotFoundError(f"no entries with ids {sorted(missing)[:10]}")
             self._commit(None, evict=id_list)
@@ -290,44 +278,43 @@ class RehearsalMemory:
         name = validate_tenant(tenant)
         with self._lock:
             self._check_writable()
-            ids = self._catalog.ids_of_tenant(name)
-            known = self._vault is not None and name in self._vault.tenants()
+            ids = self._records.ids_of_tenant(name)
+            known = self._keyed is not None and name in self._keyed.tenants()
             if not ids and not known:
                 raise NotFoundError(f"no tenant {name!r} in this memory")
-            with transaction(self._conn):
-                gen = self._catalog.bump_generation()
-                self._catalog.remove(ids, generation=gen)
-                if self._vault is not None and known:
-                    self._vault.shred(name)
+            with self._records.transaction():
+                gen = self._records.bump_generation()
+                self._records.remove(ids, generation=gen)
+                if self._keyed is not None and known:
+                    self._keyed.shred(name)
             self._vectors.applied(gen, ids, [], None)
             # The old snapshot still holds the tenant's vectors: replace it now, not at close.
-            self._vectors.write_snapshot()
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._vectors.checkpoint(force=True)
+            self._records.compact()
         return len(ids)
 
     def rotate_keys(self, new_keys: KeyRing) -> None:
         """Rewrap every data key under a new master key; records are not re-encrypted."""
         with self._lock:
             self._check_writable()
-            if self._vault is None:
+            if self._keyed is None:
                 raise ConfigError("this memory has no keys to rotate")
-            self._vault.rotate_master_key(new_keys)
+            self._keyed.rotate_master_key(new_keys)
             self._keys = new_keys
 
     def checkpoint(self) -> None:
         """Write the index snapshot at the current generation (opening then replays nothing)."""
         with self._lock:
             self._check_writable()
-            if self._vectors.snapshot_generation != self._vectors.generation:
-                self._vectors.write_snapshot()
+            self._vectors.checkpoint()
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
-            if not self._read_only and self._vectors.snapshot_generation != self._vectors.generation:
-                self._vectors.write_snapshot()
-            self._conn.close()
+            if not self._read_only:
+                self._vectors.checkpoint()
+            self._stores.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
             self._closed = True
@@ -342,27 +329,37 @@ class RehearsalMemory:
     def search(
         self, texts: Sequence[str], k: int = 16, *, where: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
-        """The k nearest entries to each text, best first, restricted by ``where`` (see ``filters``)."""
+        """The k nearest entries to each text, best first, restricted by ``where`` (see ``store.where``)."""
         queries = check_texts(texts)
         return self.search_vectors(self.encoder.encode(queries), k, where=where)
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int = 16, *, where: Mapping[str, Any] | None = None
+        self,
+        vectors: np.ndarray,
+        k: int = 16,
+        *,
+        where: Mapping[str, Any] | None = None,
+        threads: int | None = None,
     ) -> list[list[Hit]]:
-        """Search with precomputed query vectors (n, dim) -> n lists of up to k hits."""
+        """Search with precomputed query vectors (n, dim) -> n lists of up to k hits.
+
+        ``threads`` bounds the index's own threads for this search (None: its default), so a search
+        inside a training step does not change the step's thread count.
+        """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValidationError(f"k must be a positive int, got {k!r}")
         queries = check_vectors(vectors, self._dim)
+        tree = parse_where(where)
         with self._lock, self._read_view():
             allowed = None
-            if where is not None:
-                matching = self._catalog.matching_ids(where, max_gen=self._vectors.generation)
+            if tree is not None:
+                matching = self._records.matching_ids(tree, max_gen=self._vectors.generation)
                 if not matching:
                     return [[] for _ in range(len(queries))]
                 allowed = np.asarray(matching, dtype=np.int64)
-            scores, ids = self._vectors.index.search(queries, k, allowed_ids=allowed)
+            scores, ids = self._vectors.search(queries, k, allowed_ids=allowed, threads=threads)
             found = {int(i) for i in ids.ravel() if i >= 0}
-            rows = self._catalog.rows(sorted(found))
+            rows = self._records.rows(sorted(found))
         return [
             [
                 Hit(int(i), float(s), rows[int(i)].metadata())
@@ -387,31 +384,31 @@ class RehearsalMemory:
         with self._lock:
             self._check_open()
             if not self.embedding_only:
-                assert self._vault is not None  # INVARIANT: text-storing memories always have a vault
-                return self._vault.get_present(id_list)
+                assert self._keyed is not None  # INVARIANT: text-storing memories always have keys
+                return self._keyed.get_present(id_list)
             return self._resolve(id_list)
 
     def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
         """Catalog rows (tenant, task, label, tags, extra metadata, source) for the ids that exist."""
         with self._lock:
-            return self._catalog.rows(check_ids(ids))
+            return self._records.rows(check_ids(ids))
 
     def ids(self, where: Mapping[str, Any] | None = None) -> list[int]:
         """Ids of all entries matching ``where`` (all entries by default), ascending."""
         with self._lock:
-            return sorted(self._catalog.matching_ids(where, max_gen=self._vectors.generation))
+            return sorted(self._records.matching_ids(parse_where(where), max_gen=self._vectors.generation))
 
     def changes_since(self, generation: int) -> tuple[list[int], list[int]]:
         """(ids added after ``generation`` and still present, ids removed after it), both ascending."""
         with self._lock:
-            return self._catalog.added_since(generation), sorted(self._catalog.removed_since(generation))
+            return self._records.changes_since(generation)
 
     def group_ids(self, by: str = "label", *, where: Mapping[str, Any] | None = None) -> dict[Any, list[int]]:
         """Ids of entries matching ``where`` grouped by ``task``, ``label`` or ``tenant``."""
         if by not in ("task", "label", "tenant"):
             raise ValidationError(f"'by' must be 'task', 'label' or 'tenant', got {by!r}")
         with self._lock:
-            return self._catalog.group_ids(by, where, max_gen=self._vectors.generation)
+            return self._records.group_ids(by, parse_where(where), max_gen=self._vectors.generation)
 
     def refresh(self) -> None:
         """Catch up with commits made by the writer since this handle last looked (readers call this)."""
@@ -425,29 +422,37 @@ class RehearsalMemory:
         the same database snapshot, so a writer committing meanwhile cannot tear the result (e.g. a hit
         whose row was deleted between the index search and the metadata lookup)."""
         self._check_open()
-        if not self._read_only or self._conn.in_transaction:
+        if not self._read_only:
             yield
             return
-        self._conn.execute("BEGIN")
-        try:
+        with self._records.read_view():
             self._vectors.catch_up()
             yield
-        finally:
-            self._conn.execute("COMMIT")
 
     def verify(self) -> dict[str, int]:
         """Authenticate every stored text and vector and check index, catalog and vault agree."""
-        from rehearsal.verification import verify_memory
-
         with self._lock, self._read_view():
-            return verify_memory(self)
+            texts = self._keyed if not self.embedding_only else None
+            return verify_memory(self._records, texts, self._vectors)
 
     def stats(self) -> dict[str, Any]:
-        from rehearsal.verification import memory_stats
-
+        """Entries, tenants, tasks, sizes on disk and the index kind."""
+        identity = {
+            "path": str(self.path),
+            "encoder": self.encoder_name,
+            "dim": self.dim,
+            "embedding_only": self.embedding_only,
+            "encrypted": self._keyed is not None,
+        }
         with self._lock:
             self._check_open()
-            return memory_stats(self)
+            return memory_stats(self.path, self._records, self._vectors, identity=identity)
+
+    def bench(self, *, queries: int = 200, k: int = 10, seed: int = 0) -> dict[str, Any]:
+        """Recall@k and latency of this memory's search against exact search (``rehearsal bench``)."""
+        with self._lock:
+            self._check_open()
+            return bench_memory(self._vectors, self.search_vectors, queries=queries, k=k, seed=seed)
 
     # -- internals -------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -487,20 +492,20 @@ class RehearsalMemory:
         with self._lock:
             self._check_writable()
             ids: list[int] = []
-            with transaction(self._conn):
-                gen = self._catalog.bump_generation()
+            with self._records.transaction():
+                gen = self._records.bump_generation()
                 if evict:
-                    if self._vault is not None and not self.embedding_only:
-                        self._vault.delete(evict)
-                    self._catalog.remove(evict, generation=gen)
+                    if self._keyed is not None and not self.embedding_only:
+                        self._keyed.delete(evict)
+                    self._records.remove(evict, generation=gen)
                 if batch is not None:
-                    ids = self._catalog.allocate_ids(len(batch.vectors))
+                    ids = self._records.allocate_ids(len(batch.vectors))
                     if not self.embedding_only:
-                        # INVARIANT: a text-storing memory has a vault, and its batches carry texts.
-                        assert self._vault is not None
+                        # INVARIANT: a text-storing memory has keys, and its batches carry texts.
+                        assert self._keyed is not None
                         assert batch.texts is not None
-                        self._vault.put(ids, batch.texts, tenant=batch.tenant)
-                    self._catalog.insert(
+                        self._keyed.put(ids, batch.texts, tenant=batch.tenant)
+                    self._records.insert(
                         ids,
                         tenant=batch.tenant,
                         metadata=batch.metadata,
@@ -509,7 +514,7 @@ class RehearsalMemory:
                         vectors=self._vectors.seal(batch.tenant, ids, batch.vectors),
                     )
                 for key, value in (state or {}).items():
-                    self._catalog.set_meta(key, value)
+                    self._records.set_meta(key, value)
             # Durable from here on; the in-process index follows.
             self._vectors.applied(gen, evict, ids, batch.vectors if batch is not None else None)
             return ids
@@ -517,7 +522,7 @@ class RehearsalMemory:
     def _resolve(self, ids: list[int]) -> dict[int, str]:
         if self._resolver is None:
             raise ConfigError("an embedding-only memory needs resolver= to turn sources into texts")
-        rows = self._catalog.rows(ids)
+        rows = self._records.rows(ids)
         present = [i for i in ids if i in rows]
         if not present:
             return {}
@@ -532,6 +537,6 @@ class RehearsalMemory:
     def _purge(self, ids: list[int]) -> None:
         """Drop records whose text was erased upstream: durably if we may write, else from this handle."""
         if self._read_only:
-            self._vectors.index.remove(np.asarray(ids, dtype=np.int64))
+            self._vectors.drop(ids)
         else:
             self._commit(None, evict=ids)

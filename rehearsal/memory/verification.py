@@ -1,67 +1,73 @@
-"""Whole-memory checks and statistics (kept apart from the facade, which they only read)."""
+"""Whole-memory checks and statistics, over the stores a memory is made of (the facade holds the lock)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rehearsal.errors import IntegrityError
-
-if TYPE_CHECKING:
-    from rehearsal.memory import RehearsalMemory
+from rehearsal.store.protocols import RecordStore, TextStore, VectorIndex
 
 __all__ = ["memory_stats", "verify_memory"]
 
 
-def verify_memory(memory: RehearsalMemory) -> dict[str, int]:
-    """Authenticate every text and vector; check that index, catalog and vault hold the same ids.
+def verify_memory(records: RecordStore, texts: TextStore | None, vectors: VectorIndex) -> dict[str, int]:
+    """Authenticate every text and vector; check that the index, records and texts hold the same ids.
 
     Raises IntegrityError naming the first disagreement. Returns counts of what was checked. The caller
     holds one read transaction (a reader has caught up inside it), so a concurrent writer cannot make
-    the catalog, vault and index look out of step.
+    the stores look out of step. ``texts`` is None for an embedding-only memory.
     """
-    catalog_ids = set(memory._catalog.matching_ids(None))
-    texts = 0
-    vault = memory._vault
-    if vault is not None and not memory.embedding_only:
-        texts = vault.verify()
-        vault_ids = set(vault.ids())
-        if vault_ids != catalog_ids:
-            only_vault = sorted(vault_ids - catalog_ids)[:5]
-            only_catalog = sorted(catalog_ids - vault_ids)[:5]
+    record_ids = set(records.matching_ids(None))
+    checked = 0
+    if texts is not None:
+        checked = texts.verify()
+        text_ids = set(texts.ids())
+        if text_ids != record_ids:
+            only_texts = sorted(text_ids - record_ids)[:5]
+            only_records = sorted(record_ids - text_ids)[:5]
             raise IntegrityError(
-                f"catalog and vault disagree: texts without entries {only_vault},"
-                f" entries without texts {only_catalog}"
+                f"catalog and vault disagree: texts without entries {only_texts},"
+                f" entries without texts {only_records}"
             )
-    ids, vectors = memory._vectors.load_all()
-    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
+    ids, stored = vectors.load_all()
+    norms = np.linalg.norm(stored, axis=1) if len(stored) else np.zeros(0)
     bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3))
     if len(bad):
         raise IntegrityError(f"vector of record {int(ids[bad[0]])} is not a finite unit vector")
-    index_ids = set(memory._vectors.index.ids().tolist())
-    if index_ids != catalog_ids:
-        stray = sorted(index_ids - catalog_ids)[:5]
-        absent = sorted(catalog_ids - index_ids)[:5]
+    index_ids = set(vectors.ids().tolist())
+    if index_ids != record_ids:
+        stray = sorted(index_ids - record_ids)[:5]
+        absent = sorted(record_ids - index_ids)[:5]
         raise IntegrityError(f"index and catalog disagree: stray ids {stray}, missing ids {absent}")
-    return {"entries": len(catalog_ids), "texts": texts, "vectors": len(ids), "generation": memory.generation}
-
-
-def memory_stats(memory: RehearsalMemory) -> dict[str, Any]:
-    catalog = memory._catalog
-    files = {p.name: p.stat().st_size for p in memory.path.iterdir() if p.is_file()}
     return {
-        "path": str(memory.path),
-        "entries": catalog.count(),
-        "generation": memory.generation,
-        "encoder": memory.encoder_name,
-        "dim": memory.dim,
-        "embedding_only": memory.embedding_only,
-        "encrypted": memory._vault is not None,
-        "index_spec": memory._vectors.index.spec,
-        "tenants": catalog.counts_by("tenant"),
-        "tasks": catalog.counts_by("task"),
-        "labels": len(catalog.counts_by("label")),
+        "entries": len(record_ids),
+        "texts": checked,
+        "vectors": len(ids),
+        "generation": vectors.generation,
+    }
+
+
+def memory_stats(
+    folder: Path, records: RecordStore, vectors: VectorIndex, *, identity: dict[str, Any]
+) -> dict[str, Any]:
+    """Counts, sizes and the index kind; ``identity`` carries what the facade knows of itself
+    (path, encoder, dim, embedding_only, encrypted)."""
+    files = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
+    return {
+        "path": identity["path"],
+        "entries": records.count(),
+        "generation": vectors.generation,
+        "encoder": identity["encoder"],
+        "dim": identity["dim"],
+        "embedding_only": identity["embedding_only"],
+        "encrypted": identity["encrypted"],
+        "index_spec": vectors.spec,
+        "tenants": records.counts_by("tenant"),
+        "tasks": records.counts_by("task"),
+        "labels": len(records.counts_by("label")),
         "disk_bytes": sum(files.values()),
         "files": files,
     }

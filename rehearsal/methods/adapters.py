@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError, ValidationError
-from rehearsal.memory import RehearsalMemory
+from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["AdapterRouter", "TaskAdapters", "adapter_of", "group_by_route"]
 

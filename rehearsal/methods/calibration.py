@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from rehearsal.config import CALIBRATIONS
 from rehearsal.errors import ConfigError
-from rehearsal.evaluation import batch_logits
+from rehearsal.methods.inference import batch_logits
 
 __all__ = [
     "CALIBRATIONS",
@@ -33,7 +34,6 @@ __all__ = [
     "fit_bias_correction",
 ]
 
-CALIBRATIONS = ("none", "weight_aligning", "bias_correction")
 # Each of these needs a class-balanced calibration set (texts, labels) passed to calibrate().
 NEEDS_DATA = ("bias_correction",)
 

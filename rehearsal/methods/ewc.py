@@ -23,7 +23,7 @@ How the Fisher is estimated (the choices that matter):
 - in eval mode (no dropout), over parameters with ``requires_grad`` only: under PEFT that is the LoRA
   weights of the active adapter, and frozen weights cannot move, so they need no penalty.
 
-The Trainer hook: :class:`rehearsal.trainer.RehearsalTrainer` sums ``loss_terms`` (callables
+The Trainer hook: :class:`rehearsal.replay.trainer.RehearsalTrainer` sums ``loss_terms`` (callables
 ``model -> scalar tensor``) into its loss; an :class:`EWC` is one (``__call__`` is :meth:`penalty`)::
 
     ewc = EWC(EWCConfig(lam=100.0))

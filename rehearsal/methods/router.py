@@ -1,7 +1,7 @@
 """A trained router for per-task adapters: a small task classifier fine-tuned on the memory's contents.
 
-The k-NN vote of :class:`rehearsal.adapters.AdapterRouter` needs no training, but it can only be as good
-as the memory's vectors: MiniLM embeds what a text *means*, and tasks split by part of speech or by
+The k-NN vote of :class:`rehearsal.methods.adapters.AdapterRouter` needs no training, but it can only be
+as good as the memory's vectors: MiniLM embeds what a text *means*, and tasks split by part of speech or by
 register sit next to each other in that space (0.78 per input on the WordNet tasks). :class:`TaskGate`
 fine-tunes the encoder itself, with one output per task, on the texts the memory holds and their
 ``task`` metadata — the memory is still the gate's only source — and routes by its softmax, with the
@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError, StoreFormatError, ValidationError
+from rehearsal.methods.inference import batch_logits
 
 if TYPE_CHECKING:
-    from rehearsal.memory import RehearsalMemory
+    from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["TaskGate"]
 
@@ -74,8 +76,6 @@ class TaskGate:
             TrainingArguments,
             set_seed,
         )
-
-        from rehearsal.embedding import default_model_path
 
         if len(texts) != len(tasks):
             raise ValidationError(f"got {len(texts)} texts but {len(tasks)} task labels")
@@ -129,8 +129,6 @@ class TaskGate:
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """(n, tasks) softmax of the gate over ``self.tasks`` for each text."""
         import torch
-
-        from rehearsal.evaluation import batch_logits
 
         if not len(texts):
             return np.zeros((0, len(self.tasks)), dtype=np.float32)

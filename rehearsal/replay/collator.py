@@ -30,12 +30,12 @@ import numpy as np
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from rehearsal.config import ReplayConfig
-from rehearsal.crypto import KeyRing
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import Encoder
 from rehearsal.errors import ConfigError
-from rehearsal.memory import RehearsalMemory, Resolver
-from rehearsal.policies import AdmissionPolicy, KeepAll
-from rehearsal.replay import ReplaySelector
+from rehearsal.memory.facade import RehearsalMemory, Resolver
+from rehearsal.memory.policies import AdmissionPolicy, KeepAll
+from rehearsal.replay.selector import ReplaySelector
 
 __all__ = ["REPLAY_FLAG", "RehearsalCallback", "RehearsalCollator", "ReplayStats", "embed_dataset"]
 

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from rehearsal.config import ReplayConfig
-from rehearsal.index import faiss_threads
-from rehearsal.memory import RehearsalMemory
+from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["ReplayChoice", "ReplaySelector"]
 
@@ -81,8 +80,9 @@ class ReplaySelector:
         # can reach are searched (twice the slots, for de-duplication): the search is the per-step cost
         # of replay, and a batch of 24 with 4 retrieval slots needs 8 queries, not 24.
         order = rng.permutation(len(vectors))[: min(len(vectors), max(8, 2 * want))]
-        with faiss_threads(self.config.search_threads):
-            hits = self.memory.search_vectors(vectors[order], self.config.k, where=self.eligible)
+        hits = self.memory.search_vectors(
+            vectors[order], self.config.k, where=self.eligible, threads=self.config.search_threads
+        )
         # An entry that matches a searched row exactly is that row's own stored copy: never replay it.
         # (Copies of the current task's rows are excluded by the task filter in the first place.)
         own = {hit.id for row in hits for hit in row if hit.score >= _SELF_MATCH}

@@ -25,7 +25,8 @@ import torch
 from transformers import Trainer
 
 from rehearsal.errors import ConfigError
-from rehearsal.hf import REPLAY_FLAG
+from rehearsal.methods.calibration import classification_head
+from rehearsal.replay.collator import REPLAY_FLAG
 
 __all__ = ["LOSSES", "LossTerm", "RehearsalTrainer", "rehearsal_loss"]
 
@@ -106,7 +107,6 @@ class RehearsalTrainer(Trainer):
         """AdamW with the head on ``head_learning_rate`` (the Trainer's own optimizer when it is None)."""
         if self.head_learning_rate is None or self.optimizer is not None:
             return super().create_optimizer(model)
-        from rehearsal.calibration import classification_head
 
         target = self.model if model is None else model
         if target is None:

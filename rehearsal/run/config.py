@@ -21,12 +21,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rehearsal.config import ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
+from rehearsal.config import CALIBRATIONS, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.errors import ConfigError
-from rehearsal.gate import GateConfig
+from rehearsal.governance.gate import GateConfig
 
-__all__ = ["POLICIES", "RunConfig"]
+__all__ = ["METHODS", "POLICIES", "RunConfig"]
 
+# The strategies a run can name; each is registered in rehearsal.run.strategies, which refuses any other.
+METHODS = (
+    "naive",
+    "multitask",
+    "random",
+    "retrieval",
+    "hybrid",
+    "ewc",
+    "ewc-replay",
+    "lora-replay",
+    "lora-routed",
+)
 POLICIES = ("keep_all", "reservoir", "class_balanced")
 _LOSSES = ("ce", "asymmetric")
 # EWC's strength for the "ewc*" methods; see benchmarks/RESULTS.md for the sweep that chose it.
@@ -50,15 +62,15 @@ def _positive_number(name: str, value: object) -> None:
 class RunConfig(ConfigMixin):
     """What to train, how, and where the results go.
 
-    ``method`` names a strategy (``rehearsal.strategies.STRATEGIES``). ``tasks`` selects and orders the
+    ``method`` names a strategy (one of :data:`METHODS`). ``tasks`` selects and orders the
     bundled WordNet tasks; ``data`` instead reads a JSON-lines stream (see ``load_jsonl_stream``).
     ``batch_size`` counts new examples per step; replay strategies add ``replay.ratio`` worth on top.
     ``memory_capacity`` bounds the memory for the ``reservoir`` and ``class_balanced`` policies.
     ``head_learning_rate`` (None: ``learning_rate``) is the classification head's own learning rate.
-    ``calibration`` corrects the head after each phase (``rehearsal.calibration.CALIBRATIONS``).
+    ``calibration`` corrects the head after each phase (``rehearsal.config.CALIBRATIONS``).
     ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods (ignored by the others).
     ``gate``, when set, must pass before each phase of a method with a memory is promoted
-    (``rehearsal.run_governance``); without it updates are versioned and audited as "ungated".
+    (``rehearsal.governance.updates``); without it updates are versioned and audited as "ungated".
     ``keep_weights`` bounds how many phases' weights a governed run keeps (None: all, so every version
     can be rolled back to in full; older versions keep their memory state but lose their weights).
     """
@@ -100,10 +112,8 @@ class RunConfig(ConfigMixin):
             self.gate = GateConfig.from_dict(self.gate)
         if self.gate is not None and not isinstance(self.gate, GateConfig):
             raise ConfigError(f"'gate' must be a table of GateConfig fields or absent, got {self.gate!r}")
-        from rehearsal.strategies import STRATEGIES
-
-        if self.method not in STRATEGIES:
-            raise ConfigError(f"'method' must be one of {sorted(STRATEGIES)}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"'method' must be one of {sorted(METHODS)}, got {self.method!r}")
         if self.loss not in _LOSSES:
             raise ConfigError(f"'loss' must be one of {list(_LOSSES)}, got {self.loss!r}")
         if self.policy not in POLICIES:
@@ -120,8 +130,6 @@ class RunConfig(ConfigMixin):
         _positive_number("learning_rate", self.learning_rate)
         if self.head_learning_rate is not None:
             _positive_number("head_learning_rate", self.head_learning_rate)
-        from rehearsal.calibration import CALIBRATIONS
-
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"'calibration' must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
         tasks = self.tasks

@@ -1,7 +1,7 @@
 """The continual fine-tuning run loop: train task after task through the HF Trainer, evaluate every task.
 
 ``run(config)`` trains a model phase by phase with the strategy named by ``config.method`` (see
-``rehearsal.strategies``), evaluates each task's test set after every phase with predictions over all
+``rehearsal.run.strategies``), evaluates each task's test set after every phase with predictions over all
 classes of the one shared head (class-incremental), and writes into the output folder:
 
     results.json  results.md  accuracy_heatmap.png  accuracy_over_time.png     (updated after each phase)
@@ -13,7 +13,7 @@ restorable unless ``keep_weights`` bounds them; only the latest otherwise), the 
 memory's generation are saved; ``resume`` skips the phases already completed. A phase interrupted after
 its examples entered the memory has them removed again before it is retrained, so nothing is admitted
 twice. A method with a memory governs each phase as an update
-(``rehearsal.run_governance``: optional gate, version, audit entries).
+(``rehearsal.governance.updates``: optional gate, version, audit entries).
 """
 
 from __future__ import annotations
@@ -28,14 +28,23 @@ from typing import Any
 
 import numpy as np
 
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import Task, TaskStream, load_jsonl_stream, load_wordnet_stream
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.embedding import load_encoder
 from rehearsal.errors import ConfigError, MissingKeyError
-from rehearsal.evaluation import embed_texts, evaluate_accuracy
-from rehearsal.metrics import AccuracyMatrix, RunCost
-from rehearsal.run_config import RunConfig
-from rehearsal.run_governance import govern_update, run_id_for, update_id
-from rehearsal.strategies import PhaseContext, Strategy, get_strategy
+from rehearsal.governance.audit_log import AuditLog, default_log_path
+from rehearsal.governance.audited import AuditedMemory
+from rehearsal.governance.updates import govern_update, run_id_for, update_id
+from rehearsal.governance.versions import withdraw_update
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.inference import embed_texts, evaluate_accuracy
+from rehearsal.replay.collator import RehearsalCollator
+from rehearsal.replay.trainer import RehearsalTrainer
+from rehearsal.run.config import RunConfig
+from rehearsal.run.metrics import AccuracyMatrix, RunCost
+from rehearsal.run.plots import plot_accuracy_heatmap, plot_accuracy_over_time
+from rehearsal.run.strategies import PhaseContext, Strategy, get_strategy
+from rehearsal.run.strategies.base import model_path
+from rehearsal.run.tasks import Task, TaskStream, load_jsonl_stream, load_wordnet_stream
 
 __all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "summarize"]
 
@@ -226,11 +235,6 @@ def _open_memory(
     Both go through the memory's audit log: a new memory gets its baseline entry, a resumed one first logs
     what the interrupted phase changed (``AuditedMemory.reconcile``), then the removal of its entries.
     """
-    from rehearsal.audit import AuditLog, default_log_path
-    from rehearsal.audit_events import AuditedMemory
-    from rehearsal.embedding import load_encoder
-    from rehearsal.memory import RehearsalMemory
-    from rehearsal.versions import withdraw_update
 
     path = out / _MEMORY
     if state is None:
@@ -256,7 +260,6 @@ def _open_memory(
 
 
 def _memory_generation(out: Path, keys: KeyRing) -> int:
-    from rehearsal.memory import RehearsalMemory
 
     with RehearsalMemory.open(out / _MEMORY, keys=keys, read_only=True) as memory:
         return memory.generation
@@ -291,9 +294,6 @@ def _task_correct(
 def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
     """Train one phase; returns (new examples, replayed examples, replayed tokens)."""
     from transformers import PrinterCallback, TrainingArguments
-
-    from rehearsal.hf import RehearsalCollator
-    from rehearsal.trainer import RehearsalTrainer
 
     config = ctx.config
     collator = strategy.collator(ctx)
@@ -344,8 +344,6 @@ def run(
 ) -> RunResult:
     """Run (or resume) the continual fine-tuning ``config`` describes; see the module docstring."""
     from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
-
-    from rehearsal.strategies.base import model_path
 
     if output_dir is not None:
         config = config.replace(output_dir=str(output_dir))
@@ -482,7 +480,6 @@ def _result(config: RunConfig, matrix: AccuracyMatrix, totals: dict[str, Any], o
 
 
 def _write_outputs(result: RunResult, out: Path) -> None:
-    from rehearsal.plots import plot_accuracy_heatmap, plot_accuracy_over_time
 
     _write_json(out / "results.json", result.to_dict())
     (out / "results.md").write_text(result.to_markdown(), encoding="utf-8")

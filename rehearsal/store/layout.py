@@ -17,22 +17,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder
+from rehearsal._files import atomic_write, read_json
 from rehearsal.errors import (
-    ConfigError,
     EncoderMismatchError,
     NotFoundError,
     StoreFormatError,
     StoreLockedError,
     ValidationError,
 )
-from rehearsal.snapshot import atomic_write, read_json
 
 __all__ = [
     "DB_FILE",
     "FORMAT_VERSION",
     "acquire_writer_lock",
-    "encoder_identity",
     "new_manifest",
     "read_manifest",
     "write_manifest",
@@ -40,20 +37,6 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_FILE, DB_FILE, LOCK_FILE = "memory.json", "memory.sqlite", "writer.lock"
-_DEFAULT_DIM = 384  # all-MiniLM-L6-v2
-
-
-def encoder_identity(encoder: Encoder | None, dim: int | None, name: str | None) -> tuple[str, int]:
-    """The (name, width) a new memory records for its encoder."""
-    if encoder is not None:
-        if dim is not None and dim != encoder.dim:
-            raise ConfigError(f"'dim'={dim} contradicts the encoder's width {encoder.dim}")
-        return encoder.name, encoder.dim
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-        raise ConfigError(f"'dim' must be a positive int, got {dim!r}")
-    if name is not None and name != DEFAULT_ENCODER_NAME and dim is None:
-        raise ConfigError("a non-default 'encoder_name' needs 'dim' (or pass encoder=)")
-    return name or DEFAULT_ENCODER_NAME, dim or _DEFAULT_DIM
 
 
 def check_new_folder(folder: Path) -> None:
@@ -76,7 +59,7 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
     atomic_write(folder / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_manifest(folder: Path, encoder: Encoder | None) -> dict[str, Any]:
+def read_manifest(folder: Path, encoder_name: str | None) -> dict[str, Any]:
     """The manifest of an existing memory, refusing what this version cannot read or a foreign encoder."""
     if not folder.is_dir():
         raise NotFoundError(f"no memory at {str(folder)!r}: folder does not exist")
@@ -89,8 +72,8 @@ def read_manifest(folder: Path, encoder: Encoder | None) -> dict[str, Any]:
             f"{str(folder)!r} has format version {version!r}; this rehearsal reads up to {FORMAT_VERSION}"
         )
     recorded = manifest["encoder"]["name"]
-    if encoder is not None and encoder.name != recorded:
-        raise EncoderMismatchError(f"memory was built with encoder {recorded!r}, got {encoder.name!r}")
+    if encoder_name is not None and encoder_name != recorded:
+        raise EncoderMismatchError(f"memory was built with encoder {recorded!r}, got {encoder_name!r}")
     return manifest
 
 

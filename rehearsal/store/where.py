@@ -1,6 +1,6 @@
-"""Metadata filters (``where=``) compiled to SQL over the catalog's ``entries`` table.
+"""Metadata filters (``where=``) as a backend-neutral tree; each backend compiles the tree to its queries.
 
-A filter is a mapping from a field to a condition::
+A filter is written as a mapping from a field to a condition::
 
     {"task": "billing"}                       equality
     {"label": {"$in": [1, 2]}}                any of
@@ -8,42 +8,59 @@ A filter is a mapping from a field to a condition::
     {"tags": "safety"}                        tags contain "safety" ($in: any of, $ne / $nin: none of)
     {"id": {"$lt": 1000}}                     id comparisons ($lt, $lte, $gt, $gte), e.g. "before this run"
 
-Conditions on several fields are combined with AND. Unknown fields or operators raise ValidationError,
-so a typo never silently matches everything.
+:func:`parse_where` checks it and returns a :class:`Where`: conditions combined with AND, each a field, an
+operator and its values. Unknown fields or operators raise ValidationError, so a typo never silently
+matches everything. ``$in`` of nothing matches nothing; ``$nin`` of nothing matches everything; an entry
+with no task or label counts as "not equal" to any value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rehearsal.errors import ValidationError
 
-__all__ = ["FILTER_FIELDS", "compile_where"]
+__all__ = ["FILTER_FIELDS", "OPERATORS", "RANGE_OPERATORS", "Condition", "Where", "parse_where"]
 
 FILTER_FIELDS = ("task", "label", "tenant", "tags", "id")
-_SET_OPS = ("$eq", "$ne", "$in", "$nin")
-_RANGE_OPS = {"$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}
+# "in": the field (for tags: any tag) is one of the values; "not_in": it is none of them.
+OPERATORS = ("in", "not_in", "lt", "lte", "gt", "gte")
+RANGE_OPERATORS = ("lt", "lte", "gt", "gte")  # on "id" only, with exactly one value
+_SET_OPS = {"$eq": "in", "$ne": "not_in", "$in": "in", "$nin": "not_in"}
+_RANGE_OPS = {"$lt": "lt", "$lte": "lte", "$gt": "gt", "$gte": "gte"}
 
 
-def compile_where(where: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
-    """Return an SQL boolean expression over ``entries`` and its parameters (``"1"`` for no filter)."""
-    if where is None:
-        return "1", []
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Conditions that must all hold (an empty tuple matches every entry)."""
+
+    conditions: tuple[Condition, ...] = ()
+
+
+def parse_where(where: Mapping[str, Any] | Where | None) -> Where | None:
+    """The tree of a ``where=`` mapping (None: no filter); a tree passes through unchanged."""
+    if where is None or isinstance(where, Where):
+        return where
     if not isinstance(where, Mapping):
         raise ValidationError(f"'where' must be a mapping, got {type(where).__name__}")
-    clauses: list[str] = []
-    params: list[Any] = []
+    conditions: list[Condition] = []
     for field, condition in where.items():
         if field not in FILTER_FIELDS:
             raise ValidationError(
                 f"unknown filter field {field!r}; filterable fields are {list(FILTER_FIELDS)}"
             )
         for op, operand in _normalise(field, condition):
-            clause, args = _clause(field, op, operand)
-            clauses.append(clause)
-            params.extend(args)
-    return (" AND ".join(clauses) if clauses else "1"), params
+            conditions.append(_condition(field, op, operand))
+    return Where(tuple(conditions))
 
 
 def _normalise(field: str, condition: Any) -> list[tuple[str, Any]]:
@@ -51,7 +68,7 @@ def _normalise(field: str, condition: Any) -> list[tuple[str, Any]]:
         return [("$eq", condition)]
     if not condition:
         raise ValidationError(f"empty condition for filter field {field!r}")
-    known = _SET_OPS + (tuple(_RANGE_OPS) if field == "id" else ())
+    known = tuple(_SET_OPS) + (tuple(_RANGE_OPS) if field == "id" else ())
     for op in condition:
         if op not in known:
             raise ValidationError(
@@ -69,29 +86,15 @@ def _scalar(field: str, value: Any) -> Any:
     return value
 
 
-def _values(field: str, op: str, operand: Any) -> list[Any]:
+def _values(field: str, op: str, operand: Any) -> tuple[Any, ...]:
     if isinstance(operand, (str, bytes)) or not isinstance(operand, Sequence):
         raise ValidationError(f"{op} for filter field {field!r} needs a list, got {operand!r}")
-    return [_scalar(field, v) for v in operand]
+    return tuple(_scalar(field, v) for v in operand)
 
 
-def _clause(field: str, op: str, operand: Any) -> tuple[str, list[Any]]:
+def _condition(field: str, op: str, operand: Any) -> Condition:
     if op in _RANGE_OPS:
-        return f"id {_RANGE_OPS[op]} ?", [_scalar(field, operand)]
+        return Condition(field, _RANGE_OPS[op], (_scalar(field, operand),))
     if op in ("$eq", "$ne"):
-        values = [_scalar(field, operand)]
-    else:
-        values = _values(field, op, operand)
-        if not values:
-            # "any of nothing" matches nothing; "none of nothing" matches everything.
-            return ("0" if op == "$in" else "1"), []
-    marks = ",".join("?" * len(values))
-    negate = op in ("$ne", "$nin")
-    if field == "tags":
-        exists = f"EXISTS (SELECT 1 FROM json_each(entries.tags) WHERE json_each.value IN ({marks}))"
-        return (f"NOT {exists}" if negate else exists), values
-    column = "id" if field == "id" else field
-    if negate:
-        # NULL-safe: an entry with no task/label counts as "not equal".
-        return f"({column} IS NULL OR {column} NOT IN ({marks}))", values
-    return f"{column} IN ({marks})", values
+        return Condition(field, _SET_OPS[op], (_scalar(field, operand),))
+    return Condition(field, _SET_OPS[op], _values(field, op, operand))

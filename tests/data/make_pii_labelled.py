@@ -5,7 +5,8 @@ number is made up: card numbers and IBANs get valid check digits from the arithm
 real account. Each line is ``{"text": ..., "pii": [{"kind": ..., "value": ...}]}``; ``value`` is the exact
 substring. Negatives (``"pii": []``) are the look-alikes a scanner must not flag: order numbers, dates,
 times, versions, ISBNs, tracking numbers, prices, card numbers failing Luhn, IBANs failing mod-97.
-The checksum helpers are written here again, on purpose, rather than imported from ``rehearsal.pii``.
+The checksum helpers are written here again, on purpose, rather than imported from
+``rehearsal.governance.pii``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The strategy protocol (the run loop's hooks), its registry, and the two strategies without state.
 
-The run loop (``rehearsal.stream``) never branches on a method's name. It asks the strategy to load and
+The run loop (``rehearsal.run.loop``) never branches on a method's name. It asks the strategy to load and
 save the model, for the phases of the stream, and per phase for the model to train, a data collator,
 Trainer callbacks, extra loss terms, what to do once the phase is trained, and how to predict labels.
-A new method is one more registered class (see ``rehearsal.strategies.ewc`` and ``.lora``).
+A new method is one more registered class (see ``rehearsal.run.strategies.ewc`` and ``.lora``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rehearsal.crypto import KeyRing
-from rehearsal.datasets import Task, TaskStream
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
-from rehearsal.run_config import RunConfig
-from rehearsal.trainer import LossTerm
+from rehearsal.methods.calibration import NEEDS_DATA, calibrate
+from rehearsal.methods.inference import predict_labels
+from rehearsal.replay.trainer import LossTerm
+from rehearsal.run.config import METHODS, RunConfig
+from rehearsal.run.tasks import Task, TaskStream
 
 __all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "register"]
 
@@ -74,7 +77,6 @@ class Strategy:
 
     def predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
         """Predicted label ids of ``texts`` after a phase: by default the argmax over every class."""
-        from rehearsal.evaluation import predict_labels
 
         return predict_labels(
             model,
@@ -112,7 +114,6 @@ class Strategy:
         By default it applies ``config.calibration`` to the head: the phase's new classes against the
         classes of earlier phases.
         """
-        from rehearsal.calibration import NEEDS_DATA, calibrate
 
         old = sorted(set(ctx.seen_classes) - set(ctx.current_classes))
         data = self.calibration_set(ctx) if ctx.config.calibration in NEEDS_DATA and old else None
@@ -137,6 +138,8 @@ STRATEGIES: dict[str, type[Strategy]] = {}
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
+    if cls.name not in METHODS:
+        raise ConfigError(f"strategy {cls.name!r} is not among the run methods {list(METHODS)}")
     STRATEGIES[cls.name] = cls
     return cls
 
@@ -149,7 +152,6 @@ def get_strategy(name: str) -> Strategy:
 
 def model_path(config: RunConfig) -> str:
     """The base model a run starts from: ``config.model``, else the packaged MiniLM."""
-    from rehearsal.embedding import default_model_path
 
     return str(config.model or default_model_path())
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rehearsal.ewc import EWC
-from rehearsal.strategies.base import PhaseContext, Strategy, register
-from rehearsal.strategies.replay import HybridReplay
-from rehearsal.trainer import LossTerm
+from rehearsal.methods.ewc import EWC
+from rehearsal.replay.trainer import LossTerm
+from rehearsal.run.strategies.base import PhaseContext, Strategy, register
+from rehearsal.run.strategies.replay import HybridReplay
 
 __all__ = ["EWCMixin", "EWCReplay", "EWCStrategy"]
 

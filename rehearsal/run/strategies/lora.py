@@ -2,9 +2,10 @@
 
 - ``lora-routed``: one adapter per task, each with its own copy of the classification head, trained on its
   task alone, so a new task cannot overwrite an old one. The run's memory stores every phase's examples
-  (text, vector, ``task``) and is the router: after each phase a :class:`~rehearsal.task_gate.TaskGate` is
-  fine-tuned on its contents (``lora.router = "gate"``), or inputs go by the k-NN vote of
-  ``rehearsal.adapters.AdapterRouter`` (``"knn"``). The chosen adapter predicts among its task's classes.
+  (text, vector, ``task``) and is the router: after each phase a
+  :class:`~rehearsal.methods.router.TaskGate` is fine-tuned on its contents (``lora.router = "gate"``), or
+  inputs go by the k-NN vote of ``rehearsal.methods.adapters.AdapterRouter`` (``"knn"``). The chosen adapter
+  predicts among its task's classes.
 - ``lora-replay``: one adapter (and head) shared by every task, trained with hybrid replay.
 
 Both save the adapters (``TaskAdapters.save``) as the phase checkpoint and rebuild the peft model on
@@ -20,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from rehearsal.adapters import TaskAdapters
 from rehearsal.errors import ConfigError
-from rehearsal.run_config import RunConfig
-from rehearsal.strategies.base import PhaseContext, Strategy, model_path, register
-from rehearsal.strategies.replay import HybridReplay
-from rehearsal.task_gate import TaskGate
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route
+from rehearsal.methods.calibration import classification_head
+from rehearsal.methods.inference import embed_texts, predict_labels
+from rehearsal.methods.router import TaskGate
+from rehearsal.run.config import RunConfig
+from rehearsal.run.strategies.base import PhaseContext, Strategy, model_path, register
+from rehearsal.run.strategies.replay import HybridReplay
 
 __all__ = ["LoRAReplay", "LoRARouted", "LoRAStrategy", "adapter_name", "lora_config_for"]
 
@@ -43,8 +47,6 @@ def lora_config_for(model: Any, config: RunConfig) -> Any:
     """peft ``LoraConfig`` for sequence classification: ``config.lora`` on the model's attention, with the
     classification head trained and saved per adapter (``modules_to_save``)."""
     from peft import LoraConfig, TaskType
-
-    from rehearsal.calibration import classification_head
 
     names = [name for name, _ in model.named_modules()]
     leaves = {name.rsplit(".", 1)[-1] for name in names}
@@ -148,8 +150,6 @@ class LoRARouted(LoRAStrategy):
         """Store the phase's examples (text, vector, task, label) in the memory, retrain the gate on it, and
         log the routing accuracy on the test sets of the tasks trained so far. No head calibration: each
         adapter's head only ever scores its own task's classes."""
-        from rehearsal.evaluation import embed_texts
-        from rehearsal.memory import RehearsalMemory
 
         examples = [ex for task in ctx.tasks for ex in task.train]
         texts = [ex.text for ex in examples]
@@ -174,9 +174,6 @@ class LoRARouted(LoRAStrategy):
 
     def routes(self, ctx: PhaseContext, texts: Sequence[str]) -> list[str | None]:
         """The task each text is routed to (None where the memory gives no answer)."""
-        from rehearsal.adapters import AdapterRouter
-        from rehearsal.evaluation import embed_texts
-        from rehearsal.memory import RehearsalMemory
 
         trained = [t.name for t in ctx.stream.tasks if adapter_name(t.name) in self._adapters().tasks]
         if len(trained) == 1:
@@ -190,8 +187,6 @@ class LoRARouted(LoRAStrategy):
             return [task for task, _ in router.vote(embed_texts(texts))]
 
     def predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
-        from rehearsal.adapters import group_by_route
-        from rehearsal.evaluation import predict_labels
 
         adapters = self._adapters()
         names = {adapter_name(t.name): t for t in ctx.stream.tasks}

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rehearsal.errors import ConfigError
-from rehearsal.hf import RehearsalCallback, RehearsalCollator
-from rehearsal.policies import AdmissionPolicy, ClassBalanced, KeepAll, Reservoir
-from rehearsal.run_config import RunConfig
-from rehearsal.strategies.base import PhaseContext, Strategy, register
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.memory.policies import AdmissionPolicy, ClassBalanced, KeepAll, Reservoir
+from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator
+from rehearsal.run.config import RunConfig
+from rehearsal.run.strategies.base import PhaseContext, Strategy, register
 
 __all__ = ["HybridReplay", "RandomReplay", "ReplayStrategy", "RetrievalReplay"]
 
@@ -83,8 +84,6 @@ class ReplayStrategy(Strategy):
         """Up to ``_CALIBRATION_PER_CLASS`` memory entries per seen class (the memory holds this phase's
         examples too once the phase is trained), drawn with the run's seed and the phase."""
         import numpy as np
-
-        from rehearsal.memory import RehearsalMemory
 
         rng = np.random.default_rng([ctx.config.seed, ctx.phase])
         with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys, read_only=True) as memory:

@@ -1,24 +1,25 @@
-"""A memory's vectors: sealed at rest in the catalog, searchable in a FAISS index, snapshotted to disk.
+"""The FAISS vector index of a memory: sealed vectors at rest in the record store, searchable in FAISS,
+snapshotted to ``index.snap``.
 
-The catalog (SQLite) is the source of truth; the in-process :class:`~rehearsal.index.VectorIndex` follows
-it generation by generation, and ``index.snap`` is the index at a known generation so that opening only
-replays what was committed after it. In encrypted stores each vector is sealed with its tenant's data key
-(embeddings can be inverted back into text) and the snapshot with the store's internal ``_system`` key.
+The record store is the source of truth; the in-process FAISS index follows it generation by generation,
+and ``index.snap`` is the index at a known generation so that opening only replays what was committed
+after it. In encrypted stores each vector is sealed with its tenant's data key (embeddings can be
+inverted back into text) and the snapshot with the store's internal ``_system`` key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rehearsal.catalog import Catalog
 from rehearsal.errors import IntegrityError
-from rehearsal.index import VectorIndex
-from rehearsal.snapshot import read_snapshot, write_snapshot
-from rehearsal.vault import Vault
+from rehearsal.store.faiss.index import VectorIndex, faiss_threads
+from rehearsal.store.faiss.snapshot import read_snapshot, write_snapshot
+from rehearsal.store.protocols import RecordStore, Sealer
 
-__all__ = ["SNAPSHOT_FILE", "SYSTEM_TENANT", "VectorState"]
+__all__ = ["SNAPSHOT_FILE", "SYSTEM_TENANT", "FaissVectorIndex"]
 
 SNAPSHOT_FILE = "index.snap"
 SYSTEM_TENANT = "_system"
@@ -26,14 +27,15 @@ SYSTEM_TENANT = "_system"
 _DELTA_SNAPSHOT_MIN = 50_000
 
 
-class VectorState:
-    """Index + generation bookkeeping for one open memory; the memory's lock guards every call."""
+class FaissVectorIndex:
+    """The ``VectorIndex`` of the embedded backend: a FAISS index + generation bookkeeping for one open
+    memory; the memory's lock guards every call. ``sealer`` is None in an unencrypted store."""
 
-    def __init__(self, folder: Path, dim: int, catalog: Catalog, vault: Vault | None) -> None:
+    def __init__(self, folder: Path, dim: int, records: RecordStore, sealer: Sealer | None) -> None:
         self.folder = folder
         self.dim = dim
-        self.catalog = catalog
-        self.vault = vault
+        self.records = records
+        self.vault = sealer
         self.index = VectorIndex(dim)
         self.generation = 0  # the last committed mutation the index reflects
         self.snapshot_generation = 0  # the generation of index.snap on disk
@@ -74,7 +76,7 @@ class VectorState:
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector, authenticated, in id order."""
-        return self.open_rows(list(self.catalog.vectors(min_gen_exclusive=-1)))
+        return self.open_rows(list(self.records.vectors(min_gen_exclusive=-1)))
 
     # -- following commits -------------------------------------------------------------------------
     def applied(self, generation: int, evict: list[int], ids: list[int], vectors: np.ndarray | None) -> None:
@@ -106,26 +108,17 @@ class VectorState:
             self.write_snapshot()
 
     def _delta_outgrew_snapshot(self) -> bool:
-        pending = self.catalog.conn.execute(
-            "SELECT COUNT(*) FROM entries WHERE added_gen > ?", (self.snapshot_generation,)
-        ).fetchone()[0]
-        return int(pending) > max(_DELTA_SNAPSHOT_MIN, len(self.index))
+        pending = self.records.added_count_since(self.snapshot_generation)
+        return pending > max(_DELTA_SNAPSHOT_MIN, len(self.index))
 
     def catch_up(self) -> None:
         """Apply removals and additions committed after ``generation``, read in one transaction."""
-        conn = self.catalog.conn
-        own = not conn.in_transaction
-        if own:
-            conn.execute("BEGIN")
-        try:
-            latest = self.catalog.generation
+        with self.records.read_view():
+            latest = self.records.generation
             if latest == self.generation:
                 return
-            removed = self.catalog.removed_since(self.generation)
-            rows = list(self.catalog.vectors(min_gen_exclusive=self.generation))
-        finally:
-            if own:
-                conn.execute("COMMIT")
+            removed = self.records.removed_since(self.generation)
+            rows = list(self.records.vectors(min_gen_exclusive=self.generation))
         if removed:
             self.index.remove(np.asarray(removed, dtype=np.int64))
         ids, vectors = self.open_rows(rows)
@@ -134,7 +127,40 @@ class VectorState:
             self.index.add(vectors[~present], ids[~present])
         self.generation = max(latest, 0)
 
+    # -- what the facade reads -----------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        return self.index.spec
+
+    @property
+    def nprobe(self) -> int:
+        return self.index.nprobe
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def ids(self) -> np.ndarray:
+        return self.index.ids()
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed_ids: np.ndarray | None = None,
+        threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        with faiss_threads(threads):
+            return self.index.search(queries, k, allowed_ids=allowed_ids)
+
+    def drop(self, ids: Sequence[int]) -> None:
+        self.index.remove(np.asarray(ids, dtype=np.int64))
+
     # -- snapshots ---------------------------------------------------------------------------------
+    def checkpoint(self, *, force: bool = False) -> None:
+        if force or self.snapshot_generation != self.generation:
+            self.write_snapshot()
+
     def write_snapshot(self) -> None:
         payload = self.index.to_bytes()
         if self.vault is not None:

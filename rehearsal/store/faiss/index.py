@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rehearsal.errors import DimensionMismatchError, IntegrityError, StoreFormatError, ValidationError
+from rehearsal.store.faiss.tuning import calibrate_nprobe
 
 # Typed as Any: faiss-cpu's stubs lack DirectMap, SearchParameters keywords and the SWIG helpers.
 faiss: Any = importlib.import_module("faiss")
@@ -223,8 +224,6 @@ class VectorIndex:
             index._index.train(sample)
         index._add_checked(x, keys)
         if index._nlist:
-            from rehearsal.index_tuning import calibrate_nprobe
-
             index.nprobe, _ = calibrate_nprobe(index, x, keys, rng=rng, start=choose_nprobe(index._nlist))
         return index
 

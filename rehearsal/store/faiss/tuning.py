@@ -10,14 +10,11 @@ from both answers: what is measured is how well the index finds a point's *other
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from rehearsal.index import VectorIndex
-
-__all__ = ["TARGET_RECALL", "calibrate_nprobe"]
+__all__ = ["TARGET_RECALL", "Probed", "calibrate_nprobe"]
 
 faiss: Any = importlib.import_module("faiss")
 
@@ -27,8 +24,23 @@ _SAMPLE = 256
 _K = 10
 
 
+class Probed(Protocol):
+    """What calibration needs of an IVF index: its spec, a settable nprobe, and search."""
+
+    @property
+    def spec(self) -> str: ...
+
+    @property
+    def nprobe(self) -> int: ...
+
+    @nprobe.setter
+    def nprobe(self, value: int | None) -> None: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def calibrate_nprobe(
-    index: VectorIndex, vectors: np.ndarray, ids: np.ndarray, *, rng: np.random.Generator, start: int
+    index: Probed, vectors: np.ndarray, ids: np.ndarray, *, rng: np.random.Generator, start: int
 ) -> tuple[int, float]:
     """The smallest nprobe (doubling from ``start``) reaching TARGET_RECALL; returns (nprobe, recall)."""
     nlist = int(index.spec.split(",")[0][3:])

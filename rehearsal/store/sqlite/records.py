@@ -1,4 +1,5 @@
-"""The catalog: a memory's durable record of entries, their metadata and vectors, in SQLite.
+"""The catalog: the SQLite record store (see ``RecordStore``), a memory's durable record of entries, their
+metadata and sealed vectors.
 
 INVARIANT: every id in ``entries`` has exactly one vector (sealed in encrypted stores) and, unless the
 store is embedding-only, exactly one vault record with the same id; ids are never reused.
@@ -13,15 +14,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from rehearsal.errors import StoreFormatError
-from rehearsal.filters import compile_where
-from rehearsal.sqlite_util import chunked
+from rehearsal.store.sqlite.connection import chunked, transaction
+from rehearsal.store.sqlite.where import compile_where
+from rehearsal.store.types import EntryRow
+from rehearsal.store.where import Where
 
-__all__ = ["Catalog", "EntryRow", "Hit"]
+__all__ = ["Catalog"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,35 +50,6 @@ CREATE INDEX IF NOT EXISTS removed_gen ON removed(gen);
 _COLUMNS = "id, tenant, task, label, tags, extra, source"
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the entry's id, its cosine similarity to the query, and its metadata."""
-
-    id: int
-    score: float
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EntryRow:
-    """What the catalog stores about one entry apart from its vector."""
-
-    id: int
-    tenant: str
-    task: str | None
-    label: str | int | None
-    tags: tuple[str, ...]
-    extra: dict[str, Any]
-    source: str | None
-
-    def metadata(self) -> dict[str, Any]:
-        meta: dict[str, Any] = dict(self.extra)
-        meta.update(tenant=self.tenant, task=self.task, label=self.label, tags=list(self.tags))
-        if self.source is not None:
-            meta["source"] = self.source
-        return meta
-
-
 def _row(values: Sequence[Any]) -> EntryRow:
     return EntryRow(
         id=int(values[0]),
@@ -89,10 +63,35 @@ def _row(values: Sequence[Any]) -> EntryRow:
 
 
 class Catalog:
-    """Typed access to the catalog tables on a connection owned by the memory."""
+    """The record store on one SQLite connection; it shares the connection (and so its transactions) with
+    the text store of the same database, so a commit covers records and texts together."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+
+    # -- transactions ----------------------------------------------------------------------------
+    def transaction(self) -> AbstractContextManager[None]:
+        """BEGIN IMMEDIATE ... COMMIT with full fsync (joins a transaction already open)."""
+        return transaction(self.conn)
+
+    @contextmanager
+    def read_view(self) -> Iterator[None]:
+        """One read transaction, so several lookups see the same database snapshot."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    def compact(self) -> None:
+        """Copy the WAL into the database file and truncate it, so removed bytes do not linger there."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        self.conn.close()
 
     def create_schema(self, meta: Mapping[str, str]) -> None:
         self.conn.executescript(_SCHEMA)
@@ -213,19 +212,25 @@ class Catalog:
         query = "SELECT id FROM entries WHERE added_gen > ? ORDER BY id"
         return [r[0] for r in self.conn.execute(query, (generation,))]
 
+    def changes_since(self, generation: int) -> tuple[list[int], list[int]]:
+        with self.read_view():
+            return self.added_since(generation), sorted(self.removed_since(generation))
+
+    def added_count_since(self, generation: int) -> int:
+        query = "SELECT COUNT(*) FROM entries WHERE added_gen > ?"
+        return int(self.conn.execute(query, (generation,)).fetchone()[0])
+
     def removed_since(self, generation: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM removed WHERE gen > ?", (generation,))]
 
-    def matching_ids(self, where: Mapping[str, Any] | None, *, max_gen: int | None = None) -> list[int]:
+    def matching_ids(self, where: Where | None, *, max_gen: int | None = None) -> list[int]:
         clause, params = compile_where(where)
         if max_gen is not None:
             clause = f"({clause}) AND added_gen <= ?"
             params = [*params, max_gen]
         return [r[0] for r in self.conn.execute(f"SELECT id FROM entries WHERE {clause}", params)]
 
-    def group_ids(
-        self, column: str, where: Mapping[str, Any] | None, *, max_gen: int
-    ) -> dict[Any, list[int]]:
+    def group_ids(self, column: str, where: Where | None, *, max_gen: int) -> dict[Any, list[int]]:
         if column not in ("tenant", "task", "label"):
             raise ValueError(column)
         clause, params = compile_where(where)

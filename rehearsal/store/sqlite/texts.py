@@ -10,7 +10,7 @@ Layout (all tables prefixed ``vault_`` so a caller can keep its own tables in th
 # INVARIANT: every vault_records.key_id names a vault_keys row; shred removes both in one transaction.
 
 Data keys (making, wrapping, counting, rollover, sealing other data, master-key rotation) live in
-:mod:`rehearsal.vault_keys`; this module keeps the record table, transactions and argument checks.
+:mod:`rehearsal.crypto.data_keys`; this module keeps the record table, transactions and argument checks.
 
 Policies: the empty string is a valid text and is stored faithfully (it seals to a bare 16-byte tag);
 ``put``/``delete`` reject the whole batch on any bad item; an empty batch is a no-op. Each data key is used
@@ -30,16 +30,7 @@ from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 
-from rehearsal.crypto import RESERVED_TENANTS, KeyRing, validate_tenant
-from rehearsal.errors import (
-    IntegrityError,
-    NotFoundError,
-    ReadOnlyError,
-    StoreFormatError,
-    ValidationError,
-)
-from rehearsal.sqlite_util import connect
-from rehearsal.vault_keys import (
+from rehearsal.crypto.data_keys import (
     TEXT_PURPOSE,
     DataKeys,
     check_internal_tenant,
@@ -47,6 +38,15 @@ from rehearsal.vault_keys import (
     check_purpose,
     master_key_meta,
 )
+from rehearsal.crypto.keys import RESERVED_TENANTS, KeyRing, validate_tenant
+from rehearsal.errors import (
+    IntegrityError,
+    NotFoundError,
+    ReadOnlyError,
+    StoreFormatError,
+    ValidationError,
+)
+from rehearsal.store.sqlite.connection import connect
 
 __all__ = ["FORMAT_VERSION", "TEXT_PURPOSE", "Vault"]
 
@@ -63,7 +63,8 @@ _SCHEMA = (
     "CREATE INDEX vault_records_key ON vault_records (key_id)",
 )
 
-log = logging.getLogger(__name__)
+# The name it had before the move into store/, so existing logging configurations keep working.
+log = logging.getLogger("rehearsal.vault")
 
 
 @lru_cache(maxsize=64)

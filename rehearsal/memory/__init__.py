@@ -1,0 +1,1 @@
+"""RehearsalMemory (the facade over the store protocols), input checks, and admission policies."""

@@ -1,0 +1,1 @@
+"""The embedded default record and text stores: one SQLite database (WAL) per memory folder."""
