@@ -96,7 +96,8 @@ class StoreLockedError(RehearsalError):
 class UpdateBlockedError(RehearsalError):
     """A run's update was not promoted: ``decision`` is "fail" or "needs-approval", ``reasons`` say why."""
 
-    def __init__(self, message: str, *, decision: str, reasons: list[str]) -> None:
+    def __init__(self, message: str, *, decision: str, reasons: list[str], update: str | None = None) -> None:
         super().__init__(message)
         self.decision = decision
         self.reasons = list(reasons)
+        self.update = update  # the update's id, which ``rehearsal approve`` takes

@@ -107,7 +107,7 @@ def test_pii_in_outputs_fails_and_in_replay_needs_approval() -> None:
     assert leaked.reasons == ["safety: model outputs on the prompt set contain PII (1 card)"]
     flagged = evaluate_gate(base, {"A": 0.9}, ["mail me at jane@example.com"], ["ok"])
     assert flagged.decision == "needs-approval"
-    assert flagged.risk_flags == ["safety: replay texts selected for training contain PII (1 email)"]
+    assert flagged.risk_flags == ["safety: texts to be kept for replay contain PII (1 email)"]
     assert "jane" not in repr(flagged)
 
 

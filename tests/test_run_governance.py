@@ -265,10 +265,14 @@ def test_rehearsal_run_exits_3_while_an_update_awaits_approval(
     settings["gate"] = {"max_drop": 1.0, "margin": 1.0}
     config.write_text(json.dumps(settings))
     assert cli_main(["run", str(config)]) == 3
-    assert "needs-approval" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "needs-approval" in out
     log = _log(tmp_path / "run")
     uid = [e.details["run_id"] for e in log.entries() if e.kind == "train-update"][-1]
-    assert cli_main(["approve", str(tmp_path / "run" / "memory"), uid, "--approver", "alice"]) == 0
+    # The message prints the command that approves it, naming the run folder; that command works as printed.
+    printed = [line.split() for line in out.splitlines() if line.strip().startswith("rehearsal approve")]
+    assert printed == [["rehearsal", "approve", str(tmp_path / "run"), uid, "--approver", "NAME"]]
+    assert cli_main([*printed[0][1:-1], "alice"]) == 0
     capsys.readouterr()
     assert cli_main(["run", str(config), "--resume", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["average_accuracy"] is not None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rehearsal.crypto.master_key import MASTER_KEY_ENV, resolve_master_key
-from rehearsal.errors import MissingKeyError, ValidationError
+from rehearsal.errors import MissingKeyError, NotFoundError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
 
 if TYPE_CHECKING:
@@ -31,12 +31,16 @@ __all__ = [
     "Verb",
     "encrypted",
     "keys_from_args",
+    "memory_folder",
     "missing_key",
     "open_memory",
+    "require_memory",
     "required_keys",
 ]
 
 KEY_ENV = MASTER_KEY_ENV
+# A memory folder's manifest; a run folder's state file and the memory it keeps (run/loop.py).
+MANIFEST, RUN_STATE, RUN_MEMORY = "memory.json", "state.json", "memory"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # A gate's outcomes that are not errors: a pipeline branches on them.
 EXIT_NEEDS_APPROVAL = 3
@@ -82,10 +86,28 @@ def missing_key(path: str) -> MissingKeyError:
 def encrypted(path: str) -> bool:
     """What the manifest says; True when it cannot be read, so that opening reports the problem."""
     try:
-        manifest = json.loads((Path(path) / "memory.json").read_text(encoding="utf-8"))
+        manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return True
     return not isinstance(manifest, dict) or manifest.get("encrypted") is not False
+
+
+def memory_folder(path: str) -> str:
+    """``path`` itself, or the memory inside it when ``path`` is a ``rehearsal run`` output folder: every
+    verb that takes a memory also takes the run that keeps one."""
+    folder = Path(path)
+    if not (folder / MANIFEST).is_file() and (folder / RUN_STATE).is_file():
+        inner = folder / RUN_MEMORY
+        if (inner / MANIFEST).is_file():
+            return str(inner)
+    return path
+
+
+def require_memory(path: str) -> None:
+    """Fail on a path that holds no memory (a typo must not read as "nothing recorded")."""
+    if not (Path(path) / MANIFEST).is_file():
+        what = "does not exist" if not Path(path).exists() else "holds no memory (no memory.json)"
+        raise NotFoundError(f"{path!r} {what}: give a memory folder or a 'rehearsal run' output folder")
 
 
 def open_memory(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | None = None) -> RehearsalMemory:

@@ -18,7 +18,9 @@ from rehearsal.cli.common import (
     Verb,
     encrypted,
     keys_from_args,
+    memory_folder,
     open_memory,
+    require_memory,
     required_keys,
 )
 from rehearsal.errors import ValidationError
@@ -60,6 +62,7 @@ def _audit(args: argparse.Namespace) -> Report:
         args.path = args.words[0]
     else:
         raise ValidationError(f"usage: rehearsal audit verify PATH, got {' '.join(args.words)!r}")
+    args.path = memory_folder(args.path)
     path = _log_path(args)
     log = AuditLog.open(path, required_keys(args), create=False)
     entries = log.entries()
@@ -106,7 +109,7 @@ def _expire(args: argparse.Namespace) -> Report:
 
 
 def _versions(args: argparse.Namespace) -> Report:
-
+    require_memory(args.path)
     versions, current = list_versions(args.path)
     rows = [dataclasses.asdict(v) for v in versions]
     lines = [
@@ -157,14 +160,15 @@ def _rollback(args: argparse.Namespace) -> Report:
 
 def _approve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("update", metavar="UPDATE_ID", nargs="?", help="the blocked update's id (run-…/phase-N)")
-    p.add_argument("--approver", help="who accepts the flagged update (recorded in the audit log)")
+    p.add_argument("--approver", required=True, help="who accepts the flagged update (recorded in the log)")
     p.add_argument("--log", metavar="FILE", help="the audit log file (default: PATH/audit.log)")
 
 
 def _approve(args: argparse.Namespace) -> Report:
 
-    if not args.update or not args.approver:
+    if not args.update:
         raise ValidationError("usage: rehearsal approve PATH UPDATE_ID --approver NAME")
+    require_memory(args.path)
     log = AuditLog.open(_log_path(args), required_keys(args), create=False)
     pending = _awaiting_approval(log, args.update)
     if pending is None:

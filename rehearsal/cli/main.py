@@ -28,6 +28,7 @@ from rehearsal.cli.common import (
     Verb,
     encrypted,
     keys_from_args,
+    memory_folder,
     missing_key,
     open_memory,
 )
@@ -37,6 +38,7 @@ from rehearsal.cli.records import RecordMapper, field_list, id_list, open_record
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
     MissingKeyError,
+    NotFoundError,
     RehearsalError,
     UpdateBlockedError,
     ValidationError,
@@ -106,13 +108,23 @@ def _init(args: argparse.Namespace) -> Report:
     return Report(data, [f"created {mode} memory at {args.path} ({stats['encoder']}, dim {stats['dim']})"])
 
 
-_FIELDS_HELP = "fields kept as metadata; task, label and tags can be filtered with --where"
+_FIELDS_HELP = (
+    "more fields kept as metadata (label and task are taken by default); tags can be filtered with --where"
+)
 
 
 def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a .jsonl or .csv file, or a saved dataset folder")
     p.add_argument("--text-field", default="text", help="the field holding the text (default: text)")
+    p.add_argument("--label-field", default="label", help="the field holding the label (default: label)")
+    p.add_argument("--task-field", default="task", help="the field holding the task (default: task)")
+    p.add_argument("--task", help="give every record this task (instead of a task field)")
     p.add_argument("--metadata-fields", type=field_list, default=[], metavar="A,B", help=_FIELDS_HELP)
+    p.add_argument(
+        "--retain-until",
+        metavar="DATE",
+        help="expire the records after this ISO date (unless one says)",
+    )
     p.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
     p.add_argument("--source-field", help="embedding-only: the field with each record's source reference")
     p.add_argument("--split", help="the split to read from a saved DatasetDict")
@@ -126,7 +138,13 @@ def _ingest(args: argparse.Namespace) -> Report:
 
     source = open_records(args.file, split=args.split)
     mapper = RecordMapper(
-        text_field=args.text_field, metadata_fields=args.metadata_fields, source_field=args.source_field
+        text_field=args.text_field,
+        metadata_fields=args.metadata_fields,
+        source_field=args.source_field,
+        label_field=args.label_field,
+        task_field=args.task_field,
+        task=args.task,
+        retain_until=args.retain_until,
     )
     total = source.check(mapper)  # every record, before any is added: no half-ingested files
     if total == 0:
@@ -140,6 +158,8 @@ def _ingest(args: argparse.Namespace) -> Report:
     with _audited(args, memory) as memory:
         _check_mode(args, embedding_only=memory.embedding_only)
         ids: list[int] = []
+        tasks: dict[str, int] = {}
+        labels: set[str] = set()
         memory.encoder  # noqa: B018 - load it now, so the bar measures ingestion and not start-up
         with tqdm(total=total, unit="rec", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
             for batch in source.batches(mapper, args.batch_size):
@@ -153,11 +173,18 @@ def _ingest(args: argparse.Namespace) -> Report:
                 except RehearsalError as exc:
                     raise type(exc)(f"{exc} ({len(ids)} records from earlier batches were added)") from None
                 bar.update(len(batch))
+                for r in batch:
+                    task = str(r.metadata.get("task"))
+                    tasks[task] = tasks.get(task, 0) + 1
+                    if r.metadata.get("label") is not None:
+                        labels.add(repr(r.metadata["label"]))
         entries = len(memory)
     data = dict(path=args.path, created=created, added=len(ids), first_id=min(ids), last_id=max(ids))
-    data["entries"] = entries
+    data.update(entries=entries, tasks=tasks, distinct_labels=len(labels))
     line = f"added {len(ids)} records (ids {min(ids)}..{max(ids)}) to {args.path}; it now holds {entries}"
-    return Report(data, [line])
+    # Say what the records were taken as: a task of None here is the silent mistake a user most often makes.
+    labelled = f"{len(labels)} distinct" if labels else f"none (no record has a {args.label_field!r} field)"
+    return Report(data, [line, f"tasks: {json.dumps(tasks)}", f"labels: {labelled}"])
 
 
 def _check_mode(args: argparse.Namespace, *, embedding_only: bool) -> None:
@@ -249,7 +276,16 @@ def _forget_args(p: argparse.ArgumentParser) -> None:
 
 def _forget(args: argparse.Namespace) -> Report:
     with _audited(args, open_memory(args, read_only=False)) as memory:
-        removed = memory.forget(tenant=args.tenant)
+        try:
+            removed = memory.forget(tenant=args.tenant)
+        except NotFoundError:
+            # Erasure pipelines retry: a tenant that is already gone is the outcome they asked for.
+            entries = len(memory)
+            data = {"path": args.path, "tenant": args.tenant, "removed": 0, "entries": entries}
+            data["already_absent"] = True
+            return Report(
+                data, [f"tenant {args.tenant!r} holds nothing here (already forgotten, or never added)"]
+            )
         entries = len(memory)
     line = f"forgot tenant {args.tenant!r}: {removed} entries removed, its key destroyed; {entries} remain"
     return Report({"path": args.path, "tenant": args.tenant, "removed": removed, "entries": entries}, [line])
@@ -323,19 +359,39 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG", help="run config (.toml, .yaml or .json)")
     p.add_argument("--output-dir", help="where results go (default: the config's output_dir)")
     p.add_argument("--resume", action="store_true", help="skip the tasks an interrupted run finished")
+    p.add_argument("--key-file", help=f"file with the memory's base64 master key (default: ${KEY_ENV})")
 
 
 def _run(args: argparse.Namespace) -> Report:
     from rehearsal.run.config import RunConfig
+    from rehearsal.run.preflight import preflight
+
+    config = RunConfig.from_file(args.config)
+    # Everything that can be wrong with the command is checked before torch and the model load.
+    keys = preflight(config, output_dir=args.output_dir, resume=args.resume, keys=keys_from_args(args))
     from rehearsal.run.loop import run
 
     try:
-        result = run(RunConfig.from_file(args.config), output_dir=args.output_dir, resume=args.resume)
+        result = run(config, output_dir=args.output_dir, resume=args.resume, keys=keys)
     except UpdateBlockedError as exc:
         # Not an error of the command: the gate did its job. Exit codes as for "rehearsal gate".
         status = EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL
-        data = {"blocked": True, "decision": exc.decision, "reasons": exc.reasons}
-        return Report(data, [f"blocked: {exc}"], status=status)
+        data = {"blocked": True, "decision": exc.decision, "reasons": exc.reasons, "update": exc.update}
+        lines = [f"blocked: {exc}"]
+        if exc.decision == "needs-approval" and exc.update is not None:
+            folder = args.output_dir or config.output_dir
+            key = f" --key-file {args.key_file}" if args.key_file else ""
+            approve = f"rehearsal approve {folder} {exc.update} --approver NAME{key}"
+            resume = f"rehearsal run {args.config} --resume{key}"
+            data["next"] = [approve, resume]
+            lines += [
+                "to ship it, a person accepts the flags, then the run resumes:",
+                f"  {approve}",
+                f"  {resume}",
+            ]
+        else:
+            lines.append("the phase was undone; nothing of it shipped")
+        return Report(data, lines, status=status)
     return Report(result.to_dict(), [result.to_markdown()])
 
 
@@ -413,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     except UsageError as exc:
         return _fail(f"{exc} (see '{PROG} --help')", EXIT_USAGE)
+    if VERBS[args.verb].uses_memory:
+        args.path = memory_folder(args.path)
     try:
         report = VERBS[args.verb].run(args)
     except RehearsalError as exc:

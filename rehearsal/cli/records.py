@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rehearsal.errors import NotFoundError, ValidationError
+from rehearsal.governance.retention import RETENTION_FIELD, retention_deadline
 
 __all__ = [
     "FILTERABLE_FIELDS",
@@ -25,6 +27,7 @@ __all__ = [
     "RecordSource",
     "field_list",
     "id_list",
+    "label_value",
     "open_records",
     "positive_int",
 ]
@@ -35,6 +38,8 @@ FILTERABLE_FIELDS = ("task", "label", "tags")
 _RESERVED_FIELDS = ("id", "tenant", "source")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _CSV_SUFFIXES = (".csv",)
+# "0", "12", "-3"; not "007" or "1e3", which are names, not numbers someone wrote as a label.
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,17})")
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class RecordSource:
             mapper(item, self.describe(position))
             count += 1
         self._count = count
-        never = [name for name in mapper.metadata_fields if name not in mapper.seen]
+        never = sorted(name for name in mapper.required if name not in mapper.seen)
         if count and never:
             # A field no record has is a typo, not sparse metadata.
             raise ValidationError(f"no record in {self.path.name} has metadata field(s) {never}")
@@ -172,22 +177,49 @@ def _load_dataset(path: Path, split: str | None) -> Any:
 
 
 class RecordMapper:
-    """Turns input dicts into :class:`Record` s: which field is the text, which go to metadata, the source."""
+    """Turns input dicts into :class:`Record` s: which field is the text, which go to metadata, the source.
+
+    The usual columns are taken without being named: ``label`` and ``task`` (renamed with ``label_field``
+    and ``task_field``) become the record's label and task whenever a record has them; ``task`` instead
+    gives every record the same task. Labels have one typed representation: an int, or a class name.
+    A label written as a decimal integer (``"3"``, as every CSV value arrives) is the int 3, so a memory
+    ingested from CSV replays and filters exactly like one built in Python.
+    """
 
     def __init__(
-        self, *, text_field: str, metadata_fields: Sequence[str] = (), source_field: str | None = None
+        self,
+        *,
+        text_field: str,
+        metadata_fields: Sequence[str] = (),
+        source_field: str | None = None,
+        label_field: str = "label",
+        task_field: str = "task",
+        task: str | None = None,
+        retain_until: str | None = None,
     ) -> None:
         reserved = sorted(set(metadata_fields) & set(_RESERVED_FIELDS))
         if reserved:
             raise ValidationError(
                 f"metadata fields may not be named {reserved}: id is assigned and tenant/source are options"
             )
-        if text_field in metadata_fields:
+        if text_field in metadata_fields or text_field in (label_field, task_field):
             raise ValidationError(f"field {text_field!r} is the text; it cannot also be metadata")
+        if task is not None and (not isinstance(task, str) or not task.strip()):
+            raise ValidationError(f"--task must be a non-empty string, got {task!r}")
+        if retain_until is not None:
+            retention_deadline(retain_until)  # a bad date fails here, before any record is read
         self.text_field = text_field
+        # Explicitly named fields must exist in some record (a typo is not sparse metadata); the
+        # default label/task columns are taken only where present.
         self.metadata_fields = tuple(metadata_fields)
+        self.renamed = {"label": label_field, "task": task_field}
+        self.required = set(metadata_fields) | {
+            field for name, field in self.renamed.items() if field != name
+        }
         self.source_field = source_field
-        self.seen: set[str] = set()  # metadata fields found in at least one record
+        self.task = task
+        self.retain_until = retain_until
+        self.seen: set[str] = set()  # fields found in at least one record
 
     def __call__(self, item: dict[str, Any], where: str) -> Record:
         text = item.get(self.text_field)
@@ -197,12 +229,27 @@ class RecordMapper:
                 f"{where}: text field {self.text_field!r} must be a non-empty string, got {found}"
             )
         metadata: dict[str, Any] = {}
+        for name, field in self.renamed.items():
+            value = item.get(field)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue  # absent, null or an empty CSV cell: this record has none
+            self.seen.add(field)
+            metadata[name] = _filterable(name, value, where)
+        if self.task is not None:
+            metadata["task"] = self.task
         for name in self.metadata_fields:
             value = item.get(name)
             if value is None:  # absent or null: this record has no such metadata
                 continue
             self.seen.add(name)
             metadata[name] = _filterable(name, value, where) if name in FILTERABLE_FIELDS else value
+        if RETENTION_FIELD in metadata:
+            try:  # "next week" fails here, not at every later expiry
+                retention_deadline(metadata[RETENTION_FIELD])
+            except ValidationError as exc:
+                raise ValidationError(f"{where}: {exc}") from None
+        elif self.retain_until is not None:
+            metadata[RETENTION_FIELD] = self.retain_until
         try:
             json.dumps(metadata)
         except (TypeError, ValueError):
@@ -229,12 +276,20 @@ def _filterable(name: str, value: Any, where: str) -> Any:
     if name == "label":
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise ValidationError(f"{where}: 'label' must be a string or int, got {_short(value)}")
-        return value
+        return label_value(value)
     # tags: a list of strings, or (CSV) one string of comma-separated tags.
     if isinstance(value, str):
         return [tag.strip() for tag in value.split(",") if tag.strip()]
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
         raise ValidationError(f"{where}: 'tags' must be a list of strings, got {_short(value)}")
+    return value
+
+
+def label_value(value: str | int) -> str | int:
+    """A label's one representation: ints stay ints, a decimal integer string becomes that int (CSV cells
+    are strings), any other string is a class name."""
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value.strip())
     return value
 
 

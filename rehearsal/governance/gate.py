@@ -145,7 +145,7 @@ def evaluate_gate(
     in_replay = _pii_counts(replay_texts, kinds)
     if in_replay:
         found = ", ".join(f"{n} {k}" for k, n in sorted(in_replay.items()))
-        flags.append(f"safety: replay texts selected for training contain PII ({found})")
+        flags.append(f"safety: texts to be kept for replay contain PII ({found})")
         codes.extend(f"pii-in-replay:{kind}" for kind in sorted(in_replay))
     decision = NEEDS_APPROVAL if flags else PASS
     return GateReport(decision, list(flags), flags, ["regression", "safety"], deltas, codes)

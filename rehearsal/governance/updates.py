@@ -166,6 +166,7 @@ def govern_update(
                 f"update {uid!r} was not promoted ({decision}): " + "; ".join(reasons),
                 decision=decision,
                 reasons=reasons,
+                update=uid,
             )
         tags = [f"task:{safe_token(t)}" for t in task_names]
         log_ingest(log, added, tenant="default", tags=tags, actor=run_id, generation=memory.generation)

@@ -251,6 +251,23 @@ class RehearsalCallback(TrainerCallback):
                 f"{self.collator.config.vector_column!r} and {self.collator.config.text_column!r} columns "
                 "before the collator sees them"
             )
+        self._check_dataset()
+
+    def _check_dataset(self) -> None:
+        """The columns admission (and replay) will need, checked now rather than after a whole run."""
+        columns = getattr(self.dataset, "column_names", None)
+        if columns is None:
+            return
+        text_col, vec_col, _ = self.columns
+        if vec_col not in columns:
+            raise ConfigError(
+                f"the training dataset has no {vec_col!r} column: add it once with "
+                f"train = rh.embed_dataset(train, memory.encoder) before training (columns: {columns})"
+            )
+        if text_col not in columns:
+            raise ConfigError(
+                f"the training dataset has no {text_col!r} column to admit (columns: {columns})"
+            )
 
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -25,7 +25,7 @@ from rehearsal.config import CALIBRATIONS, ConfigMixin, EWCConfig, LoRAConfig, R
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 
-__all__ = ["METHODS", "POLICIES", "RunConfig"]
+__all__ = ["MEMORYLESS_METHODS", "METHODS", "POLICIES", "RunConfig"]
 
 # The strategies a run can name; each is registered in rehearsal.run.strategies, which refuses any other.
 METHODS = (
@@ -39,6 +39,9 @@ METHODS = (
     "lora-replay",
     "lora-routed",
 )
+# The methods that keep no memory, hence need no master key (the strategies' ``uses_memory`` agrees; a
+# test holds them together). Every other method keeps an encrypted memory.
+MEMORYLESS_METHODS = ("naive", "multitask", "ewc")
 POLICIES = ("keep_all", "reservoir", "class_balanced")
 _LOSSES = ("ce", "asymmetric")
 # EWC's strength for the "ewc*" methods; see benchmarks/RESULTS.md for the sweep that chose it.
@@ -100,6 +103,11 @@ class RunConfig(ConfigMixin):
     keep_weights: int | None = None
     output_dir: str = "runs/default"
     progress: bool = True
+
+    @property
+    def keeps_memory(self) -> bool:
+        """Whether the method keeps a memory (an encrypted one, which needs a master key)."""
+        return self.method not in MEMORYLESS_METHODS
 
     def __post_init__(self) -> None:
         for name, kind in (("replay", ReplayConfig), ("ewc", EWCConfig), ("lora", LoRAConfig)):

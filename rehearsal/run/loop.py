@@ -30,7 +30,7 @@ import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
-from rehearsal.errors import ConfigError, MissingKeyError
+from rehearsal.errors import ConfigError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.governance.updates import govern_update, run_id_for, update_id
@@ -42,13 +42,14 @@ from rehearsal.replay.trainer import RehearsalTrainer
 from rehearsal.run.config import RunConfig
 from rehearsal.run.metrics import AccuracyMatrix, RunCost
 from rehearsal.run.plots import plot_accuracy_heatmap, plot_accuracy_over_time
+from rehearsal.run.preflight import STATE_FILE, preflight
 from rehearsal.run.strategies import PhaseContext, Strategy, get_strategy
 from rehearsal.run.strategies.base import model_path
 from rehearsal.run.tasks import Task, TaskStream, load_jsonl_stream, load_wordnet_stream
 
 __all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "summarize"]
 
-_STATE, _WEIGHTS, _MEMORY, _KEY = "state.json", "weights", "memory", "memory.key"
+_STATE, _WEIGHTS, _MEMORY = STATE_FILE, "weights", "memory"
 # Settings that may change between an interrupted run and its resume without changing the experiment.
 _RESUMABLE_CHANGES = ("output_dir", "progress")
 
@@ -152,23 +153,6 @@ def _phase_dataset(
         columns["task"] = [ex.task for ex in examples]
         columns[config.replay.vector_column] = [row.tolist() for row in embed_texts(texts)]
     return Dataset.from_dict(columns)
-
-
-def _keys(out: Path) -> KeyRing:
-    """The memory's master key: REHEARSAL_MASTER_KEY, else a key file the user put in the output folder.
-
-    The library never writes a master key itself: ``rehearsal keygen --out FILE`` is the explicit way to
-    make one (scripts/main.sh does that for the demo run).
-    """
-    if os.environ.get("REHEARSAL_MASTER_KEY"):
-        return KeyRing.from_env("REHEARSAL_MASTER_KEY")
-    path = out / _KEY
-    if path.exists():
-        return KeyRing.from_file(path)
-    raise MissingKeyError(
-        "a run's memory is encrypted: set REHEARSAL_MASTER_KEY (make a key with "
-        f"'rehearsal keygen --out FILE') or put one in {str(path)!r}"
-    )
 
 
 def _write_state(
@@ -341,19 +325,23 @@ def run(
     output_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     stream: TaskStream | None = None,
+    keys: KeyRing | None = None,
 ) -> RunResult:
-    """Run (or resume) the continual fine-tuning ``config`` describes; see the module docstring."""
+    """Run (or resume) the continual fine-tuning ``config`` describes; see the module docstring.
+
+    ``keys`` is the master key of the run's memory (default: ``REHEARSAL_MASTER_KEY``, else
+    ``memory.key`` in the output folder); a method that keeps no memory needs none.
+    """
     from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
 
     if output_dir is not None:
         config = config.replace(output_dir=str(output_dir))
     out = Path(config.output_dir)
+    keys = preflight(config, output_dir=out, resume=resume, keys=keys)
     out.mkdir(parents=True, exist_ok=True)
     state = _load_state(out, config, resume=resume)
     stream = stream if stream is not None else load_stream(config)
     strategy = get_strategy(config.method)
-    if config.gate is not None and not strategy.uses_memory:
-        raise ConfigError(f"a gate governs the updates of a run with a memory; {config.method!r} keeps none")
     phases = strategy.phases(stream)
     done = int(state["completed_phases"]) if state else 0
     if state:
@@ -376,7 +364,6 @@ def run(
     model = strategy.load_model(config, checkpoint, len(stream.labels))
     run_id = run_id_for(_comparable(config))
     last_correct = {t: np.asarray(v, dtype=bool) for t, v in (state or {}).get("correct", {}).items()}
-    keys = _keys(out) if strategy.uses_memory else None
     if keys is not None and done < len(phases):
         _open_memory(out, keys, state, phases[done], run_id)
         if state is None:
