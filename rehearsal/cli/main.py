@@ -326,8 +326,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> Report:
-    from rehearsal.run.config import RunConfig
-    from rehearsal.run.loop import run
+    from rehearsal.runner.config import RunConfig
+    from rehearsal.runner.loop import run
 
     try:
         result = run(RunConfig.from_file(args.config), output_dir=args.output_dir, resume=args.resume)
