@@ -34,8 +34,8 @@ if not os.environ.get("REHEARSAL_MASTER_KEY"):
 
 from rehearsal.config import EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.methods.calibration import CALIBRATIONS
-from rehearsal.run.config import RunConfig
-from rehearsal.run.loop import run
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.loop import run
 
 # variant -> RunConfig changes on top of the command line's settings (--loss, --mask-unseen, --calibration,
 # --head-lr, --ratio, which every replay method shares). Naive fine-tuning gets the same loss without replay

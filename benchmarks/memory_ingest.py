@@ -24,7 +24,7 @@ from _report import print_and_save  # benchmarks/ is on sys.path when run as a s
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.run.tasks import load_wordnet_stream
+from rehearsal.runner.tasks import load_wordnet_stream
 
 HERE = Path(__file__).resolve().parent
 BAR = 0.90

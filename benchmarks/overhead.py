@@ -44,7 +44,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path, load_encoder
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.replay.collator import RehearsalCollator, embed_dataset
-from rehearsal.run.tasks import load_wordnet_stream
+from rehearsal.runner.tasks import load_wordnet_stream
 
 OUT = Path(__file__).parent / "out"
 

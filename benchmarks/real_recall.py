@@ -20,7 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from rehearsal.run.tasks import load_wordnet_stream
+from rehearsal.runner.tasks import load_wordnet_stream
 from rehearsal.store.faiss.index import VectorIndex
 
 OUT = Path(__file__).parent / "out"

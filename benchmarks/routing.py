@@ -34,7 +34,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 
 from rehearsal.embedding import load_encoder
-from rehearsal.run.tasks import Example, load_wordnet_stream
+from rehearsal.runner.tasks import Example, load_wordnet_stream
 
 OUT = Path(__file__).parent / "out"
 

@@ -53,7 +53,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
-from rehearsal.run.tasks import load_wordnet_stream
+from rehearsal.runner.tasks import load_wordnet_stream
 
 DOMAINS = ("living", "verbs", "modifiers")
 OUT = Path(__file__).resolve().parent.parent / "benchmarks" / "out"

@@ -1,8 +1,10 @@
 """rehearsal: retrieval-augmented rehearsal for continual fine-tuning of language models.
 
-The Trainer integration (``RehearsalCollator``, ``RehearsalCallback``, ``embed_dataset``), ``EWC`` and
-the adapters (``TaskAdapters``, ``AdapterRouter``, ``TaskGate``) import torch, transformers or peft, so
-they are loaded on first access rather than with the package.
+The public names are those in ``__all__``; the subpackages (``store``, ``memory``, ``replay``, ``methods``,
+``governance``, ``runner``, ``cli``) are the plumbing behind them. The Trainer integration
+(``RehearsalCollator``, ``RehearsalCallback``, ``RehearsalTrainer``, ``embed_dataset``), a continual run
+(``run``, ``RunResult``), ``EWC`` and the adapters (``TaskAdapters``, ``AdapterRouter``, ``TaskGate``)
+import torch, transformers or peft, so they are loaded on first access rather than with the package.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from rehearsal.memory.policies import (
     Reservoir,
     make_policy,
 )
-from rehearsal.run.config import RunConfig
-from rehearsal.run.metrics import AccuracyMatrix, RunCost
-from rehearsal.run.tasks import TaskStream, load_jsonl_stream, load_wordnet_stream
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.metrics import AccuracyMatrix, RunCost
+from rehearsal.runner.tasks import TaskStream, load_jsonl_stream, load_wordnet_stream
 from rehearsal.store.types import Hit
 
 if TYPE_CHECKING:
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
     from rehearsal.methods.ewc import EWC
     from rehearsal.methods.router import TaskGate
     from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
+    from rehearsal.replay.trainer import RehearsalTrainer
+    from rehearsal.runner.loop import run
+    from rehearsal.runner.results import RunResult
 
 __version__ = "0.1.0"
 
@@ -58,6 +63,9 @@ _LAZY = {
     "RehearsalCallback": "rehearsal.replay.collator",
     "RehearsalCollator": "rehearsal.replay.collator",
     "embed_dataset": "rehearsal.replay.collator",
+    "RehearsalTrainer": "rehearsal.replay.trainer",
+    "RunResult": "rehearsal.runner.results",
+    "run": "rehearsal.runner.loop",
 }
 
 __all__ = [
@@ -85,10 +93,12 @@ __all__ = [
     "RehearsalCollator",
     "RehearsalError",
     "RehearsalMemory",
+    "RehearsalTrainer",
     "ReplayConfig",
     "Reservoir",
     "RunConfig",
     "RunCost",
+    "RunResult",
     "SentenceTransformerEncoder",
     "StoreFormatError",
     "StoreLockedError",
@@ -104,6 +114,7 @@ __all__ = [
     "load_jsonl_stream",
     "load_wordnet_stream",
     "make_policy",
+    "run",
 ]
 
 

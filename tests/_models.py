@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from rehearsal.run.config import RunConfig
+from rehearsal.runner.config import RunConfig
 
 
 def tiny_llama() -> torch.nn.Module:

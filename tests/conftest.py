@@ -7,13 +7,16 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.run.tasks import Task, TaskStream, load_wordnet_stream
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.runner.tasks import Task, TaskStream, load_wordnet_stream
 
 
 @pytest.fixture
@@ -78,3 +81,45 @@ def tiny_stream() -> TaskStream:
             )
         )
     return TaskStream.from_tasks(tasks)
+
+
+# -- memories -------------------------------------------------------------------------------------------
+
+MEMORY_DIM = 16
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int = MEMORY_DIM) -> np.ndarray:
+    """``n`` random unit vectors (n, dim) float32."""
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def make_memory(tmp_path: Path) -> Iterator[Callable[..., RehearsalMemory]]:
+    """A factory of fresh memories under ``tmp_path`` with a synthetic encoder identity (vectors are passed
+    in); every memory it made is closed at teardown."""
+    made: list[RehearsalMemory] = []
+
+    def make(name: str = "mem", *, keys: KeyRing | None = None, **kw: Any) -> RehearsalMemory:
+        kw.setdefault("embedding_only", keys is None)
+        memory = RehearsalMemory.create(
+            tmp_path / name, keys=keys, dim=MEMORY_DIM, encoder_name="synthetic", **kw
+        )
+        made.append(memory)
+        return memory
+
+    yield make
+    for memory in made:
+        memory.close()
+
+
+@pytest.fixture
+def filled_memory(make_memory: Callable[..., RehearsalMemory], keys: KeyRing) -> RehearsalMemory:
+    """An encrypted memory of 60 entries: tasks a, b, c (20 each), labels 0-5, tenants acme and globex."""
+    memory = make_memory("filled", keys=keys)
+    rng = np.random.default_rng(0)
+    for t, task in enumerate("abc"):
+        meta = [{"task": task, "label": 2 * t + (i % 2)} for i in range(20)]
+        texts = [f"{task} example {i}" for i in range(20)]
+        memory.add(texts, vectors=unit_vectors(rng, 20), metadata=meta, tenant="acme" if t < 2 else "globex")
+    return memory

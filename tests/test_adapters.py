@@ -253,7 +253,7 @@ def test_group_by_route_lists_rows_per_adapter():
 
 @pytest.mark.slow
 def test_router_finds_the_wordnet_task_of_most_test_glosses(tmp_path, encoder):
-    from rehearsal.run.tasks import load_wordnet_stream
+    from rehearsal.runner.tasks import load_wordnet_stream
 
     # A small subset keeps the encoder's work near 400 texts; benchmarks/routing.py measures the full set.
     stream = load_wordnet_stream(max_train_per_class=7, max_test_per_class=2)

@@ -17,7 +17,7 @@ import pytest
 
 from rehearsal.cli.main import KEY_ENV, VERBS, main
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.run.tasks import Example, load_wordnet_stream
+from rehearsal.runner.tasks import Example, load_wordnet_stream
 
 
 @pytest.fixture(scope="module")

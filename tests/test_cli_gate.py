@@ -8,7 +8,7 @@ from rehearsal.cli.gate_verbs import EXIT_FAIL, EXIT_NEEDS_APPROVAL
 from rehearsal.cli.main import main
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.governance.audit_log import AuditLog
-from rehearsal.run.metrics import AccuracyMatrix
+from rehearsal.runner.metrics import AccuracyMatrix
 
 
 @pytest.fixture

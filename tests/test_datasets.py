@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rehearsal.errors import NotFoundError, ValidationError
-from rehearsal.run.tasks import (
+from rehearsal.runner.tasks import (
     WORDNET_TASKS,
     Example,
     Task,

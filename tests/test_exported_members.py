@@ -10,8 +10,14 @@ EXPECTED = {
     "StoreFormatError", "StoreLockedError", "TaskStream", "ValidationError", "WrongKeyError", "__version__",
     "embed_dataset", "load_encoder", "load_jsonl_stream", "load_wordnet_stream", "make_policy",
     "AdapterRouter", "EWC", "EWCConfig", "LoRAConfig", "RunConfig", "TaskAdapters", "TaskGate",
-    "UpdateBlockedError",
+    "UpdateBlockedError", "RehearsalTrainer", "RunResult", "run",
 }  # fmt: skip
+
+
+def test_the_plumbing_is_not_exported():
+    """Subpackages and internal modules are reached by their paths, never through the package's names."""
+    assert not {n for n in rehearsal.__all__ if n in {"store", "memory", "replay", "methods", "runner"}}
+    assert callable(rehearsal.run)
 
 
 def test_all_is_exactly_the_public_surface():

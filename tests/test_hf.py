@@ -27,7 +27,7 @@ from rehearsal.embedding import default_model_path, load_encoder
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
-from rehearsal.run.tasks import load_wordnet_stream
+from rehearsal.runner.tasks import load_wordnet_stream
 
 MODEL = str(default_model_path())
 

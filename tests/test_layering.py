@@ -14,7 +14,7 @@ import rehearsal
 
 MASTER_KEY_ENV = "REHEARSAL_MASTER_KEY"
 HEAVY = ("torch", "transformers", "peft", "sentence_transformers", "datasets", "accelerate", "trl")
-CONFIGS = ("rehearsal.config", "rehearsal.run.config")
+CONFIGS = ("rehearsal.config", "rehearsal.runner.config")
 UTILITIES = ("rehearsal.errors", "rehearsal._files")
 
 
@@ -149,7 +149,7 @@ def violations(modules: dict[str, Module], top: str = "rehearsal") -> list[str]:
                 bad.append(f"{name} names the concrete backend {target}; only store.registry may")
             if _under(name, f"{top}.replay") and _under(target, f"{top}.store.faiss"):
                 bad.append(f"{name} (replay) imports {target} (FAISS)")
-            if _under(name, f"{top}.methods") and _under(target, f"{top}.run", f"{top}.governance"):
+            if _under(name, f"{top}.methods") and _under(target, f"{top}.runner", f"{top}.governance"):
                 bad.append(f"{name} (methods) imports {target}")
             if _under(target, f"{top}.cli") and not _under(name, f"{top}.cli"):
                 bad.append(f"{name} imports {target}: nothing imports the CLI")
@@ -201,11 +201,11 @@ def _plant(tmp_path: Path, files: dict[str, str]) -> dict[str, Module]:
         "methods/ewc.py": "import torch\n",
         "governance/__init__.py": "",
         "governance/audit.py": "from rehearsal.crypto.keys import KeyRing\n",
-        "run/__init__.py": "",
-        "run/config.py": "from rehearsal.errors import ConfigError\n",
-        "run/loop.py": "from rehearsal.run.config import RunConfig\nfrom rehearsal.methods import ewc\n",
+        "runner/__init__.py": "",
+        "runner/config.py": "from rehearsal.errors import ConfigError\n",
+        "runner/loop.py": "from rehearsal.runner.config import RunConfig\nimport rehearsal.methods.ewc\n",
         "cli/__init__.py": "",
-        "cli/main.py": "from rehearsal.run.loop import run\n",
+        "cli/main.py": "from rehearsal.runner.loop import run\n",
         "config.py": "",
         **files,
     }
@@ -235,10 +235,10 @@ _ASK_KEY = 'import os\n\ndef key():\n    return os.environ["REHEARSAL_MASTER_KEY
         ({"memory/facade.py": "from rehearsal.store.sqlite.records import Catalog\n"}, "concrete backend"),
         ({"replay/selector.py": "import faiss\n"}, "(replay) imports faiss"),
         ({"replay/selector.py": "from rehearsal.store.faiss.index import faiss_threads\n"}, "FAISS"),
-        ({"methods/ewc.py": "from rehearsal.run.loop import run\n"}, "(methods) imports"),
+        ({"methods/ewc.py": "from rehearsal.runner.loop import run\n"}, "(methods) imports"),
         ({"methods/ewc.py": "def f():\n    from rehearsal.governance import audit\n"}, "(methods) imports"),
-        ({"run/loop.py": "from rehearsal.cli.main import main\n"}, "nothing imports the CLI"),
-        ({"run/config.py": "from rehearsal.methods.ewc import EWC\n"}, "torch-side"),
+        ({"runner/loop.py": "from rehearsal.cli.main import main\n"}, "nothing imports the CLI"),
+        ({"runner/config.py": "from rehearsal.methods.ewc import EWC\n"}, "torch-side"),
         ({f"m{i}.py": _ASK_KEY for i in range(4)}, "named in 4 modules"),
     ],
 )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rehearsal.errors import ValidationError
-from rehearsal.run.metrics import AccuracyMatrix, RunCost
+from rehearsal.runner.metrics import AccuracyMatrix, RunCost
 
 # The worked example used throughout. Rows: after training on a, b, c; columns: accuracy on a, b, c.
 #        a     b     c

@@ -16,8 +16,8 @@ import pytest
 from rehearsal.cli.main import KEY_ENV, main
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError, MissingKeyError, NotFoundError
-from rehearsal.run.config import MEMORYLESS_METHODS, METHODS, RunConfig
-from rehearsal.run.preflight import preflight
+from rehearsal.runner.config import MEMORYLESS_METHODS, METHODS, RunConfig
+from rehearsal.runner.preflight import preflight
 
 TEXTS = [
     "a domestic cat kept as a pet",
@@ -174,7 +174,7 @@ def test_approve_without_an_approver_is_a_usage_error(
 
 
 def test_the_strategies_that_keep_a_memory_are_the_ones_the_config_says_need_a_key() -> None:
-    from rehearsal.run.strategies import get_strategy
+    from rehearsal.runner.strategies import get_strategy
 
     for method in METHODS:
         config = RunConfig(method=method)
@@ -186,17 +186,21 @@ def test_a_memoryless_run_needs_no_key_and_one_with_a_memory_says_how_to_give_it
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
-    assert preflight(RunConfig(method="naive"), output_dir=tmp_path / "a", resume=False) is None
+    assert preflight(RunConfig(method="naive"), output_dir=tmp_path / "a", resume=False).keys is None
     with pytest.raises(MissingKeyError, match="--key-file"):
         preflight(RunConfig(method="hybrid"), output_dir=tmp_path / "b", resume=False)
     keys = KeyRing.generate()
-    assert preflight(RunConfig(method="hybrid"), output_dir=tmp_path / "b", resume=False, keys=keys) is keys
+    checked = preflight(RunConfig(method="hybrid"), output_dir=tmp_path / "b", resume=False, keys=keys)
+    assert checked.keys is keys
+    assert "redacted" in repr(checked)
 
 
 def test_a_folder_holding_a_run_and_a_missing_data_file_fail_before_anything_loads(tmp_path: Path) -> None:
-    (tmp_path / "state.json").write_text("{}")
+    (tmp_path / "state.json").write_text(json.dumps({"config": RunConfig(method="naive", seed=1).to_dict()}))
     with pytest.raises(ConfigError, match="already holds a run"):
         preflight(RunConfig(method="naive"), output_dir=tmp_path, resume=False)
+    with pytest.raises(ConfigError, match=r"different config; changed: \['seed'\]"):
+        preflight(RunConfig(method="naive"), output_dir=tmp_path, resume=True)
     config = RunConfig(method="naive", data=str(tmp_path / "missing.jsonl"))
     with pytest.raises(NotFoundError, match=r"missing\.jsonl"):
         preflight(config, output_dir=tmp_path / "new", resume=False)
@@ -207,7 +211,7 @@ def test_rehearsal_run_without_a_key_fails_before_the_run_loop_is_imported(tmp_p
     config.write_text(json.dumps({"method": "hybrid", "output_dir": str(tmp_path / "out")}))
     probe = (
         "import sys; from rehearsal.cli.main import main; status = main(['run', sys.argv[1]]); "
-        "print(status, 'rehearsal.run.loop' in sys.modules, 'transformers' in sys.modules)"
+        "print(status, 'rehearsal.runner.loop' in sys.modules, 'transformers' in sys.modules)"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != KEY_ENV}
     done = subprocess.run(

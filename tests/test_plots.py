@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal.run.metrics import AccuracyMatrix
-from rehearsal.run.plots import plot_accuracy_heatmap, plot_accuracy_over_time
+from rehearsal.runner.metrics import AccuracyMatrix
+from rehearsal.runner.plots import plot_accuracy_heatmap, plot_accuracy_over_time
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -425,7 +425,8 @@ def test_keep_all_with_a_capacity_keeps_the_first_items() -> None:
 
 def test_unknown_policy_name_lists_the_known_ones() -> None:
     with pytest.raises(
-        ConfigError, match="unknown admission policy 'fifo'; known: all, class_balanced, priority, reservoir"
+        ConfigError,
+        match="unknown admission policy 'fifo'; known: class_balanced, keep_all, priority, reservoir",
     ):
         make_policy("fifo", 10)
 

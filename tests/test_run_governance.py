@@ -24,8 +24,9 @@ from rehearsal.governance.gate import GateConfig
 from rehearsal.governance.updates import run_id_for, update_id
 from rehearsal.governance.versions import list_versions, rollback
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.run import loop as stream_module
-from rehearsal.run.tasks import Example, Task, TaskStream
+from rehearsal.runner import loop as stream_module
+from rehearsal.runner import state as run_state
+from rehearsal.runner.tasks import Example, Task, TaskStream
 
 pytestmark = pytest.mark.usefixtures("master_key")
 
@@ -60,13 +61,13 @@ def test_every_update_of_a_run_is_versioned_and_audited(
     assert [v.weights for v in versions] == [str((out / "weights" / f"phase_{p}").resolve()) for p in (0, 1)]
     assert all(Path(v.weights, "model.safetensors").is_file() for v in versions)  # each stays restorable
     assert _log(out).verify() == len(_log(out).entries())
-    run_id = run_id_for(stream_module._comparable(config))
+    run_id = run_id_for(run_state.comparable(config))
     updates = _updates(out)
     assert [u["run_id"] for u in updates] == [update_id(run_id, 0), update_id(run_id, 1)]
     assert [u["decision"] for u in updates] == ["ungated", "ungated"]
     assert [u["version"] for u in updates] == [1, 2]
     assert [u["data_count"] for u in updates] == [len(t.train) for t in tiny_stream.tasks]
-    assert {u["config_hash"] for u in updates} == {config_digest(stream_module._comparable(config))}
+    assert {u["config_hash"] for u in updates} == {config_digest(run_state.comparable(config))}
     assert set(updates[1]["metrics"]) == {f"accuracy/{t.name}" for t in tiny_stream.tasks}
     kinds = [e.kind for e in _log(out).entries()]
     assert kinds.count("ingest") == 2
@@ -180,7 +181,7 @@ def test_a_flagged_first_phase_keeps_its_log_and_ships_once_approved_for_that_da
 ) -> None:
     config = tiny_run_config(tmp_path, tiny_model, method="hybrid", gate=GateConfig(max_drop=1.0, margin=1.0))
     out, memory = tmp_path / "run", str(tmp_path / "run" / "memory")
-    uid = update_id(run_id_for(stream_module._comparable(config)), 0)
+    uid = update_id(run_id_for(run_state.comparable(config)), 0)
     with pytest.raises(UpdateBlockedError):
         stream_module.run(config, stream=_stream_with_an_email(tiny_stream, task=0))
     assert cli_main(["approve", memory, uid, "--approver", "alice"]) == 0
@@ -226,7 +227,7 @@ def test_personal_data_waits_for_an_approver_then_ships(
     assert blocked.value.decision == "needs-approval"
     assert "jane" not in str(blocked.value)  # reasons name PII kinds, never the text
     out = tmp_path / "run"
-    uid = update_id(run_id_for(stream_module._comparable(config)), 1)
+    uid = update_id(run_id_for(run_state.comparable(config)), 1)
     assert cli_main(["approve", str(out / "memory"), "nobody/phase-9", "--approver", "alice"]) == 1
     assert cli_main(["approve", str(out / "memory"), uid, "--approver", "alice"]) == 0
     capsys.readouterr()
@@ -283,7 +284,7 @@ def test_rehearsal_run_exits_3_while_an_update_awaits_approval(
 def test_a_version_recorded_by_a_run_that_died_before_its_state_is_withdrawn_on_resume(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = stream_module._write_state
+    real_write = run_state.write_state
 
     def dying_write(out: Path, config: Any, completed: int, *args: Any) -> None:
         if completed == 2:
@@ -291,10 +292,10 @@ def test_a_version_recorded_by_a_run_that_died_before_its_state_is_withdrawn_on_
         real_write(out, config, completed, *args)
 
     config = tiny_run_config(tmp_path, tiny_model, method="hybrid")
-    monkeypatch.setattr(stream_module, "_write_state", dying_write)
+    monkeypatch.setattr(run_state, "write_state", dying_write)
     with pytest.raises(KeyboardInterrupt):
         stream_module.run(config, stream=tiny_stream)
-    monkeypatch.setattr(stream_module, "_write_state", real_write)
+    monkeypatch.setattr(run_state, "write_state", real_write)
     stream_module.run(config, stream=tiny_stream, resume=True)
     out = tmp_path / "run"
     versions, current = list_versions(out / "memory")

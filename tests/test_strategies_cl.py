@@ -18,9 +18,9 @@ from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.adapters import TaskAdapters, adapter_of
 from rehearsal.methods.ewc import EWC
-from rehearsal.run import loop as stream_module
-from rehearsal.run.strategies.lora import adapter_name
-from rehearsal.run.tasks import TaskStream
+from rehearsal.runner import loop as stream_module
+from rehearsal.runner.strategies.lora import adapter_name
+from rehearsal.runner.tasks import TaskStream
 
 pytestmark = pytest.mark.usefixtures("master_key")
 
@@ -120,7 +120,7 @@ def test_lora_routed_predicts_within_the_routed_tasks_classes(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     predictions: list[tuple[list[str], Any]] = []
-    from rehearsal.run.strategies.lora import LoRARouted
+    from rehearsal.runner.strategies.lora import LoRARouted
 
     real_predict = LoRARouted.predict
 
@@ -178,8 +178,8 @@ def test_an_interrupted_run_resumes_to_the_same_results(
 
 
 def test_lora_routed_refuses_a_phase_of_several_tasks(tiny_stream: TaskStream) -> None:
-    from rehearsal.run.config import RunConfig
-    from rehearsal.run.strategies import PhaseContext, get_strategy
+    from rehearsal.runner.config import RunConfig
+    from rehearsal.runner.strategies import PhaseContext, get_strategy
 
     ctx = PhaseContext(
         config=RunConfig(method="lora-routed"),

@@ -21,11 +21,12 @@ from _models import tiny_run_config
 
 from rehearsal.config import ReplayConfig
 from rehearsal.errors import ConfigError
-from rehearsal.run import loop as stream_module
-from rehearsal.run.config import RunConfig
-from rehearsal.run.strategies import STRATEGIES
-from rehearsal.run.strategies.replay import ReplayStrategy
-from rehearsal.run.tasks import TaskStream
+from rehearsal.runner import loop as stream_module
+from rehearsal.runner import state as run_state
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.strategies import STRATEGIES
+from rehearsal.runner.strategies.replay import ReplayStrategy
+from rehearsal.runner.tasks import TaskStream
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +86,7 @@ def test_after_phase_aligns_the_new_classes_with_the_old(tiny_model: str) -> Non
     from transformers import AutoModelForSequenceClassification
 
     from rehearsal.methods.calibration import classification_head
-    from rehearsal.run.strategies import PhaseContext, get_strategy
+    from rehearsal.runner.strategies import PhaseContext, get_strategy
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
     ctx = PhaseContext(
@@ -172,7 +173,7 @@ def test_resume_with_a_different_config_is_rejected(tmp_path: Path) -> None:
     config = RunConfig(output_dir=str(tmp_path))
     (tmp_path / "state.json").write_text(json.dumps({"config": config.replace(seed=3).to_dict()}))
     with pytest.raises(ConfigError, match=r"different config; changed: \['seed'\]"):
-        stream_module._load_state(tmp_path, config, resume=True)
+        run_state.load_state(tmp_path, config, resume=True)
 
 
 @pytest.mark.parametrize(
@@ -261,7 +262,7 @@ def test_a_run_without_a_master_key_is_refused(
     tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rehearsal.errors import MissingKeyError
-    from rehearsal.run.loop import run
+    from rehearsal.runner.loop import run
 
     monkeypatch.delenv("REHEARSAL_MASTER_KEY")
     with pytest.raises(MissingKeyError, match="rehearsal keygen"):

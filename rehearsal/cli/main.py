@@ -363,16 +363,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> Report:
-    from rehearsal.run.config import RunConfig
-    from rehearsal.run.preflight import preflight
+    from rehearsal.runner.config import RunConfig
+    from rehearsal.runner.preflight import preflight
 
     config = RunConfig.from_file(args.config)
     # Everything that can be wrong with the command is checked before torch and the model load.
-    keys = preflight(config, output_dir=args.output_dir, resume=args.resume, keys=keys_from_args(args))
-    from rehearsal.run.loop import run
+    checked = preflight(config, output_dir=args.output_dir, resume=args.resume, keys=keys_from_args(args))
+    from rehearsal.runner.loop import run
 
     try:
-        result = run(config, output_dir=args.output_dir, resume=args.resume, keys=keys)
+        result = run(config, output_dir=args.output_dir, resume=args.resume, keys=checked.keys)
     except UpdateBlockedError as exc:
         # Not an error of the command: the gate did its job. Exit codes as for "rehearsal gate".
         status = EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL

@@ -38,7 +38,7 @@ import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import UpdateBlockedError
-from rehearsal.governance.audit_log import AuditLog, default_log_path, safe_token
+from rehearsal.governance.audit_log import AuditLog, safe_token
 from rehearsal.governance.audited import (
     config_digest,
     last_audited_generation,
@@ -107,7 +107,8 @@ def update_id(run_id: str, phase: int) -> str:
 
 def govern_update(
     *,
-    memory_path: Path,
+    memory: RehearsalMemory,
+    log: AuditLog,
     keys: KeyRing,
     config: Mapping[str, Any],
     gate: GateConfig | None,
@@ -122,6 +123,8 @@ def govern_update(
 ) -> int:
     """Gate, then version and audit the update (see the module docstring); returns the version number.
 
+    ``memory`` is the run's open (writable) handle and ``log`` its audit log; ``keys`` key the data digest.
+
     ``before`` and ``after``: accuracy per task measured before and after the phase (``before`` holds the
     tasks trained earlier). ``staged``: per earlier task, which held-out examples the current version and
     the candidate got right (same examples, same order), for the staging comparison. Raises
@@ -129,52 +132,50 @@ def govern_update(
     """
 
     uid = update_id(run_id, phase)
-    log = AuditLog.open(default_log_path(memory_path), keys)
-    with RehearsalMemory.open(memory_path, keys=keys) as memory:
-        added, evicted = memory.changes_since(last_audited_generation(log) or 0)
-        texts = memory.get_texts(added) if added and not memory.embedding_only else []
-        digest = _data_digest(keys, texts)
-        decision, reasons, codes, approver = UNGATED, [], [], None
-        summary: dict[str, dict[str, float]] | None = None
-        if gate is not None:
-            report = evaluate_gate(before, after, texts, [], gate)
-            decision, reasons, codes = (
-                report.decision,
-                list(report.reasons),
-                [_safe_code(c) for c in report.codes],
-            )
-            if decision != FAIL and staged:
-                summary, staging_codes, staging_reasons = _staging(gate, staged, seed)
-                if staging_codes:
-                    decision = FAIL
-                    codes += staging_codes
-                    reasons += staging_reasons
-            if decision == NEEDS_APPROVAL:
-                approver = approver_of(log, uid, codes=codes, data_digest=digest)
-                decision = PASS if approver is not None else NEEDS_APPROVAL
-        metrics = {f"accuracy/{safe_token(task)}": float(acc) for task, acc in after.items()}
-        common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": added, "metrics": metrics}
-        common.update(staging=summary, data_digest=digest, reasons=codes, actor=run_id)
-        if decision in (FAIL, NEEDS_APPROVAL):
-            log_train_update(log, **common, decision=decision, approver=None)
-            if evicted:  # erased records stay erased, blocked or not
-                log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
-            if added:
-                memory.delete(added)
-                log_delete(log, added, actor=run_id, generation=memory.generation, cause="blocked-update")
-            raise UpdateBlockedError(
-                f"update {uid!r} was not promoted ({decision}): " + "; ".join(reasons),
-                decision=decision,
-                reasons=reasons,
-                update=uid,
-            )
-        tags = [f"task:{safe_token(t)}" for t in task_names]
-        log_ingest(log, added, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
-        if evicted:
+    added, evicted = memory.changes_since(last_audited_generation(log) or 0)
+    texts = memory.get_texts(added) if added and not memory.embedding_only else []
+    digest = _data_digest(keys, texts)
+    decision, reasons, codes, approver = UNGATED, [], [], None
+    summary: dict[str, dict[str, float]] | None = None
+    if gate is not None:
+        report = evaluate_gate(before, after, texts, [], gate)
+        decision, reasons, codes = (
+            report.decision,
+            list(report.reasons),
+            [_safe_code(c) for c in report.codes],
+        )
+        if decision != FAIL and staged:
+            summary, staging_codes, staging_reasons = _staging(gate, staged, seed)
+            if staging_codes:
+                decision = FAIL
+                codes += staging_codes
+                reasons += staging_reasons
+        if decision == NEEDS_APPROVAL:
+            approver = approver_of(log, uid, codes=codes, data_digest=digest)
+            decision = PASS if approver is not None else NEEDS_APPROVAL
+    metrics = {f"accuracy/{safe_token(task)}": float(acc) for task, acc in after.items()}
+    common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": added, "metrics": metrics}
+    common.update(staging=summary, data_digest=digest, reasons=codes, actor=run_id)
+    if decision in (FAIL, NEEDS_APPROVAL):
+        log_train_update(log, **common, decision=decision, approver=None)
+        if evicted:  # erased records stay erased, blocked or not
             log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
-        version = record_version(memory, weights=str(weights.resolve()), config=config, update=uid)
-        log_train_update(log, **common, decision=decision, approver=approver, version=version.version)
-        return version.version
+        if added:
+            memory.delete(added)
+            log_delete(log, added, actor=run_id, generation=memory.generation, cause="blocked-update")
+        raise UpdateBlockedError(
+            f"update {uid!r} was not promoted ({decision}): " + "; ".join(reasons),
+            decision=decision,
+            reasons=reasons,
+            update=uid,
+        )
+    tags = [f"task:{safe_token(t)}" for t in task_names]
+    log_ingest(log, added, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
+    if evicted:
+        log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
+    version = record_version(memory, weights=str(weights.resolve()), config=config, update=uid)
+    log_train_update(log, **common, decision=decision, approver=approver, version=version.version)
+    return version.version
 
 
 def _safe_code(code: str) -> str:

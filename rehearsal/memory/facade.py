@@ -15,6 +15,7 @@ outgrows the snapshot, so no add rewrites the whole index. Opening replays the d
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -318,6 +319,19 @@ class RehearsalMemory:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
             self._closed = True
+
+    def reader(
+        self, *, keys: KeyRing | None = None, resolver: Resolver | None = None
+    ) -> Callable[[], RehearsalMemory]:
+        """A picklable callable that opens another read-only handle on this memory, with this handle's keys
+        and resolver unless others are given (a DataLoader worker's own handle, say)."""
+        return functools.partial(
+            RehearsalMemory.open,
+            self.path,
+            keys=keys if keys is not None else self._keys,
+            resolver=resolver if resolver is not None else self._resolver,
+            read_only=True,
+        )
 
     def __enter__(self) -> RehearsalMemory:
         return self

@@ -151,7 +151,7 @@ class KeepAll(AdmissionPolicy):
     full and refused after that ("keep the first N"), since this policy never evicts.
     """
 
-    name = "all"
+    name = "keep_all"
 
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity = None if capacity is None else _check_capacity(capacity)
@@ -381,14 +381,16 @@ class Priority(AdmissionPolicy):
 _POLICIES: dict[str, type[AdmissionPolicy]] = {
     cls.name: cls for cls in (KeepAll, Reservoir, ClassBalanced, Priority)
 }
+_ALIASES = {"all": "keep_all"}  # the name KeepAll had before it matched the run config's
 
 
 def make_policy(name: str, capacity: int | None, **options: Any) -> AdmissionPolicy:
-    """Build a policy by name: ``"all"``, ``"reservoir"``, ``"class_balanced"`` or ``"priority"``.
+    """Build a policy by name: ``"keep_all"`` (also ``"all"``), ``"reservoir"``, ``"class_balanced"`` or
+    ``"priority"``.
 
     Raises ConfigError for an unknown name, an option the policy does not take, or an invalid value.
     """
-    cls = _POLICIES.get(name)
+    cls = _POLICIES.get(_ALIASES.get(name, name))
     if cls is None:
         raise ConfigError(f"unknown admission policy {name!r}; known: {', '.join(sorted(_POLICIES))}")
     try:

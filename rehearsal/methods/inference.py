@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.embedding import Encoder
+
 __all__ = ["batch_logits", "embed_texts", "evaluate_accuracy", "predict_labels"]
 
 
@@ -81,11 +83,10 @@ def evaluate_accuracy(
 _vector_cache: dict[str, np.ndarray] = {}
 
 
-def embed_texts(texts: Sequence[str]) -> np.ndarray:
-    """Unit vectors of ``texts`` from the memory's encoder; cached in-process by content."""
-    from rehearsal.embedding import load_encoder
-
-    key = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+def embed_texts(texts: Sequence[str], encoder: Encoder) -> np.ndarray:
+    """Unit vectors of ``texts`` from ``encoder`` (a memory's own); cached in-process by encoder and content,
+    since evaluation routes the same test texts after every phase."""
+    key = hashlib.sha256("\x00".join([encoder.name, *texts]).encode("utf-8")).hexdigest()
     if key not in _vector_cache:
-        _vector_cache[key] = load_encoder().encode(list(texts))
+        _vector_cache[key] = encoder.encode(list(texts))
     return _vector_cache[key]

@@ -11,13 +11,15 @@ An existing Trainer script gains replay with::
 and text columns before the collator sees them (the collator says so if it happens). The collator drops
 those columns itself before calling the base collator.
 
-The collator opens the memory read-only, lazily, in each process and DataLoader worker (after a fork or
-unpickling it reopens; an index is never pickled). Replay randomness is seeded from
+Given an open memory, the collator searches through that handle in the process that made it; each other
+process or DataLoader worker (after a fork or unpickling) opens its own read-only handle, lazily (an index
+is never pickled). Given a path, it opens a read-only handle the same way. Replay randomness is seeded from
 (seed, rank, epoch, the batch's content), so ranks draw different replay and reruns draw the same.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import zlib
@@ -40,6 +42,12 @@ from rehearsal.replay.selector import ReplaySelector
 __all__ = ["REPLAY_FLAG", "RehearsalCallback", "RehearsalCollator", "ReplayStats", "embed_dataset"]
 
 REPLAY_FLAG = "is_replay"
+
+
+def label_key_of(columns: Any, preferred: str) -> str | None:
+    """The label column among ``columns``: ``preferred`` (``ReplayConfig.label_column``), else the HF
+    names "labels" or "label"; None when there is none."""
+    return next((k for k in (preferred, "labels", "label") if k in columns), None)
 
 
 @dataclass
@@ -96,13 +104,17 @@ class RehearsalCollator:
         drop_columns: Sequence[str] = ("task",),
     ) -> None:
         self.config = config or ReplayConfig()
+        self._handle: RehearsalMemory | None = None
+        self._handle_pid = -1
         if isinstance(memory, RehearsalMemory):
             self._path = memory.path
-            self._keys = keys if keys is not None else memory._keys
-            self._resolver = resolver if resolver is not None else memory._resolver
+            self._handle, self._handle_pid = memory, os.getpid()
+            self._reopen = memory.reader(keys=keys, resolver=resolver)
         else:
             self._path = Path(memory)
-            self._keys, self._resolver = keys, resolver
+            self._reopen = functools.partial(
+                RehearsalMemory.open, self._path, keys=keys, resolver=resolver, read_only=True
+            )
         self.base_collator = base_collator
         self.tokenizer = tokenizer
         where = dict(eligible or {})
@@ -119,7 +131,7 @@ class RehearsalCollator:
     def __getstate__(self) -> dict[str, Any]:
         # Workers started by spawn get a copy without the open handle; they reopen on first use.
         state = self.__dict__.copy()
-        state["_selector"], state["_pid"] = None, -1
+        state["_selector"], state["_pid"], state["_handle"] = None, -1, None
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -131,13 +143,13 @@ class RehearsalCollator:
         return stats
 
     def _get_selector(self) -> ReplaySelector:
-        if self._selector is None or self._pid != os.getpid():
+        pid = os.getpid()
+        if self._selector is None or self._pid != pid:
             # A handle inherited through fork shares an SQLite connection with the parent: never use it.
-            memory = RehearsalMemory.open(
-                self._path, keys=self._keys, resolver=self._resolver, read_only=True
-            )
+            own = self._handle is not None and self._handle_pid == pid
+            memory = self._handle if own and self._handle is not None else self._reopen()
             self._selector = ReplaySelector(memory, self.config, eligible=self.eligible)
-            self._pid = os.getpid()
+            self._pid = pid
         return self._selector
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Any:
@@ -152,7 +164,7 @@ class RehearsalCollator:
             self.stats.passthrough_batches += 1
             return self.base_collator(clean)
         vectors = np.asarray([f[self.config.vector_column] for f in features], dtype=np.float32)
-        label_key = next((k for k in (self.config.label_column, "labels", "label") if k in features[0]), None)
+        label_key = label_key_of(features[0], self.config.label_column)
         # Token-level labels (causal LM data prepared by e.g. TRL) are rebuilt from the replay's own tokens.
         token_labels = label_key is not None and isinstance(features[0][label_key], (list, tuple))
         count = self.config.replay_count(len(features))
@@ -228,7 +240,7 @@ class RehearsalCallback(TrainerCallback):
         seed: int = 0,
         text_column: str = "text",
         vector_column: str = "embedding",
-        label_column: str = "label",
+        label_column: str | None = None,
     ) -> None:
         self.memory = memory
         self.keys = keys
@@ -240,6 +252,9 @@ class RehearsalCallback(TrainerCallback):
         self.seed = seed
         self.columns = (text_column, vector_column, label_column)
         self.admitted: list[int] = []
+
+    def _default_label_column(self) -> str:
+        return self.collator.config.label_column if self.collator is not None else ReplayConfig().label_column
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -302,7 +317,8 @@ class RehearsalCallback(TrainerCallback):
         rows = self.dataset
         texts = list(rows[text_col])
         vectors = np.asarray(rows[vec_col], dtype=np.float32)
-        labels = list(rows[label_col]) if label_col in rows.column_names else [None] * len(texts)
+        label_col = label_key_of(rows.column_names, label_col or self._default_label_column())
+        labels = list(rows[label_col]) if label_col is not None else [None] * len(texts)
         tasks = (
             list(rows["task"])
             if self.task is None and "task" in rows.column_names

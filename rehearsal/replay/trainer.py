@@ -24,13 +24,14 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from rehearsal.config import LOSSES
 from rehearsal.errors import ConfigError
 from rehearsal.methods.calibration import classification_head
 from rehearsal.replay.collator import REPLAY_FLAG
 
-__all__ = ["LOSSES", "LossTerm", "RehearsalTrainer", "rehearsal_loss"]
+__all__ = ["LABELS", "LOSSES", "LossTerm", "RehearsalTrainer", "rehearsal_loss"]
 
-LOSSES = ("ce", "asymmetric")
+LABELS = "labels"  # the batch key the loss reads its class ids from (the HF convention)
 
 LossTerm = Callable[[torch.nn.Module], torch.Tensor]
 
@@ -131,7 +132,7 @@ class RehearsalTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         inputs = dict(inputs)
         is_replay = inputs.pop(REPLAY_FLAG, None)
-        labels = inputs.pop("labels")
+        labels = inputs.pop(LABELS)
         outputs = model(**inputs)
         loss = rehearsal_loss(
             outputs.logits,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rehearsal.run.metrics import AccuracyMatrix
+from rehearsal.runner.metrics import AccuracyMatrix
 
 __all__ = ["plot_accuracy_heatmap", "plot_accuracy_over_time"]
 

@@ -10,22 +10,22 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
+
 from rehearsal.errors import ConfigError
-from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.memory.policies import AdmissionPolicy, ClassBalanced, KeepAll, Reservoir
+from rehearsal.memory.policies import AdmissionPolicy, make_policy
 from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator
-from rehearsal.run.config import RunConfig
-from rehearsal.run.strategies.base import PhaseContext, Strategy, register
+from rehearsal.replay.trainer import LABELS
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.strategies.base import PhaseContext, Strategy, register
 
 __all__ = ["HybridReplay", "RandomReplay", "ReplayStrategy", "RetrievalReplay"]
 
 
 def _policy(config: RunConfig) -> AdmissionPolicy:
-    if config.policy == "keep_all":
-        return KeepAll(config.memory_capacity)
-    if config.memory_capacity is None:
+    if config.policy != "keep_all" and config.memory_capacity is None:
         raise ConfigError(f"policy {config.policy!r} needs 'memory_capacity'")
-    return (Reservoir if config.policy == "reservoir" else ClassBalanced)(config.memory_capacity)
+    return make_policy(config.policy, config.memory_capacity)
 
 
 # Bias correction fits two numbers per phase: 10 examples per seen class (450 at most on WordNet) are
@@ -45,17 +45,16 @@ class ReplayStrategy(Strategy):
             mode=self.mode,
             mark_replay=True,
             max_length=ctx.config.max_length,
-            label_column="labels",
+            label_column=LABELS,
             seed=ctx.config.seed,
         )
         task = ctx.tasks[0].name if len(ctx.tasks) == 1 else None
         eligible = None if task is not None else {"task": {"$nin": [t.name for t in ctx.tasks]}}
         return RehearsalCollator(
-            ctx.memory_path,
+            ctx.open_memory(),
             ctx.base_collator,
             ctx.tokenizer,
             replay,
-            keys=ctx.keys,
             task=task,
             eligible=eligible,
         )
@@ -65,15 +64,14 @@ class ReplayStrategy(Strategy):
             raise ConfigError(f"{self.name!r} needs its RehearsalCollator, got {type(collator).__name__}")
         return [
             RehearsalCallback(
-                ctx.memory_path,
-                keys=ctx.keys,
+                ctx.open_memory(),
                 collator=collator,
                 dataset=ctx.train,
                 policy=_policy(ctx.config),
                 seed=ctx.config.seed,
                 text_column=ctx.config.replay.text_column,
                 vector_column=ctx.config.replay.vector_column,
-                label_column="labels",
+                label_column=LABELS,
             )
         ]
 
@@ -83,18 +81,16 @@ class ReplayStrategy(Strategy):
     def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
         """Up to ``_CALIBRATION_PER_CLASS`` memory entries per seen class (the memory holds this phase's
         examples too once the phase is trained), drawn with the run's seed and the phase."""
-        import numpy as np
-
         rng = np.random.default_rng([ctx.config.seed, ctx.phase])
-        with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys, read_only=True) as memory:
-            groups = memory.group_ids("label")
-            ids: list[int] = []
-            for label in sorted(ctx.seen_classes):
-                members = groups.get(label, [])
-                take = min(len(members), _CALIBRATION_PER_CLASS)
-                ids.extend(int(i) for i in rng.choice(members, size=take, replace=False))
-            labels = [int(row.label) for row in (memory.entries(ids)[i] for i in ids)]  # type: ignore[arg-type]
-            return memory.get_texts(ids), labels
+        memory = ctx.open_memory()
+        groups = memory.group_ids("label")
+        ids: list[int] = []
+        for label in sorted(ctx.seen_classes):
+            members = groups.get(label, [])
+            take = min(len(members), _CALIBRATION_PER_CLASS)
+            ids.extend(int(i) for i in rng.choice(members, size=take, replace=False))
+        labels = [int(row.label) for row in (memory.entries(ids)[i] for i in ids)]  # type: ignore[arg-type]
+        return memory.get_texts(ids), labels
 
 
 @register

@@ -22,14 +22,13 @@ from typing import Any
 import numpy as np
 
 from rehearsal.errors import ConfigError
-from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route
 from rehearsal.methods.calibration import classification_head
 from rehearsal.methods.inference import embed_texts, predict_labels
 from rehearsal.methods.router import TaskGate
-from rehearsal.run.config import RunConfig
-from rehearsal.run.strategies.base import PhaseContext, Strategy, model_path, register
-from rehearsal.run.strategies.replay import HybridReplay
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.strategies.base import PhaseContext, Strategy, model_path, register
+from rehearsal.runner.strategies.replay import HybridReplay
 
 __all__ = ["LoRAReplay", "LoRARouted", "LoRAStrategy", "adapter_name", "lora_config_for"]
 
@@ -154,16 +153,16 @@ class LoRARouted(LoRAStrategy):
         examples = [ex for task in ctx.tasks for ex in task.train]
         texts = [ex.text for ex in examples]
         metadata = [{"task": ex.task, "label": ctx.stream.label_id(ex.label)} for ex in examples]
-        with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys) as memory:
-            memory.add(texts, metadata=metadata, vectors=embed_texts(texts))
-            if ctx.config.lora.router == "gate" and len(memory.group_ids("task")) >= 2:
-                self.gate = TaskGate.from_memory(
-                    memory,
-                    base_model=model_path(ctx.config),
-                    epochs=ctx.config.lora.gate_epochs,
-                    max_length=ctx.config.max_length,
-                    seed=ctx.config.seed + ctx.phase,
-                )
+        memory = ctx.open_memory()
+        memory.add(texts, metadata=metadata, vectors=embed_texts(texts, memory.encoder))
+        if ctx.config.lora.router == "gate" and len(memory.group_ids("task")) >= 2:
+            self.gate = TaskGate.from_memory(
+                memory,
+                base_model=model_path(ctx.config),
+                epochs=ctx.config.lora.gate_epochs,
+                max_length=ctx.config.max_length,
+                seed=ctx.config.seed + ctx.phase,
+            )
         trained = [t for t in ctx.stream.tasks if adapter_name(t.name) in self._adapters().tasks]
         test = [ex for task in trained for ex in task.test]
         if not test:
@@ -182,9 +181,9 @@ class LoRARouted(LoRAStrategy):
             if self.gate is None:
                 raise ConfigError(f"{self.name!r}: the gate is trained after a phase, before predictions")
             return [task for task, _ in self.gate.vote(texts)]
-        with RehearsalMemory.open(ctx.memory_path, keys=ctx.keys, read_only=True) as memory:
-            router = AdapterRouter(memory, k=ctx.config.lora.route_k, threshold=0.0)
-            return [task for task, _ in router.vote(embed_texts(texts))]
+        memory = ctx.open_memory()
+        router = AdapterRouter(memory, k=ctx.config.lora.route_k, threshold=0.0)
+        return [task for task, _ in router.vote(embed_texts(texts, memory.encoder))]
 
     def predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
 

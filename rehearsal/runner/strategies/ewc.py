@@ -15,8 +15,8 @@ from typing import Any
 
 from rehearsal.methods.ewc import EWC
 from rehearsal.replay.trainer import LossTerm
-from rehearsal.run.strategies.base import PhaseContext, Strategy, register
-from rehearsal.run.strategies.replay import HybridReplay
+from rehearsal.runner.strategies.base import PhaseContext, Strategy, register
+from rehearsal.runner.strategies.replay import HybridReplay
 
 __all__ = ["EWCMixin", "EWCReplay", "EWCStrategy"]
 

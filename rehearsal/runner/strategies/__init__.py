@@ -9,7 +9,7 @@
 A new method subclasses :class:`Strategy`, overrides the hooks it changes and is ``@register``-ed.
 """
 
-from rehearsal.run.strategies import ewc, lora, replay  # noqa: F401  (each module registers its strategies)
-from rehearsal.run.strategies.base import STRATEGIES, PhaseContext, Strategy, get_strategy, register
+from rehearsal.runner.strategies import ewc, lora, replay  # noqa: F401  (each module registers its strategies)
+from rehearsal.runner.strategies.base import STRATEGIES, PhaseContext, Strategy, get_strategy, register
 
 __all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "register"]

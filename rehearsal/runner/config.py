@@ -21,13 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rehearsal.config import CALIBRATIONS, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
+from rehearsal.config import CALIBRATIONS, LOSSES, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 
 __all__ = ["MEMORYLESS_METHODS", "METHODS", "POLICIES", "RunConfig"]
 
-# The strategies a run can name; each is registered in rehearsal.run.strategies, which refuses any other.
+# The strategies a run can name; each is registered in rehearsal.runner.strategies, which refuses any other.
 METHODS = (
     "naive",
     "multitask",
@@ -42,10 +42,9 @@ METHODS = (
 # The methods that keep no memory, hence need no master key (the strategies' ``uses_memory`` agrees; a
 # test holds them together). Every other method keeps an encrypted memory.
 MEMORYLESS_METHODS = ("naive", "multitask", "ewc")
+# Admission policies a run can use (rehearsal.memory.policies names them alike; "priority" needs options
+# a run config does not carry).
 POLICIES = ("keep_all", "reservoir", "class_balanced")
-_LOSSES = ("ce", "asymmetric")
-# EWC's strength for the "ewc*" methods; see benchmarks/RESULTS.md for the sweep that chose it.
-_DEFAULT_EWC_LAMBDA = 100.0
 
 
 def _positive_int(name: str, value: object, *, allow_none: bool = False) -> None:
@@ -97,7 +96,7 @@ class RunConfig(ConfigMixin):
     policy: str = "keep_all"
     memory_capacity: int | None = None
     replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
-    ewc: EWCConfig = dataclasses.field(default_factory=lambda: EWCConfig(lam=_DEFAULT_EWC_LAMBDA))
+    ewc: EWCConfig = dataclasses.field(default_factory=EWCConfig)
     lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
     gate: GateConfig | None = None
     keep_weights: int | None = None
@@ -122,8 +121,8 @@ class RunConfig(ConfigMixin):
             raise ConfigError(f"'gate' must be a table of GateConfig fields or absent, got {self.gate!r}")
         if self.method not in METHODS:
             raise ConfigError(f"'method' must be one of {sorted(METHODS)}, got {self.method!r}")
-        if self.loss not in _LOSSES:
-            raise ConfigError(f"'loss' must be one of {list(_LOSSES)}, got {self.loss!r}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {self.loss!r}")
         if self.policy not in POLICIES:
             raise ConfigError(f"'policy' must be one of {list(POLICIES)}, got {self.policy!r}")
         if self.policy != "keep_all" and self.memory_capacity is None:

@@ -1,9 +1,9 @@
 """The strategy protocol (the run loop's hooks), its registry, and the two strategies without state.
 
-The run loop (``rehearsal.run.loop``) never branches on a method's name. It asks the strategy to load and
+The run loop (``rehearsal.runner.loop``) never branches on a method's name. It asks the strategy to load and
 save the model, for the phases of the stream, and per phase for the model to train, a data collator,
 Trainer callbacks, extra loss terms, what to do once the phase is trained, and how to predict labels.
-A new method is one more registered class (see ``rehearsal.run.strategies.ewc`` and ``.lora``).
+A new method is one more registered class (see ``rehearsal.runner.strategies.ewc`` and ``.lora``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import numpy as np
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
+from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.calibration import NEEDS_DATA, calibrate
 from rehearsal.methods.inference import predict_labels
 from rehearsal.replay.trainer import LossTerm
-from rehearsal.run.config import METHODS, RunConfig
-from rehearsal.run.tasks import Task, TaskStream
+from rehearsal.runner.config import METHODS, RunConfig
+from rehearsal.runner.tasks import Task, TaskStream
 
 __all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "register"]
 
@@ -43,6 +44,13 @@ class PhaseContext:
     current_classes: list[int]  # label ids of this phase's tasks
     seen_classes: list[int]  # label ids of every task trained so far, this phase's included
     output_dir: Path | None = None  # the run's folder, for state a strategy keeps between phases
+    memory: RehearsalMemory | None = None  # the phase's one open handle on the run's memory (if it keeps one)
+
+    def open_memory(self) -> RehearsalMemory:
+        """The phase's memory handle; a strategy that keeps a memory is always given one."""
+        if self.memory is None:
+            raise ConfigError("this strategy uses the run's memory, and the phase was given none")
+        return self.memory
 
     def state_dir(self, name: str) -> Path:
         """``output_dir/name`` (created): where a strategy keeps its own state between phases."""

@@ -1,0 +1,115 @@
+"""One phase of a run as the Trainer sees it: the phase's dataset and context, and the training itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.inference import embed_texts
+from rehearsal.replay.collator import RehearsalCollator
+from rehearsal.replay.trainer import LABELS, RehearsalTrainer
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.strategies import PhaseContext, Strategy
+from rehearsal.runner.tasks import Task, TaskStream
+
+__all__ = ["phase_context", "phase_dataset", "train_phase"]
+
+
+def phase_dataset(
+    stream: TaskStream,
+    tasks: tuple[Task, ...],
+    tokenizer: Any,
+    config: RunConfig,
+    *,
+    memory: RehearsalMemory | None,
+) -> Any:
+    """The phase's tokenized training set; with a memory, also its texts, tasks and vectors (embedded once,
+    by the memory's own encoder) for the collator and the admission callback."""
+    from datasets import Dataset
+
+    examples = [ex for task in tasks for ex in task.train]
+    texts = [ex.text for ex in examples]
+    encoded = tokenizer(texts, truncation=True, max_length=config.max_length)
+    columns: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
+    columns[LABELS] = [stream.label_id(ex.label) for ex in examples]
+    if memory is not None:
+        columns[config.replay.text_column] = texts
+        columns["task"] = [ex.task for ex in examples]
+        columns[config.replay.vector_column] = [row.tolist() for row in embed_texts(texts, memory.encoder)]
+    return Dataset.from_dict(columns)
+
+
+def phase_context(
+    config: RunConfig,
+    stream: TaskStream,
+    phases: list[tuple[Task, ...]],
+    phase: int,
+    tokenizer: Any,
+    base_collator: Any,
+    memory: RehearsalMemory | None,
+    keys: KeyRing | None,
+    out: Path,
+) -> PhaseContext:
+    tasks = phases[phase]
+    seen = [stream.label_id(lab) for p in phases[: phase + 1] for t in p for lab in t.labels]
+    return PhaseContext(
+        config=config,
+        stream=stream,
+        phase=phase,
+        tasks=tasks,
+        train=phase_dataset(stream, tasks, tokenizer, config, memory=memory),
+        tokenizer=tokenizer,
+        base_collator=base_collator,
+        memory_path=out / "memory",
+        keys=keys,
+        current_classes=[stream.label_id(lab) for t in tasks for lab in t.labels],
+        seen_classes=sorted(set(seen)),
+        output_dir=out,
+        memory=memory,
+    )
+
+
+def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
+    """Train one phase; returns (new examples, replayed examples, replayed tokens)."""
+    from transformers import PrinterCallback, TrainingArguments
+
+    config = ctx.config
+    collator = strategy.collator(ctx)
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"),
+        per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        seed=config.seed + ctx.phase,
+        logging_steps=10,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
+        disable_tqdm=not config.progress,
+        dataloader_num_workers=0,
+    )
+    trainer = RehearsalTrainer(
+        model=model,
+        args=args,
+        train_dataset=ctx.train,
+        data_collator=collator,
+        callbacks=strategy.callbacks(ctx, collator),
+        loss=config.loss,
+        current_classes=ctx.current_classes,
+        seen_classes=ctx.seen_classes,
+        mask_unseen=config.mask_unseen,
+        loss_terms=strategy.loss_terms(ctx),
+        head_learning_rate=config.head_learning_rate,
+    )
+    # Without progress bars the Trainer prints each log dict to stdout; stdout is the run's report (--json).
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    replayed = sum(int(log.get("replay/examples", 0)) for log in trainer.state.log_history)
+    tokens = sum(int(log.get("replay/tokens", 0)) for log in trainer.state.log_history)
+    if isinstance(collator, RehearsalCollator):
+        rest = collator.pop_stats()
+        replayed, tokens = replayed + rest.replayed, tokens + rest.replayed_tokens
+    return int(len(ctx.train) * config.epochs), replayed, tokens

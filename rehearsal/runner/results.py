@@ -1,0 +1,123 @@
+"""What a run produces: the :class:`RunResult` (accuracy matrix, summary, cost) and the files it writes
+into the output folder (``results.json``, ``results.md`` and the two accuracy plots)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.metrics import AccuracyMatrix, RunCost
+from rehearsal.runner.plots import plot_accuracy_heatmap, plot_accuracy_over_time
+
+__all__ = ["RunResult", "build_result", "folder_bytes", "summarize", "write_json", "write_outputs"]
+
+
+class RunResult:
+    """The outcome of a run: the accuracy matrix, its summary and what it cost."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        matrix: AccuracyMatrix,
+        cost: RunCost,
+        output_dir: Path,
+        phase_seconds: list[float],
+        phase_logs: list[dict[str, float]] | None = None,
+    ) -> None:
+        self.config, self.matrix, self.cost, self.output_dir = config, matrix, cost, output_dir
+        self.phase_seconds = phase_seconds
+        self.phase_logs = [] if phase_logs is None else phase_logs  # Strategy.after_phase's numbers
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return summarize(self.matrix)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "accuracy": self.matrix.to_dict(),
+            "summary": self.summary,
+            "cost": self.cost.to_dict(),
+            "phase_seconds": self.phase_seconds,
+            "phase_logs": self.phase_logs,
+        }
+
+    def to_markdown(self) -> str:
+        s = self.summary
+
+        def fmt(value: float | None) -> str:
+            return "—" if value is None else f"{value:.3f}"
+
+        c = self.cost
+        return "\n".join(
+            [
+                f"## {self.config.method} (loss={self.config.loss}, seed={self.config.seed})",
+                "",
+                self.matrix.to_markdown(),
+                "",
+                "| ACC | forgetting | BWT | wall s | replayed | memory bytes |",
+                "|---|---|---|---|---|---|",
+                f"| {fmt(s['average_accuracy'])} | {fmt(s['forgetting'])} | {fmt(s['backward_transfer'])} | "
+                f"{c.wall_seconds:.1f} | {c.replayed_examples} | {c.memory_bytes_on_disk} |",
+                "",
+            ]
+        )
+
+
+def summarize(matrix: AccuracyMatrix) -> dict[str, Any]:
+    """ACC after the last measured row; forgetting and BWT when two or more rows are complete (else None)."""
+    r = matrix.matrix
+    measured = [i for i in range(len(r)) if not np.isnan(r[i, : i + 1]).any()]
+    out: dict[str, Any] = {
+        "average_accuracy": None,
+        "forgetting": None,
+        "backward_transfer": None,
+        "per_task_forgetting": None,
+    }
+    if measured:
+        out["average_accuracy"] = matrix.average_accuracy(measured[-1])
+    if matrix.completed_tasks >= 2:
+        out["forgetting"] = matrix.forgetting()
+        out["backward_transfer"] = matrix.backward_transfer()
+        out["per_task_forgetting"] = matrix.per_task_forgetting()
+    return out
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON, replacing ``path`` atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def build_result(
+    config: RunConfig, matrix: AccuracyMatrix, totals: dict[str, Any], out: Path, memory_folder: Path
+) -> RunResult:
+    """The result so far, from the run's running totals."""
+    cost = RunCost(
+        wall_seconds=float(totals["wall_seconds"]),
+        train_examples=int(totals["train_examples"]),
+        replayed_examples=int(totals["replayed_examples"]),
+        replayed_tokens=int(totals["replayed_tokens"]),
+        memory_bytes_on_disk=folder_bytes(memory_folder),
+    )
+    return RunResult(
+        config, matrix, cost, out, list(totals["phase_seconds"]), list(totals.get("phase_logs", []))
+    )
+
+
+def write_outputs(result: RunResult, out: Path) -> None:
+    write_json(out / "results.json", result.to_dict())
+    (out / "results.md").write_text(result.to_markdown(), encoding="utf-8")
+    title = f"{result.config.method} ({result.config.loss})"
+    plot_accuracy_heatmap(result.matrix, out / "accuracy_heatmap.png", title=title)
+    plot_accuracy_over_time(result.matrix, out / "accuracy_over_time.png", title=title)

@@ -1,0 +1,69 @@
+"""What a run keeps so that it can resume: ``state.json`` in the output folder, and the comparison that
+refuses to resume a run with a different config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rehearsal.errors import ConfigError
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.metrics import AccuracyMatrix
+from rehearsal.runner.results import write_json
+
+__all__ = ["STATE_FILE", "comparable", "load_state", "write_state"]
+
+STATE_FILE = "state.json"
+# Settings that may change between an interrupted run and its resume without changing the experiment.
+_RESUMABLE_CHANGES = ("output_dir", "progress")
+
+
+def comparable(config: RunConfig) -> dict[str, Any]:
+    """The config without the settings a resume may change: what identifies the experiment."""
+    data = config.to_dict()
+    for name in _RESUMABLE_CHANGES:
+        data.pop(name)
+    return data
+
+
+def load_state(out: Path, config: RunConfig, *, resume: bool) -> dict[str, Any] | None:
+    """The saved state of the run in ``out`` (None: a fresh run), refusing a resume with another config."""
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    if not resume:
+        raise ConfigError(f"{str(out)!r} already holds a run; resume it (--resume) or use another output dir")
+    state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    saved = RunConfig.from_dict(state["config"])
+    if comparable(saved) != comparable(config):
+        changed = sorted(k for k, v in comparable(config).items() if comparable(saved).get(k) != v)
+        raise ConfigError(f"cannot resume {str(out)!r} with a different config; changed: {changed}")
+    return state
+
+
+def write_state(
+    out: Path,
+    config: RunConfig,
+    completed: int,
+    weights: Path | None,
+    matrix: AccuracyMatrix,
+    correct: dict[str, np.ndarray],
+    generation: int,
+    totals: dict[str, Any],
+) -> None:
+    """What a resume needs after ``completed`` phases (0: the run has started, nothing is trained)."""
+    state = {
+        "config": config.to_dict(),
+        "completed_phases": completed,
+        "accuracy": matrix.to_dict(),
+        # Per-example results of the last evaluation: the next phase's staging baseline.
+        "correct": {t: arr.astype(int).tolist() for t, arr in correct.items()},
+        "memory_generation": generation,
+        "totals": totals,
+    }
+    if weights is not None:
+        state["checkpoint"] = str(weights.relative_to(out))
+    write_json(out / STATE_FILE, state)
