@@ -107,25 +107,26 @@ class ReplaySelector:
         if not pools:
             return
         order = [pools[i] for i in rng.permutation(len(pools))] if self.config.balance == "class" else pools
+        # Each pool is drawn without replacement, so a draw never collides with an earlier one and the
+        # count asked for is met whenever enough entries are eligible. At most len(chosen) of a pool's
+        # draws can already be taken, so ``want + len(chosen)`` draws per pool always suffice.
+        draws = [
+            iter(rng.choice(members, size=min(len(members), want + len(chosen)), replace=False))
+            for members in order
+        ]
         added = 0
-        misses = [0] * len(order)
-        while added < want and min(misses) < 8:
-            progressed = False
-            for slot, members in enumerate(order):
+        while added < want and draws:
+            live = []
+            for draw in draws:  # one new entry per pool per round: every label gets its share first
                 if added >= want:
                     break
-                if misses[slot] >= 8:
-                    continue
-                entry_id = int(members[int(rng.integers(len(members)))])
-                if entry_id in chosen:
-                    # Small or nearly exhausted classes: give up on them after a few collisions.
-                    misses[slot] += 1
-                    continue
+                entry_id = next((int(i) for i in draw if int(i) not in chosen), None)
+                if entry_id is None:
+                    continue  # this pool is exhausted
                 chosen[entry_id] = float("nan")
                 added += 1
-                progressed = True
-            if not progressed and all(m >= 8 for m in misses):
-                break
+                live.append(draw)
+            draws = live if added < want else []
 
     def _eligible_groups(self) -> dict[Any, np.ndarray]:
         """Eligible ids by label (or all in one group), cached per memory generation."""
