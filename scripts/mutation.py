@@ -125,7 +125,9 @@ def _run(group: str, children: int) -> None:
 
 def _report(groups: list[str]) -> dict[str, object]:
     results = {g: _figures(g) for g in groups if (WORK / g / "mutants").exists()}
-    print(f"{'group':<10} {'mutants':>8} {'killed':>7} {'survived':>9} {'timeout':>8} {'no tests':>9} {'score':>6}")
+    print(
+        f"{'group':<10} {'mutants':>8} {'killed':>7} {'survived':>9} {'timeout':>8} {'no tests':>9} {'score':>6}"
+    )
     for group, fig in results.items():
         status = fig["status"]
         assert isinstance(status, dict)
@@ -147,7 +149,9 @@ def _report(groups: list[str]) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(GROUPS)})")
     parser.add_argument("--report", action="store_true", help="only print the figures of earlier runs")
     parser.add_argument("--children", type=int, default=2, help="parallel mutant workers (default 2)")

@@ -145,9 +145,7 @@ def test_run_strategy_replays_none_of_the_phase_tasks(
     from rehearsal.datasets import Example, Task
     from rehearsal.strategies.base import get_strategy
 
-    tasks = [
-        Task.from_examples(name, [Example(f"{name} text", f"{name}.label", name)], []) for name in TASKS
-    ]
+    tasks = [Task.from_examples(name, [Example(f"{name} text", f"{name}.label", name)], []) for name in TASKS]
     stream = rh.TaskStream.from_tasks(tasks)
     phase = tuple(t for t in tasks if t.name in phase_tasks)
     collator = get_strategy(method).collator(
@@ -197,3 +195,101 @@ def test_class_balanced_random_share_is_even_across_labels_and_exact(
             assert per_label.max() - per_label.min() <= 1, per_label
             # Every label is drawn once before any is drawn twice.
             assert sorted(labels[:4]) == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("master_key")
+def test_a_run_scores_every_task_against_its_own_labels(
+    tmp_path: Path, tiny_model: str, tiny_stream: rh.TaskStream
+) -> None:
+    """The run's last accuracy row equals one recomputed here from the saved weights' own predictions."""
+    import torch
+    from _models import tiny_run_config
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rehearsal import stream as stream_module
+
+    # Enough epochs that the last task is learnt and the first forgotten: the rows then differ by task.
+    config = tiny_run_config(tmp_path, tiny_model, method="naive", epochs=8, learning_rate=5e-3)
+    result = stream_module.run(config, stream=tiny_stream)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "weights" / "phase_1")
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    recomputed = []
+    for task in tiny_stream.tasks:
+        right = 0
+        for example in task.test:
+            encoded = tokenizer(
+                example.text, truncation=True, max_length=config.max_length, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                predicted = int(model(**encoded).logits[0].argmax())
+            right += predicted == tiny_stream.labels.index(example.label)
+        recomputed.append(right / len(task.test))
+    assert result.matrix.matrix[-1] == pytest.approx(recomputed)
+    # Scoring a task against another task's labels (disjoint classes) would give these different rows.
+    assert len(set(recomputed)) > 1, recomputed
+
+
+def test_pii_score_counts_a_finding_only_under_its_own_kind() -> None:
+    from rehearsal.pii import scan, score
+
+    text = "write to ana.lopez@example.org today"
+    (finding,) = scan(text)
+    assert finding.kind == "email"
+    right = score([(text, [("email", finding.start, finding.end)])])
+    wrong = score([(text, [("phone", finding.start, finding.end)])])
+    assert (right["email"]["tp"], right["email"]["fp"], right["email"]["fn"]) == (1, 0, 0)
+    # The scanner found an email where the label says phone: a missed phone and a spurious email.
+    assert (wrong["phone"]["tp"], wrong["phone"]["fn"], wrong["email"]["fp"]) == (0, 1, 1)
+    assert wrong["phone"]["recall"] == 0.0
+    assert wrong["email"]["precision"] == 0.0
+
+
+def test_audit_entries_digest_the_ids_they_record(tmp_path: Path, keys: rh.KeyRing) -> None:
+    from rehearsal.audit import AuditLog, ids_digest
+    from rehearsal.audit_events import log_ingest, log_train_update
+
+    assert ids_digest([1, 2, 3]) != ids_digest([1, 2, 4])
+    assert ids_digest([1, 2, 3]) != ids_digest([1, 23])
+    log = AuditLog.open(tmp_path / "audit.log", keys)
+    updates = [
+        log_train_update(log, run_id="r", config={"lr": 1}, data_ids=ids, metrics={}, decision="pass")
+        for ids in ([3, 1, 2], [1, 2, 3], [1, 2, 4])
+    ]
+    digests = [u.details["data_ids_hash"] for u in updates]
+    assert digests[0] == digests[1] != digests[2]
+    ingests = [log_ingest(log, ids, tenant="acme") for ids in ([5, 6, 7], [5, 6, 8])]
+    assert ingests[0].details["ids_hash"] != ingests[1].details["ids_hash"]
+    assert (ingests[0].details["first_id"], ingests[0].details["last_id"]) == (5, 7)
+    assert log.verify() == 5
+
+
+def test_bench_reports_the_recall_it_measured_on_an_inexact_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An IVF index probing 1 list of 16 misses neighbours; bench must say so, matching a count made here."""
+    from rehearsal.cli import main
+    from rehearsal.index import VectorIndex
+
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.normal(size=(8, DIM)))
+    vectors = _unit(centres[rng.integers(0, 8, 400)] + 0.35 * rng.normal(size=(400, DIM)))
+    path = tmp_path / "ivf"
+    with rh.RehearsalMemory.create(path, embedding_only=True, dim=DIM) as memory:
+        ids = memory.add(vectors=vectors, sources=[f"s{i}" for i in range(len(vectors))])
+        index = VectorIndex.build(vectors, ids, spec="IVF16,Flat")
+        index.nprobe = 1
+        memory._vectors.index = index
+        memory._vectors.write_snapshot()
+    k = 5
+    # Every stored vector is a query (so the seeded choice of queries does not matter), its own id left out.
+    exact = np.argsort(-(vectors @ vectors.T), axis=1)[:, 1 : k + 1]
+    _, found = index.search(vectors, k + 1)
+    own = np.arange(len(vectors))
+    recall = np.mean([len(set(f[f != i]) & set(e)) / k for f, e, i in zip(found, exact, own, strict=True)])
+    assert 0.3 < recall < 0.95  # genuinely inexact
+    assert main(["bench", str(path), "--queries", "400", "-k", str(k), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["index"], report["nprobe"], report["queries"]) == ("IVF16,Flat", 1, 400)
+    assert report["recall_at_k"] == pytest.approx(recall)
