@@ -60,7 +60,7 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
 
 
 def _prepare(group: str) -> Path:
-    """A fresh copy of the tracked (and untracked, not ignored) files, with mutmut's settings for ``group``."""
+    """A fresh copy of the repository's files (tracked, or new and not ignored), set up for ``group``."""
     modules, tests = GROUPS[group]
     folder = WORK / group
     if folder.exists():
@@ -80,7 +80,7 @@ def _prepare(group: str) -> Path:
         "source_paths": ["rehearsal"],
         "only_mutate": modules,
         "pytest_add_cli_args_test_selection": [t for t in tests if (ROOT / t).exists()],
-        "pytest_add_cli_args": ["-q", "-p", "no:cacheprovider", "-x"],
+        "pytest_add_cli_args": ["-q", "-p", "no:cacheprovider", "-x", "--hypothesis-profile=mutation"],
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     with (folder / "pyproject.toml").open("a", encoding="utf-8") as out:
@@ -126,7 +126,8 @@ def _run(group: str, children: int) -> None:
 def _report(groups: list[str]) -> dict[str, object]:
     results = {g: _figures(g) for g in groups if (WORK / g / "mutants").exists()}
     print(
-        f"{'group':<10} {'mutants':>8} {'killed':>7} {'survived':>9} {'timeout':>8} {'no tests':>9} {'score':>6}"
+        f"{'group':<10} {'mutants':>8} {'killed':>7} {'survived':>9} {'timeout':>8} {'no tests':>9}"
+        f" {'score':>6}"
     )
     for group, fig in results.items():
         status = fig["status"]
