@@ -28,27 +28,37 @@ from pathlib import Path
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "filters": (
         ["rehearsal/filters.py"],
-        ["tests/test_filters.py", "tests/test_properties.py"],
+        ["tests/test_filters.py", "tests/test_properties.py", "tests/test_survivors.py"],
     ),
     "replay": (
         ["rehearsal/replay.py"],
-        ["tests/test_replay.py", "tests/test_promises.py", "tests/test_properties.py"],
+        [
+            "tests/test_replay.py",
+            "tests/test_promises.py",
+            "tests/test_properties.py",
+            "tests/test_survivors.py",
+        ],
     ),
     "metrics": (
         ["rehearsal/metrics.py"],
-        ["tests/test_metrics.py", "tests/test_properties.py"],
+        ["tests/test_metrics.py", "tests/test_properties.py", "tests/test_survivors.py"],
     ),
     "admission": (
         ["rehearsal/policies.py"],
-        ["tests/test_policies.py"],
+        ["tests/test_policies.py", "tests/test_survivors.py"],
     ),
     "audit": (
         ["rehearsal/audit.py"],
-        ["tests/test_audit.py", "tests/test_promises.py"],
+        ["tests/test_audit.py", "tests/test_promises.py", "tests/test_survivors.py"],
     ),
     "sealing": (
         ["rehearsal/crypto.py", "rehearsal/vault.py"],
-        ["tests/test_crypto.py", "tests/test_vault.py", "tests/test_properties.py"],
+        [
+            "tests/test_crypto.py",
+            "tests/test_vault.py",
+            "tests/test_properties.py",
+            "tests/test_survivors.py",
+        ],
     ),
 }
 
@@ -80,7 +90,16 @@ def _prepare(group: str) -> Path:
         "source_paths": ["rehearsal"],
         "only_mutate": modules,
         "pytest_add_cli_args_test_selection": [t for t in tests if (ROOT / t).exists()],
-        "pytest_add_cli_args": ["-q", "-p", "no:cacheprovider", "-x", "--hypothesis-profile=mutation"],
+        # Fast tests only; Hypothesis skips shrinking (a mutant is killed by any failing example).
+        "pytest_add_cli_args": [
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            "-m",
+            "not slow",
+            "--hypothesis-profile=mutation",
+        ],
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     with (folder / "pyproject.toml").open("a", encoding="utf-8") as out:
