@@ -293,3 +293,41 @@ def test_bench_reports_the_recall_it_measured_on_an_inexact_index(
     report = json.loads(capsys.readouterr().out)
     assert (report["index"], report["nprobe"], report["queries"]) == ("IVF16,Flat", 1, 400)
     assert report["recall_at_k"] == pytest.approx(recall)
+
+
+def _audit_log(folder: Path, keys: rh.KeyRing, tenant: str) -> Any:
+    from rehearsal.audit import AuditLog
+    from rehearsal.audit_events import log_ingest
+
+    folder.mkdir()
+    log = AuditLog.open(folder / "audit.log", keys)
+    for i in range(4):
+        log_ingest(log, [i], tenant=tenant)
+    return log
+
+
+@pytest.mark.parametrize("line", [0, 1, 3])
+def test_an_entry_from_another_log_under_the_same_key_breaks_the_chain(
+    tmp_path: Path, keys: rh.KeyRing, line: int
+) -> None:
+    """Its seq is right and its MAC is genuine: only the link to the entry before it gives it away."""
+    ours = _audit_log(tmp_path / "ours", keys, "acme")
+    theirs = _audit_log(tmp_path / "theirs", keys, "globex")
+    spliced = ours.path.read_bytes().splitlines(keepends=True)
+    spliced[line] = theirs.path.read_bytes().splitlines(keepends=True)[line]
+    ours.path.write_bytes(b"".join(spliced))
+    # The first entry has no predecessor to contradict it: the next entry's link names it instead; the
+    # last one has no successor, and its own link is what breaks.
+    broken = line + 2 if line == 0 else line + 1
+    with pytest.raises(rh.IntegrityError, match=rf"line {broken} .*'prev' does not match .*chain broken"):
+        ours.verify()
+
+
+def test_a_whole_log_swapped_for_another_under_the_same_key_is_refused_by_the_head(
+    tmp_path: Path, keys: rh.KeyRing
+) -> None:
+    ours = _audit_log(tmp_path / "ours", keys, "acme")
+    theirs = _audit_log(tmp_path / "theirs", keys, "globex")
+    ours.path.write_bytes(theirs.path.read_bytes())
+    with pytest.raises(rh.IntegrityError, match="does not match the hash in the head file"):
+        ours.verify()
