@@ -13,10 +13,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import Phase, settings
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.tasks import Task, TaskStream, load_wordnet_stream
+
+# Mutation testing (scripts/mutation.py) needs to know that a property fails, not its smallest failing case:
+# its runs skip shrinking, which can take minutes per mutant.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 @pytest.fixture

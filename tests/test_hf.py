@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -23,7 +24,7 @@ from transformers import (
 
 from rehearsal.config import ReplayConfig
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.embedding import default_model_path, load_encoder
+from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
@@ -42,17 +43,17 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(MODEL)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def keys():
     return KeyRing.generate()
 
 
-@pytest.fixture
-def memory_path(tmp_path, stream, keys):
-    """A memory holding the first task's training texts."""
+@pytest.fixture(scope="module")
+def memory_template(tmp_path_factory, stream, keys, encoder):
+    """A memory holding the first task's training texts, embedded once for the whole module."""
     first = stream.tasks[0]
-    path = tmp_path / "memory"
-    with RehearsalMemory.create(path, keys=keys, encoder=load_encoder()) as mem:
+    path = tmp_path_factory.mktemp("hf") / "memory"
+    with RehearsalMemory.create(path, keys=keys, encoder=encoder) as mem:
         mem.add(
             [e.text for e in first.train],
             metadata=[{"task": e.task, "label": stream.label_id(e.label)} for e in first.train],
@@ -61,7 +62,15 @@ def memory_path(tmp_path, stream, keys):
 
 
 @pytest.fixture
-def new_task(stream, tokenizer):
+def memory_path(tmp_path, memory_template):
+    """A fresh copy of the template memory per test: trainers admit into it."""
+    path = tmp_path / "memory"
+    shutil.copytree(memory_template, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def new_task(stream, tokenizer, encoder):
     second = stream.tasks[1]
     ds = Dataset.from_dict(
         {
@@ -70,7 +79,7 @@ def new_task(stream, tokenizer):
             "task": [e.task for e in second.train],
         }
     )
-    ds = embed_dataset(ds, load_encoder())
+    ds = embed_dataset(ds, encoder)
     return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=48), batched=True)
 
 
@@ -231,14 +240,14 @@ def test_peft_lora_model_trains_with_replay(tmp_path, stream, tokenizer, keys, m
     assert any("replay/examples" in h for h in trainer.state.log_history)
 
 
-def test_trl_sft_trainer_trains_with_replay(tmp_path, keys, memory_path):
+def test_trl_sft_trainer_trains_with_replay(tmp_path, keys, memory_path, encoder):
     trl = pytest.importorskip("trl")
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling as TrlLanguageModelingCollator
 
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     tokenizer.eos_token = tokenizer.sep_token  # TRL appends an EOS; the BERT vocabulary calls it [SEP]
     texts = [f"new fact {i} about how dogs fetch" for i in range(24)]
-    data = embed_dataset(Dataset.from_dict({"text": texts}), load_encoder())
+    data = embed_dataset(Dataset.from_dict({"text": texts}), encoder)
     model = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=tokenizer.vocab_size,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import sqlite3
@@ -520,6 +521,16 @@ def test_logs_and_error_messages_do_not_contain_key_material(
     assert any("rolled to data key version 2" in m for m in messages)  # logging did happen
     text = "\n".join(messages)
     for k in (keys, new):
-        raw_key = bytes.fromhex(k.export_base64().encode().hex())
-        for form in (k.export_base64(), raw_key.hex(), repr(raw_key)):
+        raw_key = base64.b64decode(k.export_base64())
+        assert len(raw_key) == 32
+        # The 32 raw bytes, whichever way a message could have carried them, and their text encodings.
+        assert raw_key not in text.encode("utf-8", "surrogateescape")
+        assert raw_key.decode("latin-1") not in text
+        for form in (
+            k.export_base64(),
+            base64.urlsafe_b64encode(raw_key).decode(),
+            raw_key.hex(),
+            raw_key.hex().upper(),
+            repr(raw_key),
+        ):
             assert form not in text

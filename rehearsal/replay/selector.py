@@ -56,10 +56,13 @@ class ReplaySelector:
         )
         chosen: dict[int, float] = {}
         meta: dict[int, dict[str, Any]] = {}
+        own: set[int] = set()
         if count - n_random > 0:
-            self._nearest(vectors, count - n_random, chosen, meta, rng)
-        # Whatever retrieval could not fill (tiny memories, heavy filters) is filled at random.
-        self._random(count - len(chosen), chosen, rng)
+            own = self._nearest(vectors, count - n_random, chosen, meta, rng)
+        # Whatever retrieval could not fill (tiny memories, heavy filters) is filled at random, never
+        # with the batch's own stored copies that the search found. (Random mode does no search: there
+        # the task filter is what keeps the batch's own rows out.)
+        self._random(count - len(chosen), chosen, rng, skip=own)
         missing_meta = [i for i in chosen if i not in meta]
         if missing_meta:
             for entry_id, row in self.memory.entries(missing_meta).items():
@@ -74,7 +77,8 @@ class ReplaySelector:
         chosen: dict[int, float],
         meta: dict[int, dict[str, Any]],
         rng: np.random.Generator,
-    ) -> None:
+    ) -> set[int]:
+        """Fill ``chosen`` with nearest neighbours; returns the ids found to be the batch's own copies."""
         # Round-robin over the batch by rank, in a seeded order, so every new example contributes its
         # nearest neighbours before any contributes its second-nearest. Only the rows that round-robin
         # can reach are searched (twice the slots, for de-duplication): the search is the per-step cost
@@ -95,9 +99,12 @@ class ReplaySelector:
                     chosen[hit.id] = hit.score
                     meta[hit.id] = hit.metadata
                     if len(chosen) >= want:
-                        return
+                        return own
+        return own
 
-    def _random(self, want: int, chosen: dict[int, float], rng: np.random.Generator) -> None:
+    def _random(
+        self, want: int, chosen: dict[int, float], rng: np.random.Generator, *, skip: set[int]
+    ) -> None:
         """Add up to ``want`` random eligible ids; with ``balance="class"`` the draws cycle through the
         labels in a seeded order, so every label gets its share before any gets a second one."""
         if want <= 0:
@@ -107,25 +114,24 @@ class ReplaySelector:
         if not pools:
             return
         order = [pools[i] for i in rng.permutation(len(pools))] if self.config.balance == "class" else pools
+        # Each pool is drawn without replacement, so a draw never collides with an earlier one and the
+        # count asked for is met whenever enough entries are eligible. At most len(chosen) + len(skip)
+        # of a pool's draws can already be taken, so that many more than ``want`` always suffice.
+        taken = len(chosen) + len(skip)
+        draws = [iter(rng.choice(pool, size=min(len(pool), want + taken), replace=False)) for pool in order]
         added = 0
-        misses = [0] * len(order)
-        while added < want and min(misses) < 8:
-            progressed = False
-            for slot, members in enumerate(order):
+        while added < want and draws:
+            live = []
+            for draw in draws:  # one new entry per pool per round: every label gets its share first
                 if added >= want:
                     break
-                if misses[slot] >= 8:
-                    continue
-                entry_id = int(members[int(rng.integers(len(members)))])
-                if entry_id in chosen:
-                    # Small or nearly exhausted classes: give up on them after a few collisions.
-                    misses[slot] += 1
-                    continue
+                entry_id = next((int(i) for i in draw if int(i) not in chosen and int(i) not in skip), None)
+                if entry_id is None:
+                    continue  # this pool is exhausted
                 chosen[entry_id] = float("nan")
                 added += 1
-                progressed = True
-            if not progressed and all(m >= 8 for m in misses):
-                break
+                live.append(draw)
+            draws = live if added < want else []
 
     def _eligible_groups(self) -> dict[Any, np.ndarray]:
         """Eligible ids by label (or all in one group), cached per memory generation."""
