@@ -16,11 +16,14 @@ import numpy as np
 from rehearsal.config import ReplayConfig
 from rehearsal.index import faiss_threads
 from rehearsal.memory import RehearsalMemory
+from rehearsal.selection import ModeSelection
 
 __all__ = ["ReplayChoice", "ReplaySelector"]
 
 # A stored vector this close to a batch vector is the batch's own example stored earlier.
 _SELF_MATCH = 0.9999
+# Modes chosen in rehearsal.selection (in "mir" the count asked for is the candidate pool).
+MODE_SELECTIONS = ("mir", "coverage", "diverse")
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,17 @@ class ReplaySelector:
         self.eligible = dict(eligible) if eligible is not None else None
         self._groups: dict[Any, np.ndarray] | None = None
         self._groups_generation = -1
+        self._modes: ModeSelection | None = None
 
     def select(self, vectors: np.ndarray, count: int, *, rng: np.random.Generator) -> ReplayChoice:
         """``count`` replay ids for a batch whose examples have ``vectors`` (b, dim)."""
         if count <= 0 or len(self.memory) == 0:
             return ReplayChoice([], [])
         mode = self.config.mode
+        if mode in MODE_SELECTIONS:
+            if self._modes is None:
+                self._modes = ModeSelection(self)
+            return self._modes.select(vectors, count, rng=rng)
         n_random = (
             count if mode == "random" else round(count * self.config.random_share) if mode == "hybrid" else 0
         )

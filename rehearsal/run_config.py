@@ -28,7 +28,7 @@ from rehearsal.gate import GateConfig
 __all__ = ["POLICIES", "RunConfig"]
 
 POLICIES = ("keep_all", "reservoir", "class_balanced")
-_LOSSES = ("ce", "asymmetric")
+_LOSSES = ("ce", "asymmetric", "separated")
 # EWC's strength for the "ewc*" methods; see benchmarks/RESULTS.md for the sweep that chose it.
 _DEFAULT_EWC_LAMBDA = 100.0
 

@@ -16,7 +16,15 @@ from rehearsal.policies import AdmissionPolicy, ClassBalanced, KeepAll, Reservoi
 from rehearsal.run_config import RunConfig
 from rehearsal.strategies.base import PhaseContext, Strategy, register
 
-__all__ = ["HybridReplay", "RandomReplay", "ReplayStrategy", "RetrievalReplay"]
+__all__ = [
+    "CoverageReplay",
+    "DiverseReplay",
+    "HybridReplay",
+    "MIRReplay",
+    "RandomReplay",
+    "ReplayStrategy",
+    "RetrievalReplay",
+]
 
 
 def _policy(config: RunConfig) -> AdmissionPolicy:
@@ -114,3 +122,23 @@ class RetrievalReplay(ReplayStrategy):
 class HybridReplay(ReplayStrategy):
     name = "hybrid"
     mode = "hybrid"
+
+
+@register
+class MIRReplay(ReplayStrategy):
+    """Maximally interfered retrieval: RehearsalTrainer (the run loop's trainer) ranks the pool."""
+
+    name = "mir"
+    mode = "mir"
+
+
+@register
+class CoverageReplay(ReplayStrategy):
+    name = "coverage"
+    mode = "coverage"
+
+
+@register
+class DiverseReplay(ReplayStrategy):
+    name = "diverse"
+    mode = "diverse"
