@@ -25,10 +25,11 @@ from rehearsal.config import ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.errors import ConfigError
 from rehearsal.gate import GateConfig
 
-__all__ = ["POLICIES", "RunConfig"]
+__all__ = ["POLICIES", "PREDICTIONS", "RunConfig"]
 
 POLICIES = ("keep_all", "reservoir", "class_balanced")
 _LOSSES = ("ce", "asymmetric", "separated")
+PREDICTIONS = ("head", "ncm")
 # EWC's strength for the "ewc*" methods; see benchmarks/RESULTS.md for the sweep that chose it.
 _DEFAULT_EWC_LAMBDA = 100.0
 
@@ -56,6 +57,10 @@ class RunConfig(ConfigMixin):
     ``memory_capacity`` bounds the memory for the ``reservoir`` and ``class_balanced`` policies.
     ``head_learning_rate`` (None: ``learning_rate``) is the classification head's own learning rate.
     ``calibration`` corrects the head after each phase (``rehearsal.calibration.CALIBRATIONS``).
+    ``prediction`` is ``"head"`` (the argmax of the shared head) or ``"ncm"`` (the nearest class mean of
+    the encoder's features over the memory, refitted after each phase; methods that replay only).
+    ``loss`` ``"separated"`` is the separated softmax (new rows over the current task's classes, replay
+    rows over the old ones; ``rehearsal.trainer``).
     ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods (ignored by the others).
     ``gate``, when set, must pass before each phase of a method with a memory is promoted
     (``rehearsal.run_governance``); without it updates are versioned and audited as "ungated".
@@ -77,6 +82,7 @@ class RunConfig(ConfigMixin):
     learning_rate: float = 1e-4
     head_learning_rate: float | None = None
     calibration: str = "none"
+    prediction: str = "head"
     max_length: int = 64
     seed: int = 0
     policy: str = "keep_all"
@@ -124,6 +130,12 @@ class RunConfig(ConfigMixin):
 
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"'calibration' must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"'prediction' must be one of {list(PREDICTIONS)}, got {self.prediction!r}")
+        if self.prediction == "ncm" and not STRATEGIES[self.method].class_means_from_memory:
+            raise ConfigError(
+                f"prediction 'ncm' takes class means from a replay memory; method {self.method!r} keeps none"
+            )
         tasks = self.tasks
         names_ok = isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks)
         if tasks is not None and not names_ok:
