@@ -160,8 +160,10 @@ class RehearsalTrainer(Trainer):
             raise ConfigError(
                 f"MIR candidates need the RehearsalCollator that drew them, got {type(collator).__name__}"
             )
+        # The bare model: a DDP wrapper's gradient hooks must see only the real step's backward (each rank
+        # ranks its own pool on its own, identical, replica).
         choice = rank_candidates(
-            model,
+            self.accelerator.unwrap_model(model),
             inputs,
             config=collator.config,
             new_loss=lambda logits, labels: self._loss(logits, labels, None),
