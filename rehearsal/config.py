@@ -14,6 +14,7 @@ from rehearsal.errors import ConfigError
 __all__ = [
     "COVERAGE_QUOTAS",
     "FISHER_MODES",
+    "MIR_SCOPES",
     "REPLAY_GROUPS",
     "REPLAY_MODES",
     "ROUTERS",
@@ -28,6 +29,7 @@ C = TypeVar("C", bound="ConfigMixin")
 REPLAY_MODES = ("retrieval", "random", "hybrid", "mir", "coverage", "diverse")
 REPLAY_GROUPS = ("task", "label")
 COVERAGE_QUOTAS = ("none", "distance", "similarity")
+MIR_SCOPES = ("trainable", "head")
 FISHER_MODES = ("sampled", "empirical")
 ROUTERS = ("gate", "knn")
 
@@ -95,7 +97,9 @@ class ReplayConfig(ConfigMixin):
       candidates (the batch's nearest neighbours spread over the old groups, plus a ``random_share``
       class-balanced random fill); ``RehearsalTrainer`` takes one virtual SGD step on the new rows and
       trains on the ``count`` candidates whose loss rises most. ``pool_factor`` must exceed 1: a pool
-      no bigger than the replay count would replay all of it, i.e. random replay.
+      no bigger than the replay count would replay all of it, i.e. random replay. ``mir_scope`` is what
+      the virtual step moves: ``"trainable"`` (every trainable parameter: the paper's MIR) or ``"head"``
+      (the classification head only, on features from one no-grad forward: far cheaper).
     - ``coverage``: ``coverage_share`` of the replay is a floor that visits the old groups round-robin
       (every group within ``ceil(groups / floor slots)`` batches); the rest are nearest neighbours, by
       per-task quotas when ``coverage_quotas`` is ``"distance"`` (more for the tasks farthest from the
@@ -122,6 +126,7 @@ class ReplayConfig(ConfigMixin):
     group_by: str = "label"  # mir / coverage: the old groups the pool spreads over and the floor visits
     coverage_share: float = 0.5  # coverage: share of the replay spent on the round-robin floor
     coverage_quotas: str = "none"  # coverage: per-task quotas for the nearest-neighbour share
+    mir_scope: str = "trainable"  # mir: the parameters the virtual step moves ("trainable" or "head")
 
     def __post_init__(self) -> None:
         _check_fraction("ratio", self.ratio, upper_open=True)
@@ -145,6 +150,8 @@ class ReplayConfig(ConfigMixin):
             raise ConfigError(
                 f"'coverage_quotas' must be one of {list(COVERAGE_QUOTAS)}, got {self.coverage_quotas!r}"
             )
+        if self.mir_scope not in MIR_SCOPES:
+            raise ConfigError(f"'mir_scope' must be one of {list(MIR_SCOPES)}, got {self.mir_scope!r}")
         if self.balance not in ("class", "uniform"):
             raise ConfigError(f"'balance' must be 'class' or 'uniform', got {self.balance!r}")
         for name in ("max_replay_examples", "max_replay_tokens"):

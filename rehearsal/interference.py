@@ -22,7 +22,7 @@ from rehearsal.errors import ConfigError
 from rehearsal.hf import REPLAY_CANDIDATE as _CANDIDATE
 from rehearsal.hf import REPLAY_FLAG as _FLAG
 
-__all__ = ["InterferenceChoice", "interference_scores", "rank_candidates"]
+__all__ = ["InterferenceChoice", "head_interference_scores", "interference_scores", "rank_candidates"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -57,7 +57,7 @@ def interference_scores(
     *,
     new_loss: LossFn,
     row_loss: LossFn,
-    step_sizes: Callable[[Sequence[torch.nn.Parameter]], list[float]],
+    step_sizes: Callable[[Sequence[torch.Tensor]], list[float]],
 ) -> tuple[torch.Tensor, float, float]:
     """(scores (n_candidates,), virtual-step seconds, scoring seconds).
 
@@ -96,6 +96,72 @@ def interference_scores(
     return (after - before).detach(), stepped - scored, (scored - started) + (done - stepped)
 
 
+def head_interference_scores(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    new: torch.Tensor,
+    candidates: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    new_loss: LossFn,
+    row_loss: LossFn,
+    step_sizes: Callable[[Sequence[torch.Tensor]], list[float]],
+) -> tuple[torch.Tensor, float, float]:
+    """Like :func:`interference_scores`, with the virtual step on the classification head alone.
+
+    One no-grad forward of the whole batch (``inputs``: model inputs for every row; ``new`` and
+    ``candidates``: row indices) gives the head's inputs; the step and both scorings are then a linear
+    layer on those features, computed functionally, so no parameter is ever written. In class-incremental
+    learning the head is where new tasks interfere most (its rows for new classes grow), and this costs one
+    forward pass instead of MIR's extra forward-backward and two forwards over the pool.
+    """
+    from rehearsal.calibration import classification_head
+
+    head = classification_head(model)
+    params = [p for p in (head.weight, head.bias) if p is not None and p.requires_grad]
+    if not params:
+        raise ConfigError("mir_scope 'head' needs a trainable classification head; the head is frozen")
+    captured: list[torch.Tensor] = []
+
+    def keep_input(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        captured.append(args[0].detach())
+
+    was_training = model.training
+    model.eval()
+    handle = head.register_forward_hook(keep_input)
+    try:
+        started = time.perf_counter()
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if len(captured) != 1:
+        raise ConfigError(
+            f"the classification head of {type(model).__name__} was called {len(captured)} times"
+        )
+    features = captured[0]
+    encoded = time.perf_counter()
+    weight = head.weight.detach().clone().requires_grad_(head.weight.requires_grad)
+    bias = None if head.bias is None else head.bias.detach().clone().requires_grad_(head.bias.requires_grad)
+    leaves = [t for t in (weight, bias) if t is not None and t.requires_grad]
+    loss = new_loss(torch.nn.functional.linear(features[new], weight, bias), labels[new])
+    grads = dict(zip(map(id, leaves), torch.autograd.grad(loss, leaves), strict=True))
+    sizes = dict(zip(map(id, leaves), step_sizes(params), strict=True))
+    with torch.no_grad():
+        moved = [
+            t - sizes[id(t)] * grads[id(t)] if id(t) in grads else t for t in (weight, bias) if t is not None
+        ]
+        stepped_weight, stepped_bias = moved[0], (moved[1] if bias is not None else None)
+        stepped = time.perf_counter()
+        before = row_loss(torch.nn.functional.linear(features[candidates], weight, bias), labels[candidates])
+        after = row_loss(
+            torch.nn.functional.linear(features[candidates], stepped_weight, stepped_bias), labels[candidates]
+        )
+    done = time.perf_counter()
+    return (after - before).detach(), stepped - encoded, (encoded - started) + (done - stepped)
+
+
 def rank_candidates(
     model: torch.nn.Module,
     inputs: dict[str, Any],
@@ -103,7 +169,7 @@ def rank_candidates(
     config: ReplayConfig,
     new_loss: LossFn,
     row_loss: LossFn,
-    step_sizes: Callable[[Sequence[torch.nn.Parameter]], list[float]],
+    step_sizes: Callable[[Sequence[torch.Tensor]], list[float]],
 ) -> InterferenceChoice:
     """Keep the ``config.replay_count(new rows)`` candidates of a collated batch whose loss rises most
     (ties to the earlier pool row), within ``config.max_replay_tokens``; rows that are not candidates
@@ -115,16 +181,28 @@ def rank_candidates(
     others = torch.nonzero(flags != _CANDIDATE).flatten()
     new = torch.nonzero(flags == 0).flatten()
     model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", _FLAG)}
-    scores, virtual_seconds, scoring_seconds = interference_scores(
-        model,
-        _rows(model_inputs, new, batch),
-        labels[new],
-        _rows(model_inputs, candidates, batch),
-        labels[candidates],
-        new_loss=new_loss,
-        row_loss=row_loss,
-        step_sizes=step_sizes,
-    )
+    if config.mir_scope == "head":
+        scores, virtual_seconds, scoring_seconds = head_interference_scores(
+            model,
+            model_inputs,
+            new,
+            candidates,
+            labels,
+            new_loss=new_loss,
+            row_loss=row_loss,
+            step_sizes=step_sizes,
+        )
+    else:
+        scores, virtual_seconds, scoring_seconds = interference_scores(
+            model,
+            _rows(model_inputs, new, batch),
+            labels[new],
+            _rows(model_inputs, candidates, batch),
+            labels[candidates],
+            new_loss=new_loss,
+            row_loss=row_loss,
+            step_sizes=step_sizes,
+        )
     mask = inputs.get("attention_mask")
     if isinstance(mask, torch.Tensor):
         tokens = [int(t) for t in mask[candidates].sum(dim=1)]

@@ -180,7 +180,7 @@ class RehearsalTrainer(Trainer):
         stats.virtual_step_seconds += choice.virtual_step_seconds
         return choice.inputs
 
-    def _virtual_step_sizes(self, params: Sequence[torch.nn.Parameter]) -> list[float]:
+    def _virtual_step_sizes(self, params: Sequence[torch.Tensor]) -> list[float]:
         """Each parameter's group learning rate before any schedule (``initial_lr``): MIR ranks by the
         direction of the step, and a warm-up or decayed rate near 0 would make every score ~0."""
         rates: dict[int, float] = {}

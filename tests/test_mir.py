@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,56 @@ def test_mir_keeps_the_candidates_whose_loss_rises_most_and_restores_the_model()
     assert model.training
 
 
+class EncoderAndHead(torch.nn.Module):
+    """logits = head(tanh(encoder(x))): the "head" scope may step the head only."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(num_labels=CLASSES)
+        self.encoder = torch.nn.Linear(DIM, 6).double()
+        self.head = torch.nn.Linear(6, CLASSES).double()
+        with torch.no_grad():
+            for param in self.parameters():
+                param.copy_(torch.as_tensor(rng.normal(size=param.shape)))
+
+    def forward(self, x: torch.Tensor) -> SequenceClassifierOutput:
+        return SequenceClassifierOutput(logits=self.head(torch.tanh(self.encoder(x))))
+
+
+def test_mir_head_scope_steps_the_head_alone() -> None:
+    rng = np.random.default_rng(1)
+    model = EncoderAndHead(rng)
+    x_new, y_new = rng.normal(size=(8, DIM)), rng.integers(CLASSES, size=8)
+    x_pool, y_pool = rng.normal(size=(16, DIM)), rng.integers(CLASSES, size=16)
+    lr = 0.7
+    e, e_b = (t.detach().numpy().copy() for t in (model.encoder.weight, model.encoder.bias))
+    w, b = (t.detach().numpy().copy() for t in (model.head.weight, model.head.bias))
+    f_new, f_pool = np.tanh(x_new @ e.T + e_b), np.tanh(x_pool @ e.T + e_b)
+    p = _softmax(f_new @ w.T + b)
+    p[np.arange(8), y_new] -= 1.0
+    w_after, b_after = w - lr * (p.T @ f_new) / 8, b - lr * p.mean(axis=0)
+    rise = _ce(w_after, b_after, f_pool, y_pool) - _ce(w, b, f_pool, y_pool)
+    expected = list(np.argsort(-rise, kind="stable")[:4])
+
+    inputs = {
+        "x": torch.as_tensor(np.vstack([x_new, x_pool])),
+        "labels": torch.as_tensor(np.concatenate([y_new, y_pool])),
+        REPLAY_FLAG: torch.as_tensor([0] * 8 + [REPLAY_CANDIDATE] * 16),
+    }
+    choice = rank_candidates(
+        model,
+        inputs,
+        config=rh.ReplayConfig(mode="mir", ratio=1 / 3, mir_scope="head"),
+        new_loss=_ce_loss("mean"),
+        row_loss=_ce_loss("none"),
+        step_sizes=lambda params: [lr] * len(params),
+    )
+    assert choice.kept == expected
+    np.testing.assert_allclose(choice.scores.numpy(), rise, rtol=1e-9, atol=1e-12)
+    assert np.array_equal(model.head.weight.detach().numpy(), w)
+    assert np.array_equal(model.encoder.weight.detach().numpy(), e)
+
+
 def test_mir_ranking_differs_from_pool_order() -> None:
     """The kept candidates are not simply the pool's first rows (the degenerate 'MIR = random' case)."""
     rng = np.random.default_rng(3)
@@ -172,10 +223,11 @@ def _args(tmp_path: Path) -> TrainingArguments:
     )
 
 
+@pytest.mark.parametrize("scope", ["trainable", "head"])
 def test_rehearsal_trainer_trains_on_new_rows_plus_the_top_candidates(
-    tmp_path: Path, tiny_model: str, setup: dict[str, Any]
+    tmp_path: Path, tiny_model: str, setup: dict[str, Any], scope: str
 ) -> None:
-    collator = _collator(setup)
+    collator = _collator(setup, mir_scope=scope)
     trainer = RehearsalTrainer(
         model=BertForSequenceClassification.from_pretrained(tiny_model),
         args=_args(tmp_path),

@@ -153,6 +153,7 @@ def test_diverse_samples_from_the_union_of_each_query_top_k(memory) -> None:
         ("coverage_share", 1.5, r"'coverage_share' must be in \[0, 1\]"),
         ("coverage_quotas", "inverse", "'coverage_quotas' must be one of"),
         ("mode", "interference", "'mode' must be one of"),
+        ("mir_scope", "encoder", "'mir_scope' must be one of"),
     ],
 )
 def test_invalid_selection_settings_are_rejected(field: str, value: object, match: str) -> None:
