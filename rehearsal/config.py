@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -12,8 +13,11 @@ from rehearsal.errors import ConfigError
 
 __all__ = [
     "CALIBRATIONS",
+    "COVERAGE_QUOTAS",
     "FISHER_MODES",
     "LOSSES",
+    "MIR_SCOPES",
+    "REPLAY_GROUPS",
     "REPLAY_MODES",
     "ROUTERS",
     "ConfigMixin",
@@ -24,11 +28,14 @@ __all__ = [
 
 C = TypeVar("C", bound="ConfigMixin")
 
-REPLAY_MODES = ("retrieval", "random", "hybrid")
+REPLAY_MODES = ("retrieval", "random", "hybrid", "mir", "coverage", "diverse")
+REPLAY_GROUPS = ("task", "label")
+COVERAGE_QUOTAS = ("none", "distance", "similarity")
+MIR_SCOPES = ("trainable", "head")
 FISHER_MODES = ("sampled", "empirical")
 ROUTERS = ("gate", "knn")
 # Losses of RehearsalTrainer (rehearsal.replay.trainer implements them).
-LOSSES = ("ce", "asymmetric")
+LOSSES = ("ce", "asymmetric", "separated")
 # Corrections of the shared head after each phase (rehearsal.methods.calibration implements them).
 CALIBRATIONS = ("none", "weight_aligning", "bias_correction")
 
@@ -88,6 +95,23 @@ class ReplayConfig(ConfigMixin):
     In ``hybrid`` mode ``random_share`` of the replay is drawn at random (``balance="class"``: class by class)
     from the whole eligible memory so that old tasks far from the new data are not starved, and the rest
     are the nearest neighbours of the batch (``k`` per new example, merged and de-duplicated).
+
+    The modes of ``rehearsal.selection`` (``group_by`` names what "a class" is for them: ``"label"`` or
+    ``"task"``):
+
+    - ``mir`` (maximally interfered retrieval): the collator draws a pool of ``pool_size(count)``
+      candidates (the batch's nearest neighbours spread over the old groups, plus a ``random_share``
+      class-balanced random fill); ``RehearsalTrainer`` takes one virtual SGD step on the new rows and
+      trains on the ``count`` candidates whose loss rises most. ``pool_factor`` must exceed 1: a pool
+      no bigger than the replay count would replay all of it, i.e. random replay. ``mir_scope`` is what
+      the virtual step moves: ``"trainable"`` (every trainable parameter: the paper's MIR) or ``"head"``
+      (the classification head only, on features from one no-grad forward: far cheaper).
+    - ``coverage``: ``coverage_share`` of the replay is a floor that visits the old groups round-robin
+      (every group within ``ceil(groups / floor slots)`` batches); the rest are nearest neighbours, by
+      per-task quotas when ``coverage_quotas`` is ``"distance"`` (more for the tasks farthest from the
+      batch, as InsCL does) or ``"similarity"`` (more for the nearest).
+    - ``diverse``: the union of every new example's ``k`` nearest neighbours, subsampled at random
+      (CMR's indexed replay).
     """
 
     ratio: float = 0.25
@@ -104,6 +128,11 @@ class ReplayConfig(ConfigMixin):
     label_column: str = "labels"
     search_threads: int = 1  # FAISS threads for a replay search (restored afterwards: torch shares them)
     mark_replay: bool = False  # add an "is_replay" 0/1 feature per row, for losses that treat replay apart
+    pool_factor: float = 5.0  # mir: candidates drawn per replay slot (the MIR paper's range is 4-8x)
+    group_by: str = "label"  # mir / coverage: the old groups the pool spreads over and the floor visits
+    coverage_share: float = 0.5  # coverage: share of the replay spent on the round-robin floor
+    coverage_quotas: str = "none"  # coverage: per-task quotas for the nearest-neighbour share
+    mir_scope: str = "trainable"  # mir: the parameters the virtual step moves ("trainable" or "head")
 
     def __post_init__(self) -> None:
         _check_fraction("ratio", self.ratio, upper_open=True)
@@ -114,6 +143,21 @@ class ReplayConfig(ConfigMixin):
         _check_int("search_threads", self.search_threads, minimum=1)
         if self.mode not in REPLAY_MODES:
             raise ConfigError(f"'mode' must be one of {list(REPLAY_MODES)}, got {self.mode!r}")
+        pool = self.pool_factor
+        if isinstance(pool, bool) or not isinstance(pool, (int, float)) or not 1.0 < pool < float("inf"):
+            raise ConfigError(
+                f"'pool_factor' must be a number > 1 (a pool no bigger than the replay count makes MIR "
+                f"random replay), got {pool!r}"
+            )
+        _check_fraction("coverage_share", self.coverage_share)
+        if self.group_by not in REPLAY_GROUPS:
+            raise ConfigError(f"'group_by' must be one of {list(REPLAY_GROUPS)}, got {self.group_by!r}")
+        if self.coverage_quotas not in COVERAGE_QUOTAS:
+            raise ConfigError(
+                f"'coverage_quotas' must be one of {list(COVERAGE_QUOTAS)}, got {self.coverage_quotas!r}"
+            )
+        if self.mir_scope not in MIR_SCOPES:
+            raise ConfigError(f"'mir_scope' must be one of {list(MIR_SCOPES)}, got {self.mir_scope!r}")
         if self.balance not in ("class", "uniform"):
             raise ConfigError(f"'balance' must be 'class' or 'uniform', got {self.balance!r}")
         for name in ("max_replay_examples", "max_replay_tokens"):
@@ -130,6 +174,10 @@ class ReplayConfig(ConfigMixin):
         if self.max_replay_examples is not None:
             count = min(count, self.max_replay_examples)
         return int(count)
+
+    def pool_size(self, count: int) -> int:
+        """MIR candidates to draw for ``count`` replay slots: ``ceil(count * pool_factor)``, > ``count``."""
+        return math.ceil(count * self.pool_factor) if count > 0 else 0
 
 
 @dataclasses.dataclass

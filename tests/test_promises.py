@@ -208,7 +208,7 @@ def test_a_run_scores_every_task_against_its_own_labels(
     from _models import tiny_run_config
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rehearsal import stream as stream_module
+    from rehearsal.runner import loop as stream_module
 
     # Enough epochs that the last task is learnt and the first forgotten: the rows then differ by task.
     config = tiny_run_config(tmp_path, tiny_model, method="naive", epochs=8, learning_rate=5e-3)

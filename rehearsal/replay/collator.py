@@ -39,9 +39,18 @@ from rehearsal.memory.facade import RehearsalMemory, Resolver
 from rehearsal.memory.policies import AdmissionPolicy, KeepAll
 from rehearsal.replay.selector import ReplaySelector
 
-__all__ = ["REPLAY_FLAG", "RehearsalCallback", "RehearsalCollator", "ReplayStats", "embed_dataset"]
+__all__ = [
+    "REPLAY_CANDIDATE",
+    "REPLAY_FLAG",
+    "RehearsalCallback",
+    "RehearsalCollator",
+    "ReplayStats",
+    "embed_dataset",
+]
 
 REPLAY_FLAG = "is_replay"
+# The REPLAY_FLAG value of a MIR candidate: a pool row that RehearsalTrainer ranks, then keeps or drops.
+REPLAY_CANDIDATE = 2
 
 
 def label_key_of(columns: Any, preferred: str) -> str | None:
@@ -63,6 +72,9 @@ class ReplayStats:
     fetch_seconds: float = 0.0  # reading (decrypting or resolving) the replay texts
     tokenize_seconds: float = 0.0
     passthrough_batches: int = 0  # batches without vectors (evaluation), collated without replay
+    candidates: int = 0  # mir: pool rows sent to the trainer (those it keeps count as replayed)
+    scoring_seconds: float = 0.0  # mir: the candidates' losses before and after the virtual step
+    virtual_step_seconds: float = 0.0  # mir: the new rows' gradient and the virtual SGD step
     tasks: set[str] = field(default_factory=set)
 
     def as_logs(self) -> dict[str, float]:
@@ -76,6 +88,9 @@ class ReplayStats:
             "replay/search_ms_per_batch": 1000 * self.search_seconds / max(self.batches, 1),
             "replay/fetch_ms_per_batch": 1000 * self.fetch_seconds / max(self.batches, 1),
             "replay/tokenize_ms_per_batch": 1000 * self.tokenize_seconds / max(self.batches, 1),
+            "replay/candidates": float(self.candidates),
+            "replay/scoring_ms_per_batch": 1000 * self.scoring_seconds / max(self.batches, 1),
+            "replay/virtual_step_ms_per_batch": 1000 * self.virtual_step_seconds / max(self.batches, 1),
         }
 
 
@@ -124,7 +139,10 @@ class RehearsalCollator:
         self._drop = {self.config.vector_column, self.config.text_column, *drop_columns}
         self.epoch = 0
         self.stats = ReplayStats()
-        self.last_replay_ids: list[int] = []  # ids replayed into the latest batch, for inspection and tests
+        self.last_replay_ids: list[int] = []  # ids replayed into the latest batch (mir: its candidate pool)
+        # Set by RehearsalTrainer (attach_interference_hook): only it can rank a MIR pool; any other
+        # Trainer would silently train on the whole pool, i.e. random replay with pool_factor x the budget.
+        self.interference_hook = False
         self._selector: ReplaySelector | None = None
         self._pid = -1
 
@@ -133,6 +151,10 @@ class RehearsalCollator:
         state = self.__dict__.copy()
         state["_selector"], state["_pid"], state["_handle"] = None, -1, None
         return state
+
+    def attach_interference_hook(self) -> None:
+        """Declare that the trainer ranks MIR candidates (``RehearsalTrainer`` calls this)."""
+        self.interference_hook = True
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed replay for a new epoch (the callback calls this)."""
@@ -168,17 +190,39 @@ class RehearsalCollator:
         # Token-level labels (causal LM data prepared by e.g. TRL) are rebuilt from the replay's own tokens.
         token_labels = label_key is not None and isinstance(features[0][label_key], (list, tuple))
         count = self.config.replay_count(len(features))
+        pool = self.config.mode == "mir"
+        if pool:
+            self.check_interference_hook()
+            count = self.config.pool_size(count)
         replay = (
-            self._replay_features(vectors, count, label_key, set(clean[0]), token_labels) if count else []
+            self._replay_features(vectors, count, label_key, set(clean[0]), token_labels, pool=pool)
+            if count
+            else []
         )
         self.stats.batches += 1
-        if self.config.mark_replay:
-            for row, flag in [(f, 0) for f in clean] + [(f, 1) for f in replay]:
+        if self.config.mark_replay or pool:
+            flag_of_replay = REPLAY_CANDIDATE if pool else 1
+            for row, flag in [(f, 0) for f in clean] + [(f, flag_of_replay) for f in replay]:
                 row[REPLAY_FLAG] = flag
         return self.base_collator(clean + replay)
 
+    def check_interference_hook(self) -> None:
+        """ConfigError unless a trainer that ranks MIR candidates is attached."""
+        if not self.interference_hook:
+            raise ConfigError(
+                "replay mode 'mir' needs rehearsal.trainer.RehearsalTrainer (it ranks the candidate pool "
+                "by interference); with another Trainer every candidate would be trained on"
+            )
+
     def _replay_features(
-        self, vectors: np.ndarray, count: int, label_key: str | None, keys: set[str], token_labels: bool
+        self,
+        vectors: np.ndarray,
+        count: int,
+        label_key: str | None,
+        keys: set[str],
+        token_labels: bool,
+        *,
+        pool: bool = False,
     ) -> list[dict[str, Any]]:
         selector = self._get_selector()
         seed = [self.config.seed, _rank(), self.epoch, zlib.crc32(vectors.tobytes())]
@@ -202,13 +246,20 @@ class RehearsalCollator:
             encoded = self.tokenizer(texts[entry_id], truncation=True, max_length=self.config.max_length)
             n_tokens = len(encoded["input_ids"])
             if (
-                self.config.max_replay_tokens is not None
+                not pool
+                and self.config.max_replay_tokens is not None
                 and tokens + n_tokens > self.config.max_replay_tokens
             ):
                 break
             feature = {k: v for k, v in encoded.items() if k in keys}
             if label_key is not None:
                 feature[label_key] = list(encoded["input_ids"]) if token_labels else label
+            if pool:
+                # A candidate is not replay yet: the trainer counts (and token-budgets) the rows it keeps.
+                out.append(feature)
+                self.last_replay_ids.append(entry_id)
+                self.stats.candidates += 1
+                continue
             out.append(feature)
             self.last_replay_ids.append(entry_id)
             tokens += n_tokens
@@ -283,6 +334,8 @@ class RehearsalCallback(TrainerCallback):
             raise ConfigError(
                 f"the training dataset has no {text_col!r} column to admit (columns: {columns})"
             )
+        if self.collator is not None and self.collator.config.mode == "mir":
+            self.collator.check_interference_hook()  # fail before the first step, not at the first batch
 
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -301,7 +354,9 @@ class RehearsalCallback(TrainerCallback):
         if self.collator is None or logs is None or not state.is_world_process_zero:
             return
         stats = self.collator.pop_stats()
-        if stats.batches == 0:
+        if stats == ReplayStats():
+            # Nothing since the last log. (The DataLoader collates ahead of the step, so a MIR step's
+            # kept rows can arrive after their batch was counted: batches may be 0 with rows to report.)
             return
         replay_logs = stats.as_logs()
         logs.update(replay_logs)

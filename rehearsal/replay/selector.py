@@ -8,30 +8,21 @@ can be replayed, and near-exact copies of the batch's own examples are skipped.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from rehearsal.config import ReplayConfig
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.replay.choice import ReplayChoice
+from rehearsal.replay.modes import ModeSelection
 
-__all__ = ["ReplayChoice", "ReplaySelector"]
+__all__ = ["ReplayChoice", "ReplaySelector"]  # ReplayChoice is re-exported for callers
 
 # A stored vector this close to a batch vector is the batch's own example stored earlier.
 _SELF_MATCH = 0.9999
-
-
-@dataclass(frozen=True)
-class ReplayChoice:
-    """Replay ids in the order chosen, with their similarity to the batch (NaN for random picks)."""
-
-    ids: list[int]
-    scores: list[float]
-    metadata: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.ids)
+# Modes chosen in rehearsal.replay.modes (in "mir" the count asked for is the candidate pool).
+MODE_SELECTIONS = ("mir", "coverage", "diverse")
 
 
 class ReplaySelector:
@@ -45,12 +36,17 @@ class ReplaySelector:
         self.eligible = dict(eligible) if eligible is not None else None
         self._groups: dict[Any, np.ndarray] | None = None
         self._groups_generation = -1
+        self._modes: ModeSelection | None = None
 
     def select(self, vectors: np.ndarray, count: int, *, rng: np.random.Generator) -> ReplayChoice:
         """``count`` replay ids for a batch whose examples have ``vectors`` (b, dim)."""
         if count <= 0 or len(self.memory) == 0:
             return ReplayChoice([], [])
         mode = self.config.mode
+        if mode in MODE_SELECTIONS:
+            if self._modes is None:
+                self._modes = ModeSelection(self)
+            return self._modes.select(vectors, count, rng=rng)
         n_random = (
             count if mode == "random" else round(count * self.config.random_share) if mode == "hybrid" else 0
         )
@@ -62,7 +58,7 @@ class ReplaySelector:
         # Whatever retrieval could not fill (tiny memories, heavy filters) is filled at random, never
         # with the batch's own stored copies that the search found. (Random mode does no search: there
         # the task filter is what keeps the batch's own rows out.)
-        self._random(count - len(chosen), chosen, rng, skip=own)
+        self.fill_random(count - len(chosen), chosen, rng, skip=own)
         missing_meta = [i for i in chosen if i not in meta]
         if missing_meta:
             for entry_id, row in self.memory.entries(missing_meta).items():
@@ -102,14 +98,14 @@ class ReplaySelector:
                         return own
         return own
 
-    def _random(
+    def fill_random(
         self, want: int, chosen: dict[int, float], rng: np.random.Generator, *, skip: set[int]
     ) -> None:
         """Add up to ``want`` random eligible ids; with ``balance="class"`` the draws cycle through the
         labels in a seeded order, so every label gets its share before any gets a second one."""
         if want <= 0:
             return
-        groups = self._eligible_groups()
+        groups = self.eligible_groups()
         pools = [groups[key] for key in groups]
         if not pools:
             return
@@ -133,7 +129,7 @@ class ReplaySelector:
                 live.append(draw)
             draws = live if added < want else []
 
-    def _eligible_groups(self) -> dict[Any, np.ndarray]:
+    def eligible_groups(self) -> dict[Any, np.ndarray]:
         """Eligible ids by label (or all in one group), cached per memory generation."""
         if self.memory.read_only:
             self.memory.refresh()

@@ -8,6 +8,14 @@ The collator marks each row (``ReplayConfig(mark_replay=True)`` adds an ``is_rep
 - ``loss="asymmetric"`` (ER-ACE, Caccia et al. 2022): new rows compete only among the current task's
   classes, so learning a new task does not push old classes' logits down; replay rows compete among every
   class seen so far, which is where old and new classes are told apart.
+- ``loss="separated"`` (the separated softmax of SS-IL, Ahn et al. 2021): new rows compete among the
+  current task's classes, replay rows among the old classes only, so neither kind of row pushes the other
+  kind's logits down; a row's own label always stays in its softmax (tasks that share labels).
+
+With ``ReplayConfig(mode="mir")`` the collator sends a pool of candidates (flagged ``REPLAY_CANDIDATE``);
+``training_step`` ranks them by how much one virtual SGD step on the new rows raises their loss
+(``rehearsal.replay.interference``) and trains on the new rows plus the top ones. A plain ``Trainer``
+cannot do that, so the collator refuses to run MIR without this trainer attached.
 
 Extra terms (a regulariser such as EWC) plug in as callables ``model -> scalar tensor`` added to the loss.
 
@@ -27,7 +35,8 @@ from transformers import Trainer
 from rehearsal.config import LOSSES
 from rehearsal.errors import ConfigError
 from rehearsal.methods.calibration import classification_head
-from rehearsal.replay.collator import REPLAY_FLAG
+from rehearsal.replay.collator import REPLAY_CANDIDATE, REPLAY_FLAG, RehearsalCollator
+from rehearsal.replay.interference import InterferenceChoice, rank_candidates
 
 __all__ = ["LABELS", "LOSSES", "LossTerm", "RehearsalTrainer", "rehearsal_loss"]
 
@@ -54,8 +63,10 @@ def rehearsal_loss(
     current_classes: Sequence[int] | None = None,
     seen_classes: Sequence[int] | None = None,
     mask_unseen: bool = False,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean cross-entropy of ``logits`` (b, C) against ``labels`` (b,) with per-row class masks.
+    """Cross-entropy of ``logits`` (b, C) against ``labels`` (b,) with per-row class masks: the mean, or
+    with ``reduction="none"`` one loss per row (b,).
 
     A masked class gets logit -inf, i.e. it is left out of that row's softmax. Rows with ``is_replay`` (b,)
     equal to 1 are replay. ``current_classes`` is needed by ``loss="asymmetric"``; ``seen_classes``
@@ -65,17 +76,20 @@ def rehearsal_loss(
         raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {loss!r}")
     n_classes = logits.shape[-1]
     replay = torch.zeros_like(labels, dtype=torch.bool) if is_replay is None else is_replay.bool()
-    limit_seen = mask_unseen or loss == "asymmetric"
+    limit_seen = mask_unseen or loss in ("asymmetric", "separated")
     seen = _class_mask(seen_classes if limit_seen else None, n_classes, logits.device)
-    if loss == "asymmetric":
+    if loss in ("asymmetric", "separated"):
         if current_classes is None:
-            raise ConfigError("the asymmetric loss needs the current task's classes (current_classes)")
+            raise ConfigError(f"the {loss} loss needs the current task's classes (current_classes)")
         new = _class_mask(current_classes, n_classes, logits.device)
     else:
         new = seen
-    allowed = torch.where(replay[:, None], seen[None, :], new[None, :])
+    old = seen & ~new if loss == "separated" else seen
+    allowed = torch.where(replay[:, None], old[None, :], new[None, :])
+    if loss == "separated":
+        allowed[torch.arange(len(labels), device=labels.device), labels] = True
     masked = logits.masked_fill(~allowed, float("-inf"))
-    return torch.nn.functional.cross_entropy(masked, labels)
+    return torch.nn.functional.cross_entropy(masked, labels, reduction=reduction)
 
 
 class RehearsalTrainer(Trainer):
@@ -94,9 +108,15 @@ class RehearsalTrainer(Trainer):
     ) -> None:
         if loss not in LOSSES:
             raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {loss!r}")
-        if loss == "asymmetric" and current_classes is None:
-            raise ConfigError("the asymmetric loss needs the current task's classes (current_classes)")
+        if loss in ("asymmetric", "separated") and current_classes is None:
+            raise ConfigError(f"the {loss} loss needs the current task's classes (current_classes)")
         super().__init__(*args, **kwargs)
+        # compute_loss returns a per-batch mean (it never uses num_items_in_batch): the Trainer must scale it
+        # for gradient accumulation itself, whatever the model's forward accepts.
+        self.loss_is_scaled_for_ga = False
+        if isinstance(self.data_collator, RehearsalCollator):
+            self.data_collator.attach_interference_hook()
+        self.last_interference: InterferenceChoice | None = None  # the latest MIR ranking, for inspection
         self.loss_name = loss
         self.current_classes = None if current_classes is None else list(current_classes)
         self.seen_classes = None if seen_classes is None else list(seen_classes)
@@ -123,6 +143,72 @@ class RehearsalTrainer(Trainer):
         )
         return self.optimizer
 
+    def training_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """The Trainer's step; a batch holding MIR candidates first keeps only the top-ranked ones."""
+        flags = inputs.get(REPLAY_FLAG)
+        if isinstance(flags, torch.Tensor) and bool((flags == REPLAY_CANDIDATE).any()):
+            inputs = self._keep_interfered(model, self._prepare_inputs(inputs))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _keep_interfered(self, model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        collator = self.data_collator
+        if not isinstance(collator, RehearsalCollator):
+            raise ConfigError(
+                f"MIR candidates need the RehearsalCollator that drew them, got {type(collator).__name__}"
+            )
+        # The bare model: a DDP wrapper's gradient hooks must see only the real step's backward (each rank
+        # ranks its own pool on its own, identical, replica).
+        choice = rank_candidates(
+            self.accelerator.unwrap_model(model),
+            inputs,
+            config=collator.config,
+            new_loss=lambda logits, labels: self._loss(logits, labels, None),
+            row_loss=lambda logits, labels: self._loss(
+                logits, labels, torch.ones_like(labels), reduction="none"
+            ),
+            step_sizes=self._virtual_step_sizes,
+        )
+        self.last_interference = choice
+        stats = collator.stats
+        stats.replayed += len(choice.kept)
+        stats.replayed_tokens += choice.kept_tokens
+        stats.scoring_seconds += choice.scoring_seconds
+        stats.virtual_step_seconds += choice.virtual_step_seconds
+        return choice.inputs
+
+    def _virtual_step_sizes(self, params: Sequence[torch.Tensor]) -> list[float]:
+        """Each parameter's group learning rate before any schedule (``initial_lr``): MIR ranks by the
+        direction of the step, and a warm-up or decayed rate near 0 would make every score ~0."""
+        rates: dict[int, float] = {}
+        if self.optimizer is not None:
+            for group in self.optimizer.param_groups:
+                for p in group["params"]:
+                    rates[id(p)] = float(group.get("initial_lr", group["lr"]))
+        return [rates.get(id(p), float(self.args.learning_rate)) for p in params]
+
+    def _loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        is_replay: torch.Tensor | None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        return rehearsal_loss(
+            logits,
+            labels,
+            is_replay,
+            loss=self.loss_name,
+            current_classes=self.current_classes,
+            seen_classes=self.seen_classes,
+            mask_unseen=self.mask_unseen,
+            reduction=reduction,
+        )
+
     def compute_loss(
         self,
         model: torch.nn.Module,
@@ -134,15 +220,7 @@ class RehearsalTrainer(Trainer):
         is_replay = inputs.pop(REPLAY_FLAG, None)
         labels = inputs.pop(LABELS)
         outputs = model(**inputs)
-        loss = rehearsal_loss(
-            outputs.logits,
-            labels,
-            is_replay,
-            loss=self.loss_name,
-            current_classes=self.current_classes,
-            seen_classes=self.seen_classes,
-            mask_unseen=self.mask_unseen,
-        )
+        loss = self._loss(outputs.logits, labels, is_replay)
         for term in self.loss_terms:
             loss = loss + term(model)
         return (loss, outputs) if return_outputs else loss

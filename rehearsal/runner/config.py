@@ -25,7 +25,7 @@ from rehearsal.config import CALIBRATIONS, LOSSES, ConfigMixin, EWCConfig, LoRAC
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 
-__all__ = ["MEMORYLESS_METHODS", "METHODS", "POLICIES", "RunConfig"]
+__all__ = ["MEMORYLESS_METHODS", "METHODS", "POLICIES", "PREDICTIONS", "REPLAY_METHODS", "RunConfig"]
 
 # The strategies a run can name; each is registered in rehearsal.runner.strategies, which refuses any other.
 METHODS = (
@@ -38,13 +38,20 @@ METHODS = (
     "ewc-replay",
     "lora-replay",
     "lora-routed",
+    "mir",
+    "coverage",
+    "diverse",
 )
+# The methods that replay from the memory (so the memory holds examples of every class seen so far, from
+# which ``prediction = "ncm"`` takes its class means).
+REPLAY_METHODS = ("random", "retrieval", "hybrid", "mir", "coverage", "diverse", "ewc-replay", "lora-replay")
 # The methods that keep no memory, hence need no master key (the strategies' ``uses_memory`` agrees; a
 # test holds them together). Every other method keeps an encrypted memory.
 MEMORYLESS_METHODS = ("naive", "multitask", "ewc")
 # Admission policies a run can use (rehearsal.memory.policies names them alike; "priority" needs options
 # a run config does not carry).
 POLICIES = ("keep_all", "reservoir", "class_balanced")
+PREDICTIONS = ("head", "ncm")
 
 
 def _positive_int(name: str, value: object, *, allow_none: bool = False) -> None:
@@ -70,6 +77,10 @@ class RunConfig(ConfigMixin):
     ``memory_capacity`` bounds the memory for the ``reservoir`` and ``class_balanced`` policies.
     ``head_learning_rate`` (None: ``learning_rate``) is the classification head's own learning rate.
     ``calibration`` corrects the head after each phase (``rehearsal.config.CALIBRATIONS``).
+    ``prediction`` is ``"head"`` (the argmax of the shared head) or ``"ncm"`` (the nearest class mean of
+    the encoder's features over the memory, refitted after each phase; methods that replay only).
+    ``loss`` ``"separated"`` is the separated softmax (new rows over the current task's classes, replay
+    rows over the old ones; ``rehearsal.replay.trainer``).
     ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods (ignored by the others).
     ``gate``, when set, must pass before each phase of a method with a memory is promoted
     (``rehearsal.governance.updates``); without it updates are versioned and audited as "ungated".
@@ -91,6 +102,7 @@ class RunConfig(ConfigMixin):
     learning_rate: float = 1e-4
     head_learning_rate: float | None = None
     calibration: str = "none"
+    prediction: str = "head"
     max_length: int = 64
     seed: int = 0
     policy: str = "keep_all"
@@ -139,6 +151,12 @@ class RunConfig(ConfigMixin):
             _positive_number("head_learning_rate", self.head_learning_rate)
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"'calibration' must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"'prediction' must be one of {list(PREDICTIONS)}, got {self.prediction!r}")
+        if self.prediction == "ncm" and self.method not in REPLAY_METHODS:
+            raise ConfigError(
+                f"prediction 'ncm' takes class means from a replay memory; method {self.method!r} keeps none"
+            )
         tasks = self.tasks
         names_ok = isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks)
         if tasks is not None and not names_ok:

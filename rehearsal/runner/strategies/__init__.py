@@ -1,7 +1,8 @@
 """Continual-learning strategies as a registry: ``get_strategy(name)`` -> the hooks the run loop calls.
 
     naive, multitask                 base.py    plain fine-tuning; one phase over every task (the bound)
-    random, retrieval, hybrid        replay.py  replay from the run's memory, by mode
+    random, retrieval, hybrid,       replay.py  replay from the run's memory, by mode (ReplayConfig.mode)
+    mir, coverage, diverse
     ewc, ewc-replay                  ewc.py     the EWC penalty, alone or with hybrid replay
     lora-routed, lora-replay         lora.py    one LoRA adapter per task routed by the memory; one shared
                                                 LoRA adapter with hybrid replay

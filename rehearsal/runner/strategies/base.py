@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from rehearsal.methods.inference import predict_labels
 from rehearsal.replay.trainer import LossTerm
 from rehearsal.runner.config import METHODS, RunConfig
 from rehearsal.runner.tasks import Task, TaskStream
+
+if TYPE_CHECKING:
+    from rehearsal.methods.ncm import NearestClassMean
 
 __all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "register"]
 
@@ -66,6 +69,9 @@ class Strategy:
 
     name: ClassVar[str] = "naive"
     uses_memory: ClassVar[bool] = False
+    # Whether the memory holds examples of every seen class to take class means from (prediction="ncm").
+    class_means_from_memory: ClassVar[bool] = False
+    class_means: NearestClassMean | None = None  # set after each phase when prediction="ncm"
 
     # -- the model: loaded once per run, saved after every phase --------------------------------
     def load_model(self, config: RunConfig, checkpoint: Path | None, num_labels: int) -> Any:
@@ -84,7 +90,11 @@ class Strategy:
         return model
 
     def predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
-        """Predicted label ids of ``texts`` after a phase: by default the argmax over every class."""
+        """Predicted label ids of ``texts`` after a phase: by default the argmax over every class; with
+        ``prediction="ncm"`` the class whose mean encoder feature (over the memory) is nearest."""
+
+        if ctx.config.prediction == "ncm":
+            return self._ncm_predict(model, ctx, texts)
 
         return predict_labels(
             model,
@@ -125,7 +135,7 @@ class Strategy:
 
         old = sorted(set(ctx.seen_classes) - set(ctx.current_classes))
         data = self.calibration_set(ctx) if ctx.config.calibration in NEEDS_DATA and old else None
-        return calibrate(
+        logs = calibrate(
             model,
             ctx.config.calibration,
             old_classes=old,
@@ -134,6 +144,43 @@ class Strategy:
             tokenizer=ctx.tokenizer,
             max_length=ctx.config.max_length,
         )
+        if ctx.config.prediction == "ncm":
+            self.fit_class_means(model, ctx)
+        return logs
+
+    def fit_class_means(self, model: Any, ctx: PhaseContext) -> None:
+        """Class means of the memory's examples of every seen class, from the model as trained so far."""
+        from rehearsal.methods.ncm import NearestClassMean, head_features
+
+        texts, labels = self.class_mean_set(ctx)
+        features = head_features(
+            model,
+            ctx.tokenizer,
+            texts,
+            batch_size=ctx.config.eval_batch_size,
+            max_length=ctx.config.max_length,
+        )
+        self.class_means = NearestClassMean.fit(features, labels)
+
+    def _ncm_predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
+        from rehearsal.methods.ncm import head_features
+
+        if self.class_means is None:
+            raise ConfigError("nearest-class-mean prediction needs the class means fitted after the phase")
+        if not len(texts):
+            return np.empty(0, dtype=np.int64)
+        features = head_features(
+            model,
+            ctx.tokenizer,
+            texts,
+            batch_size=ctx.config.eval_batch_size,
+            max_length=ctx.config.max_length,
+        )
+        return self.class_means.predict(features)
+
+    def class_mean_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
+        """(texts, labels) of every seen class to take class means from."""
+        raise ConfigError(f"prediction 'ncm' needs a replay memory; method {self.name!r} keeps none")
 
     def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
         """A class-balanced (texts, labels) set over every class seen so far, for data-driven calibration."""

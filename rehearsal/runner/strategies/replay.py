@@ -19,7 +19,15 @@ from rehearsal.replay.trainer import LABELS
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.strategies.base import PhaseContext, Strategy, register
 
-__all__ = ["HybridReplay", "RandomReplay", "ReplayStrategy", "RetrievalReplay"]
+__all__ = [
+    "CoverageReplay",
+    "DiverseReplay",
+    "HybridReplay",
+    "MIRReplay",
+    "RandomReplay",
+    "ReplayStrategy",
+    "RetrievalReplay",
+]
 
 
 def _policy(config: RunConfig) -> AdmissionPolicy:
@@ -31,12 +39,16 @@ def _policy(config: RunConfig) -> AdmissionPolicy:
 # Bias correction fits two numbers per phase: 10 examples per seen class (450 at most on WordNet) are
 # plenty, and one forward pass over them stays small beside a phase's training.
 _CALIBRATION_PER_CLASS = 10
+# Class means (prediction="ncm") want more: the mean of 50 unit features per class is stable, and one
+# inference pass over 45 x 50 texts after a phase stays small beside its training.
+_CLASS_MEAN_PER_CLASS = 50
 
 
 class ReplayStrategy(Strategy):
     """Replay from a memory that holds every past phase's training data (admitted after each phase)."""
 
     uses_memory = True
+    class_means_from_memory = True
     mode: ClassVar[str] = "hybrid"
 
     def collator(self, ctx: PhaseContext) -> Callable[[list[dict[str, Any]]], Any]:
@@ -81,13 +93,24 @@ class ReplayStrategy(Strategy):
     def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
         """Up to ``_CALIBRATION_PER_CLASS`` memory entries per seen class (the memory holds this phase's
         examples too once the phase is trained), drawn with the run's seed and the phase."""
-        rng = np.random.default_rng([ctx.config.seed, ctx.phase])
+        return self._memory_sample(ctx, _CALIBRATION_PER_CLASS, stream=0)
+
+    def class_mean_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
+        """Up to ``_CLASS_MEAN_PER_CLASS`` memory entries per seen class, drawn like the calibration set."""
+        return self._memory_sample(ctx, _CLASS_MEAN_PER_CLASS, stream=1)
+
+    def _memory_sample(
+        self, ctx: PhaseContext, per_class: int, *, stream: int
+    ) -> tuple[list[str], list[int]]:
+        # stream 0 keeps the calibration set's draw exactly as it was before class means existed.
+        seed = [ctx.config.seed, ctx.phase] if stream == 0 else [ctx.config.seed, ctx.phase, stream]
+        rng = np.random.default_rng(seed)
         memory = ctx.open_memory()
         groups = memory.group_ids("label")
         ids: list[int] = []
         for label in sorted(ctx.seen_classes):
             members = groups.get(label, [])
-            take = min(len(members), _CALIBRATION_PER_CLASS)
+            take = min(len(members), per_class)
             ids.extend(int(i) for i in rng.choice(members, size=take, replace=False))
         labels = [int(row.label) for row in (memory.entries(ids)[i] for i in ids)]  # type: ignore[arg-type]
         return memory.get_texts(ids), labels
@@ -109,3 +132,23 @@ class RetrievalReplay(ReplayStrategy):
 class HybridReplay(ReplayStrategy):
     name = "hybrid"
     mode = "hybrid"
+
+
+@register
+class MIRReplay(ReplayStrategy):
+    """Maximally interfered retrieval: RehearsalTrainer (the run loop's trainer) ranks the pool."""
+
+    name = "mir"
+    mode = "mir"
+
+
+@register
+class CoverageReplay(ReplayStrategy):
+    name = "coverage"
+    mode = "coverage"
+
+
+@register
+class DiverseReplay(ReplayStrategy):
+    name = "diverse"
+    mode = "diverse"
