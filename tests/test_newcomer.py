@@ -16,7 +16,7 @@ import pytest
 from rehearsal.cli.main import KEY_ENV, main
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError, MissingKeyError, NotFoundError
-from rehearsal.runner.config import MEMORYLESS_METHODS, METHODS, RunConfig
+from rehearsal.runner.config import MEMORYLESS_METHODS, METHODS, REPLAY_METHODS, RunConfig
 from rehearsal.runner.preflight import preflight
 
 TEXTS = [
@@ -178,7 +178,9 @@ def test_the_strategies_that_keep_a_memory_are_the_ones_the_config_says_need_a_k
 
     for method in METHODS:
         config = RunConfig(method=method)
-        assert config.keeps_memory == get_strategy(method).uses_memory, method
+        strategy = get_strategy(method)
+        assert config.keeps_memory == strategy.uses_memory, method
+        assert (method in REPLAY_METHODS) == strategy.class_means_from_memory, method
     assert set(MEMORYLESS_METHODS) <= set(METHODS)
 
 
