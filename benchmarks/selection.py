@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-per-class", type=int, default=None, help="cap on test examples per class")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--head-lr", type=float, default=3e-3)
-    parser.add_argument("--max-length", type=int, default=None, help="tokens (default: 32 wordnet, 64 else)")
+    parser.add_argument("--max-length", type=int, default=None, help="tokens (default: 32 wordnet, 48 else)")
     parser.add_argument("--calibration", choices=list(CALIBRATIONS), default="weight_aligning")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/out/selection/<stream>")
     parser.add_argument("--results", type=Path, default=None, help="also copy the summary JSON here")
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if 4 * args.replay > args.batch_size + args.replay:
         parser.error("the sparse regime replays at most a quarter of each batch: --replay <= batch-size / 3")
     name = "custom" if args.data is not None else args.stream
-    args.max_length = args.max_length or (32 if name == "wordnet" else 64)
+    args.max_length = args.max_length or (32 if name == "wordnet" else 48)
     args.out = args.out or Path("benchmarks/out/selection") / name
     args.out.mkdir(parents=True, exist_ok=True)
     for method in args.methods:
