@@ -30,13 +30,13 @@ from typing import Any
 from _paired import describe, paired_difference
 from continual import _complete, _just_trained  # also sets the offline flags and a master key
 
-from rehearsal.calibration import CALIBRATIONS
 from rehearsal.config import ReplayConfig
-from rehearsal.datasets import TaskStream, load_jsonl_stream, load_wordnet_stream
-from rehearsal.run_config import RunConfig
-from rehearsal.sentiment_stream import load_sentiment_stream
-from rehearsal.strategies import get_strategy
-from rehearsal.stream import run
+from rehearsal.methods.calibration import CALIBRATIONS
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.loop import run
+from rehearsal.runner.sentiment import load_sentiment_stream
+from rehearsal.runner.strategies import get_strategy
+from rehearsal.runner.tasks import TaskStream, load_jsonl_stream, load_wordnet_stream
 
 BASELINE = "random"
 

@@ -35,8 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from rehearsal.config import REPLAY_MODES, ReplayConfig
-from rehearsal.memory import RehearsalMemory
-from rehearsal.replay import ReplaySelector
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.replay.selector import ReplaySelector
 
 HERE = Path(__file__).resolve().parent
 DIM = 384

@@ -7,7 +7,7 @@ import pytest
 
 from rehearsal import TaskStream
 from rehearsal.errors import ValidationError
-from rehearsal.sentiment_stream import SENTIMENT_LABELS, SENTIMENT_TASKS, load_sentiment_stream
+from rehearsal.runner.sentiment import SENTIMENT_LABELS, SENTIMENT_TASKS, load_sentiment_stream
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import gzip
 from collections.abc import Iterator, Sequence
 from importlib import resources
 
-from rehearsal.datasets import Example, Task, TaskStream, _check_cap, _parse_line, _subsample
 from rehearsal.errors import ValidationError
+from rehearsal.runner.tasks import Example, Task, TaskStream, _check_cap, _parse_line, _subsample
 
 __all__ = ["SENTIMENT_LABELS", "SENTIMENT_TASKS", "load_sentiment_stream"]
 
@@ -36,8 +36,8 @@ def load_sentiment_stream(
     """The bundled 4-task sentiment stream (400 train / 100 test per task and label at most).
 
     ``tasks`` selects and orders tasks (default :data:`SENTIMENT_TASKS`). A cap counts per task and label
-    and subsamples deterministically from ``seed``, as :func:`~rehearsal.datasets.load_wordnet_stream` does:
-    a draw does not depend on which other tasks are loaded, and a smaller cap takes a prefix of a larger one.
+    and subsamples deterministically from ``seed``, as ``load_wordnet_stream`` does: a draw does not depend
+    on which other tasks are loaded, and a smaller cap takes a prefix of a larger one.
     """
     names = tuple(SENTIMENT_TASKS if tasks is None else tasks)
     unknown = [name for name in names if name not in SENTIMENT_TASKS]
