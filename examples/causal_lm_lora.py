@@ -52,7 +52,8 @@ from rehearsal.config import ReplayConfig
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
+from rehearsal.replay.callback import RehearsalCallback
+from rehearsal.replay.collator import RehearsalCollator, embed_dataset
 from rehearsal.runner.tasks import load_wordnet_stream
 
 DOMAINS = ("living", "verbs", "modifiers")

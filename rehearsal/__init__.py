@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from rehearsal.methods.adapters import AdapterRouter, TaskAdapters
     from rehearsal.methods.ewc import EWC
     from rehearsal.methods.router import TaskGate
-    from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
+    from rehearsal.replay.callback import RehearsalCallback
+    from rehearsal.replay.collator import RehearsalCollator, embed_dataset
     from rehearsal.replay.trainer import RehearsalTrainer
     from rehearsal.runner.loop import run
     from rehearsal.runner.results import RunResult
@@ -60,7 +61,7 @@ _LAZY = {
     "EWC": "rehearsal.methods.ewc",
     "TaskAdapters": "rehearsal.methods.adapters",
     "TaskGate": "rehearsal.methods.router",
-    "RehearsalCallback": "rehearsal.replay.collator",
+    "RehearsalCallback": "rehearsal.replay.callback",
     "RehearsalCollator": "rehearsal.replay.collator",
     "embed_dataset": "rehearsal.replay.collator",
     "RehearsalTrainer": "rehearsal.replay.trainer",

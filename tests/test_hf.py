@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -27,7 +28,8 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator, embed_dataset
+from rehearsal.replay.callback import RehearsalCallback
+from rehearsal.replay.collator import RehearsalCollator, embed_dataset
 from rehearsal.runner.tasks import load_wordnet_stream
 
 MODEL = str(default_model_path())
@@ -190,6 +192,100 @@ def test_evaluation_batches_pass_through_without_replay(tokenizer, keys, memory_
     assert batch["input_ids"].shape[0] == 5
     assert collator.stats.passthrough_batches == 1
     assert collator.stats.replayed == 0
+
+
+def test_an_embedded_eval_set_gets_no_replay_during_or_after_training(
+    tmp_path, stream, tokenizer, keys, memory_path, new_task
+):
+    # The observation: predict() on 16 embedded rows returned 22 predictions.
+    sizes: list[int] = []
+    base = DataCollatorWithPadding(tokenizer)
+
+    def recording(rows):
+        sizes.append(len(rows))
+        return base(rows)
+
+    collator = RehearsalCollator(memory_path, recording, tokenizer, ReplayConfig(), keys=keys, task="verbs")
+    callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=new_task, task="verbs")
+    evaluated = new_task.select(range(16))
+    trainer = Trainer(
+        model=_classifier(stream),
+        args=_args(tmp_path, eval_strategy="steps", eval_steps=1, per_device_eval_batch_size=8),
+        train_dataset=new_task,
+        eval_dataset=evaluated,
+        data_collator=collator,
+        callbacks=[callback],
+    )
+    assert trainer.predict(evaluated).predictions.shape[0] == 16  # before training, too
+    trainer.train()
+    assert trainer.predict(evaluated).predictions.shape[0] == 16
+    # Training batches are 12 new + 4 replay; evaluation (after each of the 3 steps) and prediction batches
+    # are the 8 rows asked for, through the same collator, and replay resumes after each evaluation.
+    assert sizes.count(8) == 2 + 3 * 2 + 2
+    assert sizes.count(16) >= 3
+    assert set(sizes) == {8, 16}
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 3
+    assert not any("replay/examples" in h for h in evals)
+
+
+def test_replay_statistics_reach_reporting_callbacks_through_rehearsal_trainer(
+    tmp_path, stream, tokenizer, keys, memory_path, new_task
+):
+    from transformers import TrainerCallback
+
+    from rehearsal.replay.trainer import RehearsalTrainer
+
+    class Reporter(TrainerCallback):  # stands where TensorBoard / W&B stand: before our callback
+        def __init__(self) -> None:
+            self.seen: list[dict[str, float]] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.seen.append(dict(logs or {}))
+
+    collator = RehearsalCollator(
+        memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(), keys=keys, task="verbs"
+    )
+    callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=new_task, task="verbs")
+    reporter = Reporter()
+    RehearsalTrainer(
+        model=_classifier(stream),
+        args=_args(tmp_path),
+        train_dataset=new_task,
+        data_collator=collator,
+        callbacks=[reporter, callback],
+    ).train()
+    # Every step's log carries the statistics (the DataLoader collates one batch ahead, so the first
+    # log counts two batches of 4).
+    reported = [logs["replay/examples"] for logs in reporter.seen if "replay/examples" in logs]
+    assert len(reported) == 3
+    assert all(n > 0 and n % 4 == 0 for n in reported)
+
+
+def test_a_collator_that_can_replay_nothing_says_why_once(tmp_path, tokenizer, keys, new_task, encoder):
+    path = tmp_path / "named"
+    texts = ["a small domestic cat", "a large striped wild cat", "an oak tree", "a pine tree"]
+    with RehearsalMemory.create(path, keys=keys, encoder=encoder) as mem:
+        mem.add(
+            texts, metadata=[{"task": "nature", "label": name} for name in ("cat", "cat", "tree", "tree")]
+        )
+    rows = [new_task[i] for i in range(4)]
+    half = ReplayConfig(ratio=0.5)  # 4 replay rows for 4 new ones: the whole memory
+    base = DataCollatorWithPadding(tokenizer)
+    silent = RehearsalCollator(path, base, tokenizer, half, keys=keys, task="verbs")
+    why = r"could use none \(4 with a class name as label.*label2id=model\.config\.label2id"
+    with pytest.warns(RuntimeWarning, match=why):
+        batch = silent(rows)
+    assert batch["input_ids"].shape[0] == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not on every batch
+        silent(rows)
+    named = RehearsalCollator(
+        path, base, tokenizer, half, keys=keys, task="verbs", label2id={"cat": 7, "tree": 9}
+    )
+    batch = named(rows)
+    assert batch["input_ids"].shape[0] == 8
+    assert sorted(batch["labels"][4:].tolist()) == [7, 7, 9, 9]
 
 
 def test_causal_lm_with_language_modeling_collator(tmp_path, tokenizer, keys, memory_path, new_task):

@@ -1,4 +1,5 @@
-"""Hugging Face Trainer integration: a collator that mixes replay into every batch, and a callback.
+"""Hugging Face Trainer integration: a collator that mixes replay into every batch (its callback is in
+:mod:`rehearsal.replay.callback`).
 
 An existing Trainer script gains replay with::
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,20 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from rehearsal.config import ReplayConfig
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import Encoder
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory, Resolver
-from rehearsal.memory.policies import AdmissionPolicy, KeepAll
 from rehearsal.replay.selector import ReplaySelector
 
 __all__ = [
     "REPLAY_CANDIDATE",
     "REPLAY_FLAG",
-    "RehearsalCallback",
     "RehearsalCollator",
     "ReplayStats",
     "embed_dataset",
@@ -117,8 +116,16 @@ class RehearsalCollator:
         task: str | None = None,
         eligible: Mapping[str, Any] | None = None,
         drop_columns: Sequence[str] = ("task",),
+        label2id: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config or ReplayConfig()
+        # Class names stored as labels (e.g. ingested from a file) map to the model's class ids, as the
+        # Trainer's ``model.config.label2id`` does; int labels are used as they are.
+        self.label2id = dict(label2id) if label2id is not None else None
+        # None: no callback drives this collator, every batch with vectors gets replay. RehearsalCallback
+        # sets it False around evaluation and prediction, which use the same collator and must not replay.
+        self.training: bool | None = None
+        self._warned = False
         self._handle: RehearsalMemory | None = None
         self._handle_pid = -1
         if isinstance(memory, RehearsalMemory):
@@ -181,7 +188,7 @@ class RehearsalCollator:
         clean = [
             {k: v for k, v in f.items() if k not in self._drop and not isinstance(v, str)} for f in features
         ]
-        if self.config.vector_column not in features[0]:
+        if self.config.vector_column not in features[0] or self.training is False:
             # Evaluation and prediction batches come through the same collator: they get no replay.
             self.stats.passthrough_batches += 1
             return self.base_collator(clean)
@@ -236,12 +243,18 @@ class RehearsalCollator:
         self.last_replay_ids = []
         out: list[dict[str, Any]] = []
         tokens = 0
+        unusable: dict[str, int] = {}
         for entry_id, score in zip(choice.ids, choice.scores, strict=True):
             meta = choice.metadata.get(entry_id, {})
-            label = meta.get("label")
-            if entry_id not in texts or (
-                label_key is not None and not token_labels and not isinstance(label, int)
-            ):
+            label = self._class_id(meta.get("label"))
+            if entry_id not in texts:
+                unusable["no text (forgotten, or an embedding-only memory without a resolver)"] = 1 + (
+                    unusable.get("no text (forgotten, or an embedding-only memory without a resolver)", 0)
+                )
+                continue
+            if label_key is not None and not token_labels and not isinstance(label, int):
+                reason = _label_reason(meta.get("label"), self.label2id)
+                unusable[reason] = unusable.get(reason, 0) + 1
                 continue
             encoded = self.tokenizer(texts[entry_id], truncation=True, max_length=self.config.max_length)
             n_tokens = len(encoded["input_ids"])
@@ -271,128 +284,41 @@ class RehearsalCollator:
                 self.stats.tasks.add(str(meta["task"]))
         self.stats.replayed_tokens += tokens
         self.stats.tokenize_seconds += time.perf_counter() - fetched
+        if choice.ids and not out and unusable:
+            self._warn_unusable(len(choice.ids), unusable)
         return out
 
+    def _class_id(self, label: Any) -> Any:
+        if isinstance(label, str) and self.label2id is not None:
+            return self.label2id.get(label, label)
+        return label
 
-class RehearsalCallback(TrainerCallback):
-    """Admits the run's examples into the memory at the end of training (main process only), reseeds the
-    collator each epoch, and adds replay statistics to the Trainer's logs."""
-
-    def __init__(
-        self,
-        memory: RehearsalMemory | str | os.PathLike[str],
-        *,
-        keys: KeyRing | None = None,
-        collator: RehearsalCollator | None = None,
-        dataset: Any = None,
-        task: str | None = None,
-        tenant: str | None = None,
-        policy: AdmissionPolicy | None = None,
-        seed: int = 0,
-        text_column: str = "text",
-        vector_column: str = "embedding",
-        label_column: str | None = None,
-    ) -> None:
-        self.memory = memory
-        self.keys = keys
-        self.collator = collator
-        self.dataset = dataset
-        self.task = task
-        self.tenant = tenant
-        self.policy = policy or KeepAll()
-        self.seed = seed
-        self.columns = (text_column, vector_column, label_column)
-        self.admitted: list[int] = []
-
-    def _default_label_column(self) -> str:
-        return self.collator.config.label_column if self.collator is not None else ReplayConfig().label_column
-
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self.collator is not None and args.remove_unused_columns:
-            raise ConfigError(
-                "replay needs TrainingArguments(remove_unused_columns=False): otherwise the Trainer drops "
-                "the "
-                f"{self.collator.config.vector_column!r} and {self.collator.config.text_column!r} columns "
-                "before the collator sees them"
-            )
-        self._check_dataset()
-
-    def _check_dataset(self) -> None:
-        """The columns admission (and replay) will need, checked now rather than after a whole run."""
-        columns = getattr(self.dataset, "column_names", None)
-        if columns is None:
+    def _warn_unusable(self, chosen: int, unusable: dict[str, int]) -> None:
+        """Once per collator: replay chose entries and could use none of them, so training would go on
+        with no replay at all and only the logs' ``replay/examples 0`` would show it."""
+        if self._warned:
             return
-        text_col, vec_col, _ = self.columns
-        if vec_col not in columns:
-            raise ConfigError(
-                f"the training dataset has no {vec_col!r} column: add it once with "
-                f"train = rh.embed_dataset(train, memory.encoder) before training (columns: {columns})"
-            )
-        if text_col not in columns:
-            raise ConfigError(
-                f"the training dataset has no {text_col!r} column to admit (columns: {columns})"
-            )
-        if self.collator is not None and self.collator.config.mode == "mir":
-            self.collator.check_interference_hook()  # fail before the first step, not at the first batch
-
-    def on_epoch_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self.collator is not None:
-            self.collator.set_epoch(int(state.epoch or 0))
-
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if self.collator is None or logs is None or not state.is_world_process_zero:
-            return
-        stats = self.collator.pop_stats()
-        if stats == ReplayStats():
-            # Nothing since the last log. (The DataLoader collates ahead of the step, so a MIR step's
-            # kept rows can arrive after their batch was counted: batches may be 0 with rows to report.)
-            return
-        replay_logs = stats.as_logs()
-        logs.update(replay_logs)
-        if state.log_history:
-            state.log_history[-1].update(replay_logs)
-
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self.dataset is None or not state.is_world_process_zero:
-            return
-        text_col, vec_col, label_col = self.columns
-        rows = self.dataset
-        texts = list(rows[text_col])
-        vectors = np.asarray(rows[vec_col], dtype=np.float32)
-        label_col = label_key_of(rows.column_names, label_col or self._default_label_column())
-        labels = list(rows[label_col]) if label_col is not None else [None] * len(texts)
-        tasks = (
-            list(rows["task"])
-            if self.task is None and "task" in rows.column_names
-            else [self.task] * len(texts)
+        self._warned = True
+        why = "; ".join(f"{n} {reason}" for reason, n in unusable.items())
+        warnings.warn(
+            f"replay chose {chosen} memory entries for a batch and could use none ({why}): "
+            "training continues WITHOUT replay until this is fixed",
+            RuntimeWarning,
+            stacklevel=3,
         )
-        metadata = [{"task": t, "label": lab} for t, lab in zip(tasks, labels, strict=True)]
-        memory = self.memory
-        owned = not isinstance(memory, RehearsalMemory)
-        handle = (
-            memory if isinstance(memory, RehearsalMemory) else RehearsalMemory.open(memory, keys=self.keys)
+
+
+def _label_reason(label: Any, label2id: Mapping[str, int] | None) -> str:
+    """Why an entry's label cannot be a class id, worded so that entries with the same fault group."""
+    if label is None:
+        return "without a label (ingest them with a label field)"
+    if isinstance(label, str) and label2id is None:
+        return (
+            "with a class name as label, not a class id (pass label2id=model.config.label2id to the collator)"
         )
-        try:
-            rng = np.random.default_rng([self.seed, state.global_step])
-            self.admitted = handle.admit(
-                texts, policy=self.policy, rng=rng, metadata=metadata, tenant=self.tenant, vectors=vectors
-            )
-        finally:
-            if owned:
-                handle.close()
+    if isinstance(label, str):
+        return "with a class name that label2id does not hold"
+    return f"with a {type(label).__name__} label, not an int class id"
 
 
 def embed_dataset(

@@ -124,6 +124,17 @@ class RehearsalTrainer(Trainer):
         self.loss_terms = list(loss_terms)
         self.head_learning_rate = head_learning_rate
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Replay statistics join the logs here, before any reporting callback (TensorBoard, W&B) reads
+        them: ``RehearsalCallback.on_log`` runs after those, so with a plain Trainer the statistics reach
+        ``state.log_history`` only."""
+        collator = self.data_collator
+        if isinstance(collator, RehearsalCollator) and self.is_world_process_zero():
+            stats = collator.pop_stats()
+            if stats.batches or stats.replayed or stats.candidates:
+                logs = {**logs, **stats.as_logs()}
+        super().log(logs, start_time)
+
     def create_optimizer(self, model: torch.nn.Module | None = None) -> Any:
         """AdamW with the head on ``head_learning_rate`` (the Trainer's own optimizer when it is None)."""
         if self.head_learning_rate is None or self.optimizer is not None:

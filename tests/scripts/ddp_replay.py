@@ -20,7 +20,8 @@ from transformers import (
 from rehearsal.config import ReplayConfig
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path
-from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator
+from rehearsal.replay.callback import RehearsalCallback
+from rehearsal.replay.collator import RehearsalCollator
 
 memory_path, data_path, out = sys.argv[1:4]
 keys = KeyRing.from_env("REHEARSAL_MASTER_KEY")

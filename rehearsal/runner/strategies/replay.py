@@ -14,7 +14,8 @@ import numpy as np
 
 from rehearsal.errors import ConfigError
 from rehearsal.memory.policies import AdmissionPolicy, make_policy
-from rehearsal.replay.collator import RehearsalCallback, RehearsalCollator
+from rehearsal.replay.callback import RehearsalCallback
+from rehearsal.replay.collator import RehearsalCollator
 from rehearsal.replay.trainer import LABELS
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.strategies.base import PhaseContext, Strategy, register
