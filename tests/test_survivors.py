@@ -132,3 +132,86 @@ def test_priority_fills_an_empty_memory_to_capacity() -> None:
     decision = rh.Priority(4).decide(_items(["a", "b", "c", "d", "e"]), [], rng=np.random.default_rng(0))
     assert len(decision.admit) == 4
     assert decision.evict == []
+
+
+# -- replay selection --------------------------------------------------------------------------------
+
+DIM = 8
+
+
+@pytest.fixture
+def replay_memory(tmp_path: Any) -> Any:
+    """60 entries of an old task in 4 labels, 20 of the current one; writable, so a test can add more."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(80, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    meta = [{"task": "old" if i < 60 else "current", "label": i % 4} for i in range(80)]
+    with rh.RehearsalMemory.create(tmp_path / "m", embedding_only=True, dim=DIM) as memory:
+        memory.add(vectors=vectors, metadata=meta, sources=[f"doc-{i}" for i in range(80)])
+        memory.vectors = vectors  # type: ignore[attr-defined]
+        yield memory
+
+
+def _selector(memory: Any, **config: Any) -> Any:
+    from rehearsal.replay import ReplaySelector
+
+    return ReplaySelector(memory, rh.ReplayConfig(**config), eligible={"task": "old"})
+
+
+def test_replay_sees_entries_added_after_its_first_selection(replay_memory: Any) -> None:
+    selector = _selector(replay_memory, mode="random", balance="uniform")
+    first = selector.select(replay_memory.vectors[:1], 100, rng=np.random.default_rng(0))
+    assert len(first) == 60
+    new = replay_memory.add(
+        vectors=replay_memory.vectors[:5], metadata=[{"task": "old", "label": 9}] * 5, sources=["n"] * 5
+    )
+    again = selector.select(replay_memory.vectors[:1], 100, rng=np.random.default_rng(0))
+    assert set(new) <= set(again.ids)
+    assert len(again) == 65
+
+
+def test_class_balanced_draws_start_from_a_seeded_label_not_always_the_first(replay_memory: Any) -> None:
+    selector = _selector(replay_memory, mode="random", balance="class")
+    firsts = set()
+    for seed in range(20):
+        choice = selector.select(replay_memory.vectors[:1], 1, rng=np.random.default_rng(seed))
+        firsts.add(choice.metadata[choice.ids[0]]["label"])
+    assert firsts == {0, 1, 2, 3}
+
+
+def test_retrieval_fills_every_slot_from_the_index_when_k_is_large(replay_memory: Any) -> None:
+    # k above the memory's default search depth: all 24 picks still come from the search (finite scores).
+    selector = _selector(replay_memory, mode="retrieval", k=24)
+    choice = selector.select(replay_memory.vectors[60:61], 24, rng=np.random.default_rng(0))
+    assert len(choice) == 24
+    assert all(np.isfinite(choice.scores))
+
+
+def test_retrieval_on_fewer_entries_than_k_returns_them_all(replay_memory: Any) -> None:
+    from rehearsal.replay import ReplaySelector
+
+    selector = ReplaySelector(
+        replay_memory, rh.ReplayConfig(mode="retrieval", k=8), eligible={"id": {"$lt": 3}}
+    )
+    choice = selector.select(replay_memory.vectors[60:62], 6, rng=np.random.default_rng(0))
+    assert sorted(choice.ids) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("batch", "want", "searched"), [(24, 4, 8), (24, 10, 20), (5, 10, 5)])
+def test_retrieval_searches_only_the_rows_round_robin_can_reach(
+    replay_memory: Any, monkeypatch: pytest.MonkeyPatch, batch: int, want: int, searched: int
+) -> None:
+    """The search is replay's per-step cost: max(8, 2 x retrieval slots) rows of the batch, at most."""
+    rows: list[int] = []
+    real = replay_memory.search_vectors
+
+    def counting(vectors: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        rows.append(len(vectors))
+        return real(vectors, *args, **kwargs)
+
+    monkeypatch.setattr(replay_memory, "search_vectors", counting)
+    selector = _selector(replay_memory, mode="retrieval", k=4)
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(batch, DIM)).astype(np.float32)
+    selector.select(queries / np.linalg.norm(queries, axis=1, keepdims=True), want, rng=rng)
+    assert rows == [searched]
