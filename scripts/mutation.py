@@ -3,6 +3,7 @@
     python scripts/mutation.py                 # every group below, one after the other
     python scripts/mutation.py filters replay  # only these groups
     python scripts/mutation.py --report        # print the figures of runs already made
+    python scripts/mutation.py --survivors replay  # rerun only a group's survivors against today's tests
 
 Each group is mutated by mutmut in its own scratch copy of the repository (``.mutation/<group>``, ignored by
 git), against only the fast tests that guard it, so a group's results stand on their own and a run cut short
@@ -142,6 +143,28 @@ def _run(group: str, children: int) -> None:
     subprocess.run([str(mutmut), "run", "--max-children", str(children)], cwd=folder, env=env, check=False)
 
 
+def _rerun_survivors(group: str, children: int) -> None:
+    """Test a group's surviving mutants again, against the current tests (after new ones were written)."""
+    folder = WORK / group
+    survivors = _figures(group)["survivors"]
+    assert isinstance(survivors, list)
+    if not survivors:
+        return
+    for test in GROUPS[group][1]:
+        for target in (folder / test, folder / "mutants" / test):
+            if (ROOT / test).exists():
+                shutil.copy2(ROOT / test, target)
+    for support in (ROOT / "tests").glob("*.py"):  # helpers and conftest the tests import
+        if not support.name.startswith("test_"):
+            shutil.copy2(support, folder / "mutants" / "tests" / support.name)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    mutmut = Path(sys.executable).with_name("mutmut")
+    print(f"== {group}: {len(survivors)} survivors again", flush=True)
+    subprocess.run(
+        [str(mutmut), "run", "--max-children", str(children), *survivors], cwd=folder, env=env, check=False
+    )
+
+
 def _report(groups: list[str]) -> dict[str, object]:
     results = {g: _figures(g) for g in groups if (WORK / g / "mutants").exists()}
     print(
@@ -174,13 +197,17 @@ def main() -> None:
     )
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(GROUPS)})")
     parser.add_argument("--report", action="store_true", help="only print the figures of earlier runs")
+    parser.add_argument("--survivors", action="store_true", help="rerun only the survivors of earlier runs")
     parser.add_argument("--children", type=int, default=2, help="parallel mutant workers (default 2)")
     args = parser.parse_args()
     groups = args.groups or list(GROUPS)
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
         parser.error(f"unknown groups {unknown}; known: {list(GROUPS)}")
-    if not args.report:
+    if args.survivors:
+        for group in groups:
+            _rerun_survivors(group, args.children)
+    elif not args.report:
         for group in groups:
             _run(group, args.children)
     _report(groups)

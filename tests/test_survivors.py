@@ -215,3 +215,69 @@ def test_retrieval_searches_only_the_rows_round_robin_can_reach(
     queries = rng.normal(size=(batch, DIM)).astype(np.float32)
     selector.select(queries / np.linalg.norm(queries, axis=1, keepdims=True), want, rng=rng)
     assert rows == [searched]
+
+
+# -- sealing -----------------------------------------------------------------------------------------
+
+
+def test_record_aad_ends_with_the_8_byte_big_endian_record_id() -> None:
+    from rehearsal.crypto import record_aad, record_aad_prefix
+
+    prefix = record_aad_prefix(b"s" * 16, "acme", 3, "text")
+    assert record_aad(b"s" * 16, 258, "acme", 3, "text") == prefix + b"\x00" * 6 + b"\x01\x02"
+
+
+def test_derived_keys_are_hkdf_under_the_documented_label() -> None:
+    # A format promise: keys derived today must be derived the same way by every later version.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    master = bytes(range(32))
+    expected = HKDF(hashes.SHA256(), 32, salt=None, info=b"rehearsal/derive/v1/audit-hmac").derive(master)
+    assert rh.KeyRing.from_bytes(master).derive_key("audit-hmac") == expected
+
+
+@pytest.mark.parametrize(
+    ("length", "ok"), [(16, True), (15, False), (8160, True), (8161, False), ("32", False)]
+)
+def test_derived_key_length_bounds(length: Any, ok: bool) -> None:
+    keys = rh.KeyRing.generate()
+    if ok:
+        assert len(keys.derive_key("x", length)) == length
+    else:
+        with pytest.raises(rh.ValidationError, match=r"length must be an int in \[16, 8160\]"):
+            keys.derive_key("x", length)
+
+
+def test_a_key_provider_that_is_not_callable_is_named() -> None:
+    with pytest.raises(rh.ValidationError, match="key provider must be callable, got bytes"):
+        rh.KeyRing.from_provider(b"0" * 32)  # type: ignore[arg-type]
+
+
+def test_vault_repr_says_where_and_whether_read_only(tmp_path: Any) -> None:
+    import sqlite3
+
+    from rehearsal.vault import Vault
+
+    keys = rh.KeyRing.generate()
+    with Vault.create(tmp_path / "v", keys) as vault:
+        assert repr(vault).startswith(f"Vault(path={str(tmp_path / 'v')!r}, store_id=")
+        assert "read_only" not in repr(vault)
+    with Vault.open(tmp_path / "v", keys, read_only=True) as vault:
+        assert repr(vault).endswith(", read_only=True)")
+    attached = Vault.attach(sqlite3.connect(":memory:"), keys, create=True)
+    assert repr(attached).startswith("Vault(path=<attached>, store_id=")
+    assert "key=<redacted>" in repr(attached)
+    assert keys.export_base64() not in repr(attached)
+
+
+def test_tenant_of_answers_for_more_ids_than_one_statement_binds_and_repeats(tmp_path: Any) -> None:
+    from rehearsal.vault import Vault
+
+    with Vault.create(tmp_path / "v", rh.KeyRing.generate()) as vault:
+        vault.put(list(range(1000)), ["t"] * 1000, tenant="acme")
+        vault.put([1000], ["u"], tenant="globex")
+        owners = vault.tenant_of([*range(1001), 5, 1000])
+        assert len(owners) == 1001
+        assert owners[999] == owners[5] == "acme"
+        assert owners[1000] == "globex"
