@@ -265,7 +265,7 @@ def test_vault_repr_says_where_and_whether_read_only(tmp_path: Any) -> None:
         assert "read_only" not in repr(vault)
     with Vault.open(tmp_path / "v", keys, read_only=True) as vault:
         assert repr(vault).endswith(", read_only=True)")
-    attached = Vault.attach(sqlite3.connect(":memory:"), keys, create=True)
+    attached = Vault.attach(sqlite3.connect(":memory:", isolation_level=None), keys, create=True)
     assert repr(attached).startswith("Vault(path=<attached>, store_id=")
     assert "key=<redacted>" in repr(attached)
     assert keys.export_base64() not in repr(attached)
