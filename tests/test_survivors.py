@@ -275,9 +275,10 @@ def test_tenant_of_answers_for_more_ids_than_one_statement_binds_and_repeats(tmp
     from rehearsal.vault import Vault
 
     with Vault.create(tmp_path / "v", rh.KeyRing.generate()) as vault:
-        vault.put(list(range(1000)), ["t"] * 1000, tenant="acme")
-        vault.put([1000], ["u"], tenant="globex")
-        owners = vault.tenant_of([*range(1001), 5, 1000])
-        assert len(owners) == 1001
-        assert owners[999] == owners[5] == "acme"
-        assert owners[1000] == "globex"
+        # Two statements' worth and more (900 ids each), and ids asked twice.
+        vault.put(list(range(2000)), ["t"] * 2000, tenant="acme")
+        vault.put([2000], ["u"], tenant="globex")
+        owners = vault.tenant_of([*range(2001), 5, 2000])
+        assert len(owners) == 2001
+        assert owners[1999] == owners[5] == "acme"
+        assert owners[2000] == "globex"
