@@ -282,3 +282,16 @@ def test_tenant_of_answers_for_more_ids_than_one_statement_binds_and_repeats(tmp
         assert len(owners) == 2001
         assert owners[1999] == owners[5] == "acme"
         assert owners[2000] == "globex"
+
+
+def test_hybrid_without_a_task_filter_fills_up_without_the_batch_own_rows(replay_memory: Any) -> None:
+    # The batch is 8 stored entries: the search finds them as its own copies, and the random fill must
+    # then deliver everything else, exactly, none of the 8 included.
+    from rehearsal.replay import ReplaySelector
+
+    own = list(range(10, 18))
+    config = rh.ReplayConfig(mode="hybrid", random_share=0.5, k=4, balance="uniform")
+    selector = ReplaySelector(replay_memory, config)
+    choice = selector.select(replay_memory.vectors[own], 72, rng=np.random.default_rng(0))
+    assert len(set(choice.ids)) == 72
+    assert not set(choice.ids) & set(own)
