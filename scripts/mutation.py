@@ -72,7 +72,6 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
 
 def _prepare(group: str) -> Path:
     """A fresh copy of the repository's files (tracked, or new and not ignored), set up for ``group``."""
-    modules, tests = GROUPS[group]
     folder = WORK / group
     if folder.exists():
         shutil.rmtree(folder)
@@ -87,6 +86,13 @@ def _prepare(group: str) -> Path:
         if source.is_file():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, folder / name)
+    _write_settings(folder, group)
+    return folder
+
+
+def _write_settings(folder: Path, group: str) -> None:
+    """The repository's pyproject.toml with mutmut's settings for ``group`` (in the copy and its mutants/)."""
+    modules, tests = GROUPS[group]
     settings = {
         "source_paths": ["rehearsal"],
         "only_mutate": modules,
@@ -103,9 +109,10 @@ def _prepare(group: str) -> Path:
         ],
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
-    with (folder / "pyproject.toml").open("a", encoding="utf-8") as out:
-        out.write("\n".join(lines) + "\n")
-    return folder
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8") + "\n".join(lines) + "\n"
+    for target in (folder, folder / "mutants"):
+        if target.is_dir():
+            (target / "pyproject.toml").write_text(text, encoding="utf-8")
 
 
 def _figures(group: str) -> dict[str, object]:
@@ -150,6 +157,7 @@ def _rerun_survivors(group: str, children: int) -> None:
     assert isinstance(survivors, list)
     if not survivors:
         return
+    _write_settings(folder, group)  # today's list of tests
     for test in GROUPS[group][1]:
         for target in (folder / test, folder / "mutants" / test):
             if (ROOT / test).exists():
