@@ -295,3 +295,32 @@ def test_hybrid_without_a_task_filter_fills_up_without_the_batch_own_rows(replay
     choice = selector.select(replay_memory.vectors[own], 72, rng=np.random.default_rng(0))
     assert len(set(choice.ids)) == 72
     assert not set(choice.ids) & set(own)
+
+
+def test_hybrid_draws_its_random_share_at_random(replay_memory: Any) -> None:
+    selector = _selector(replay_memory, mode="hybrid", random_share=0.5, k=8)
+    choice = selector.select(replay_memory.vectors[:4], 8, rng=np.random.default_rng(0))
+    assert len(choice) == 8
+    assert int(np.isnan(choice.scores).sum()) == 4  # random picks carry no similarity
+
+
+def test_a_memory_of_one_eligible_entry_replays_it_and_nothing_asked_gives_empty_lists(
+    replay_memory: Any,
+) -> None:
+    from rehearsal.replay import ReplaySelector
+
+    one = ReplaySelector(replay_memory, rh.ReplayConfig(mode="random"), eligible={"id": 7})
+    assert one.select(replay_memory.vectors[:1], 3, rng=np.random.default_rng(0)).ids == [7]
+    empty = one.select(replay_memory.vectors[:1], 0, rng=np.random.default_rng(0))
+    assert (empty.ids, empty.scores) == ([], [])
+
+
+def test_a_memory_holding_a_single_entry_is_replayed(tmp_path: Any) -> None:
+    from rehearsal.replay import ReplaySelector
+
+    with rh.RehearsalMemory.create(tmp_path / "one", embedding_only=True, dim=DIM) as memory:
+        memory.add(vectors=np.eye(1, DIM, dtype=np.float32), metadata=[{"task": "old"}], sources=["a"])
+        choice = ReplaySelector(memory, rh.ReplayConfig(mode="hybrid")).select(
+            np.eye(1, DIM, 1, dtype=np.float32), 2, rng=np.random.default_rng(0)
+        )
+        assert choice.ids == [0]
