@@ -78,10 +78,10 @@ def _items(labels: list[str | None]) -> list[EntryInfo]:
 
 def test_class_balanced_state_lists_labels_unlabelled_first_then_by_name() -> None:
     policy = rh.ClassBalanced(100)
-    policy.decide(_items(["b", "a", None, "", "b"]), [], rng=np.random.default_rng(0))
+    policy.decide(_items(["b", "a", None, "", "A", "b"]), [], rng=np.random.default_rng(0))
     state = policy.state_dict()
     # Counts are what was offered, label by label (a label seen for the first time starts from zero).
-    assert state["seen"] == [[None, 1], ["", 1], ["a", 1], ["b", 2]]
+    assert state["seen"] == [[None, 1], ["", 1], ["A", 1], ["a", 1], ["b", 2]]
 
 
 def test_reservoir_counts_every_item_offered_from_zero() -> None:
