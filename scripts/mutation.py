@@ -3,6 +3,7 @@
     python scripts/mutation.py                 # every group below, one after the other
     python scripts/mutation.py filters replay  # only these groups
     python scripts/mutation.py --report        # print the figures of runs already made
+    python scripts/mutation.py --survivors replay  # rerun only a group's survivors against today's tests
 
 Each group is mutated by mutmut in its own scratch copy of the repository (``.mutation/<group>``, ignored by
 git), against only the fast tests that guard it, so a group's results stand on their own and a run cut short
@@ -27,11 +28,11 @@ from pathlib import Path
 # group -> (modules to mutate, fast tests that guard them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "filters": (
-        ["rehearsal/filters.py"],
+        ["rehearsal/store/where.py", "rehearsal/store/sqlite/where.py"],
         ["tests/test_filters.py", "tests/test_properties.py", "tests/test_survivors.py"],
     ),
     "replay": (
-        ["rehearsal/replay.py"],
+        ["rehearsal/replay/selector.py"],
         [
             "tests/test_replay.py",
             "tests/test_promises.py",
@@ -40,19 +41,19 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "metrics": (
-        ["rehearsal/metrics.py"],
+        ["rehearsal/runner/metrics.py"],
         ["tests/test_metrics.py", "tests/test_properties.py", "tests/test_survivors.py"],
     ),
     "admission": (
-        ["rehearsal/policies.py"],
+        ["rehearsal/memory/policies.py"],
         ["tests/test_policies.py", "tests/test_survivors.py"],
     ),
     "audit": (
-        ["rehearsal/audit.py"],
+        ["rehearsal/governance/audit_log.py"],
         ["tests/test_audit.py", "tests/test_promises.py", "tests/test_survivors.py"],
     ),
     "sealing": (
-        ["rehearsal/crypto.py", "rehearsal/vault.py"],
+        ["rehearsal/crypto/keys.py", "rehearsal/store/sqlite/texts.py"],
         [
             "tests/test_crypto.py",
             "tests/test_vault.py",
@@ -71,7 +72,6 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
 
 def _prepare(group: str) -> Path:
     """A fresh copy of the repository's files (tracked, or new and not ignored), set up for ``group``."""
-    modules, tests = GROUPS[group]
     folder = WORK / group
     if folder.exists():
         shutil.rmtree(folder)
@@ -86,6 +86,13 @@ def _prepare(group: str) -> Path:
         if source.is_file():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, folder / name)
+    _write_settings(folder, group)
+    return folder
+
+
+def _write_settings(folder: Path, group: str) -> None:
+    """The repository's pyproject.toml with mutmut's settings for ``group`` (in the copy and its mutants/)."""
+    modules, tests = GROUPS[group]
     settings = {
         "source_paths": ["rehearsal"],
         "only_mutate": modules,
@@ -102,9 +109,10 @@ def _prepare(group: str) -> Path:
         ],
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
-    with (folder / "pyproject.toml").open("a", encoding="utf-8") as out:
-        out.write("\n".join(lines) + "\n")
-    return folder
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8") + "\n".join(lines) + "\n"
+    for target in (folder, folder / "mutants"):
+        if target.is_dir():
+            (target / "pyproject.toml").write_text(text, encoding="utf-8")
 
 
 def _figures(group: str) -> dict[str, object]:
@@ -142,6 +150,29 @@ def _run(group: str, children: int) -> None:
     subprocess.run([str(mutmut), "run", "--max-children", str(children)], cwd=folder, env=env, check=False)
 
 
+def _rerun_survivors(group: str, children: int) -> None:
+    """Test a group's surviving mutants again, against the current tests (after new ones were written)."""
+    folder = WORK / group
+    survivors = _figures(group)["survivors"]
+    assert isinstance(survivors, list)
+    if not survivors:
+        return
+    _write_settings(folder, group)  # today's list of tests
+    for test in GROUPS[group][1]:
+        for target in (folder / test, folder / "mutants" / test):
+            if (ROOT / test).exists():
+                shutil.copy2(ROOT / test, target)
+    for support in (ROOT / "tests").glob("*.py"):  # helpers and conftest the tests import
+        if not support.name.startswith("test_"):
+            shutil.copy2(support, folder / "mutants" / "tests" / support.name)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    mutmut = Path(sys.executable).with_name("mutmut")
+    print(f"== {group}: {len(survivors)} survivors again", flush=True)
+    subprocess.run(
+        [str(mutmut), "run", "--max-children", str(children), *survivors], cwd=folder, env=env, check=False
+    )
+
+
 def _report(groups: list[str]) -> dict[str, object]:
     results = {g: _figures(g) for g in groups if (WORK / g / "mutants").exists()}
     print(
@@ -174,13 +205,17 @@ def main() -> None:
     )
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(GROUPS)})")
     parser.add_argument("--report", action="store_true", help="only print the figures of earlier runs")
+    parser.add_argument("--survivors", action="store_true", help="rerun only the survivors of earlier runs")
     parser.add_argument("--children", type=int, default=2, help="parallel mutant workers (default 2)")
     args = parser.parse_args()
     groups = args.groups or list(GROUPS)
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
         parser.error(f"unknown groups {unknown}; known: {list(GROUPS)}")
-    if not args.report:
+    if args.survivors:
+        for group in groups:
+            _rerun_survivors(group, args.children)
+    elif not args.report:
         for group in groups:
             _run(group, args.children)
     _report(groups)
