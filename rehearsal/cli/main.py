@@ -35,6 +35,7 @@ from rehearsal.cli.common import (
 from rehearsal.cli.gate_verbs import gate_args, run_gate
 from rehearsal.cli.governance_verbs import governance_verbs
 from rehearsal.cli.records import RecordMapper, field_list, id_list, open_records, positive_int
+from rehearsal.cli.run_verbs import add_set_argument, load_run_config, run_verbs, stdout_to_stderr
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
     MissingKeyError,
@@ -360,19 +361,20 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", help="where results go (default: the config's output_dir)")
     p.add_argument("--resume", action="store_true", help="skip the tasks an interrupted run finished")
     p.add_argument("--key-file", help=f"file with the memory's base64 master key (default: ${KEY_ENV})")
+    add_set_argument(p)
 
 
 def _run(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.config import RunConfig
     from rehearsal.runner.preflight import preflight
 
-    config = RunConfig.from_file(args.config)
+    config = load_run_config(args)
     # Everything that can be wrong with the command is checked before torch and the model load.
     checked = preflight(config, output_dir=args.output_dir, resume=args.resume, keys=keys_from_args(args))
     from rehearsal.runner.loop import run
 
     try:
-        result = run(config, output_dir=args.output_dir, resume=args.resume, keys=checked.keys)
+        with stdout_to_stderr():  # the Trainer prints its logs; stdout is for the report
+            result = run(config, output_dir=args.output_dir, resume=args.resume, keys=checked.keys)
     except UpdateBlockedError as exc:
         # Not an error of the command: the gate did its job. Exit codes as for "rehearsal gate".
         status = EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL
@@ -429,6 +431,7 @@ VERBS: dict[str, Verb] = {
 }
 VERBS["run"] = Verb("a continual fine-tuning run from a TOML/YAML config", _run_args, _run, uses_memory=False)
 VERBS["gate"] = Verb("validate an update: regression and PII safety", gate_args, run_gate, uses_memory=False)
+VERBS.update(run_verbs())  # compare
 VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
 
 
