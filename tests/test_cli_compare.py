@@ -70,13 +70,17 @@ def test_compare_writes_one_table_and_one_plot_for_methods_by_seeds(tmp_path, ti
     ]
     for method in ("naive", "random"):
         acc = report["table"][method]["average_accuracy"]
-        assert acc["n"] == 2 and 0.0 <= acc["mean"] <= 1.0 and acc["sd"] is not None
+        assert acc["n"] == 2
+        assert 0.0 <= acc["mean"] <= 1.0
+        assert acc["sd"] is not None
         assert report["table"][method]["forgetting"]["n"] == 2
         for seed in (0, 1):
             assert (out / method / f"seed{seed}" / "results.json").is_file()
     assert report["config"]["replay"]["ratio"] == 0.5
     table = (out / "comparison.md").read_text()
-    assert "| naive |" in table and "| random |" in table and "±" in table
+    assert "| naive |" in table
+    assert "| random |" in table
+    assert "±" in table
     assert json.loads((out / "comparison.json").read_text())["table"] == report["table"]
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -94,4 +98,5 @@ def test_compare_rejects_an_unknown_method_in_one_line(tmp_path, tiny_model, cap
     config = _config(tmp_path, tiny_model)
     assert main(["compare", str(config), "--methods", "naive,replayy"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "replayy" in err
+    assert err.count("\n") == 1
+    assert "replayy" in err

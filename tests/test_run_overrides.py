@@ -52,4 +52,5 @@ def test_run_set_with_unknown_key_fails_in_one_line_before_loading(tmp_path, cap
     config.write_text('method = "naive"\n')
     assert main(["run", str(config), "--set", "replay.ratoi=0.5"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "replay.ratoi" in err
+    assert err.count("\n") == 1
+    assert "replay.ratoi" in err
