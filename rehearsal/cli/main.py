@@ -9,6 +9,7 @@ stderr and exit 2 (usage) or 1 (any :class:`RehearsalError`). The master key com
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -34,7 +35,8 @@ from rehearsal.cli.common import (
 )
 from rehearsal.cli.gate_verbs import gate_args, run_gate
 from rehearsal.cli.governance_verbs import governance_verbs
-from rehearsal.cli.records import RecordMapper, field_list, id_list, open_records, positive_int
+from rehearsal.cli.memory_verbs import memory_verbs
+from rehearsal.cli.records import Record, RecordMapper, field_list, id_list, open_records, positive_int
 from rehearsal.cli.run_verbs import add_set_argument, load_run_config, run_verbs, stdout_to_stderr
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
@@ -126,7 +128,9 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
         metavar="DATE",
         help="expire the records after this ISO date (unless one says)",
     )
-    p.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
+    owner = p.add_mutually_exclusive_group()
+    owner.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
+    owner.add_argument("--tenant-field", metavar="NAME", help="the field naming each record's tenant")
     p.add_argument("--source-field", help="embedding-only: the field with each record's source reference")
     p.add_argument("--split", help="the split to read from a saved DatasetDict")
     p.add_argument("--batch-size", type=positive_int, default=256, help="records added per commit")
@@ -146,6 +150,7 @@ def _ingest(args: argparse.Namespace) -> Report:
         task_field=args.task_field,
         task=args.task,
         retain_until=args.retain_until,
+        tenant_field=args.tenant_field,
     )
     total = source.check(mapper)  # every record, before any is added: no half-ingested files
     if total == 0:
@@ -165,12 +170,13 @@ def _ingest(args: argparse.Namespace) -> Report:
         with tqdm(total=total, unit="rec", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
             for batch in source.batches(mapper, args.batch_size):
                 try:
-                    ids += memory.add(
-                        [r.text for r in batch],
-                        metadata=[r.metadata for r in batch],
-                        tenant=args.tenant,
-                        sources=[r.source for r in batch if r.source] if memory.embedding_only else None,
-                    )
+                    for tenant, rows in _by_tenant(batch, args.tenant):
+                        ids += memory.add(
+                            [r.text for r in rows],
+                            metadata=[r.metadata for r in rows],
+                            tenant=tenant,
+                            sources=[r.source for r in rows if r.source] if memory.embedding_only else None,
+                        )
                 except RehearsalError as exc:
                     raise type(exc)(f"{exc} ({len(ids)} records from earlier batches were added)") from None
                 bar.update(len(batch))
@@ -186,6 +192,13 @@ def _ingest(args: argparse.Namespace) -> Report:
     # Say what the records were taken as: a task of None here is the silent mistake a user most often makes.
     labelled = f"{len(labels)} distinct" if labels else f"none (no record has a {args.label_field!r} field)"
     return Report(data, [line, f"tasks: {json.dumps(tasks)}", f"labels: {labelled}"])
+
+
+def _by_tenant(batch: list[Record], default: str | None) -> list[tuple[str | None, list[Record]]]:
+    """The batch cut into runs of one tenant (``add`` takes one tenant per call); runs, not groups, so that
+    ids follow the order of the file."""
+    runs = itertools.groupby(batch, key=lambda r: r.tenant if r.tenant is not None else default)
+    return [(tenant, list(rows)) for tenant, rows in runs]
 
 
 def _check_mode(args: argparse.Namespace, *, embedding_only: bool) -> None:
@@ -431,6 +444,7 @@ VERBS: dict[str, Verb] = {
 }
 VERBS["run"] = Verb("a continual fine-tuning run from a TOML/YAML config", _run_args, _run, uses_memory=False)
 VERBS["gate"] = Verb("validate an update: regression and PII safety", gate_args, run_gate, uses_memory=False)
+VERBS.update(memory_verbs())  # get, peek, count, export
 VERBS.update(run_verbs())  # compare
 VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
 
