@@ -33,6 +33,7 @@ from rehearsal.cli.common import (
     missing_key,
     open_memory,
 )
+from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_args
 from rehearsal.cli.gate_verbs import gate_args, run_gate
 from rehearsal.cli.governance_verbs import governance_verbs
 from rehearsal.cli.memory_verbs import memory_verbs
@@ -88,7 +89,8 @@ def _create(args: argparse.Namespace, *, embedding_only: bool) -> RehearsalMemor
             f"a memory that stores text is encrypted: set {KEY_ENV} or pass --key-file "
             "(make a key with 'rehearsal keygen'), or use --embedding-only"
         )
-    return RehearsalMemory.create(args.path, keys=keys, embedding_only=embedding_only)
+    encoder = encoder_from_args(args)
+    return RehearsalMemory.create(args.path, keys=keys, embedding_only=embedding_only, encoder=encoder)
 
 
 def _exists(path: str) -> bool:
@@ -101,6 +103,7 @@ def _exists(path: str) -> bool:
 
 def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-only", action="store_true", help="store no text, only vectors and metadata")
+    add_encoder_arguments(p)
 
 
 def _init(args: argparse.Namespace) -> Report:
@@ -108,7 +111,23 @@ def _init(args: argparse.Namespace) -> Report:
         stats = memory.stats()
     mode = "embedding-only" if stats["embedding_only"] else "encrypted"
     data = {"path": args.path, "mode": mode, **{k: stats[k] for k in ("encrypted", "encoder", "dim")}}
-    return Report(data, [f"created {mode} memory at {args.path} ({stats['encoder']}, dim {stats['dim']})"])
+    lines = [f"created {mode} memory at {args.path} ({stats['encoder']}, dim {stats['dim']})"]
+    return Report(data | clear_vectors_note(stats), lines + clear_vectors_lines(stats))
+
+
+def clear_vectors_note(stats: dict[str, Any]) -> dict[str, Any]:
+    """``--json``'s statement of whether vectors sit unencrypted on disk."""
+    return {"vectors_in_clear": not stats["encrypted"]}
+
+
+def clear_vectors_lines(stats: dict[str, Any]) -> list[str]:
+    if stats["encrypted"]:
+        return []
+    # Said every time such a memory is made: embeddings can be inverted into close copies of their text.
+    return [
+        "note: no master key, so the vectors are stored in the clear; embeddings can be inverted into "
+        "text close to the original. Set a key (rehearsal keygen) to seal them."
+    ]
 
 
 _FIELDS_HELP = (
@@ -136,6 +155,7 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="records added per commit")
     p.add_argument("--embedding-only", action="store_true", help="if PATH is new, create it embedding-only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_encoder_arguments(p)
 
 
 def _ingest(args: argparse.Namespace) -> Report:
@@ -186,12 +206,17 @@ def _ingest(args: argparse.Namespace) -> Report:
                     if r.metadata.get("label") is not None:
                         labels.add(repr(r.metadata["label"]))
         entries = len(memory)
+        stats = {"encrypted": encrypted(args.path)}
     data = dict(path=args.path, created=created, added=len(ids), first_id=min(ids), last_id=max(ids))
     data.update(entries=entries, tasks=tasks, distinct_labels=len(labels))
     line = f"added {len(ids)} records (ids {min(ids)}..{max(ids)}) to {args.path}; it now holds {entries}"
     # Say what the records were taken as: a task of None here is the silent mistake a user most often makes.
     labelled = f"{len(labels)} distinct" if labels else f"none (no record has a {args.label_field!r} field)"
-    return Report(data, [line, f"tasks: {json.dumps(tasks)}", f"labels: {labelled}"])
+    lines = [line, f"tasks: {json.dumps(tasks)}", f"labels: {labelled}"]
+    if created:
+        data |= clear_vectors_note(stats)
+        lines += clear_vectors_lines(stats)
+    return Report(data, lines)
 
 
 def _by_tenant(batch: list[Record], default: str | None) -> list[tuple[str | None, list[Record]]]:
@@ -217,6 +242,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         "--where", metavar="JSON", help='a metadata filter, e.g. \'{"task": {"$in": ["a", "b"]}}\''
     )
     p.add_argument("--with-text", action="store_true", help="decrypt and show each hit's text")
+    add_encoder_arguments(p)
 
 
 def _search(args: argparse.Namespace) -> Report:
