@@ -8,6 +8,13 @@ printed side by side:
 
     python examples/hf_trainer_replay.py --memory indexes/wordnet --output runs/example
 
+With the defaults (20 examples per class, 3 epochs; about 4.5 CPU-minutes) it printed, on 2 busy cores:
+
+    after learning 'living': accuracy on living 0.640
+    then learning verbs      living    verbs
+    without replay            0.000    0.172
+    with replay               0.750    0.149
+
 The memory is created (and filled with the "living" task) on the first run; the replay run adds the "verbs"
 examples to it when it ends. The master key comes from REHEARSAL_MASTER_KEY; for a throwaway demo the
 script generates one and says so.
@@ -64,15 +71,16 @@ def open_memory(path: str, stream: rh.TaskStream) -> rh.RehearsalMemory:
     return memory
 
 
-def training_args(output: str, **changes: object) -> TrainingArguments:
+def training_args(output: str, epochs: float = 1.0, **changes: object) -> TrainingArguments:
     settings: dict[str, object] = dict(
         output_dir=output,
         per_device_train_batch_size=24,
-        num_train_epochs=1,
+        num_train_epochs=epochs,
         logging_steps=10,
         report_to=[],
         use_cpu=True,
         save_strategy="no",
+        learning_rate=3e-4,  # the new classification head starts random: the default 5e-5 barely moves it
         seed=0,
     )
     return TrainingArguments(**{**settings, **changes})
@@ -88,31 +96,30 @@ def accuracy(model: object, tokenizer: object, stream: rh.TaskStream, name: str,
     return float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
 
 
-def train_plain(model: object, tokenizer: object, train: Dataset, output: str) -> None:
+def train_plain(model: object, tokenizer: object, train: Dataset, output: str, epochs: float) -> None:
     """The ordinary script: what the diff in the README starts from."""
     train = train.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
     set_seed(0)
     Trainer(
         model=model,
-        args=training_args(output),
+        args=training_args(output, epochs),
         train_dataset=train.remove_columns(["text"]),
         data_collator=DataCollatorWithPadding(tokenizer),
     ).train()
 
 
 def train_with_replay(
-    model: object, tokenizer: object, train: Dataset, memory: rh.RehearsalMemory, output: str
+    model: object, tokenizer: object, train: Dataset, memory: rh.RehearsalMemory, output: str, epochs: float
 ) -> None:
     """The same script with replay: the lines marked `# +` are the whole change."""
     train = rh.embed_dataset(train, memory.encoder)  # +
     train = train.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
     collator = rh.RehearsalCollator(memory, DataCollatorWithPadding(tokenizer), tokenizer, task="verbs")  # +
+    args = training_args(output, epochs, remove_unused_columns=False)  # + (text, vectors reach the collator)
     set_seed(0)
     trainer = Trainer(
         model=model,
-        args=training_args(
-            output, remove_unused_columns=False
-        ),  # + (keeps text and vectors for the collator)
+        args=args,
         train_dataset=train,
         data_collator=collator,
         callbacks=[rh.RehearsalCallback(memory, collator=collator, dataset=train, task="verbs")],  # +
@@ -127,8 +134,9 @@ def main() -> None:
     )
     parser.add_argument("--output", default="runs/example", help="the Trainer's output folder")
     parser.add_argument(
-        "--train-per-class", type=int, default=40, help="training examples per class (test: 20 per class)"
+        "--train-per-class", type=int, default=20, help="training examples per class (test: 20 per class)"
     )
+    parser.add_argument("--epochs", type=float, default=3.0, help="passes over each task's training data")
     args = parser.parse_args()
 
     stream = rh.load_wordnet_stream(max_train_per_class=args.train_per_class, max_test_per_class=20)
@@ -138,11 +146,13 @@ def main() -> None:
     set_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(stream.labels))
 
-    train_plain(model, tokenizer, wordnet_task(stream, "living", "train"), args.output)
+    train_plain(model, tokenizer, wordnet_task(stream, "living", "train"), args.output, args.epochs)
     learned = accuracy(model, tokenizer, stream, "living", args.output)
     plain = copy.deepcopy(model)  # both continue from the same model
-    train_plain(plain, tokenizer, wordnet_task(stream, "verbs", "train"), args.output)
-    train_with_replay(model, tokenizer, wordnet_task(stream, "verbs", "train"), memory, args.output)
+    train_plain(plain, tokenizer, wordnet_task(stream, "verbs", "train"), args.output, args.epochs)
+    train_with_replay(
+        model, tokenizer, wordnet_task(stream, "verbs", "train"), memory, args.output, args.epochs
+    )
     memory.close()
 
     print(f"after learning 'living': accuracy on living {learned:.3f}")
