@@ -106,6 +106,10 @@ def config_for(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
         progress=False,
         output_dir=str(args.out / f"{variant}_s{seed}"),
         tasks=args.tasks,
+        data=None if args.data is None else str(args.data),
+        text_field=args.text_field,
+        label_field=args.label_field,
+        task_field=args.task_field,
         **settings,
     )
 
@@ -177,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", choices=list(CALIBRATIONS), default="weight_aligning")
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--data", type=Path, help="a JSON-lines task stream of your own (default: WordNet)")
+    parser.add_argument("--text-field", default="text", help="--data: the field holding the text")
+    parser.add_argument("--label-field", default="label", help="--data: the field holding the label")
+    parser.add_argument("--task-field", default="task", help="--data: the field holding the task")
     parser.add_argument("--lora-lr", type=float, default=1e-3, help="learning rate of the lora* methods")
     parser.add_argument("--lora-targets", nargs="+", default=None, help="modules LoRA adapts (default: q, v)")
     parser.add_argument("--ewc-lambda", type=float, default=RunConfig().ewc.lam, help="EWC strength (ewc*)")

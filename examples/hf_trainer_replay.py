@@ -1,17 +1,29 @@
-"""An ordinary Hugging Face Trainer classification script, with replay added by the lines marked `# +`.
+"""Replay added to an ordinary Hugging Face Trainer classification script, beside the same script without it.
 
-It fine-tunes MiniLM on one WordNet task ("verbs") after another ("living") has been learned and stored
-in a memory, so the model rehearses nearby old examples while it learns the new ones:
+MiniLM is fine-tuned on one WordNet task ("living": glosses of animals, people, plants, ...) whose training
+examples are kept in an encrypted memory, then on a second task ("verbs") twice from that same point:
+once as an ordinary script does (no replay), once with replay added by the lines marked `# +`. Both models
+are evaluated on both tasks, so what the plain script forgets of "living", and what replay keeps, are
+printed side by side:
 
     python examples/hf_trainer_replay.py --memory indexes/wordnet --output runs/example
 
-The memory is created (and filled with the "living" task) on the first run. The master key comes from
-REHEARSAL_MASTER_KEY; for a throwaway demo the script generates one and says so.
+With the defaults (20 examples per class, 3 epochs; about 4.5 CPU-minutes) it printed, on 2 busy cores:
+
+    after learning 'living': accuracy on living 0.640
+    then learning verbs      living    verbs
+    without replay            0.000    0.172
+    with replay               0.750    0.149
+
+The memory is created (and filled with the "living" task) on the first run; the replay run adds the "verbs"
+examples to it when it ends. The master key comes from REHEARSAL_MASTER_KEY; for a throwaway demo the
+script generates one and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,6 +36,7 @@ from transformers import (
     DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 
 import rehearsal as rh
@@ -58,49 +71,95 @@ def open_memory(path: str, stream: rh.TaskStream) -> rh.RehearsalMemory:
     return memory
 
 
+def training_args(output: str, epochs: float = 1.0, **changes: object) -> TrainingArguments:
+    settings: dict[str, object] = dict(
+        output_dir=output,
+        per_device_train_batch_size=24,
+        num_train_epochs=epochs,
+        logging_steps=10,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        learning_rate=3e-4,  # the new classification head starts random: the default 5e-5 barely moves it
+        seed=0,
+    )
+    return TrainingArguments(**{**settings, **changes})
+
+
+def accuracy(model: object, tokenizer: object, stream: rh.TaskStream, name: str, output: str) -> float:
+    test = wordnet_task(stream, name, "test")
+    test = test.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
+    trainer = Trainer(
+        model=model, args=training_args(output), data_collator=DataCollatorWithPadding(tokenizer)
+    )
+    predictions = trainer.predict(test.remove_columns(["text"]))
+    return float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
+
+
+def train_plain(model: object, tokenizer: object, train: Dataset, output: str, epochs: float) -> None:
+    """The ordinary script: what the diff in the README starts from."""
+    train = train.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
+    set_seed(0)
+    Trainer(
+        model=model,
+        args=training_args(output, epochs),
+        train_dataset=train.remove_columns(["text"]),
+        data_collator=DataCollatorWithPadding(tokenizer),
+    ).train()
+
+
+def train_with_replay(
+    model: object, tokenizer: object, train: Dataset, memory: rh.RehearsalMemory, output: str, epochs: float
+) -> None:
+    """The same script with replay: the lines marked `# +` are the whole change."""
+    train = rh.embed_dataset(train, memory.encoder)  # +
+    train = train.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
+    collator = rh.RehearsalCollator(memory, DataCollatorWithPadding(tokenizer), tokenizer, task="verbs")  # +
+    args = training_args(output, epochs, remove_unused_columns=False)  # + (text, vectors reach the collator)
+    set_seed(0)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        data_collator=collator,
+        callbacks=[rh.RehearsalCallback(memory, collator=collator, dataset=train, task="verbs")],  # +
+    )
+    trainer.train()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--memory", default="indexes/wordnet")
-    parser.add_argument("--output", default="runs/example")
-    parser.add_argument("--train-per-class", type=int, default=40)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--memory", default="indexes/wordnet", help="the memory folder (created on first run)"
+    )
+    parser.add_argument("--output", default="runs/example", help="the Trainer's output folder")
+    parser.add_argument(
+        "--train-per-class", type=int, default=20, help="training examples per class (test: 20 per class)"
+    )
+    parser.add_argument("--epochs", type=float, default=3.0, help="passes over each task's training data")
     args = parser.parse_args()
 
     stream = rh.load_wordnet_stream(max_train_per_class=args.train_per_class, max_test_per_class=20)
     memory = open_memory(args.memory, stream)
     model_dir = str(rh.embedding.default_model_path())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    set_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(stream.labels))
 
-    train = wordnet_task(stream, "verbs", "train")
-    train = rh.embed_dataset(train, memory.encoder)  # +
-    train = train.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
-    collator = rh.RehearsalCollator(memory, DataCollatorWithPadding(tokenizer), tokenizer, task="verbs")  # +
-    training_args = TrainingArguments(
-        output_dir=args.output,
-        per_device_train_batch_size=24,
-        num_train_epochs=1,
-        logging_steps=10,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        remove_unused_columns=False,  # + (keeps the text and vector columns for the collator)
+    train_plain(model, tokenizer, wordnet_task(stream, "living", "train"), args.output, args.epochs)
+    learned = accuracy(model, tokenizer, stream, "living", args.output)
+    plain = copy.deepcopy(model)  # both continue from the same model
+    train_plain(plain, tokenizer, wordnet_task(stream, "verbs", "train"), args.output, args.epochs)
+    train_with_replay(
+        model, tokenizer, wordnet_task(stream, "verbs", "train"), memory, args.output, args.epochs
     )
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        data_collator=collator,
-        callbacks=[rh.RehearsalCallback(memory, collator=collator, dataset=train, task="verbs")],  # +
-    )
-    trainer.train()
     memory.close()
 
-    for name in ("living", "verbs"):
-        test = wordnet_task(stream, name, "test")
-        test = test.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
-        predictions = trainer.predict(test.remove_columns(["text"]))
-        accuracy = float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
-        print(f"accuracy on {name}: {accuracy:.3f}")
+    print(f"after learning 'living': accuracy on living {learned:.3f}")
+    print(f"{'then learning verbs':<22} {'living':>8} {'verbs':>8}")
+    for label, trained in (("without replay", plain), ("with replay", model)):
+        scores = [accuracy(trained, tokenizer, stream, name, args.output) for name in ("living", "verbs")]
+        print(f"{label:<22} {scores[0]:>8.3f} {scores[1]:>8.3f}")
 
 
 if __name__ == "__main__":

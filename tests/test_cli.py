@@ -450,13 +450,16 @@ def test_every_verb_takes_json() -> None:
 
     parser = build_parser()
     for name in VERBS:
-        argv = [name] if name in ("keygen", "gate") else [name, "PATH"]
+        argv = [name] if name in ("keygen", "gate") else [name, "PATH"]  # compare: PATH is its CONFIG
         required = {
             "delete": ["--ids", "1"],
             "forget": ["--tenant", "t"],
             "rotate-key": ["--new-key-env", "V"],
             "gate": ["--baseline", "b.json", "--candidate", "c.json"],
             "approve": ["--approver", "a"],
+            "get": ["--ids", "1"],
+            "export": ["--out", "x.jsonl"],
+            "compare": ["--methods", "naive"],
         }
         extra = {"ingest": ["FILE"], "search": ["q"]}
         args = parser.parse_args([*argv, *extra.get(name, []), *required.get(name, []), "--json"])

@@ -43,3 +43,28 @@ def test_embedding_only_example_refuses_a_folder_that_is_not_empty(tmp_path):
     done = run_example("embedding_only_privacy.py", "--out", str(tmp_path))
     assert done.returncode == 2
     assert "is not empty" in done.stderr
+
+
+def _options_without_help(help_text: str) -> list[str]:
+    """Option lines of argparse's help that carry no description on their line or the next."""
+    lines = help_text.splitlines()
+    missing = []
+    for i, line in enumerate(lines):
+        if not line.startswith("  -") or line.lstrip().startswith("-h, --help"):
+            continue
+        same_line = re.search(r"\S\s{2,}\S", line.strip()) is not None
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        next_line = following.startswith(" " * 8) and not following.lstrip().startswith("-")
+        if not (same_line or next_line):
+            missing.append(line.split()[0])
+    return missing
+
+
+def test_every_example_describes_itself_and_each_option_in_help():
+    for script in sorted(EXAMPLES.glob("*.py")):
+        done = run_example(script.name, "--help")
+        assert done.returncode == 0, done.stderr[-2000:]
+        _, _, body = done.stdout.partition("\n\n")
+        assert not body.startswith("options:"), f"{script.name}: --help has no description"
+        assert "--" in body, f"{script.name}: no options listed"
+        assert _options_without_help(body) == [], script.name

@@ -118,8 +118,14 @@ def open_memory(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | No
         if args.key_file is not None:
             raise ValidationError(f"memory at {args.path!r} is not encrypted; it takes no --key-file")
         keys = None  # an ambient key in the environment is not meant for this memory
+    from rehearsal.cli.encoder_options import check_encoder_given, encoder_from_args
+
+    if hasattr(args, "encoder"):  # a verb that embeds text: it needs the memory's own encoder
+        check_encoder_given(args, args.path)
     try:
-        return RehearsalMemory.open(args.path, keys=keys, read_only=read_only)
+        return RehearsalMemory.open(
+            args.path, keys=keys, read_only=read_only, encoder=encoder_from_args(args)
+        )
     except MissingKeyError:
         if keys is None:
             raise missing_key(args.path) from None

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rehearsal.cli.audit_show import show_audit
 from rehearsal.cli.common import (
     KEY_ENV,
     Report,
@@ -23,6 +24,7 @@ from rehearsal.cli.common import (
     require_memory,
     required_keys,
 )
+from rehearsal.cli.records import positive_int
 from rehearsal.errors import ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
@@ -46,23 +48,32 @@ def _log_path(args: argparse.Namespace) -> Path:
 
 def _audit_args(p: argparse.ArgumentParser) -> None:
 
-    # "verify" may be left out (it is the only action), so "rehearsal audit PATH" parses like other verbs.
+    # "verify" may be left out (the default action), so "rehearsal audit PATH" parses like other verbs.
     p.add_argument(
-        "words", nargs="+", metavar="[verify] PATH", help="the memory folder (log: PATH/audit.log)"
+        "words",
+        nargs="+",
+        metavar="[verify|show] PATH",
+        help="verify the log's chain, or show its entries; PATH is the memory (log: PATH/audit.log)",
     )
     p.add_argument("--log", metavar="FILE", help="the audit log file (default: PATH/audit.log)")
+    p.add_argument("--last", type=positive_int, metavar="N", help="show: only the last N entries")
     p.add_argument("--key-file", help=f"file with the base64 master key (default: ${KEY_ENV})")
 
 
 def _audit(args: argparse.Namespace) -> Report:
 
-    if len(args.words) == 2 and args.words[0] == "verify":
-        args.path = args.words[1]
+    action = "verify"
+    if len(args.words) == 2 and args.words[0] in ("verify", "show"):
+        action, args.path = args.words
     elif len(args.words) == 1:
         args.path = args.words[0]
     else:
-        raise ValidationError(f"usage: rehearsal audit verify PATH, got {' '.join(args.words)!r}")
+        raise ValidationError(f"usage: rehearsal audit [verify|show] PATH, got {' '.join(args.words)!r}")
+    if args.last is not None and action != "show":
+        raise ValidationError("--last applies to 'rehearsal audit show'")
     args.path = memory_folder(args.path)
+    if action == "show":
+        return show_audit(AuditLog.open(_log_path(args), required_keys(args), create=False), last=args.last)
     path = _log_path(args)
     log = AuditLog.open(path, required_keys(args), create=False)
     entries = log.entries()
@@ -193,7 +204,9 @@ def _awaiting_approval(log: AuditLog, update: str) -> dict[str, Any] | None:
 def governance_verbs() -> dict[str, Verb]:
 
     return {
-        "audit": Verb("check the memory's tamper-evident audit log", _audit_args, _audit, uses_memory=False),
+        "audit": Verb(
+            "verify or show the memory's tamper-evident audit log", _audit_args, _audit, uses_memory=False
+        ),
         "versions": Verb("list recorded model versions", lambda p: None, _versions),
         "rollback": Verb("return the model pointer and the memory to a version", _rollback_args, _rollback),
         "expire": Verb("remove records whose retain_until date has passed", _expire_args, _expire),

@@ -9,6 +9,7 @@ stderr and exit 2 (usage) or 1 (any :class:`RehearsalError`). The master key com
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -32,9 +33,12 @@ from rehearsal.cli.common import (
     missing_key,
     open_memory,
 )
+from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_args
 from rehearsal.cli.gate_verbs import gate_args, run_gate
 from rehearsal.cli.governance_verbs import governance_verbs
-from rehearsal.cli.records import RecordMapper, field_list, id_list, open_records, positive_int
+from rehearsal.cli.memory_verbs import memory_verbs
+from rehearsal.cli.records import Record, RecordMapper, field_list, id_list, open_records, positive_int
+from rehearsal.cli.run_verbs import add_set_argument, load_run_config, run_verbs, stdout_to_stderr
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
     MissingKeyError,
@@ -85,7 +89,8 @@ def _create(args: argparse.Namespace, *, embedding_only: bool) -> RehearsalMemor
             f"a memory that stores text is encrypted: set {KEY_ENV} or pass --key-file "
             "(make a key with 'rehearsal keygen'), or use --embedding-only"
         )
-    return RehearsalMemory.create(args.path, keys=keys, embedding_only=embedding_only)
+    encoder = encoder_from_args(args)
+    return RehearsalMemory.create(args.path, keys=keys, embedding_only=embedding_only, encoder=encoder)
 
 
 def _exists(path: str) -> bool:
@@ -98,6 +103,7 @@ def _exists(path: str) -> bool:
 
 def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-only", action="store_true", help="store no text, only vectors and metadata")
+    add_encoder_arguments(p)
 
 
 def _init(args: argparse.Namespace) -> Report:
@@ -105,7 +111,23 @@ def _init(args: argparse.Namespace) -> Report:
         stats = memory.stats()
     mode = "embedding-only" if stats["embedding_only"] else "encrypted"
     data = {"path": args.path, "mode": mode, **{k: stats[k] for k in ("encrypted", "encoder", "dim")}}
-    return Report(data, [f"created {mode} memory at {args.path} ({stats['encoder']}, dim {stats['dim']})"])
+    lines = [f"created {mode} memory at {args.path} ({stats['encoder']}, dim {stats['dim']})"]
+    return Report(data | clear_vectors_note(stats), lines + clear_vectors_lines(stats))
+
+
+def clear_vectors_note(stats: dict[str, Any]) -> dict[str, Any]:
+    """``--json``'s statement of whether vectors sit unencrypted on disk."""
+    return {"vectors_in_clear": not stats["encrypted"]}
+
+
+def clear_vectors_lines(stats: dict[str, Any]) -> list[str]:
+    if stats["encrypted"]:
+        return []
+    # Said every time such a memory is made: embeddings can be inverted into close copies of their text.
+    return [
+        "note: no master key, so the vectors are stored in the clear; embeddings can be inverted into "
+        "text close to the original. Set a key (rehearsal keygen) to seal them."
+    ]
 
 
 _FIELDS_HELP = (
@@ -125,12 +147,15 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
         metavar="DATE",
         help="expire the records after this ISO date (unless one says)",
     )
-    p.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
+    owner = p.add_mutually_exclusive_group()
+    owner.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
+    owner.add_argument("--tenant-field", metavar="NAME", help="the field naming each record's tenant")
     p.add_argument("--source-field", help="embedding-only: the field with each record's source reference")
     p.add_argument("--split", help="the split to read from a saved DatasetDict")
     p.add_argument("--batch-size", type=positive_int, default=256, help="records added per commit")
     p.add_argument("--embedding-only", action="store_true", help="if PATH is new, create it embedding-only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_encoder_arguments(p)
 
 
 def _ingest(args: argparse.Namespace) -> Report:
@@ -145,6 +170,7 @@ def _ingest(args: argparse.Namespace) -> Report:
         task_field=args.task_field,
         task=args.task,
         retain_until=args.retain_until,
+        tenant_field=args.tenant_field,
     )
     total = source.check(mapper)  # every record, before any is added: no half-ingested files
     if total == 0:
@@ -164,12 +190,13 @@ def _ingest(args: argparse.Namespace) -> Report:
         with tqdm(total=total, unit="rec", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
             for batch in source.batches(mapper, args.batch_size):
                 try:
-                    ids += memory.add(
-                        [r.text for r in batch],
-                        metadata=[r.metadata for r in batch],
-                        tenant=args.tenant,
-                        sources=[r.source for r in batch if r.source] if memory.embedding_only else None,
-                    )
+                    for tenant, rows in _by_tenant(batch, args.tenant):
+                        ids += memory.add(
+                            [r.text for r in rows],
+                            metadata=[r.metadata for r in rows],
+                            tenant=tenant,
+                            sources=[r.source for r in rows if r.source] if memory.embedding_only else None,
+                        )
                 except RehearsalError as exc:
                     raise type(exc)(f"{exc} ({len(ids)} records from earlier batches were added)") from None
                 bar.update(len(batch))
@@ -179,12 +206,24 @@ def _ingest(args: argparse.Namespace) -> Report:
                     if r.metadata.get("label") is not None:
                         labels.add(repr(r.metadata["label"]))
         entries = len(memory)
+        stats = {"encrypted": encrypted(args.path)}
     data = dict(path=args.path, created=created, added=len(ids), first_id=min(ids), last_id=max(ids))
     data.update(entries=entries, tasks=tasks, distinct_labels=len(labels))
     line = f"added {len(ids)} records (ids {min(ids)}..{max(ids)}) to {args.path}; it now holds {entries}"
     # Say what the records were taken as: a task of None here is the silent mistake a user most often makes.
     labelled = f"{len(labels)} distinct" if labels else f"none (no record has a {args.label_field!r} field)"
-    return Report(data, [line, f"tasks: {json.dumps(tasks)}", f"labels: {labelled}"])
+    lines = [line, f"tasks: {json.dumps(tasks)}", f"labels: {labelled}"]
+    if created:
+        data |= clear_vectors_note(stats)
+        lines += clear_vectors_lines(stats)
+    return Report(data, lines)
+
+
+def _by_tenant(batch: list[Record], default: str | None) -> list[tuple[str | None, list[Record]]]:
+    """The batch cut into runs of one tenant (``add`` takes one tenant per call); runs, not groups, so that
+    ids follow the order of the file."""
+    runs = itertools.groupby(batch, key=lambda r: r.tenant if r.tenant is not None else default)
+    return [(tenant, list(rows)) for tenant, rows in runs]
 
 
 def _check_mode(args: argparse.Namespace, *, embedding_only: bool) -> None:
@@ -203,6 +242,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         "--where", metavar="JSON", help='a metadata filter, e.g. \'{"task": {"$in": ["a", "b"]}}\''
     )
     p.add_argument("--with-text", action="store_true", help="decrypt and show each hit's text")
+    add_encoder_arguments(p)
 
 
 def _search(args: argparse.Namespace) -> Report:
@@ -360,19 +400,20 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", help="where results go (default: the config's output_dir)")
     p.add_argument("--resume", action="store_true", help="skip the tasks an interrupted run finished")
     p.add_argument("--key-file", help=f"file with the memory's base64 master key (default: ${KEY_ENV})")
+    add_set_argument(p)
 
 
 def _run(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.config import RunConfig
     from rehearsal.runner.preflight import preflight
 
-    config = RunConfig.from_file(args.config)
+    config = load_run_config(args)
     # Everything that can be wrong with the command is checked before torch and the model load.
     checked = preflight(config, output_dir=args.output_dir, resume=args.resume, keys=keys_from_args(args))
     from rehearsal.runner.loop import run
 
     try:
-        result = run(config, output_dir=args.output_dir, resume=args.resume, keys=checked.keys)
+        with stdout_to_stderr():  # the Trainer prints its logs; stdout is for the report
+            result = run(config, output_dir=args.output_dir, resume=args.resume, keys=checked.keys)
     except UpdateBlockedError as exc:
         # Not an error of the command: the gate did its job. Exit codes as for "rehearsal gate".
         status = EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL
@@ -429,6 +470,8 @@ VERBS: dict[str, Verb] = {
 }
 VERBS["run"] = Verb("a continual fine-tuning run from a TOML/YAML config", _run_args, _run, uses_memory=False)
 VERBS["gate"] = Verb("validate an update: regression and PII safety", gate_args, run_gate, uses_memory=False)
+VERBS.update(memory_verbs())  # get, peek, count, export
+VERBS.update(run_verbs())  # compare
 VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
 
 

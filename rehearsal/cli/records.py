@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.governance.retention import RETENTION_FIELD, retention_deadline
 
@@ -47,6 +48,7 @@ class Record:
     text: str
     metadata: dict[str, Any]
     source: str | None
+    tenant: str | None = None  # from a per-row tenant column (``--tenant-field``)
 
 
 class RecordSource:
@@ -196,13 +198,14 @@ class RecordMapper:
         task_field: str = "task",
         task: str | None = None,
         retain_until: str | None = None,
+        tenant_field: str | None = None,
     ) -> None:
         reserved = sorted(set(metadata_fields) & set(_RESERVED_FIELDS))
         if reserved:
             raise ValidationError(
                 f"metadata fields may not be named {reserved}: id is assigned and tenant/source are options"
             )
-        if text_field in metadata_fields or text_field in (label_field, task_field):
+        if text_field in metadata_fields or text_field in (label_field, task_field, tenant_field):
             raise ValidationError(f"field {text_field!r} is the text; it cannot also be metadata")
         if task is not None and (not isinstance(task, str) or not task.strip()):
             raise ValidationError(f"--task must be a non-empty string, got {task!r}")
@@ -217,6 +220,9 @@ class RecordMapper:
             field for name, field in self.renamed.items() if field != name
         }
         self.source_field = source_field
+        self.tenant_field = tenant_field
+        if tenant_field is not None:
+            self.required.add(tenant_field)
         self.task = task
         self.retain_until = retain_until
         self.seen: set[str] = set()  # fields found in at least one record
@@ -254,7 +260,21 @@ class RecordMapper:
             json.dumps(metadata)
         except (TypeError, ValueError):
             raise ValidationError(f"{where}: metadata is not JSON-serialisable") from None
-        return Record(text, metadata, self._source(item, where))
+        return Record(text, metadata, self._source(item, where), self._tenant(item, where))
+
+    def _tenant(self, item: dict[str, Any], where: str) -> str | None:
+        if self.tenant_field is None:
+            return None
+        value = item.get(self.tenant_field)
+        if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
+            raise ValidationError(
+                f"{where}: tenant field {self.tenant_field!r} must be a non-empty string, got {_short(value)}"
+            )
+        self.seen.add(self.tenant_field)
+        try:
+            return validate_tenant(str(value).strip())
+        except ValidationError as exc:
+            raise ValidationError(f"{where}: {exc}") from None
 
     def _source(self, item: dict[str, Any], where: str) -> str | None:
         if self.source_field is None:

@@ -72,7 +72,8 @@ class RunConfig(ConfigMixin):
     """What to train, how, and where the results go.
 
     ``method`` names a strategy (one of :data:`METHODS`). ``tasks`` selects and orders the
-    bundled WordNet tasks; ``data`` instead reads a JSON-lines stream (see ``load_jsonl_stream``).
+    bundled WordNet tasks; ``data`` instead reads a JSON-lines stream (see ``load_jsonl_stream``) whose
+    ``text_field``, ``label_field`` and ``task_field`` name its columns.
     ``batch_size`` counts new examples per step; replay strategies add ``replay.ratio`` worth on top.
     ``memory_capacity`` bounds the memory for the ``reservoir`` and ``class_balanced`` policies.
     ``head_learning_rate`` (None: ``learning_rate``) is the classification head's own learning rate.
@@ -93,6 +94,9 @@ class RunConfig(ConfigMixin):
     mask_unseen: bool = False
     tasks: list[str] | None = None
     data: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    task_field: str = "task"
     max_train_per_class: int | None = 40
     max_test_per_class: int | None = 20
     model: str | None = None
@@ -161,6 +165,10 @@ class RunConfig(ConfigMixin):
         names_ok = isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks)
         if tasks is not None and not names_ok:
             raise ConfigError(f"'tasks' must be a non-empty list of task names or None, got {self.tasks!r}")
+        for name in ("text_field", "label_field", "task_field"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name!r} must be a non-empty field name, got {value!r}")
         for name in ("mask_unseen", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")

@@ -60,7 +60,13 @@ _WEIGHTS, _MEMORY = "weights", "memory"
 def load_stream(config: RunConfig) -> TaskStream:
     """The task stream a config names: a JSON-lines file, or the bundled WordNet stream with its caps."""
     if config.data is not None:
-        stream = load_jsonl_stream(config.data, seed=config.seed)
+        stream = load_jsonl_stream(
+            config.data,
+            seed=config.seed,
+            text_field=config.text_field,
+            label_field=config.label_field,
+            task_field=config.task_field,
+        )
         return stream if config.tasks is None else TaskStream.from_tasks(stream.task(t) for t in config.tasks)
     return load_wordnet_stream(
         max_train_per_class=config.max_train_per_class,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rehearsal.runner.metrics import AccuracyMatrix
 
-__all__ = ["plot_accuracy_heatmap", "plot_accuracy_over_time"]
+__all__ = ["plot_accuracy_heatmap", "plot_accuracy_over_time", "plot_comparison"]
 
 
 def _pyplot() -> object:
@@ -69,6 +71,28 @@ def plot_accuracy_over_time(matrix: AccuracyMatrix, path: str | os.PathLike[str]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or "per-task accuracy over the stream")
+    return _save(fig, path)
+
+
+def plot_comparison(
+    table: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    labels: Mapping[str, str],
+    path: str | os.PathLike[str],
+) -> Path:
+    """One panel per metric: a bar per method at its mean over seeds, the error bar one sd."""
+    plt = _pyplot()
+    methods = list(table)
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.6), squeeze=False)  # type: ignore[attr-defined]
+    x = np.arange(len(methods))
+    for ax, (metric, label) in zip(axes[0], labels.items(), strict=True):
+        means = [table[m][metric]["mean"] for m in methods]
+        sds = [table[m][metric]["sd"] or 0.0 for m in methods]
+        heights = [np.nan if v is None else v for v in means]
+        ax.bar(x, heights, yerr=sds, capsize=4, color="tab:blue", alpha=0.8)
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xticks(x, methods, rotation=30, ha="right")
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
 
