@@ -45,6 +45,7 @@ from rehearsal.errors import (
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.runner.config import RunConfig
 from rehearsal.store.where import parse_where
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
@@ -326,7 +327,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.config import RunConfig
+    # Only this verb needs torch and transformers (seconds to import): the others start without them.
     from rehearsal.runner.loop import run
 
     try:
