@@ -32,8 +32,7 @@ if not os.environ.get("REHEARSAL_MASTER_KEY"):
 
     os.environ["REHEARSAL_MASTER_KEY"] = KeyRing.generate().export_base64()
 
-from rehearsal.config import EWCConfig, LoRAConfig, ReplayConfig
-from rehearsal.methods.calibration import CALIBRATIONS
+from rehearsal.config import CALIBRATIONS, EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.loop import run
 

@@ -67,7 +67,8 @@ def main() -> None:
         t3 = time.perf_counter()
         mem.close()
         close_s = time.perf_counter() - t3
-        entries = len(RehearsalMemory.open(Path(tmp) / "mem", keys=mem._keys, read_only=True))
+        with mem.reader()() as reopened:  # a fresh read-only handle with the same keys
+            entries = len(reopened)
 
     n = len(texts)
     result = {

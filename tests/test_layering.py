@@ -16,6 +16,9 @@ MASTER_KEY_ENV = "REHEARSAL_MASTER_KEY"
 HEAVY = ("torch", "transformers", "peft", "sentence_transformers", "datasets", "accelerate", "trl")
 CONFIGS = ("rehearsal.config", "rehearsal.runner.config")
 UTILITIES = ("rehearsal.errors", "rehearsal._files")
+# Each folder imports only from the folders after it; the top-level modules (config, embedding, errors,
+# _files) from none. The package's __init__ (the public names) is the one module that gathers them all.
+LAYERS = ("cli", "runner", "governance", "replay", "methods", "memory", "store", "crypto")
 
 
 @dataclass
@@ -135,9 +138,20 @@ def reachable(modules: dict[str, Module], start: str) -> set[str]:
     return seen
 
 
+def _layer(name: str) -> int:
+    parts = name.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else len(LAYERS)
+
+
 def violations(modules: dict[str, Module], top: str = "rehearsal") -> list[str]:
     """Every broken rule, one line each (empty: the layering holds)."""
     bad = [f"import cycle: {' -> '.join(group)}" for group in cycles(modules)]
+    for name, module in sorted(modules.items()):
+        if name == top:
+            continue
+        for target in sorted(module.internal):
+            if target != top and _layer(target) < _layer(name):
+                bad.append(f"{name} imports {target}, a layer above it")
     store, crypto = f"{top}.store", f"{top}.crypto"
     utilities = tuple(u.replace("rehearsal", top, 1) for u in UTILITIES)
     backends = (f"{top}.store.sqlite", f"{top}.store.faiss")
@@ -238,6 +252,8 @@ _ASK_KEY = 'import os\n\ndef key():\n    return os.environ["REHEARSAL_MASTER_KEY
         ({"methods/ewc.py": "from rehearsal.runner.loop import run\n"}, "(methods) imports"),
         ({"methods/ewc.py": "def f():\n    from rehearsal.governance import audit\n"}, "(methods) imports"),
         ({"runner/loop.py": "from rehearsal.cli.main import main\n"}, "nothing imports the CLI"),
+        ({"memory/facade.py": "from rehearsal.replay.selector import S\n"}, "a layer above it"),
+        ({"config.py": "from rehearsal.crypto.keys import KeyRing\n"}, "a layer above it"),
         ({"runner/config.py": "from rehearsal.methods.ewc import EWC\n"}, "torch-side"),
         ({f"m{i}.py": _ASK_KEY for i in range(4)}, "named in 4 modules"),
     ],

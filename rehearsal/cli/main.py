@@ -409,6 +409,7 @@ def _run(args: argparse.Namespace) -> Report:
     config = load_run_config(args)
     # Everything that can be wrong with the command is checked before torch and the model load.
     checked = preflight(config, output_dir=args.output_dir, resume=args.resume, keys=keys_from_args(args))
+    # Only this verb needs torch and transformers (seconds to import): the others start without them.
     from rehearsal.runner.loop import run
 
     try:

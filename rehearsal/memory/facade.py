@@ -20,18 +20,15 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rehearsal._files import remove_stale_temps
 from rehearsal.crypto.keys import KeyRing, validate_tenant
 from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, encoder_identity, load_encoder
 from rehearsal.errors import (
     ConfigError,
     EncoderMismatchError,
-    MissingKeyError,
     NotFoundError,
     ReadOnlyError,
     ValidationError,
@@ -39,17 +36,11 @@ from rehearsal.errors import (
 from rehearsal.memory.admission import decide_admission, policy_state_key
 from rehearsal.memory.batch import Batch, check_ids, check_texts, check_vectors, prepare_batch
 from rehearsal.memory.bench import bench_memory
+from rehearsal.memory.commit import commit
+from rehearsal.memory.opening import Opened, create_parts, finish_create, open_parts
 from rehearsal.memory.policies import AdmissionPolicy
 from rehearsal.memory.verification import memory_stats, verify_memory
-from rehearsal.store.layout import (
-    FORMAT_VERSION,
-    acquire_writer_lock,
-    check_new_folder,
-    new_manifest,
-    read_manifest,
-    write_manifest,
-)
-from rehearsal.store.registry import Backends, create_backends, folder_of, open_backends
+from rehearsal.store.layout import FORMAT_VERSION
 from rehearsal.store.types import EntryRow, Hit
 from rehearsal.store.where import parse_where
 
@@ -66,29 +57,26 @@ class RehearsalMemory:
 
     def __init__(
         self,
-        path: Path,
-        manifest: dict[str, Any],
-        stores: Backends,
+        opened: Opened,
         *,
         read_only: bool,
         encoder: Encoder | None,
         resolver: Resolver | None,
-        lock_fd: int | None,
-        keys: KeyRing | None = None,
     ) -> None:
-        self.path = path
-        self._keys = keys  # kept so DataLoader workers can reopen the memory by path
-        self._manifest = manifest
-        self._records = stores.records
-        self._keyed = stores.keyed  # texts, data keys and sealing; None in an unencrypted store
-        self._vectors = stores.vectors
-        self._stores = stores
+        """Use :meth:`create` or :meth:`open`."""
+        self.path = opened.folder
+        self._keys = opened.keys  # kept so that readers (DataLoader workers) can open the memory by path
+        self._manifest = opened.manifest
+        self._records = opened.stores.records
+        self._keyed = opened.stores.keyed  # texts, data keys and sealing; None in an unencrypted store
+        self._vectors = opened.stores.vectors
+        self._stores = opened.stores
         self._read_only = read_only
         self._encoder = encoder
         self._resolver = resolver
-        self._lock_fd = lock_fd
+        self._lock_fd = opened.lock_fd
         self._lock = threading.RLock()
-        self._dim = int(manifest["encoder"]["dim"])
+        self._dim = int(opened.manifest["encoder"]["dim"])
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------------
@@ -111,29 +99,10 @@ class RehearsalMemory:
         Pass ``encoder``, or ``dim``/``encoder_name`` when vectors are precomputed (the default encoder,
         the packaged MiniLM, is loaded only when texts need embedding).
         """
-        folder = folder_of(path)
-        if not embedding_only and keys is None:
-            raise MissingKeyError(
-                "a memory that stores text needs keys (KeyRing); or pass embedding_only=True"
-            )
-        check_new_folder(folder)
         identity = encoder_identity(encoder, dim, encoder_name)
-        folder.mkdir(parents=True, exist_ok=True)
-        manifest = new_manifest(embedding_only=embedding_only, encrypted=keys is not None, encoder=identity)
-        stores = create_backends(folder, keys=keys, dim=identity[1])
-        lock_fd = acquire_writer_lock(folder)
-        memory = cls(
-            folder,
-            manifest,
-            stores,
-            read_only=False,
-            encoder=encoder,
-            resolver=resolver,
-            lock_fd=lock_fd,
-            keys=keys,
-        )
-        # The manifest goes last: a folder without one is "not a memory", so a crash mid-create is obvious.
-        write_manifest(folder, manifest)
+        opened = create_parts(path, keys=keys, embedding_only=embedding_only, identity=identity)
+        memory = cls(opened, read_only=False, encoder=encoder, resolver=resolver)
+        finish_create(opened)  # last: see rehearsal.memory.opening
         return memory
 
     @classmethod
@@ -147,34 +116,9 @@ class RehearsalMemory:
         resolver: Resolver | None = None,
     ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
-        folder = folder_of(path)
-        manifest = read_manifest(folder, encoder.name if encoder is not None else None)
-        if manifest["encrypted"] and keys is None:
-            raise MissingKeyError(f"memory at {str(folder)!r} is encrypted; pass keys=KeyRing...")
-        if not manifest["encrypted"]:
-            # A key in the environment must not stop anyone opening an unencrypted embedding-only memory.
-            keys = None
-        lock_fd = None if read_only else acquire_writer_lock(folder)
-        try:
-            if lock_fd is not None:
-                remove_stale_temps(folder)
-            dim = int(manifest["encoder"]["dim"])
-            stores = open_backends(folder, keys=keys, dim=dim, read_only=read_only)
-            memory = cls(
-                folder,
-                manifest,
-                stores,
-                read_only=read_only,
-                encoder=encoder,
-                resolver=resolver,
-                lock_fd=lock_fd,
-                keys=keys,
-            )
-        except BaseException:
-            if lock_fd is not None:
-                os.close(lock_fd)
-            raise
-        return memory
+        encoder_name = encoder.name if encoder is not None else None
+        opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name)
+        return cls(opened, read_only=read_only, encoder=encoder, resolver=resolver)
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -505,33 +449,7 @@ class RehearsalMemory:
         """One durable transaction: remove ``evict``, add ``batch``, save ``state``; then update the index."""
         with self._lock:
             self._check_writable()
-            ids: list[int] = []
-            with self._records.transaction():
-                gen = self._records.bump_generation()
-                if evict:
-                    if self._keyed is not None and not self.embedding_only:
-                        self._keyed.delete(evict)
-                    self._records.remove(evict, generation=gen)
-                if batch is not None:
-                    ids = self._records.allocate_ids(len(batch.vectors))
-                    if not self.embedding_only:
-                        # INVARIANT: a text-storing memory has keys, and its batches carry texts.
-                        assert self._keyed is not None
-                        assert batch.texts is not None
-                        self._keyed.put(ids, batch.texts, tenant=batch.tenant)
-                    self._records.insert(
-                        ids,
-                        tenant=batch.tenant,
-                        metadata=batch.metadata,
-                        sources=batch.sources,
-                        generation=gen,
-                        vectors=self._vectors.seal(batch.tenant, ids, batch.vectors),
-                    )
-                for key, value in (state or {}).items():
-                    self._records.set_meta(key, value)
-            # Durable from here on; the in-process index follows.
-            self._vectors.applied(gen, evict, ids, batch.vectors if batch is not None else None)
-            return ids
+            return commit(self._stores, batch, evict=evict, state=state, store_texts=not self.embedding_only)
 
     def _resolve(self, ids: list[int]) -> dict[int, str]:
         if self._resolver is None:

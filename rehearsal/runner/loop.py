@@ -246,7 +246,16 @@ def _run_phase(r: _Run, phase: int, model: Any, tokenizer: Any, base_collator: A
     started = time.perf_counter()
     with _phase_memory(r, phase) as memory:
         ctx = phase_context(
-            r.config, r.stream, r.phases, phase, tokenizer, base_collator, memory, r.keys, r.out
+            r.config,
+            r.stream,
+            r.phases,
+            phase,
+            tokenizer,
+            base_collator,
+            memory,
+            r.keys,
+            r.out,
+            with_vectors=r.strategy.needs_vectors,
         )
         set_seed(r.config.seed + phase)
         model = r.strategy.prepare_model(model, ctx)

@@ -23,10 +23,10 @@ def phase_dataset(
     tokenizer: Any,
     config: RunConfig,
     *,
-    memory: RehearsalMemory | None,
+    vectors_from: RehearsalMemory | None,
 ) -> Any:
-    """The phase's tokenized training set; with a memory, also its texts, tasks and vectors (embedded once,
-    by the memory's own encoder) for the collator and the admission callback."""
+    """The phase's tokenized training set; given a memory, also its texts, tasks and vectors (embedded once,
+    by that memory's own encoder) for the collator and the admission callback."""
     from datasets import Dataset
 
     examples = [ex for task in tasks for ex in task.train]
@@ -34,10 +34,11 @@ def phase_dataset(
     encoded = tokenizer(texts, truncation=True, max_length=config.max_length)
     columns: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
     columns[LABELS] = [stream.label_id(ex.label) for ex in examples]
-    if memory is not None:
+    if vectors_from is not None:
         columns[config.replay.text_column] = texts
         columns["task"] = [ex.task for ex in examples]
-        columns[config.replay.vector_column] = [row.tolist() for row in embed_texts(texts, memory.encoder)]
+        vectors = embed_texts(texts, vectors_from.encoder)
+        columns[config.replay.vector_column] = [row.tolist() for row in vectors]
     return Dataset.from_dict(columns)
 
 
@@ -51,6 +52,8 @@ def phase_context(
     memory: RehearsalMemory | None,
     keys: KeyRing | None,
     out: Path,
+    *,
+    with_vectors: bool,
 ) -> PhaseContext:
     tasks = phases[phase]
     seen = [stream.label_id(lab) for p in phases[: phase + 1] for t in p for lab in t.labels]
@@ -59,7 +62,7 @@ def phase_context(
         stream=stream,
         phase=phase,
         tasks=tasks,
-        train=phase_dataset(stream, tasks, tokenizer, config, memory=memory),
+        train=phase_dataset(stream, tasks, tokenizer, config, vectors_from=memory if with_vectors else None),
         tokenizer=tokenizer,
         base_collator=base_collator,
         memory_path=out / "memory",

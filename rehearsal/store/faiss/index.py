@@ -25,7 +25,6 @@ import hashlib
 import importlib
 import json
 import math
-import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +34,18 @@ import numpy as np
 import numpy.typing as npt
 
 from rehearsal.errors import DimensionMismatchError, IntegrityError, StoreFormatError, ValidationError
+from rehearsal.store.faiss.spec import (
+    EXACT_FILTER_ALWAYS,
+    EXACT_FILTER_MAX,
+    FILTER_PROBE_FACTOR,
+    FLAT_MAX_VECTORS,
+    FLAT_SPEC,
+    TRAIN_POINTS_PER_LIST,
+    check_int,
+    choose_index_spec,
+    choose_nprobe,
+    parse_spec,
+)
 from rehearsal.store.faiss.tuning import calibrate_nprobe
 
 # Typed as Any: faiss-cpu's stubs lack DirectMap, SearchParameters keywords and the SWIG helpers.
@@ -45,32 +56,6 @@ __all__ = ["VectorIndex", "choose_index_spec", "choose_nprobe", "faiss_threads"]
 FloatMatrix = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
 
-FLAT_SPEC = "IDMap,Flat"
-# Below this many vectors exact search is fast enough (see benchmarks/RESULTS.md) and needs no training.
-FLAT_MAX_VECTORS = 50_000
-# IVF lists: about 8·sqrt(n), a power of two, with at least 39 vectors per list (FAISS's k-means floor).
-# Short lists keep the scan per probe small: at 1M x 384, IVF4096,SQ8 at nprobe 8 ran 21x flat's speed,
-# IVF8192,Flat at nprobe 8-16 ran 28-74x (benchmarks/RESULTS.md).
-LISTS_PER_SQRT_N = 8
-MIN_POINTS_PER_LIST = 39
-# IVF lists hold half-precision codes: at 200k x 384 they gave recall@10 0.9997 (flat codes 1.0), scanned
-# faster than float32 codes (0.33 vs 0.44 ms/query) and halve the snapshot, which is what opening a large
-# memory spends its time reading and decrypting. Past this many bytes of float32-equivalent codes, 8-bit
-# scalar quantisation (4x smaller) takes over; not sooner, since SQ8 caps recall@10 near 0.98.
-FLAT_CODES_MAX_BYTES = 4 << 30
-# k-means trains on a seeded sample of this many points per list, not on the whole memory.
-TRAIN_POINTS_PER_LIST = 40
-# 16 probes: recall@10 0.976 on the noisy 200k benchmark set where 8 gave 0.79; 1.0 on clustered 1M.
-MIN_NPROBE = 16
-NPROBE_DIVISOR = 512
-# A filtered IVF search scores the allowed vectors exactly (reconstructed through the direct map) when
-# there are few of them, or when the widened probe would scan a quarter of the lists or more (1% of 1M
-# allowed scanned 3,200 of 8,192 lists at 11 ms/query; reconstructing 10k vectors costs ~12 ms per call).
-EXACT_FILTER_ALWAYS = 4_096
-EXACT_FILTER_MAX = 65_536
-FILTER_PROBE_FACTOR = 2
-
-_SPEC_RE = re.compile(r"^(?:IDMap,Flat|IVF(?P<nlist>[1-9][0-9]*),(?P<codes>Flat|SQfp16|SQ8))$")
 _MAGIC = b"RHIX"
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct(">4sHI")  # magic, format version, metadata length
@@ -106,42 +91,6 @@ def _read_faiss(blob: memoryview) -> Any:
         return bytes(chunk)
 
     return faiss.read_index(faiss.PyCallbackIOReader(read, 1 << 22))
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValidationError(f"'{name}' must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValidationError(f"'{name}' must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _parse_spec(spec: str) -> int:
-    """The number of IVF lists of a supported spec, 0 for the flat index."""
-    match = _SPEC_RE.match(spec) if isinstance(spec, str) else None
-    if match is None:
-        raise ValidationError(
-            f"unsupported index spec {spec!r}; use 'IDMap,Flat' or 'IVF<n>,' + one of Flat, SQfp16, SQ8"
-        )
-    return int(match["nlist"]) if match["nlist"] else 0
-
-
-def choose_index_spec(n_vectors: int, dim: int) -> str:
-    """The FAISS factory string that suits a memory of ``n_vectors`` vectors of width ``dim``."""
-    n = _check_int("n_vectors", n_vectors, minimum=0)
-    d = _check_int("dim", dim, minimum=1)
-    if n < FLAT_MAX_VECTORS:
-        return FLAT_SPEC
-    nlist = 2 ** round(math.log2(LISTS_PER_SQRT_N * math.sqrt(n)))
-    nlist = min(nlist, 2 ** int(math.log2(n // MIN_POINTS_PER_LIST)))
-    codes = "SQ8" if n * d * 4 > FLAT_CODES_MAX_BYTES else "SQfp16"
-    return f"IVF{nlist},{codes}"
-
-
-def choose_nprobe(nlist: int) -> int:
-    """Lists probed per query: 16, or 1/512 of the lists past 8192 (see benchmarks/RESULTS.md)."""
-    lists = _check_int("nlist", nlist, minimum=1)
-    return min(lists, max(MIN_NPROBE, lists // NPROBE_DIVISOR))
 
 
 def _as_vectors(values: npt.ArrayLike, dim: int | None, what: str) -> FloatMatrix:
@@ -192,8 +141,8 @@ class VectorIndex:
     """Inner-product search over L2-normalised float32 vectors keyed by stable non-negative int64 ids."""
 
     def __init__(self, dim: int, *, spec: str = FLAT_SPEC) -> None:
-        self._dim = _check_int("dim", dim, minimum=1)
-        self._nlist = _parse_spec(spec)
+        self._dim = check_int("dim", dim, minimum=1)
+        self._nlist = parse_spec(spec)
         self._spec = spec
         self._index: Any = faiss.index_factory(self._dim, spec, faiss.METRIC_INNER_PRODUCT)
         if self._nlist:
@@ -215,7 +164,7 @@ class VectorIndex:
                 raise ValidationError(
                     f"spec {chosen!r} needs at least {index._nlist} vectors to train, got {len(x)}"
                 )
-            rng = np.random.default_rng(_check_int("seed", seed, minimum=0))
+            rng = np.random.default_rng(check_int("seed", seed, minimum=0))
             n_train = min(len(x), index._nlist * TRAIN_POINTS_PER_LIST)
             sample = x if n_train == len(x) else x[np.sort(rng.choice(len(x), n_train, replace=False))]
             ivf = faiss.extract_index_ivf(index._index)
@@ -245,10 +194,10 @@ class VectorIndex:
         if value is None:
             self._nprobe = choose_nprobe(self._nlist) if self._nlist else 0
         elif not self._nlist:
-            if _check_int("nprobe", value, minimum=0) != 0:
+            if check_int("nprobe", value, minimum=0) != 0:
                 raise ValidationError(f"nprobe applies to IVF indexes only; spec {self._spec!r} got {value}")
         else:
-            probes = _check_int("nprobe", value, minimum=1)
+            probes = check_int("nprobe", value, minimum=1)
             if probes > self._nlist:
                 raise ValidationError(f"nprobe must be <= nlist={self._nlist}, got {probes}")
             self._nprobe = probes
@@ -333,7 +282,7 @@ class VectorIndex:
         search to those ids inside FAISS (unknown ids are ignored); an IVF search then widens its probe, or
         scores the allowed vectors exactly, so that it returns min(k, allowed) hits.
         """
-        k = _check_int("k", k, minimum=1)
+        k = check_int("k", k, minimum=1)
         q = _as_vectors(queries, self._dim, "queries")
         if len(q) == 0:
             raise ValidationError("queries is empty; pass at least one row")
@@ -394,7 +343,7 @@ class VectorIndex:
 
     def wants_rebuild(self) -> bool:
         """Whether the memory has outgrown (or shrunk well below) this spec enough that a rebuild pays."""
-        target = _parse_spec(choose_index_spec(len(self), self._dim))
+        target = parse_spec(choose_index_spec(len(self), self._dim))
         if not self._nlist:
             return target > 0
         if not target:

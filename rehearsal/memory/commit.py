@@ -1,0 +1,53 @@
+"""The one write path of a memory: a durable transaction over the stores, then the index follows.
+
+INVARIANT: records, texts and the policy state change together in one record-store transaction (with
+full fsync); the vector index is told only after it committed, so it never holds what was not durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rehearsal.memory.batch import Batch
+from rehearsal.store.registry import Backends
+
+__all__ = ["commit"]
+
+
+def commit(
+    stores: Backends,
+    batch: Batch | None,
+    *,
+    evict: list[int],
+    state: Mapping[str, str] | None,
+    store_texts: bool,
+) -> list[int]:
+    """Remove ``evict``, add ``batch`` and save ``state`` in one transaction; returns the new ids."""
+    records, keyed = stores.records, stores.keyed
+    ids: list[int] = []
+    with records.transaction():
+        gen = records.bump_generation()
+        if evict:
+            if keyed is not None and store_texts:
+                keyed.delete(evict)
+            records.remove(evict, generation=gen)
+        if batch is not None:
+            ids = records.allocate_ids(len(batch.vectors))
+            if store_texts:
+                # INVARIANT: a text-storing memory has keys, and its batches carry texts.
+                assert keyed is not None
+                assert batch.texts is not None
+                keyed.put(ids, batch.texts, tenant=batch.tenant)
+            records.insert(
+                ids,
+                tenant=batch.tenant,
+                metadata=batch.metadata,
+                sources=batch.sources,
+                generation=gen,
+                vectors=stores.vectors.seal(batch.tenant, ids, batch.vectors),
+            )
+        for key, value in (state or {}).items():
+            records.set_meta(key, value)
+    # Durable from here on; the in-process index follows.
+    stores.vectors.applied(gen, evict, ids, batch.vectors if batch is not None else None)
+    return ids
