@@ -42,7 +42,7 @@ from rehearsal.memory.policies import AdmissionPolicy
 from rehearsal.memory.verification import memory_stats, verify_memory
 from rehearsal.store.layout import FORMAT_VERSION
 from rehearsal.store.types import EntryRow, Hit
-from rehearsal.store.where import parse_where
+from rehearsal.store.where import Where, parse_where
 
 __all__ = ["FORMAT_VERSION", "Hit", "RehearsalMemory", "Resolver"]
 
@@ -78,6 +78,9 @@ class RehearsalMemory:
         self._lock = threading.RLock()
         self._dim = int(opened.manifest["encoder"]["dim"])
         self._closed = False
+        # The ids the last filter admitted, by (filter, generation): replay asks the same filter on every
+        # training step, and listing a million matching ids costs seconds.
+        self._filtered: tuple[tuple[Where, int], np.ndarray] | None = None
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -309,12 +312,13 @@ class RehearsalMemory:
         queries = check_vectors(vectors, self._dim)
         tree = parse_where(where)
         with self._lock, self._read_view():
+            # More neighbours than entries cannot come back; asking for them would only allocate (n, k).
+            k = min(k, max(1, len(self._vectors)))
             allowed = None
             if tree is not None:
-                matching = self._records.matching_ids(tree, max_gen=self._vectors.generation)
-                if not matching:
+                allowed = self._allowed_ids(tree)
+                if len(allowed) == 0:
                     return [[] for _ in range(len(queries))]
-                allowed = np.asarray(matching, dtype=np.int64)
             scores, ids = self._vectors.search(queries, k, allowed_ids=allowed, threads=threads)
             found = {int(i) for i in ids.ravel() if i >= 0}
             rows = self._records.rows(sorted(found))
@@ -326,6 +330,17 @@ class RehearsalMemory:
             ]
             for srow, irow in zip(scores, ids, strict=True)
         ]
+
+    def _allowed_ids(self, tree: Where) -> np.ndarray:
+        """The ids ``tree`` admits at the current generation (sorted, unique); the same array object comes
+        back while neither changes, so the index can keep its id selector too."""
+        key = (tree, self._vectors.generation)
+        if self._filtered is not None and self._filtered[0] == key:
+            return self._filtered[1]
+        matching = self._records.matching_ids(tree, max_gen=self._vectors.generation)
+        allowed = np.unique(np.asarray(matching, dtype=np.int64))
+        self._filtered = (key, allowed)
+        return allowed
 
     def get_texts(self, ids: Sequence[int]) -> list[str]:
         """The texts of ``ids`` in order; NotFoundError names any missing, deleted or erased id."""

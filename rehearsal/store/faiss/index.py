@@ -149,6 +149,9 @@ class VectorIndex:
             self._index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self._nprobe = choose_nprobe(self._nlist) if self._nlist else 0
         self._ids: IdArray = np.zeros(0, dtype=np.int64)
+        # The last filter's indexed ids and FAISS selector, for the same allowed-ids array object over the
+        # same contents (every add or remove replaces ``_ids``): replay filters every step alike.
+        self._filter_cache: tuple[Any, IdArray, IdArray, Any] | None = None
 
     @classmethod
     def build(
@@ -290,12 +293,11 @@ class VectorIndex:
             if len(self) == 0:
                 return _padded(len(q), k)
             return self._search(q, k, len(self), None, self._nprobe)
-        keys = np.unique(_as_ids(allowed_ids, "allowed_ids"))
-        allowed = keys[self._mask(keys)]
+        allowed, selector = self._allowed(allowed_ids)
         if len(allowed) == 0:
             return _padded(len(q), k)
         if not self._nlist:
-            return self._search(q, k, len(allowed), allowed, 0)
+            return self._search(q, k, len(allowed), allowed, 0, selector)
         # Widen the probe by the inverse of the allowed share (times a margin: the allowed neighbours sit
         # farther away than unfiltered ones), so about as many allowed vectors are scanned as an unfiltered
         # search scans vectors.
@@ -304,12 +306,32 @@ class VectorIndex:
             len(allowed) <= EXACT_FILTER_MAX and 4 * probes >= self._nlist
         ):
             return self._exact(q, k, allowed)
-        return self._search(q, k, len(allowed), allowed, probes)
+        return self._search(q, k, len(allowed), allowed, probes, selector)
+
+    def _allowed(self, allowed_ids: npt.ArrayLike) -> tuple[IdArray, Any]:
+        """The indexed ids among ``allowed_ids`` and a FAISS selector over them (with the buffer it reads)."""
+        cached = self._filter_cache
+        if cached is not None and cached[0] is allowed_ids and cached[1] is self._ids:
+            return cached[2], cached[3]
+        keys = np.unique(_as_ids(allowed_ids, "allowed_ids"))
+        allowed = keys[self._mask(keys)]
+        selector = _selector(allowed) if len(allowed) else (None, None)
+        self._filter_cache = (allowed_ids, self._ids, allowed, selector)
+        return allowed, selector
 
     def _search(
-        self, q: FloatMatrix, k: int, population: int, allowed: IdArray | None, probes: int
+        self,
+        q: FloatMatrix,
+        k: int,
+        population: int,
+        allowed: IdArray | None,
+        probes: int,
+        selector: Any = None,
     ) -> tuple[FloatMatrix, IdArray]:
-        sel, _buffer = _selector(allowed) if allowed is not None else (None, None)
+        if allowed is None:
+            sel = None
+        else:
+            sel, _buffer = selector if selector is not None else _selector(allowed)
         scores, found = self._faiss_search(q, k, sel, probes)
         short = (found < 0).sum(axis=1) > max(0, k - population)
         if self._nlist and short.any():
