@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rehearsal.crypto.master_key import MASTER_KEY_ENV, resolve_master_key
 from rehearsal.errors import MissingKeyError, NotFoundError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.store.where import parse_where
 
 if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
@@ -34,6 +35,7 @@ __all__ = [
     "memory_folder",
     "missing_key",
     "open_memory",
+    "parse_where_option",
     "require_memory",
     "required_keys",
 ]
@@ -130,3 +132,17 @@ def open_memory(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | No
         if keys is None:
             raise missing_key(args.path) from None
         raise
+
+
+def parse_where_option(text: str | None) -> dict[str, Any] | None:
+    """``--where`` as a filter, checked before the memory opens (bad JSON, fields or operators)."""
+    if text is None:
+        return None
+    try:
+        where = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"--where is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    if not isinstance(where, dict):
+        raise ValidationError(f"--where must be a JSON object, got {type(where).__name__}")
+    parse_where(where)
+    return where

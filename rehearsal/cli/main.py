@@ -32,6 +32,7 @@ from rehearsal.cli.common import (
     memory_folder,
     missing_key,
     open_memory,
+    parse_where_option,
 )
 from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_args
 from rehearsal.cli.gate_verbs import gate_args, run_gate
@@ -51,7 +52,6 @@ from rehearsal.errors import (
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.store.where import parse_where
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
 
@@ -246,7 +246,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _search(args: argparse.Namespace) -> Report:
-    where = _parse_where(args.where)
+    where = parse_where_option(args.where)
     with open_memory(args, read_only=True) as memory:
         if args.with_text and memory.embedding_only:
             raise ValidationError("--with-text: this memory is embedding-only and stores no text")
@@ -269,20 +269,6 @@ def _search(args: argparse.Namespace) -> Report:
                 lines.append(f"       {by_id[hit.id]}")
         out.append({"query": query, "hits": rows})
     return Report({"path": args.path, "k": args.k, "where": where, "results": out}, lines)
-
-
-def _parse_where(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        where = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"--where is not valid JSON: {exc.msg} at character {exc.pos}") from None
-    if not isinstance(where, dict):
-        raise ValidationError(f"--where must be a JSON object, got {type(where).__name__}")
-
-    parse_where(where)  # unknown fields or operators fail here, before the encoder loads
-    return where
 
 
 def _stats(args: argparse.Namespace) -> Report:

@@ -15,29 +15,14 @@ import stat
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from rehearsal.cli.common import Report, Verb, open_memory
+from rehearsal.cli.common import Report, Verb, open_memory, parse_where_option
 from rehearsal.cli.records import id_list, positive_int
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.store.where import parse_where
 
-__all__ = ["entry_dicts", "memory_verbs", "parse_where_option"]
+__all__ = ["entry_dicts", "memory_verbs"]
 
 _EXPORT_BATCH = 512  # entries decrypted and written per step: bounded memory on a large export
-
-
-def parse_where_option(text: str | None) -> dict[str, Any] | None:
-    """``--where`` as a filter, checked before the memory opens (bad JSON, fields or operators)."""
-    if text is None:
-        return None
-    try:
-        where = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"--where is not valid JSON: {exc.msg} at character {exc.pos}") from None
-    if not isinstance(where, dict):
-        raise ValidationError(f"--where must be a JSON object, got {type(where).__name__}")
-    parse_where(where)
-    return where
 
 
 def _where_arg(p: argparse.ArgumentParser) -> None:

@@ -11,13 +11,9 @@ classes and forgetting comes from the shift in inputs, not from new classes. Sou
 
 from __future__ import annotations
 
-import functools
-import gzip
-from collections.abc import Iterator, Sequence
-from importlib import resources
+from collections.abc import Sequence
 
-from rehearsal.errors import ValidationError
-from rehearsal.runner.tasks import Example, Task, TaskStream, _check_cap, _parse_line, _subsample
+from rehearsal.runner.tasks import TaskStream, load_bundled_stream
 
 __all__ = ["SENTIMENT_LABELS", "SENTIMENT_TASKS", "load_sentiment_stream"]
 
@@ -39,39 +35,12 @@ def load_sentiment_stream(
     and subsamples deterministically from ``seed``, as ``load_wordnet_stream`` does: a draw does not depend
     on which other tasks are loaded, and a smaller cap takes a prefix of a larger one.
     """
-    names = tuple(SENTIMENT_TASKS if tasks is None else tasks)
-    unknown = [name for name in names if name not in SENTIMENT_TASKS]
-    if unknown or not names or len(set(names)) != len(names):
-        raise ValidationError(f"tasks must be distinct names from {SENTIMENT_TASKS}, got {list(names)}")
-    caps = {
-        "train": _check_cap("max_train_per_class", max_train_per_class),
-        "test": _check_cap("max_test_per_class", max_test_per_class),
-    }
-    groups: dict[tuple[str, str, str], list[Example]] = {}
-    for split, example in _examples():
-        if example.task in names:
-            groups.setdefault((example.task, split, example.label), []).append(example)
-    for (task, split, label), examples in groups.items():
+    return load_bundled_stream(
+        _FILE,
+        SENTIMENT_TASKS,
+        tasks=tasks,
+        caps=(max_train_per_class, max_test_per_class),
+        seed=seed,
         # The task is part of the salt: the same label in two domains is two independent draws.
-        examples[:] = _subsample(examples, caps[split], seed=seed, salt=f"{task}:{split}:{label}")
-
-    def split_of(task: str, split: str) -> Iterator[Example]:
-        for (t, s, _), examples in sorted(groups.items()):
-            if (t, s) == (task, split):
-                yield from examples
-
-    return TaskStream.from_tasks(
-        Task.from_examples(name, split_of(name, "train"), split_of(name, "test")) for name in names
+        salt=lambda task, split, label: f"{task}:{split}:{label}",
     )
-
-
-@functools.cache
-def _examples() -> tuple[tuple[str, Example], ...]:
-    """(split, example) for every line of the bundled file, parsed once per process."""
-    source = resources.files("rehearsal").joinpath("data", _FILE)
-    with source.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
-        records = [
-            _parse_line(line, n, ("text", "label", "task", "split"), label_field="label")
-            for n, line in enumerate(lines, 1)
-        ]
-    return tuple((rec["split"], Example(rec["text"], rec["label"], rec["task"])) for rec in records)

@@ -15,7 +15,7 @@ import gzip
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -112,19 +112,43 @@ def load_wordnet_stream(
     deterministically from ``seed``; a class's draw does not depend on which other tasks are loaded, and a
     smaller cap takes a prefix of a larger cap's draw, so caps are nested.
     """
-    names = tuple(WORDNET_TASKS if tasks is None else tasks)
-    unknown = [name for name in names if name not in WORDNET_TASKS]
-    if unknown or not names or len(set(names)) != len(names):
-        raise ValidationError(f"tasks must be distinct names from {WORDNET_TASKS}, got {list(names)}")
-    caps = {"train": _check_cap("max_train_per_class", max_train_per_class)}
-    caps["test"] = _check_cap("max_test_per_class", max_test_per_class)
+    return load_bundled_stream(
+        _WORDNET_FILE,
+        WORDNET_TASKS,
+        tasks=tasks,
+        caps=(max_train_per_class, max_test_per_class),
+        seed=seed,
+        # A WordNet class belongs to one task, so the class alone names its draw.
+        salt=lambda task, split, label: f"{split}:{label}",
+    )
 
+
+def load_bundled_stream(
+    file: str,
+    known_tasks: Sequence[str],
+    *,
+    tasks: Sequence[str] | None,
+    caps: tuple[int | None, int | None],
+    seed: int,
+    salt: Callable[[str, str, str], str],
+) -> TaskStream:
+    """A stream from a file under ``rehearsal/data`` (JSON lines: text, label, task, split), with each
+    (task, split, label) group capped at ``caps`` (train, test) by a draw seeded from ``seed`` and
+    ``salt(task, split, label)``; ``tasks`` selects and orders them (default ``known_tasks``)."""
+    names = tuple(known_tasks if tasks is None else tasks)
+    unknown = [name for name in names if name not in known_tasks]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValidationError(f"tasks must be distinct names from {tuple(known_tasks)}, got {list(names)}")
+    limit = {
+        "train": _check_cap("max_train_per_class", caps[0]),
+        "test": _check_cap("max_test_per_class", caps[1]),
+    }
     groups: dict[tuple[str, str, str], list[Example]] = {}
-    for split, example in _wordnet_examples():
+    for split, example in _bundled_examples(file):
         if example.task in names:
             groups.setdefault((example.task, split, example.label), []).append(example)
-    for (_, split, label), examples in groups.items():
-        examples[:] = _subsample(examples, caps[split], seed=seed, salt=f"{split}:{label}")
+    for (task, split, label), examples in groups.items():
+        examples[:] = _subsample(examples, limit[split], seed=seed, salt=salt(task, split, label))
 
     def split_of(task: str, split: str) -> Iterator[Example]:
         for (t, s, _), examples in sorted(groups.items()):
@@ -137,9 +161,9 @@ def load_wordnet_stream(
 
 
 @functools.cache
-def _wordnet_examples() -> tuple[tuple[str, Example], ...]:
-    """(split, example) for every line of the bundled file, parsed once per process."""
-    source = resources.files("rehearsal").joinpath("data", _WORDNET_FILE)
+def _bundled_examples(file: str) -> tuple[tuple[str, Example], ...]:
+    """(split, example) for every line of a bundled file, parsed once per process."""
+    source = resources.files("rehearsal").joinpath("data", file)
     with source.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
         records = [
             _parse_line(line, n, ("text", "label", "task", "split"), label_field="label")
