@@ -493,6 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # ours is the only bar a user needs
+    if "transformers" in sys.modules:
+        # Imported before us (a caller running the CLI in-process): it read the variable already.
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help and --version
