@@ -236,3 +236,22 @@ def test_the_callback_refuses_to_start_on_a_dataset_that_was_never_embedded(tmp_
     args = TrainingArguments(output_dir=str(tmp_path / "out"), remove_unused_columns=False, report_to=[])
     with pytest.raises(ConfigError, match=r"rh\.embed_dataset\(train, memory\.encoder\)"):
         callback.on_train_begin(args, TrainerState(), TrainerControl())
+
+
+def test_expiry_goes_past_an_unreadable_retention_date_and_names_it(
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rehearsal import RehearsalMemory
+
+    # Written through the Python API, which (unlike ingest) takes retain_until as opaque metadata.
+    with RehearsalMemory.create(tmp_path / "mem", keys=KeyRing.from_env(KEY_ENV)) as memory:
+        bad, old, kept = memory.add(
+            TEXTS[:3],
+            metadata=[{"retain_until": "next week"}, {"retain_until": "2020-01-01"}, {}],
+        )
+    status, report, err = cli(capsys, "expire", str(tmp_path / "mem"), "--now", "2024-01-01")
+    assert status == 0, err
+    assert report["expired"] == [old]
+    assert list(report["unreadable"]) == [str(bad)]
+    assert "not an ISO date" in report["unreadable"][str(bad)]
+    assert report["entries"] == 2

@@ -29,7 +29,7 @@ from rehearsal.errors import ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.governance.gate import approve
-from rehearsal.governance.retention import expire, parse_now
+from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.versions import list_versions, rollback
 
 if TYPE_CHECKING:
@@ -109,11 +109,17 @@ def _expire(args: argparse.Namespace) -> Report:
         if log is not None:
             AuditedMemory(memory, log, actor="cli")  # log what committed unaudited before this entry
         ids = expire(memory, now=now, log=log, dry_run=args.dry_run, actor="cli")
+        unreadable = unreadable_retention(memory)
         entries = len(memory)
     verb = "would expire" if args.dry_run else "expired"
     data = {"path": args.path, "now": now.isoformat(), "dry_run": args.dry_run, "expired": ids}
-    data.update(entries=entries, audited=log is not None)
-    return Report(data, [f"{verb} {len(ids)} records as of {now.isoformat()}; {entries} entries now"])
+    data.update(entries=entries, audited=log is not None, unreadable=unreadable)
+    lines = [f"{verb} {len(ids)} records as of {now.isoformat()}; {entries} entries now"]
+    if unreadable:
+        # Reported, not fatal: these records are kept until someone fixes their date.
+        lines.append(f"{len(unreadable)} records kept: their retain_until is unreadable")
+        lines += [f"  {reason}" for reason in list(unreadable.values())[:10]]
+    return Report(data, lines)
 
 
 # -- versions and rollback ---------------------------------------------------------------------------

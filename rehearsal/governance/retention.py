@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from rehearsal.governance.audit_log import AuditLog
     from rehearsal.memory.facade import RehearsalMemory
 
-__all__ = ["RETENTION_FIELD", "expire", "expired_ids", "parse_now", "retention_deadline"]
+__all__ = [
+    "RETENTION_FIELD",
+    "expire",
+    "expired_ids",
+    "parse_now",
+    "retention_deadline",
+    "scan_retention",
+    "unreadable_retention",
+]
 
 RETENTION_FIELD = "retain_until"
 
@@ -62,17 +70,38 @@ def parse_now(value: str | dt.date | dt.datetime | None) -> dt.datetime:
 
 
 def expired_ids(memory: RehearsalMemory, *, now: str | dt.date | dt.datetime | None = None) -> list[int]:
-    """Ids of the records whose retention date has passed at ``now``, ascending.
+    """Ids of the records whose retention date has passed at ``now``, ascending (records whose date cannot
+    be read are left alone; :func:`unreadable_retention` names them)."""
+    return scan_retention(memory, now=now)[0]
+
+
+def unreadable_retention(memory: RehearsalMemory) -> dict[int, str]:
+    """Records whose ``retain_until`` is not a date this module reads, with the reason: one bad value
+    written before ingest checked it must not stop every later expiry."""
+    return scan_retention(memory)[1]
+
+
+def scan_retention(
+    memory: RehearsalMemory, *, now: str | dt.date | dt.datetime | None = None
+) -> tuple[list[int], dict[int, str]]:
+    """(expired ids ascending, {id: why its date is unreadable}).
 
     Reads every catalog row: the retention date is extra metadata, which the catalog does not index.
     """
     moment = parse_now(now)
-    rows = memory.entries(memory.ids())
-    return sorted(
-        i
-        for i, row in rows.items()
-        if RETENTION_FIELD in row.extra and retention_deadline(row.extra[RETENTION_FIELD], record=i) <= moment
-    )
+    expired: list[int] = []
+    unreadable: dict[int, str] = {}
+    for entry_id, row in sorted(memory.entries(memory.ids()).items()):
+        if RETENTION_FIELD not in row.extra:
+            continue
+        try:
+            deadline = retention_deadline(row.extra[RETENTION_FIELD], record=entry_id)
+        except ValidationError as exc:
+            unreadable[entry_id] = str(exc)
+            continue
+        if deadline <= moment:
+            expired.append(entry_id)
+    return expired, unreadable
 
 
 def expire(
