@@ -245,7 +245,7 @@ def test_expiry_goes_past_an_unreadable_retention_date_and_names_it(
 
     # Written through the Python API, which (unlike ingest) takes retain_until as opaque metadata.
     with RehearsalMemory.create(tmp_path / "mem", keys=KeyRing.from_env(KEY_ENV)) as memory:
-        bad, old, kept = memory.add(
+        bad, old, _kept = memory.add(
             TEXTS[:3],
             metadata=[{"retain_until": "next week"}, {"retain_until": "2020-01-01"}, {}],
         )
