@@ -17,7 +17,7 @@ from _models import tiny_run_config
 
 from rehearsal.cli.main import main as cli_main
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.errors import NotFoundError, UpdateBlockedError
+from rehearsal.errors import ConfigError, NotFoundError, UpdateBlockedError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import config_digest
 from rehearsal.governance.gate import GateConfig
@@ -355,3 +355,17 @@ def test_a_blocked_updates_evictions_are_logged(
     assert kinds[blocked + 1] == ("delete", "eviction")
     assert kinds[blocked + 2] == ("delete", "blocked-update")
     assert log.verify() == len(kinds)
+
+
+@pytest.mark.slow
+def test_resuming_a_run_whose_memory_was_rolled_back_says_what_happened(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid")
+    stream_module.run(config, stream=tiny_stream)
+    out = tmp_path / "run"
+    assert cli_main(["rollback", str(out), "1"]) == 0
+    capsys.readouterr()
+    # Before the fix, --resume printed the finished run's results while the memory held phase 0's state.
+    with pytest.raises(ConfigError, match=r"rolled back to v1 .*phase-0.* after this run finished phase 1"):
+        stream_module.run(config, stream=tiny_stream, resume=True)

@@ -36,10 +36,11 @@ import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
+from rehearsal.errors import ConfigError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.governance.updates import govern_update, run_id_for, update_id
-from rehearsal.governance.versions import withdraw_update
+from rehearsal.governance.versions import list_versions, withdraw_update
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import evaluate_accuracy
 from rehearsal.runner import state as run_state
@@ -99,6 +100,24 @@ class _Run:
     @property
     def done(self) -> int:
         return int(self.state["completed_phases"]) if self.state else 0
+
+
+def _check_not_rolled_back(r: _Run) -> None:
+    """A resumed run's memory must still be at the version its last finished phase shipped: after
+    ``rehearsal rollback`` the saved results describe a model and a memory that are no longer current."""
+    if r.keys is None or not r.state or r.done == 0:
+        return
+    versions, current = list_versions(r.memory_path)
+    shipped = update_id(r.run_id, r.done - 1)
+    by_number = {v.version: v for v in versions}
+    if current is None or by_number[current].update == shipped or all(v.update != shipped for v in versions):
+        return  # current as the state says, or a run older than versioned phases: nothing to compare
+    now = by_number[current]
+    raise ConfigError(
+        f"the memory of {str(r.out)!r} was rolled back to v{current} ({now.update or 'not from this run'}) "
+        f"after this run finished phase {r.done - 1}; --resume would report results the memory no longer "
+        f"matches. Start the run again in a new output folder; v{current}'s weights are {now.weights}"
+    )
 
 
 def _start(config: RunConfig, out: Path, stream: TaskStream | None, checked: Preflight) -> _Run:
@@ -306,6 +325,7 @@ def run(
     checked = preflight(config, output_dir=out, resume=resume, keys=keys)
     out.mkdir(parents=True, exist_ok=True)
     r = _start(config, out, stream, checked)
+    _check_not_rolled_back(r)
     tokenizer = AutoTokenizer.from_pretrained(model_path(config))
     set_seed(config.seed)
     # Runs written before weights were kept per phase saved them in "checkpoint/".
