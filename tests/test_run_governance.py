@@ -369,3 +369,19 @@ def test_resuming_a_run_whose_memory_was_rolled_back_says_what_happened(
     # Before the fix, --resume printed the finished run's results while the memory held phase 0's state.
     with pytest.raises(ConfigError, match=r"rolled back to v1 .*phase-0.* after this run finished phase 1"):
         stream_module.run(config, stream=tiny_stream, resume=True)
+
+
+@pytest.mark.slow
+def test_a_moved_run_folder_still_finds_every_versions_weights(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
+) -> None:
+    config = tiny_run_config(tmp_path, tiny_model, method="hybrid")
+    stream_module.run(config, stream=tiny_stream)
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    (tmp_path / "run").rename(moved)
+    versions, _ = list_versions(moved / "memory")
+    assert [Path(v.weights) for v in versions] == [moved / "weights" / f"phase_{p}" for p in (0, 1)]
+    assert all(Path(v.weights).is_dir() for v in versions)
+    with RehearsalMemory.open(moved / "memory", keys=_keys()) as memory:
+        assert Path(rollback(memory, 1).weights) == moved / "weights" / "phase_0"

@@ -87,7 +87,7 @@ def test_cli_versions_and_rollback(
     report = json.loads(capsys.readouterr().out)
     assert (report["removed"], report["weights"], report["entries"], report["audited"]) == (
         later,
-        "ckpt/v1",
+        str(Path("ckpt/v1").resolve()),  # a relative path is taken from where it was recorded
         2,
         True,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,10 +83,18 @@ def _save(folder: Path, data: Mapping[str, Any]) -> None:
     atomic_write(folder / VERSIONS_FILE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
+def _version(folder: Path, raw: Mapping[str, Any]) -> Version:
+    """A stored version with its weights path made absolute (stored relative to the memory folder since
+    the run-folder layout may move; older records hold absolute paths)."""
+    weights = Path(raw["weights"])
+    resolved = weights if weights.is_absolute() else (Path(folder).resolve() / weights).resolve()
+    return Version(**{**raw, "weights": str(resolved)})
+
+
 def list_versions(memory_path: str | Path) -> tuple[list[Version], int | None]:
     """The recorded versions, oldest first, and the current one's number (None before any)."""
     data = _load(Path(memory_path))
-    return [Version(**v) for v in data["versions"]], data.get("current")
+    return [_version(Path(memory_path), v) for v in data["versions"]], data.get("current")
 
 
 def record_version(
@@ -114,7 +123,10 @@ def record_version(
         ids_hash=ids_digest(ids),
         update=update,
     )
-    data["versions"].append(dataclasses.asdict(version))
+    # Stored relative to the memory folder, so a run folder that moves (memory and weights together) can
+    # still roll back; Version objects always carry the resolved path.
+    stored = os.path.relpath(Path(weights).resolve(), Path(memory.path).resolve())
+    data["versions"].append({**dataclasses.asdict(version), "weights": stored})
     data["current"] = number
     _save(memory.path, data)
     if log is not None:
@@ -132,7 +144,7 @@ def rollback(
     if not found:
         known = [v["version"] for v in data["versions"]]
         raise NotFoundError(f"no version {version!r} in {str(memory.path)!r}; known versions: {known}")
-    target = Version(**found[0])
+    target = _version(memory.path, found[0])
     if target.withdrawn:
         raise NotFoundError(f"version {version} was withdrawn (its run never acknowledged it)")
     later = memory.ids({"id": {"$gte": target.id_boundary}})
@@ -175,4 +187,4 @@ def withdraw_update(
     if log is not None:
         details = {"update": update, "versions": [v["version"] for v in found], "current": data["current"]}
         log.append("withdraw", details, actor=actor)
-    return Version(**found[-1])
+    return _version(Path(memory_path), found[-1])

@@ -109,8 +109,11 @@ def _check_not_rolled_back(r: _Run) -> None:
         return
     versions, current = list_versions(r.memory_path)
     shipped = update_id(r.run_id, r.done - 1)
+    # The last finished phase's version, or one a later phase recorded before the run died (which the
+    # resumed phase withdraws): anything else current means someone rolled the memory back.
+    expected = {update_id(r.run_id, p) for p in range(r.done - 1, len(r.phases))}
     by_number = {v.version: v for v in versions}
-    if current is None or by_number[current].update == shipped or all(v.update != shipped for v in versions):
+    if current is None or by_number[current].update in expected or all(v.update != shipped for v in versions):
         return  # current as the state says, or a run older than versioned phases: nothing to compare
     now = by_number[current]
     raise ConfigError(
