@@ -55,6 +55,10 @@ def select(conn: sqlite3.Connection, where: Any) -> list[int]:
         ({"id": {"$lt": 2}}, [0, 1]),
         ({"id": {"$gte": 2, "$lte": 3}}, [2, 3]),
         ({"id": {"$in": [4, 0]}}, [0, 4]),
+        # Label ranges compare int labels only: row 2's name "x" and row 3's missing label never match.
+        ({"label": {"$gte": 1}}, [0, 1, 4]),
+        ({"label": {"$gt": 1, "$lte": 2}}, [1]),
+        ({"label": {"$lt": 100}}, [0, 1, 4]),
     ],
 )
 def test_filter_selects_exactly_the_matching_entries(
@@ -68,7 +72,8 @@ def test_filter_selects_exactly_the_matching_entries(
     [
         ({"colour": "red"}, "unknown filter field 'colour'"),
         ({"task": {"$regex": "b.*"}}, r"unknown operator '\$regex' for filter field 'task'"),
-        ({"label": {"$lt": 3}}, r"unknown operator '\$lt' for filter field 'label'"),
+        ({"task": {"$lt": 3}}, r"unknown operator '\$lt' for filter field 'task'"),
+        ({"label": {"$lt": "x"}}, "filter value for 'label' must be int, got 'x'"),
         ({"task": {}}, "empty condition for filter field 'task'"),
         ({"task": {"$in": "billing"}}, r"\$in for filter field 'task' needs a list"),
         ({"label": True}, "must be str or int, got True"),

@@ -7,6 +7,7 @@ A filter is written as a mapping from a field to a condition::
     {"task": {"$ne": "billing"}}              not equal   ({"$nin": [...]} : none of)
     {"tags": "safety"}                        tags contain "safety" ($in: any of, $ne / $nin: none of)
     {"id": {"$lt": 1000}}                     id comparisons ($lt, $lte, $gt, $gte), e.g. "before this run"
+    {"label": {"$gte": 10, "$lt": 20}}        int label ranges (entries whose label is a name never match)
 
 :func:`parse_where` checks it and returns a :class:`Where`: conditions combined with AND, each a field, an
 operator and its values. Unknown fields or operators raise ValidationError, so a typo never silently
@@ -27,7 +28,8 @@ __all__ = ["FILTER_FIELDS", "OPERATORS", "RANGE_OPERATORS", "Condition", "Where"
 FILTER_FIELDS = ("task", "label", "tenant", "tags", "id")
 # "in": the field (for tags: any tag) is one of the values; "not_in": it is none of them.
 OPERATORS = ("in", "not_in", "lt", "lte", "gt", "gte")
-RANGE_OPERATORS = ("lt", "lte", "gt", "gte")  # on "id" only, with exactly one value
+RANGE_OPERATORS = ("lt", "lte", "gt", "gte")  # on "id" and int labels, with exactly one int value
+_RANGE_FIELDS = ("id", "label")
 _SET_OPS = {"$eq": "in", "$ne": "not_in", "$in": "in", "$nin": "not_in"}
 _RANGE_OPS = {"$lt": "lt", "$lte": "lte", "$gt": "gt", "$gte": "gte"}
 
@@ -68,7 +70,7 @@ def _normalise(field: str, condition: Any) -> list[tuple[str, Any]]:
         return [("$eq", condition)]
     if not condition:
         raise ValidationError(f"empty condition for filter field {field!r}")
-    known = tuple(_SET_OPS) + (tuple(_RANGE_OPS) if field == "id" else ())
+    known = tuple(_SET_OPS) + (tuple(_RANGE_OPS) if field in _RANGE_FIELDS else ())
     for op in condition:
         if op not in known:
             raise ValidationError(
@@ -77,12 +79,11 @@ def _normalise(field: str, condition: Any) -> list[tuple[str, Any]]:
     return list(condition.items())
 
 
-def _scalar(field: str, value: Any) -> Any:
-    allowed: tuple[type, ...] = (int,) if field == "id" else (str, int)
+def _scalar(field: str, value: Any, *, ints_only: bool = False) -> Any:
+    allowed: tuple[type, ...] = (int,) if field == "id" or ints_only else (str, int)
     if isinstance(value, bool) or not isinstance(value, allowed):
-        raise ValidationError(
-            f"filter value for {field!r} must be {'int' if field == 'id' else 'str or int'}, got {value!r}"
-        )
+        kind = "int" if len(allowed) == 1 else "str or int"
+        raise ValidationError(f"filter value for {field!r} must be {kind}, got {value!r}")
     return value
 
 
@@ -94,7 +95,7 @@ def _values(field: str, op: str, operand: Any) -> tuple[Any, ...]:
 
 def _condition(field: str, op: str, operand: Any) -> Condition:
     if op in _RANGE_OPS:
-        return Condition(field, _RANGE_OPS[op], (_scalar(field, operand),))
+        return Condition(field, _RANGE_OPS[op], (_scalar(field, operand, ints_only=True),))
     if op in ("$eq", "$ne"):
         return Condition(field, _SET_OPS[op], (_scalar(field, operand),))
     return Condition(field, _SET_OPS[op], _values(field, op, operand))

@@ -27,7 +27,10 @@ def compile_where(where: Where | None) -> tuple[str, list[Any]]:
 def _clause(condition: Condition) -> tuple[str, list[Any]]:
     field, op, values = condition.field, condition.op, list(condition.values)
     if op in _RANGE_SQL:
-        return f"id {_RANGE_SQL[op]} ?", values
+        # A label may be an int or a class name: a range compares ints only (SQLite orders every
+        # integer before every text, so without the type test "label > 3" would match every name).
+        typed = "" if field == "id" else f"typeof({field}) = 'integer' AND "
+        return f"({typed}{field} {_RANGE_SQL[op]} ?)", values
     if not values:
         # "any of nothing" matches nothing; "none of nothing" matches everything.
         return ("0" if op == "in" else "1"), []
