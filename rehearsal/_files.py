@@ -19,12 +19,18 @@ __all__ = ["atomic_write", "read_json", "remove_stale_temps"]
 def atomic_write(path: Path, *parts: bytes) -> None:
     """Write ``parts`` back to back as the new content of ``path``, atomically and durably."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        for part in parts:
-            f.write(part)  # parts, not one joined buffer: a large snapshot is not copied again
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)  # parts, not one joined buffer: a large snapshot is not copied again
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A failed write (a full disk) must not leave a half-written temp file behind; only a killed
+        # process leaves one, and the next writer's open removes it (remove_stale_temps).
+        tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -51,6 +51,7 @@ from rehearsal.errors import (
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.store.failures import storage_errors
 from rehearsal.store.where import parse_where
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
@@ -516,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if VERBS[args.verb].uses_memory:
         args.path = memory_folder(args.path)
     try:
-        report = VERBS[args.verb].run(args)
+        with storage_errors(f"{PROG} {args.verb}"):  # a sqlite3 error that escaped the stores' own mapping
+            report = VERBS[args.verb].run(args)
     except RehearsalError as exc:
         return _fail(str(exc), EXIT_ERROR)
     except OSError as exc:

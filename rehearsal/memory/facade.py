@@ -40,6 +40,7 @@ from rehearsal.memory.commit import commit
 from rehearsal.memory.opening import Opened, create_parts, finish_create, open_parts
 from rehearsal.memory.policies import AdmissionPolicy
 from rehearsal.memory.verification import memory_stats, verify_memory
+from rehearsal.store.failures import storage_errors
 from rehearsal.store.layout import FORMAT_VERSION
 from rehearsal.store.types import EntryRow, Hit
 from rehearsal.store.where import Where, parse_where
@@ -230,15 +231,16 @@ class RehearsalMemory:
             known = self._keyed is not None and name in self._keyed.tenants()
             if not ids and not known:
                 raise NotFoundError(f"no tenant {name!r} in this memory")
-            with self._records.transaction():
-                gen = self._records.bump_generation()
-                self._records.remove(ids, generation=gen)
-                if self._keyed is not None and known:
-                    self._keyed.shred(name)
-            self._vectors.applied(gen, ids, [], None)
-            # The old snapshot still holds the tenant's vectors: replace it now, not at close.
-            self._vectors.checkpoint(force=True)
-            self._records.compact()
+            with storage_errors(f"forgetting tenant {name!r}"):
+                with self._records.transaction():
+                    gen = self._records.bump_generation()
+                    self._records.remove(ids, generation=gen)
+                    if self._keyed is not None and known:
+                        self._keyed.shred(name)
+                self._vectors.applied(gen, ids, [], None)
+                # The old snapshot still holds the tenant's vectors: replace it now, not at close.
+                self._vectors.checkpoint(force=True)
+                self._records.compact()
         return len(ids)
 
     def rotate_keys(self, new_keys: KeyRing) -> None:
@@ -254,18 +256,27 @@ class RehearsalMemory:
         """Write the index snapshot at the current generation (opening then replays nothing)."""
         with self._lock:
             self._check_writable()
-            self._vectors.checkpoint()
+            with storage_errors("writing the index snapshot"):
+                self._vectors.checkpoint()
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
-            if not self._read_only:
-                self._vectors.checkpoint()
-            self._stores.close()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-            self._closed = True
+            # The connection and the writer lock are released even when the last snapshot fails (a full
+            # disk): SQLite holds every acknowledged record, the snapshot only spares the next open a replay.
+            try:
+                if not self._read_only:
+                    with storage_errors("writing the index snapshot at close"):
+                        self._vectors.checkpoint()
+            finally:
+                self._closed = True
+                try:
+                    self._stores.close()
+                finally:
+                    if self._lock_fd is not None:
+                        os.close(self._lock_fd)
+                        self._lock_fd = None
 
     def reader(
         self, *, keys: KeyRing | None = None, resolver: Resolver | None = None
@@ -464,7 +475,10 @@ class RehearsalMemory:
         """One durable transaction: remove ``evict``, add ``batch``, save ``state``; then update the index."""
         with self._lock:
             self._check_writable()
-            return commit(self._stores, batch, evict=evict, state=state, store_texts=not self.embedding_only)
+            with storage_errors("committing to the memory"):
+                return commit(
+                    self._stores, batch, evict=evict, state=state, store_texts=not self.embedding_only
+                )
 
     def _resolve(self, ids: list[int]) -> dict[int, str]:
         if self._resolver is None:

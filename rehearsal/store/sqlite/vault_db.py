@@ -248,8 +248,11 @@ class VaultDatabase:
             try:
                 yield
             except BaseException:
-                conn.execute(f"ROLLBACK TO {name}")
-                conn.execute(f"RELEASE {name}")
+                # After SQLITE_FULL or an I/O error SQLite has already rolled back the whole transaction,
+                # savepoint included: undoing it again would raise and hide that error.
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
                 raise
             else:
                 conn.execute(f"RELEASE {name}")
@@ -260,7 +263,8 @@ class VaultDatabase:
         try:
             yield
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # see above: SQLite may have rolled back already
+                conn.execute("ROLLBACK")
             self._checkpoint_pending = False
             raise
         conn.execute("COMMIT")
