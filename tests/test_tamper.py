@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from rehearsal import IntegrityError, KeyRing, RehearsalMemory
+from rehearsal.cli.main import KEY_ENV, main
+from rehearsal.governance.audit_log import AuditLog, default_log_path
+from rehearsal.governance.audited import AuditedMemory
 
 DIM = 16
 
@@ -46,3 +49,77 @@ def test_unsealed_snapshot_in_an_encrypted_store_is_refused(
 ) -> None:
     with pytest.raises(IntegrityError, match="not sealed"):
         RehearsalMemory.open(planted, keys=keys, read_only=read_only)
+
+
+# -- the audit log belongs to its store ------------------------------------------------------------
+
+
+def _audited_store(path: Path, keys: KeyRing, rng: np.random.Generator, batches: int = 1) -> None:
+    memory = RehearsalMemory.create(path, keys=keys, dim=DIM, encoder_name="synthetic-16")
+    with AuditedMemory(memory, AuditLog.open(default_log_path(path), keys)) as audited:
+        for b in range(batches):
+            audited.add([f"text {b} {i}" for i in range(3)], vectors=_unit(rng, 3), tenant="acme")
+
+
+def _swap_log(source: Path, target: Path) -> None:
+    for name in ("audit.log", "audit.log.head"):
+        shutil.copyfile(source / name, target / name)
+
+
+def _audit_verify(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str]:
+    status = main(["audit", "verify", str(path)])
+    out, err = capsys.readouterr()
+    return status, out + err
+
+
+@pytest.fixture
+def cli_key(keys: KeyRing, monkeypatch: pytest.MonkeyPatch) -> KeyRing:
+    monkeypatch.setenv(KEY_ENV, keys.export_base64())
+    return keys
+
+
+def test_another_stores_audit_log_does_not_verify(
+    tmp_path: Path, cli_key: KeyRing, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _audited_store(tmp_path / "a", cli_key, rng)
+    _audited_store(tmp_path / "b", cli_key, rng)  # same key, same generation, its own log
+    _swap_log(tmp_path / "b", tmp_path / "a")
+    status, said = _audit_verify(capsys, tmp_path / "a")
+    assert status == 1
+    assert "belongs to store" in said
+    log = AuditLog.open(default_log_path(tmp_path / "a"), cli_key)
+    with pytest.raises(IntegrityError, match="belongs to store"):
+        AuditedMemory(RehearsalMemory.open(tmp_path / "a", keys=cli_key), log)
+
+
+def test_an_older_copy_of_the_stores_own_log_does_not_verify(
+    tmp_path: Path, cli_key: KeyRing, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _audited_store(tmp_path / "a", cli_key, rng)
+    (tmp_path / "old").mkdir()
+    _swap_log(tmp_path / "a", tmp_path / "old")
+    memory = RehearsalMemory.open(tmp_path / "a", keys=cli_key)
+    with AuditedMemory(memory, AuditLog.open(default_log_path(tmp_path / "a"), cli_key)) as audited:
+        audited.add(["later"], vectors=_unit(rng, 1), tenant="acme")
+    assert _audit_verify(capsys, tmp_path / "a")[0] == 0
+    _swap_log(tmp_path / "old", tmp_path / "a")
+    status, said = _audit_verify(capsys, tmp_path / "a")
+    assert status == 1
+    assert "stops at generation 1 but the memory is at 2" in said
+
+
+def test_a_log_from_before_binding_still_verifies_and_is_bound_on_the_next_open(
+    tmp_path: Path, cli_key: KeyRing, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "a"
+    RehearsalMemory.create(path, keys=cli_key, dim=DIM, encoder_name="synthetic-16").close()
+    log = AuditLog.open(default_log_path(path), cli_key)
+    log.append("baseline", {"count": 0, "generation": 0})  # what older versions wrote: no store id
+    status, said = _audit_verify(capsys, path)
+    assert status == 0, said
+    assert "bound" not in said
+    AuditedMemory(RehearsalMemory.open(path, keys=cli_key), log).memory.close()
+    assert [e.kind for e in log.entries()] == ["baseline", "baseline"]
+    status, said = _audit_verify(capsys, path)
+    assert status == 0, said
+    assert "bound to this memory" in said

@@ -143,6 +143,14 @@ class RehearsalMemory:
         return self._vectors.generation
 
     @property
+    def store_id(self) -> str:
+        """The memory's identity (hex), which its audit log binds to. In an encrypted memory it is the
+        one authenticated under the master key; otherwise the manifest's, which nothing authenticates."""
+        if self._keyed is not None:
+            return self._keyed.store_id.hex()
+        return str(self._manifest["store_id"])
+
+    @property
     def encoder_name(self) -> str:
         return str(self._manifest["encoder"]["name"])
 
