@@ -39,7 +39,7 @@ from rehearsal.cli.governance_verbs import governance_verbs
 from rehearsal.cli.memory_verbs import memory_verbs
 from rehearsal.cli.records import Record, RecordMapper, field_list, id_list, open_records, positive_int
 from rehearsal.cli.run_verbs import add_set_argument, load_run_config, run_verbs, stdout_to_stderr
-from rehearsal.crypto.keys import KeyRing
+from rehearsal.crypto.keys import KeyRing, validate_tenant
 from rehearsal.errors import (
     MissingKeyError,
     NotFoundError,
@@ -173,6 +173,8 @@ def _ingest(args: argparse.Namespace) -> Report:
         retain_until=args.retain_until,
         tenant_field=args.tenant_field,
     )
+    if args.tenant is not None:
+        validate_tenant(args.tenant)  # before the memory is created or a record embedded
     total = source.check(mapper)  # every record, before any is added: no half-ingested files
     if total == 0:
         raise ValidationError(f"{args.file!r} holds no records")

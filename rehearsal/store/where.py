@@ -83,6 +83,9 @@ def _scalar(field: str, value: Any) -> Any:
         raise ValidationError(
             f"filter value for {field!r} must be {'int' if field == 'id' else 'str or int'}, got {value!r}"
         )
+    if isinstance(value, int) and not -(1 << 63) <= value < (1 << 63):
+        # Nothing stored can match it (SQLite keeps int64), and binding it would raise OverflowError.
+        raise ValidationError(f"filter value for {field!r} must fit in a signed 64-bit integer, got {value}")
     return value
 
 
