@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rehearsal._files import atomic_write
+from rehearsal._files import atomic_write, create_private
 from rehearsal.errors import IntegrityError, NotFoundError, ValidationError, WrongKeyError
 from rehearsal.store.failures import storage_errors
 
@@ -187,7 +187,7 @@ class AuditLog:
             if not create:
                 raise NotFoundError(f"no audit log at {str(log.path)!r}")
             log.path.parent.mkdir(parents=True, exist_ok=True)
-            log.path.touch()
+            create_private(log.path)
             log._write_head(-1, _ZERO)
         else:
             log._read_head()
