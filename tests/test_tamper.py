@@ -3,13 +3,14 @@ different results. (The cases that need the version-2 format, issue 13 items 2, 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rehearsal import IntegrityError, KeyRing, RehearsalMemory
+from rehearsal import IntegrityError, KeyRing, RehearsalError, RehearsalMemory
 from rehearsal.cli.main import KEY_ENV, main
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
@@ -123,3 +124,44 @@ def test_a_log_from_before_binding_still_verifies_and_is_bound_on_the_next_open(
     status, said = _audit_verify(capsys, path)
     assert status == 0, said
     assert "bound to this memory" in said
+
+
+# -- flipped bytes: our own errors, never a bare sqlite3/Unicode error -----------------------------
+
+
+def _exercise(path: Path, keys: KeyRing, queries: np.ndarray) -> None:
+    with RehearsalMemory.open(path, keys=keys) as mem:
+        hits = mem.search_vectors(queries, 5, where={"label": 1})
+        mem.get_texts([h.id for row in hits for h in row])
+        mem.verify()
+
+
+@pytest.mark.parametrize("name", ["memory.sqlite", "index.snap"])
+def test_flipped_bytes_end_in_our_own_errors(
+    tmp_path: Path, keys: KeyRing, rng: np.random.Generator, name: str
+) -> None:
+    """Until records' metadata is authenticated (issue 13, items 2 and 6) a flip may still go unnoticed;
+    what this holds is that every one that is noticed is noticed in our own words."""
+    origin = tmp_path / "origin"
+    with RehearsalMemory.create(origin, keys=keys, dim=DIM, encoder_name="synthetic-16") as mem:
+        n = 30
+        meta = [{"label": i % 3, "task": f"t{i % 2}", "tags": ["x"]} for i in range(n)]
+        mem.add([f"record number {i}" for i in range(n)], vectors=_unit(rng, n), metadata=meta, tenant="acme")
+    data = (origin / name).read_bytes()
+    # The stored values themselves (tenant, task, tags and extra columns, the vault's key check) and a
+    # seeded sample of everything else.
+    markers = [b"acme", b"t1", b'["x"]', b"{}", b"kek_check"]
+    targets = {data.rfind(m) + 1 for m in markers if m in data}
+    targets |= {int(i) for i in rng.choice(len(data), size=min(len(data), 60), replace=False)}
+    queries = _unit(rng, 2)
+    for case, offset in enumerate(sorted(targets)):
+        copy = tmp_path / f"case{case}"
+        shutil.copytree(origin, copy)
+        with open(copy / name, "r+b") as fh:
+            fh.seek(int(offset))
+            byte = fh.read(1)
+            fh.seek(int(offset))
+            fh.write(bytes([byte[0] ^ 0x80]))  # the high bit: text bytes stop being UTF-8
+        with contextlib.suppress(RehearsalError):
+            _exercise(copy, keys, queries)
+        shutil.rmtree(copy)

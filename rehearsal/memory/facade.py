@@ -121,7 +121,8 @@ class RehearsalMemory:
     ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
         encoder_name = encoder.name if encoder is not None else None
-        opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name)
+        with storage_errors(f"opening the memory at {os.fspath(path)!r}"):
+            opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name)
         return cls(opened, read_only=read_only, encoder=encoder, resolver=resolver)
 
     # -- properties ------------------------------------------------------------------------------
@@ -414,12 +415,13 @@ class RehearsalMemory:
         the same database snapshot, so a writer committing meanwhile cannot tear the result (e.g. a hit
         whose row was deleted between the index search and the metadata lookup)."""
         self._check_open()
-        if not self._read_only:
-            yield
-            return
-        with self._records.read_view():
-            self._vectors.catch_up()
-            yield
+        with storage_errors("reading the memory"):
+            if not self._read_only:
+                yield
+                return
+            with self._records.read_view():
+                self._vectors.catch_up()
+                yield
 
     def verify(self) -> dict[str, int]:
         """Authenticate every stored text and vector and check index, catalog and vault agree."""

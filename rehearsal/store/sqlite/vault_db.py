@@ -225,7 +225,8 @@ class VaultDatabase:
         except sqlite3.OperationalError:
             raise StoreFormatError(f"{self._path or 'the database'} is not a rehearsal vault") from None
         version = meta.get("format_version")
-        if not isinstance(version, int) or not isinstance(meta.get("store_id"), bytes):
+        damaged = not isinstance(meta.get("store_id"), bytes) or not isinstance(meta.get("kek_check"), bytes)
+        if not isinstance(version, int) or damaged:
             raise StoreFormatError(f"{self._path or 'the database'} has a damaged vault_meta table")
         if version > FORMAT_VERSION:
             raise StoreFormatError(
