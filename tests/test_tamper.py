@@ -165,3 +165,19 @@ def test_flipped_bytes_end_in_our_own_errors(
         with contextlib.suppress(RehearsalError):
             _exercise(copy, keys, queries)
         shutil.rmtree(copy)
+
+
+def test_damaged_metadata_read_by_entries_is_an_integrity_error(
+    tmp_path: Path, keys: KeyRing, rng: np.random.Generator
+) -> None:
+    path = tmp_path / "mem"
+    with RehearsalMemory.create(path, keys=keys, dim=DIM, encoder_name="synthetic-16") as mem:
+        mem.add(["one"], vectors=_unit(rng, 1), metadata=[{"task": "zebra"}], tenant="acme")
+    data = bytearray((path / "memory.sqlite").read_bytes())
+    at = data.find(b"zebra")
+    while at >= 0:  # every copy SQLite keeps of the value
+        data[at + 1] ^= 0x80
+        at = data.find(b"zebra", at + 1)
+    (path / "memory.sqlite").write_bytes(bytes(data))
+    with RehearsalMemory.open(path, keys=keys) as mem, pytest.raises(IntegrityError, match="damaged text"):
+        mem.entries([0])

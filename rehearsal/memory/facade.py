@@ -374,7 +374,7 @@ class RehearsalMemory:
     def texts_by_id(self, ids: Sequence[int]) -> dict[int, str]:
         """The texts that exist among ``ids``; missing ones are skipped (the replay path uses this)."""
         id_list = check_ids(ids)
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             self._check_open()
             if not self.embedding_only:
                 assert self._keyed is not None  # INVARIANT: text-storing memories always have keys
@@ -383,29 +383,29 @@ class RehearsalMemory:
 
     def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
         """Catalog rows (tenant, task, label, tags, extra metadata, source) for the ids that exist."""
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             return self._records.rows(check_ids(ids))
 
     def ids(self, where: Mapping[str, Any] | None = None) -> list[int]:
         """Ids of all entries matching ``where`` (all entries by default), ascending."""
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             return sorted(self._records.matching_ids(parse_where(where), max_gen=self._vectors.generation))
 
     def changes_since(self, generation: int) -> tuple[list[int], list[int]]:
         """(ids added after ``generation`` and still present, ids removed after it), both ascending."""
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             return self._records.changes_since(generation)
 
     def group_ids(self, by: str = "label", *, where: Mapping[str, Any] | None = None) -> dict[Any, list[int]]:
         """Ids of entries matching ``where`` grouped by ``task``, ``label`` or ``tenant``."""
         if by not in ("task", "label", "tenant"):
             raise ValidationError(f"'by' must be 'task', 'label' or 'tenant', got {by!r}")
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             return self._records.group_ids(by, parse_where(where), max_gen=self._vectors.generation)
 
     def refresh(self) -> None:
         """Catch up with commits made by the writer since this handle last looked (readers call this)."""
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             self._check_open()
             self._vectors.catch_up()
 
