@@ -57,3 +57,9 @@ def test_complex_vectors_are_refused(mem: RehearsalMemory) -> None:
     with pytest.raises(ValidationError, match="must be real"):
         mem.add(["fine"], vectors=vectors)
     assert len(mem) == 2
+
+
+def test_bench_and_search_clamp_a_huge_k_to_the_memory(mem: RehearsalMemory) -> None:
+    report = mem.bench(queries=10**9, k=10**9)
+    assert (report["k"], report["queries"]) == (2, 2)
+    assert len(mem.search_vectors(np.eye(1, DIM, dtype=np.float32), 10**12)[0]) == 2
