@@ -15,6 +15,7 @@ the whole family in one clause and still tell the cases apart::
     ├── StoreFormatError            a folder that is not a memory, or one written by a newer format version
     ├── ReadOnlyError               a mutation attempted on a memory opened read-only
     ├── StoreLockedError            a second writer tried to open a memory another process is writing
+    ├── StorageError                the disk or the database refused an operation (disk full, I/O error)
     ├── EncoderMismatchError        a memory asked to accept vectors from a different encoder
     └── UpdateBlockedError          a training update the validation gate failed or that awaits approval
 
@@ -33,6 +34,7 @@ __all__ = [
     "NotFoundError",
     "ReadOnlyError",
     "RehearsalError",
+    "StorageError",
     "StoreFormatError",
     "StoreLockedError",
     "UpdateBlockedError",
@@ -91,6 +93,11 @@ class EncoderMismatchError(RehearsalError):
 
 class StoreLockedError(RehearsalError):
     """Another process holds the memory open for writing; open it read-only or close the other writer."""
+
+
+class StorageError(RehearsalError, OSError):
+    """The disk or the database refused a read or write (disk full, I/O error, a database that stays
+    locked); the message names the file. What was acknowledged before stays durable."""
 
 
 class UpdateBlockedError(RehearsalError):

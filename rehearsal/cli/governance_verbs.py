@@ -27,7 +27,7 @@ from rehearsal.cli.common import (
 from rehearsal.cli.records import positive_int
 from rehearsal.errors import ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
-from rehearsal.governance.audited import AuditedMemory
+from rehearsal.governance.audited import AuditedMemory, bound_store_id, check_log_binding
 from rehearsal.governance.gate import approve
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.versions import list_versions, rollback
@@ -75,14 +75,30 @@ def _audit(args: argparse.Namespace) -> Report:
     if action == "show":
         return show_audit(AuditLog.open(_log_path(args), required_keys(args), create=False), last=args.last)
     path = _log_path(args)
-    log = AuditLog.open(path, required_keys(args), create=False)
+    keys = required_keys(args)
+    log = AuditLog.open(path, keys, create=False)
     entries = log.entries()
+    bound = None
+    if (Path(args.path) / "memory.json").is_file():
+        # A chain that verifies proves only that the log is whole: it must also be this memory's log, and
+        # as new as the memory (not another store's log, nor an older copy of its own).
+        with open_memory(args, read_only=True, keys=keys) as memory:
+            entries = check_log_binding(log, memory, in_step=True)
+            bound = bound_store_id(log)
     kinds: dict[str, int] = {}
     for entry in entries:
         kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
     last = entries[-1].seq if entries else None
-    data = {"log": str(path), "ok": True, "entries": len(entries), "last_seq": last, "kinds": kinds}
-    line = f"ok: {len(entries)} audit entries verified in {path} (chain, MACs and head)"
+    data = {
+        "log": str(path),
+        "ok": True,
+        "entries": len(entries),
+        "last_seq": last,
+        "kinds": kinds,
+        "store_id": bound,
+    }
+    binding = ", bound to this memory" if bound is not None else ""
+    line = f"ok: {len(entries)} audit entries verified in {path} (chain, MACs and head{binding})"
     return Report(data, [line])
 
 

@@ -40,7 +40,7 @@ from rehearsal.cli.governance_verbs import governance_verbs
 from rehearsal.cli.memory_verbs import memory_verbs
 from rehearsal.cli.records import Record, RecordMapper, field_list, id_list, open_records, positive_int
 from rehearsal.cli.run_verbs import add_set_argument, load_run_config, run_verbs, stdout_to_stderr
-from rehearsal.crypto.keys import KeyRing
+from rehearsal.crypto.keys import KeyRing, validate_tenant
 from rehearsal.errors import (
     MissingKeyError,
     NotFoundError,
@@ -52,6 +52,7 @@ from rehearsal.errors import (
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.store.failures import storage_errors
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
 
@@ -172,6 +173,8 @@ def _ingest(args: argparse.Namespace) -> Report:
         retain_until=args.retain_until,
         tenant_field=args.tenant_field,
     )
+    if args.tenant is not None:
+        validate_tenant(args.tenant)  # before the memory is created or a record embedded
     total = source.check(mapper)  # every record, before any is added: no half-ingested files
     if total == 0:
         raise ValidationError(f"{args.file!r} holds no records")
@@ -505,7 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if VERBS[args.verb].uses_memory:
         args.path = memory_folder(args.path)
     try:
-        report = VERBS[args.verb].run(args)
+        with storage_errors(f"{PROG} {args.verb}"):  # a sqlite3 error that escaped the stores' own mapping
+            report = VERBS[args.verb].run(args)
     except RehearsalError as exc:
         return _fail(str(exc), EXIT_ERROR)
     except OSError as exc:

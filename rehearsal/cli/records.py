@@ -20,6 +20,7 @@ from typing import Any
 from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.governance.retention import RETENTION_FIELD, retention_deadline
+from rehearsal.memory.batch import check_texts
 
 __all__ = [
     "FILTERABLE_FIELDS",
@@ -105,31 +106,51 @@ class RecordSource:
         unit = {"jsonl": "line", "csv": "row", "dataset": "row"}[self.kind]
         return f"{self.path.name} {unit} {position}"
 
-    def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        with self.path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
+    def _lines(self) -> Iterator[str]:
+        """The file's lines, decoded as UTF-8 one by one so that a bad byte is named by its line (a
+        newline byte never occurs inside a multi-byte character); a byte-order mark is dropped."""
+        with self.path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
                 try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValidationError(f"{self.describe(number)}: not valid JSON ({exc.msg})") from None
-                if not isinstance(item, dict):
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
                     raise ValidationError(
-                        f"{self.describe(number)}: expected a JSON object, got {type(item).__name__}"
-                    )
-                yield number, item
+                        f"{self.path.name} line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at "
+                        f"column {exc.start + 1}); save the file as UTF-8"
+                    ) from None
+                yield line.removeprefix("\ufeff") if number == 1 else line
+
+    def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for number, line in enumerate(self._lines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"{self.describe(number)}: not valid JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise ValidationError(
+                    f"{self.describe(number)}: expected a JSON object, got {type(item).__name__}"
+                )
+            yield number, item
 
     def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        with self.path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            try:
-                for number, row in enumerate(reader, start=1):
-                    if None in row:
-                        raise ValidationError(f"{self.describe(number)}: more values than header columns")
-                    yield number, dict(row)
-            except csv.Error as exc:
-                raise ValidationError(f"{self.path.name}: malformed CSV ({exc})") from None
+        # strict: a quote that is never closed is an error at the end of the file, where the lenient
+        # reader would silently make the rest of the file one record.
+        reader = csv.DictReader(self._lines(), strict=True)
+        number, started = 0, 2  # data row count so far; the line where the next row starts
+        try:
+            for row in reader:
+                number += 1
+                if None in row:
+                    raise ValidationError(f"{self.describe(number)}: more values than header columns")
+                yield number, dict(row)
+                started = reader.line_num + 1
+        except csv.Error as exc:
+            raise ValidationError(
+                f"{self.describe(number + 1)} (from line {started}): malformed CSV ({exc});"
+                " is a quote left open?"
+            ) from None
 
 
 def open_records(path: str | Path, *, split: str | None = None) -> RecordSource:
@@ -234,6 +255,10 @@ class RecordMapper:
             raise ValidationError(
                 f"{where}: text field {self.text_field!r} must be a non-empty string, got {found}"
             )
+        try:
+            check_texts([text])  # a lone surrogate (JSON's "\\ud800") is refused here, before any add
+        except ValidationError as exc:
+            raise ValidationError(f"{where}: {str(exc).removeprefix('texts[0] ')}") from None
         metadata: dict[str, Any] = {}
         for name, field in self.renamed.items():
             value = item.get(field)
@@ -322,13 +347,12 @@ def _short(value: Any) -> str:
 
 
 def id_list(text: str) -> list[int]:
-    """``"1,2,3"`` -> ``[1, 2, 3]``."""
+    """``"1,2,3"`` -> ``[1, 2, 3]``; an empty item (``"1,,2"``, a trailing comma) is refused, as a
+    sign of a list assembled wrongly."""
     try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
+        ids = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integer ids, got {text!r}") from None
-    if not ids:
-        raise argparse.ArgumentTypeError("expected at least one id")
     return ids
 
 

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rehearsal._files import atomic_write
+from rehearsal._files import atomic_write, create_private
 from rehearsal.errors import IntegrityError, NotFoundError, ValidationError, WrongKeyError
+from rehearsal.store.failures import storage_errors
 
 if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
@@ -186,7 +187,7 @@ class AuditLog:
             if not create:
                 raise NotFoundError(f"no audit log at {str(log.path)!r}")
             log.path.parent.mkdir(parents=True, exist_ok=True)
-            log.path.touch()
+            create_private(log.path)
             log._write_head(-1, _ZERO)
         else:
             log._read_head()
@@ -203,7 +204,7 @@ class AuditLog:
         if actor is not None and (not isinstance(actor, str) or _SAFE_STRING.fullmatch(actor) is None):
             raise ValidationError("actor must be an identifier (no spaces, at most 128 characters)")
         clean = check_details(details)
-        with self._locked():
+        with storage_errors(f"appending to audit log {self.path.name}"), self._locked():
             seq, prev = self._tail()
             entry = self._sign(seq + 1, kind, actor, clean, prev)
             self._write_line(entry)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rehearsal.errors import IntegrityError
 from rehearsal.governance.audit_log import AuditEntry, AuditLog, canonical_json, check_details, ids_digest
@@ -17,8 +17,12 @@ if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
     from rehearsal.memory.facade import RehearsalMemory
 
+T = TypeVar("T")
+
 __all__ = [
     "AuditedMemory",
+    "bound_store_id",
+    "check_log_binding",
     "config_digest",
     "last_audited_generation",
     "log_delete",
@@ -81,11 +85,47 @@ def log_forget(
 
 def last_audited_generation(log: AuditLog) -> int | None:
     """The memory generation the latest generation-stamped entry recorded (None if there is none)."""
-    for entry in reversed(log.entries()):
-        generation = entry.details.get("generation")
-        if isinstance(generation, int) and not isinstance(generation, bool):
-            return generation
+    return _latest(log.entries(), "generation", int)
+
+
+def bound_store_id(log: AuditLog) -> str | None:
+    """The store id the log is bound to: the latest one an entry recorded (None for a log written before
+    logs were bound; :meth:`AuditedMemory.reconcile` binds such a log on its next audited open)."""
+    return _latest(log.entries(), "store_id", str)
+
+
+def _latest(entries: list[AuditEntry], field: str, kind: type[T]) -> T | None:
+    for entry in reversed(entries):
+        value = entry.details.get(field)
+        if isinstance(value, kind) and not isinstance(value, bool):
+            return value
     return None
+
+
+def check_log_binding(log: AuditLog, memory: RehearsalMemory, *, in_step: bool) -> list[AuditEntry]:
+    """The log's verified entries, once they are known to belong to ``memory``: IntegrityError if the log
+    is bound to another store, or records a generation the memory has not reached (a memory restored
+    from an older copy). ``in_step`` also refuses a log that stops short of the memory's generation (an
+    older copy of the log, or mutations made without it), which :meth:`AuditedMemory.reconcile` would
+    otherwise log as a ``reconcile`` entry."""
+    entries = log.entries()
+    bound = _latest(entries, "store_id", str)
+    if bound is not None and bound != memory.store_id:
+        raise IntegrityError(
+            f"audit log {log.path.name} belongs to store {bound}, not to this memory ({memory.store_id})"
+        )
+    last, now = _latest(entries, "generation", int), memory.generation
+    if last is not None and now < last:
+        raise IntegrityError(
+            f"the memory is at generation {now} but its audit log recorded generation {last}: "
+            "it was replaced by an older copy"
+        )
+    if in_step and last is not None and last < now:
+        raise IntegrityError(
+            f"audit log {log.path.name} stops at generation {last} but the memory is at {now}: an older "
+            "copy of the log, or mutations made without it"
+        )
+    return entries
 
 
 def log_train_update(
@@ -148,24 +188,25 @@ class AuditedMemory:
     def reconcile(self) -> AuditEntry | None:
         """Log what the memory committed beyond the log's last audited generation; None if nothing.
 
-        A log that has never seen this memory gets a ``baseline`` entry (its generation and ids) first.
-        A memory *behind* its log (restored from an older copy) is an :class:`IntegrityError`.
+        A log that has never seen this memory gets a ``baseline`` entry (its generation, ids and store id)
+        first; so does a log written before logs recorded their store, which binds it from then on.
+        A log bound to another store, or a memory *behind* its log (restored from an older copy), is an
+        :class:`IntegrityError` (see :func:`check_log_binding`).
         """
 
+        entries = check_log_binding(self.log, self.memory, in_step=False)
         now = self.memory.generation
-        last = last_audited_generation(self.log)
+        last = _latest(entries, "generation", int)
+        bound = _latest(entries, "store_id", str) is not None
+        # A new log, or one written before logs recorded their store: its next entry binds it.
+        if last is None or (last == now and not bound):
+            details = {**_id_summary(self.memory.ids()), "generation": now, "store_id": self.memory.store_id}
+            return self.log.append("baseline", details, actor=self.actor)
         if last == now:
             return None
-        if last is None:
-            details = {**_id_summary(self.memory.ids()), "generation": now}
-            return self.log.append("baseline", details, actor=self.actor)
-        if now < last:
-            raise IntegrityError(
-                f"the memory is at generation {now} but its audit log recorded generation {last}: "
-                "it was replaced by an older copy"
-            )
         added, removed = self.memory.changes_since(last)
         details = {
+            "store_id": self.memory.store_id,
             "from_generation": last,
             "generation": now,
             "added": _id_summary(added),

@@ -14,6 +14,7 @@ from rehearsal.errors import DimensionMismatchError, ValidationError
 __all__ = [
     "Batch",
     "check_ids",
+    "check_int64",
     "check_metadata",
     "check_sources",
     "check_texts",
@@ -36,7 +37,29 @@ def check_texts(texts: object) -> list[str]:
             raise ValidationError(f"texts[{i}] must be str, got {type(text).__name__}")
         if not text.strip():
             raise ValidationError(f"texts[{i}] is empty or blank; a memory stores only non-blank texts")
+        _check_encodable(text, f"texts[{i}]")
     return out
+
+
+def _check_encodable(text: str, what: str) -> None:
+    # A lone surrogate ("\ud800", which JSON's "\\ud800" escape produces) is a str but not Unicode text:
+    # the tokenizer, SQLite and the vault would each fail on it later, with their own errors.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"{what} is not valid Unicode text (a lone surrogate at position {exc.start})"
+        ) from None
+
+
+# SQLite stores integers as int64; a larger Python int would fail there with an OverflowError.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def check_int64(value: int, what: str) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValidationError(f"{what} must fit in a signed 64-bit integer, got {value}")
+    return value
 
 
 def check_metadata(metadata: object, n: int) -> list[dict[str, Any]]:
@@ -58,6 +81,8 @@ def check_metadata(metadata: object, n: int) -> list[dict[str, Any]]:
         label = meta.get("label")
         if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))):
             raise ValidationError(f"metadata[{i}]['label'] must be int or str, got {label!r}")
+        if isinstance(label, int):
+            check_int64(label, f"metadata[{i}]['label']")
         tags = meta.get("tags", [])
         if (
             isinstance(tags, str)
@@ -68,9 +93,10 @@ def check_metadata(metadata: object, n: int) -> list[dict[str, Any]]:
         if "tenant" in meta or "source" in meta or "id" in meta:
             raise ValidationError(f"metadata[{i}] may not set 'id', 'tenant' or 'source'; they are arguments")
         try:
-            json.dumps(dict(meta))
+            encoded = json.dumps(dict(meta), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"metadata[{i}] is not JSON-serialisable: {exc}") from exc
+        _check_encodable(encoded, f"metadata[{i}]")
         out.append({**meta, "tags": list(tags)})
     return out
 
@@ -83,11 +109,15 @@ def check_sources(sources: object, n: int) -> list[str]:
     for i, source in enumerate(sources):
         if not isinstance(source, str) or not source:
             raise ValidationError(f"sources[{i}] must be a non-empty str, got {source!r}")
+        _check_encodable(source, f"sources[{i}]")
     return list(sources)
 
 
 def check_vectors(vectors: object, dim: int, *, n: int | None = None) -> np.ndarray:
     """(n, dim) finite non-zero rows, returned as contiguous float32 of unit norm (cosine = dot product)."""
+    if isinstance(vectors, np.ndarray) and vectors.dtype.kind == "c":
+        # Casting would drop the imaginary parts with only a warning: not the vectors the caller meant.
+        raise ValidationError(f"vectors must be real, got complex values (dtype {vectors.dtype})")
     try:
         array = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -116,7 +146,7 @@ def check_ids(ids: object) -> list[int]:
     for i, value in enumerate(ids):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValidationError(f"ids[{i}] must be a non-negative int, got {value!r}")
-        out.append(int(value))
+        out.append(check_int64(int(value), f"ids[{i}]"))
     if len(set(out)) != len(out):
         raise ValidationError("ids contain duplicates")
     return out

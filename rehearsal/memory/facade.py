@@ -40,6 +40,7 @@ from rehearsal.memory.commit import commit
 from rehearsal.memory.opening import Opened, create_parts, finish_create, open_parts
 from rehearsal.memory.policies import AdmissionPolicy
 from rehearsal.memory.verification import memory_stats, verify_memory
+from rehearsal.store.failures import storage_errors
 from rehearsal.store.layout import FORMAT_VERSION
 from rehearsal.store.types import EntryRow, Hit
 from rehearsal.store.where import Where, parse_where
@@ -120,7 +121,8 @@ class RehearsalMemory:
     ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
         encoder_name = encoder.name if encoder is not None else None
-        opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name)
+        with storage_errors(f"opening the memory at {os.fspath(path)!r}"):
+            opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name)
         return cls(opened, read_only=read_only, encoder=encoder, resolver=resolver)
 
     # -- properties ------------------------------------------------------------------------------
@@ -140,6 +142,14 @@ class RehearsalMemory:
     def generation(self) -> int:
         """The last committed mutation this handle reflects."""
         return self._vectors.generation
+
+    @property
+    def store_id(self) -> str:
+        """The memory's identity (hex), which its audit log binds to. In an encrypted memory it is the
+        one authenticated under the master key; otherwise the manifest's, which nothing authenticates."""
+        if self._keyed is not None:
+            return self._keyed.store_id.hex()
+        return str(self._manifest["store_id"])
 
     @property
     def encoder_name(self) -> str:
@@ -230,15 +240,16 @@ class RehearsalMemory:
             known = self._keyed is not None and name in self._keyed.tenants()
             if not ids and not known:
                 raise NotFoundError(f"no tenant {name!r} in this memory")
-            with self._records.transaction():
-                gen = self._records.bump_generation()
-                self._records.remove(ids, generation=gen)
-                if self._keyed is not None and known:
-                    self._keyed.shred(name)
-            self._vectors.applied(gen, ids, [], None)
-            # The old snapshot still holds the tenant's vectors: replace it now, not at close.
-            self._vectors.checkpoint(force=True)
-            self._records.compact()
+            with storage_errors(f"forgetting tenant {name!r}"):
+                with self._records.transaction():
+                    gen = self._records.bump_generation()
+                    self._records.remove(ids, generation=gen)
+                    if self._keyed is not None and known:
+                        self._keyed.shred(name)
+                self._vectors.applied(gen, ids, [], None)
+                # The old snapshot still holds the tenant's vectors: replace it now, not at close.
+                self._vectors.checkpoint(force=True)
+                self._records.compact()
         return len(ids)
 
     def rotate_keys(self, new_keys: KeyRing) -> None:
@@ -254,18 +265,27 @@ class RehearsalMemory:
         """Write the index snapshot at the current generation (opening then replays nothing)."""
         with self._lock:
             self._check_writable()
-            self._vectors.checkpoint()
+            with storage_errors("writing the index snapshot"):
+                self._vectors.checkpoint()
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
-            if not self._read_only:
-                self._vectors.checkpoint()
-            self._stores.close()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-            self._closed = True
+            # The connection and the writer lock are released even when the last snapshot fails (a full
+            # disk): SQLite holds every acknowledged record, the snapshot only spares the next open a replay.
+            try:
+                if not self._read_only:
+                    with storage_errors("writing the index snapshot at close"):
+                        self._vectors.checkpoint()
+            finally:
+                self._closed = True
+                try:
+                    self._stores.close()
+                finally:
+                    if self._lock_fd is not None:
+                        os.close(self._lock_fd)
+                        self._lock_fd = None
 
     def reader(
         self, *, keys: KeyRing | None = None, resolver: Resolver | None = None
@@ -354,7 +374,7 @@ class RehearsalMemory:
     def texts_by_id(self, ids: Sequence[int]) -> dict[int, str]:
         """The texts that exist among ``ids``; missing ones are skipped (the replay path uses this)."""
         id_list = check_ids(ids)
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             self._check_open()
             if not self.embedding_only:
                 assert self._keyed is not None  # INVARIANT: text-storing memories always have keys
@@ -363,29 +383,29 @@ class RehearsalMemory:
 
     def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
         """Catalog rows (tenant, task, label, tags, extra metadata, source) for the ids that exist."""
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             return self._records.rows(check_ids(ids))
 
     def ids(self, where: Mapping[str, Any] | None = None) -> list[int]:
         """Ids of all entries matching ``where`` (all entries by default), ascending."""
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             return sorted(self._records.matching_ids(parse_where(where), max_gen=self._vectors.generation))
 
     def changes_since(self, generation: int) -> tuple[list[int], list[int]]:
         """(ids added after ``generation`` and still present, ids removed after it), both ascending."""
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             return self._records.changes_since(generation)
 
     def group_ids(self, by: str = "label", *, where: Mapping[str, Any] | None = None) -> dict[Any, list[int]]:
         """Ids of entries matching ``where`` grouped by ``task``, ``label`` or ``tenant``."""
         if by not in ("task", "label", "tenant"):
             raise ValidationError(f"'by' must be 'task', 'label' or 'tenant', got {by!r}")
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             return self._records.group_ids(by, parse_where(where), max_gen=self._vectors.generation)
 
     def refresh(self) -> None:
         """Catch up with commits made by the writer since this handle last looked (readers call this)."""
-        with self._lock:
+        with self._lock, storage_errors("reading the memory"):
             self._check_open()
             self._vectors.catch_up()
 
@@ -395,12 +415,13 @@ class RehearsalMemory:
         the same database snapshot, so a writer committing meanwhile cannot tear the result (e.g. a hit
         whose row was deleted between the index search and the metadata lookup)."""
         self._check_open()
-        if not self._read_only:
-            yield
-            return
-        with self._records.read_view():
-            self._vectors.catch_up()
-            yield
+        with storage_errors("reading the memory"):
+            if not self._read_only:
+                yield
+                return
+            with self._records.read_view():
+                self._vectors.catch_up()
+                yield
 
     def verify(self) -> dict[str, int]:
         """Authenticate every stored text and vector and check index, catalog and vault agree."""
@@ -464,7 +485,10 @@ class RehearsalMemory:
         """One durable transaction: remove ``evict``, add ``batch``, save ``state``; then update the index."""
         with self._lock:
             self._check_writable()
-            return commit(self._stores, batch, evict=evict, state=state, store_texts=not self.embedding_only)
+            with storage_errors("committing to the memory"):
+                return commit(
+                    self._stores, batch, evict=evict, state=state, store_texts=not self.embedding_only
+                )
 
     def _resolve(self, ids: list[int]) -> dict[int, str]:
         if self._resolver is None:

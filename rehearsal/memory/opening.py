@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearsal._files import remove_stale_temps
+from rehearsal._files import OWNER_ONLY_DIR, remove_stale_temps
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import MissingKeyError
 from rehearsal.store.layout import (
@@ -50,6 +50,7 @@ def create_parts(
         raise MissingKeyError("a memory that stores text needs keys (KeyRing); or pass embedding_only=True")
     check_new_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, OWNER_ONLY_DIR)  # the memory's own folder, whatever the umask (its parents keep theirs)
     manifest = new_manifest(embedding_only=embedding_only, encrypted=keys is not None, encoder=identity)
     stores = create_backends(folder, keys=keys, dim=identity[1])
     return Opened(folder, manifest, stores, keys, acquire_writer_lock(folder))

@@ -169,6 +169,10 @@ class RunConfig(ConfigMixin):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name!r} must be a non-empty field name, got {value!r}")
+        if isinstance(self.output_dir, os.PathLike):
+            self.output_dir = os.fspath(self.output_dir)  # a Path is fine; a config file holds the string
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise ConfigError(f"'output_dir' must be a non-empty path string, got {self.output_dir!r}")
         for name in ("mask_unseen", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")

@@ -150,6 +150,12 @@ class KeyedStore(TextStore, Sealer, Protocol):
     """A text store that also seals for the other stores, with the same per-tenant data keys, so that
     forgetting a tenant (``shred``) makes its texts and its sealed vectors unreadable at once."""
 
+    @property
+    def store_id(self) -> bytes:
+        """The store's identity, bound into every record's associated data and checked against the
+        master key when the store opens (so it cannot be edited without the key)."""
+        ...
+
 
 class VectorIndex(Protocol):
     """A searchable copy of the record store's vectors, derived and rebuildable, at a known generation."""

@@ -13,6 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from rehearsal._files import create_private
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError
 from rehearsal.store.faiss.follower import FaissVectorIndex
@@ -50,6 +51,9 @@ def folder_of(location: str | os.PathLike[str]) -> Path:
 
 def create_backends(folder: Path, *, keys: KeyRing | None, dim: int) -> Backends:
     """Empty stores in ``folder`` (which exists and holds no memory)."""
+    # Created owner-only before SQLite opens it: SQLite gives its WAL and shared-memory files the
+    # database file's mode, where it would otherwise make all three world-readable under umask 022.
+    create_private(folder / DB_FILE)
     conn = connect(folder / DB_FILE)
     vault = Vault.attach(conn, keys, create=True) if keys is not None else None
     records = Catalog(conn)

@@ -84,6 +84,9 @@ def _scalar(field: str, value: Any, *, ints_only: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, allowed):
         kind = "int" if len(allowed) == 1 else "str or int"
         raise ValidationError(f"filter value for {field!r} must be {kind}, got {value!r}")
+    if isinstance(value, int) and not -(1 << 63) <= value < (1 << 63):
+        # Nothing stored can match it (SQLite keeps int64), and binding it would raise OverflowError.
+        raise ValidationError(f"filter value for {field!r} must fit in a signed 64-bit integer, got {value}")
     return value
 
 

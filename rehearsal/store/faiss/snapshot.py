@@ -28,7 +28,8 @@ def write_snapshot(path: Path, generation: int, payload: bytes, *, sealed: bool)
 
 
 def read_snapshot(path: Path, unseal: Callable[[int, memoryview], bytes] | None) -> tuple[int, bytes]:
-    """Return (generation, index bytes); ``unseal(generation, payload)`` opens a sealed payload."""
+    """Return (generation, index bytes); ``unseal(generation, payload)`` opens a sealed payload, and
+    with it given (a store with keys) an unsealed snapshot is an IntegrityError."""
     with open(path, "rb") as f:
         header = f.read(_HEADER.size)
         if len(header) < _HEADER.size:
@@ -37,6 +38,10 @@ def read_snapshot(path: Path, unseal: Callable[[int, memoryview], bytes] | None)
         if magic != MAGIC:
             raise StoreFormatError(f"{path.name} is not a rehearsal index snapshot")
         if not flags & 1:
+            if unseal is not None:
+                # Unsealed bytes carry only a checksum anyone can recompute: in a store with keys they
+                # could be planted by whoever can write the folder, no key needed.
+                raise IntegrityError(f"index snapshot {path.name} is not sealed, in a store with keys")
             return generation, f.read()
         if unseal is None:
             raise IntegrityError(f"index snapshot {path.name} is sealed but the store has no keys")

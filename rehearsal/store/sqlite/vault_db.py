@@ -225,7 +225,8 @@ class VaultDatabase:
         except sqlite3.OperationalError:
             raise StoreFormatError(f"{self._path or 'the database'} is not a rehearsal vault") from None
         version = meta.get("format_version")
-        if not isinstance(version, int) or not isinstance(meta.get("store_id"), bytes):
+        damaged = not isinstance(meta.get("store_id"), bytes) or not isinstance(meta.get("kek_check"), bytes)
+        if not isinstance(version, int) or damaged:
             raise StoreFormatError(f"{self._path or 'the database'} has a damaged vault_meta table")
         if version > FORMAT_VERSION:
             raise StoreFormatError(
@@ -248,8 +249,11 @@ class VaultDatabase:
             try:
                 yield
             except BaseException:
-                conn.execute(f"ROLLBACK TO {name}")
-                conn.execute(f"RELEASE {name}")
+                # After SQLITE_FULL or an I/O error SQLite has already rolled back the whole transaction,
+                # savepoint included: undoing it again would raise and hide that error.
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
                 raise
             else:
                 conn.execute(f"RELEASE {name}")
@@ -260,7 +264,8 @@ class VaultDatabase:
         try:
             yield
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # see above: SQLite may have rolled back already
+                conn.execute("ROLLBACK")
             self._checkpoint_pending = False
             raise
         conn.execute("COMMIT")
