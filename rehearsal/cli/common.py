@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from rehearsal.crypto.master_key import MASTER_KEY_ENV, resolve_master_key
 from rehearsal.errors import MissingKeyError, NotFoundError, ValidationError
+from rehearsal.governance.audit_log import AuditLog, default_log_path
+from rehearsal.governance.audited import AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.where import parse_where
 
@@ -30,6 +32,7 @@ __all__ = [
     "KEY_ENV",
     "Report",
     "Verb",
+    "audited",
     "encrypted",
     "keys_from_args",
     "memory_folder",
@@ -146,3 +149,13 @@ def parse_where_option(text: str | None) -> dict[str, Any] | None:
         raise ValidationError(f"--where must be a JSON object, got {type(where).__name__}")
     parse_where(where)
     return where
+
+
+def audited(args: argparse.Namespace, memory: RehearsalMemory, keys: KeyRing | None = None) -> Any:
+    """``memory`` behind its audit log (``PATH/audit.log``) when it is encrypted, so every mutation a verb
+    makes is logged; an unencrypted embedding-only memory has no key to sign a log with."""
+
+    keys = keys if keys is not None else keys_from_args(args)
+    if keys is None or not encrypted(args.path):
+        return memory
+    return AuditedMemory(memory, AuditLog.open(default_log_path(args.path), keys), actor="cli")

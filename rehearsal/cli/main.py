@@ -9,12 +9,10 @@ stderr and exit 2 (usage) or 1 (any :class:`RehearsalError`). The master key com
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from rehearsal import __version__
@@ -27,6 +25,7 @@ from rehearsal.cli.common import (
     KEY_ENV,
     Report,
     Verb,
+    audited,
     encrypted,
     keys_from_args,
     memory_folder,
@@ -34,15 +33,15 @@ from rehearsal.cli.common import (
     open_memory,
     parse_where_option,
 )
-from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_args
+from rehearsal.cli.encoder_options import add_encoder_arguments
 from rehearsal.cli.gate_verbs import gate_args, run_gate
 from rehearsal.cli.governance_verbs import governance_verbs
+from rehearsal.cli.ingest_verbs import ingest_verbs
 from rehearsal.cli.memory_verbs import memory_verbs
-from rehearsal.cli.records import Record, RecordMapper, field_list, id_list, open_records, positive_int
+from rehearsal.cli.records import id_list, positive_int
 from rehearsal.cli.run_verbs import add_set_argument, load_run_config, run_verbs, stdout_to_stderr
-from rehearsal.crypto.keys import KeyRing, validate_tenant
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
-    MissingKeyError,
     NotFoundError,
     RehearsalError,
     UpdateBlockedError,
@@ -50,8 +49,6 @@ from rehearsal.errors import (
     WrongKeyError,
 )
 from rehearsal.governance.audit_log import AuditLog, default_log_path
-from rehearsal.governance.audited import AuditedMemory
-from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.failures import storage_errors
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
@@ -70,172 +67,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- keys and opening --------------------------------------------------------------------------------
-
-
-def _audited(args: argparse.Namespace, memory: RehearsalMemory, keys: KeyRing | None = None) -> Any:
-    """``memory`` behind its audit log (``PATH/audit.log``) when it is encrypted, so every mutation a verb
-    makes is logged; an unencrypted embedding-only memory has no key to sign a log with."""
-
-    keys = keys if keys is not None else keys_from_args(args)
-    if keys is None or not encrypted(args.path):
-        return memory
-    return AuditedMemory(memory, AuditLog.open(default_log_path(args.path), keys), actor="cli")
-
-
-def _create(args: argparse.Namespace, *, embedding_only: bool) -> RehearsalMemory:
-
-    keys = keys_from_args(args)
-    if keys is None and not embedding_only:
-        raise MissingKeyError(
-            f"a memory that stores text is encrypted: set {KEY_ENV} or pass --key-file "
-            "(make a key with 'rehearsal keygen'), or use --embedding-only"
-        )
-    encoder = encoder_from_args(args)
-    return RehearsalMemory.create(args.path, keys=keys, embedding_only=embedding_only, encoder=encoder)
-
-
-def _exists(path: str) -> bool:
-    folder = Path(path)
-    return folder.is_dir() and any(folder.iterdir())
-
-
-# -- verbs -------------------------------------------------------------------------------------------
-
-
-def _init_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embedding-only", action="store_true", help="store no text, only vectors and metadata")
-    add_encoder_arguments(p)
-
-
-def _init(args: argparse.Namespace) -> Report:
-    with _create(args, embedding_only=args.embedding_only) as memory:
-        stats = memory.stats()
-    mode = "embedding-only" if stats["embedding_only"] else "encrypted"
-    data = {"path": args.path, "mode": mode, **{k: stats[k] for k in ("encrypted", "encoder", "dim")}}
-    lines = [f"created {mode} memory at {args.path} ({stats['encoder']}, dim {stats['dim']})"]
-    return Report(data | clear_vectors_note(stats), lines + clear_vectors_lines(stats))
-
-
-def clear_vectors_note(stats: dict[str, Any]) -> dict[str, Any]:
-    """``--json``'s statement of whether vectors sit unencrypted on disk."""
-    return {"vectors_in_clear": not stats["encrypted"]}
-
-
-def clear_vectors_lines(stats: dict[str, Any]) -> list[str]:
-    if stats["encrypted"]:
-        return []
-    # Said every time such a memory is made: embeddings can be inverted into close copies of their text.
-    return [
-        "note: no master key, so the vectors are stored in the clear; embeddings can be inverted into "
-        "text close to the original. Set a key (rehearsal keygen) to seal them."
-    ]
-
-
-_FIELDS_HELP = (
-    "more fields kept as metadata (label and task are taken by default); tags can be filtered with --where"
-)
-
-
-def _ingest_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="a .jsonl or .csv file, or a saved dataset folder")
-    p.add_argument("--text-field", default="text", help="the field holding the text (default: text)")
-    p.add_argument("--label-field", default="label", help="the field holding the label (default: label)")
-    p.add_argument("--task-field", default="task", help="the field holding the task (default: task)")
-    p.add_argument("--task", help="give every record this task (instead of a task field)")
-    p.add_argument("--metadata-fields", type=field_list, default=[], metavar="A,B", help=_FIELDS_HELP)
-    p.add_argument(
-        "--retain-until",
-        metavar="DATE",
-        help="expire the records after this ISO date (unless one says)",
-    )
-    owner = p.add_mutually_exclusive_group()
-    owner.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
-    owner.add_argument("--tenant-field", metavar="NAME", help="the field naming each record's tenant")
-    p.add_argument("--source-field", help="embedding-only: the field with each record's source reference")
-    p.add_argument("--split", help="the split to read from a saved DatasetDict")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="records added per commit")
-    p.add_argument("--embedding-only", action="store_true", help="if PATH is new, create it embedding-only")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_encoder_arguments(p)
-
-
-def _ingest(args: argparse.Namespace) -> Report:
-    from tqdm import tqdm
-
-    source = open_records(args.file, split=args.split)
-    mapper = RecordMapper(
-        text_field=args.text_field,
-        metadata_fields=args.metadata_fields,
-        source_field=args.source_field,
-        label_field=args.label_field,
-        task_field=args.task_field,
-        task=args.task,
-        retain_until=args.retain_until,
-        tenant_field=args.tenant_field,
-    )
-    if args.tenant is not None:
-        validate_tenant(args.tenant)  # before the memory is created or a record embedded
-    total = source.check(mapper)  # every record, before any is added: no half-ingested files
-    if total == 0:
-        raise ValidationError(f"{args.file!r} holds no records")
-    created = not _exists(args.path)
-    if created:
-        _check_mode(args, embedding_only=args.embedding_only)
-        memory = _create(args, embedding_only=args.embedding_only)
-    else:
-        memory = open_memory(args, read_only=False)
-    with _audited(args, memory) as memory:
-        _check_mode(args, embedding_only=memory.embedding_only)
-        ids: list[int] = []
-        tasks: dict[str, int] = {}
-        labels: set[str] = set()
-        memory.encoder  # noqa: B018 - load it now, so the bar measures ingestion and not start-up
-        with tqdm(total=total, unit="rec", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
-            for batch in source.batches(mapper, args.batch_size):
-                try:
-                    for tenant, rows in _by_tenant(batch, args.tenant):
-                        ids += memory.add(
-                            [r.text for r in rows],
-                            metadata=[r.metadata for r in rows],
-                            tenant=tenant,
-                            sources=[r.source for r in rows if r.source] if memory.embedding_only else None,
-                        )
-                except RehearsalError as exc:
-                    raise type(exc)(f"{exc} ({len(ids)} records from earlier batches were added)") from None
-                bar.update(len(batch))
-                for r in batch:
-                    task = str(r.metadata.get("task"))
-                    tasks[task] = tasks.get(task, 0) + 1
-                    if r.metadata.get("label") is not None:
-                        labels.add(repr(r.metadata["label"]))
-        entries = len(memory)
-        stats = {"encrypted": encrypted(args.path)}
-    data = dict(path=args.path, created=created, added=len(ids), first_id=min(ids), last_id=max(ids))
-    data.update(entries=entries, tasks=tasks, distinct_labels=len(labels))
-    line = f"added {len(ids)} records (ids {min(ids)}..{max(ids)}) to {args.path}; it now holds {entries}"
-    # Say what the records were taken as: a task of None here is the silent mistake a user most often makes.
-    labelled = f"{len(labels)} distinct" if labels else f"none (no record has a {args.label_field!r} field)"
-    lines = [line, f"tasks: {json.dumps(tasks)}", f"labels: {labelled}"]
-    if created:
-        data |= clear_vectors_note(stats)
-        lines += clear_vectors_lines(stats)
-    return Report(data, lines)
-
-
-def _by_tenant(batch: list[Record], default: str | None) -> list[tuple[str | None, list[Record]]]:
-    """The batch cut into runs of one tenant (``add`` takes one tenant per call); runs, not groups, so that
-    ids follow the order of the file."""
-    runs = itertools.groupby(batch, key=lambda r: r.tenant if r.tenant is not None else default)
-    return [(tenant, list(rows)) for tenant, rows in runs]
-
-
-def _check_mode(args: argparse.Namespace, *, embedding_only: bool) -> None:
-    if args.embedding_only and not embedding_only:
-        raise ValidationError(f"--embedding-only: the memory at {args.path!r} exists and stores text")
-    if embedding_only and args.source_field is None:
-        raise ValidationError("an embedding-only memory needs each record's reference: pass --source-field")
-    if not embedding_only and args.source_field is not None:
-        raise ValidationError("--source-field is for embedding-only memories; this one stores the text")
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
@@ -292,7 +123,7 @@ def _delete_args(p: argparse.ArgumentParser) -> None:
 
 
 def _delete(args: argparse.Namespace) -> Report:
-    with _audited(args, open_memory(args, read_only=False)) as memory:
+    with audited(args, open_memory(args, read_only=False)) as memory:
         removed = memory.delete(args.ids)
         entries = len(memory)
     data = {"path": args.path, "deleted": removed, "ids": args.ids, "entries": entries}
@@ -304,7 +135,7 @@ def _forget_args(p: argparse.ArgumentParser) -> None:
 
 
 def _forget(args: argparse.Namespace) -> Report:
-    with _audited(args, open_memory(args, read_only=False)) as memory:
+    with audited(args, open_memory(args, read_only=False)) as memory:
         try:
             removed = memory.forget(tenant=args.tenant)
         except NotFoundError:
@@ -343,8 +174,8 @@ def _rotate_key(args: argparse.Namespace) -> Report:
         memory = open_memory(args, read_only=False, keys=old)
     except WrongKeyError:
         return _finish_rotation(args, old, new_keys)
-    with _audited(args, memory, keys=old) as audited:
-        audited.rotate_keys(new_keys)
+    with audited(args, memory, keys=old) as logged:
+        logged.rotate_keys(new_keys)
     data = {"path": args.path, "old_fingerprint": old.fingerprint, "new_fingerprint": new_keys.fingerprint}
     line = f"rotated the master key of {args.path}: {old.fingerprint} -> {new_keys.fingerprint}"
     return Report(data, [line, "the old key no longer opens this memory"])
@@ -447,8 +278,7 @@ def _bench(args: argparse.Namespace) -> Report:
 
 
 VERBS: dict[str, Verb] = {
-    "init": Verb("create an empty memory", _init_args, _init),
-    "ingest": Verb("add records from a JSONL/CSV file or a saved dataset", _ingest_args, _ingest),
+    **ingest_verbs(),  # init, ingest
     "search": Verb("nearest entries to query texts", _search_args, _search),
     "stats": Verb("entries, tenants, tasks and sizes", lambda p: None, _stats),
     "verify": Verb("authenticate every record and check the index", lambda p: None, _verify),
