@@ -39,18 +39,16 @@ from rehearsal.memory.bench import bench_memory
 from rehearsal.memory.commit import commit
 from rehearsal.memory.opening import Opened, create_parts, finish_create, open_parts
 from rehearsal.memory.policies import AdmissionPolicy
+from rehearsal.memory.searching import Resolver, Searcher, resolve_texts
 from rehearsal.memory.verification import memory_stats, verify_memory
 from rehearsal.store.failures import storage_errors
 from rehearsal.store.layout import FORMAT_VERSION
 from rehearsal.store.types import EntryRow, Hit
-from rehearsal.store.where import Where, parse_where
+from rehearsal.store.where import parse_where
 
 __all__ = ["FORMAT_VERSION", "Hit", "RehearsalMemory", "Resolver"]
 
 DEFAULT_TENANT = "default"
-
-Resolver = Callable[[list[str]], list[str | None]]
-"""Embedding-only mode: maps source references to texts; ``None`` means erased upstream."""
 
 
 class RehearsalMemory:
@@ -79,9 +77,7 @@ class RehearsalMemory:
         self._lock = threading.RLock()
         self._dim = int(opened.manifest["encoder"]["dim"])
         self._closed = False
-        # The ids the last filter admitted, by (filter, generation): replay asks the same filter on every
-        # training step, and listing a million matching ids costs seconds.
-        self._filtered: tuple[tuple[Where, int], np.ndarray] | None = None
+        self._searcher = Searcher(self._records, self._vectors)
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -332,35 +328,7 @@ class RehearsalMemory:
         queries = check_vectors(vectors, self._dim)
         tree = parse_where(where)
         with self._lock, self._read_view():
-            # More neighbours than entries cannot come back; asking for them would only allocate (n, k).
-            k = min(k, max(1, len(self._vectors)))
-            allowed = None
-            if tree is not None:
-                allowed = self._allowed_ids(tree)
-                if len(allowed) == 0:
-                    return [[] for _ in range(len(queries))]
-            scores, ids = self._vectors.search(queries, k, allowed_ids=allowed, threads=threads)
-            found = {int(i) for i in ids.ravel() if i >= 0}
-            rows = self._records.rows(sorted(found))
-        return [
-            [
-                Hit(int(i), float(s), rows[int(i)].metadata())
-                for s, i in zip(srow, irow, strict=True)
-                if int(i) in rows
-            ]
-            for srow, irow in zip(scores, ids, strict=True)
-        ]
-
-    def _allowed_ids(self, tree: Where) -> np.ndarray:
-        """The ids ``tree`` admits at the current generation (sorted, unique); the same array object comes
-        back while neither changes, so the index can keep its id selector too."""
-        key = (tree, self._vectors.generation)
-        if self._filtered is not None and self._filtered[0] == key:
-            return self._filtered[1]
-        matching = self._records.matching_ids(tree, max_gen=self._vectors.generation)
-        allowed = np.unique(np.asarray(matching, dtype=np.int64))
-        self._filtered = (key, allowed)
-        return allowed
+            return self._searcher.search(queries, k, tree, threads=threads)
 
     def get_texts(self, ids: Sequence[int]) -> list[str]:
         """The texts of ``ids`` in order; NotFoundError names any missing, deleted or erased id."""
@@ -493,17 +461,10 @@ class RehearsalMemory:
     def _resolve(self, ids: list[int]) -> dict[int, str]:
         if self._resolver is None:
             raise ConfigError("an embedding-only memory needs resolver= to turn sources into texts")
-        rows = self._records.rows(ids)
-        present = [i for i in ids if i in rows]
-        if not present:
-            return {}
-        texts = self._resolver([str(rows[i].source) for i in present])
-        if not isinstance(texts, list) or len(texts) != len(present):
-            raise ValidationError(f"resolver must return a list of {len(present)} items (str or None)")
-        erased = [i for i, t in zip(present, texts, strict=True) if t is None]
+        texts, erased = resolve_texts(self._records, self._resolver, ids)
         if erased:
             self._purge(erased)
-        return {i: t for i, t in zip(present, texts, strict=True) if t is not None}
+        return texts
 
     def _purge(self, ids: list[int]) -> None:
         """Drop records whose text was erased upstream: durably if we may write, else from this handle."""
