@@ -50,15 +50,21 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "audit": (
         ["rehearsal/governance/audit_log.py"],
-        ["tests/test_audit.py", "tests/test_promises.py", "tests/test_survivors.py"],
+        [
+            "tests/test_audit.py",
+            "tests/test_promises.py",
+            "tests/test_survivors.py",
+            "tests/test_survivors_audit.py",
+        ],
     ),
     "sealing": (
-        ["rehearsal/crypto/keys.py", "rehearsal/store/sqlite/texts.py"],
+        ["rehearsal/crypto/keys.py", "rehearsal/store/sqlite/texts.py", "rehearsal/store/sqlite/vault_db.py"],
         [
             "tests/test_crypto.py",
             "tests/test_vault.py",
             "tests/test_properties.py",
             "tests/test_survivors.py",
+            "tests/test_survivors_sealing.py",
         ],
     ),
 }
@@ -142,9 +148,18 @@ def _figures(group: str) -> dict[str, object]:
     }
 
 
+def _env() -> dict[str, str]:
+    """The environment of a mutmut run: offline, and one OpenMP thread. mutmut forks every mutant's worker
+    from a process that has run the tests once, and FAISS and torch leave an OpenMP thread pool behind in it;
+    a forked child that then searches waits forever on that pool's lock (no CPU burnt, so mutmut's CPU-time
+    limit never fires), which looked like a timeout while the mutant in fact survived."""
+    threads = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **threads)
+
+
 def _run(group: str, children: int) -> None:
     folder = _prepare(group)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = _env()
     mutmut = Path(sys.executable).with_name("mutmut")
     print(f"== {group}: mutating {GROUPS[group][0]} against {GROUPS[group][1]}", flush=True)
     subprocess.run([str(mutmut), "run", "--max-children", str(children)], cwd=folder, env=env, check=False)
@@ -165,7 +180,7 @@ def _rerun_survivors(group: str, children: int) -> None:
     for support in (ROOT / "tests").glob("*.py"):  # helpers and conftest the tests import
         if not support.name.startswith("test_"):
             shutil.copy2(support, folder / "mutants" / "tests" / support.name)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = _env()
     mutmut = Path(sys.executable).with_name("mutmut")
     print(f"== {group}: {len(survivors)} survivors again", flush=True)
     subprocess.run(
