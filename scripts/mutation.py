@@ -3,7 +3,8 @@
     python scripts/mutation.py                 # every group below, one after the other
     python scripts/mutation.py filters replay  # only these groups
     python scripts/mutation.py --report        # print the figures of runs already made
-    python scripts/mutation.py --survivors replay  # rerun only a group's survivors against today's tests
+    python scripts/mutation.py --survivors replay  # rerun a group's survivors, timeouts and untested
+                                                   # mutants against today's tests
 
 Each group is mutated by mutmut in its own scratch copy of the repository (``.mutation/<group>``, ignored by
 git), against only the fast tests that guard it, so a group's results stand on their own and a run cut short
@@ -166,10 +167,13 @@ def _run(group: str, children: int) -> None:
 
 
 def _rerun_survivors(group: str, children: int) -> None:
-    """Test a group's surviving mutants again, against the current tests (after new ones were written)."""
+    """Test a group's surviving, timed-out and untested mutants again, against the current tests (after new
+    ones were written); every other verdict of the earlier run is kept."""
     folder = WORK / group
-    survivors = _figures(group)["survivors"]
-    assert isinstance(survivors, list)
+    earlier = _verdicts(group)
+    survivors = sorted(
+        n for n, code in earlier.items() if STATUS.get(code) in ("survived", "timeout", "no tests")
+    )
     if not survivors:
         return
     _write_settings(folder, group)  # today's list of tests
@@ -186,9 +190,28 @@ def _rerun_survivors(group: str, children: int) -> None:
     subprocess.run(
         [str(mutmut), "run", "--max-children", str(children), *survivors], cwd=folder, env=env, check=False
     )
+    # mutmut forgets every verdict when the list of tests changes; a mutant the old tests killed stays killed
+    # when tests are only added, so the earlier verdicts come back under the new ones.
+    for module in GROUPS[group][0]:
+        meta = folder / "mutants" / (module + ".meta")
+        if meta.exists():
+            data = json.loads(meta.read_text())
+            fresh = {n: c for n, c in data["exit_code_by_key"].items() if c is not None}
+            data["exit_code_by_key"] = {n: fresh.get(n, earlier.get(n)) for n in data["exit_code_by_key"]}
+            meta.write_text(json.dumps(data))
 
 
-def _report(groups: list[str]) -> dict[str, object]:
+def _verdicts(group: str) -> dict[str, int | None]:
+    """Every mutant of ``group`` -> mutmut's exit code for it (None: not checked)."""
+    out: dict[str, int | None] = {}
+    for module in GROUPS[group][0]:
+        meta = WORK / group / "mutants" / (module + ".meta")
+        if meta.exists():
+            out.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return out
+
+
+def _report(groups: list[str]) -> dict[str, dict[str, object]]:
     results = {g: _figures(g) for g in groups if (WORK / g / "mutants").exists()}
     print(
         f"{'group':<10} {'mutants':>8} {'killed':>7} {'survived':>9} {'timeout':>8} {'no tests':>9}"
@@ -220,7 +243,11 @@ def main() -> None:
     )
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(GROUPS)})")
     parser.add_argument("--report", action="store_true", help="only print the figures of earlier runs")
-    parser.add_argument("--survivors", action="store_true", help="rerun only the survivors of earlier runs")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="rerun the survivors, timeouts and untested mutants of earlier runs",
+    )
     parser.add_argument("--children", type=int, default=2, help="parallel mutant workers (default 2)")
     args = parser.parse_args()
     groups = args.groups or list(GROUPS)
