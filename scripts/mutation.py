@@ -3,7 +3,8 @@
     python scripts/mutation.py                 # every group below, one after the other
     python scripts/mutation.py filters replay  # only these groups
     python scripts/mutation.py --report        # print the figures of runs already made
-    python scripts/mutation.py --survivors replay  # rerun only a group's survivors against today's tests
+    python scripts/mutation.py --survivors replay  # rerun a group's survivors, timeouts and untested
+                                                   # mutants against today's tests
 
 Each group is mutated by mutmut in its own scratch copy of the repository (``.mutation/<group>``, ignored by
 git), against only the fast tests that guard it, so a group's results stand on their own and a run cut short
@@ -50,15 +51,21 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "audit": (
         ["rehearsal/governance/audit_log.py"],
-        ["tests/test_audit.py", "tests/test_promises.py", "tests/test_survivors.py"],
+        [
+            "tests/test_audit.py",
+            "tests/test_promises.py",
+            "tests/test_survivors.py",
+            "tests/test_survivors_audit.py",
+        ],
     ),
     "sealing": (
-        ["rehearsal/crypto/keys.py", "rehearsal/store/sqlite/texts.py"],
+        ["rehearsal/crypto/keys.py", "rehearsal/store/sqlite/texts.py", "rehearsal/store/sqlite/vault_db.py"],
         [
             "tests/test_crypto.py",
             "tests/test_vault.py",
             "tests/test_properties.py",
             "tests/test_survivors.py",
+            "tests/test_survivors_sealing.py",
         ],
     ),
 }
@@ -142,19 +149,31 @@ def _figures(group: str) -> dict[str, object]:
     }
 
 
+def _env() -> dict[str, str]:
+    """The environment of a mutmut run: offline, and one OpenMP thread. mutmut forks every mutant's worker
+    from a process that has run the tests once, and FAISS and torch leave an OpenMP thread pool behind in it;
+    a forked child that then searches waits forever on that pool's lock (no CPU burnt, so mutmut's CPU-time
+    limit never fires), which looked like a timeout while the mutant in fact survived."""
+    threads = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **threads)
+
+
 def _run(group: str, children: int) -> None:
     folder = _prepare(group)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = _env()
     mutmut = Path(sys.executable).with_name("mutmut")
     print(f"== {group}: mutating {GROUPS[group][0]} against {GROUPS[group][1]}", flush=True)
     subprocess.run([str(mutmut), "run", "--max-children", str(children)], cwd=folder, env=env, check=False)
 
 
 def _rerun_survivors(group: str, children: int) -> None:
-    """Test a group's surviving mutants again, against the current tests (after new ones were written)."""
+    """Test a group's surviving, timed-out and untested mutants again, against the current tests (after new
+    ones were written); every other verdict of the earlier run is kept."""
     folder = WORK / group
-    survivors = _figures(group)["survivors"]
-    assert isinstance(survivors, list)
+    earlier = _verdicts(group)
+    survivors = sorted(
+        n for n, code in earlier.items() if STATUS.get(code) in ("survived", "timeout", "no tests")
+    )
     if not survivors:
         return
     _write_settings(folder, group)  # today's list of tests
@@ -165,15 +184,34 @@ def _rerun_survivors(group: str, children: int) -> None:
     for support in (ROOT / "tests").glob("*.py"):  # helpers and conftest the tests import
         if not support.name.startswith("test_"):
             shutil.copy2(support, folder / "mutants" / "tests" / support.name)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = _env()
     mutmut = Path(sys.executable).with_name("mutmut")
     print(f"== {group}: {len(survivors)} survivors again", flush=True)
     subprocess.run(
         [str(mutmut), "run", "--max-children", str(children), *survivors], cwd=folder, env=env, check=False
     )
+    # mutmut forgets every verdict when the list of tests changes; a mutant the old tests killed stays killed
+    # when tests are only added, so the earlier verdicts come back under the new ones.
+    for module in GROUPS[group][0]:
+        meta = folder / "mutants" / (module + ".meta")
+        if meta.exists():
+            data = json.loads(meta.read_text())
+            fresh = {n: c for n, c in data["exit_code_by_key"].items() if c is not None}
+            data["exit_code_by_key"] = {n: fresh.get(n, earlier.get(n)) for n in data["exit_code_by_key"]}
+            meta.write_text(json.dumps(data))
 
 
-def _report(groups: list[str]) -> dict[str, object]:
+def _verdicts(group: str) -> dict[str, int | None]:
+    """Every mutant of ``group`` -> mutmut's exit code for it (None: not checked)."""
+    out: dict[str, int | None] = {}
+    for module in GROUPS[group][0]:
+        meta = WORK / group / "mutants" / (module + ".meta")
+        if meta.exists():
+            out.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return out
+
+
+def _report(groups: list[str]) -> dict[str, dict[str, object]]:
     results = {g: _figures(g) for g in groups if (WORK / g / "mutants").exists()}
     print(
         f"{'group':<10} {'mutants':>8} {'killed':>7} {'survived':>9} {'timeout':>8} {'no tests':>9}"
@@ -205,7 +243,11 @@ def main() -> None:
     )
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(GROUPS)})")
     parser.add_argument("--report", action="store_true", help="only print the figures of earlier runs")
-    parser.add_argument("--survivors", action="store_true", help="rerun only the survivors of earlier runs")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="rerun the survivors, timeouts and untested mutants of earlier runs",
+    )
     parser.add_argument("--children", type=int, default=2, help="parallel mutant workers (default 2)")
     args = parser.parse_args()
     groups = args.groups or list(GROUPS)
