@@ -12,7 +12,7 @@ from typing import Any
 
 from rehearsal.cli.common import KEY_ENV, Report, Verb, audited, encrypted, keys_from_args, open_memory
 from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_args
-from rehearsal.cli.records import Record, RecordMapper, field_list, open_records, positive_int
+from rehearsal.cli.records import EXTERNAL_ID, Record, RecordMapper, field_list, open_records, positive_int
 from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
@@ -90,6 +90,11 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     owner.add_argument("--tenant", help="the tenant that owns these records (default: 'default')")
     owner.add_argument("--tenant-field", metavar="NAME", help="the field naming each record's tenant")
     p.add_argument("--source-field", help="embedding-only: the field with each record's source reference")
+    p.add_argument(
+        "--id-field",
+        metavar="NAME",
+        help="the field holding each record's own id: ingesting an id again replaces that record (upsert)",
+    )
     p.add_argument("--split", help="the split to read from a saved DatasetDict")
     p.add_argument("--batch-size", type=positive_int, default=256, help="records added per commit")
     p.add_argument("--embedding-only", action="store_true", help="if PATH is new, create it embedding-only")
@@ -110,12 +115,15 @@ def _ingest(args: argparse.Namespace) -> Report:
         task=args.task,
         retain_until=args.retain_until,
         tenant_field=args.tenant_field,
+        id_field=args.id_field,
     )
     if args.tenant is not None:
         validate_tenant(args.tenant)  # before the memory is created or a record embedded
     total = source.check(mapper)  # every record, before any is added: no half-ingested files
     if total == 0:
         raise ValidationError(f"{args.file!r} holds no records")
+    if args.id_field is not None:
+        _check_external_ids(source, mapper, args.id_field)
     created = not _exists(args.path)
     if created:
         _check_mode(args, embedding_only=args.embedding_only)
@@ -125,6 +133,7 @@ def _ingest(args: argparse.Namespace) -> Report:
     with audited(args, memory) as memory:
         _check_mode(args, embedding_only=memory.embedding_only)
         ids: list[int] = []
+        replaced: list[int] = []
         tasks: dict[str, int] = {}
         labels: set[str] = set()
         memory.encoder  # noqa: B018 - load it now, so the bar measures ingestion and not start-up
@@ -132,12 +141,16 @@ def _ingest(args: argparse.Namespace) -> Report:
             for batch in source.batches(mapper, args.batch_size):
                 try:
                     for tenant, rows in _by_tenant(batch, args.tenant):
-                        ids += memory.add(
-                            [r.text for r in rows],
-                            metadata=[r.metadata for r in rows],
-                            tenant=tenant,
-                            sources=[r.source for r in rows if r.source] if memory.embedding_only else None,
+                        texts = [r.text for r in rows]
+                        metadata = [r.metadata for r in rows]
+                        sources = [r.source for r in rows if r.source] if memory.embedding_only else None
+                        if args.id_field is None:
+                            ids += memory.add(texts, metadata=metadata, tenant=tenant, sources=sources)
+                            continue
+                        new, old = memory.upsert(
+                            texts, key=EXTERNAL_ID, metadata=metadata, tenant=tenant, sources=sources
                         )
+                        ids, replaced = ids + new, replaced + old
                 except RehearsalError as exc:
                     raise type(exc)(f"{exc} ({len(ids)} records from earlier batches were added)") from None
                 bar.update(len(batch))
@@ -149,8 +162,10 @@ def _ingest(args: argparse.Namespace) -> Report:
         entries = len(memory)
         stats = {"encrypted": encrypted(args.path)}
     data = dict(path=args.path, created=created, added=len(ids), first_id=min(ids), last_id=max(ids))
-    data.update(entries=entries, tasks=tasks, distinct_labels=len(labels))
+    data.update(entries=entries, tasks=tasks, distinct_labels=len(labels), replaced=len(replaced))
     line = f"added {len(ids)} records (ids {min(ids)}..{max(ids)}) to {args.path}; it now holds {entries}"
+    if replaced:
+        line += f" ({len(replaced)} replaced records with the same {args.id_field!r})"
     # Say what the records were taken as: a task of None here is the silent mistake a user most often makes.
     labelled = f"{len(labels)} distinct" if labels else f"none (no record has a {args.label_field!r} field)"
     lines = [line, f"tasks: {json.dumps(tasks)}", f"labels: {labelled}"]
@@ -158,6 +173,19 @@ def _ingest(args: argparse.Namespace) -> Report:
         data |= _clear_vectors_note(stats)
         lines += _clear_vectors_lines(stats)
     return Report(data, lines)
+
+
+def _check_external_ids(source: Any, mapper: RecordMapper, field: str) -> None:
+    """Each record's own id appears once in the file (which copy would win is not for us to guess)."""
+    first: dict[Any, str] = {}
+    for position, item in source:
+        where = source.describe(position)
+        value = mapper(item, where).metadata.get(EXTERNAL_ID)
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+            raise ValidationError(f"{where}: {field!r} must be a non-empty string or int, got {value!r}")
+        if value in first:
+            raise ValidationError(f"{where}: {field!r} {value!r} already appears at {first[value]}")
+        first[value] = where
 
 
 def _by_tenant(batch: list[Record], default: str | None) -> list[tuple[str | None, list[Record]]]:

@@ -23,6 +23,7 @@ from rehearsal.governance.retention import RETENTION_FIELD, retention_deadline
 from rehearsal.memory.batch import check_texts
 
 __all__ = [
+    "EXTERNAL_ID",
     "FILTERABLE_FIELDS",
     "Record",
     "RecordMapper",
@@ -36,6 +37,8 @@ __all__ = [
 
 # Metadata the catalog indexes for ``where=`` filters; every other chosen field goes to the extra metadata.
 FILTERABLE_FIELDS = ("task", "label", "tags")
+# Where ``ingest --id-field`` keeps each record's own id (the upsert key).
+EXTERNAL_ID = "external_id"
 # Set by ``add`` arguments, never by metadata.
 _RESERVED_FIELDS = ("id", "tenant", "source")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -220,6 +223,7 @@ class RecordMapper:
         task: str | None = None,
         retain_until: str | None = None,
         tenant_field: str | None = None,
+        id_field: str | None = None,
     ) -> None:
         reserved = sorted(set(metadata_fields) & set(_RESERVED_FIELDS))
         if reserved:
@@ -244,6 +248,11 @@ class RecordMapper:
         self.tenant_field = tenant_field
         if tenant_field is not None:
             self.required.add(tenant_field)
+        # A record's own id (often a column named "id", which metadata may not use) is kept as
+        # EXTERNAL_ID, the key upserts match on.
+        self.id_field = id_field
+        if id_field is not None:
+            self.required.add(id_field)
         self.task = task
         self.retain_until = retain_until
         self.seen: set[str] = set()  # fields found in at least one record
@@ -268,6 +277,9 @@ class RecordMapper:
             metadata[name] = _filterable(name, value, where)
         if self.task is not None:
             metadata["task"] = self.task
+        if self.id_field is not None and item.get(self.id_field) is not None:
+            self.seen.add(self.id_field)
+            metadata[EXTERNAL_ID] = item[self.id_field]
         for name in self.metadata_fields:
             value = item.get(name)
             if value is None:  # absent or null: this record has no such metadata

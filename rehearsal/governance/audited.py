@@ -231,6 +231,26 @@ class AuditedMemory:
         )
         return ids
 
+    def upsert(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        key: str,
+        metadata: Sequence[Mapping[str, Any]],
+        tenant: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[list[int], list[int]]:
+        tags = sorted({str(t) for meta in metadata for t in meta.get("tags", ())})
+        check_details({"tenant": tenant or "default", "tags": tags})  # refuse before anything is written
+        ids, replaced = self.memory.upsert(texts, key=key, metadata=metadata, tenant=tenant, **kwargs)
+        generation = self.memory.generation
+        if replaced:
+            log_delete(self.log, replaced, actor=self.actor, generation=generation, cause="upsert")
+        log_ingest(
+            self.log, ids, tenant=tenant or "default", tags=tags, actor=self.actor, generation=generation
+        )
+        return ids, replaced
+
     def delete(self, ids: Sequence[int]) -> int:
         removed = self.memory.delete(ids)
         log_delete(self.log, [int(i) for i in ids], actor=self.actor, generation=self.memory.generation)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -201,3 +202,22 @@ def prepare_batch(
         vectors = encode(text_list)
     vecs = check_vectors(vectors, dim, n=n)
     return Batch(texts=text_list, metadata=metas, tenant=tenant, vectors=vecs, sources=source_list)
+
+
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def external_ids(key: str, metadata: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The external ids (``metadata[key]``, str or int) of an upsert batch: present, typed and distinct."""
+    if not isinstance(key, str) or not _KEY_NAME.fullmatch(key) or key in ("task", "label", "tags"):
+        raise ValidationError(f"the upsert key must be an extra-metadata field name, got {key!r}")
+    values: list[Any] = []
+    for position, item in enumerate(metadata):
+        value = item.get(key)
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+            raise ValidationError(f"record {position}: {key!r} must be a non-empty str or int, got {value!r}")
+        values.append(value)
+    if len(set(values)) != len(values):
+        twice = sorted({str(v) for v in values if values.count(v) > 1})[:5]
+        raise ValidationError(f"the batch holds {key!r} values more than once: {twice}")
+    return values

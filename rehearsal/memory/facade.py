@@ -34,7 +34,14 @@ from rehearsal.errors import (
     ValidationError,
 )
 from rehearsal.memory.admission import decide_admission, policy_state_key
-from rehearsal.memory.batch import Batch, check_ids, check_texts, check_vectors, prepare_batch
+from rehearsal.memory.batch import (
+    Batch,
+    check_ids,
+    check_texts,
+    check_vectors,
+    external_ids,
+    prepare_batch,
+)
 from rehearsal.memory.bench import bench_memory
 from rehearsal.memory.commit import commit
 from rehearsal.memory.opening import Opened, create_parts, finish_create, open_parts
@@ -193,6 +200,24 @@ class RehearsalMemory:
         """
         batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
         return self._commit(batch, evict=[])
+
+    def upsert(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        key: str,
+        metadata: Sequence[Mapping[str, Any]],
+        tenant: str | None = None,
+        vectors: np.ndarray | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> tuple[list[int], list[int]]:
+        """Add a batch whose records carry an external id in ``metadata[key]``; the tenant's entries with
+        the same ids are replaced in the same transaction. Returns (new ids, replaced ids)."""
+        batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
+        values = external_ids(key, batch.metadata)
+        with self._lock:
+            replaced = self._records.ids_by_key(key, values, tenant=batch.tenant)
+            return self._commit(batch, evict=replaced), replaced
 
     def admit(
         self,

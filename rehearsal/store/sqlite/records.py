@@ -243,6 +243,16 @@ class Catalog:
     def ids_of_tenant(self, tenant: str) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM entries WHERE tenant = ?", (tenant,))]
 
+    def ids_by_key(self, field: str, values: Sequence[Any], *, tenant: str) -> list[int]:
+        # The field is a checked identifier (RehearsalMemory.upsert), bound as a JSON path parameter.
+        found: list[int] = []
+        for start in range(0, len(values), 500):
+            chunk = list(values[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id FROM entries WHERE tenant = ? AND json_extract(extra, ?) IN ({marks})"
+            found += [r[0] for r in self.conn.execute(query, [tenant, f'$."{field}"', *chunk])]
+        return sorted(found)
+
     def all_rows(self) -> Iterable[EntryRow]:
         for values in self.conn.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY id"):
             yield _row(values)
