@@ -290,6 +290,8 @@ class RehearsalMemory:
                 self._vectors.checkpoint()
 
     def close(self) -> None:
+        """Write the index snapshot if it is behind, release the writer lock and the connections; the
+        lock is released even when the snapshot cannot be written (that error is then raised)."""
         with self._lock:
             if self._closed:
                 return

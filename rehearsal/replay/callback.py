@@ -40,6 +40,11 @@ class RehearsalCallback(TrainerCallback):
         vector_column: str = "embedding",
         label_column: str | None = None,
     ) -> None:
+        """``memory`` (open, or its folder with ``keys``) receives ``dataset``'s rows when training ends,
+        through ``policy`` (default: keep all), as ``task`` (default: the dataset's task column) and
+        ``tenant``; ``collator`` is the RehearsalCollator it reseeds, switches off around evaluation and
+        whose statistics it logs. The column names say where texts, vectors and labels are.
+        """
         self.memory = memory
         self.keys = keys
         self.collator = collator

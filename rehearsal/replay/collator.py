@@ -118,6 +118,11 @@ class RehearsalCollator:
         drop_columns: Sequence[str] = ("task",),
         label2id: Mapping[str, int] | None = None,
     ) -> None:
+        """``memory`` (an open memory or its folder) is searched read-only; ``base_collator`` pads the new
+        rows plus the replayed ones, which ``tokenizer`` encodes from their texts. ``task`` keeps the task
+        being trained out of replay (``eligible`` adds any other filter); ``keys``/``resolver`` open a
+        memory given by folder. ``drop_columns`` are removed before the base collator sees the rows.
+        """
         self.config = config or ReplayConfig()
         # Class names stored as labels (e.g. ingested from a file) map to the model's class ids, as the
         # Trainer's ``model.config.label2id`` does; int labels are used as they are.
