@@ -139,9 +139,7 @@ class RehearsalCallback(TrainerCallback):
         if self.collator is None or logs is None or not state.is_world_process_zero:
             return
         stats = self.collator.pop_stats()
-        if stats.batches == 0 and stats.replayed == 0 and stats.candidates == 0:
-            # Nothing since the last log. (The DataLoader collates ahead of the step, so a MIR step's
-            # kept rows can arrive after their batch was counted: batches may be 0 with rows to report.)
+        if not stats.has_news():
             return
         replay_logs = stats.as_logs()
         logs.update(replay_logs)

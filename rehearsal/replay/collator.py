@@ -76,6 +76,11 @@ class ReplayStats:
     virtual_step_seconds: float = 0.0  # mir: the new rows' gradient and the virtual SGD step
     tasks: set[str] = field(default_factory=set)
 
+    def has_news(self) -> bool:
+        """Whether anything happened worth a log line. Evaluation-only batches are not news. The
+        DataLoader collates one batch ahead, so a MIR step's kept rows can be counted when no batch is."""
+        return bool(self.batches or self.replayed or self.candidates)
+
     def as_logs(self) -> dict[str, float]:
         mean_sim = self.similarity_sum / self.similarity_count if self.similarity_count else float("nan")
         return {

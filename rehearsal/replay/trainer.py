@@ -131,7 +131,7 @@ class RehearsalTrainer(Trainer):
         collator = self.data_collator
         if isinstance(collator, RehearsalCollator) and self.is_world_process_zero():
             stats = collator.pop_stats()
-            if stats.batches or stats.replayed or stats.candidates:
+            if stats.has_news():
                 logs = {**logs, **stats.as_logs()}
         super().log(logs, start_time)
 
