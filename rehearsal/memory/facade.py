@@ -50,6 +50,7 @@ from rehearsal.memory.searching import Resolver, Searcher, resolve_texts
 from rehearsal.memory.verification import memory_stats, verify_memory
 from rehearsal.store.failures import storage_errors
 from rehearsal.store.layout import FORMAT_VERSION
+from rehearsal.store.protocols import ERASE_META_KEY
 from rehearsal.store.types import EntryRow, Hit
 from rehearsal.store.where import parse_where
 
@@ -265,6 +266,9 @@ class RehearsalMemory:
                 with self._records.transaction():
                     gen = self._records.bump_generation()
                     self._records.remove(ids, generation=gen)
+                    # Until the snapshot below replaces the old one, it holds the tenant's vectors: a
+                    # forget killed before that leaves the mark for the next open to finish the job.
+                    self._records.set_meta(ERASE_META_KEY, str(gen))
                     if self._keyed is not None and known:
                         self._keyed.shred(name)
                 self._vectors.applied(gen, ids, [], None)

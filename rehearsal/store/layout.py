@@ -35,7 +35,8 @@ __all__ = [
     "write_manifest",
 ]
 
-FORMAT_VERSION = 1
+# Format 2: authenticated rows, commit records and head file, float16 vectors; opening migrates format 1.
+FORMAT_VERSION = 2
 MANIFEST_FILE, DB_FILE, LOCK_FILE = "memory.json", "memory.sqlite", "writer.lock"
 
 

@@ -26,7 +26,11 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
 
-__all__ = ["KeyedStore", "RecordStore", "Sealer", "TextStore", "VectorIndex", "VectorRow"]
+__all__ = ["ERASE_META_KEY", "KeyedStore", "RecordStore", "Sealer", "TextStore", "VectorIndex", "VectorRow"]
+
+ERASE_META_KEY = "erase_generation"
+"""Meta key a forget sets to its generation inside its transaction: a vector index whose persisted copy
+predates it may still hold the forgotten vectors, and the next open (of any kind) rewrites that copy."""
 
 VectorRow = tuple[int, str, bytes]
 """(id, tenant, sealed vector) as the record store keeps it."""
