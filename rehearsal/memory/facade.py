@@ -377,7 +377,11 @@ class RehearsalMemory:
             self._check_open()
             if not self.embedding_only:
                 assert self._keyed is not None  # INVARIANT: text-storing memories always have keys
-                return self._keyed.get_present(id_list)
+                # The catalog rows are read (and so authenticated) too: a text is handed out only for an
+                # entry whose row checks out, never for one whose metadata was edited or removed.
+                rows = self._records.rows(id_list)
+                texts = self._keyed.get_present(id_list)
+                return {i: text for i, text in texts.items() if i in rows}
             return self._resolve(id_list)
 
     def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
@@ -423,10 +427,11 @@ class RehearsalMemory:
                 yield
 
     def verify(self) -> dict[str, int]:
-        """Authenticate every stored text and vector and check index, catalog and vault agree."""
+        """Authenticate every stored text, vector and catalog row and check index, catalog and vault agree.
+        A memory made without keys can only checksum its rows (``metadata_keyed`` is 0 then)."""
         with self._lock, self._read_view():
             texts = self._keyed if not self.embedding_only else None
-            return verify_memory(self._records, texts, self._vectors)
+            return verify_memory(self._records, texts, self._vectors, keyed=self._keyed is not None)
 
     def stats(self) -> dict[str, Any]:
         """Entries, tenants, tasks, sizes on disk and the index kind."""

@@ -63,7 +63,9 @@ def _canonical(manifest: Mapping[str, Any]) -> str:
     return json.dumps(dict(manifest), sort_keys=True, separators=(",", ":"))
 
 
-def _catalog(conn: sqlite3.Connection, folder: Path, vault: Vault | None, manifest: Mapping[str, Any]) -> Catalog:
+def _catalog(
+    conn: sqlite3.Connection, folder: Path, vault: Vault | None, manifest: Mapping[str, Any]
+) -> Catalog:
     # Keyed by the store's internal data key when there are keys; a keyless store can only checksum, and
     # binds its tags to the manifest's store id (see rehearsal.store.authenticity).
     if vault is not None:
@@ -155,7 +157,9 @@ def _open(
     return Backends(records, vault, vectors)
 
 
-def _check_manifest(folder: Path, records: Catalog, manifest: Mapping[str, Any] | None, *, writable: bool) -> None:
+def _check_manifest(
+    folder: Path, records: Catalog, manifest: Mapping[str, Any] | None, *, writable: bool
+) -> None:
     """IntegrityError unless ``memory.json`` says what the database's authenticated copy says (a format-1
     manifest beside a migrated database is the one difference allowed, and a writer rewrites it)."""
     if manifest is None:

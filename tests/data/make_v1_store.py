@@ -37,13 +37,16 @@ def main(out: Path) -> None:
     vectors = unit(rng, N)
     queries = unit(rng, 3)
     meta = [
-        {"task": f"t{i % 2}", "label": i % 3, "tags": ["x"] if i % 2 else [], "note": f"n{i}"} for i in range(N)
+        {"task": f"t{i % 2}", "label": i % 3, "tags": ["x"] if i % 2 else [], "note": f"n{i}"}
+        for i in range(N)
     ]
     keys = KeyRing.from_bytes(TEST_KEY)
     expected: dict[str, object] = {}
     with RehearsalMemory.create(out / "encrypted", keys=keys, dim=DIM, encoder_name="synthetic-8") as mem:
         half = N // 2
-        mem.add([f"text {i}" for i in range(half)], vectors=vectors[:half], metadata=meta[:half], tenant="alice")
+        mem.add(
+            [f"text {i}" for i in range(half)], vectors=vectors[:half], metadata=meta[:half], tenant="alice"
+        )
         mem.add(
             [f"text {i}" for i in range(half, N)], vectors=vectors[half:], metadata=meta[half:], tenant="bob"
         )
@@ -52,11 +55,15 @@ def main(out: Path) -> None:
             "len": len(mem),
             "generation": mem.generation,
             "search": [[h.id for h in row] for row in mem.search_vectors(queries, 5)],
-            "search_bob": [[h.id for h in row] for row in mem.search_vectors(queries, 5, where={"tenant": "bob"})],
+            "search_bob": [
+                [h.id for h in row] for row in mem.search_vectors(queries, 5, where={"tenant": "bob"})
+            ],
             "texts": mem.get_texts([0, 5, 20]),
             "labels": {str(i): r.label for i, r in mem.entries(list(range(N))).items()},
         }
-    with RehearsalMemory.create(out / "plain", embedding_only=True, dim=DIM, encoder_name="synthetic-8") as mem:
+    with RehearsalMemory.create(
+        out / "plain", embedding_only=True, dim=DIM, encoder_name="synthetic-8"
+    ) as mem:
         mem.add(vectors=vectors, metadata=meta, sources=[f"doc-{i}" for i in range(N)], tenant="alice")
         expected["plain"] = {
             "len": len(mem),

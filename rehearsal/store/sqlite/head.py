@@ -62,7 +62,9 @@ class GenerationHead:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            raise IntegrityError(f"{HEAD_FILE} is missing: the store cannot tell whether commits were lost") from None
+            raise IntegrityError(
+                f"{HEAD_FILE} is missing: the store cannot tell whether commits were lost"
+            ) from None
         best: tuple[int, int] | None = None
         for start in (0, _SLOT.size):
             raw = data[start : start + _SLOT.size]

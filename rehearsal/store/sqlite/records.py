@@ -258,7 +258,9 @@ class Catalog:
     def remove(self, ids: Sequence[int], *, generation: int) -> None:
         for chunk in chunked(ids):
             marks = ",".join("?" * len(chunk))
-            self._delta -= self.conn.execute(f"DELETE FROM entries WHERE id IN ({marks})", list(chunk)).rowcount
+            self._delta -= self.conn.execute(
+                f"DELETE FROM entries WHERE id IN ({marks})", list(chunk)
+            ).rowcount
         self._changed = True
         self.conn.executemany(
             "INSERT OR REPLACE INTO removed(id, gen) VALUES (?, ?)", [(i, generation) for i in ids]
