@@ -29,6 +29,7 @@ from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, encoder_identity,
 from rehearsal.errors import (
     ConfigError,
     EncoderMismatchError,
+    IntegrityError,
     NotFoundError,
     ReadOnlyError,
     ValidationError,
@@ -377,10 +378,15 @@ class RehearsalMemory:
             self._check_open()
             if not self.embedding_only:
                 assert self._keyed is not None  # INVARIANT: text-storing memories always have keys
-                # The catalog rows are read (and so authenticated) too: a text is handed out only for an
-                # entry whose row checks out, never for one whose metadata was edited or removed.
-                rows = self._records.rows(id_list)
-                texts = self._keyed.get_present(id_list)
+                # The catalog rows are read (and so authenticated) too, in the same database snapshot as
+                # the texts: a text is handed out only for an entry whose row checks out, and an entry
+                # without its text is a damaged vault (INVARIANT: a text for every entry), not a miss.
+                with self._records.read_view():
+                    rows = self._records.rows(id_list)
+                    texts = self._keyed.get_present(id_list)
+                lost = sorted(set(rows) - texts.keys())
+                if lost:
+                    raise IntegrityError(f"entries {lost[:10]} have no text in the vault (it was altered)")
                 return {i: text for i, text in texts.items() if i in rows}
             return self._resolve(id_list)
 

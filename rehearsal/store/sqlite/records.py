@@ -86,6 +86,10 @@ class Catalog:
         self.head = head
         self._changed = False  # the open transaction changed what the commit record covers
         self._delta = 0  # entries inserted minus entries removed in the open transaction
+        # Rows added up to this generation have had their tags checked by this handle. Rows never change
+        # once written, so a query that selects by metadata in SQL (filters, groups, a tenant's ids) first
+        # checks the rows added since: a row edited out of a filter's reach is caught there, not missed.
+        self._checked_generation = -1
 
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager
@@ -322,7 +326,22 @@ class Catalog:
     def removed_since(self, generation: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM removed WHERE gen > ?", (generation,))]
 
+    def check_rows_since(self) -> int:
+        """Check the tags of the rows added since this handle last did -> how many were checked."""
+        checked = 0
+        with self.read_view():
+            latest = self.generation
+            if latest == self._checked_generation:
+                return 0
+            query = f"SELECT {_COLUMNS} FROM entries WHERE added_gen > ?"
+            for values in self.conn.execute(query, (self._checked_generation,)):
+                self.auth.check_row(values[:8], values[8])
+                checked += 1
+        self._checked_generation = latest
+        return checked
+
     def matching_ids(self, where: Where | None, *, max_gen: int | None = None) -> list[int]:
+        self.check_rows_since()
         clause, params = compile_where(where)
         if max_gen is not None:
             clause = f"({clause}) AND added_gen <= ?"
@@ -332,21 +351,21 @@ class Catalog:
     def group_ids(self, column: str, where: Where | None, *, max_gen: int) -> dict[Any, list[int]]:
         if column not in ("tenant", "task", "label"):
             raise ValueError(column)
+        self.check_rows_since()
         clause, params = compile_where(where)
         groups: dict[Any, list[int]] = {}
-        position = {"tenant": 1, "task": 2, "label": 3}[column]
-        query = f"SELECT {_COLUMNS} FROM entries WHERE ({clause}) AND added_gen <= ? ORDER BY id"
-        # The groups are metadata handed back (replay balances classes by them): every row is checked.
-        for values in self.conn.execute(query, [*params, max_gen]):
-            self.auth.check_row(values[:8], values[8])
-            groups.setdefault(values[position], []).append(values[0])
+        query = f"SELECT {column}, id FROM entries WHERE ({clause}) AND added_gen <= ? ORDER BY id"
+        for key, entry_id in self.conn.execute(query, [*params, max_gen]):
+            groups.setdefault(key, []).append(entry_id)
         return groups
 
     def ids_of_tenant(self, tenant: str) -> list[int]:
+        self.check_rows_since()  # a forget must not miss a row whose tenant was edited away
         return [r[0] for r in self.conn.execute("SELECT id FROM entries WHERE tenant = ?", (tenant,))]
 
     def ids_by_key(self, field: str, values: Sequence[Any], *, tenant: str) -> list[int]:
         # The field is a checked identifier (RehearsalMemory.upsert), bound as a JSON path parameter.
+        self.check_rows_since()
         found: list[int] = []
         for start in range(0, len(values), 500):
             chunk = list(values[start : start + 500])
@@ -365,5 +384,6 @@ class Catalog:
     def counts_by(self, column: str) -> dict[str, int]:
         if column not in ("tenant", "task", "label"):
             raise ValueError(column)
+        self.check_rows_since()
         query = f"SELECT {column}, COUNT(*) FROM entries GROUP BY {column}"
         return {str(k): int(n) for k, n in self.conn.execute(query)}
