@@ -111,16 +111,17 @@ def test_a_row_edited_out_of_a_filter_is_not_silently_left_out(
     store: Path, keys: KeyRing, vectors: np.ndarray
 ) -> None:
     _sql(store, "UPDATE entries SET task = 't0' WHERE id = 13")  # 13 is a t1 row: the filter below skips it
-    with RehearsalMemory.open(store, keys=keys, read_only=True) as mem:
-        with pytest.raises(IntegrityError, match="catalog row 13"):
-            mem.search_vectors(vectors[13:14], 3, where={"task": "t1"})
+    with (
+        RehearsalMemory.open(store, keys=keys, read_only=True) as mem,
+        pytest.raises(IntegrityError, match="catalog row 13"),
+    ):
+        mem.search_vectors(vectors[13:14], 3, where={"task": "t1"})
 
 
 def test_a_forget_does_not_miss_a_row_whose_tenant_was_edited_away(store: Path, keys: KeyRing) -> None:
     _sql(store, "UPDATE entries SET tenant = 'bob' WHERE id = 2")
-    with RehearsalMemory.open(store, keys=keys) as mem:
-        with pytest.raises(IntegrityError, match="catalog row 2"):
-            mem.forget(tenant="alice")
+    with RehearsalMemory.open(store, keys=keys) as mem, pytest.raises(IntegrityError, match="catalog row 2"):
+        mem.forget(tenant="alice")
 
 
 def test_a_row_copied_from_another_store_under_the_same_key_is_refused(
