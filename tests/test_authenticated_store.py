@@ -3,6 +3,7 @@ committed generation and count, the manifest, and erasure that does not wait for
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from rehearsal import IntegrityError, KeyRing, RehearsalMemory
+from rehearsal.store.sqlite.head import GenerationHead
 
 DIM = 16
 N = 20
@@ -278,3 +280,19 @@ def test_a_forget_killed_before_its_snapshot_is_finished_by_the_next_open(
         hits = mem.search_vectors(vectors[:10], 5)
         assert all(h.id >= 10 for row in hits for h in row)
         assert len(mem) == N // 2
+
+
+def test_a_head_that_cannot_be_written_does_not_fail_a_durable_add(
+    store: Path, keys: KeyRing, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self: GenerationHead, generation: int, count: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with RehearsalMemory.open(store, keys=keys) as mem:
+        monkeypatch.setattr(GenerationHead, "write", full)
+        vector = _unit(rng, 1)
+        (new,) = mem.add(["late"], vectors=vector, tenant="alice")
+        assert mem.search_vectors(vector, 1)[0][0].id == new  # the index followed the commit
+        monkeypatch.undo()
+    with RehearsalMemory.open(store, keys=keys, read_only=True) as mem:
+        assert mem.get_texts([new]) == ["late"]  # the head behind the database is no loss

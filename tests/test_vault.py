@@ -20,6 +20,7 @@ from rehearsal.errors import (
     ValidationError,
     WrongKeyError,
 )
+from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.sqlite.texts import Vault
 
 TEXTS = [

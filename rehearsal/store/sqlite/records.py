@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 from rehearsal.errors import IntegrityError, StoreFormatError
 from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.sqlite.connection import chunked, transaction
-from rehearsal.store.sqlite.head import GenerationHead
+from rehearsal.store.sqlite.head import HEAD_FILE, GenerationHead
 from rehearsal.store.sqlite.where import compile_where
 from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
@@ -56,6 +57,8 @@ CREATE INDEX IF NOT EXISTS entries_task ON entries(task);
 CREATE TABLE IF NOT EXISTS removed (id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_gen ON removed(gen);
 """
+
+log = logging.getLogger(__name__)
 
 _COLUMNS = "id, tenant, task, label, tags, extra, source, added_gen, mac"
 FORMAT = 2
@@ -106,7 +109,12 @@ class Catalog:
                 if self._changed:
                     committed = self._seal_commit()
             if self._changed and self.head is not None:
-                self.head.write(*committed)
+                try:
+                    self.head.write(*committed)
+                except OSError as exc:
+                    # The commit is durable and the caller must hear so (and the index must follow it):
+                    # a head left behind the database only weakens the check of a lost tail, never fails it.
+                    log.warning("could not record generation %d in %s: %s", committed[0], HEAD_FILE, exc)
         finally:
             self._changed, self._delta = False, 0
 
