@@ -2,10 +2,15 @@
 
 Every catalog row carries a 16-byte tag over its id, tenant, task, label, tags, extra metadata, source and
 the generation that added it, bound to the store's identity; the committed state (generation, number of
-entries, next id, the manifest) carries one more. In a store with keys the tags are HMAC-SHA256 under a key
-derived from the store's internal data key, so nobody without the master key can make a row or a commit
-record that passes. A store made without keys has nothing secret to key them with: its tags are plain
-BLAKE2b checksums, which catch a damaged disk but not a deliberate edit (``keyed`` says which).
+entries, next id, the manifest) carries one more. In a store with keys the tags are keyed BLAKE2b (a MAC by
+design, and a third of HMAC-SHA256's cost per row here) under a key derived from the store's internal data
+key, so nobody without the master key can make a row or a commit record that passes. A store made without
+keys has nothing secret to key them with: its tags are plain BLAKE2b checksums, which catch a damaged disk
+but not a deliberate edit (``keyed`` says which).
+
+A row is encoded for its tag as ``ascii()`` of the tuple of its values (ints, strs, None): unambiguous
+(2 and '2' differ, quotes are escaped), four times cheaper than JSON, and independent of the Unicode
+database of the Python that wrote it, since everything outside ASCII is escaped.
 """
 
 from __future__ import annotations
@@ -41,15 +46,14 @@ class CatalogAuthenticator:
         return f"CatalogAuthenticator(keyed={self.keyed}, key=<redacted>)"
 
     def tag(self, kind: bytes, payload: bytes) -> bytes:
-        message = kind + b"\x00" + self._store_id + payload
-        if self._key is None:
-            return hashlib.blake2b(message, digest_size=MAC_BYTES).digest()
-        return hmac.digest(self._key, message, "sha256")[:MAC_BYTES]
+        """A 16-byte tag of ``payload`` for ``kind`` (at most 16 bytes: BLAKE2b's personalisation)."""
+        return hashlib.blake2b(
+            self._store_id + payload, digest_size=MAC_BYTES, key=self._key or b"", person=kind
+        ).digest()
 
     def row_tag(self, values: Sequence[Any]) -> bytes:
         """The tag of a row given as (id, tenant, task, label, tags JSON, extra JSON, source, added_gen)."""
-        # JSON keeps 2 and "2" apart (a label's type is part of it) and escapes everything to ASCII.
-        return self.tag(b"row", json.dumps(list(values), separators=(",", ":")).encode())
+        return self.tag(b"row", ascii(tuple(values)).encode())
 
     def check_row(self, values: Sequence[Any], tag: object) -> None:
         """IntegrityError naming the row unless ``tag`` is the tag of ``values``."""

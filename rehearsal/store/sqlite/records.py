@@ -248,15 +248,16 @@ class Catalog:
         rows = []
         for i, meta, source, vector in zip(ids, metadata, sources, vectors, strict=True):
             extra = {k: v for k, v in meta.items() if k not in ("task", "label", "tags")}
+            task, label = meta.get("task"), meta.get("label")
             values = (
-                i,
-                tenant,
-                meta.get("task"),
-                meta.get("label"),
+                int(i),
+                str(tenant),
+                None if task is None else str(task),  # plain types: the tag encodes what SQLite returns
+                int(label) if isinstance(label, int) else None if label is None else str(label),
                 json.dumps(list(meta.get("tags", ()))),
                 json.dumps(extra),
-                source,
-                generation,
+                None if source is None else str(source),
+                int(generation),
             )
             rows.append((*values, vector, now, self.auth.row_tag(values)))
         self.conn.executemany(
