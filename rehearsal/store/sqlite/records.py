@@ -337,15 +337,12 @@ class Catalog:
 
     def check_rows_since(self) -> int:
         """Check the tags of the rows added since this handle last did -> how many were checked."""
-        checked = 0
         with self.read_view():
             latest = self.generation
             if latest == self._checked_generation:
                 return 0
             query = f"SELECT {_COLUMNS} FROM entries WHERE added_gen > ?"
-            for values in self.conn.execute(query, (self._checked_generation,)):
-                self.auth.check_row(values[:8], values[8])
-                checked += 1
+            checked = self.auth.check_rows(self.conn.execute(query, (self._checked_generation,)))
         self._checked_generation = latest
         return checked
 
