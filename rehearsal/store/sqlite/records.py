@@ -83,7 +83,8 @@ class Catalog:
     def __init__(
         self, conn: sqlite3.Connection, auth: CatalogAuthenticator, head: GenerationHead | None
     ) -> None:
-        """``head`` is None for a reader, which checks the head file on open but never writes it."""
+        """``auth`` tags rows and commit records; ``head`` is the folder's head file (a reader only reads it:
+        it never runs a write transaction), None for a catalog kept without one."""
         self.conn = conn
         self.auth = auth
         self.head = head
