@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rehearsal import IntegrityError, KeyRing, RehearsalMemory
+from rehearsal import IntegrityError, KeyRing, RehearsalMemory, StoreFormatError
 from rehearsal.store.sqlite.head import GenerationHead
 
 DIM = 16
@@ -296,3 +296,12 @@ def test_a_head_that_cannot_be_written_does_not_fail_a_durable_add(
         monkeypatch.undo()
     with RehearsalMemory.open(store, keys=keys, read_only=True) as mem:
         assert mem.get_texts([new]) == ["late"]  # the head behind the database is no loss
+
+
+@pytest.mark.parametrize("field", ["encrypted", "embedding_only", "store_id", "encoder"])
+def test_a_manifest_missing_a_field_is_a_format_error(store: Path, keys: KeyRing, field: str) -> None:
+    manifest = json.loads((store / "memory.json").read_text())
+    manifest["x" + field] = manifest.pop(field)  # what a flipped byte in the name does
+    (store / "memory.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreFormatError, match=f"field '{field}'"):
+        RehearsalMemory.open(store, keys=keys)
