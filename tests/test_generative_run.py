@@ -76,3 +76,12 @@ def test_the_run_config_takes_a_generative_section() -> None:
     config = RunConfig(method="generative", generative={"guide": False, "per_class": 4})
     assert config.generative.guide is False
     assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_command_line_override_reaches_the_generative_table() -> None:
+    from rehearsal.runner.overrides import apply_overrides
+
+    config = apply_overrides(
+        RunConfig(method="generative"), ["generative.guide=false", "generative.canaries=20"]
+    )
+    assert (config.generative.guide, config.generative.canaries) == (False, 20)
