@@ -87,6 +87,7 @@ def _generation(folder: Path) -> dict[str, Any]:
         "canaries": first["canaries"],
         "canaries_verbatim": first["canaries_verbatim"],
         "canaries_near": first["canaries_near"],
+        "canary_secrets": first.get("canary_secrets"),
         "near_copy_rate_generated": copied / max(total["generated_texts"], 1.0),
         "near_copy_rate_kept": kept_copied / max(kept, 1),
         "phases": phases,

@@ -106,7 +106,8 @@ def run(folder: Path, args: argparse.Namespace) -> None:
     report = copy_report(texts, canaries=canaries, training=[e.text for e in train], encoder=memory.encoder)
     print(
         f"copy report: canaries verbatim {report.canaries_verbatim} of {report.canaries}, "
-        f"near {report.canaries_near}; generations nearly copying a training text: "
+        f"near {report.canaries_near}, number written {report.canary_secrets}; "
+        "generations nearly copying a training text: "
         f"{report.generations_copying_training} of {report.generations} ({report.near_copy_rate:.1%}); "
         f"verbatim {report.generations_verbatim_training}; canary bar passed: {report.passed}"
     )

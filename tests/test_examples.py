@@ -88,6 +88,8 @@ def test_generative_replay_example_keeps_no_text_guides_reports_copies_and_forge
     assert "memory: 24 records, embedding-only; training texts found in its files: 0" in out
     assert re.search(r"generated 48 texts, \d+ tokens in \d+ s \([\d.]+ tokens/s", out), out
     assert re.search(r"guide: kept \d+ of 48; rejected: ", out), out
-    assert re.search(r"copy report: canaries verbatim \d+ of 20, near \d+; generations nearly copying", out)
+    assert re.search(
+        r"copy report: canaries verbatim \d+ of 20, near \d+, number written \d+; generations nearly", out
+    )
     assert "forget clinic-b: 6 vectors removed; the next task's 8 examples include 4 of clinic-b's" in out
     assert "a generator trained\nbefore an erasure may still carry the erased records" in out

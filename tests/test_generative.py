@@ -162,6 +162,14 @@ def test_copies_find_verbatim_word_runs_and_embedding_neighbours(encoder: Any) -
     assert by_meaning[0, 0]
 
 
+def test_a_canarys_number_written_among_other_words_exposes_it() -> None:
+    canary = "the amber anchor basket beacon bishop cactus candle carbon code 513753"
+    report = copy_report(["desert desert code 5 1 3 7 5 3"], canaries=[canary], training=[], encoder=None)
+    assert (report.canaries_near, report.canary_secrets) == (0, 1)
+    other = copy_report(["code 5137530"], canaries=[canary], training=[], encoder=None)
+    assert other.canary_secrets == 0
+
+
 def test_canaries_are_distinct_and_seeded() -> None:
     a = make_canaries(25, rng=np.random.default_rng(1))
     assert len(set(a)) == 25
@@ -185,6 +193,7 @@ def test_the_canary_check_catches_a_generator_trained_to_copy(tiny_lm: str) -> N
     caught = copy_report(texts, canaries=canaries, training=canaries, encoder=None)
     assert not caught.passed
     assert caught.canaries_verbatim == 2
+    assert caught.canary_secrets == 2
     assert caught.near_copy_rate == 1.0
 
 

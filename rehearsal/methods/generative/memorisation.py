@@ -8,7 +8,8 @@ real training texts. A generation *copies* a text when, after lower-casing and r
 - near: the embeddings' cosine is >= ``cosine`` (0.95), or the two share a run of ``min_words`` words (8;
   the whole text when it is shorter).
 
-``CopyReport.passed`` is the bar: no canary written verbatim.
+A canary's *secret* is its number (as in the secret-sharer test): a generation that writes it exposes the
+canary even when the words around it differ. ``CopyReport.passed`` is the bar: no canary written verbatim.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class CopyReport:
     canaries: int
     canaries_verbatim: int  # canaries written whole by at least one generation
     canaries_near: int  # canaries nearly copied (verbatim included) by at least one generation
+    canary_secrets: int  # canaries whose number (the secret) appears in at least one generation
     training_texts: int
     generations_copying_training: int  # generations that nearly copy at least one training text
     generations_verbatim_training: int  # generations containing a whole training text
@@ -113,6 +115,15 @@ class CopyReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed, "near_copy_rate": self.near_copy_rate}
+
+
+def _secret_written(canary: str, generations: Sequence[str]) -> bool:
+    """Whether the canary's longest number (of 4+ digits) appears as a number in a generation."""
+    numbers = re.findall(r"\d{4,}", _norm(canary))
+    if not numbers:
+        return False
+    secret = max(numbers, key=len)
+    return any(secret in re.findall(r"\d+", _norm(g)) for g in generations)
 
 
 def copy_report(
@@ -132,6 +143,7 @@ def copy_report(
         canaries=len(canaries),
         canaries_verbatim=int(c_verbatim.any(axis=0).sum()),
         canaries_near=int(c_near.any(axis=0).sum()),
+        canary_secrets=sum(_secret_written(c, generations) for c in canaries),
         training_texts=len(training),
         generations_copying_training=int(t_near.any(axis=1).sum()) if len(training) else 0,
         generations_verbatim_training=int(t_verbatim.any(axis=1).sum()) if len(training) else 0,

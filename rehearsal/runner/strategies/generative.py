@@ -161,9 +161,9 @@ def write_pool(generator: ClassGenerator, ctx: PhaseContext, memory: RehearsalMe
     )
     logs.update({"copy_rate_generated": raw.near_copy_rate, "copy_rate_kept": replayed.near_copy_rate})
     if canaries:
-        logs.update(
-            {"canaries_verbatim": float(raw.canaries_verbatim), "canaries_near": float(raw.canaries_near)}
-        )
+        logs["canaries_verbatim"] = float(raw.canaries_verbatim)
+        logs["canaries_near"] = float(raw.canaries_near)
+        logs["canary_secrets"] = float(raw.canary_secrets)
     return {
         "phase": ctx.phase,
         "logs": logs,
