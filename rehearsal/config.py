@@ -28,7 +28,8 @@ __all__ = [
 
 C = TypeVar("C", bound="ConfigMixin")
 
-REPLAY_MODES = ("retrieval", "random", "hybrid", "mir", "coverage", "diverse")
+# "generative" replays examples a generator wrote (rehearsal.replay.generative), not entries of the memory.
+REPLAY_MODES = ("retrieval", "random", "hybrid", "mir", "coverage", "diverse", "generative")
 REPLAY_GROUPS = ("task", "label")
 COVERAGE_QUOTAS = ("none", "distance", "similarity")
 MIR_SCOPES = ("trainable", "head")
@@ -112,6 +113,8 @@ class ReplayConfig(ConfigMixin):
       batch, as InsCL does) or ``"similarity"`` (more for the nearest).
     - ``diverse``: the union of every new example's ``k`` nearest neighbours, subsampled at random
       (CMR's indexed replay).
+    - ``generative``: the replay share is filled with examples of old classes that a generator wrote
+      (``rehearsal.replay.generative.GenerativeCollator``; the memory is not searched).
     """
 
     ratio: float = 0.25

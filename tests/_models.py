@@ -36,3 +36,43 @@ def tiny_run_config(tmp_path: Path, model: str, **changes: Any) -> RunConfig:
         "tasks": ["living", "verbs"],
     }
     return RunConfig(**{**base, **changes})
+
+
+def tiny_causal_lm(folder: Path, texts: list[str]) -> str:
+    """A 2-layer Llama over a word-level tokenizer of ``texts``' words (plus the prompt's and the canaries'
+    words and the digits), saved in ``folder`` as a causal LM; unknown words read as [UNK]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from rehearsal.methods.generative.memorisation import _WORDS
+
+    text = " ".join([*texts, "task t label text the code", *_WORDS])
+    words = sorted(set(text.replace(":", " ").replace(".", " ").split()) | set(":.0123456789"))
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[EOS]", *words])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Punctuation(),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        # Behind the final RMSNorm, logits are bounded by the norm of lm_head's rows: at the default init
+        # (0.02) LoRA on attention cannot make any token likely. Larger weights stand in for pretraining.
+        initializer_range=0.3,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

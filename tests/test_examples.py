@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -68,3 +70,26 @@ def test_every_example_describes_itself_and_each_option_in_help():
         assert not body.startswith("options:"), f"{script.name}: --help has no description"
         assert "--" in body, f"{script.name}: no options listed"
         assert _options_without_help(body) == [], script.name
+
+
+@pytest.mark.slow
+def test_generative_replay_example_keeps_no_text_guides_reports_copies_and_forgets(tmp_path):
+    from _models import tiny_causal_lm
+
+    from rehearsal.runner.tasks import load_wordnet_stream
+
+    stream = load_wordnet_stream(max_train_per_class=8, tasks=["living", "verbs"])
+    model = tiny_causal_lm(tmp_path / "lm", [e.text for task in stream.tasks for e in task.train])
+    done = run_example(
+        "generative_replay_privacy.py", "--model", model, "--epochs", "1", "--max-new-tokens", "8"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "memory: 24 records, embedding-only; training texts found in its files: 0" in out
+    assert re.search(r"generated 48 texts, \d+ tokens in \d+ s \([\d.]+ tokens/s", out), out
+    assert re.search(r"guide: kept \d+ of 48; rejected: ", out), out
+    assert re.search(
+        r"copy report: canaries verbatim \d+ of 20, near \d+, number written \d+; generations nearly", out
+    )
+    assert "forget clinic-b: 6 vectors removed; the next task's 8 examples include 4 of clinic-b's" in out
+    assert "a generator trained\nbefore an erasure may still carry the erased records" in out

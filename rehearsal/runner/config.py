@@ -24,6 +24,7 @@ from typing import Any
 from rehearsal.config import CALIBRATIONS, LOSSES, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
+from rehearsal.methods.generative.config import GenerativeConfig
 
 __all__ = ["MEMORYLESS_METHODS", "METHODS", "POLICIES", "PREDICTIONS", "REPLAY_METHODS", "RunConfig"]
 
@@ -41,6 +42,7 @@ METHODS = (
     "mir",
     "coverage",
     "diverse",
+    "generative",
 )
 # The methods that replay from the memory (so the memory holds examples of every class seen so far, from
 # which ``prediction = "ncm"`` takes its class means).
@@ -82,7 +84,8 @@ class RunConfig(ConfigMixin):
     the encoder's features over the memory, refitted after each phase; methods that replay only).
     ``loss`` ``"separated"`` is the separated softmax (new rows over the current task's classes, replay
     rows over the old ones; ``rehearsal.replay.trainer``).
-    ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods (ignored by the others).
+    ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods, ``generative`` the generator and
+    guide of the ``generative`` method (ignored by the others).
     ``gate``, when set, must pass before each phase of a method with a memory is promoted
     (``rehearsal.governance.updates``); without it updates are versioned and audited as "ungated".
     ``keep_weights`` bounds how many phases' weights a governed run keeps (None: all, so every version
@@ -114,6 +117,7 @@ class RunConfig(ConfigMixin):
     replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
     ewc: EWCConfig = dataclasses.field(default_factory=EWCConfig)
     lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    generative: GenerativeConfig = dataclasses.field(default_factory=GenerativeConfig)
     gate: GateConfig | None = None
     keep_weights: int | None = None
     output_dir: str = "runs/default"
@@ -125,7 +129,8 @@ class RunConfig(ConfigMixin):
         return self.method not in MEMORYLESS_METHODS
 
     def __post_init__(self) -> None:
-        for name, kind in (("replay", ReplayConfig), ("ewc", EWCConfig), ("lora", LoRAConfig)):
+        sections = (("replay", ReplayConfig), ("ewc", EWCConfig), ("lora", LoRAConfig))
+        for name, kind in (*sections, ("generative", GenerativeConfig)):
             section = getattr(self, name)
             if isinstance(section, dict):
                 setattr(self, name, kind.from_dict(section))

@@ -165,7 +165,9 @@ def _phase_memory(r: _Run, phase: int) -> Iterator[RehearsalMemory | None]:
     if r.state is None and phase == 0:
         # A fresh run: nothing of an earlier attempt can be in its state, so it starts from nothing.
         shutil.rmtree(r.memory_path, ignore_errors=True)
-        memory = RehearsalMemory.create(r.memory_path, keys=r.keys, encoder=load_encoder())
+        memory = RehearsalMemory.create(
+            r.memory_path, keys=r.keys, encoder=load_encoder(), embedding_only=not r.strategy.stores_text
+        )
     else:
         memory = RehearsalMemory.open(r.memory_path, keys=r.keys)
     with memory:

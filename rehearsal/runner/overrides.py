@@ -16,6 +16,7 @@ from typing import Any
 from rehearsal.config import EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
+from rehearsal.methods.generative.config import GenerativeConfig
 from rehearsal.runner.config import RunConfig
 
 __all__ = ["apply_overrides", "parse_assignment"]
@@ -28,6 +29,7 @@ def _table_class(name: str) -> type[Any] | None:
         "ewc": EWCConfig,
         "lora": LoRAConfig,
         "gate": GateConfig,
+        "generative": GenerativeConfig,
     }
     return tables.get(name)
 

@@ -9,6 +9,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import embed_texts
 from rehearsal.replay.collator import RehearsalCollator
+from rehearsal.replay.generative import GenerativeCollator
 from rehearsal.replay.trainer import LABELS, RehearsalTrainer
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.strategies import PhaseContext, Strategy
@@ -112,7 +113,7 @@ def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) ->
     trainer.train()
     replayed = sum(int(log.get("replay/examples", 0)) for log in trainer.state.log_history)
     tokens = sum(int(log.get("replay/tokens", 0)) for log in trainer.state.log_history)
-    if isinstance(collator, RehearsalCollator):
+    if isinstance(collator, (RehearsalCollator, GenerativeCollator)):
         rest = collator.pop_stats()
         replayed, tokens = replayed + rest.replayed, tokens + rest.replayed_tokens
     return int(len(ctx.train) * config.epochs), replayed, tokens

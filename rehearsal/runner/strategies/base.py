@@ -69,6 +69,8 @@ class Strategy:
 
     name: ClassVar[str] = "naive"
     uses_memory: ClassVar[bool] = False
+    # Whether the run's memory keeps the examples' (encrypted) text; False makes it embedding-only.
+    stores_text: ClassVar[bool] = True
     # Whether the memory holds examples of every seen class to take class means from (prediction="ncm").
     class_means_from_memory: ClassVar[bool] = False
     class_means: NearestClassMean | None = None  # set after each phase when prediction="ncm"
