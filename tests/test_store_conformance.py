@@ -27,14 +27,24 @@ def ring() -> KeyRing:
 Opened = tuple[Backends, Callable[[], Backends]]  # the stores, and how to open them again
 
 
-def _embedded(folder: Path, keys: KeyRing | None) -> Opened:
+def _embedded(folder: Path, keys: KeyRing | None, request: pytest.FixtureRequest) -> Opened:
     folder.mkdir()
     created = create_backends(folder, keys=keys, dim=MEMORY_DIM)
     return created, lambda: open_backends(folder, keys=keys, dim=MEMORY_DIM, read_only=False)
 
 
-BACKENDS: dict[str, Callable[[Path, KeyRing | None], Opened]] = {
+def _sqlite_milvus(folder: Path, keys: KeyRing | None, request: pytest.FixtureRequest) -> Opened:
+    """SQLite records and texts, vectors in a collection on the session's milvus-lite server."""
+    url = request.getfixturevalue("milvus_url")
+    folder.mkdir()
+    created = create_backends(folder, keys=keys, dim=MEMORY_DIM, vectors=url)
+    return created, lambda: open_backends(folder, keys=keys, dim=MEMORY_DIM, read_only=False)
+
+
+# Each factory makes a backend's stores in a new folder; ``request`` gives it the server fixtures it needs.
+BACKENDS: dict[str, Callable[[Path, KeyRing | None, pytest.FixtureRequest], Opened]] = {
     "sqlite+faiss": _embedded,
+    "sqlite+milvus": _sqlite_milvus,
 }
 
 
@@ -42,7 +52,7 @@ BACKENDS: dict[str, Callable[[Path, KeyRing | None], Opened]] = {
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, ring: KeyRing
 ) -> Iterator[tuple[Backends, Callable[[], Backends]]]:
-    stores, reopen = BACKENDS[request.param](tmp_path / "stores", ring)
+    stores, reopen = BACKENDS[request.param](tmp_path / "stores", ring, request)
     yield stores, reopen
     stores.close()
 

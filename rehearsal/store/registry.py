@@ -4,11 +4,17 @@ A location is a folder path (or a ``file://`` URL): the embedded default, one SQ
 records and the sealed texts, and a FAISS index that follows it. A server backend registers another
 scheme here and implements the same protocols (``rehearsal.store.protocols``); nothing above this module
 changes.
+
+The vector index is chosen apart from the records: ``vectors=None`` is the FAISS index in the folder,
+``vectors="milvus://HOST:PORT"`` a collection on a Milvus server (named from the store id). The choice is
+recorded in the record store when the memory is created, so opening finds it (``vectors=`` given again
+overrides the recorded server address, e.g. to pass credentials).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +24,9 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError
 from rehearsal.store.faiss.follower import FaissVectorIndex
 from rehearsal.store.layout import DB_FILE
+from rehearsal.store.milvus.connection import SCHEMES as MILVUS_SCHEMES
+from rehearsal.store.milvus.connection import parse_location
+from rehearsal.store.milvus.index import MilvusVectorIndex
 from rehearsal.store.protocols import KeyedStore, RecordStore, VectorIndex
 from rehearsal.store.sqlite.connection import connect
 from rehearsal.store.sqlite.records import Catalog
@@ -35,7 +44,42 @@ class Backends:
     vectors: VectorIndex
 
     def close(self) -> None:
-        self.records.close()
+        try:
+            self.vectors.close()
+        finally:
+            self.records.close()
+
+
+# Where the record store notes a vector index other than the folder's FAISS index.
+_VECTORS_KEY = "vectors.backend"
+_MILVUS_LOCATION_KEY = "vectors.milvus.location"
+_MILVUS_COLLECTION_KEY = "vectors.milvus.collection"
+
+
+def _vectors_meta(vectors: str | None, store_id: bytes | None) -> dict[str, str]:
+    """What the record store records about a new memory's vector index (nothing for FAISS)."""
+    if vectors is None:
+        return {}
+    scheme = urllib.parse.urlsplit(vectors).scheme
+    if scheme not in MILVUS_SCHEMES:
+        raise ConfigError(f"no vector index for {scheme or vectors!r}; use vectors='milvus://HOST:PORT'")
+    name = store_id.hex() if store_id is not None else secrets.token_hex(16)
+    return {
+        _VECTORS_KEY: "milvus",
+        _MILVUS_LOCATION_KEY: str(parse_location(vectors)),  # no password
+        _MILVUS_COLLECTION_KEY: f"rehearsal_{name}",
+    }
+
+
+def _milvus_index(
+    records: RecordStore, vectors: str | None, keyed: KeyedStore | None, dim: int, *, read_only: bool
+) -> MilvusVectorIndex:
+    recorded = records.get_meta(_MILVUS_LOCATION_KEY)
+    collection = records.get_meta(_MILVUS_COLLECTION_KEY)
+    if recorded is None or collection is None:
+        raise ConfigError("the memory records a Milvus vector index but not where it is")
+    location = parse_location(vectors if vectors is not None else recorded)
+    return MilvusVectorIndex(location, collection, dim, records, keyed, read_only=read_only)
 
 
 def folder_of(location: str | os.PathLike[str]) -> Path:
@@ -49,32 +93,61 @@ def folder_of(location: str | os.PathLike[str]) -> Path:
     raise ConfigError(f"no memory backend for {scheme!r} URLs; give a folder path or a file:// URL")
 
 
-def create_backends(folder: Path, *, keys: KeyRing | None, dim: int) -> Backends:
-    """Empty stores in ``folder`` (which exists and holds no memory)."""
+def create_backends(folder: Path, *, keys: KeyRing | None, dim: int, vectors: str | None = None) -> Backends:
+    """Empty stores in ``folder`` (which exists and holds no memory); ``vectors`` as in the module doc."""
     # Created owner-only before SQLite opens it: SQLite gives its WAL and shared-memory files the
     # database file's mode, where it would otherwise make all three world-readable under umask 022.
     create_private(folder / DB_FILE)
     conn = connect(folder / DB_FILE)
     vault = Vault.attach(conn, keys, create=True) if keys is not None else None
     records = Catalog(conn)
-    records.create_schema({"generation": "0", "next_id": "0"})
-    vectors = FaissVectorIndex(folder, dim, records, vault)
-    vectors.write_snapshot()
-    return Backends(records, vault, vectors)
+    try:
+        meta = _vectors_meta(vectors, vault.store_id if vault is not None else None)
+        records.create_schema({"generation": "0", "next_id": "0", **meta})
+        if meta:
+            milvus = _milvus_index(records, vectors, vault, dim, read_only=False)
+            index: VectorIndex = milvus
+            try:
+                milvus.create()
+            except BaseException:
+                milvus.close()
+                raise
+        else:
+            faiss_index = FaissVectorIndex(folder, dim, records, vault)
+            faiss_index.write_snapshot()
+            index = faiss_index
+    except BaseException:
+        conn.close()
+        raise
+    return Backends(records, vault, index)
 
 
-def open_backends(folder: Path, *, keys: KeyRing | None, dim: int, read_only: bool) -> Backends:
+def open_backends(
+    folder: Path, *, keys: KeyRing | None, dim: int, read_only: bool, vectors: str | None = None
+) -> Backends:
     """The stores of an existing memory, the vector index caught up with the records."""
     conn = connect(folder / DB_FILE, read_only=read_only)
     try:
         records = Catalog(conn)
         records.check_schema()
         vault = Vault.attach(conn, keys, create=False, read_only=read_only) if keys is not None else None
-        vectors = FaissVectorIndex(folder, dim, records, vault)
-        vectors.load()
-        if not read_only:
-            vectors.rebuild_if_outgrown()
+        index: VectorIndex
+        if records.get_meta(_VECTORS_KEY) == "milvus":
+            index = _milvus_index(records, vectors, vault, dim, read_only=read_only)
+        elif vectors is not None:
+            raise ConfigError(
+                f"the memory at {str(folder)!r} keeps its vectors in its folder, not in {vectors!r}"
+            )
+        else:
+            index = FaissVectorIndex(folder, dim, records, vault)
+        try:
+            index.load()
+            if not read_only:
+                index.rebuild_if_outgrown()
+        except BaseException:
+            index.close()
+            raise
     except BaseException:
         conn.close()
         raise
-    return Backends(records, vault, vectors)
+    return Backends(records, vault, index)

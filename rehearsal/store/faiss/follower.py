@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rehearsal.errors import IntegrityError
+from rehearsal.errors import ValidationError
 from rehearsal.store.faiss.index import VectorIndex, faiss_threads
 from rehearsal.store.faiss.snapshot import read_snapshot, write_snapshot
 from rehearsal.store.protocols import RecordStore, Sealer
+from rehearsal.store.vectors_at_rest import open_vector_rows, seal_vectors
+from rehearsal.store.where import Where
 
 __all__ = ["SNAPSHOT_FILE", "SYSTEM_TENANT", "FaissVectorIndex"]
 
@@ -42,37 +44,11 @@ class FaissVectorIndex:
 
     # -- vectors at rest ---------------------------------------------------------------------------
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
-        raw = [row.tobytes() for row in vectors]
-        if self.vault is None:
-            return raw
-        return self.vault.seal_many(tenant, ids, raw, purpose="vector")
+        return seal_vectors(self.vault, tenant, ids, vectors)
 
     def open_rows(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
         """Decode catalog rows (id, tenant, blob) into (ids, vectors), unsealing tenant by tenant."""
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        if self.vault is None:
-            blobs = [r[2] for r in rows]
-        else:
-            blobs = [b""] * len(rows)
-            by_tenant: dict[str, list[int]] = {}
-            for pos, row in enumerate(rows):
-                by_tenant.setdefault(row[1], []).append(pos)
-            for tenant, positions in by_tenant.items():
-                opened = self.vault.open_sealed_many(
-                    tenant, [rows[p][0] for p in positions], [rows[p][2] for p in positions], purpose="vector"
-                )
-                for p, blob in zip(positions, opened, strict=True):
-                    blobs[p] = blob
-        width = self.dim * 4
-        for pos, blob in enumerate(blobs):
-            if len(blob) != width:
-                raise IntegrityError(
-                    f"vector of record {int(ids[pos])} has {len(blob)} bytes, expected {width}"
-                )
-        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), self.dim)
-        return ids, vectors
+        return open_vector_rows(self.vault, rows, self.dim)
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector, authenticated, in id order."""
@@ -136,6 +112,10 @@ class FaissVectorIndex:
     def nprobe(self) -> int:
         return self.index.nprobe
 
+    @property
+    def filters_natively(self) -> bool:
+        return False
+
     def __len__(self) -> int:
         return len(self.index)
 
@@ -148,13 +128,19 @@ class FaissVectorIndex:
         k: int,
         *,
         allowed_ids: np.ndarray | None = None,
+        where: Where | None = None,
         threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        if where is not None:
+            raise ValidationError("a FAISS index filters by allowed_ids, not by a where tree")
         with faiss_threads(threads):
             return self.index.search(queries, k, allowed_ids=allowed_ids)
 
     def drop(self, ids: Sequence[int]) -> None:
         self.index.remove(np.asarray(ids, dtype=np.int64))
+
+    def close(self) -> None:
+        pass  # nothing held open: the snapshot is written by checkpoint()
 
     # -- snapshots ---------------------------------------------------------------------------------
     def checkpoint(self, *, force: bool = False) -> None:
