@@ -129,7 +129,11 @@ def open_memory(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | No
         check_encoder_given(args, args.path)
     try:
         return RehearsalMemory.open(
-            args.path, keys=keys, read_only=read_only, encoder=encoder_from_args(args)
+            args.path,
+            keys=keys,
+            read_only=read_only,
+            encoder=encoder_from_args(args),
+            vectors=getattr(args, "vectors", None),
         )
     except MissingKeyError:
         if keys is None:

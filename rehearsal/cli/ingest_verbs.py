@@ -29,7 +29,13 @@ def _create(args: argparse.Namespace, *, embedding_only: bool) -> RehearsalMemor
             "(make a key with 'rehearsal keygen'), or use --embedding-only"
         )
     encoder = encoder_from_args(args)
-    return RehearsalMemory.create(args.path, keys=keys, embedding_only=embedding_only, encoder=encoder)
+    return RehearsalMemory.create(
+        args.path,
+        keys=keys,
+        embedding_only=embedding_only,
+        encoder=encoder,
+        vectors=getattr(args, "vectors", None),
+    )
 
 
 def _exists(path: str) -> bool:

@@ -77,6 +77,7 @@ class RehearsalMemory:
         self._keyed = opened.stores.keyed  # texts, data keys and sealing; None in an unencrypted store
         self._vectors = opened.stores.vectors
         self._stores = opened.stores
+        self._vectors_location = opened.vectors  # a vector server given at opening, for reader handles
         self._read_only = read_only
         self._encoder = encoder
         self._resolver = resolver
@@ -98,6 +99,7 @@ class RehearsalMemory:
         dim: int | None = None,
         encoder_name: str | None = None,
         resolver: Resolver | None = None,
+        vectors: str | None = None,
     ) -> RehearsalMemory:
         """Create an empty memory in ``path`` (a new or empty folder).
 
@@ -105,9 +107,14 @@ class RehearsalMemory:
         no text; with ``keys`` its vectors are sealed too, without them they sit in plain bytes on disk.
         Pass ``encoder``, or ``dim``/``encoder_name`` when vectors are precomputed (the default encoder,
         the packaged MiniLM, is loaded only when texts need embedding).
+        ``vectors="milvus://HOST:PORT"`` keeps the vector index in a collection on a Milvus server instead
+        of a FAISS file in the folder; the server holds the vectors in the clear (it must search them),
+        while texts stay sealed in the folder.
         """
         identity = encoder_identity(encoder, dim, encoder_name)
-        opened = create_parts(path, keys=keys, embedding_only=embedding_only, identity=identity)
+        opened = create_parts(
+            path, keys=keys, embedding_only=embedding_only, identity=identity, vectors=vectors
+        )
         memory = cls(opened, read_only=False, encoder=encoder, resolver=resolver)
         finish_create(opened)  # last: see rehearsal.memory.opening
         return memory
@@ -121,11 +128,14 @@ class RehearsalMemory:
         read_only: bool = False,
         encoder: Encoder | None = None,
         resolver: Resolver | None = None,
+        vectors: str | None = None,
     ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
         encoder_name = encoder.name if encoder is not None else None
         with storage_errors(f"opening the memory at {os.fspath(path)!r}"):
-            opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name)
+            opened = open_parts(
+                path, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors
+            )
         return cls(opened, read_only=read_only, encoder=encoder, resolver=resolver)
 
     # -- properties ------------------------------------------------------------------------------
@@ -321,6 +331,7 @@ class RehearsalMemory:
             keys=keys if keys is not None else self._keys,
             resolver=resolver if resolver is not None else self._resolver,
             read_only=True,
+            vectors=self._vectors_location,
         )
 
     def __enter__(self) -> RehearsalMemory:

@@ -35,6 +35,7 @@ class Opened:
     stores: Backends
     keys: KeyRing | None
     lock_fd: int | None  # the writer lock (None for a reader)
+    vectors: str | None = None  # the vector server given at opening (None: the one recorded, or FAISS)
 
 
 def create_parts(
@@ -43,6 +44,7 @@ def create_parts(
     keys: KeyRing | None,
     embedding_only: bool,
     identity: tuple[str, int],
+    vectors: str | None = None,
 ) -> Opened:
     """Empty stores in a new or empty folder, with the writer lock held; the manifest is not written yet."""
     folder = folder_of(location)
@@ -52,8 +54,8 @@ def create_parts(
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, OWNER_ONLY_DIR)  # the memory's own folder, whatever the umask (its parents keep theirs)
     manifest = new_manifest(embedding_only=embedding_only, encrypted=keys is not None, encoder=identity)
-    stores = create_backends(folder, keys=keys, dim=identity[1])
-    return Opened(folder, manifest, stores, keys, acquire_writer_lock(folder))
+    stores = create_backends(folder, keys=keys, dim=identity[1], vectors=vectors)
+    return Opened(folder, manifest, stores, keys, acquire_writer_lock(folder), vectors)
 
 
 def finish_create(opened: Opened) -> None:
@@ -61,7 +63,12 @@ def finish_create(opened: Opened) -> None:
 
 
 def open_parts(
-    location: str | os.PathLike[str], *, keys: KeyRing | None, read_only: bool, encoder_name: str | None
+    location: str | os.PathLike[str],
+    *,
+    keys: KeyRing | None,
+    read_only: bool,
+    encoder_name: str | None,
+    vectors: str | None = None,
 ) -> Opened:
     """The stores of an existing memory (a writer takes the lock and clears a crashed writer's temp files)."""
     folder = folder_of(location)
@@ -76,9 +83,9 @@ def open_parts(
         if lock_fd is not None:
             remove_stale_temps(folder)
         dim = int(manifest["encoder"]["dim"])
-        stores = open_backends(folder, keys=keys, dim=dim, read_only=read_only)
+        stores = open_backends(folder, keys=keys, dim=dim, read_only=read_only, vectors=vectors)
     except BaseException:
         if lock_fd is not None:
             os.close(lock_fd)
         raise
-    return Opened(folder, manifest, stores, keys, lock_fd)
+    return Opened(folder, manifest, stores, keys, lock_fd, vectors)

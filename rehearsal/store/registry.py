@@ -95,6 +95,8 @@ def folder_of(location: str | os.PathLike[str]) -> Path:
 
 def create_backends(folder: Path, *, keys: KeyRing | None, dim: int, vectors: str | None = None) -> Backends:
     """Empty stores in ``folder`` (which exists and holds no memory); ``vectors`` as in the module doc."""
+    if vectors is not None:
+        _vectors_meta(vectors, None)  # a bad location is refused before anything is written
     # Created owner-only before SQLite opens it: SQLite gives its WAL and shared-memory files the
     # database file's mode, where it would otherwise make all three world-readable under umask 022.
     create_private(folder / DB_FILE)
