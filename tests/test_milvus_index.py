@@ -19,7 +19,7 @@ from rehearsal.errors import ConfigError, StorageError, ValidationError
 from rehearsal.store.milvus.connection import parse_location
 from rehearsal.store.milvus.expr import compile_where, quote
 from rehearsal.store.milvus.index import MilvusVectorIndex
-from rehearsal.store.registry import Backends, create_backends, open_backends
+from rehearsal.store.registry import create_backends, open_backends
 from rehearsal.store.where import parse_where
 
 # Values a filter must carry through untouched: quotes, backslashes, a newline, braces, non-ASCII.
@@ -64,7 +64,7 @@ WHERES: list[dict[str, Any]] = [
     {"task": 'say "hi"'},
     {"task": {"$in": ["back\\slash", "two\nlines", "{t}"]}},
     {"task": {"$ne": "café ☕"}},
-    {"task": {"$nin": ["x' or 1==1 or '", "say \"hi\""]}},
+    {"task": {"$nin": ["x' or 1==1 or '", 'say "hi"']}},
     {"task": {"$in": []}},
     {"task": {"$nin": []}},
     {"label": 2},
@@ -215,7 +215,7 @@ def test_a_location_keeps_its_password_out_of_reprs() -> None:
 
 
 def test_an_unreachable_server_is_a_storage_error(tmp_path: Path, keys: KeyRing) -> None:
-    with pytest.raises(StorageError, match="connecting to Milvus at milvus://127.0.0.1:9"):
+    with pytest.raises(StorageError, match=r"connecting to Milvus at milvus://127\.0\.0\.1:9"):
         rh.RehearsalMemory.create(
             tmp_path / "m", keys=keys, dim=MEMORY_DIM, encoder_name="x", vectors="milvus://127.0.0.1:9"
         )
