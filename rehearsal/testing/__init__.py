@@ -1,1 +1,2 @@
-"""Helpers for tests, benchmarks and trying things out: throwaway servers. Nothing in the library imports this."""
+"""Helpers for tests, benchmarks and trying things out: throwaway servers.
+Nothing in the library imports this."""

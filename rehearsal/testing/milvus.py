@@ -138,10 +138,15 @@ def start_milvus(data_dir: Path | None = None, *, timeout: float = 60.0) -> Milv
             "milvus-lite or pymilvus is not installed: pip install -e '.[milvus]' (the dev extra includes it)"
         )
     owned = None
-    if data_dir is None:
-        owned = Path(tempfile.mkdtemp(prefix="rehearsal-milvus-"))
-        data_dir = owned / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if data_dir is None:
+            owned = Path(tempfile.mkdtemp(prefix="rehearsal-milvus-"))
+            data_dir = owned / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MilvusStartError(
+            f"cannot make the Milvus data folder {data_dir}: {exc.strerror or exc}"
+        ) from exc
     log_path = data_dir.parent / f"{data_dir.name}.milvus.log"
     failure: MilvusStartError | None = None
     for _ in range(_START_TRIES):

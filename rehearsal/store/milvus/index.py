@@ -183,6 +183,9 @@ class MilvusVectorIndex:
             with milvus_errors(f"creating Milvus collection {self.collection!r}"):
                 self._create_collection()
             published = -1
+        with milvus_errors(f"loading Milvus collection {self.collection!r}"):
+            # A collection is searchable only once loaded, and a restarted server starts with it released.
+            self._client.load_collection(self.collection)
         self.generation = published
         self.catch_up()
 
