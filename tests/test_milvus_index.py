@@ -228,3 +228,35 @@ def test_not_equal_counts_a_missing_task_or_label_explicitly() -> None:
     assert expr is not None
     for column in ("task", "label_int", "label_key"):
         assert f"({column} is null or {column} not in" in expr
+
+
+def test_a_collection_ahead_of_restored_records_is_rebuilt_from_them(
+    memory: rh.RehearsalMemory, tmp_path: Path, keys: KeyRing
+) -> None:
+    index = _milvus(memory)
+    vector = unit_vectors(np.random.default_rng(6), 1)[0]
+    # What a record store restored from an older copy meets: rows and a generation it never had.
+    index._client.upsert(
+        index.collection,
+        [
+            {
+                "id": 999,
+                "vector": vector,
+                "gen": 1,
+                "tenant": "acme",
+                "task": None,
+                "label_int": None,
+                "label_key": None,
+                "tags": [],
+            }
+        ],
+    )
+    index._publish(50)
+    memory.close()
+    again = rh.RehearsalMemory.open(tmp_path / "m", keys=keys)
+    try:
+        assert _milvus(again).ids().tolist() == list(range(60))
+        assert again.generation == again._records.generation
+        assert again.verify()["entries"] == 60
+    finally:
+        again.close()

@@ -174,6 +174,12 @@ class MilvusVectorIndex:
     def load(self) -> None:
         """Find the collection and catch up with the record store (a writer rebuilds a missing one)."""
         published = self._server_generation()
+        if published is not None and published > self.records.generation and not self.read_only:
+            # The collection is ahead of the records (they were restored from an older copy): what it holds
+            # beyond them cannot be told apart by generation, so it is rebuilt from the record store.
+            with milvus_errors(f"dropping Milvus collection {self.collection!r} to rebuild it"):
+                self._client.drop_collection(self.collection)
+            published = None
         if published is None:
             if self.read_only:
                 raise StorageError(
