@@ -35,15 +35,12 @@ class Searcher:
         """``queries`` (n, dim), checked -> n lists of up to k hits, best first."""
         # More neighbours than entries cannot come back; asking for them would only allocate (n, k).
         k = min(k, max(1, len(self._vectors)))
-        if tree is not None and self._vectors.filters_natively:
-            scores, ids = self._vectors.search(queries, k, where=tree, threads=threads)
-        else:
-            allowed = None
-            if tree is not None:
-                allowed = self._allowed_ids(tree)
-                if len(allowed) == 0:
-                    return [[] for _ in range(len(queries))]
-            scores, ids = self._vectors.search(queries, k, allowed_ids=allowed, threads=threads)
+        allowed = None
+        if tree is not None:
+            allowed = self._allowed_ids(tree)
+            if len(allowed) == 0:
+                return [[] for _ in range(len(queries))]
+        scores, ids = self._vectors.search(queries, k, allowed_ids=allowed, threads=threads)
         found = {int(i) for i in ids.ravel() if i >= 0}
         rows = self._records.rows(sorted(found))
         return [

@@ -179,12 +179,6 @@ class VectorIndex(Protocol):
         """Partitions probed per query; 0 for an exhaustive index."""
         ...
 
-    @property
-    def filters_natively(self) -> bool:
-        """True when ``search`` takes the ``where`` tree itself (a server filtering as it searches); False
-        when the caller passes the ids the filter admits as ``allowed_ids``."""
-        ...
-
     def __len__(self) -> int: ...
 
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
@@ -219,12 +213,10 @@ class VectorIndex(Protocol):
         k: int,
         *,
         allowed_ids: np.ndarray | None = None,
-        where: Where | None = None,
         threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(n, dim) queries -> (scores (n, k) float32, ids (n, k) int64, -1 padded); ``where`` only for an
-        index that ``filters_natively``; ``threads`` bounds the backend's own thread pool for this call
-        (None: its default)."""
+        """(n, dim) queries -> (scores (n, k) float32, ids (n, k) int64, -1 padded); ``threads`` bounds the
+        backend's own thread pool for this call (None: its default)."""
         ...
 
     def ids(self) -> np.ndarray: ...

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rehearsal.errors import ValidationError
 from rehearsal.store.faiss.index import VectorIndex, faiss_threads
 from rehearsal.store.faiss.snapshot import read_snapshot, write_snapshot
 from rehearsal.store.protocols import RecordStore, Sealer
 from rehearsal.store.vectors_at_rest import open_vector_rows, seal_vectors
-from rehearsal.store.where import Where
 
 __all__ = ["SNAPSHOT_FILE", "SYSTEM_TENANT", "FaissVectorIndex"]
 
@@ -112,10 +110,6 @@ class FaissVectorIndex:
     def nprobe(self) -> int:
         return self.index.nprobe
 
-    @property
-    def filters_natively(self) -> bool:
-        return False
-
     def __len__(self) -> int:
         return len(self.index)
 
@@ -128,11 +122,8 @@ class FaissVectorIndex:
         k: int,
         *,
         allowed_ids: np.ndarray | None = None,
-        where: Where | None = None,
         threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        if where is not None:
-            raise ValidationError("a FAISS index filters by allowed_ids, not by a where tree")
         with faiss_threads(threads):
             return self.index.search(queries, k, allowed_ids=allowed_ids)
 

@@ -83,10 +83,6 @@ class MilvusVectorIndex:
     def nprobe(self) -> int:
         return 0
 
-    @property
-    def filters_natively(self) -> bool:
-        return True
-
     def __len__(self) -> int:
         if self._count is None or self._count[0] != self.generation:
             with milvus_errors(f"counting the vectors in Milvus collection {self.collection!r}"):
@@ -277,6 +273,13 @@ class MilvusVectorIndex:
         # A reader must not see what the writer added after the reader's own generation.
         return f"gen <= {int(self.generation)}"
 
+    def search_where(
+        self, queries: np.ndarray, k: int, where: Where | None, *, threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`search`, restricted to the entries ``where`` admits, which Milvus filters as it searches
+        (the ``FilteringIndex`` the facade's searcher prefers: no list of allowed ids is built)."""
+        return self.search(queries, k, where=where)
+
     def search(
         self,
         queries: np.ndarray,
@@ -287,7 +290,8 @@ class MilvusVectorIndex:
         threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(n, dim) queries -> (scores (n, k), ids (n, k), -1 padded), filtered by ``where`` inside Milvus
-        and/or restricted to ``allowed_ids``; ``threads`` is the server's business and is ignored."""
+        and/or restricted to ``allowed_ids``; ``threads`` is the server's business and is ignored. At most
+        16384 hits per query come back (Milvus's top-k limit)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValidationError(f"k must be a positive int, got {k!r}")
         q = np.ascontiguousarray(queries, dtype=np.float32)
