@@ -1,17 +1,19 @@
 """The one module that names concrete backends: it opens a memory's stores from its location.
 
 A location is a folder path (or a ``file://`` URL): the embedded default, one SQLite database holding the
-records and the sealed texts, and a FAISS index that follows it. A server backend registers another
-scheme here and implements the same protocols (``rehearsal.store.protocols``); nothing above this module
-changes.
+records and the sealed texts, and a FAISS index that follows it. Or a ``postgresql://`` URL: a schema on a
+PostgreSQL server holding the records, the sealed texts and the vectors (pgvector). Each backend
+implements the same protocols (``rehearsal.store.protocols``); nothing above this module names one.
 """
 
 from __future__ import annotations
 
 import os
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rehearsal._files import create_private
 from rehearsal.crypto.keys import KeyRing
@@ -23,7 +25,17 @@ from rehearsal.store.sqlite.connection import connect
 from rehearsal.store.sqlite.records import Catalog
 from rehearsal.store.sqlite.texts import Vault
 
-__all__ = ["Backends", "create_backends", "folder_of", "open_backends"]
+__all__ = [
+    "Backends",
+    "create_backends",
+    "create_server_backends",
+    "folder_of",
+    "is_server",
+    "open_backends",
+    "open_server_backends",
+    "server_display",
+    "server_manifest",
+]
 
 
 @dataclass
@@ -77,4 +89,53 @@ def open_backends(folder: Path, *, keys: KeyRing | None, dim: int, read_only: bo
     except BaseException:
         conn.close()
         raise
+    return Backends(records, vault, vectors)
+
+
+# -- server memories (PostgreSQL + pgvector) ------------------------------------------------------------
+
+
+def is_server(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` names a memory on a server (a ``postgresql://`` URL) rather than a folder."""
+    text = os.fspath(location)
+    return "://" in text and urllib.parse.urlsplit(text).scheme in ("postgresql", "postgres")
+
+
+def _postgres() -> Any:
+    try:
+        from rehearsal.store.postgres import backends
+    except ImportError as exc:
+        raise ConfigError(
+            f"postgresql:// memories need the 'postgres' extra (pip install 'rehearsal[postgres]'): {exc}"
+        ) from None
+    return backends
+
+
+def server_display(location: str) -> str:
+    """The server location without its password, for messages and reprs."""
+    from rehearsal.store.postgres.connection import parse_location
+
+    return parse_location(location).display()
+
+
+def server_manifest(location: str) -> dict[str, Any]:
+    """The manifest stored with a server memory."""
+    manifest: dict[str, Any] = _postgres().read_server_manifest(location)
+    return manifest
+
+
+def create_server_backends(
+    location: str, *, keys: KeyRing | None, dim: int, manifest: Mapping[str, Any]
+) -> Backends:
+    """A new memory in the server schema ``location`` names, its manifest stored with it."""
+    records, vault, vectors = _postgres().create_server_stores(
+        location, keys=keys, dim=dim, manifest=manifest
+    )
+    return Backends(records, vault, vectors)
+
+
+def open_server_backends(location: str, *, keys: KeyRing | None, dim: int, read_only: bool) -> Backends:
+    records, vault, vectors = _postgres().open_server_stores(
+        location, keys=keys, dim=dim, read_only=read_only
+    )
     return Backends(records, vault, vectors)
