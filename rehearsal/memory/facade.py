@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,9 @@ class RehearsalMemory:
         resolver: Resolver | None,
     ) -> None:
         """Use :meth:`create` or :meth:`open`."""
-        self.path = opened.folder
+        # The folder, or for a server memory its URL without the password (``_location`` keeps it).
+        self.path: Path | str = opened.folder if opened.folder is not None else opened.display
+        self._location = opened.location
         self._keys = opened.keys  # kept so that readers (DataLoader workers) can open the memory by path
         self._manifest = opened.manifest
         self._records = opened.stores.records
@@ -142,6 +145,13 @@ class RehearsalMemory:
     @property
     def dim(self) -> int:
         return self._dim
+
+    @property
+    def folder(self) -> Path:
+        """The memory's folder; ConfigError for a memory on a server, which has none."""
+        if not isinstance(self.path, Path):
+            raise ConfigError(f"the memory at {self.path} lives on a server and has no folder")
+        return self.path
 
     @property
     def embedding_only(self) -> bool:
@@ -327,7 +337,7 @@ class RehearsalMemory:
         and resolver unless others are given (a DataLoader worker's own handle, say)."""
         return functools.partial(
             RehearsalMemory.open,
-            self.path,
+            self._location,
             keys=keys if keys is not None else self._keys,
             resolver=resolver if resolver is not None else self._resolver,
             read_only=True,

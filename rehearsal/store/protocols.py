@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -26,7 +26,15 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
 
-__all__ = ["KeyedStore", "RecordStore", "Sealer", "TextStore", "VectorIndex", "VectorRow"]
+__all__ = [
+    "FilteringIndex",
+    "KeyedStore",
+    "RecordStore",
+    "Sealer",
+    "TextStore",
+    "VectorIndex",
+    "VectorRow",
+]
 
 VectorRow = tuple[int, str, bytes]
 """(id, tenant, sealed vector) as the record store keeps it."""
@@ -226,5 +234,17 @@ class VectorIndex(Protocol):
         ...
 
     def close(self) -> None:
-        """Release the index's connections (the record store is closed by its owner)."""
+        """Release the index's own connections (the record store is closed by its owner)."""
+        ...
+
+
+@runtime_checkable
+class FilteringIndex(Protocol):
+    """A vector index that applies a where-filter itself, in the same query as the search (a server's),
+    instead of taking the list of allowed ids the record store computed."""
+
+    def search_where(
+        self, queries: np.ndarray, k: int, where: Where | None, *, threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As ``VectorIndex.search``, restricted to the entries ``where`` admits."""
         ...

@@ -1,14 +1,14 @@
 """The one module that names concrete backends: it opens a memory's stores from its location.
 
 A location is a folder path (or a ``file://`` URL): the embedded default, one SQLite database holding the
-records and the sealed texts, and a FAISS index that follows it. A server backend registers another
-scheme here and implements the same protocols (``rehearsal.store.protocols``); nothing above this module
-changes.
+records and the sealed texts, and a FAISS index that follows it. Or a ``postgresql://`` URL: a schema on a
+PostgreSQL server holding the records, the sealed texts and the vectors (pgvector). Each backend
+implements the same protocols (``rehearsal.store.protocols``); nothing above this module names one.
 
-The vector index is chosen apart from the records: ``vectors=None`` is the FAISS index in the folder,
-``vectors="milvus://HOST:PORT"`` a collection on a Milvus server (named from the store id). The choice is
-recorded in the record store when the memory is created, so opening finds it (``vectors=`` given again
-overrides the recorded server address, e.g. to pass credentials).
+The vector index can be chosen apart from the records: ``vectors=None`` is the default (the FAISS index in
+the folder, pgvector on PostgreSQL), ``vectors="milvus://HOST:PORT"`` a collection on a Milvus server
+(named from the store id) that follows the record store. The choice is recorded in the record store when
+the memory is created, so opening finds it (``vectors=`` given again overrides the recorded address).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 import secrets
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rehearsal._files import create_private
 from rehearsal.crypto.keys import KeyRing
@@ -25,14 +27,24 @@ from rehearsal.errors import ConfigError
 from rehearsal.store.faiss.follower import FaissVectorIndex
 from rehearsal.store.layout import DB_FILE
 from rehearsal.store.milvus.connection import SCHEMES as MILVUS_SCHEMES
-from rehearsal.store.milvus.connection import parse_location
+from rehearsal.store.milvus.connection import parse_location as parse_milvus_location
 from rehearsal.store.milvus.index import MilvusVectorIndex
 from rehearsal.store.protocols import KeyedStore, RecordStore, VectorIndex
 from rehearsal.store.sqlite.connection import connect
 from rehearsal.store.sqlite.records import Catalog
 from rehearsal.store.sqlite.texts import Vault
 
-__all__ = ["Backends", "create_backends", "folder_of", "open_backends"]
+__all__ = [
+    "Backends",
+    "create_backends",
+    "create_server_backends",
+    "folder_of",
+    "is_server",
+    "open_backends",
+    "open_server_backends",
+    "server_display",
+    "server_manifest",
+]
 
 
 @dataclass
@@ -66,7 +78,7 @@ def _vectors_meta(vectors: str | None, store_id: bytes | None) -> dict[str, str]
     name = store_id.hex() if store_id is not None else secrets.token_hex(16)
     return {
         _VECTORS_KEY: "milvus",
-        _MILVUS_LOCATION_KEY: str(parse_location(vectors)),  # no password
+        _MILVUS_LOCATION_KEY: str(parse_milvus_location(vectors)),  # no password
         _MILVUS_COLLECTION_KEY: f"rehearsal_{name}",
     }
 
@@ -78,7 +90,7 @@ def _milvus_index(
     collection = records.get_meta(_MILVUS_COLLECTION_KEY)
     if recorded is None or collection is None:
         raise ConfigError("the memory records a Milvus vector index but not where it is")
-    location = parse_location(vectors if vectors is not None else recorded)
+    location = parse_milvus_location(vectors if vectors is not None else recorded)
     return MilvusVectorIndex(location, collection, dim, records, keyed, read_only=read_only)
 
 
@@ -153,3 +165,87 @@ def open_backends(
         conn.close()
         raise
     return Backends(records, vault, index)
+
+
+# -- server memories (PostgreSQL + pgvector) ------------------------------------------------------------
+
+
+def is_server(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` names a memory on a server (a ``postgresql://`` URL) rather than a folder."""
+    text = os.fspath(location)
+    return "://" in text and urllib.parse.urlsplit(text).scheme in ("postgresql", "postgres")
+
+
+def _postgres() -> Any:
+    try:
+        from rehearsal.store.postgres import backends
+    except ImportError as exc:
+        raise ConfigError(
+            f"postgresql:// memories need the 'postgres' extra (pip install 'rehearsal[postgres]'): {exc}"
+        ) from None
+    return backends
+
+
+def server_display(location: str) -> str:
+    """The server location without its password, for messages and reprs."""
+    from rehearsal.store.postgres.connection import parse_location
+
+    return parse_location(location).display()
+
+
+def server_manifest(location: str) -> dict[str, Any]:
+    """The manifest stored with a server memory."""
+    manifest: dict[str, Any] = _postgres().read_server_manifest(location)
+    return manifest
+
+
+def create_server_backends(
+    location: str,
+    *,
+    keys: KeyRing | None,
+    dim: int,
+    manifest: Mapping[str, Any],
+    vectors: str | None = None,
+) -> Backends:
+    """A new memory in the server schema ``location`` names, its manifest stored with it."""
+    if vectors is not None:
+        _vectors_meta(vectors, None)  # a bad location is refused before anything is written
+    records, vault, index = _postgres().create_server_stores(location, keys=keys, dim=dim, manifest=manifest)
+    if vectors is None:
+        return Backends(records, vault, index)
+    try:
+        with records.transaction():
+            for key, value in _vectors_meta(vectors, vault.store_id if vault is not None else None).items():
+                records.set_meta(key, value)
+        # The server's records keep the vectors in the clear already (pgvector): nothing to seal.
+        milvus = _milvus_index(records, vectors, None, dim, read_only=False)
+        try:
+            milvus.create()
+        except BaseException:
+            milvus.close()
+            raise
+    except BaseException:
+        records.close()
+        raise
+    return Backends(records, vault, milvus)
+
+
+def open_server_backends(
+    location: str, *, keys: KeyRing | None, dim: int, read_only: bool, vectors: str | None = None
+) -> Backends:
+    records, vault, index = _postgres().open_server_stores(location, keys=keys, dim=dim, read_only=read_only)
+    try:
+        if records.get_meta(_VECTORS_KEY) != "milvus":
+            if vectors is not None:
+                raise ConfigError(f"the memory at {server_display(location)} keeps its vectors in pgvector")
+            return Backends(records, vault, index)
+        milvus = _milvus_index(records, vectors, None, dim, read_only=read_only)
+        try:
+            milvus.load()
+        except BaseException:
+            milvus.close()
+            raise
+    except BaseException:
+        records.close()
+        raise
+    return Backends(records, vault, milvus)

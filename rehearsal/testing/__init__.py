@@ -1,2 +1,1 @@
-"""Helpers for tests, benchmarks and trying things out: throwaway servers.
-Nothing in the library imports this."""
+"""Helpers for tests, benchmarks and trying things out (throwaway servers); the library never imports them."""

@@ -1,0 +1,185 @@
+"""A memory on PostgreSQL + pgvector through the public API: the same calls and guarantees as a folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from conftest import MEMORY_DIM, unit_vectors
+
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.errors import (
+    ConfigError,
+    MissingKeyError,
+    NotFoundError,
+    ReadOnlyError,
+    StoreFormatError,
+    ValidationError,
+    WrongKeyError,
+)
+from rehearsal.memory.facade import RehearsalMemory
+
+
+def _create(url: str, keys: KeyRing | None, **kw: object) -> RehearsalMemory:
+    return RehearsalMemory.create(url, keys=keys, dim=MEMORY_DIM, encoder_name="synthetic", **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def memory(postgres_url: str, keys: KeyRing) -> Iterator[RehearsalMemory]:
+    mem = _create(postgres_url, keys)
+    rng = np.random.default_rng(0)
+    for t, task in enumerate("abc"):
+        meta = [{"task": task, "label": 2 * t + (i % 2), "tags": ["odd"] if i % 2 else []} for i in range(20)]
+        texts = [f"{task} example {i}" for i in range(20)]
+        mem.add(texts, vectors=unit_vectors(rng, 20), metadata=meta, tenant="acme" if t < 2 else "globex")
+    yield mem
+    mem.close()
+
+
+def test_a_memory_is_created_and_searched_by_url(memory: RehearsalMemory) -> None:
+    assert len(memory) == 60
+    _, vectors = memory._vectors.load_all()
+    hits = memory.search_vectors(vectors[:3], k=5)
+    assert [h[0].id for h in hits] == [0, 1, 2]
+    assert hits[0][0].metadata["task"] == "a"
+    assert memory.get_texts([0, 41]) == ["a example 0", "c example 1"]
+
+
+def test_a_filter_runs_on_the_server(memory: RehearsalMemory) -> None:
+    _, vectors = memory._vectors.load_all()
+    hits = memory.search_vectors(vectors[:4], k=10, where={"task": "b", "tags": "odd"})
+    assert all(h.metadata["task"] == "b" and "odd" in h.metadata["tags"] for row in hits for h in row)
+    assert all(len(row) == 10 for row in hits)  # 10 of the task's 10 odd entries: the scan went on
+    assert memory.search_vectors(vectors[:1], k=5, where={"label": {"$in": []}}) == [[]]
+
+
+def test_delete_and_forget_remove_rows_texts_and_vectors_together(memory: RehearsalMemory) -> None:
+    memory.delete([0, 1])
+    assert memory.texts_by_id([0, 1, 2]) == {2: "a example 2"}
+    assert memory.forget(tenant="globex") == 20
+    assert len(memory) == 38
+    assert memory.ids(where={"tenant": "globex"}) == []
+    _, vectors = memory._vectors.load_all()
+    found = {h.id for row in memory.search_vectors(vectors, k=38) for h in row}
+    assert found == set(range(2, 40))
+    with pytest.raises(NotFoundError):
+        memory.get_texts([45])
+    assert memory.verify()["entries"] == 38
+
+
+def test_the_server_holds_ciphertext_only(memory: RehearsalMemory, postgres_url: str) -> None:
+    with psycopg.connect(postgres_url) as conn:
+        blobs = [bytes(r[0]) for r in conn.execute("SELECT sealed FROM rehearsal.vault_records").fetchall()]
+        wrapped = [bytes(r[0]) for r in conn.execute("SELECT wrapped FROM rehearsal.vault_keys").fetchall()]
+    assert len(blobs) == 60
+    assert not any(b"example" in blob for blob in blobs)
+    assert all(len(w) > 32 for w in wrapped)  # wrapped, not raw 32-byte data keys
+
+
+def test_a_reopened_memory_needs_its_key(memory: RehearsalMemory, postgres_url: str, keys: KeyRing) -> None:
+    memory.close()
+    with pytest.raises(MissingKeyError):
+        RehearsalMemory.open(postgres_url)
+    with pytest.raises(WrongKeyError):
+        RehearsalMemory.open(postgres_url, keys=KeyRing.generate())
+    again = RehearsalMemory.open(postgres_url, keys=keys, read_only=True)
+    try:
+        assert len(again) == 60
+        assert again.get_texts([20]) == ["b example 0"]
+        with pytest.raises(ReadOnlyError):
+            again.delete([0])
+    finally:
+        again.close()
+
+
+def test_a_reader_sees_a_writers_later_commits(memory: RehearsalMemory) -> None:
+    reader = memory.reader()()
+    try:
+        memory.add(["late"], vectors=unit_vectors(np.random.default_rng(9), 1), tenant="acme")
+        memory.forget(tenant="globex")
+        reader.refresh()
+        assert len(reader) == 41
+        assert reader.texts_by_id([60, 40]) == {60: "late"}
+    finally:
+        reader.close()
+
+
+def test_the_password_never_shows(memory: RehearsalMemory, postgres_url: str) -> None:
+    password = psycopg.conninfo.conninfo_to_dict(postgres_url)["password"]
+    assert isinstance(password, str)
+    assert password not in repr(memory)
+    assert password not in str(memory.stats())
+    assert str(memory.path).endswith("?schema=rehearsal")
+
+
+def test_one_database_holds_several_memories_by_schema(postgres_url: str, keys: KeyRing) -> None:
+    first = _create(postgres_url + "?schema=first", keys)
+    second = _create(postgres_url + "?schema=second", None, embedding_only=True)
+    try:
+        first.add(["one"], vectors=unit_vectors(np.random.default_rng(0), 1))
+        second.add(vectors=unit_vectors(np.random.default_rng(1), 2), sources=["s1", "s2"])
+        assert (len(first), len(second)) == (1, 2)
+        assert second.entries([0, 1])[1].source == "s2"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_creating_over_an_existing_memory_is_refused(memory: RehearsalMemory, postgres_url: str) -> None:
+    with pytest.raises(ValidationError, match="already exists"):
+        _create(postgres_url, KeyRing.generate())
+
+
+def test_opening_an_empty_schema_says_there_is_no_memory(postgres_url: str) -> None:
+    with pytest.raises(StoreFormatError, match="no rehearsal memory"):
+        RehearsalMemory.open(postgres_url + "?schema=nothing_here")
+
+
+def test_a_bad_schema_name_is_a_config_error(postgres_url: str) -> None:
+    with pytest.raises(ConfigError, match="schema"):
+        RehearsalMemory.open(postgres_url + "?schema=Robert%27;drop")
+
+
+def test_a_server_memory_has_no_folder(memory: RehearsalMemory) -> None:
+    with pytest.raises(ConfigError, match="no folder"):
+        _ = memory.folder
+    assert memory.stats()["files"] == {}
+
+
+def test_filters_select_what_sqlite_selects(memory: RehearsalMemory, tmp_path: Path, keys: KeyRing) -> None:
+    """The same entries in both backends; every filter kind must pick the same ids."""
+    local = RehearsalMemory.create(tmp_path / "m", keys=keys, dim=MEMORY_DIM, encoder_name="synthetic")
+    rng = np.random.default_rng(0)
+    for t, task in enumerate("abc"):
+        meta = [{"task": task, "label": 2 * t + (i % 2), "tags": ["odd"] if i % 2 else []} for i in range(20)]
+        texts = [f"{task} example {i}" for i in range(20)]
+        local.add(texts, vectors=unit_vectors(rng, 20), metadata=meta, tenant="acme" if t < 2 else "globex")
+    extra = [{"label": "cat", "task": "7"}, {}]  # a named label; no task or label at all
+    local.add(["named", "bare"], vectors=unit_vectors(rng, 2), metadata=extra)
+    memory.add(["named", "bare"], vectors=unit_vectors(rng, 2), metadata=extra)
+    filters = [
+        {"task": "b"},
+        {"task": {"$ne": "b"}},
+        {"task": 7},
+        {"label": {"$in": [1, "cat"]}},
+        {"label": {"$nin": [0, 1, 2]}},
+        {"label": {"$gte": 2, "$lt": 4}},
+        {"label": "cat"},
+        {"tags": "odd", "tenant": "globex"},
+        {"tags": {"$nin": ["odd"]}},
+        {"id": {"$gt": 50}},
+        {"id": {"$in": [1, 5, 99]}},
+        {"id": {"$nin": [1, 5]}},
+        {"tenant": {"$in": []}},
+        {"task": {"$nin": []}},
+    ]
+    try:
+        for where in filters:
+            assert memory.ids(where=where) == local.ids(where=where), where
+        assert memory.group_ids("label") == local.group_ids("label")
+        assert memory.stats()["tasks"] == local.stats()["tasks"]
+    finally:
+        local.close()
