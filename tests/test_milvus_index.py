@@ -37,10 +37,19 @@ def _metadata(i: int) -> dict[str, Any]:
     return meta
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the records live: a folder (SQLite) or a database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "m")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
-def memory(tmp_path: Path, keys: KeyRing, milvus_url: str) -> Iterator[rh.RehearsalMemory]:
+def memory(location: str, keys: KeyRing, milvus_url: str) -> Iterator[rh.RehearsalMemory]:
     mem = rh.RehearsalMemory.create(
-        tmp_path / "m", keys=keys, dim=MEMORY_DIM, encoder_name="synthetic", vectors=milvus_url
+        location, keys=keys, dim=MEMORY_DIM, encoder_name="synthetic", vectors=milvus_url
     )
     rng = np.random.default_rng(0)
     for tenant, start in (("acme", 0), ("globex", 30)):
@@ -174,10 +183,10 @@ def test_a_reader_sees_what_the_writer_published_up_to_its_own_view(memory: rh.R
 
 
 def test_opening_finds_the_recorded_server_and_refuses_a_mismatch(
-    memory: rh.RehearsalMemory, tmp_path: Path, keys: KeyRing, milvus_url: str
+    memory: rh.RehearsalMemory, location: str, tmp_path: Path, keys: KeyRing, milvus_url: str
 ) -> None:
     memory.close()
-    again = rh.RehearsalMemory.open(tmp_path / "m", keys=keys)
+    again = rh.RehearsalMemory.open(location, keys=keys)
     try:
         assert again.stats()["index_spec"].startswith("Milvus")
         assert len(again) == 60
@@ -231,7 +240,7 @@ def test_not_equal_counts_a_missing_task_or_label_explicitly() -> None:
 
 
 def test_a_collection_ahead_of_restored_records_is_rebuilt_from_them(
-    memory: rh.RehearsalMemory, tmp_path: Path, keys: KeyRing
+    memory: rh.RehearsalMemory, location: str, keys: KeyRing
 ) -> None:
     index = _milvus(memory)
     vector = unit_vectors(np.random.default_rng(6), 1)[0]
@@ -253,7 +262,7 @@ def test_a_collection_ahead_of_restored_records_is_rebuilt_from_them(
     )
     index._publish(50)
     memory.close()
-    again = rh.RehearsalMemory.open(tmp_path / "m", keys=keys)
+    again = rh.RehearsalMemory.open(location, keys=keys)
     try:
         assert _milvus(again).ids().tolist() == list(range(60))
         assert again.generation == again._records.generation
