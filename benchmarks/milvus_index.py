@@ -1,10 +1,11 @@
-"""The Milvus vector index beside the embedded FAISS one, on the same memory (SQLite records, encrypted).
+"""The Milvus vector index beside the embedded FAISS one: SQLite+FAISS, SQLite+Milvus, PostgreSQL+Milvus.
 
 For each backend: ingest rate (``memory.add`` in batches, sealed text and vectors), filtered search
 latency for 32 queries top-10 with a 5%-selective filter (one ``search_vectors`` call; median of 5),
 recall@10 of that search against exact filtered search, and the time to open the memory again. Milvus
 here is milvus-lite started by ``rehearsal.testing.milvus`` on 127.0.0.1 and reached by URI, the code path
 of a Milvus cluster; milvus-lite is a pure-Python engine, so its speed says nothing about a real server.
+PostgreSQL is a throwaway server from ``rehearsal.testing.postgres`` (fsync on).
 
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python benchmarks/milvus_index.py --n 20000
 """
@@ -12,9 +13,11 @@ of a Milvus cluster; milvus-lite is a pure-Python engine, so its speed says noth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +27,38 @@ from _report import print_and_save  # benchmarks/ is on sys.path when run as a s
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.testing.milvus import start_milvus
+from rehearsal.testing.postgres import start_postgres
 
 HERE = Path(__file__).resolve().parent
 DIM = 384
 TASKS = 20  # task "t{i % 20}": each task is 5% of the memory
 QUERIES = 32
 K = 10
+
+
+@contextlib.contextmanager
+def sqlite_faiss(workdir: Path) -> Iterator[tuple[str, str | None]]:
+    yield str(workdir / "memory"), None
+
+
+@contextlib.contextmanager
+def sqlite_milvus(workdir: Path) -> Iterator[tuple[str, str | None]]:
+    with start_milvus(workdir / "milvus-data") as milvus:
+        yield str(workdir / "memory"), milvus.url
+
+
+@contextlib.contextmanager
+def postgres_milvus(workdir: Path) -> Iterator[tuple[str, str | None]]:
+    with start_postgres(fsync=True) as postgres, start_milvus(workdir / "milvus-data") as milvus:
+        yield postgres.create_database("bench"), milvus.url
+
+
+# name -> a context that yields (where the records go, where the vectors go)
+BACKENDS: dict[str, Callable[[Path], contextlib.AbstractContextManager[tuple[str, str | None]]]] = {
+    "sqlite+faiss": sqlite_faiss,
+    "sqlite+milvus": sqlite_milvus,
+    "postgresql+milvus": postgres_milvus,
+}
 
 
 def clustered(rng: np.random.Generator, n: int, clusters: int) -> np.ndarray:
@@ -47,10 +76,10 @@ def exact_filtered(queries: np.ndarray, data: np.ndarray, allowed: np.ndarray, k
 
 
 def measure(
-    folder: Path, keys: KeyRing, data: np.ndarray, batch: int, vectors: str | None, rng: np.random.Generator
+    location: str, keys: KeyRing, data: np.ndarray, batch: int, vectors: str | None, rng: np.random.Generator
 ) -> dict[str, Any]:
     n = len(data)
-    memory = RehearsalMemory.create(folder, keys=keys, dim=DIM, encoder_name="synthetic", vectors=vectors)
+    memory = RehearsalMemory.create(location, keys=keys, dim=DIM, encoder_name="synthetic", vectors=vectors)
     start = time.perf_counter()
     for lo in range(0, n, batch):
         hi = min(n, lo + batch)
@@ -63,7 +92,7 @@ def measure(
     memory.close()
 
     start = time.perf_counter()
-    memory = RehearsalMemory.open(folder, keys=keys, vectors=vectors)
+    memory = RehearsalMemory.open(location, keys=keys, vectors=vectors)
     open_s = time.perf_counter() - start
     try:
         picks = rng.choice(n, QUERIES, replace=False)
@@ -97,22 +126,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000, help="entries in the memory")
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--clusters", type=int, default=200)
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated names")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "milvus_index.json")
     args = parser.parse_args()
 
     data = clustered(np.random.default_rng(0), args.n, args.clusters)
     keys = KeyRing.generate()
     result: dict[str, Any] = {"n": args.n, "dim": DIM, "filter_share": 1 / TASKS, "queries": QUERIES, "k": K}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        for name, url in (("faiss", None), ("milvus_lite", "server")):
-            if url is None:
-                figures = measure(root / name, keys, data, args.batch, None, np.random.default_rng(1))
-            else:
-                with start_milvus(root / "milvus-data") as server:
-                    rng = np.random.default_rng(1)
-                    figures = measure(root / name, keys, data, args.batch, server.url, rng)
-            result.update({f"{name}.{key}": value for key, value in figures.items()})
+    for name in args.backends.split(","):
+        with tempfile.TemporaryDirectory() as tmp, BACKENDS[name](Path(tmp)) as (location, vectors):
+            row = measure(location, keys, data, args.batch, vectors, np.random.default_rng(1))
+        print(name, row, flush=True)
+        result.update({f"{name}.{key}": value for key, value in row.items()})
     print_and_save(result, args.out)
 
 
