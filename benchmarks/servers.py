@@ -67,7 +67,8 @@ def exact(queries: np.ndarray, data: np.ndarray, ids: np.ndarray, k: int) -> lis
 
 
 def recall(hits: list[list[Any]], truth: list[set[int]]) -> float:
-    return float(np.mean([len({h.id for h in row} & want) / len(want) for row, want in zip(hits, truth)]))
+    found = [len({h.id for h in row} & want) / len(want) for row, want in zip(hits, truth, strict=True)]
+    return float(np.mean(found))
 
 
 def measure(name: str, location: str, data: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
