@@ -141,6 +141,7 @@ def test_a_connection_dropped_inside_a_transaction_commits_nothing(
 
 
 def test_an_unreachable_server_is_a_clear_error() -> None:
-    with pytest.raises(StorageError, match="cannot connect to postgresql://postgres@127.0.0.1:1/x") as caught:
+    where = r"cannot connect to postgresql://postgres@127\.0\.0\.1:1/x"
+    with pytest.raises(StorageError, match=where) as caught:
         RehearsalMemory.open("postgresql://postgres:secret@127.0.0.1:1/x", keys=KeyRing.generate())
     assert "secret" not in str(caught.value)
