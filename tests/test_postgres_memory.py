@@ -183,3 +183,34 @@ def test_filters_select_what_sqlite_selects(memory: RehearsalMemory, tmp_path: P
         assert memory.stats()["tasks"] == local.stats()["tasks"]
     finally:
         local.close()
+
+
+def test_the_hnsw_index_is_built_at_checkpoint_and_keeps_filtered_search_full(
+    postgres_url: str, keys: KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rehearsal.store.postgres.vectors.INDEX_AT", 500)
+    rng = np.random.default_rng(3)
+    mem = _create(postgres_url, keys)
+    try:
+        n = 3000
+        meta = [{"tags": ["rare"] if i % 100 == 0 else []} for i in range(n)]  # 1%: 30 entries
+        mem.add([f"t{i}" for i in range(n)], vectors=unit_vectors(rng, n), metadata=meta)
+        assert "exact" in mem.stats()["index_spec"]
+        mem.checkpoint()
+        assert "HNSW" in mem.stats()["index_spec"]
+        _, vectors = mem._vectors.load_all()
+        assert [row[0].id for row in mem.search_vectors(vectors[:5], k=3)] == [0, 1, 2, 3, 4]
+        # 30 matching of 3000: an HNSW scan that stopped at its ef_search candidates would find ~1 per query.
+        # At this size the planner would rather scan the table; at scale it takes the index, as here.
+        mem._records.conn.execute("SET enable_seqscan = off")
+        plan = mem._records.conn.execute(
+            "EXPLAIN SELECT id FROM entries WHERE tags && %s::text[] ORDER BY embedding <#> %s LIMIT 10",
+            (["rare"], vectors[0]),
+        ).fetchall()
+        assert "entries_embedding" in str(plan)
+        hits = mem.search_vectors(unit_vectors(rng, 8), k=10, where={"tags": "rare"})
+        assert all(len(row) == 10 and all("rare" in h.metadata["tags"] for h in row) for row in hits)
+        mem.add(["late"], vectors=unit_vectors(rng, 1), metadata=[{"tags": ["rare"]}])  # into the graph
+        assert mem.ids(where={"tags": "rare"})[-1] == n
+    finally:
+        mem.close()

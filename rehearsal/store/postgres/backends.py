@@ -10,7 +10,7 @@ from rehearsal.store.postgres.connection import ServerConnection, connect, parse
 from rehearsal.store.postgres.records import ServerRecords
 from rehearsal.store.postgres.schema import create_schema, read_manifest_row
 from rehearsal.store.postgres.texts import ServerVault
-from rehearsal.store.postgres.vectors import PgVectorIndex, create_vector_index
+from rehearsal.store.postgres.vectors import PgVectorIndex
 
 __all__ = ["ServerStores", "create_server_stores", "open_server_stores", "read_server_manifest"]
 
@@ -26,7 +26,6 @@ def create_server_stores(
     try:
         with server_errors(f"creating a memory at {where.display()}"), conn.raw.transaction():
             create_schema(conn, dim=dim, manifest=manifest, vault=keys is not None)
-            create_vector_index(conn)
             if keys is not None:
                 ServerVault.create(conn, keys)
         conn.close()
@@ -44,6 +43,8 @@ def open_server_stores(location: str, *, keys: KeyRing | None, dim: int, read_on
         vault = ServerVault.attach(conn, keys) if keys is not None else None
         vectors = PgVectorIndex(records)
         vectors.load()
+        if not read_only:
+            vectors.rebuild_if_outgrown()
     except BaseException:
         conn.close()
         raise
