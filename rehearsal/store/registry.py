@@ -233,11 +233,16 @@ def create_server_backends(
 def open_server_backends(
     location: str, *, keys: KeyRing | None, dim: int, read_only: bool, vectors: str | None = None
 ) -> Backends:
-    records, vault, index = _postgres().open_server_stores(location, keys=keys, dim=dim, read_only=read_only)
+    # pgvector's index is built only for a memory that searches it (not one whose vectors are in Milvus).
+    records, vault, index = _postgres().open_server_stores(
+        location, keys=keys, dim=dim, read_only=read_only, build_index=False
+    )
     try:
         if records.get_meta(_VECTORS_KEY) != "milvus":
             if vectors is not None:
                 raise ConfigError(f"the memory at {server_display(location)} keeps its vectors in pgvector")
+            if not read_only:
+                index.rebuild_if_outgrown()
             return Backends(records, vault, index)
         milvus = _milvus_index(records, vectors, None, dim, read_only=read_only)
         try:

@@ -35,15 +35,18 @@ def create_server_stores(
     return open_server_stores(location, keys=keys, dim=dim, read_only=False)
 
 
-def open_server_stores(location: str, *, keys: KeyRing | None, dim: int, read_only: bool) -> ServerStores:
-    """The stores of an existing server memory, on one connection."""
+def open_server_stores(
+    location: str, *, keys: KeyRing | None, dim: int, read_only: bool, build_index: bool = True
+) -> ServerStores:
+    """The stores of an existing server memory, on one connection. ``build_index=False`` leaves pgvector's
+    HNSW index unbuilt (for a caller that may search another vector index instead)."""
     conn = connect(parse_location(location), read_only=read_only)
     try:
         records = ServerRecords(conn, dim)
         vault = ServerVault.attach(conn, keys) if keys is not None else None
         vectors = PgVectorIndex(records)
         vectors.load()
-        if not read_only:
+        if not read_only and build_index:
             vectors.rebuild_if_outgrown()
     except BaseException:
         conn.close()
