@@ -143,7 +143,11 @@ class MilvusVectorIndex:
             metric_type="IP",
             params={"M": _HNSW_M, "efConstruction": _HNSW_EF_CONSTRUCTION},
         )
-        self._client.create_collection(self.collection, schema=schema, index_params=index)
+        # Strong consistency: an acknowledged add is searchable, and a deleted id gone, at once (Milvus's
+        # default, Bounded, lets a search miss the last few seconds of writes).
+        self._client.create_collection(
+            self.collection, schema=schema, index_params=index, consistency_level="Strong"
+        )
 
     def _server_generation(self) -> int | None:
         """The generation the writer last published (None: the collection is missing)."""
