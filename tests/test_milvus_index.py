@@ -269,10 +269,3 @@ def test_a_collection_ahead_of_restored_records_is_rebuilt_from_them(
         assert again.verify()["entries"] == 60
     finally:
         again.close()
-
-
-def test_the_collection_is_created_with_strong_consistency(memory: rh.RehearsalMemory) -> None:
-    # milvus-lite reads its own writes anyway; a Milvus server's default (Bounded) would let a search right
-    # after an acknowledged add miss it, so the level is asked for explicitly.
-    index = _milvus(memory)
-    assert index._client.describe_collection(index.collection)["consistency_level_name"] == "Strong"
