@@ -68,6 +68,7 @@ def test_delete_and_forget_remove_rows_texts_and_vectors_together(memory: Rehear
     with pytest.raises(NotFoundError):
         memory.get_texts([45])
     assert memory.verify()["entries"] == 38
+    assert memory._records.count() == len(memory.ids()) == 38  # the kept count follows every commit
 
 
 def test_the_server_holds_ciphertext_only(memory: RehearsalMemory, postgres_url: str) -> None:

@@ -147,11 +147,18 @@ class ServerRecords:
                             now,
                         )
                     )
+        self._count_by(len(ids))
+
+    def _count_by(self, delta: int) -> None:
+        self.conn.execute(
+            "UPDATE mem_meta SET value = (value::bigint + %s)::text WHERE key = 'count'", (delta,)
+        )
 
     @mapped("committing to the memory")
     def remove(self, ids: Sequence[int], *, generation: int) -> None:
         id_list = list(ids)
-        self.conn.execute("DELETE FROM entries WHERE id = ANY(%s)", (id_list,))
+        removed = self.conn.execute("DELETE FROM entries WHERE id = ANY(%s)", (id_list,)).rowcount
+        self._count_by(-removed)
         self.conn.execute(
             "INSERT INTO removed (id, gen) SELECT unnest(%s::bigint[]), %s"
             " ON CONFLICT (id) DO UPDATE SET gen = excluded.gen",
@@ -255,7 +262,7 @@ class ServerRecords:
 
     @mapped("reading the memory")
     def count(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+        return int(self.get_meta("count", "0") or 0)
 
     @mapped("reading the memory")
     def counts_by(self, column: str) -> dict[str, int]:
