@@ -63,9 +63,23 @@ class ServerRecords:
     def read_view(self) -> AbstractContextManager[None]:
         return self.conn.snapshot()
 
+    @mapped("compacting the memory")
     def compact(self) -> None:
-        """Nothing to do at once: the server's VACUUM reclaims removed rows (their text stays sealed under
-        a destroyed key, and their vectors are gone from the table)."""
+        """VACUUM the tables after a tenant was forgotten: its removed rows (vectors in the clear, texts
+        under a destroyed key) stop being readable from the table files' dead tuples. Their bytes can
+        still sit in free space, the WAL and backups until overwritten (see the README)."""
+        if self.conn.read_only or self.conn.in_transaction():
+            return  # VACUUM cannot run inside a transaction
+        for table in ("entries", "removed", "vault_records") if self._has_vault() else ("entries", "removed"):
+            self.conn.execute(f"VACUUM {table}")
+
+    def _has_vault(self) -> bool:
+        found = self.conn.execute(
+            "SELECT 1 FROM information_schema.tables"
+            " WHERE table_schema = %s AND table_name = 'vault_records'",
+            (self.conn.location.schema,),
+        ).fetchone()
+        return found is not None
 
     def close(self) -> None:
         self.conn.close()
