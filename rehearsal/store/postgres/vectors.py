@@ -46,11 +46,15 @@ class PgVectorIndex:
         self.records = records
         self.conn = records.conn
         self.dim = records.dim
-        self.generation = 0
-        self._count = 0
         self._dropped: set[int] = set()  # erased upstream while this handle was read-only
         self._configured = False
         self.indexed = False  # whether the HNSW index exists (checked at load and catch-up)
+
+    @property
+    def generation(self) -> int:
+        """The server's generation, read live: there is no copy to fall behind, and several writers on
+        several nodes each see the others' commits at once."""
+        return self.records.generation
 
     @property
     def spec(self) -> str:
@@ -64,7 +68,7 @@ class PgVectorIndex:
             self._configured = True
 
     def __len__(self) -> int:
-        return self._count
+        return self.records.count()
 
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
         """The raw float32 rows: the server keeps vectors in the clear (it searches them)."""
@@ -72,10 +76,7 @@ class PgVectorIndex:
 
     @mapped("opening the vector index")
     def load(self) -> None:
-        with self.conn.snapshot():
-            self.generation = self.records.generation
-            self._count = self.records.count()
-            self.indexed = self._has_index()
+        self.indexed = self._has_index()
         self._configure()
 
     def _has_index(self) -> bool:
@@ -87,15 +88,12 @@ class PgVectorIndex:
 
     @mapped("reading the memory")
     def catch_up(self) -> None:
-        generation = self.records.generation
-        if generation != self.generation:
-            self._count = self.records.count()
-            self.generation = generation
+        """Nothing to replay (the server is the index); notice an index another process built."""
+        if not self.indexed:
             self.indexed = self._has_index()
 
     def applied(self, generation: int, evict: list[int], ids: list[int], vectors: np.ndarray | None) -> None:
-        self._count += len(ids) - len(evict)
-        self.generation = generation
+        """Nothing to follow: the commit changed the searched table itself."""
 
     def drop(self, ids: Sequence[int]) -> None:
         self._dropped.update(int(i) for i in ids)
@@ -103,7 +101,7 @@ class PgVectorIndex:
     @mapped("building the vector index")
     def rebuild_if_outgrown(self) -> bool:
         """Build the HNSW index once the memory holds ``INDEX_AT`` entries (it then grows in place)."""
-        if self.indexed or self.conn.read_only or self._count < INDEX_AT:
+        if self.indexed or self.conn.read_only or self.records.count() < INDEX_AT:
             return False
         # Writers wait for the build (CREATE INDEX locks out writes, not reads); it runs once per memory.
         self.conn.execute(f"SET maintenance_work_mem = '{_BUILD_MEMORY}'")
