@@ -114,8 +114,10 @@ class PgVectorIndex:
         return True
 
     def checkpoint(self, *, force: bool = False) -> None:
-        """Every committed vector is already durable on the server; only the index may be due."""
-        self.rebuild_if_outgrown()
+        """Every committed vector is already durable on the server; only the index may be due (not on a
+        connection the server already dropped: closing that handle must not fail for want of an index)."""
+        if not self.conn.raw.closed:
+            self.rebuild_if_outgrown()
 
     def search(
         self,
