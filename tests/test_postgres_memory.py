@@ -68,6 +68,7 @@ def test_delete_and_forget_remove_rows_texts_and_vectors_together(memory: Rehear
     with pytest.raises(NotFoundError):
         memory.get_texts([45])
     assert memory.verify()["entries"] == 38
+    assert memory._records.count() == len(memory.ids()) == 38  # the kept count follows every commit
 
 
 def test_the_server_holds_ciphertext_only(memory: RehearsalMemory, postgres_url: str) -> None:
@@ -214,3 +215,36 @@ def test_the_hnsw_index_is_built_at_checkpoint_and_keeps_filtered_search_full(
         assert mem.ids(where={"tags": "rare"})[-1] == n
     finally:
         mem.close()
+
+
+def test_two_writers_on_one_memory_see_each_others_commits(memory: RehearsalMemory, keys: KeyRing) -> None:
+    other = RehearsalMemory.open(memory._location, keys=keys)  # a second writer: the server orders them
+    try:
+        rng = np.random.default_rng(5)
+        mine = memory.add(["mine"], vectors=unit_vectors(rng, 1), metadata=[{"task": "z"}])
+        theirs = other.add(["theirs"], vectors=unit_vectors(rng, 1), metadata=[{"task": "z"}])
+        assert theirs[0] == mine[0] + 1  # ids are allocated once across writers
+        assert memory.generation == other.generation
+        assert len(memory) == len(other) == 62
+        assert memory.ids(where={"task": "z"}) == [*mine, *theirs]
+        assert memory.get_texts(theirs) == ["theirs"]
+    finally:
+        other.close()
+
+
+def test_upsert_replaces_by_external_id_on_the_server(memory: RehearsalMemory) -> None:
+    rng = np.random.default_rng(6)
+    meta = [{"doc": "a-1"}, {"doc": 7}]
+    first, _ = memory.upsert(["one", "two"], key="doc", metadata=meta, vectors=unit_vectors(rng, 2))
+    again, replaced = memory.upsert(
+        ["one v2", "seven as text"],
+        key="doc",
+        metadata=[{"doc": "a-1"}, {"doc": "7"}],
+        vectors=unit_vectors(rng, 2),
+    )
+    assert replaced == [first[0]]  # "7" is not 7: the int-keyed record stays
+    assert memory.texts_by_id([*first, *again]) == {
+        first[1]: "two",
+        again[0]: "one v2",
+        again[1]: "seven as text",
+    }

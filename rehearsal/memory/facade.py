@@ -11,6 +11,9 @@ On disk a memory is one folder (see ``indexes/README.md``)::
 An add is acknowledged only after its SQLite transaction committed with full fsync; the index snapshot is
 rewritten only on ``checkpoint()``/``close()``, after an index rebuild, or once the un-snapshotted delta
 outgrows the snapshot, so no add rewrites the whole index. Opening replays the delta from SQLite.
+
+A memory can also live on a PostgreSQL server with pgvector (``create``/``open`` a ``postgresql://`` URL):
+the same calls, records, sealed texts and vectors in one schema, no folder and no writer lock.
 """
 
 from __future__ import annotations
@@ -104,7 +107,8 @@ class RehearsalMemory:
         resolver: Resolver | None = None,
         vectors: str | None = None,
     ) -> RehearsalMemory:
-        """Create an empty memory in ``path`` (a new or empty folder).
+        """Create an empty memory in ``path`` (a new or empty folder, or a ``postgresql://`` URL whose
+        schema does not exist yet).
 
         Text is always encrypted: a memory that stores text needs ``keys``. An embedding-only memory stores
         no text; with ``keys`` its vectors are sealed too, without them they sit in plain bytes on disk.

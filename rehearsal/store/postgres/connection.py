@@ -28,7 +28,6 @@ __all__ = [
     "QmarkConnection",
     "ServerConnection",
     "connect",
-    "is_server_location",
     "parse_location",
     "server_errors",
 ]
@@ -38,10 +37,6 @@ DEFAULT_SCHEMA = "rehearsal"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def is_server_location(location: str) -> bool:
-    return urllib.parse.urlsplit(location).scheme in SCHEMES if "://" in location else False
 
 
 @dataclass(frozen=True)

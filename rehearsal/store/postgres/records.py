@@ -63,9 +63,23 @@ class ServerRecords:
     def read_view(self) -> AbstractContextManager[None]:
         return self.conn.snapshot()
 
+    @mapped("compacting the memory")
     def compact(self) -> None:
-        """Nothing to do at once: the server's VACUUM reclaims removed rows (their text stays sealed under
-        a destroyed key, and their vectors are gone from the table)."""
+        """VACUUM the tables after a tenant was forgotten: its removed rows (vectors in the clear, texts
+        under a destroyed key) stop being readable from the table files' dead tuples. Their bytes can
+        still sit in free space, the WAL and backups until overwritten (see the README)."""
+        if self.conn.read_only or self.conn.in_transaction():
+            return  # VACUUM cannot run inside a transaction
+        for table in ("entries", "removed", "vault_records") if self._has_vault() else ("entries", "removed"):
+            self.conn.execute(f"VACUUM {table}")
+
+    def _has_vault(self) -> bool:
+        found = self.conn.execute(
+            "SELECT 1 FROM information_schema.tables"
+            " WHERE table_schema = %s AND table_name = 'vault_records'",
+            (self.conn.location.schema,),
+        ).fetchone()
+        return found is not None
 
     def close(self) -> None:
         self.conn.close()
@@ -147,11 +161,18 @@ class ServerRecords:
                             now,
                         )
                     )
+        self._count_by(len(ids))
+
+    def _count_by(self, delta: int) -> None:
+        self.conn.execute(
+            "UPDATE mem_meta SET value = (value::bigint + %s)::text WHERE key = 'count'", (delta,)
+        )
 
     @mapped("committing to the memory")
     def remove(self, ids: Sequence[int], *, generation: int) -> None:
         id_list = list(ids)
-        self.conn.execute("DELETE FROM entries WHERE id = ANY(%s)", (id_list,))
+        removed = self.conn.execute("DELETE FROM entries WHERE id = ANY(%s)", (id_list,)).rowcount
+        self._count_by(-removed)
         self.conn.execute(
             "INSERT INTO removed (id, gen) SELECT unnest(%s::bigint[]), %s"
             " ON CONFLICT (id) DO UPDATE SET gen = excluded.gen",
@@ -255,7 +276,7 @@ class ServerRecords:
 
     @mapped("reading the memory")
     def count(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+        return int(self.get_meta("count", "0") or 0)
 
     @mapped("reading the memory")
     def counts_by(self, column: str) -> dict[str, int]:

@@ -38,16 +38,21 @@ def _clause(condition: Condition) -> tuple[str, list[Any]]:
         return ("FALSE" if op == "in" else "TRUE"), []
     if field == "id":
         return ("(id = ANY(%s))" if op == "in" else "(id <> ALL(%s))"), [values]
+    # A positive test stays bare, so the planner can use the column's index and estimate how many rows
+    # match (then a selective filter is answered exactly from the index, not by the HNSW graph). Negated,
+    # COALESCE makes a NULL task or label (or an empty array) "not one of them" rather than unknown.
     if field == "label":
         ints = [v for v in values if isinstance(v, int)]
         names = [v for v in values if isinstance(v, str)]
-        # COALESCE: a NULL label (or an empty array) is "not one of them", never an unknown.
+        if op == "in":
+            return "(label_int = ANY(%s) OR label_text = ANY(%s))", [ints, names]
         test = "(COALESCE(label_int = ANY(%s), FALSE) OR COALESCE(label_text = ANY(%s), FALSE))"
-        return (test if op == "in" else f"(NOT {test})"), [ints, names]
+        return f"(NOT {test})", [ints, names]
     texts = [str(v) for v in values]
     if field == "tags":
         test = "(tags && %s::text[])"
         return (test if op == "in" else f"(NOT {test})"), [texts]
     # task or tenant
-    test = f"COALESCE({field} = ANY(%s::text[]), FALSE)"
-    return (f"({test})" if op == "in" else f"(NOT {test})"), [texts]
+    if op == "in":
+        return f"({field} = ANY(%s::text[]))", [texts]
+    return f"(NOT COALESCE({field} = ANY(%s::text[]), FALSE))", [texts]
