@@ -77,7 +77,7 @@ def create_parts(
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, OWNER_ONLY_DIR)  # the memory's own folder, whatever the umask (its parents keep theirs)
     manifest = new_manifest(embedding_only=embedding_only, encrypted=keys is not None, encoder=identity)
-    stores = create_backends(folder, keys=keys, dim=identity[1], vectors=vectors)
+    stores = create_backends(folder, keys=keys, dim=identity[1], vectors=vectors, manifest=manifest)
     return Opened(folder, manifest, stores, keys, acquire_writer_lock(folder), os.fspath(location), vectors)
 
 
@@ -106,7 +106,9 @@ def open_parts(
         if lock_fd is not None:
             remove_stale_temps(folder)
         dim = int(manifest["encoder"]["dim"])
-        stores = open_backends(folder, keys=keys, dim=dim, read_only=read_only, vectors=vectors)
+        stores = open_backends(
+            folder, keys=keys, dim=dim, read_only=read_only, vectors=vectors, manifest=manifest
+        )
     except BaseException:
         if lock_fd is not None:
             os.close(lock_fd)

@@ -5,6 +5,11 @@ The record store is the source of truth; the in-process FAISS index follows it g
 and ``index.snap`` is the index at a known generation so that opening only replays what was committed
 after it. In encrypted stores each vector is sealed with its tenant's data key (embeddings can be
 inverted back into text) and the snapshot with the store's internal ``_system`` key.
+
+Vectors rest as float16 (format 2; format 1 kept float32; see :mod:`rehearsal.store.vectors_at_rest`):
+half the bytes, and the index's own fp16 codes already showed the rounding costs no recall. Every handle
+searches the rounded, re-normalised vectors, the writer that added them included, so a reopened memory
+answers exactly as the handle that wrote it.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from rehearsal.errors import IntegrityError
 from rehearsal.store.faiss.index import VectorIndex, faiss_threads
 from rehearsal.store.faiss.snapshot import read_snapshot, write_snapshot
-from rehearsal.store.protocols import RecordStore, Sealer
-from rehearsal.store.vectors_at_rest import open_vector_rows, seal_vectors
+from rehearsal.store.protocols import ERASE_META_KEY, RecordStore, Sealer
+from rehearsal.store.vectors_at_rest import FLOAT16, as_stored, open_vector_rows, seal_vectors
 
 __all__ = ["SNAPSHOT_FILE", "SYSTEM_TENANT", "FaissVectorIndex"]
 
 SNAPSHOT_FILE = "index.snap"
 SYSTEM_TENANT = "_system"
+
 # A snapshot is rewritten once this many entries (or the whole index, if larger) wait in the delta.
 _DELTA_SNAPSHOT_MIN = 50_000
 
@@ -42,11 +49,11 @@ class FaissVectorIndex:
 
     # -- vectors at rest ---------------------------------------------------------------------------
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
-        return seal_vectors(self.vault, tenant, ids, vectors)
+        return seal_vectors(self.vault, tenant, ids, vectors, dtype=FLOAT16)
 
     def open_rows(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
         """Decode catalog rows (id, tenant, blob) into (ids, vectors), unsealing tenant by tenant."""
-        return open_vector_rows(self.vault, rows, self.dim)
+        return open_vector_rows(self.vault, rows, self.dim, dtype=FLOAT16)
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector, authenticated, in id order."""
@@ -59,7 +66,7 @@ class FaissVectorIndex:
         if evict:
             self.index.remove(np.asarray(evict, dtype=np.int64))
         if ids and vectors is not None:
-            self.index.add(vectors, np.asarray(ids, dtype=np.int64))
+            self.index.add(as_stored(vectors, FLOAT16), np.asarray(ids, dtype=np.int64))
         self._after_growth()
 
     def rebuild_if_outgrown(self) -> bool:
@@ -156,9 +163,28 @@ class FaissVectorIndex:
                 return vault.open_sealed(SYSTEM_TENANT, gen, payload, purpose="index")
 
             gen, payload = read_snapshot(snapshot, unseal if vault is not None else None)
+            committed = self.records.generation
+            if gen > committed:
+                raise IntegrityError(
+                    f"the index snapshot is at generation {gen} but the database only at {committed}:"
+                    " committed transactions are missing from the database"
+                )
             self.index = VectorIndex.from_bytes(payload, authenticated=vault is not None)
             self.generation = self.snapshot_generation = gen
         else:
             # A lost snapshot is recoverable: SQLite holds every vector.
             self.generation = self.snapshot_generation = -1
         self.catch_up()
+        # The snapshot plus the replayed delta must be exactly the catalog: a row whose generation was
+        # edited below the snapshot's would otherwise be skipped by the replay without a word.
+        if len(self.index) != self.records.count():
+            raise IntegrityError(
+                f"the index holds {len(self.index)} vectors after replay but the catalog"
+                f" {self.records.count()} entries: the snapshot or the catalog's generations were altered"
+            )
+
+    def holds_erased(self) -> bool:
+        """Whether ``index.snap`` predates the last forget, i.e. may still hold a forgotten tenant's vectors
+        (a forget killed between its commit and its snapshot rewrite)."""
+        erased = int(self.records.get_meta(ERASE_META_KEY, "-1") or -1)
+        return self.snapshot_generation < erased

@@ -12,6 +12,14 @@ insert: inserting an id that is already there duplicates it in Milvus. Readers n
 they search what the writer published, up to their own generation, and every hit is checked against the
 record store, so an id the records no longer hold is never returned.
 
+A forget deletes the tenant's vectors and then asks Milvus to compact them out of its segments, and records
+the forget's generation in the collection when it has (the record store's ``ERASE_META_KEY`` mark, like
+the FAISS snapshot's rewrite): a writer killed in between leaves a collection that ``holds_erased``, and the
+next writer's open deletes and compacts again.
+
+The collection holds the vectors as they rest in the record store (``at_rest``: float16 in the embedded
+catalog since its format 2, float32 in a server's records), so every handle searches the same values.
+
 In the server the vectors are stored in the clear (Milvus must compute with them); the record store's
 copy stays sealed, and the texts never leave the text store.
 """
@@ -26,14 +34,15 @@ import numpy as np
 from rehearsal.errors import ConfigError, DimensionMismatchError, StorageError, ValidationError
 from rehearsal.store.milvus.connection import MilvusLocation, connect, milvus_errors
 from rehearsal.store.milvus.expr import NOTHING, compile_where, digest, id_list
-from rehearsal.store.protocols import RecordStore, Sealer
+from rehearsal.store.protocols import ERASE_META_KEY, RecordStore, Sealer
 from rehearsal.store.types import EntryRow
-from rehearsal.store.vectors_at_rest import open_vector_rows, seal_vectors
+from rehearsal.store.vectors_at_rest import FLOAT16, as_stored, open_vector_rows, seal_vectors
 from rehearsal.store.where import Where
 
-__all__ = ["GENERATION_PROPERTY", "MilvusVectorIndex"]
+__all__ = ["ERASED_PROPERTY", "GENERATION_PROPERTY", "MilvusVectorIndex"]
 
 GENERATION_PROPERTY = "rehearsal.generation"
+ERASED_PROPERTY = "rehearsal.erased"  # the last forget whose vectors were deleted and compacted away
 _WINDOW = 16_384  # Milvus's largest top-k and query window; also the longest id list sent in one filter
 _UPSERT_ROWS = 2_000  # rows per upsert request (a 384-d batch is ~3 MB, far under gRPC's message cap)
 _MAX_TAGS = 4_096  # Milvus's largest array capacity: an entry's first 4096 distinct tags are filterable
@@ -59,6 +68,7 @@ class MilvusVectorIndex:
         sealer: Sealer | None,
         *,
         read_only: bool,
+        at_rest: np.dtype = FLOAT16,
     ) -> None:
         self.location = location
         self.collection = collection
@@ -66,9 +76,11 @@ class MilvusVectorIndex:
         self.records = records
         self.vault = sealer
         self.read_only = read_only
+        self.at_rest = at_rest  # how the record store keeps the vectors (see the module doc)
         self.generation = -1  # the last committed mutation the collection reflects, for this handle
         self._dropped: set[int] = set()  # erased upstream, seen by this (read-only) handle
         self._count: tuple[int, int] | None = None  # (generation, entries) of the last count
+        self._erased = -1  # ERASED_PROPERTY as last read from or written to the collection
         self._client: Any = connect(location)
 
     def __repr__(self) -> str:
@@ -107,11 +119,12 @@ class MilvusVectorIndex:
         return np.asarray(sorted(set(found) - self._dropped), dtype=np.int64)
 
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
-        return seal_vectors(self.vault, tenant, ids, vectors)
+        return seal_vectors(self.vault, tenant, ids, vectors, dtype=self.at_rest)
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector, from the record store, authenticated, in id order."""
-        return open_vector_rows(self.vault, list(self.records.vectors(min_gen_exclusive=-1)), self.dim)
+        rows = list(self.records.vectors(min_gen_exclusive=-1))
+        return open_vector_rows(self.vault, rows, self.dim, dtype=self.at_rest)
 
     # -- the collection ------------------------------------------------------------------------------
     def create(self) -> None:
@@ -161,7 +174,9 @@ class MilvusVectorIndex:
             raise DimensionMismatchError(
                 f"Milvus collection {self.collection!r} holds {width}-d vectors, the memory {self.dim}-d"
             )
-        return int(described.get("properties", {}).get(GENERATION_PROPERTY, -1))
+        properties = described.get("properties", {})
+        self._erased = int(properties.get(ERASED_PROPERTY, -1))
+        return int(properties.get(GENERATION_PROPERTY, -1))
 
     def _publish(self, generation: int) -> None:
         with milvus_errors(f"recording generation {generation} in Milvus collection {self.collection!r}"):
@@ -201,6 +216,10 @@ class MilvusVectorIndex:
         if self.read_only:
             published = self._server_generation()
             self.generation = min(published if published is not None else -1, self.records.generation)
+            if self.generation < self.records.generation:
+                # What the records removed since (a forget the writer died before deleting, say) may still
+                # sit in the collection: never list it, as searches never return it.
+                self._dropped.update(self.records.removed_since(self.generation))
             return
         with self.records.read_view():
             latest = self.records.generation
@@ -209,7 +228,7 @@ class MilvusVectorIndex:
             removed = self.records.removed_since(self.generation)
             rows = list(self.records.vectors(min_gen_exclusive=self.generation))
             entries = self.records.rows([r[0] for r in rows]) if rows else {}
-        ids, vectors = open_vector_rows(self.vault, rows, self.dim)
+        ids, vectors = open_vector_rows(self.vault, rows, self.dim, dtype=self.at_rest)
         self._delete(removed)
         self._upsert(ids.tolist(), vectors, entries, generation=latest)
         self._publish(latest)
@@ -218,7 +237,8 @@ class MilvusVectorIndex:
         """Follow a commit that is already durable: delete, upsert, then publish its generation."""
         self._delete(evict)
         if ids and vectors is not None:
-            self._upsert(ids, vectors, self.records.rows(ids), generation=generation)
+            stored = as_stored(vectors, self.at_rest)  # what a handle reading the records back searches
+            self._upsert(ids, stored, self.records.rows(ids), generation=generation)
         self._publish(generation)
 
     def _delete(self, ids: Sequence[int]) -> None:
@@ -261,13 +281,24 @@ class MilvusVectorIndex:
         return False  # Milvus grows its own segments and indexes
 
     def checkpoint(self, *, force: bool = False) -> None:
-        """Publish the generation again; forced (after a tenant is forgotten), also ask Milvus to compact,
-        so the deleted vectors leave its segments rather than wait for the next automatic compaction."""
+        """Forced (after a tenant is forgotten): ask Milvus to compact, so the deleted vectors leave its
+        segments rather than wait for the next automatic compaction, then record that the collection
+        holds nothing erased up to its generation."""
         if self.read_only or not force:
             return
-        self._publish(self.generation)
         with milvus_errors(f"compacting Milvus collection {self.collection!r}"):
             self._client.compact(self.collection)
+            self._client.alter_collection_properties(
+                self.collection,
+                properties={GENERATION_PROPERTY: str(self.generation), ERASED_PROPERTY: str(self.generation)},
+            )
+        self._erased = self.generation
+
+    def holds_erased(self) -> bool:
+        """Whether the collection may still hold a forgotten tenant's vectors: the last forget's deletes and
+        compaction were not recorded in it (a writer killed between the forget's commit and that)."""
+        erased = int(self.records.get_meta(ERASE_META_KEY, "-1") or -1)
+        return self._erased < erased
 
     def close(self) -> None:
         self._client.close()
