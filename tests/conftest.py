@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import Phase, settings
+from milvus_fixtures import milvus_server, milvus_url  # noqa: F401  (fixtures)
+from postgres_fixtures import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory

@@ -154,7 +154,7 @@ def violations(modules: dict[str, Module], top: str = "rehearsal") -> list[str]:
                 bad.append(f"{name} imports {target}, a layer above it")
     store, crypto = f"{top}.store", f"{top}.crypto"
     utilities = tuple(u.replace("rehearsal", top, 1) for u in UTILITIES)
-    backends = (f"{top}.store.sqlite", f"{top}.store.faiss")
+    backends = (f"{top}.store.sqlite", f"{top}.store.faiss", f"{top}.store.postgres", f"{top}.store.milvus")
     for name, module in sorted(modules.items()):
         for target in sorted(module.internal):
             if _under(name, store) and not _under(target, store, crypto, *utilities):

@@ -2,6 +2,7 @@
 
 Each test takes the ``stores`` fixture: a backend opened through its factory in ``BACKENDS``. A new backend
 (PostgreSQL, Milvus) adds a factory there, or a conftest that extends ``BACKENDS``, and runs this suite.
+Server backends run against the test run's own PostgreSQL (``postgres_server``), one database per test.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from conftest import MEMORY_DIM, unit_vectors
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import IntegrityError, NotFoundError, WrongKeyError
-from rehearsal.store.registry import Backends, create_backends, open_backends
+from rehearsal.store.layout import new_manifest
+from rehearsal.store.registry import (
+    Backends,
+    create_backends,
+    create_server_backends,
+    open_backends,
+    open_server_backends,
+)
 from rehearsal.store.where import parse_where
 
 
@@ -27,14 +35,42 @@ def ring() -> KeyRing:
 Opened = tuple[Backends, Callable[[], Backends]]  # the stores, and how to open them again
 
 
-def _embedded(folder: Path, keys: KeyRing | None) -> Opened:
+def _embedded(request: pytest.FixtureRequest, folder: Path, keys: KeyRing | None) -> Opened:
     folder.mkdir()
     created = create_backends(folder, keys=keys, dim=MEMORY_DIM)
     return created, lambda: open_backends(folder, keys=keys, dim=MEMORY_DIM, read_only=False)
 
 
-BACKENDS: dict[str, Callable[[Path, KeyRing | None], Opened]] = {
+def _sqlite_milvus(request: pytest.FixtureRequest, folder: Path, keys: KeyRing | None) -> Opened:
+    """SQLite records and texts, vectors in a collection on the session's milvus-lite server."""
+    url = request.getfixturevalue("milvus_url")
+    folder.mkdir()
+    created = create_backends(folder, keys=keys, dim=MEMORY_DIM, vectors=url)
+    return created, lambda: open_backends(folder, keys=keys, dim=MEMORY_DIM, read_only=False)
+
+
+def _postgres_pgvector(request: pytest.FixtureRequest, folder: Path, keys: KeyRing | None) -> Opened:
+    url = request.getfixturevalue("postgres_url")
+    manifest = new_manifest(embedding_only=False, encrypted=keys is not None, encoder=("test", MEMORY_DIM))
+    created = create_server_backends(url, keys=keys, dim=MEMORY_DIM, manifest=manifest)
+    return created, lambda: open_server_backends(url, keys=keys, dim=MEMORY_DIM, read_only=False)
+
+
+def _postgres_milvus(request: pytest.FixtureRequest, folder: Path, keys: KeyRing | None) -> Opened:
+    """PostgreSQL records and texts, vectors in a collection on the session's milvus-lite server."""
+    url = request.getfixturevalue("postgres_url")
+    milvus = request.getfixturevalue("milvus_url")
+    manifest = new_manifest(embedding_only=False, encrypted=keys is not None, encoder=("test", MEMORY_DIM))
+    created = create_server_backends(url, keys=keys, dim=MEMORY_DIM, manifest=manifest, vectors=milvus)
+    return created, lambda: open_server_backends(url, keys=keys, dim=MEMORY_DIM, read_only=False)
+
+
+# Each factory makes a backend's stores; ``request`` gives it the server fixtures it needs.
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path, KeyRing | None], Opened]] = {
     "sqlite+faiss": _embedded,
+    "sqlite+milvus": _sqlite_milvus,
+    "postgresql+pgvector": _postgres_pgvector,
+    "postgresql+milvus": _postgres_milvus,
 }
 
 
@@ -42,7 +78,7 @@ BACKENDS: dict[str, Callable[[Path, KeyRing | None], Opened]] = {
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, ring: KeyRing
 ) -> Iterator[tuple[Backends, Callable[[], Backends]]]:
-    stores, reopen = BACKENDS[request.param](tmp_path / "stores", ring)
+    stores, reopen = BACKENDS[request.param](request, tmp_path / "stores", ring)
     yield stores, reopen
     stores.close()
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rehearsal.crypto.master_key import MASTER_KEY_ENV, resolve_master_key
-from rehearsal.errors import MissingKeyError, NotFoundError, ValidationError
+from rehearsal.errors import MissingKeyError, NotFoundError, RehearsalError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.store.registry import is_server, server_manifest
 from rehearsal.store.where import parse_where
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ __all__ = [
     "audited",
     "encrypted",
     "keys_from_args",
+    "memory_exists",
     "memory_folder",
     "missing_key",
     "open_memory",
@@ -91,15 +95,45 @@ def missing_key(path: str) -> MissingKeyError:
 def encrypted(path: str) -> bool:
     """What the manifest says; True when it cannot be read, so that opening reports the problem."""
     try:
-        manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if is_server(path):
+            manifest: Any = server_manifest(path)
+        else:
+            manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RehearsalError):
         return True
     return not isinstance(manifest, dict) or manifest.get("encrypted") is not False
 
 
+def memory_exists(path: str) -> bool:
+    """Whether ``path`` (a folder or a server URL) already holds something a new memory must not overwrite."""
+    if is_server(path):
+        try:
+            server_manifest(path)
+        except RehearsalError:
+            return False
+        return True
+    folder = Path(path)
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _without_password(url: str) -> str:
+    """A server URL with its password moved into libpq's ``PGPASSWORD`` (for this process), so that the
+    reports and messages that echo PATH never print it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    os.environ["PGPASSWORD"] = urllib.parse.unquote(parts.password)
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
 def memory_folder(path: str) -> str:
     """``path`` itself, or the memory inside it when ``path`` is a ``rehearsal run`` output folder: every
-    verb that takes a memory also takes the run that keeps one."""
+    verb that takes a memory also takes the run that keeps one. A server URL comes back without its
+    password (see ``_without_password``)."""
+    if is_server(path):
+        return _without_password(path)
     folder = Path(path)
     if not (folder / MANIFEST).is_file() and (folder / RUN_STATE).is_file():
         inner = folder / RUN_MEMORY
@@ -110,6 +144,9 @@ def memory_folder(path: str) -> str:
 
 def require_memory(path: str) -> None:
     """Fail on a path that holds no memory (a typo must not read as "nothing recorded")."""
+    if is_server(path):
+        server_manifest(path)  # StoreFormatError when the schema holds none
+        return
     if not (Path(path) / MANIFEST).is_file():
         what = "does not exist" if not Path(path).exists() else "holds no memory (no memory.json)"
         raise NotFoundError(f"{path!r} {what}: give a memory folder or a 'rehearsal run' output folder")
@@ -129,7 +166,11 @@ def open_memory(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | No
         check_encoder_given(args, args.path)
     try:
         return RehearsalMemory.open(
-            args.path, keys=keys, read_only=read_only, encoder=encoder_from_args(args)
+            args.path,
+            keys=keys,
+            read_only=read_only,
+            encoder=encoder_from_args(args),
+            vectors=getattr(args, "vectors", None),
         )
     except MissingKeyError:
         if keys is None:
@@ -153,9 +194,10 @@ def parse_where_option(text: str | None) -> dict[str, Any] | None:
 
 def audited(args: argparse.Namespace, memory: RehearsalMemory, keys: KeyRing | None = None) -> Any:
     """``memory`` behind its audit log (``PATH/audit.log``) when it is encrypted, so every mutation a verb
-    makes is logged; an unencrypted embedding-only memory has no key to sign a log with."""
+    makes is logged; an unencrypted embedding-only memory has no key to sign a log with, and a memory on a
+    server has no folder to keep the log in (its mutations are not audited by the CLI)."""
 
     keys = keys if keys is not None else keys_from_args(args)
-    if keys is None or not encrypted(args.path):
+    if keys is None or is_server(args.path) or not encrypted(args.path):
         return memory
     return AuditedMemory(memory, AuditLog.open(default_log_path(args.path), keys), actor="cli")

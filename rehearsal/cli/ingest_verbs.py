@@ -7,10 +7,18 @@ import argparse
 import itertools
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from rehearsal.cli.common import KEY_ENV, Report, Verb, audited, encrypted, keys_from_args, open_memory
+from rehearsal.cli.common import (
+    KEY_ENV,
+    Report,
+    Verb,
+    audited,
+    encrypted,
+    keys_from_args,
+    memory_exists,
+    open_memory,
+)
 from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_args
 from rehearsal.cli.records import EXTERNAL_ID, Record, RecordMapper, field_list, open_records, positive_int
 from rehearsal.crypto.keys import validate_tenant
@@ -29,12 +37,13 @@ def _create(args: argparse.Namespace, *, embedding_only: bool) -> RehearsalMemor
             "(make a key with 'rehearsal keygen'), or use --embedding-only"
         )
     encoder = encoder_from_args(args)
-    return RehearsalMemory.create(args.path, keys=keys, embedding_only=embedding_only, encoder=encoder)
-
-
-def _exists(path: str) -> bool:
-    folder = Path(path)
-    return folder.is_dir() and any(folder.iterdir())
+    return RehearsalMemory.create(
+        args.path,
+        keys=keys,
+        embedding_only=embedding_only,
+        encoder=encoder,
+        vectors=getattr(args, "vectors", None),
+    )
 
 
 # -- verbs -------------------------------------------------------------------------------------------
@@ -124,7 +133,7 @@ def _ingest(args: argparse.Namespace) -> Report:
         raise ValidationError(f"{args.file!r} holds no records")
     if args.id_field is not None:
         _check_external_ids(source, mapper, args.id_field)
-    created = not _exists(args.path)
+    created = not memory_exists(args.path)
     if created:
         _check_mode(args, embedding_only=args.embedding_only)
         memory = _create(args, embedding_only=args.embedding_only)

@@ -308,8 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, verb in VERBS.items():
         p = sub.add_parser(name, help=verb.help, description=verb.help)
         if verb.uses_memory:
-            p.add_argument("path", metavar="PATH", help="the memory folder")
+            p.add_argument("path", metavar="PATH", help="the memory folder, or a postgresql:// URL")
             p.add_argument("--key-file", help=f"file with the base64 master key (default: ${KEY_ENV})")
+            p.add_argument(
+                "--vectors",
+                metavar="URL",
+                help="vector index on a server, milvus://HOST:PORT (default: the memory's own, as created)",
+            )
         verb.add_arguments(p)
         p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     return parser

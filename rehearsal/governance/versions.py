@@ -110,7 +110,7 @@ def record_version(
     if not isinstance(weights, str) or not weights:
         raise ValidationError(f"weights must be a non-empty path string, got {weights!r}")
     ids = memory.ids()
-    data = _load(memory.path)
+    data = _load(memory.folder)
     number = 1 + max((v["version"] for v in data["versions"]), default=0)
     version = Version(
         version=number,
@@ -128,7 +128,7 @@ def record_version(
     stored = os.path.relpath(Path(weights).resolve(), Path(memory.path).resolve())
     data["versions"].append({**dataclasses.asdict(version), "weights": stored})
     data["current"] = number
-    _save(memory.path, data)
+    _save(memory.folder, data)
     if log is not None:
         details = {"version": number, "generation": version.generation, "config_hash": version.config_hash}
         log.append("train-update", {**details, "run_id": run_id, "decision": "promoted"})
@@ -139,12 +139,12 @@ def rollback(
     memory: RehearsalMemory, version: int, *, log: AuditLog | None = None, actor: str | None = None
 ) -> RollbackResult:
     """Delete the entries added after ``version`` and make it current again."""
-    data = _load(memory.path)
+    data = _load(memory.folder)
     found = [v for v in data["versions"] if v["version"] == version]
     if not found:
         known = [v["version"] for v in data["versions"]]
         raise NotFoundError(f"no version {version!r} in {str(memory.path)!r}; known versions: {known}")
-    target = _version(memory.path, found[0])
+    target = _version(memory.folder, found[0])
     if target.withdrawn:
         raise NotFoundError(f"version {version} was withdrawn (its run never acknowledged it)")
     later = memory.ids({"id": {"$gte": target.id_boundary}})
@@ -152,7 +152,7 @@ def rollback(
         memory.delete(later)
     exact = ids_digest(memory.ids()) == target.ids_hash
     data["current"] = target.version
-    _save(memory.path, data)
+    _save(memory.folder, data)
     if log is not None:
         log_delete(
             log,

@@ -11,6 +11,9 @@ On disk a memory is one folder (see ``indexes/README.md``)::
 An add is acknowledged only after its SQLite transaction committed with full fsync; the index snapshot is
 rewritten only on ``checkpoint()``/``close()``, after an index rebuild, or once the un-snapshotted delta
 outgrows the snapshot, so no add rewrites the whole index. Opening replays the delta from SQLite.
+
+A memory can also live on a PostgreSQL server with pgvector (``create``/``open`` a ``postgresql://`` URL):
+the same calls, records, sealed texts and vectors in one schema, no folder and no writer lock.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,13 +76,16 @@ class RehearsalMemory:
         resolver: Resolver | None,
     ) -> None:
         """Use :meth:`create` or :meth:`open`."""
-        self.path = opened.folder
+        # The folder, or for a server memory its URL without the password (``_location`` keeps it).
+        self.path: Path | str = opened.folder if opened.folder is not None else opened.display
+        self._location = opened.location
         self._keys = opened.keys  # kept so that readers (DataLoader workers) can open the memory by path
         self._manifest = opened.manifest
         self._records = opened.stores.records
         self._keyed = opened.stores.keyed  # texts, data keys and sealing; None in an unencrypted store
         self._vectors = opened.stores.vectors
         self._stores = opened.stores
+        self._vectors_location = opened.vectors  # a vector server given at opening, for reader handles
         self._read_only = read_only
         self._encoder = encoder
         self._resolver = resolver
@@ -100,16 +107,23 @@ class RehearsalMemory:
         dim: int | None = None,
         encoder_name: str | None = None,
         resolver: Resolver | None = None,
+        vectors: str | None = None,
     ) -> RehearsalMemory:
-        """Create an empty memory in ``path`` (a new or empty folder).
+        """Create an empty memory in ``path`` (a new or empty folder, or a ``postgresql://`` URL whose
+        schema does not exist yet).
 
         Text is always encrypted: a memory that stores text needs ``keys``. An embedding-only memory stores
         no text; with ``keys`` its vectors are sealed too, without them they sit in plain bytes on disk.
         Pass ``encoder``, or ``dim``/``encoder_name`` when vectors are precomputed (the default encoder,
         the packaged MiniLM, is loaded only when texts need embedding).
+        ``vectors="milvus://HOST:PORT"`` keeps the vector index in a collection on a Milvus server instead
+        of a FAISS file in the folder; the server holds the vectors in the clear (it must search them),
+        while texts stay sealed in the folder.
         """
         identity = encoder_identity(encoder, dim, encoder_name)
-        opened = create_parts(path, keys=keys, embedding_only=embedding_only, identity=identity)
+        opened = create_parts(
+            path, keys=keys, embedding_only=embedding_only, identity=identity, vectors=vectors
+        )
         memory = cls(opened, read_only=False, encoder=encoder, resolver=resolver)
         finish_create(opened)  # last: see rehearsal.memory.opening
         return memory
@@ -123,17 +137,27 @@ class RehearsalMemory:
         read_only: bool = False,
         encoder: Encoder | None = None,
         resolver: Resolver | None = None,
+        vectors: str | None = None,
     ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
         encoder_name = encoder.name if encoder is not None else None
         with storage_errors(f"opening the memory at {os.fspath(path)!r}"):
-            opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name)
+            opened = open_parts(
+                path, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors
+            )
         return cls(opened, read_only=read_only, encoder=encoder, resolver=resolver)
 
     # -- properties ------------------------------------------------------------------------------
     @property
     def dim(self) -> int:
         return self._dim
+
+    @property
+    def folder(self) -> Path:
+        """The memory's folder; ConfigError for a memory on a server, which has none."""
+        if not isinstance(self.path, Path):
+            raise ConfigError(f"the memory at {self.path} lives on a server and has no folder")
+        return self.path
 
     @property
     def embedding_only(self) -> bool:
@@ -322,10 +346,11 @@ class RehearsalMemory:
         and resolver unless others are given (a DataLoader worker's own handle, say)."""
         return functools.partial(
             RehearsalMemory.open,
-            self.path,
+            self._location,
             keys=keys if keys is not None else self._keys,
             resolver=resolver if resolver is not None else self._resolver,
             read_only=True,
+            vectors=self._vectors_location,
         )
 
     def __enter__(self) -> RehearsalMemory:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from rehearsal.errors import ValidationError
-from rehearsal.store.protocols import RecordStore, VectorIndex
+from rehearsal.store.protocols import FilteringIndex, RecordStore, VectorIndex
 from rehearsal.store.types import Hit
 from rehearsal.store.where import Where
 
@@ -35,12 +35,18 @@ class Searcher:
         """``queries`` (n, dim), checked -> n lists of up to k hits, best first."""
         # More neighbours than entries cannot come back; asking for them would only allocate (n, k).
         k = min(k, max(1, len(self._vectors)))
+        if isinstance(self._vectors, FilteringIndex):
+            scores, ids = self._vectors.search_where(queries, k, tree, threads=threads)
+            return self._hits(scores, ids)
         allowed = None
         if tree is not None:
             allowed = self._allowed_ids(tree)
             if len(allowed) == 0:
                 return [[] for _ in range(len(queries))]
         scores, ids = self._vectors.search(queries, k, allowed_ids=allowed, threads=threads)
+        return self._hits(scores, ids)
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
         found = {int(i) for i in ids.ravel() if i >= 0}
         rows = self._records.rows(sorted(found))
         return [

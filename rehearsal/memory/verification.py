@@ -61,11 +61,15 @@ def verify_memory(
 
 
 def memory_stats(
-    folder: Path, records: RecordStore, vectors: VectorIndex, *, identity: dict[str, Any]
+    folder: Path | str, records: RecordStore, vectors: VectorIndex, *, identity: dict[str, Any]
 ) -> dict[str, Any]:
     """Counts, sizes and the index kind; ``identity`` carries what the facade knows of itself
-    (path, encoder, dim, embedding_only, encrypted)."""
-    files = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
+    (path, encoder, dim, embedding_only, encrypted). A server memory (``folder`` a URL) has no files."""
+    files = (
+        {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
+        if isinstance(folder, Path)
+        else {}
+    )
     return {
         "path": identity["path"],
         "entries": records.count(),

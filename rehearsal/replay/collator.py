@@ -144,11 +144,12 @@ class RehearsalCollator:
         self._handle: RehearsalMemory | None = None
         self._handle_pid = -1
         if isinstance(memory, RehearsalMemory):
-            self._path = memory.path
+            self._path: Path | str = memory.path
             self._handle, self._handle_pid = memory, os.getpid()
             self._reopen = memory.reader(keys=keys, resolver=resolver)
         else:
-            self._path = Path(memory)
+            # A server URL stays a string: as a Path its "//" would collapse.
+            self._path = memory if isinstance(memory, str) and "://" in memory else Path(memory)
             self._reopen = functools.partial(
                 RehearsalMemory.open, self._path, keys=keys, resolver=resolver, read_only=True
             )

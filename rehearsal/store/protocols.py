@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,7 +30,16 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
 
-__all__ = ["ERASE_META_KEY", "KeyedStore", "RecordStore", "Sealer", "TextStore", "VectorIndex", "VectorRow"]
+__all__ = [
+    "ERASE_META_KEY",
+    "FilteringIndex",
+    "KeyedStore",
+    "RecordStore",
+    "Sealer",
+    "TextStore",
+    "VectorIndex",
+    "VectorRow",
+]
 
 ERASE_META_KEY = "erase_generation"
 """Meta key a forget sets to its generation inside its transaction: a vector index whose persisted copy
@@ -231,4 +240,20 @@ class VectorIndex(Protocol):
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector from the record store, authenticated: (ids (n,), vectors (n, dim))."""
+        ...
+
+    def close(self) -> None:
+        """Release the index's own connections (the record store is closed by its owner)."""
+        ...
+
+
+@runtime_checkable
+class FilteringIndex(Protocol):
+    """A vector index that applies a where-filter itself, in the same query as the search (a server's),
+    instead of taking the list of allowed ids the record store computed."""
+
+    def search_where(
+        self, queries: np.ndarray, k: int, where: Where | None, *, threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As ``VectorIndex.search``, restricted to the entries ``where`` admits."""
         ...

@@ -6,9 +6,10 @@ and ``index.snap`` is the index at a known generation so that opening only repla
 after it. In encrypted stores each vector is sealed with its tenant's data key (embeddings can be
 inverted back into text) and the snapshot with the store's internal ``_system`` key.
 
-Vectors rest as float16 (format 2; format 1 kept float32): half the bytes, and the index's own fp16 codes
-already showed the rounding costs no recall. Every handle searches the rounded, re-normalised vectors, the
-writer that added them included, so a reopened memory answers exactly as the handle that wrote it.
+Vectors rest as float16 (format 2; format 1 kept float32; see :mod:`rehearsal.store.vectors_at_rest`):
+half the bytes, and the index's own fp16 codes already showed the rounding costs no recall. Every handle
+searches the rounded, re-normalised vectors, the writer that added them included, so a reopened memory
+answers exactly as the handle that wrote it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rehearsal.errors import IntegrityError
 from rehearsal.store.faiss.index import VectorIndex, faiss_threads
 from rehearsal.store.faiss.snapshot import read_snapshot, write_snapshot
 from rehearsal.store.protocols import ERASE_META_KEY, RecordStore, Sealer
+from rehearsal.store.vectors_at_rest import FLOAT16, as_stored, open_vector_rows, seal_vectors
 
 __all__ = ["SNAPSHOT_FILE", "SYSTEM_TENANT", "FaissVectorIndex"]
 
@@ -30,13 +32,6 @@ SYSTEM_TENANT = "_system"
 
 # A snapshot is rewritten once this many entries (or the whole index, if larger) wait in the delta.
 _DELTA_SNAPSHOT_MIN = 50_000
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    """float32 copies of ``vectors`` scaled back to unit length (after rounding to float16)."""
-    out = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.ascontiguousarray(out / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
 class FaissVectorIndex:
@@ -54,53 +49,11 @@ class FaissVectorIndex:
 
     # -- vectors at rest ---------------------------------------------------------------------------
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
-        raw = [row.tobytes() for row in np.asarray(vectors, dtype=np.float32).astype(np.float16)]
-        if self.vault is None:
-            return raw
-        return self.vault.seal_many(tenant, ids, raw, purpose="vector")
+        return seal_vectors(self.vault, tenant, ids, vectors, dtype=FLOAT16)
 
-    def reseal_v1(self, rows: list[tuple[int, str, bytes]]) -> list[bytes]:
-        """Format-1 rows' float32 vectors (id, tenant, blob), sealed again as format 2's float16."""
-        ids, vectors = self.open_rows(rows, itemsize=4)
-        out: list[bytes] = [b""] * len(rows)
-        by_tenant: dict[str, list[int]] = {}
-        for pos, row in enumerate(rows):
-            by_tenant.setdefault(row[1], []).append(pos)
-        for tenant, positions in by_tenant.items():
-            sealed = self.seal(tenant, [int(ids[p]) for p in positions], vectors[positions])
-            for p, blob in zip(positions, sealed, strict=True):
-                out[p] = blob
-        return out
-
-    def open_rows(
-        self, rows: list[tuple[int, str, bytes]], *, itemsize: int = 2
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def open_rows(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
         """Decode catalog rows (id, tenant, blob) into (ids, vectors), unsealing tenant by tenant."""
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        if self.vault is None:
-            blobs = [r[2] for r in rows]
-        else:
-            blobs = [b""] * len(rows)
-            by_tenant: dict[str, list[int]] = {}
-            for pos, row in enumerate(rows):
-                by_tenant.setdefault(row[1], []).append(pos)
-            for tenant, positions in by_tenant.items():
-                opened = self.vault.open_sealed_many(
-                    tenant, [rows[p][0] for p in positions], [rows[p][2] for p in positions], purpose="vector"
-                )
-                for p, blob in zip(positions, opened, strict=True):
-                    blobs[p] = blob
-        width = self.dim * itemsize
-        for pos, blob in enumerate(blobs):
-            if len(blob) != width:
-                raise IntegrityError(
-                    f"vector of record {int(ids[pos])} has {len(blob)} bytes, expected {width}"
-                )
-        dtype = np.float16 if itemsize == 2 else np.float32
-        vectors = np.frombuffer(b"".join(blobs), dtype=dtype).reshape(len(rows), self.dim)
-        return ids, _unit(vectors)
+        return open_vector_rows(self.vault, rows, self.dim, dtype=FLOAT16)
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector, authenticated, in id order."""
@@ -113,8 +66,7 @@ class FaissVectorIndex:
         if evict:
             self.index.remove(np.asarray(evict, dtype=np.int64))
         if ids and vectors is not None:
-            rounded = _unit(np.asarray(vectors, dtype=np.float32).astype(np.float16))
-            self.index.add(rounded, np.asarray(ids, dtype=np.int64))
+            self.index.add(as_stored(vectors, FLOAT16), np.asarray(ids, dtype=np.int64))
         self._after_growth()
 
     def rebuild_if_outgrown(self) -> bool:
@@ -184,6 +136,9 @@ class FaissVectorIndex:
 
     def drop(self, ids: Sequence[int]) -> None:
         self.index.remove(np.asarray(ids, dtype=np.int64))
+
+    def close(self) -> None:
+        pass  # nothing held open: the snapshot is written by checkpoint()
 
     # -- snapshots ---------------------------------------------------------------------------------
     def checkpoint(self, *, force: bool = False) -> None:

@@ -1,0 +1,1 @@
+"""The Milvus vector index: the memory's vectors in a Milvus collection, reached by URI with pymilvus."""

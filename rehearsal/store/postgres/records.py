@@ -1,0 +1,286 @@
+"""The PostgreSQL record store (see ``RecordStore``): entries, their metadata and vectors, generations.
+
+INVARIANT: every id in ``entries`` has exactly one vector (its ``embedding``, in the clear: the server
+searches it) and, unless the memory is embedding-only, exactly one ``vault_records`` row; ids are never
+reused. The vector bytes the protocol hands in and out are the raw float32 rows (the vector index's
+``seal`` is the identity here), so a vector index kept elsewhere (Milvus) can follow this store as the
+FAISS index follows the SQLite one.
+
+Generations as in SQLite: each committed mutation bumps ``generation`` by one inside its transaction;
+``entries.added_gen`` and ``removed.gen`` let a reader at generation G catch up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import numpy as np
+
+from rehearsal.errors import IntegrityError
+from rehearsal.store.postgres.connection import ServerConnection, mapped, server_errors
+from rehearsal.store.postgres.where import compile_where
+from rehearsal.store.protocols import VectorRow
+from rehearsal.store.types import EntryRow
+from rehearsal.store.where import Where
+
+__all__ = ["ServerRecords"]
+
+_COLUMNS = "id, tenant, task, label_int, label_text, tags, extra, source"
+_GROUP_COLUMNS = {"tenant": "tenant", "task": "task", "label": "COALESCE(label_int::text, label_text)"}
+_COPY_TYPES = ["int8", "text", "text", "int8", "text", "text[]", "text", "text", "vector", "int8", "float8"]
+_BATCH = 10_000  # rows per round trip when streaming the whole table
+
+
+def _row(values: Sequence[Any]) -> EntryRow:
+    label = values[3] if values[3] is not None else values[4]
+    return EntryRow(
+        id=int(values[0]),
+        tenant=values[1],
+        task=values[2],
+        label=label,
+        tags=tuple(values[5]),
+        extra=json.loads(values[6]),
+        source=values[7],
+    )
+
+
+class ServerRecords:
+    """The record store on one server connection, shared with the memory's text store and vector index."""
+
+    def __init__(self, conn: ServerConnection, dim: int) -> None:
+        self.conn = conn
+        self.dim = dim
+
+    # -- transactions ----------------------------------------------------------------------------
+    def transaction(self) -> AbstractContextManager[None]:
+        """A write transaction holding the writer row lock; durable at the server when it commits."""
+        return self.conn.write()
+
+    def read_view(self) -> AbstractContextManager[None]:
+        return self.conn.snapshot()
+
+    @mapped("compacting the memory")
+    def compact(self) -> None:
+        """VACUUM the tables after a tenant was forgotten: its removed rows (vectors in the clear, texts
+        under a destroyed key) stop being readable from the table files' dead tuples. Their bytes can
+        still sit in free space, the WAL and backups until overwritten (see the README)."""
+        if self.conn.read_only or self.conn.in_transaction():
+            return  # VACUUM cannot run inside a transaction
+        for table in ("entries", "removed", "vault_records") if self._has_vault() else ("entries", "removed"):
+            self.conn.execute(f"VACUUM {table}")
+
+    def _has_vault(self) -> bool:
+        found = self.conn.execute(
+            "SELECT 1 FROM information_schema.tables"
+            " WHERE table_schema = %s AND table_name = 'vault_records'",
+            (self.conn.location.schema,),
+        ).fetchone()
+        return found is not None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- meta ------------------------------------------------------------------------------------
+    @mapped("reading the memory")
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM mem_meta WHERE key = %s", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    @mapped("committing to the memory")
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO mem_meta (key, value) VALUES (%s, %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation", "0") or 0)
+
+    @mapped("committing to the memory")
+    def bump_generation(self) -> int:
+        row = self.conn.execute(
+            "UPDATE mem_meta SET value = (value::bigint + 1)::text WHERE key = 'generation' RETURNING value"
+        ).fetchone()
+        return int(row[0])
+
+    @mapped("committing to the memory")
+    def allocate_ids(self, n: int) -> list[int]:
+        row = self.conn.execute(
+            "UPDATE mem_meta SET value = (value::bigint + %s)::text WHERE key = 'next_id' RETURNING value",
+            (n,),
+        ).fetchone()
+        end = int(row[0])
+        return list(range(end - n, end))
+
+    # -- entries ---------------------------------------------------------------------------------
+    @mapped("committing to the memory")
+    def insert(
+        self,
+        ids: Sequence[int],
+        *,
+        tenant: str,
+        metadata: Sequence[Mapping[str, Any]],
+        sources: Sequence[str | None],
+        vectors: Sequence[bytes],
+        generation: int,
+    ) -> None:
+        now = time.time()
+        width = self.dim * 4
+        with self.conn.raw.cursor() as cursor:
+            copy_sql = (
+                "COPY entries (id, tenant, task, label_int, label_text, tags, extra, source, embedding,"
+                " added_gen, created_at) FROM STDIN WITH (FORMAT BINARY)"
+            )
+            with cursor.copy(copy_sql) as copy:
+                copy.set_types(_COPY_TYPES)
+                for i, meta, source, vector in zip(ids, metadata, sources, vectors, strict=True):
+                    if len(vector) != width:
+                        raise IntegrityError(
+                            f"vector of record {i} has {len(vector)} bytes, expected {width}"
+                        )
+                    label = meta.get("label")
+                    extra = {k: v for k, v in meta.items() if k not in ("task", "label", "tags")}
+                    copy.write_row(
+                        (
+                            i,
+                            tenant,
+                            meta.get("task"),
+                            label if isinstance(label, int) else None,
+                            label if isinstance(label, str) else None,
+                            list(meta.get("tags", ())),
+                            json.dumps(extra),
+                            source,
+                            np.frombuffer(vector, dtype=np.float32),
+                            generation,
+                            now,
+                        )
+                    )
+        self._count_by(len(ids))
+
+    def _count_by(self, delta: int) -> None:
+        self.conn.execute(
+            "UPDATE mem_meta SET value = (value::bigint + %s)::text WHERE key = 'count'", (delta,)
+        )
+
+    @mapped("committing to the memory")
+    def remove(self, ids: Sequence[int], *, generation: int) -> None:
+        id_list = list(ids)
+        removed = self.conn.execute("DELETE FROM entries WHERE id = ANY(%s)", (id_list,)).rowcount
+        self._count_by(-removed)
+        self.conn.execute(
+            "INSERT INTO removed (id, gen) SELECT unnest(%s::bigint[]), %s"
+            " ON CONFLICT (id) DO UPDATE SET gen = excluded.gen",
+            (id_list, generation),
+        )
+
+    @mapped("reading the memory")
+    def existing(self, ids: Iterable[int]) -> set[int]:
+        found = self.conn.execute("SELECT id FROM entries WHERE id = ANY(%s)", (list(ids),)).fetchall()
+        return {int(r[0]) for r in found}
+
+    @mapped("reading the memory")
+    def rows(self, ids: Sequence[int]) -> dict[int, EntryRow]:
+        found = self.conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE id = ANY(%s)", (list(ids),))
+        return {row.id: row for row in map(_row, found.fetchall())}
+
+    def all_rows(self) -> Iterable[EntryRow]:
+        return (_row(values) for values in self._stream(f"SELECT {_COLUMNS} FROM entries", ()))
+
+    def vectors(self, *, min_gen_exclusive: int = -1) -> Iterable[VectorRow]:
+        """(id, tenant, float32 bytes) of entries added after a generation, in id order."""
+        query = "SELECT id, tenant, embedding FROM entries WHERE added_gen > %s"
+        return ((int(i), t, v.to_numpy().tobytes()) for i, t, v in self._stream(query, (min_gen_exclusive,)))
+
+    @mapped("reading the memory")
+    def vectors_of(self, ids: Sequence[int]) -> list[VectorRow]:
+        rows = self.conn.execute(
+            "SELECT id, tenant, embedding FROM entries WHERE id = ANY(%s) ORDER BY id", (list(ids),)
+        ).fetchall()
+        return [(int(i), t, v.to_numpy().tobytes()) for i, t, v in rows]
+
+    def _stream(self, query: str, params: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        """Rows of ``query`` (a SELECT whose first column is ``id``) in id order, fetched in keyset pages so
+        a million rows never sit in memory at once; errors surface as ours."""
+        last = -1
+        where = " AND " if " WHERE " in query else " WHERE "
+        page = f"{query}{where}id > %s ORDER BY id LIMIT {_BATCH}"
+        while True:
+            with server_errors("reading the memory"):
+                batch = self.conn.execute(page, (*params, last)).fetchall()
+            yield from batch
+            if len(batch) < _BATCH:
+                return
+            last = int(batch[-1][0])
+
+    @mapped("reading the memory")
+    def changes_since(self, generation: int) -> tuple[list[int], list[int]]:
+        with self.conn.snapshot():
+            added = self.conn.execute(
+                "SELECT id FROM entries WHERE added_gen > %s ORDER BY id", (generation,)
+            ).fetchall()
+            return [int(r[0]) for r in added], self.removed_since(generation)
+
+    @mapped("reading the memory")
+    def removed_since(self, generation: int) -> list[int]:
+        rows = self.conn.execute("SELECT id FROM removed WHERE gen > %s ORDER BY id", (generation,))
+        return [int(r[0]) for r in rows.fetchall()]
+
+    @mapped("reading the memory")
+    def added_count_since(self, generation: int) -> int:
+        row = self.conn.execute("SELECT count(*) FROM entries WHERE added_gen > %s", (generation,)).fetchone()
+        return int(row[0])
+
+    @mapped("reading the memory")
+    def matching_ids(self, where: Where | None, *, max_gen: int | None = None) -> list[int]:
+        clause, params = compile_where(where)
+        if max_gen is not None:
+            clause, params = f"({clause}) AND added_gen <= %s", [*params, max_gen]
+        rows = self.conn.execute(f"SELECT id FROM entries WHERE {clause} ORDER BY id", params)
+        return [int(r[0]) for r in rows.fetchall()]
+
+    @mapped("reading the memory")
+    def group_ids(self, column: str, where: Where | None, *, max_gen: int) -> dict[Any, list[int]]:
+        if column not in _GROUP_COLUMNS:
+            raise ValueError(column)
+        clause, params = compile_where(where)
+        key = "label_int, label_text" if column == "label" else column
+        query = f"SELECT {key}, id FROM entries WHERE ({clause}) AND added_gen <= %s ORDER BY id"
+        groups: dict[Any, list[int]] = {}
+        for row in self.conn.execute(query, [*params, max_gen]).fetchall():
+            value = (row[0] if row[0] is not None else row[1]) if column == "label" else row[0]
+            groups.setdefault(value, []).append(int(row[-1]))
+        return groups
+
+    @mapped("reading the memory")
+    def ids_of_tenant(self, tenant: str) -> list[int]:
+        rows = self.conn.execute("SELECT id FROM entries WHERE tenant = %s ORDER BY id", (tenant,))
+        return [int(r[0]) for r in rows.fetchall()]
+
+    @mapped("reading the memory")
+    def ids_by_key(self, field: str, values: Sequence[Any], *, tenant: str) -> list[int]:
+        from psycopg.types.json import Jsonb
+
+        # jsonb equality keeps 5 and "5" apart, as SQLite's json_extract does.
+        rows = self.conn.execute(
+            "SELECT id FROM entries WHERE tenant = %s AND (extra::jsonb -> %s) = ANY(%s::jsonb[])"
+            " ORDER BY id",
+            (tenant, field, [Jsonb(v) for v in values]),
+        )
+        return [int(r[0]) for r in rows.fetchall()]
+
+    @mapped("reading the memory")
+    def count(self) -> int:
+        return int(self.get_meta("count", "0") or 0)
+
+    @mapped("reading the memory")
+    def counts_by(self, column: str) -> dict[str, int]:
+        if column not in _GROUP_COLUMNS:
+            raise ValueError(column)
+        query = f"SELECT {_GROUP_COLUMNS[column]}, count(*) FROM entries GROUP BY 1"
+        return {str(k): int(n) for k, n in self.conn.execute(query).fetchall()}

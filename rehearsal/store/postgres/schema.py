@@ -1,0 +1,112 @@
+"""The tables of a memory in its PostgreSQL schema, made in one transaction with the manifest.
+
+    mem_meta       key -> value: generation, next_id, count, format, the manifest (JSON), policy state
+    entries        one row per entry: metadata columns, the vector (pgvector, in the clear: the server
+                   searches it), the generation that added it
+    removed        id -> the generation that removed it (readers catch up from it)
+    vault_meta     store_id, kek_fingerprint, kek_check       (only in memories with keys)
+    vault_tenants  vault_keys  vault_records                  the sealed texts and wrapped data keys,
+                                                              laid out as in the SQLite vault
+
+A label is an int or a name: ``label_int`` holds the first, ``label_text`` the second, so range filters
+compare integers only and equality keeps the two kinds apart (as SQLite's typed values do).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from rehearsal.errors import StoreFormatError, ValidationError
+from rehearsal.store.postgres.connection import ServerConnection
+
+__all__ = ["FORMAT_VERSION", "create_schema", "read_manifest_row"]
+
+FORMAT_VERSION = 1
+
+
+def _ddl(dim: int) -> list[str]:
+    return [
+        "CREATE TABLE mem_meta (key text PRIMARY KEY, value text NOT NULL)",
+        f"""CREATE TABLE entries (
+            id bigint PRIMARY KEY,
+            tenant text NOT NULL,
+            task text,
+            label_int bigint,
+            label_text text,
+            tags text[] NOT NULL DEFAULT '{{}}',
+            extra text NOT NULL DEFAULT '{{}}',
+            source text,
+            embedding vector({int(dim)}) NOT NULL,
+            added_gen bigint NOT NULL,
+            created_at double precision NOT NULL
+        )""",
+        "CREATE INDEX entries_added_gen ON entries (added_gen)",
+        "CREATE INDEX entries_tenant ON entries (tenant)",
+        "CREATE INDEX entries_task ON entries (task)",
+        "CREATE INDEX entries_label ON entries (label_int)",
+        "CREATE TABLE removed (id bigint PRIMARY KEY, gen bigint NOT NULL)",
+        "CREATE INDEX removed_gen ON removed (gen)",
+    ]
+
+
+VAULT_DDL = [
+    "CREATE TABLE vault_meta (name text PRIMARY KEY, value bytea NOT NULL)",
+    "CREATE TABLE vault_tenants (id bigint PRIMARY KEY, name text NOT NULL UNIQUE)",
+    "CREATE TABLE vault_keys (id bigint PRIMARY KEY, tenant_id bigint NOT NULL, version integer NOT NULL,"
+    " wrapped bytea NOT NULL, encryptions bigint NOT NULL, UNIQUE (tenant_id, version))",
+    "CREATE TABLE vault_records (id bigint PRIMARY KEY, key_id bigint NOT NULL, sealed bytea NOT NULL)",
+    "CREATE INDEX vault_records_key ON vault_records (key_id)",
+]
+
+
+def create_schema(conn: ServerConnection, *, dim: int, manifest: Mapping[str, Any], vault: bool) -> None:
+    """The memory's schema and tables with its manifest; ValidationError if the schema already exists.
+    Runs inside the caller's transaction (the vault's keys are made in the same one)."""
+    from psycopg import sql
+
+    location = conn.location
+    exists = conn.execute(
+        "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (location.schema,)
+    ).fetchone()
+    if exists:
+        raise ValidationError(
+            f"{location.display()} already exists; a memory is created in a new schema (pass ?schema=NAME)"
+        )
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(location.schema)))
+    for statement in _ddl(dim) + (VAULT_DDL if vault else []):
+        conn.execute(statement)
+    meta = {
+        "generation": "0",
+        "next_id": "0",
+        "count": "0",  # entries, kept in each commit: count(*) over a million rows takes a second
+        "format": str(FORMAT_VERSION),
+        "manifest": json.dumps(dict(manifest), sort_keys=True),
+    }
+    with conn.raw.cursor() as cursor:
+        cursor.executemany("INSERT INTO mem_meta (key, value) VALUES (%s, %s)", list(meta.items()))
+
+
+def read_manifest_row(conn: ServerConnection) -> dict[str, Any]:
+    """The manifest stored with the memory; StoreFormatError if the schema holds none (or a newer one)."""
+    location = conn.location
+    found = conn.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'mem_meta'",
+        (location.schema,),
+    ).fetchone()
+    if not found:
+        raise StoreFormatError(f"no rehearsal memory at {location.display()}")
+    rows = dict(
+        conn.execute("SELECT key, value FROM mem_meta WHERE key IN ('format', 'manifest')").fetchall()
+    )
+    version = int(rows.get("format", "0"))
+    if "manifest" not in rows or version < 1:
+        raise StoreFormatError(f"{location.display()} holds a damaged memory (no manifest)")
+    if version > FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{location.display()} has format version {version}; this rehearsal reads up to {FORMAT_VERSION}"
+        )
+    manifest: dict[str, Any] = json.loads(rows["manifest"])
+    return manifest

@@ -1,0 +1,58 @@
+"""The where-filter tree compiled to a PostgreSQL condition over ``entries``; every value is a parameter.
+
+Matches what the SQLite backend selects: task, tenant and tags compare as text; a label value compares
+with ``label_int`` when it is an int and with ``label_text`` when it is a name, and ranges see int labels
+only; "not equal" holds for an entry with no task or label; ``$in`` of nothing matches nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rehearsal.store.where import Condition, Where
+
+__all__ = ["compile_where"]
+
+_RANGE_SQL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
+def compile_where(where: Where | None) -> tuple[str, list[Any]]:
+    """An SQL boolean expression over ``entries`` and its parameters (``"TRUE"`` for no filter)."""
+    if where is None or not where.conditions:
+        return "TRUE", []
+    clauses: list[str] = []
+    params: list[Any] = []
+    for condition in where.conditions:
+        clause, args = _clause(condition)
+        clauses.append(clause)
+        params.extend(args)
+    return " AND ".join(clauses), params
+
+
+def _clause(condition: Condition) -> tuple[str, list[Any]]:
+    field, op, values = condition.field, condition.op, list(condition.values)
+    if op in _RANGE_SQL:
+        column = "id" if field == "id" else "label_int"
+        return f"({column} {_RANGE_SQL[op]} %s)", values
+    if not values:
+        return ("FALSE" if op == "in" else "TRUE"), []
+    if field == "id":
+        return ("(id = ANY(%s))" if op == "in" else "(id <> ALL(%s))"), [values]
+    # A positive test stays bare, so the planner can use the column's index and estimate how many rows
+    # match (then a selective filter is answered exactly from the index, not by the HNSW graph). Negated,
+    # COALESCE makes a NULL task or label (or an empty array) "not one of them" rather than unknown.
+    if field == "label":
+        ints = [v for v in values if isinstance(v, int)]
+        names = [v for v in values if isinstance(v, str)]
+        if op == "in":
+            return "(label_int = ANY(%s) OR label_text = ANY(%s))", [ints, names]
+        test = "(COALESCE(label_int = ANY(%s), FALSE) OR COALESCE(label_text = ANY(%s), FALSE))"
+        return f"(NOT {test})", [ints, names]
+    texts = [str(v) for v in values]
+    if field == "tags":
+        test = "(tags && %s::text[])"
+        return (test if op == "in" else f"(NOT {test})"), [texts]
+    # task or tenant
+    if op == "in":
+        return f"({field} = ANY(%s::text[]))", [texts]
+    return f"(NOT COALESCE({field} = ANY(%s::text[]), FALSE))", [texts]

@@ -1,0 +1,1 @@
+"""Helpers for tests, benchmarks and trying things out (throwaway servers); the library never imports them."""
