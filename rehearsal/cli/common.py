@@ -46,6 +46,7 @@ __all__ = [
 KEY_ENV = MASTER_KEY_ENV
 # A memory folder's manifest; a run folder's state file and the memory it keeps (run/loop.py).
 MANIFEST, RUN_STATE, RUN_MEMORY = "memory.json", "state.json", "memory"
+DEPLOYMENT = "deployment.json"  # a deployment folder's file (rehearsal.runner.deployment.folder)
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # A gate's outcomes that are not errors: a pipeline branches on them.
 EXIT_NEEDS_APPROVAL = 3
@@ -98,9 +99,11 @@ def encrypted(path: str) -> bool:
 
 
 def memory_folder(path: str) -> str:
-    """``path`` itself, or the memory inside it when ``path`` is a ``rehearsal run`` output folder: every
-    verb that takes a memory also takes the run that keeps one."""
+    """``path`` itself, or the memory inside it when ``path`` is a ``rehearsal run`` output folder or a
+    deployment: every verb that takes a memory also takes the run or deployment that keeps one."""
     folder = Path(path)
+    if not (folder / MANIFEST).is_file() and (folder / DEPLOYMENT).is_file():
+        return str(folder / RUN_MEMORY)  # a deployment keeps its memory in the same place as a run
     if not (folder / MANIFEST).is_file() and (folder / RUN_STATE).is_file():
         inner = folder / RUN_MEMORY
         if (inner / MANIFEST).is_file():
