@@ -52,6 +52,7 @@ def _decisions(dep: Path, keys: KeyRing) -> list[tuple[str, str]]:
     return [(e.details["run_id"], e.details["decision"]) for e in log.entries() if e.kind == "train-update"]
 
 
+@pytest.mark.slow
 def test_three_updates_the_planted_regression_is_blocked_and_rolled_back(
     tmp_path: Path, tiny_model: str, encoder: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,6 +108,7 @@ def test_three_updates_the_planted_regression_is_blocked_and_rolled_back(
     assert any(e.kind == "rollback" for e in log.entries())
 
 
+@pytest.mark.slow
 def test_expert_growth_grows_on_a_held_back_domain_and_not_on_a_known_one(
     tmp_path: Path, tiny_model: str, encoder: Any
 ) -> None:
@@ -273,3 +275,61 @@ def test_the_report_renders_in_headless_chromium_with_every_plot(
     assert console == []
     assert "update-" in dom
     assert "train-update" in dom
+
+
+@pytest.mark.slow
+def test_a_deployment_from_a_finished_run_keeps_its_memory_labels_and_audit_chain(
+    tmp_path: Path, tiny_model: str, master_key: None, tiny_stream: Any
+) -> None:
+    from _models import tiny_run_config
+
+    from rehearsal.runner.loop import run
+
+    # The run reads its stream from a file, so the deployment finds the same labels and test sets.
+    data = tmp_path / "stream.jsonl"
+    with data.open("w", encoding="utf-8") as fh:
+        for task in tiny_stream.tasks:
+            for split, rows in (("train", task.train), ("test", task.test)):
+                for ex in rows:
+                    row = {"text": ex.text, "label": ex.label, "task": ex.task, "split": split}
+                    fh.write(json.dumps(row) + "\n")
+    run(tiny_run_config(tmp_path, tiny_model, method="hybrid", data=str(data), tasks=None))
+    keys = KeyRing.from_env("REHEARSAL_MASTER_KEY")
+    run_log = AuditLog.open(default_log_path(tmp_path / "run" / "memory"), keys, create=False)
+    entries_before = len(run_log.entries())
+    dep = tmp_path / "dep"
+    first = init_deployment(
+        dep, from_run=tmp_path / "run", keys=keys, options={**FAST, "max_labels": 24, "epochs": 1}
+    )
+    state = Deployment.open(dep, keys).current()[1]
+    assert set(state.tasks) == {"living", "verbs"}
+    assert state.labels == list(tiny_stream.labels)  # the run's label ids index its stream's labels
+    assert set(first.metrics["accuracy"]) == {"living", "verbs"}
+    log = AuditLog.open(default_log_path(dep / "memory"), keys, create=False)
+    assert len(log.entries()) > entries_before  # the run's chain goes on in the deployment
+    assert log.entries()[-1].details["decision"] == "ungated"
+
+
+def test_an_update_flagged_for_approval_ships_once_approved_for_that_data(
+    tmp_path: Path, tiny_model: str, encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = KeyRing.generate()
+    monkeypatch.setenv("REHEARSAL_MASTER_KEY", keys.export_base64())
+    stream = load_sentiment_stream(max_train_per_class=3, max_test_per_class=1)
+    tweets, movies, _, _ = stream.tasks
+    _memory(tmp_path / "mem", keys, encoder, list(tweets.train))
+    dep = tmp_path / "dep"
+    options = {**FAST, "epochs": 1, "gate": {"max_drop": 1.0, "margin": 1.0}}
+    init_deployment(dep, memory=tmp_path / "mem", model=tiny_model, keys=keys, options=options)
+    personal = [Example("please write to jane.doe@example.com about my refund", "negative", "refunds")]
+    data = _write(tmp_path / "personal.jsonl", [*movies.train, *personal])
+    with pytest.raises(UpdateBlockedError, match="contain PII") as blocked:
+        update(dep, data, keys=keys)
+    assert blocked.value.decision == "needs-approval"
+    assert main(["approve", str(dep), str(blocked.value.update), "--approver", "alice"]) == 0
+    done = update(dep, data, keys=keys)  # the same data: the same update, now approved
+    assert done.update == blocked.value.update
+    assert done.version == 2
+    log = AuditLog.open(default_log_path(dep / "memory"), keys, create=False)
+    last = [e.details for e in log.entries() if e.kind == "train-update"][-1]
+    assert last["approver"] == "alice"
