@@ -48,7 +48,11 @@ def _jsonl(path: Path, examples: list[Example]) -> Path:
 def print_versions(dep: Deployment) -> None:
     states = dep.states()
     tasks = [t for t in (*ENTITIES, *EVENTS) if any(t in s.metrics["accuracy"] for _, s in states)]
-    print(f"{'version':<8} {'update':<20} {'labels':>6} " + " ".join(f"{t:>10}" for t in tasks) + "   p50 ms   p95 ms")
+    print(
+        f"{'version':<8} {'update':<20} {'labels':>6} "
+        + " ".join(f"{t:>10}" for t in tasks)
+        + "   p50 ms   p95 ms"
+    )
     for version, s in states:
         acc = s.metrics["accuracy"]
         cells = " ".join(f"{acc[t]:>10.3f}" if t in acc else f"{'-':>10}" for t in tasks)
@@ -77,7 +81,9 @@ def main() -> None:
     task = {t.name: t for t in stream.tasks}
     entities = [ex for name in ENTITIES for ex in task[name].train]
     with RehearsalMemory.create(out / "memory", keys=keys, encoder=load_encoder()) as memory:
-        memory.add([ex.text for ex in entities], metadata=[{"task": ex.task, "label": ex.label} for ex in entities])
+        memory.add(
+            [ex.text for ex in entities], metadata=[{"task": ex.task, "label": ex.label} for ex in entities]
+        )
     suite = _jsonl(out / "suite.jsonl", [ex for name in ENTITIES for ex in task[name].test])
     options = {
         "epochs": args.epochs,
@@ -87,7 +93,9 @@ def main() -> None:
         "gate": {"max_drop": 0.15, "margin": 0.25},
     }
     dep_path = out / "deployment"
-    init_deployment(dep_path, memory=out / "memory", model=args.model, suite=suite, keys=keys, options=options)
+    init_deployment(
+        dep_path, memory=out / "memory", model=args.model, suite=suite, keys=keys, options=options
+    )
     for name in EVENTS:
         data = _jsonl(out / f"{name}.jsonl", list(task[name].train))
         try:

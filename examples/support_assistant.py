@@ -130,7 +130,8 @@ def main() -> None:
     canary = shadow(dep_path, requests, keys=keys, canary=0.2)
     for arm in ("current", "candidate"):
         a = canary[arm]
-        print(f"  canary {arm:<9} {a['requests']:>3} requests, accuracy {a['accuracy']}, p95 {a['latency']['p95_ms']} ms")
+        p95 = a["latency"]["p95_ms"]
+        print(f"  canary {arm:<9} {a['requests']:>3} requests, accuracy {a['accuracy']}, p95 {p95} ms")
     shipped = promote(dep_path, keys=keys)
     print(f"  promoted -> v{shipped.version}")
     # Week 3: more of the new line and of an old one.
