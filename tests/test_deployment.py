@@ -333,3 +333,25 @@ def test_an_update_flagged_for_approval_ships_once_approved_for_that_data(
     log = AuditLog.open(default_log_path(dep / "memory"), keys, create=False)
     last = [e.details for e in log.entries() if e.kind == "train-update"][-1]
     assert last["approver"] == "alice"
+
+
+def test_the_ewc_strategy_carries_its_fisher_state_from_version_to_version(
+    tmp_path: Path, tiny_model: str, encoder: Any
+) -> None:
+    from rehearsal.methods.ewc import EWC
+
+    keys = KeyRing.generate()
+    stream = load_sentiment_stream(max_train_per_class=3, max_test_per_class=1)
+    tweets, movies, _, _ = stream.tasks
+    _memory(tmp_path / "mem", keys, encoder, list(tweets.train))
+    dep = tmp_path / "dep"
+    options = {**FAST, "epochs": 1, "gate": {"max_drop": 1.0, "margin": 1.0}}
+    init_deployment(
+        dep, memory=tmp_path / "mem", model=tiny_model, strategy="ewc", keys=keys, options=options
+    )
+    first = Path(Deployment.open(dep, keys).current()[0].weights)
+    assert EWC.load(first / "ewc.pt").consolidations == 1
+    update(dep, _write(tmp_path / "movies.jsonl", list(movies.train)), keys=keys)
+    second = Path(Deployment.open(dep, keys).current()[0].weights)
+    assert second != first
+    assert EWC.load(second / "ewc.pt").consolidations == 2  # the update started from v1's state

@@ -119,7 +119,8 @@ def init_deployment(
             tests = read_examples(suite)
         elif not tests:
             train, tests = split_heldout(examples, config.heldout, rng=np.random.default_rng(config.seed))
-            moved = [i for i, ex in zip(ids, examples, strict=True) if ex in set(tests)]
+            held = set(tests)
+            moved = [i for i, ex in zip(ids, examples, strict=True) if ex in held]
             audited.delete(moved)  # the suite's examples must not be trained on
             examples = train
         unknown = sorted({str(ex.label) for ex in tests} - set(labels))

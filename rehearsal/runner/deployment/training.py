@@ -132,4 +132,5 @@ def _consolidate(ewc: Any, candidate: DeployedModel, train: Any, collate: Any, o
     ]
     examples = train.select_columns(columns)
     ewc.consolidate(candidate.model, DataLoader(examples, batch_size=_FISHER_BATCH, collate_fn=collate))
+    out.parent.mkdir(parents=True, exist_ok=True)
     ewc.save(out)
