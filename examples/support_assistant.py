@@ -88,9 +88,9 @@ def print_versions(dep: Deployment) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/support")
-    parser.add_argument("--per-class", type=int, default=36, help="training examples per line and label")
+    parser.add_argument("--per-class", type=int, default=24, help="training examples per line and label")
     parser.add_argument("--model", default=None, help="base classifier (default: the packaged MiniLM)")
-    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--epochs", type=float, default=3.0)
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out)
