@@ -65,10 +65,10 @@ def print_versions(dep: Deployment) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/entities")
+    parser.add_argument("--out", default="runs/entities", help="folder for the memory, deployment and report")
     parser.add_argument("--per-class", type=int, default=12, help="training examples per class")
     parser.add_argument("--model", default=None, help="base classifier (default: the packaged MiniLM)")
-    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--epochs", type=float, default=4.0, help="training epochs of every update")
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out)

@@ -87,10 +87,10 @@ def print_versions(dep: Deployment) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/support")
+    parser.add_argument("--out", default="runs/support", help="folder for the memory, deployment and report")
     parser.add_argument("--per-class", type=int, default=24, help="training examples per line and label")
     parser.add_argument("--model", default=None, help="base classifier (default: the packaged MiniLM)")
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, default=3.0, help="training epochs of every update")
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out)
