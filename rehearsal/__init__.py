@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from rehearsal.replay.callback import RehearsalCallback
     from rehearsal.replay.collator import RehearsalCollator, embed_dataset
     from rehearsal.replay.trainer import RehearsalTrainer
+    from rehearsal.runner.deployment.update import update
     from rehearsal.runner.loop import run
     from rehearsal.runner.results import RunResult
 
@@ -68,6 +69,7 @@ _LAZY = {
     "RehearsalTrainer": "rehearsal.replay.trainer",
     "RunResult": "rehearsal.runner.results",
     "run": "rehearsal.runner.loop",
+    "update": "rehearsal.runner.deployment.update",
 }
 
 __all__ = [
@@ -118,6 +120,7 @@ __all__ = [
     "load_wordnet_stream",
     "make_policy",
     "run",
+    "update",
 ]
 
 

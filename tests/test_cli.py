@@ -460,6 +460,9 @@ def test_every_verb_takes_json() -> None:
             "get": ["--ids", "1"],
             "export": ["--out", "x.jsonl"],
             "compare": ["--methods", "naive"],
+            "init-deployment": ["--memory", "m"],
+            "update": ["--data", "d.jsonl"],
+            "shadow": ["--requests", "r.jsonl"],
         }
         extra = {"ingest": ["FILE"], "search": ["q"]}
         args = parser.parse_args([*argv, *extra.get(name, []), *required.get(name, []), "--json"])

@@ -93,3 +93,34 @@ def test_generative_replay_example_keeps_no_text_guides_reports_copies_and_forge
     )
     assert "forget clinic-b: 6 vectors removed; the next task's 8 examples include 4 of clinic-b's" in out
     assert "a generator trained\nbefore an erasure may still carry the erased records" in out
+
+
+@pytest.mark.slow
+def test_support_assistant_scenario_grows_an_expert_for_the_new_line_and_prints_its_versions(
+    tmp_path, tiny_model
+):
+    done = run_example(
+        "support_assistant.py", "--out", str(tmp_path / "out"), "--model", tiny_model, "--per-class", "12",
+        "--epochs", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert re.search(r"week 2: update-\w+ staged; novelty .*'decision': 'new-expert'", out), out
+    assert re.search(r"^version +update +expert +editorials +movies +products +tweets +escalation", out, re.M)
+    assert len(re.findall(r"^v\d ", out, re.M)) == 4
+    assert (tmp_path / "out" / "deployment" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_entity_stream_scenario_prints_old_task_accuracy_and_latency_per_version(tmp_path, tiny_model):
+    done = run_example(
+        "entity_stream.py", "--out", str(tmp_path / "out"), "--model", tiny_model, "--per-class", "3",
+        "--epochs", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    # The tiny model learns too little for the gate to let every event through: a blocked update is
+    # reported, and the table holds the versions that shipped.
+    assert re.search(r"^(verbs|modifiers): (update-\w+ -> v\d|blocked by the gate)", out, re.M), out
+    assert re.search(r"^version +update +labels +living +physical .*p50 ms +p95 ms$", out, re.M), out
+    assert re.search(r"^v1 +init-\w+ +12 ", out, re.M), out

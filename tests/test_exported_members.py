@@ -10,7 +10,7 @@ EXPECTED = {
     "StoreFormatError", "StoreLockedError", "TaskStream", "ValidationError", "WrongKeyError", "__version__",
     "embed_dataset", "load_encoder", "load_jsonl_stream", "load_wordnet_stream", "make_policy",
     "AdapterRouter", "EWC", "EWCConfig", "LoRAConfig", "RunConfig", "TaskAdapters", "TaskGate",
-    "UpdateBlockedError", "RehearsalTrainer", "RunResult", "run", "StorageError",
+    "UpdateBlockedError", "RehearsalTrainer", "RunResult", "run", "StorageError", "update",
 }  # fmt: skip
 
 

@@ -50,6 +50,7 @@ __all__ = [
 KEY_ENV = MASTER_KEY_ENV
 # A memory folder's manifest; a run folder's state file and the memory it keeps (run/loop.py).
 MANIFEST, RUN_STATE, RUN_MEMORY = "memory.json", "state.json", "memory"
+DEPLOYMENT = "deployment.json"  # a deployment folder's file (rehearsal.runner.deployment.folder)
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # A gate's outcomes that are not errors: a pipeline branches on them.
 EXIT_NEEDS_APPROVAL = 3
@@ -129,12 +130,14 @@ def _without_password(url: str) -> str:
 
 
 def memory_folder(path: str) -> str:
-    """``path`` itself, or the memory inside it when ``path`` is a ``rehearsal run`` output folder: every
-    verb that takes a memory also takes the run that keeps one. A server URL comes back without its
-    password (see ``_without_password``)."""
+    """``path`` itself, or the memory inside it when ``path`` is a ``rehearsal run`` output folder or a
+    deployment: every verb that takes a memory also takes the run or deployment that keeps one. A server
+    URL comes back without its password (see ``_without_password``)."""
     if is_server(path):
         return _without_password(path)
     folder = Path(path)
+    if not (folder / MANIFEST).is_file() and (folder / DEPLOYMENT).is_file():
+        return str(folder / RUN_MEMORY)  # a deployment keeps its memory in the same place as a run
     if not (folder / MANIFEST).is_file() and (folder / RUN_STATE).is_file():
         inner = folder / RUN_MEMORY
         if (inner / MANIFEST).is_file():

@@ -172,6 +172,14 @@ def _rollback(args: argparse.Namespace) -> Report:
     if args.version is None:
         raise ValidationError("rollback needs a VERSION (see 'rehearsal versions PATH')")
     keys = keys_from_args(args)
+    deployment = Path(args.path).parent
+    if (deployment / "deployment.json").is_file() and args.log is None:
+        from rehearsal.runner.deployment.update import rollback as rollback_deployment
+
+        # A deployment also trims its regression suite and discards a staged candidate.
+        done = rollback_deployment(deployment, args.version, keys=keys)
+        line = f"rolled back {deployment} to v{done['version']}: {done['removed']} later entries removed"
+        return Report({"path": str(deployment), **done, "audited": True}, [line])
     with open_memory(args, read_only=False) as memory:
         log = AuditLog.open(_log_path(args), keys) if keys is not None and encrypted(args.path) else None
         if log is not None:

@@ -33,6 +33,7 @@ from rehearsal.cli.common import (
     open_memory,
     parse_where_option,
 )
+from rehearsal.cli.deploy_verbs import deploy_verbs
 from rehearsal.cli.encoder_options import add_encoder_arguments
 from rehearsal.cli.gate_verbs import gate_args, run_gate
 from rehearsal.cli.governance_verbs import governance_verbs
@@ -299,6 +300,7 @@ VERBS["gate"] = Verb("validate an update: regression and PII safety", gate_args,
 VERBS.update(memory_verbs())  # get, peek, count, export
 VERBS.update(run_verbs())  # compare
 VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
+VERBS.update(deploy_verbs())  # init-deployment, update, shadow, promote, report
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,7 +66,9 @@ __all__ = [
 
 # "baseline": the state of a memory a log first sees; "reconcile": mutations that committed without their
 # entry (a crash between commit and append), found by generation when the memory is next opened audited;
-# "withdraw": a version a run recorded but never acknowledged (it crashed before saving its state).
+# "withdraw": a version a run recorded but never acknowledged (it crashed before saving its state);
+# "novelty": a deployment update's novelty score and the expert decision it led to; "shadow": a staged
+# candidate's shadow or canary comparison against the deployed version.
 AUDIT_KINDS = (
     "ingest",
     "delete",
@@ -79,6 +81,8 @@ AUDIT_KINDS = (
     "baseline",
     "reconcile",
     "withdraw",
+    "novelty",
+    "shadow",
 )
 DEFAULT_LOG_NAME = "audit.log"
 _ZERO = "0" * 64

@@ -57,13 +57,13 @@ from rehearsal.governance.gate import (
 from rehearsal.governance.versions import record_version
 from rehearsal.memory.facade import RehearsalMemory
 
-__all__ = ["UNGATED", "approver_of", "govern_update", "run_id_for", "update_id"]
+__all__ = ["UNGATED", "approver_of", "govern_update", "run_id_for", "staging_check", "update_id"]
 
 UNGATED = "ungated"  # the decision recorded for an update of a run without a gate
 _DATA_DIGEST_PURPOSE = "update-data-digest"
 
 
-def _staging(
+def staging_check(
     gate: GateConfig, staged: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int
 ) -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
     """Staging: the candidate against the current version on the earlier tasks' held-out examples (paired
@@ -120,6 +120,7 @@ def govern_update(
     after: Mapping[str, float],
     staged: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     seed: int = 0,
+    update: str | None = None,
 ) -> int:
     """Gate, then version and audit the update (see the module docstring); returns the version number.
 
@@ -131,7 +132,7 @@ def govern_update(
     :class:`UpdateBlockedError` once the block is logged and undone.
     """
 
-    uid = update_id(run_id, phase)
+    uid = update if update is not None else update_id(run_id, phase)
     added, evicted = memory.changes_since(last_audited_generation(log) or 0)
     texts = memory.get_texts(added) if added and not memory.embedding_only else []
     digest = _data_digest(keys, texts)
@@ -145,7 +146,7 @@ def govern_update(
             [_safe_code(c) for c in report.codes],
         )
         if decision != FAIL and staged:
-            summary, staging_codes, staging_reasons = _staging(gate, staged, seed)
+            summary, staging_codes, staging_reasons = staging_check(gate, staged, seed)
             if staging_codes:
                 decision = FAIL
                 codes += staging_codes

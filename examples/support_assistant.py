@@ -1,0 +1,149 @@
+"""Scenario: a support assistant updated every week, and the week a new product line arrives.
+
+The assistant triages messages as negative / neutral / positive; negative ones are escalations, tagged
+``safety``. It is deployed on three lines (the bundled sentiment stream's tweets, movies and products
+domains stand in for them), and each week brings a batch of newly labelled messages:
+
+- week 1: more messages from the known lines: the novelty score stays low, the expert they route to is
+  trained further, with replay of its tasks;
+- week 2: the new line (the editorials domain, held back until now) arrives: its novelty passes the
+  threshold, so it gets a new expert and a router entry, and the old experts are not touched. The
+  candidate is staged, canaried on a request log (a stable 20% of requests by hash), then promoted;
+- week 3: more messages from the new line and an old one.
+
+Every update goes through the gate; the script prints the versions' table (accuracy per old line,
+escalations' accuracy, latency p50/p95, expert decision) and writes ``report.html``.
+
+Text: ``rehearsal/data/sentiment_stream.jsonl.gz``, sentences from the VADER sentiment package (PyPI
+``vaderSentiment``, MIT licence; see ``rehearsal/data/README.md`` and ``VADER_LICENSE``).
+
+    python examples/support_assistant.py --out runs/support     # ~5-10 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.embedding import load_encoder
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.runner.deployment.folder import Deployment
+from rehearsal.runner.deployment.init import init_deployment
+from rehearsal.runner.deployment.report import write_report
+from rehearsal.runner.deployment.shadow import shadow
+from rehearsal.runner.deployment.update import promote, update
+from rehearsal.runner.sentiment import load_sentiment_stream
+from rehearsal.runner.tasks import Example
+
+KNOWN, NEW = ("tweets", "movies", "products"), "editorials"
+
+
+def _tags(ex: Example) -> list[str]:
+    return ["safety"] if ex.label == "negative" else []
+
+
+def _jsonl(path: Path, examples: list[Example]) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for ex in examples:
+            row = {"text": ex.text, "label": ex.label, "task": ex.task, "tags": _tags(ex)}
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def _part(examples: tuple[Example, ...], part: int, parts: int) -> list[Example]:
+    """The ``part``-th of ``parts`` slices of each label's examples (disjoint weekly batches)."""
+    out: list[Example] = []
+    for label in sorted({ex.label for ex in examples}):
+        rows = [ex for ex in examples if ex.label == label]
+        size = len(rows) // parts
+        out.extend(rows[part * size : (part + 1) * size])
+    return out
+
+
+def print_versions(dep: Deployment) -> None:
+    states = dep.states()
+    tasks = sorted({t for _, s in states for t in s.metrics["accuracy"]})
+    head = f"{'version':<8} {'update':<20} {'expert':<16} " + " ".join(f"{t[:10]:>10}" for t in tasks)
+    print(head + f" {'escalation':>10} {'p50 ms':>8} {'p95 ms':>8}")
+    for version, s in states:
+        acc = s.metrics["accuracy"]
+        cells = " ".join(f"{acc[t]:>10.3f}" if t in acc else f"{'-':>10}" for t in tasks)
+        safety = s.metrics["safety"]["accuracy"]
+        expert = (s.novelty or {}).get("decision", "-")
+        lat = s.metrics["latency"]
+        print(
+            f"v{version.version:<7} {s.update:<20} {expert:<16} {cells} "
+            f"{'-' if safety is None else f'{safety:.3f}':>10} {lat['p50_ms']:>8.1f} {lat['p95_ms']:>8.1f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/support", help="folder for the memory, deployment and report")
+    parser.add_argument("--per-class", type=int, default=24, help="training examples per line and label")
+    parser.add_argument("--model", default=None, help="base classifier (default: the packaged MiniLM)")
+    parser.add_argument("--epochs", type=float, default=3.0, help="training epochs of every update")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    keys = KeyRing.generate()
+    stream = load_sentiment_stream(max_train_per_class=args.per_class, max_test_per_class=8)
+    task = {t.name: t for t in stream.tasks}
+    # Week 0: the memory of the three known lines (half of their data), the deployment on top of it.
+    first = [ex for name in KNOWN for ex in _part(task[name].train, 0, 2)]
+    with RehearsalMemory.create(out / "memory", keys=keys, encoder=load_encoder()) as memory:
+        memory.add(
+            [ex.text for ex in first],
+            metadata=[{"task": ex.task, "label": ex.label, "tags": _tags(ex)} for ex in first],
+        )
+    suite = _jsonl(out / "suite.jsonl", [ex for name in KNOWN for ex in task[name].test])
+    options = {"epochs": args.epochs, "learning_rate": 2e-3, "gate": {"max_drop": 0.1, "margin": 0.2}}
+    dep_path = out / "deployment"
+    init_deployment(
+        dep_path,
+        memory=out / "memory",
+        model=args.model,
+        strategy="expert-growth",
+        suite=suite,
+        keys=keys,
+        options=options,
+    )
+    # Week 1: more of the known lines.
+    week1 = [ex for name in ("tweets", "products") for ex in _part(task[name].train, 1, 2)]
+    done = update(dep_path, _jsonl(out / "week1.jsonl", week1), keys=keys)
+    print(f"week 1: {done.update} -> v{done.version}; novelty {done.novelty}")
+    # Week 2: the new line arrives; staged, canaried, promoted.
+    week2 = _part(task[NEW].train, 0, 2)
+    staged = update(dep_path, _jsonl(out / "week2.jsonl", week2), keys=keys, stage=True)
+    print(f"week 2: {staged.update} staged; novelty {staged.novelty}")
+    requests = _jsonl(out / "requests.jsonl", [ex for t in stream.tasks for ex in t.test])
+    canary = shadow(dep_path, requests, keys=keys, canary=0.2)
+    for arm in ("current", "candidate"):
+        a = canary[arm]
+        p95 = a["latency"]["p95_ms"]
+        print(f"  canary {arm:<9} {a['requests']:>3} requests, accuracy {a['accuracy']}, p95 {p95} ms")
+    shipped = promote(dep_path, keys=keys)
+    print(f"  promoted -> v{shipped.version}")
+    # Week 3: more of the new line and of an old one.
+    week3 = [*_part(task[NEW].train, 1, 2), *_part(task["movies"].train, 1, 2)]
+    done = update(dep_path, _jsonl(out / "week3.jsonl", week3), keys=keys)
+    print(f"week 3: {done.update} -> v{done.version}; novelty {done.novelty}")
+    dep = Deployment.open(dep_path, keys)
+    print()
+    print_versions(dep)
+    page = write_report(dep_path, keys=keys)
+    print(f"\nreport: {page}; {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

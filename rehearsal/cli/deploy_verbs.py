@@ -1,0 +1,185 @@
+"""Deployment verbs of the ``rehearsal`` CLI: ``init-deployment``, ``update``, ``shadow``, ``promote`` and
+``report`` (``rollback``, ``versions``, ``approve`` and ``audit`` take a deployment folder too: its
+memory is ``DIR/memory``). Torch loads only when a verb trains or answers.
+
+An update the gate does not pass exits 4 ("fail") or 3 ("needs-approval"), as ``rehearsal gate`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rehearsal.cli.common import EXIT_FAIL, EXIT_NEEDS_APPROVAL, KEY_ENV, Report, Verb, keys_from_args
+from rehearsal.errors import UpdateBlockedError, ValidationError
+
+__all__ = ["deploy_verbs"]
+
+
+def _key_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key-file", help=f"file with the base64 master key (default: ${KEY_ENV})")
+
+
+def _dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="DIR", help="the deployment folder")
+    _key_arg(p)
+
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    _dir_arg(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--memory", metavar="MEMORY", help="the memory folder to start from (copied)")
+    source.add_argument("--from-run", metavar="RUN_DIR", help="a finished 'rehearsal run' with a memory")
+    p.add_argument("--model", help="the base model folder (default: the run's model, else MiniLM)")
+    p.add_argument("--strategy", default="adapter-replay", choices=("adapter-replay", "ewc", "expert-growth"))
+    p.add_argument("--suite", metavar="FILE", help="held-out examples (JSON lines) as the regression suite")
+    p.add_argument(
+        "--config",
+        metavar="JSON",
+        help='other DeploymentConfig fields, e.g. \'{"epochs": 2, "stage": true}\'',
+    )
+
+
+def _options(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError:
+        raise ValidationError("--config is not valid JSON") from None
+    if not isinstance(options, dict):
+        raise ValidationError(f"--config must be a JSON object, got {type(options).__name__}")
+    return options
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    acc = ", ".join(f"{t} {a:.3f}" for t, a in sorted(metrics.get("accuracy", {}).items()))
+    lat = metrics.get("latency", {})
+    return f"accuracy: {acc or '-'}; latency p50 {lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms"
+
+
+def _init(args: argparse.Namespace) -> Report:
+    from rehearsal.runner.deployment.init import init_deployment
+
+    result = init_deployment(
+        args.path,
+        memory=args.memory,
+        from_run=args.from_run,
+        model=args.model,
+        strategy=args.strategy,
+        suite=args.suite,
+        keys=keys_from_args(args),
+        options=_options(args.config),
+    )
+    lines = [
+        f"made deployment {args.path}: v{result.version} ({result.update})",
+        _metrics_line(result.metrics),
+    ]
+    return Report({"path": args.path, **result.to_dict()}, lines)
+
+
+def _blocked(args: argparse.Namespace, exc: UpdateBlockedError, data_file: str | None) -> Report:
+    status = EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL
+    data = {"blocked": True, "decision": exc.decision, "reasons": exc.reasons, "update": exc.update}
+    lines = [f"blocked: {exc}", "the deployed version is unchanged; the update's data left the memory"]
+    if exc.decision == "needs-approval" and data_file is not None:
+        key = f" --key-file {args.key_file}" if args.key_file else ""
+        steps = [
+            f"rehearsal approve {args.path} {exc.update} --approver NAME{key}",
+            f"rehearsal update {args.path} --data {data_file}{key}",
+        ]
+        data["next"] = steps
+        lines += ["to ship it, a person accepts the flags, then the same data is sent again:", *steps]
+    return Report(data, lines, status=status)
+
+
+def _update_args(p: argparse.ArgumentParser) -> None:
+    _dir_arg(p)
+    p.add_argument("--data", required=True, metavar="NEW.jsonl", help="labelled examples (text, label, ...)")
+    p.add_argument("--task", default="default", help="the task of lines that name none (default: default)")
+    p.add_argument("--stage", action="store_true", default=None, help="stage a passing candidate for shadow")
+
+
+def _update(args: argparse.Namespace) -> Report:
+    from rehearsal.runner.deployment.update import update
+
+    try:
+        result = update(args.path, args.data, keys=keys_from_args(args), task=args.task, stage=args.stage)
+    except UpdateBlockedError as exc:
+        return _blocked(args, exc, args.data)
+    what = f"v{result.version} deployed" if result.version is not None else "staged for shadow and promote"
+    lines = [f"{result.update}: {what}", _metrics_line(result.metrics)]
+    if result.novelty is not None:
+        n = result.novelty
+        lines.append(f"novelty {n['score']:.3f} (threshold {n['threshold']}): {n['decision']} {n['expert']}")
+    return Report({"path": args.path, **result.to_dict()}, lines)
+
+
+def _shadow_args(p: argparse.ArgumentParser) -> None:
+    _dir_arg(p)
+    p.add_argument("--requests", required=True, metavar="LOG.jsonl", help="logged requests (text, label?)")
+    p.add_argument("--canary", type=float, metavar="SHARE", help="route this share to the candidate instead")
+
+
+def _arm_line(name: str, arm: dict[str, Any]) -> str:
+    acc = "-" if arm["accuracy"] is None else f"{arm['accuracy']:.3f}"
+    safety = "-" if arm["safety"] is None else f"{arm['safety']:.3f}"
+    lat = arm["latency"]
+    return (
+        f"{name:<10} {arm['requests']:>5} requests  accuracy {acc}  safety {safety}  "
+        f"p50 {lat['p50_ms']} ms  p95 {lat['p95_ms']} ms"
+    )
+
+
+def _shadow(args: argparse.Namespace) -> Report:
+    from rehearsal.runner.deployment.shadow import shadow
+
+    report = shadow(args.path, args.requests, keys=keys_from_args(args), canary=args.canary)
+    lines = [f"{report['mode']} of {report['update']} against v{report['current_version']}"]
+    lines += [_arm_line("current", report["current"]), _arm_line("candidate", report["candidate"])]
+    if report["agreement"] is not None:
+        lines.append(f"agreement {report['agreement']:.3f}")
+    for arm in ("current", "candidate"):
+        tasks = report[arm]["per_task"]
+        if tasks:
+            lines.append(f"{arm} per old task: " + ", ".join(f"{t} {a}" for t, a in sorted(tasks.items())))
+    return Report({"path": args.path, **report}, lines)
+
+
+def _promote(args: argparse.Namespace) -> Report:
+    from rehearsal.runner.deployment.update import promote
+
+    try:
+        result = promote(args.path, keys=keys_from_args(args))
+    except UpdateBlockedError as exc:
+        return _blocked(args, exc, None)
+    return Report({"path": args.path, **result.to_dict()}, [f"{result.update}: v{result.version} deployed"])
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    _dir_arg(p)
+    p.add_argument("--out", metavar="FILE", help="where the page goes (default: DIR/report.html)")
+
+
+def _report(args: argparse.Namespace) -> Report:
+    from rehearsal.runner.deployment.report import write_report
+
+    page = write_report(args.path, out=args.out, keys=keys_from_args(args))
+    return Report({"path": args.path, "report": str(page)}, [f"wrote {page}"])
+
+
+def deploy_verbs() -> dict[str, Verb]:
+    return {
+        "init-deployment": Verb(
+            "make a deployment from a model and a memory, or a run", _init_args, _init, False
+        ),
+        "update": Verb(
+            "one governed update of a deployment from new labelled data", _update_args, _update, False
+        ),
+        "shadow": Verb(
+            "shadow or canary the staged candidate on logged requests", _shadow_args, _shadow, False
+        ),
+        "promote": Verb("govern and deploy the staged candidate", _dir_arg, _promote, False),
+        "report": Verb("write the deployment's HTML report", _report_args, _report, False),
+    }

@@ -1,0 +1,97 @@
+"""The configuration of a deployment (``deployment.json``'s ``config``): how each update trains.
+
+Strategies:
+
+- ``adapter-replay`` (default): one LoRA adapter (with its own copy of the head) on a frozen base model,
+  trained further by every update on the new data topped up with hybrid replay from the memory;
+- ``ewc``: the whole model, trained by every update with hybrid replay and the online EWC penalty
+  anchored at the current version;
+- ``expert-growth``: LoRA experts routed by the memory's k-NN vote; an update whose data the novelty
+  score (``rehearsal.methods.novelty``) calls novel gets a new expert and router entry and leaves the old
+  experts as they are; otherwise it trains the expert its data routes to, with replay of that expert's
+  tasks.
+
+The head has ``max_labels`` outputs from the start, so new labels take the next free output instead of
+reshaping the model; predictions are made over the labels the version knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rehearsal.config import ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
+from rehearsal.errors import ConfigError
+from rehearsal.governance.gate import GateConfig
+
+__all__ = ["STRATEGIES", "DeploymentConfig"]
+
+STRATEGIES = ("adapter-replay", "ewc", "expert-growth")
+
+
+def _number(name: str, value: object, low: float, high: float, *, open_low: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = (low < v if open_low else low <= v) and v <= high
+    if not ok:
+        bounds = f"{'(' if open_low else '['}{low}, {high}]"
+        raise ConfigError(f"{name!r} must be a number in {bounds}, got {value!r}")
+
+
+@dataclasses.dataclass
+class DeploymentConfig(ConfigMixin):
+    """How a deployment's updates train, hold data back, and are gated (see the module docstring).
+
+    ``heldout``: share of each update's examples (per task and label, at least one where a group has two)
+    kept out of training as that task's regression suite; ``safety_tags``: the tags whose examples make up
+    the safety-tagged accuracy; ``stage``: a candidate that passes the gate waits for ``rehearsal
+    promote`` (after ``rehearsal shadow``) instead of shipping at once.
+    """
+
+    strategy: str = "adapter-replay"
+    model: str | None = None
+    max_labels: int = 32
+    epochs: float = 3.0
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    learning_rate: float = 1e-3
+    max_length: int = 64
+    heldout: float = 0.2
+    safety_tags: list[str] = dataclasses.field(default_factory=lambda: ["safety"])
+    novelty_threshold: float = 0.85
+    novelty_calibration: int = 500
+    route_k: int = 16
+    stage: bool = False
+    seed: int = 0
+    replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
+    ewc: EWCConfig = dataclasses.field(default_factory=EWCConfig)
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    gate: GateConfig = dataclasses.field(default_factory=GateConfig)
+
+    def __post_init__(self) -> None:
+        for name, kind in (("replay", ReplayConfig), ("ewc", EWCConfig), ("lora", LoRAConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, kind.from_dict(getattr(self, name)))
+        if isinstance(self.gate, dict):
+            self.gate = GateConfig.from_dict(self.gate)
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"'strategy' must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise ConfigError(f"'model' must be a model folder or None, got {self.model!r}")
+        for name in ("max_labels", "batch_size", "eval_batch_size", "max_length", "novelty_calibration"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ConfigError(f"{name!r} must be an int >= 2, got {value!r}")
+        _number("epochs", self.epochs, 0.0, 1000.0, open_low=True)
+        _number("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
+        _number("heldout", self.heldout, 0.0, 0.9)
+        _number("novelty_threshold", self.novelty_threshold, 0.0, 1.0)
+        if isinstance(self.route_k, bool) or not isinstance(self.route_k, int) or self.route_k < 1:
+            raise ConfigError(f"'route_k' must be an int >= 1, got {self.route_k!r}")
+        tags = self.safety_tags
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            raise ConfigError(f"'safety_tags' must be a list of tag names, got {tags!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
+        if not isinstance(self.stage, bool):
+            raise ConfigError(f"'stage' must be true or false, got {self.stage!r}")

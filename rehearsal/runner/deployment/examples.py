@@ -1,0 +1,123 @@
+"""The labelled examples an update brings (a JSON-lines file), their held-out split, and the suite.
+
+One example per line: ``{"text": ..., "label": ..., "task": ..., "tags": [...]}``; ``label`` is a
+string or an int (kept as its string), ``task`` defaults to the update's ``task`` argument, ``tags``
+(governance tags such as ``safety``) to none. Requests for ``rehearsal shadow`` use the same format with
+``label`` optional.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rehearsal.errors import ValidationError
+from rehearsal.memory.facade import RehearsalMemory
+
+__all__ = ["Labelled", "data_digest", "read_examples", "split_heldout", "suite_examples", "to_memory"]
+
+
+@dataclass(frozen=True)
+class Labelled:
+    text: str
+    label: str | None
+    task: str
+    tags: tuple[str, ...] = field(default=())
+
+    def metadata(self) -> dict[str, object]:
+        return {"task": self.task, "label": self.label, "tags": list(self.tags)}
+
+
+def read_examples(
+    path: str | os.PathLike[str], *, task: str = "default", labelled: bool = True
+) -> list[Labelled]:
+    """The examples of a JSON-lines file (``.gz`` too); ``labelled`` requires a label on every line."""
+    file = Path(path)
+    opener = gzip.open if file.suffix == ".gz" else open
+    out: list[Labelled] = []
+    try:
+        with opener(file, "rt", encoding="utf-8") as fh:
+            lines = list(fh)
+    except OSError as exc:
+        raise ValidationError(f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{file.name} line {number}"
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ValidationError(f"{where} is not valid JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise ValidationError(f"{where} needs a non-empty string 'text'")
+        label = row.get("label")
+        if label is None and labelled:
+            raise ValidationError(f"{where} has no 'label' (an update learns from labelled examples)")
+        if label is not None and (isinstance(label, bool) or not isinstance(label, str | int)):
+            raise ValidationError(f"{where}: 'label' must be a string or an int, got {label!r}")
+        name = row.get("task", task)
+        tags = row.get("tags", [])
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"{where}: 'task' must be a non-empty string, got {name!r}")
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            raise ValidationError(f"{where}: 'tags' must be a list of strings, got {tags!r}")
+        out.append(Labelled(row["text"], None if label is None else str(label), name, tuple(tags)))
+    if not out:
+        raise ValidationError(f"{str(file)!r} holds no examples")
+    return out
+
+
+def data_digest(examples: Sequence[Labelled]) -> str:
+    """A short digest of the examples (order-free): the same data names the same update."""
+    rows = sorted(json.dumps([e.text, e.label, e.task, list(e.tags)]) for e in examples)
+    return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()[:12]
+
+
+def split_heldout(
+    examples: Sequence[Labelled], share: float, *, rng: np.random.Generator
+) -> tuple[list[Labelled], list[Labelled]]:
+    """(train, held out): ``share`` of each task and label's examples held out, at least one of a group
+    of two or more when ``share`` > 0, never the whole group."""
+    groups: dict[tuple[str, str | None], list[Labelled]] = {}
+    for ex in examples:
+        groups.setdefault((ex.task, ex.label), []).append(ex)
+    train: list[Labelled] = []
+    held: list[Labelled] = []
+    for key in sorted(groups, key=lambda k: (k[0], str(k[1]))):
+        members = groups[key]
+        order = rng.permutation(len(members))
+        n_held = (
+            0 if share <= 0 or len(members) < 2 else min(len(members) - 1, max(1, int(len(members) * share)))
+        )
+        held.extend(members[i] for i in order[:n_held])
+        train.extend(members[i] for i in order[n_held:])
+    return train, held
+
+
+def to_memory(
+    memory: RehearsalMemory, examples: Sequence[Labelled], vectors: np.ndarray | None = None
+) -> list[int]:
+    if not examples:
+        return []
+    texts = [e.text for e in examples]
+    return memory.add(texts, metadata=[e.metadata() for e in examples], vectors=vectors)
+
+
+def suite_examples(suite: RehearsalMemory, tasks: Sequence[str]) -> list[Labelled]:
+    """The suite's examples of ``tasks``, in id order."""
+    ids = suite.ids({"task": {"$in": list(tasks)}}) if tasks else []
+    if not ids:
+        return []
+    rows = suite.entries(ids)
+    texts = suite.get_texts(ids)
+    return [
+        Labelled(text, None if rows[i].label is None else str(rows[i].label), str(rows[i].task), rows[i].tags)
+        for i, text in zip(ids, texts, strict=True)
+    ]

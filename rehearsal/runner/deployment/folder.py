@@ -1,0 +1,174 @@
+"""A deployment on disk: one folder with its config, its versions' weights, its memory and its suite.
+
+::
+
+    DIR/deployment.json         format, config (rehearsal.runner.deployment.config.DeploymentConfig)
+    DIR/memory/                 the replay memory (encrypted), its versions.json and audit.log
+    DIR/suite/                  the regression suite: held-out examples of every task (encrypted memory)
+    DIR/weights/<update>/       a version's (or a candidate's) weights and its state.json
+    DIR/pending.json            a staged candidate awaiting ``rehearsal promote`` (at most one)
+
+The deployed version is the memory's current version (``rehearsal.governance.versions``); its weights
+folder's ``state.json`` (:class:`VersionState`) says which labels, tasks and experts it knows and what it
+measured when it shipped. ``rehearsal rollback`` moves the pointer back; nothing here copies it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rehearsal._files import atomic_write
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError
+from rehearsal.governance.audit_log import AuditLog, default_log_path
+from rehearsal.governance.versions import Version, list_versions
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.runner.deployment.config import DeploymentConfig
+
+__all__ = ["DEPLOYMENT_FILE", "Deployment", "VersionState", "is_deployment"]
+
+DEPLOYMENT_FILE = "deployment.json"
+_FORMAT = "rehearsal-deployment/1"
+_STATE = "state.json"
+_PENDING = "pending.json"
+
+
+def is_deployment(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / DEPLOYMENT_FILE).is_file()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {str(path)!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise StoreFormatError(f"cannot read {what} {str(path)!r}: {exc}") from None
+
+
+@dataclasses.dataclass
+class VersionState:
+    """What one version (or candidate) knows and measured. ``labels`` only ever grow along a lineage:
+    a label's output of the head is its index here."""
+
+    update: str
+    labels: list[str]
+    tasks: dict[str, list[str]]  # task -> its labels
+    experts: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # expert adapter -> tasks
+    suite_boundary: int = 0  # one past the largest suite id when it was made (rollback trims above it)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    novelty: dict[str, Any] | None = None
+
+    def label_ids(self, labels: list[str]) -> list[int]:
+        return [self.labels.index(label) for label in labels]
+
+    def expert_of(self, task: str) -> str | None:
+        return next((name for name, tasks in self.experts.items() if task in tasks), None)
+
+    def save(self, folder: Path) -> None:
+        _write_json(folder / _STATE, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, folder: Path) -> VersionState:
+        data = _read_json(folder / _STATE, "version state")
+        if not isinstance(data, dict):
+            raise StoreFormatError(f"{str(folder / _STATE)!r} is not a version state")
+        return cls(**data)
+
+
+class Deployment:
+    """The folder of a deployment (see the module docstring); :meth:`open` or :meth:`create` it."""
+
+    def __init__(self, path: Path, config: DeploymentConfig, keys: KeyRing) -> None:
+        self.path = path
+        self.config = config
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return f"Deployment(path={str(self.path)!r}, strategy={self.config.strategy!r}, keys=<redacted>)"
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: DeploymentConfig, keys: KeyRing) -> Deployment:
+        folder = Path(path)
+        if folder.exists() and any(folder.iterdir()):
+            raise ConfigError(f"{str(folder)!r} exists and is not empty; a deployment needs a new folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "weights").mkdir()
+        _write_json(folder / DEPLOYMENT_FILE, {"format": _FORMAT, "config": config.to_dict()})
+        return cls(folder, config, keys)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], keys: KeyRing) -> Deployment:
+        folder = Path(path)
+        data = _read_json(folder / DEPLOYMENT_FILE, "deployment file")
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise StoreFormatError(f"{str(folder / DEPLOYMENT_FILE)!r} is not a deployment ({_FORMAT!r})")
+        return cls(folder, DeploymentConfig.from_dict(data["config"]), keys)
+
+    # -- parts ------------------------------------------------------------------------------------
+    @property
+    def memory_path(self) -> Path:
+        return self.path / "memory"
+
+    @property
+    def suite_path(self) -> Path:
+        return self.path / "suite"
+
+    def weights_dir(self, update: str) -> Path:
+        return self.path / "weights" / update.replace("/", "_")
+
+    def open_memory(self, *, read_only: bool = False) -> RehearsalMemory:
+        from rehearsal.embedding import load_encoder
+
+        return RehearsalMemory.open(
+            self.memory_path, keys=self.keys, read_only=read_only, encoder=load_encoder()
+        )
+
+    def open_suite(self, *, read_only: bool = False) -> RehearsalMemory:
+        from rehearsal.embedding import load_encoder
+
+        return RehearsalMemory.open(
+            self.suite_path, keys=self.keys, read_only=read_only, encoder=load_encoder()
+        )
+
+    def log(self) -> AuditLog:
+        return AuditLog.open(default_log_path(self.memory_path), self.keys)
+
+    # -- versions ---------------------------------------------------------------------------------
+    def versions(self) -> tuple[list[Version], int | None]:
+        return list_versions(self.memory_path)
+
+    def current(self) -> tuple[Version, VersionState]:
+        """The deployed version and its state."""
+        versions, current = self.versions()
+        found = [v for v in versions if v.version == current]
+        if not found:
+            raise NotFoundError(f"deployment {str(self.path)!r} has no current version")
+        return found[0], VersionState.load(Path(found[0].weights))
+
+    def states(self) -> list[tuple[Version, VersionState]]:
+        """Every live (not withdrawn) version with its state, oldest first."""
+        versions, _ = self.versions()
+        # Versions a source run recorded before the deployment was made have no state: not its own.
+        own = [v for v in versions if not v.withdrawn and (Path(v.weights) / _STATE).is_file()]
+        return [(v, VersionState.load(Path(v.weights))) for v in own]
+
+    # -- the staged candidate -----------------------------------------------------------------------
+    def pending(self) -> dict[str, Any] | None:
+        path = self.path / _PENDING
+        return dict(_read_json(path, "staged candidate")) if path.is_file() else None
+
+    def set_pending(self, pending: dict[str, Any] | None) -> None:
+        path = self.path / _PENDING
+        if pending is None:
+            path.unlink(missing_ok=True)
+        else:
+            _write_json(path, pending)

@@ -1,0 +1,176 @@
+"""Making a deployment (``rehearsal init-deployment``) from a model and a memory, or from a finished run.
+
+The memory is copied into the deployment (with its audit log, whose chain goes on). The regression suite
+is, in order of preference: ``suite`` (a JSON-lines file of held-out examples), a run's test sets, or
+``heldout`` of the memory's own entries per task and label, moved out of the memory (logged deletes).
+The first version is the base model trained on what the memory holds with the deployment's strategy
+(a run's own weights are not reused: their format is the run method's, not the deployment's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.errors import NotFoundError, ValidationError
+from rehearsal.governance.audited import AuditedMemory
+from rehearsal.governance.updates import govern_update
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.runner.deployment.config import DeploymentConfig
+from rehearsal.runner.deployment.evaluate import score, timed_latency
+from rehearsal.runner.deployment.examples import (
+    Labelled,
+    data_digest,
+    read_examples,
+    split_heldout,
+    to_memory,
+)
+from rehearsal.runner.deployment.folder import Deployment, VersionState
+from rehearsal.runner.deployment.model import SHARED, DeployedModel
+from rehearsal.runner.deployment.training import train_candidate
+from rehearsal.runner.deployment.update import UpdateResult, deployment_keys
+
+__all__ = ["init_deployment"]
+
+
+def _run_source(run_dir: Path) -> tuple[Path, list[str], list[Labelled], str | None]:
+    """A finished run's memory, its stream's label names (a run stores label ids), test sets and model."""
+    from rehearsal.runner.config import RunConfig
+    from rehearsal.runner.loop import load_stream
+
+    state_file = run_dir / "state.json"
+    if not state_file.is_file() or not (run_dir / "memory" / "memory.json").is_file():
+        raise NotFoundError(f"{str(run_dir)!r} is not a finished 'rehearsal run' with a memory")
+    config = RunConfig.from_dict(json.loads(state_file.read_text(encoding="utf-8"))["config"])
+    stream = load_stream(config)
+    tests = [Labelled(ex.text, ex.label, ex.task) for task in stream.tasks for ex in task.test]
+    return run_dir / "memory", list(stream.labels), tests, config.model
+
+
+def _memory_examples(memory: RehearsalMemory, names: list[str] | None) -> tuple[list[int], list[Labelled]]:
+    """The memory's labelled entries as examples; int labels become ``names[label]`` (a run's ids)."""
+    ids = memory.ids()
+    rows = memory.entries(ids)
+    keep = [i for i in ids if rows[i].label is not None]
+    texts = memory.get_texts(keep)
+    out = []
+    for i, text in zip(keep, texts, strict=True):
+        label = rows[i].label
+        name = names[label] if names is not None and isinstance(label, int) else str(label)
+        out.append(Labelled(text, name, rows[i].task or "default", rows[i].tags))
+    return keep, out
+
+
+def _label_order(memory: RehearsalMemory, examples: list[Labelled], names: list[str] | None) -> list[str]:
+    """Head outputs in an order that keeps the memory's int labels equal to their output index."""
+    if names is not None:
+        return list(names)
+    raw = [row.label for row in memory.entries(memory.ids()).values() if row.label is not None]
+    ints = [label for label in raw if isinstance(label, int)]
+    if ints:
+        if len(ints) != len(raw) or min(ints) < 0:
+            raise ValidationError("the memory mixes int and str labels (or has negative ones); use one kind")
+        return [str(i) for i in range(max(ints) + 1)]
+    return sorted({str(ex.label) for ex in examples})
+
+
+def init_deployment(
+    path: str | os.PathLike[str],
+    *,
+    memory: str | os.PathLike[str] | None = None,
+    from_run: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    strategy: str = "adapter-replay",
+    suite: str | os.PathLike[str] | None = None,
+    keys: KeyRing | None = None,
+    options: dict[str, Any] | None = None,
+) -> UpdateResult:
+    """Make the deployment folder ``path`` and its first version (see the module docstring)."""
+    keys = deployment_keys(keys)
+    if (memory is None) == (from_run is None):
+        raise ValidationError("give exactly one of a memory folder and a finished run's folder")
+    names: list[str] | None = None
+    tests: list[Labelled] = []
+    if from_run is not None:
+        source, names, tests, run_model = _run_source(Path(from_run))
+        model = model or run_model
+    else:
+        source = Path(str(memory))
+        if not (source / "memory.json").is_file():
+            raise NotFoundError(f"{str(source)!r} holds no memory (no memory.json)")
+    config = DeploymentConfig.from_dict({**(options or {}), "strategy": strategy, "model": model})
+    dep = Deployment.create(path, config, keys)
+    shutil.copytree(source, dep.memory_path)
+    from rehearsal.embedding import load_encoder
+
+    with dep.open_memory() as mem:
+        audited = AuditedMemory(mem, dep.log(), actor="deployment")
+        ids, examples = _memory_examples(mem, names)
+        if not examples:
+            raise ValidationError(f"the memory {str(source)!r} holds no labelled entries to train on")
+        labels = _label_order(mem, examples, names)
+        if suite is not None:
+            tests = read_examples(suite)
+        elif not tests:
+            train, tests = split_heldout(examples, config.heldout, rng=np.random.default_rng(config.seed))
+            held = set(tests)
+            moved = [i for i, ex in zip(ids, examples, strict=True) if ex in held]
+            audited.delete(moved)  # the suite's examples must not be trained on
+            examples = train
+        unknown = sorted({str(ex.label) for ex in tests} - set(labels))
+        if unknown:
+            raise ValidationError(f"the suite has labels the memory does not: {unknown[:10]}")
+        tasks: dict[str, list[str]] = {}
+        for ex in examples:
+            if ex.label not in tasks.setdefault(ex.task, []):
+                tasks[ex.task].append(str(ex.label))
+        uid = "init-" + data_digest(examples)
+        experts = {"expert_0": sorted(tasks)} if config.strategy == "expert-growth" else {}
+        state = VersionState(update=uid, labels=labels, tasks=tasks, experts=experts)
+        weights = dep.weights_dir(uid)
+        first = DeployedModel.load(config, state, None)
+        adapter = {"adapter-replay": SHARED, "expert-growth": "expert_0"}.get(config.strategy)
+        train_candidate(
+            first,
+            [ex.text for ex in examples],
+            [str(ex.label) for ex in examples],
+            np.zeros((len(examples), mem.dim), dtype=np.float32),  # no replay: the vectors go unused
+            memory=mem,
+            adapter=adapter,
+            replay_where=None,
+            ewc_state=None,
+            ewc_out=DeployedModel.ewc_file(weights) if config.strategy == "ewc" else None,
+        )
+        with RehearsalMemory.create(dep.suite_path, keys=keys, encoder=load_encoder()) as suite_mem:
+            to_memory(suite_mem, tests)
+            state.suite_boundary = (max(suite_mem.ids()) + 1) if tests else 0
+        scored = score(first, tests, mem)
+        state.metrics = {
+            "accuracy": scored.accuracy_by_task(),
+            "safety": scored.accuracy_by_tag(config.safety_tags),
+            "latency": timed_latency(first, tests, mem),
+            "examples": len(tests),
+            "memory_entries": len(mem),
+        }
+        first.save(weights)
+        number = govern_update(
+            memory=mem,
+            log=audited.log,
+            keys=keys,
+            config=config.to_dict(),
+            gate=None,
+            run_id="deployment",
+            phase=0,
+            task_names=sorted(tasks),
+            weights=weights,
+            before={},
+            after=state.metrics["accuracy"],
+            update=uid,
+        )
+    return UpdateResult(uid, "pass", number, adapter if experts else None, None, state.metrics)

@@ -1,0 +1,167 @@
+"""A deployment version as a model that answers requests: load, predict (with routing), time, save.
+
+The base classifier has ``config.max_labels`` outputs; a version predicts over the labels it knows
+(``VersionState.labels``). ``adapter-replay`` keeps one LoRA adapter ``shared``; ``expert-growth`` keeps
+one adapter per expert and routes each input by the k-NN vote of the memory's ``task`` metadata to the
+expert of the winning task, which predicts among its tasks' labels; ``ewc`` is the whole model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rehearsal.embedding import default_model_path
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route
+from rehearsal.methods.inference import embed_texts, predict_labels
+from rehearsal.runner.deployment.config import DeploymentConfig
+from rehearsal.runner.deployment.folder import VersionState
+
+__all__ = ["SHARED", "DeployedModel", "base_path"]
+
+SHARED = "shared"  # the one adapter of "adapter-replay"
+_EWC_FILE = "ewc.pt"
+_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("c_attn",))
+
+
+def base_path(config: DeploymentConfig) -> str:
+    return str(config.model or default_model_path())
+
+
+def _lora_config(model: Any, config: DeploymentConfig) -> Any:
+    """LoRA on the attention projections, the head trained and saved per adapter."""
+    from peft import LoraConfig, TaskType
+
+    from rehearsal.methods.calibration import classification_head
+
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = config.lora.target_modules or next((list(t) for t in _TARGETS if set(t) <= leaves), None)
+    head = classification_head(model)
+    head_name = next(name for name, module in model.named_modules() if module is head)
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=targets,
+        modules_to_save=[head_name.rsplit(".", 1)[-1]],
+    )
+
+
+class DeployedModel:
+    """One version's model, its tokenizer and state."""
+
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        state: VersionState,
+        model: Any,
+        tokenizer: Any,
+        adapters: TaskAdapters | None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapters = adapters
+
+    @classmethod
+    def load(cls, config: DeploymentConfig, state: VersionState, weights: Path | None) -> DeployedModel:
+        """The model saved in ``weights`` (None: the untrained base model of a new deployment)."""
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        source = base_path(config)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if config.strategy == "ewc" and weights is not None:
+            model = AutoModelForSequenceClassification.from_pretrained(weights)
+            return cls(config, state, model, tokenizer, None)
+        # The base head is replaced by a max_labels head; seeded so a base loads the same every time.
+        torch.manual_seed(config.seed)
+        base = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=config.max_labels, ignore_mismatched_sizes=True
+        )
+        if config.strategy == "ewc":
+            return cls(config, state, base, tokenizer, None)
+        if weights is None:
+            return cls(config, state, base, tokenizer, TaskAdapters(base, _lora_config(base, config)))
+        adapters = TaskAdapters.load(base, weights, lora_config=_lora_config(base, config))
+        return cls(config, state, adapters.model, tokenizer, adapters)
+
+    def save(self, folder: Path) -> None:
+        """Write the weights and the state into ``folder`` (a new folder)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.adapters is not None:
+            self.adapters.save(folder)
+        else:
+            self.model.save_pretrained(folder)
+        self.state.save(folder)
+
+    @staticmethod
+    def ewc_file(weights: Path) -> Path:
+        return weights / _EWC_FILE
+
+    # -- training setup ---------------------------------------------------------------------------
+    def trainable(self, adapter: str | None) -> Any:
+        """The module the update trains: the whole model, or ``adapter`` (created if new) alone."""
+        if self.adapters is None or adapter is None:
+            return self.model
+        if adapter not in self.adapters.adapters:
+            self.adapters.add_task(adapter)
+        self.adapters.activate(adapter)
+        self.model = self.adapters.model
+        return self.model
+
+    # -- answering --------------------------------------------------------------------------------
+    def routes(self, texts: Sequence[str], memory: RehearsalMemory | None) -> list[str | None]:
+        """Expert growth: the expert each text goes to (None for the other strategies)."""
+        experts = self.state.experts
+        if not experts:
+            return [None] * len(texts)
+        if len(experts) == 1 or memory is None:
+            return [next(iter(experts))] * len(texts)
+        tasks = {t for ts in experts.values() for t in ts}
+        router = AdapterRouter(memory, k=self.config.route_k, threshold=0.0, fallback="-", tasks=tasks)
+        first = next(iter(experts))
+        routed = router.route(embed_texts(list(texts), memory.encoder))
+        return [self.state.expert_of(task) or first for task in routed]
+
+    def predict(self, texts: Sequence[str], memory: RehearsalMemory | None = None) -> list[str]:
+        """The label each text gets (among the labels this version knows)."""
+        if not len(texts):
+            return []
+        out = np.empty(len(texts), dtype=np.int64)
+        routes = self.routes(texts, memory)
+        for expert, rows in group_by_route([r or "" for r in routes]).items():
+            if expert and self.adapters is not None:
+                self.adapters.activate(expert, trainable=False)
+                labels = sorted({lab for t in self.state.experts[expert] for lab in self.state.tasks[t]})
+            else:
+                if self.adapters is not None:
+                    self.adapters.activate(SHARED, trainable=False)
+                labels = list(self.state.labels)
+            out[rows] = predict_labels(
+                self.model,
+                self.tokenizer,
+                [texts[i] for i in rows],
+                batch_size=self.config.eval_batch_size,
+                max_length=self.config.max_length,
+                allowed=self.state.label_ids(labels),
+            )
+        return [self.state.labels[int(i)] for i in out]
+
+    def timed_predict(
+        self, texts: Sequence[str], memory: RehearsalMemory | None = None
+    ) -> tuple[list[str], list[float]]:
+        """Predictions one request at a time, as a server answers them, with each one's latency (ms)."""
+        answers, latencies = [], []
+        for text in texts:
+            started = time.perf_counter()
+            answers.extend(self.predict([text], memory))
+            latencies.append((time.perf_counter() - started) * 1000.0)
+        return answers, latencies

@@ -1,0 +1,136 @@
+"""Training one candidate: the new examples, topped up with replay from the memory, through the Trainer.
+
+The memory holds the past only (the update's own examples enter it once the candidate is trained), so
+replay never draws the batch's own rows. ``ewc`` adds the online EWC penalty anchored at the current
+version (its Fisher state travels with the version's weights) and consolidates on the new data after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.runner.deployment.config import DeploymentConfig
+from rehearsal.runner.deployment.model import DeployedModel
+
+__all__ = ["train_candidate"]
+
+_FISHER_BATCH = 16
+
+
+def _dataset(
+    candidate: DeployedModel, texts: Sequence[str], labels: Sequence[str], vectors: np.ndarray
+) -> Any:
+    from datasets import Dataset
+
+    from rehearsal.replay.trainer import LABELS
+
+    config = candidate.config
+    encoded = candidate.tokenizer(list(texts), truncation=True, max_length=config.max_length)
+    columns: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
+    columns[LABELS] = candidate.state.label_ids(list(labels))
+    columns[config.replay.text_column] = list(texts)
+    columns[config.replay.vector_column] = [row.tolist() for row in vectors]
+    return Dataset.from_dict(columns)
+
+
+def train_candidate(
+    candidate: DeployedModel,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    vectors: np.ndarray,
+    *,
+    memory: RehearsalMemory,
+    adapter: str | None,
+    replay_where: Mapping[str, Any] | None,
+    ewc_state: Path | None,
+    ewc_out: Path | None,
+) -> dict[str, float]:
+    """Train ``candidate`` in place on the new examples (``vectors``: their (n, dim) memory vectors) with
+    replay from ``memory`` entries matching ``replay_where`` (None: no replay). ``adapter`` names the
+    adapter to train (None: the whole model). Returns the training's numbers (examples, replayed)."""
+    from transformers import DataCollatorWithPadding, PrinterCallback, TrainingArguments, set_seed
+
+    from rehearsal.methods.ewc import EWC
+    from rehearsal.replay.collator import RehearsalCollator
+    from rehearsal.replay.trainer import LABELS, RehearsalTrainer
+
+    config: DeploymentConfig = candidate.config
+    set_seed(config.seed)
+    model = candidate.trainable(adapter)
+    train = _dataset(candidate, texts, labels, vectors)
+    base = DataCollatorWithPadding(candidate.tokenizer)
+    replay_on = replay_where is not None and len(memory.ids(replay_where)) > 0
+    if replay_on:
+        replay = dataclasses.replace(
+            config.replay,
+            mark_replay=True,
+            max_length=config.max_length,
+            label_column=LABELS,
+            seed=config.seed,
+        )
+        label2id = {label: i for i, label in enumerate(candidate.state.labels)}
+        collator: Any = RehearsalCollator(
+            memory, base, candidate.tokenizer, replay, eligible=replay_where, label2id=label2id
+        )
+    else:
+        train = train.remove_columns([config.replay.text_column, config.replay.vector_column])
+        collator = base
+    terms: list[Any] = []
+    ewc: EWC | None = None
+    if ewc_out is not None:
+        ewc = EWC.load(ewc_state) if ewc_state is not None and ewc_state.is_file() else EWC(config.ewc)
+        if ewc_state is not None and ewc_state.is_file():
+            terms.append(ewc)
+    seen = candidate.state.label_ids(list(candidate.state.labels))
+    with tempfile.TemporaryDirectory(prefix="rehearsal-update-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            per_device_train_batch_size=config.batch_size,
+            num_train_epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            seed=config.seed,
+            save_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        trainer = RehearsalTrainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            data_collator=collator,
+            loss="ce",
+            mask_unseen=True,
+            seen_classes=seen,
+            loss_terms=terms,
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    replayed = collator.pop_stats().replayed if replay_on else 0
+    if ewc is not None and ewc_out is not None:
+        _consolidate(ewc, candidate, train, base, ewc_out)
+    model.eval()
+    return {"examples": float(len(texts)), "replayed": float(replayed)}
+
+
+def _consolidate(ewc: Any, candidate: DeployedModel, train: Any, collate: Any, out: Path) -> None:
+    """Fold the new data's Fisher into the EWC state and anchor it at the candidate."""
+    from torch.utils.data import DataLoader
+
+    columns = [
+        c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in train.column_names
+    ]
+    examples = train.select_columns(columns)
+    ewc.consolidate(candidate.model, DataLoader(examples, batch_size=_FISHER_BATCH, collate_fn=collate))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ewc.save(out)

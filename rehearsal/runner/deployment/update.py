@@ -1,0 +1,374 @@
+"""One governed update of a deployment from new labelled examples (``rehearsal update`` / ``rh.update``).
+
+1. read the examples, hold ``heldout`` of each task and label back as that task's regression suite;
+2. expert growth: score the new data's novelty against the memory (``rehearsal.methods.novelty``) and
+   log the score and the decision (a new expert and router entry, or the expert the data routes to);
+3. train a candidate from the deployed version (``training.train_candidate``), with replay;
+4. score the deployed version and the candidate on every old task's suite examples (and the candidate
+   on the new held-out ones), the safety-tagged ones and their latency;
+5. the new examples enter the memory, then the existing gate decides (``govern_update``: regression,
+   PII, paired-bootstrap staging): "pass" records a version that becomes current; "fail" or
+   "needs-approval" is logged, the entries leave the memory again and :class:`UpdateBlockedError` is
+   raised. With ``stage`` a passing candidate waits in ``pending.json`` for ``rehearsal shadow`` and
+   :func:`promote`, which runs the same governance.
+
+An update is named by its data (``update-<digest>``), so the same file retried after ``rehearsal
+approve`` meets its approval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.crypto.master_key import resolve_master_key
+from rehearsal.errors import ConfigError, IntegrityError, MissingKeyError, UpdateBlockedError, ValidationError
+from rehearsal.governance.audit_log import AuditLog, safe_token
+from rehearsal.governance.audited import AuditedMemory, last_audited_generation
+from rehearsal.governance.gate import evaluate_gate
+from rehearsal.governance.updates import govern_update, staging_check
+from rehearsal.governance.versions import rollback as rollback_memory
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.adapters import AdapterRouter
+from rehearsal.methods.inference import embed_texts
+from rehearsal.methods.novelty import novelty
+from rehearsal.runner.deployment.evaluate import score, timed_latency
+from rehearsal.runner.deployment.examples import (
+    Labelled,
+    data_digest,
+    read_examples,
+    split_heldout,
+    suite_examples,
+    to_memory,
+)
+from rehearsal.runner.deployment.folder import Deployment, VersionState
+from rehearsal.runner.deployment.model import SHARED, DeployedModel
+from rehearsal.runner.deployment.training import train_candidate
+
+__all__ = ["UpdateResult", "deployment_keys", "promote", "rollback", "update"]
+
+ALL: dict[str, Any] = {}  # the where-filter that matches every memory entry
+
+
+@dataclasses.dataclass
+class UpdateResult:
+    update: str
+    decision: str  # "pass" (a new current version) or "staged" (waiting for promote)
+    version: int | None
+    expert: str | None
+    novelty: dict[str, Any] | None
+    metrics: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def deployment_keys(keys: KeyRing | None, key_file: str | None = None) -> KeyRing:
+    found = keys if keys is not None else resolve_master_key(key_file)
+    if found is None:
+        raise MissingKeyError("a deployment's memory is encrypted: give its master key (env or --key-file)")
+    return found
+
+
+def _grown_state(state: VersionState, uid: str, examples: list[Labelled], capacity: int) -> VersionState:
+    labels = list(state.labels)
+    for ex in examples:
+        if ex.label is not None and ex.label not in labels:
+            labels.append(ex.label)
+    if len(labels) > capacity:
+        raise ConfigError(
+            f"the update brings labels beyond the head's {capacity} outputs (max_labels); it would need "
+            f"{len(labels)}: start a new deployment with a larger max_labels"
+        )
+    tasks = {t: list(v) for t, v in state.tasks.items()}
+    for ex in examples:
+        if ex.label is not None and ex.label not in tasks.setdefault(ex.task, []):
+            tasks[ex.task].append(ex.label)
+    experts = {e: list(v) for e, v in state.experts.items()}
+    return VersionState(update=uid, labels=labels, tasks=tasks, experts=experts)
+
+
+def _choose_expert(
+    dep: Deployment, memory: RehearsalMemory, state: VersionState, vectors: np.ndarray, new_tasks: list[str]
+) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """(adapter to train, replay filter or None, novelty details) for the deployment's strategy."""
+    config = dep.config
+    if config.strategy == "ewc":
+        return None, ALL, None
+    if config.strategy == "adapter-replay":
+        return SHARED, ALL, None
+    score_ = novelty(
+        memory,
+        vectors,
+        threshold=config.novelty_threshold,
+        calibration_size=config.novelty_calibration,
+        rng=np.random.default_rng(config.seed),
+    )
+    details = score_.to_dict()
+    if score_.novel or not state.experts:
+        name = f"expert_{len(state.experts)}"
+        for tasks in state.experts.values():
+            tasks[:] = [t for t in tasks if t not in new_tasks]
+        state.experts[name] = list(new_tasks)
+        details["decision"] = "new-expert"
+        return name, None, {**details, "expert": name}
+    routed = AdapterRouter(memory, k=config.route_k, threshold=0.0, fallback="-").route_pooled(vectors)
+    name = state.expert_of(routed) or next(iter(state.experts))
+    for task in new_tasks:
+        if state.expert_of(task) is None:
+            state.experts[name].append(task)
+    details["decision"] = "existing-expert"
+    return name, {"task": {"$in": list(state.experts[name])}}, {**details, "expert": name}
+
+
+def _log_novelty(log: AuditLog, uid: str, details: dict[str, Any]) -> None:
+    entry = {k: v for k, v in details.items() if k != "threshold"}
+    log.append("novelty", {"update": uid, "threshold": details["threshold"], **entry}, actor="deployment")
+
+
+def _measure(
+    dep: Deployment,
+    current: DeployedModel,
+    candidate: DeployedModel,
+    old_suite: list[Labelled],
+    held: list[Labelled],
+    memory: RehearsalMemory,
+) -> tuple[dict[str, float], dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """(before, after, staged, metrics): accuracy per task of the current version and the candidate, the
+    paired per-example results on old tasks, and the candidate's metrics for its version state."""
+    tags = dep.config.safety_tags
+    now = score(current, old_suite, memory)
+    cand = score(candidate, [*old_suite, *held], memory)
+    cand_old = dataclasses.replace(cand, correct=cand.correct[: len(old_suite)], examples=old_suite)
+    before = now.accuracy_by_task()
+    after = cand.accuracy_by_task()
+    staged = {t: (now.by_task()[t], cand_old.by_task()[t]) for t in before}
+    metrics = {
+        "accuracy": after,
+        "safety": cand.accuracy_by_tag(tags),
+        "latency": timed_latency(candidate, [*old_suite, *held], memory),
+        "examples": len(held),
+    }
+    return before, after, staged, metrics
+
+
+def update(
+    path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    keys: KeyRing | None = None,
+    task: str = "default",
+    stage: bool | None = None,
+) -> UpdateResult:
+    """One governed update of the deployment in ``path`` from the examples in ``data`` (see the module
+    docstring). Raises :class:`UpdateBlockedError` when the gate does not pass it."""
+    dep = Deployment.open(path, deployment_keys(keys))
+    staged_now = dep.pending()
+    if staged_now is not None:
+        raise ValidationError(
+            f"a candidate ({staged_now['update']}) is staged: promote it or roll back before updating again"
+        )
+    examples = read_examples(data, task=task)
+    uid = "update-" + data_digest(examples)
+    version, state = dep.current()
+    new_state = _grown_state(state, uid, examples, dep.config.max_labels)
+    rng = np.random.default_rng([dep.config.seed, version.version])
+    train, held = split_heldout(examples, dep.config.heldout, rng=rng)
+    new_tasks = sorted({ex.task for ex in examples})
+    weights = dep.weights_dir(uid)
+    shutil.rmtree(weights, ignore_errors=True)
+    with dep.open_memory() as memory, dep.open_suite() as suite:
+        log = dep.log()
+        AuditedMemory(memory, log, actor="deployment")  # what committed unaudited is logged first
+        vectors = embed_texts([ex.text for ex in train], memory.encoder)
+        adapter, replay_where, details = _choose_expert(dep, memory, new_state, vectors, new_tasks)
+        new_state.novelty = details
+        if details is not None:
+            _log_novelty(log, uid, details)
+        current = DeployedModel.load(dep.config, state, Path(version.weights))
+        candidate = DeployedModel.load(dep.config, new_state, Path(version.weights))
+        ewc_file = DeployedModel.ewc_file(Path(version.weights)) if dep.config.strategy == "ewc" else None
+        train_candidate(
+            candidate,
+            [ex.text for ex in train],
+            [str(ex.label) for ex in train],
+            vectors,
+            memory=memory,
+            adapter=adapter,
+            replay_where=replay_where,
+            ewc_state=ewc_file,
+            ewc_out=DeployedModel.ewc_file(weights) if ewc_file is not None else None,
+        )
+        old_suite = suite_examples(suite, list(state.tasks))
+        before, after, staged, metrics = _measure(dep, current, candidate, old_suite, held, memory)
+        generation_before = memory.generation
+        to_memory(memory, train, vectors)
+        suite_ids = to_memory(suite, held)
+        suite_ids_all = suite.ids()
+        new_state.suite_boundary = (max(suite_ids_all) + 1) if suite_ids_all else 0
+        new_state.metrics = {**metrics, "memory_entries": len(memory)}
+        candidate.save(weights)
+        if stage if stage is not None else dep.config.stage:
+            return _stage(
+                dep, uid, new_state, before, after, staged, generation_before, memory, log, suite_ids
+            )
+        number = _govern(dep, memory, log, suite, uid, new_tasks, weights, before, after, staged, suite_ids)
+    return UpdateResult(uid, "pass", number, adapter if details else None, details, new_state.metrics)
+
+
+def _govern(
+    dep: Deployment,
+    memory: RehearsalMemory,
+    log: AuditLog,
+    suite: RehearsalMemory,
+    uid: str,
+    tasks: list[str],
+    weights: Path,
+    before: dict[str, float],
+    after: dict[str, float],
+    staged: dict[str, tuple[np.ndarray, np.ndarray]],
+    suite_ids: list[int],
+) -> int:
+    try:
+        return govern_update(
+            memory=memory,
+            log=log,
+            keys=dep.keys,
+            config=dep.config.to_dict(),
+            gate=dep.config.gate,
+            run_id="deployment",
+            phase=0,
+            task_names=tasks,
+            weights=weights,
+            before=before,
+            after=after,
+            staged={t: pair for t, pair in staged.items() if len(pair[0])},
+            seed=dep.config.seed,
+            update=uid,
+        )
+    except UpdateBlockedError:
+        # The blocked candidate's held-out examples leave the suite too; its weights are not kept.
+        if suite_ids:
+            suite.delete(suite_ids)
+        shutil.rmtree(weights, ignore_errors=True)
+        raise
+
+
+def _stage(
+    dep: Deployment,
+    uid: str,
+    state: VersionState,
+    before: dict[str, float],
+    after: dict[str, float],
+    staged: dict[str, tuple[np.ndarray, np.ndarray]],
+    generation_before: int,
+    memory: RehearsalMemory,
+    log: AuditLog,
+    suite_ids: list[int],
+) -> UpdateResult:
+    """Keep a candidate for shadowing; report what the gate would say now (it decides at promote)."""
+    preview = evaluate_gate(before, after, [], [], dep.config.gate)
+    codes = list(preview.codes)
+    if preview.decision != "fail" and any(len(c) for c, _ in staged.values()):
+        _, staging_codes, _ = staging_check(
+            dep.config.gate, {t: p for t, p in staged.items() if len(p[0])}, dep.config.seed
+        )
+        codes += staging_codes
+    pending = {
+        "update": uid,
+        "weights": str(dep.weights_dir(uid).relative_to(dep.path)),
+        "generation_before": generation_before,
+        "tasks": sorted(state.tasks),
+        "new_tasks": sorted(set(after) - set(before)),
+        "before": before,
+        "after": after,
+        "staged": {t: [c.astype(int).tolist(), n.astype(int).tolist()] for t, (c, n) in staged.items()},
+        "suite_ids": suite_ids,
+        "gate_preview": {
+            "decision": "fail" if codes and preview.decision != "needs-approval" else preview.decision,
+            "codes": [safe_token(c) for c in codes],
+        },
+    }
+    dep.set_pending(pending)
+    expert = state.novelty.get("expert") if state.novelty else None
+    return UpdateResult(uid, "staged", None, expert, state.novelty, state.metrics)
+
+
+def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> UpdateResult:
+    """Run the governance on the staged candidate: a version, or :class:`UpdateBlockedError`."""
+    dep = Deployment.open(path, deployment_keys(keys))
+    pending = dep.pending()
+    if pending is None:
+        raise ValidationError(f"deployment {str(dep.path)!r} has no staged candidate to promote")
+    weights = dep.path / pending["weights"]
+    state = VersionState.load(weights)
+    staged = {
+        t: (np.asarray(c, dtype=bool), np.asarray(n, dtype=bool)) for t, (c, n) in pending["staged"].items()
+    }
+    with dep.open_memory() as memory, dep.open_suite() as suite:
+        log = dep.log()
+        if last_audited_generation(log) != pending["generation_before"]:
+            raise IntegrityError(
+                "the memory's audit log moved since the candidate was staged; roll back and update again"
+            )
+        try:
+            number = _govern(
+                dep,
+                memory,
+                log,
+                suite,
+                pending["update"],
+                pending["new_tasks"] or pending["tasks"],
+                weights,
+                pending["before"],
+                pending["after"],
+                staged,
+                list(pending["suite_ids"]),
+            )
+        except UpdateBlockedError:
+            dep.set_pending(None)
+            raise
+    dep.set_pending(None)
+    expert = state.novelty.get("expert") if state.novelty else None
+    return UpdateResult(pending["update"], "pass", number, expert, state.novelty, state.metrics)
+
+
+def rollback(path: str | os.PathLike[str], version: int, *, keys: KeyRing | None = None) -> dict[str, Any]:
+    """Make ``version`` current again: the memory loses the entries added since (logged), the suite its
+    later held-out examples, and a staged candidate is discarded."""
+    dep = Deployment.open(path, deployment_keys(keys))
+    found = [v for v, _ in dep.states() if v.version == version] if _has_state(dep, version) else []
+    if not found:
+        raise ValidationError(
+            f"version {version} is not a version of this deployment (see 'rehearsal versions')"
+        )
+    target = VersionState.load(Path(found[0].weights))
+    pending = dep.pending()
+    with dep.open_memory() as memory, dep.open_suite() as suite:
+        log = dep.log()
+        AuditedMemory(memory, log, actor="deployment")
+        result = rollback_memory(memory, version, log=log, actor="deployment")
+        later = suite.ids({"id": {"$gte": target.suite_boundary}})
+        if later:
+            suite.delete(later)
+    if pending is not None:
+        shutil.rmtree(dep.path / pending["weights"], ignore_errors=True)
+        dep.set_pending(None)
+    return {
+        "version": result.version,
+        "removed": len(result.removed),
+        "exact": result.exact,
+        "suite_removed": len(later),
+        "discarded": None if pending is None else pending["update"],
+    }
+
+
+def _has_state(dep: Deployment, version: int) -> bool:
+    versions, _ = dep.versions()
+    return any(v.version == version and (Path(v.weights) / "state.json").is_file() for v in versions)
