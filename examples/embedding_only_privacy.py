@@ -84,7 +84,7 @@ def run(folder: Path) -> None:
     plain.add([examples[0].text], sources=["doc-000"])
     plain.close()
     print(f"with keys:    {vectors_at_rest(folder / 'sealed')}")
-    print(f"without keys: {vectors_at_rest(folder / 'plain')} (float32, readable)")
+    print(f"without keys: {vectors_at_rest(folder / 'plain')} (float16, readable)")
     print()
     print(SUMMARY)
 

@@ -33,7 +33,7 @@ def test_embedding_only_example_keeps_no_text_purges_the_erased_record_and_seals
     assert re.search(r"erased id \d+ skipped: True; still held: False", out), out
     assert "records: 20 -> 19" in out
     assert "with keys:    index.snap sealed=True" in out
-    assert "without keys: index.snap sealed=False, a stored vector is 1536 bytes" in out
+    assert "without keys: index.snap sealed=False, a stored vector is 768 bytes" in out
     assert "embeddings can be\ninverted into text" in out
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"sealed", "plain"}
 

@@ -523,18 +523,20 @@ def test_vectors_at_rest_are_encrypted(tmp_path: Path, keys: KeyRing, rng: np.ra
     for v in vectors:
         assert v.tobytes() not in raw
         assert v[:8].tobytes() not in raw
+        assert v[:8].astype(np.float16).tobytes() not in raw  # the form vectors rest in (format 2)
     assert b"record number" not in raw
 
 
 def test_embedding_only_store_without_keys_keeps_plain_vectors(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
-    # The documented trade-off: without keys the vectors (invertible into text) sit in plain bytes.
+    # The documented trade-off: without keys the vectors (invertible into text) sit in plain bytes
+    # (float16 at rest since format 2).
     mem = make(tmp_path / "mem", None, embedding_only=True)
     vectors = unit(rng, 5)
     mem.add(None, vectors=vectors, sources=[f"doc/{i}" for i in range(5)])
     mem.close()
-    assert vectors[0].tobytes() in folder_bytes(tmp_path / "mem")
+    assert vectors[0].astype(np.float16).tobytes() in folder_bytes(tmp_path / "mem")
 
 
 # -- embedding-only mode ------------------------------------------------------------------------------

@@ -12,7 +12,14 @@ from rehearsal.memory.facade import RehearsalMemory
 
 
 def test_verify_counts_every_store(filled_memory: RehearsalMemory) -> None:
-    assert filled_memory.verify() == {"entries": 60, "texts": 60, "vectors": 60, "generation": 3}
+    assert filled_memory.verify() == {
+        "entries": 60,
+        "texts": 60,
+        "vectors": 60,
+        "metadata": 60,
+        "metadata_keyed": 1,
+        "generation": 3,
+    }
 
 
 def test_where_reaches_the_records_as_a_tree(filled_memory: RehearsalMemory) -> None:

@@ -20,6 +20,7 @@ from rehearsal.errors import (
     ValidationError,
     WrongKeyError,
 )
+from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.sqlite.texts import Vault
 
 TEXTS = [
@@ -432,6 +433,17 @@ def test_read_only_vault_refuses_every_mutation(vault: Vault, path: Path, keys: 
 def test_create_refuses_an_existing_path(vault: Vault, path: Path, keys: KeyRing) -> None:
     with pytest.raises(ValidationError, match="already exists"):
         Vault.create(path, keys)
+
+
+def test_create_under_a_missing_folder_is_not_found(tmp_path: Path, keys: KeyRing) -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
+        Vault.create(tmp_path / "absent" / "v.db", keys)
+    assert not (tmp_path / "absent").exists()
+
+
+def test_memory_create_makes_missing_parent_folders(tmp_path: Path, keys: KeyRing) -> None:
+    with RehearsalMemory.create(tmp_path / "a" / "b" / "mem", keys=keys, dim=4, encoder_name="x") as mem:
+        assert len(mem) == 0
 
 
 def test_open_missing_path_is_not_found(tmp_path: Path, keys: KeyRing) -> None:

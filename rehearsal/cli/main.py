@@ -115,7 +115,13 @@ def _verify(args: argparse.Namespace) -> Report:
     with open_memory(args, read_only=True) as memory:
         counts = memory.verify()
     line = "ok: {entries} entries, {texts} texts and {vectors} vectors verified at generation {generation}"
-    return Report({"path": args.path, "ok": True, **counts}, [line.format(**counts)])
+    metadata = (
+        "catalog metadata authenticated under the store's keys"
+        if counts.get("metadata_keyed")
+        else "catalog metadata checksummed only: a store made without keys has nothing to authenticate it"
+        " with, so an edit by someone who can write the folder goes unnoticed"
+    )
+    return Report({"path": args.path, "ok": True, **counts}, [line.format(**counts), metadata])
 
 
 def _delete_args(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from rehearsal.crypto.keys import (
     NONCE_BYTES,
     RESERVED_TENANTS,
+    SYSTEM_TENANT,
     KeyRing,
+    hkdf_sub_key,
     new_data_key,
     record_aad_prefix,
     validate_tenant,
@@ -256,6 +258,31 @@ class DataKeys:
             except InvalidTag:
                 raise IntegrityError(f"sealed {purpose} of record {rid} failed authentication") from None
         return out
+
+    def derived_secret(self, label: str) -> bytes:
+        """A 32-byte key for ``label`` derived from the store's internal data key (version 1 of the
+        reserved ``"_system"`` tenant, made here if the store has none yet).
+
+        Derived from a data key rather than from the master key so that it survives a master-key rotation
+        (which rewraps data keys without changing them): what it authenticates needs no rewrite then.
+        Making the data key writes, so a store without one must be inside a write transaction."""
+        tenant_id = self.tenant_id(SYSTEM_TENANT)
+        if tenant_id is None:
+            tenant_id = _random_row_id()
+            self.connection.execute(
+                "INSERT INTO vault_tenants (id, name) VALUES (?, ?)", (tenant_id, SYSTEM_TENANT)
+            )
+            self._new_key(tenant_id, SYSTEM_TENANT, 1)
+        row = self.connection.execute(
+            "SELECT wrapped FROM vault_keys WHERE tenant_id = ? AND version = 1", (tenant_id,)
+        ).fetchone()
+        if row is None:
+            raise IntegrityError("the store's internal data key is missing from the vault")
+        try:
+            dek = self.keys.unwrap(row[0], context=self._context(SYSTEM_TENANT, 1))
+        except WrongKeyError:
+            raise IntegrityError("the store's internal data key fails to unwrap") from None
+        return hkdf_sub_key(dek, b"rehearsal/derived/v2/" + self.store_id + label.encode())
 
     def destroy_tenant(self, tenant_id: int) -> int:
         """Delete the tenant's data keys and its row, and drop them from the cache -> number of keys.

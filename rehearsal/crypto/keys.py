@@ -37,6 +37,7 @@ __all__ = [
     "TAG_BYTES",
     "TENANT_PATTERN",
     "KeyRing",
+    "hkdf_sub_key",
     "new_data_key",
     "record_aad",
     "validate_tenant",
@@ -88,6 +89,11 @@ def new_data_key() -> bytes:
 
 def _hkdf(kek: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(kek)
+
+
+def hkdf_sub_key(secret: bytes, info: bytes) -> bytes:
+    """A 32-byte HKDF-SHA256 sub-key of ``secret`` (a random 256-bit key) for the label ``info``."""
+    return _hkdf(secret, info, KEY_BYTES)
 
 
 class KeyRing:

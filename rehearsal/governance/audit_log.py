@@ -40,7 +40,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rehearsal._files import atomic_write, create_private
-from rehearsal.errors import IntegrityError, NotFoundError, ValidationError, WrongKeyError
+from rehearsal.errors import (
+    IntegrityError,
+    NotFoundError,
+    RehearsalError,
+    ValidationError,
+    WrongKeyError,
+)
 from rehearsal.store.failures import storage_errors
 
 if TYPE_CHECKING:
@@ -306,6 +312,11 @@ class AuditLog:
             raise IntegrityError(f"audit log head {self.head_path.name} has unexpected fields")
         fields = {k: head[k] for k in ("seq", "hash", "key")}
         if head["key"] != self._keys.fingerprint:
+            if self._head_key_damaged(str(head["key"])):
+                raise IntegrityError(
+                    f"audit log head {self.head_path.name} names master key {head['key']}, but the log's"
+                    " last entry is authenticated under this key (the head was altered)"
+                )
             raise WrongKeyError(
                 f"audit log {self.path.name} was last written under master key {head['key']}, "
                 f"not {self._keys.fingerprint}"
@@ -313,6 +324,17 @@ class AuditLog:
         if not hmac.compare_digest(str(head["mac"]), _mac(self._key, fields)):
             raise IntegrityError(f"audit log head {self.head_path.name} fails its MAC (altered)")
         return int(head["seq"]), str(head["hash"])
+
+    def _head_key_damaged(self, head_key: str) -> bool:
+        """Whether a head naming another master key was altered rather than written under that key: the
+        log's last entry authenticates under this key and is not a rotation to ``head_key``."""
+        try:
+            last = self._last_entry()
+        except (OSError, RehearsalError):
+            return False
+        if last is None or not hmac.compare_digest(last.mac, _mac(self._key, last._fields(with_mac=False))):
+            return False
+        return not (last.kind == "rotate-key" and last.details.get("new_key") == head_key)
 
     # -- reading ---------------------------------------------------------------------------------
     def entries(self) -> list[AuditEntry]:
@@ -325,7 +347,12 @@ class AuditLog:
 
     def _verified(self) -> list[AuditEntry]:
         head_seq, head_hash = self._read_head()
-        data = self.path.read_bytes()
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(
+                f"audit log {self.path.name} is missing but its head records seq {head_seq}"
+            ) from None
         if data and not data.endswith(b"\n"):
             count = data.count(b"\n") + 1
             raise IntegrityError(f"audit log line {count} is incomplete (a crash during append, or an edit)")

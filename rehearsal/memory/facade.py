@@ -33,6 +33,7 @@ from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, encoder_identity,
 from rehearsal.errors import (
     ConfigError,
     EncoderMismatchError,
+    IntegrityError,
     NotFoundError,
     ReadOnlyError,
     ValidationError,
@@ -54,6 +55,7 @@ from rehearsal.memory.searching import Resolver, Searcher, resolve_texts
 from rehearsal.memory.verification import memory_stats, verify_memory
 from rehearsal.store.failures import storage_errors
 from rehearsal.store.layout import FORMAT_VERSION
+from rehearsal.store.protocols import ERASE_META_KEY
 from rehearsal.store.types import EntryRow, Hit
 from rehearsal.store.where import parse_where
 
@@ -279,6 +281,9 @@ class RehearsalMemory:
                 with self._records.transaction():
                     gen = self._records.bump_generation()
                     self._records.remove(ids, generation=gen)
+                    # Until the snapshot below replaces the old one, it holds the tenant's vectors: a
+                    # forget killed before that leaves the mark for the next open to finish the job.
+                    self._records.set_meta(ERASE_META_KEY, str(gen))
                     if self._keyed is not None and known:
                         self._keyed.shred(name)
                 self._vectors.applied(gen, ids, [], None)
@@ -387,7 +392,16 @@ class RehearsalMemory:
             self._check_open()
             if not self.embedding_only:
                 assert self._keyed is not None  # INVARIANT: text-storing memories always have keys
-                return self._keyed.get_present(id_list)
+                # The catalog rows are read (and so authenticated) too, in the same database snapshot as
+                # the texts: a text is handed out only for an entry whose row checks out, and an entry
+                # without its text is a damaged vault (INVARIANT: a text for every entry), not a miss.
+                with self._records.read_view():
+                    rows = self._records.rows(id_list)
+                    texts = self._keyed.get_present(id_list)
+                lost = sorted(set(rows) - texts.keys())
+                if lost:
+                    raise IntegrityError(f"entries {lost[:10]} have no text in the vault (it was altered)")
+                return {i: text for i, text in texts.items() if i in rows}
             return self._resolve(id_list)
 
     def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
@@ -433,10 +447,11 @@ class RehearsalMemory:
                 yield
 
     def verify(self) -> dict[str, int]:
-        """Authenticate every stored text and vector and check index, catalog and vault agree."""
+        """Authenticate every stored text, vector and catalog row and check index, catalog and vault agree.
+        A memory made without keys can only checksum its rows (``metadata_keyed`` is 0 then)."""
         with self._lock, self._read_view():
             texts = self._keyed if not self.embedding_only else None
-            return verify_memory(self._records, texts, self._vectors)
+            return verify_memory(self._records, texts, self._vectors, keyed=self._keyed is not None)
 
     def stats(self) -> dict[str, Any]:
         """Entries, tenants, tasks, sizes on disk and the index kind."""

@@ -75,7 +75,7 @@ def create_parts(
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, OWNER_ONLY_DIR)  # the memory's own folder, whatever the umask (its parents keep theirs)
     manifest = new_manifest(embedding_only=embedding_only, encrypted=keys is not None, encoder=identity)
-    stores = create_backends(folder, keys=keys, dim=identity[1])
+    stores = create_backends(folder, keys=keys, dim=identity[1], manifest=manifest)
     return Opened(folder, manifest, stores, keys, acquire_writer_lock(folder), os.fspath(location))
 
 
@@ -98,7 +98,7 @@ def open_parts(
         if lock_fd is not None:
             remove_stale_temps(folder)
         dim = int(manifest["encoder"]["dim"])
-        stores = open_backends(folder, keys=keys, dim=dim, read_only=read_only)
+        stores = open_backends(folder, keys=keys, dim=dim, read_only=read_only, manifest=manifest)
     except BaseException:
         if lock_fd is not None:
             os.close(lock_fd)

@@ -13,14 +13,22 @@ from rehearsal.store.protocols import RecordStore, TextStore, VectorIndex
 __all__ = ["memory_stats", "verify_memory"]
 
 
-def verify_memory(records: RecordStore, texts: TextStore | None, vectors: VectorIndex) -> dict[str, int]:
-    """Authenticate every text and vector; check that the index, records and texts hold the same ids.
+def verify_memory(
+    records: RecordStore, texts: TextStore | None, vectors: VectorIndex, *, keyed: bool
+) -> dict[str, int]:
+    """Authenticate every text, vector and catalog row; check that the index, records and texts hold the
+    same ids.
 
-    Raises IntegrityError naming the first disagreement. Returns counts of what was checked. The caller
-    holds one read transaction (a reader has caught up inside it), so a concurrent writer cannot make
-    the stores look out of step. ``texts`` is None for an embedding-only memory.
+    Raises IntegrityError naming the first disagreement. Returns counts of what was checked, and
+    ``metadata_keyed``: 1 when the rows' metadata is authenticated under the store's keys, 0 for a store
+    made without keys, whose rows carry checksums only (they catch damage, not a deliberate edit). The
+    caller holds one read transaction (a reader has caught up inside it), so a concurrent writer cannot
+    make the stores look out of step. ``texts`` is None for an embedding-only memory.
     """
-    record_ids = set(records.matching_ids(None))
+    # all_rows authenticates each row as it reads it (format 2).
+    record_ids = {row.id for row in records.all_rows()}
+    if len(record_ids) != records.count():
+        raise IntegrityError(f"the catalog lists {len(record_ids)} rows but counts {records.count()}")
     checked = 0
     if texts is not None:
         checked = texts.verify()
@@ -46,6 +54,8 @@ def verify_memory(records: RecordStore, texts: TextStore | None, vectors: Vector
         "entries": len(record_ids),
         "texts": checked,
         "vectors": len(ids),
+        "metadata": len(record_ids),
+        "metadata_keyed": int(keyed),
         "generation": vectors.generation,
     }
 

@@ -35,7 +35,8 @@ __all__ = [
     "write_manifest",
 ]
 
-FORMAT_VERSION = 1
+# Format 2: authenticated rows, commit records and head file, float16 vectors; opening migrates format 1.
+FORMAT_VERSION = 2
 MANIFEST_FILE, DB_FILE, LOCK_FILE = "memory.json", "memory.sqlite", "writer.lock"
 
 
@@ -71,10 +72,31 @@ def read_manifest(folder: Path, encoder_name: str | None) -> dict[str, Any]:
         raise StoreFormatError(
             f"{str(folder)!r} has format version {version!r}; this rehearsal reads up to {FORMAT_VERSION}"
         )
+    _check_fields(folder, manifest)
     recorded = manifest["encoder"]["name"]
     if encoder_name is not None and encoder_name != recorded:
         raise EncoderMismatchError(f"memory was built with encoder {recorded!r}, got {encoder_name!r}")
     return manifest
+
+
+def _check_fields(folder: Path, manifest: dict[str, Any]) -> None:
+    """StoreFormatError naming the first field the rest of opening needs that is absent or mistyped (a
+    damaged manifest), before anything reads it."""
+    encoder = manifest.get("encoder")
+    fields = {
+        "store_id": isinstance(manifest.get("store_id"), str),
+        "embedding_only": isinstance(manifest.get("embedding_only"), bool),
+        "encrypted": isinstance(manifest.get("encrypted"), bool),
+        "encoder": isinstance(encoder, dict)
+        and isinstance(encoder.get("name"), str)
+        and type(encoder.get("dim")) is int
+        and encoder["dim"] > 0,
+    }
+    for name, ok in fields.items():
+        if not ok:
+            raise StoreFormatError(
+                f"{MANIFEST_FILE} of {str(folder)!r} is damaged: field {name!r} is missing or wrong"
+            )
 
 
 def acquire_writer_lock(folder: Path) -> int:

@@ -10,6 +10,10 @@ store holds (unless the memory is embedding-only), and the vector index can alwa
 record store's sealed vectors. Every mutation bumps the record store's generation inside one transaction;
 the vector index is told afterwards (``applied``) and a reader catches up from ``changes_since``.
 
+What a record store reads back it authenticates (the embedded backend since format 2, see
+``rehearsal.store.authenticity``): a row whose metadata was altered is an IntegrityError wherever the row is
+read or selected by its metadata, and a store that lost committed transactions refuses to open.
+
 Filters reach a backend as a :class:`~rehearsal.store.where.Where` tree (built by ``parse_where``), which
 each backend compiles to its own query language.
 """
@@ -27,6 +31,7 @@ from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
 
 __all__ = [
+    "ERASE_META_KEY",
     "FilteringIndex",
     "KeyedStore",
     "RecordStore",
@@ -35,6 +40,10 @@ __all__ = [
     "VectorIndex",
     "VectorRow",
 ]
+
+ERASE_META_KEY = "erase_generation"
+"""Meta key a forget sets to its generation inside its transaction: a vector index whose persisted copy
+predates it may still hold the forgotten vectors, and the next open (of any kind) rewrites that copy."""
 
 VectorRow = tuple[int, str, bytes]
 """(id, tenant, sealed vector) as the record store keeps it."""

@@ -8,7 +8,10 @@ implements the same protocols (``rehearsal.store.protocols``); nothing above thi
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sqlite3
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,13 +20,22 @@ from typing import Any
 
 from rehearsal._files import create_private
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.errors import ConfigError
+from rehearsal.errors import ConfigError, IntegrityError, RehearsalError, StoreFormatError
+from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.faiss.follower import FaissVectorIndex
-from rehearsal.store.layout import DB_FILE
+from rehearsal.store.layout import DB_FILE, FORMAT_VERSION, acquire_writer_lock, write_manifest
 from rehearsal.store.protocols import KeyedStore, RecordStore, VectorIndex
 from rehearsal.store.sqlite.connection import connect
+from rehearsal.store.sqlite.head import GenerationHead
+from rehearsal.store.sqlite.migrate import migrate_v1
 from rehearsal.store.sqlite.records import Catalog
 from rehearsal.store.sqlite.texts import Vault
+
+log = logging.getLogger(__name__)
+
+# A catalog row holds a ~0.8 KB sealed vector: 4 KiB pages fit four rows and waste a sixth of each page,
+# 16 KiB pages waste ~3% (at 20k x 384: 1,105 -> 951 bytes per entry apart from the text ciphertext).
+_PAGE_SIZE = 16_384
 
 __all__ = [
     "Backends",
@@ -61,35 +73,139 @@ def folder_of(location: str | os.PathLike[str]) -> Path:
     raise ConfigError(f"no memory backend for {scheme!r} URLs; give a folder path or a file:// URL")
 
 
-def create_backends(folder: Path, *, keys: KeyRing | None, dim: int) -> Backends:
-    """Empty stores in ``folder`` (which exists and holds no memory)."""
+def _canonical(manifest: Mapping[str, Any]) -> str:
+    return json.dumps(dict(manifest), sort_keys=True, separators=(",", ":"))
+
+
+def _catalog(
+    conn: sqlite3.Connection, folder: Path, vault: Vault | None, manifest: Mapping[str, Any]
+) -> Catalog:
+    # Keyed by the store's internal data key when there are keys; a keyless store can only checksum, and
+    # binds its tags to the manifest's store id (see rehearsal.store.authenticity).
+    if vault is not None:
+        auth = CatalogAuthenticator(vault.derive_key("catalog"), vault.store_id)
+    else:
+        auth = CatalogAuthenticator(None, str(manifest.get("store_id", "")).encode())
+    return Catalog(conn, auth, GenerationHead(folder, auth))
+
+
+def create_backends(
+    folder: Path, *, keys: KeyRing | None, dim: int, manifest: Mapping[str, Any] | None = None
+) -> Backends:
+    """Empty stores in ``folder`` (which exists and holds no memory); the database keeps an authenticated
+    copy of ``manifest`` (what ``memory.json`` will say)."""
+    manifest = dict(manifest or {"format": FORMAT_VERSION})
     # Created owner-only before SQLite opens it: SQLite gives its WAL and shared-memory files the
     # database file's mode, where it would otherwise make all three world-readable under umask 022.
     create_private(folder / DB_FILE)
-    conn = connect(folder / DB_FILE)
+    conn = connect(folder / DB_FILE, page_size=_PAGE_SIZE)
     vault = Vault.attach(conn, keys, create=True) if keys is not None else None
-    records = Catalog(conn)
-    records.create_schema({"generation": "0", "next_id": "0"})
+    records = _catalog(conn, folder, vault, manifest)
+    records.create_schema(_canonical(manifest))
     vectors = FaissVectorIndex(folder, dim, records, vault)
     vectors.write_snapshot()
     return Backends(records, vault, vectors)
 
 
-def open_backends(folder: Path, *, keys: KeyRing | None, dim: int, read_only: bool) -> Backends:
-    """The stores of an existing memory, the vector index caught up with the records."""
+def open_backends(
+    folder: Path,
+    *,
+    keys: KeyRing | None,
+    dim: int,
+    read_only: bool,
+    manifest: Mapping[str, Any] | None = None,
+) -> Backends:
+    """The stores of an existing memory, the vector index caught up with the records.
+
+    A writer migrates a format-1 store and rewrites a snapshot that predates the last forget; a reader
+    that finds either takes the writer's place for that when no writer holds the lock."""
+    if read_only:
+        stores = _open(folder, keys=keys, dim=dim, read_only=True, manifest=manifest)
+        vectors = stores.vectors
+        assert isinstance(vectors, FaissVectorIndex)  # INVARIANT: this backend's own index
+        if not vectors.holds_erased():
+            return stores
+        stores.close()
+        _repair_as_writer(folder, keys=keys, dim=dim, manifest=manifest)
+    return _open(folder, keys=keys, dim=dim, read_only=read_only, manifest=manifest)
+
+
+def _open(
+    folder: Path,
+    *,
+    keys: KeyRing | None,
+    dim: int,
+    read_only: bool,
+    manifest: Mapping[str, Any] | None,
+    retry: bool = True,
+) -> Backends:
     conn = connect(folder / DB_FILE, read_only=read_only)
     try:
-        records = Catalog(conn)
-        records.check_schema()
         vault = Vault.attach(conn, keys, create=False, read_only=read_only) if keys is not None else None
+        records = _catalog(conn, folder, vault, manifest or {})
+        records.check_schema()
         vectors = FaissVectorIndex(folder, dim, records, vault)
+        if records.format < 2:
+            if read_only:
+                conn.close()
+                if not retry:
+                    raise StoreFormatError(
+                        f"the memory at {str(folder)!r} has format 1 and a writer holds it; it is migrated"
+                        " to format 2 when next opened for writing"
+                    )
+                _repair_as_writer(folder, keys=keys, dim=dim, manifest=manifest)
+                return _open(folder, keys=keys, dim=dim, read_only=True, manifest=manifest, retry=False)
+            if manifest is None:
+                raise StoreFormatError("a format-1 store migrates only when opened with its manifest")
+            migrate_v1(records, vectors.reseal_v1, _canonical({**manifest, "format": FORMAT_VERSION}))
+        records.check_head()
+        _check_manifest(folder, records, manifest, writable=not read_only)
         vectors.load()
         if not read_only:
+            if vectors.holds_erased():
+                vectors.write_snapshot()
             vectors.rebuild_if_outgrown()
     except BaseException:
         conn.close()
         raise
     return Backends(records, vault, vectors)
+
+
+def _check_manifest(
+    folder: Path, records: Catalog, manifest: Mapping[str, Any] | None, *, writable: bool
+) -> None:
+    """IntegrityError unless ``memory.json`` says what the database's authenticated copy says (a format-1
+    manifest beside a migrated database is the one difference allowed, and a writer rewrites it)."""
+    if manifest is None:
+        return
+    stored = json.loads(records.get_meta("manifest", "{}") or "{}")
+    if {**manifest, "format": stored.get("format")} != stored:
+        changed = sorted(k for k in stored.keys() | manifest.keys() if stored.get(k) != manifest.get(k))
+        raise IntegrityError(
+            f"memory.json disagrees with the copy authenticated in the database (fields {changed}):"
+            " the manifest was edited, or the database comes from another store"
+        )
+    if manifest.get("format") != stored.get("format") and writable:
+        write_manifest(folder, stored)
+
+
+def _repair_as_writer(
+    folder: Path, *, keys: KeyRing | None, dim: int, manifest: Mapping[str, Any] | None
+) -> None:
+    """Open the store once as its writer (migrating it, rewriting a snapshot that still holds forgotten
+    vectors), if no writer holds the lock; a live writer did that when it opened."""
+    try:
+        lock_fd = acquire_writer_lock(folder)
+    except (RehearsalError, OSError):
+        return
+    try:
+        _open(folder, keys=keys, dim=dim, read_only=False, manifest=manifest).close()
+    except (RehearsalError, OSError, sqlite3.Error) as exc:
+        # Best effort (a read-only file system, say): this reader still serves nothing forgotten, since
+        # it replays the forget's removals; a format-1 store is then refused by the reopen.
+        log.warning("could not repair the memory at %s as its writer: %s", folder, exc)
+    finally:
+        os.close(lock_fd)
 
 
 # -- server memories (PostgreSQL + pgvector) ------------------------------------------------------------

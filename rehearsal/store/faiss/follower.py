@@ -5,6 +5,10 @@ The record store is the source of truth; the in-process FAISS index follows it g
 and ``index.snap`` is the index at a known generation so that opening only replays what was committed
 after it. In encrypted stores each vector is sealed with its tenant's data key (embeddings can be
 inverted back into text) and the snapshot with the store's internal ``_system`` key.
+
+Vectors rest as float16 (format 2; format 1 kept float32): half the bytes, and the index's own fp16 codes
+already showed the rounding costs no recall. Every handle searches the rounded, re-normalised vectors, the
+writer that added them included, so a reopened memory answers exactly as the handle that wrote it.
 """
 
 from __future__ import annotations
@@ -17,14 +21,22 @@ import numpy as np
 from rehearsal.errors import IntegrityError
 from rehearsal.store.faiss.index import VectorIndex, faiss_threads
 from rehearsal.store.faiss.snapshot import read_snapshot, write_snapshot
-from rehearsal.store.protocols import RecordStore, Sealer
+from rehearsal.store.protocols import ERASE_META_KEY, RecordStore, Sealer
 
 __all__ = ["SNAPSHOT_FILE", "SYSTEM_TENANT", "FaissVectorIndex"]
 
 SNAPSHOT_FILE = "index.snap"
 SYSTEM_TENANT = "_system"
+
 # A snapshot is rewritten once this many entries (or the whole index, if larger) wait in the delta.
 _DELTA_SNAPSHOT_MIN = 50_000
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """float32 copies of ``vectors`` scaled back to unit length (after rounding to float16)."""
+    out = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.ascontiguousarray(out / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
 class FaissVectorIndex:
@@ -42,12 +54,27 @@ class FaissVectorIndex:
 
     # -- vectors at rest ---------------------------------------------------------------------------
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
-        raw = [row.tobytes() for row in vectors]
+        raw = [row.tobytes() for row in np.asarray(vectors, dtype=np.float32).astype(np.float16)]
         if self.vault is None:
             return raw
         return self.vault.seal_many(tenant, ids, raw, purpose="vector")
 
-    def open_rows(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    def reseal_v1(self, rows: list[tuple[int, str, bytes]]) -> list[bytes]:
+        """Format-1 rows' float32 vectors (id, tenant, blob), sealed again as format 2's float16."""
+        ids, vectors = self.open_rows(rows, itemsize=4)
+        out: list[bytes] = [b""] * len(rows)
+        by_tenant: dict[str, list[int]] = {}
+        for pos, row in enumerate(rows):
+            by_tenant.setdefault(row[1], []).append(pos)
+        for tenant, positions in by_tenant.items():
+            sealed = self.seal(tenant, [int(ids[p]) for p in positions], vectors[positions])
+            for p, blob in zip(positions, sealed, strict=True):
+                out[p] = blob
+        return out
+
+    def open_rows(
+        self, rows: list[tuple[int, str, bytes]], *, itemsize: int = 2
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Decode catalog rows (id, tenant, blob) into (ids, vectors), unsealing tenant by tenant."""
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
@@ -65,14 +92,15 @@ class FaissVectorIndex:
                 )
                 for p, blob in zip(positions, opened, strict=True):
                     blobs[p] = blob
-        width = self.dim * 4
+        width = self.dim * itemsize
         for pos, blob in enumerate(blobs):
             if len(blob) != width:
                 raise IntegrityError(
                     f"vector of record {int(ids[pos])} has {len(blob)} bytes, expected {width}"
                 )
-        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), self.dim)
-        return ids, vectors
+        dtype = np.float16 if itemsize == 2 else np.float32
+        vectors = np.frombuffer(b"".join(blobs), dtype=dtype).reshape(len(rows), self.dim)
+        return ids, _unit(vectors)
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector, authenticated, in id order."""
@@ -85,7 +113,8 @@ class FaissVectorIndex:
         if evict:
             self.index.remove(np.asarray(evict, dtype=np.int64))
         if ids and vectors is not None:
-            self.index.add(vectors, np.asarray(ids, dtype=np.int64))
+            rounded = _unit(np.asarray(vectors, dtype=np.float32).astype(np.float16))
+            self.index.add(rounded, np.asarray(ids, dtype=np.int64))
         self._after_growth()
 
     def rebuild_if_outgrown(self) -> bool:
@@ -179,9 +208,28 @@ class FaissVectorIndex:
                 return vault.open_sealed(SYSTEM_TENANT, gen, payload, purpose="index")
 
             gen, payload = read_snapshot(snapshot, unseal if vault is not None else None)
+            committed = self.records.generation
+            if gen > committed:
+                raise IntegrityError(
+                    f"the index snapshot is at generation {gen} but the database only at {committed}:"
+                    " committed transactions are missing from the database"
+                )
             self.index = VectorIndex.from_bytes(payload, authenticated=vault is not None)
             self.generation = self.snapshot_generation = gen
         else:
             # A lost snapshot is recoverable: SQLite holds every vector.
             self.generation = self.snapshot_generation = -1
         self.catch_up()
+        # The snapshot plus the replayed delta must be exactly the catalog: a row whose generation was
+        # edited below the snapshot's would otherwise be skipped by the replay without a word.
+        if len(self.index) != self.records.count():
+            raise IntegrityError(
+                f"the index holds {len(self.index)} vectors after replay but the catalog"
+                f" {self.records.count()} entries: the snapshot or the catalog's generations were altered"
+            )
+
+    def holds_erased(self) -> bool:
+        """Whether ``index.snap`` predates the last forget, i.e. may still hold a forgotten tenant's vectors
+        (a forget killed between its commit and its snapshot rewrite)."""
+        erased = int(self.records.get_meta(ERASE_META_KEY, "-1") or -1)
+        return self.snapshot_generation < erased

@@ -20,12 +20,15 @@ T = TypeVar("T")
 MAX_PARAMS = 900
 
 
-def connect(path: str | Path, *, read_only: bool = False, what: str = "database") -> sqlite3.Connection:
+def connect(
+    path: str | Path, *, read_only: bool = False, what: str = "database", page_size: int | None = None
+) -> sqlite3.Connection:
     """Open a connection in autocommit mode (transactions are explicit) with WAL and full fsync.
 
     ``synchronous=FULL`` makes a committed transaction durable before COMMIT returns, which is what lets
     an add be acknowledged only once it would survive a crash. A file that is not SQLite is a
-    StoreFormatError naming it as ``what`` ("database", "vault"), not a bare sqlite3 error.
+    StoreFormatError naming it as ``what`` ("database", "vault"), not a bare sqlite3 error. ``page_size``
+    applies to a database not yet written only.
     """
     if read_only:
         # Quoted: a folder name with '?', '#' or '%' would otherwise be read as part of the URI.
@@ -34,6 +37,9 @@ def connect(path: str | Path, *, read_only: bool = False, what: str = "database"
     else:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
     try:
+        if page_size is not None:
+            # Only a database not yet written takes it (before WAL mode, which fixes the page size).
+            conn.execute(f"PRAGMA page_size={int(page_size)}")
         if not read_only:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")

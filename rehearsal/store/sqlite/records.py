@@ -7,19 +7,29 @@ store is embedding-only, exactly one vault record with the same id; ids are neve
 Generations order mutations: each committed add/delete/forget bumps ``generation`` by one. An entry
 remembers the generation that added it and ``removed`` logs the generation that removed an id, so a
 reader holding an index snapshot at generation G catches up by replaying rows with a later generation.
+
+Format 2 authenticates what is read back (see :mod:`rehearsal.store.authenticity`): each row's ``mac``
+covers its metadata and generation, and checked on every read that returns metadata (``rows``,
+``all_rows``, ``group_ids``); each transaction that changes the generation ends by writing a commit record
+(generation, entry count, next id, the manifest's copy) under the same key, checked on open, and after it
+commits the head file (:mod:`rehearsal.store.sqlite.head`) that tells a lost WAL tail apart.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
-from rehearsal.errors import StoreFormatError
+from rehearsal.errors import IntegrityError, StoreFormatError
+from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.sqlite.connection import chunked, transaction
+from rehearsal.store.sqlite.head import HEAD_FILE, GenerationHead
 from rehearsal.store.sqlite.where import compile_where
 from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
@@ -38,7 +48,8 @@ CREATE TABLE IF NOT EXISTS entries (
     source TEXT,
     vector BLOB NOT NULL,
     added_gen INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    mac BLOB
 );
 CREATE INDEX IF NOT EXISTS entries_added_gen ON entries(added_gen);
 CREATE INDEX IF NOT EXISTS entries_tenant ON entries(tenant);
@@ -47,7 +58,10 @@ CREATE TABLE IF NOT EXISTS removed (id INTEGER PRIMARY KEY, gen INTEGER NOT NULL
 CREATE INDEX IF NOT EXISTS removed_gen ON removed(gen);
 """
 
-_COLUMNS = "id, tenant, task, label, tags, extra, source"
+log = logging.getLogger(__name__)
+
+_COLUMNS = "id, tenant, task, label, tags, extra, source, added_gen, mac"
+FORMAT = 2
 
 
 def _row(values: Sequence[Any]) -> EntryRow:
@@ -66,13 +80,96 @@ class Catalog:
     """The record store on one SQLite connection; it shares the connection (and so its transactions) with
     the text store of the same database, so a commit covers records and texts together."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, auth: CatalogAuthenticator, head: GenerationHead | None
+    ) -> None:
+        """``auth`` tags rows and commit records; ``head`` is the folder's head file (a reader only reads it:
+        it never runs a write transaction), None for a catalog kept without one."""
         self.conn = conn
+        self.auth = auth
+        self.head = head
+        self._changed = False  # the open transaction changed what the commit record covers
+        self._delta = 0  # entries inserted minus entries removed in the open transaction
+        # Rows added up to this generation have had their tags checked by this handle. Rows never change
+        # once written, so a query that selects by metadata in SQL (filters, groups, a tenant's ids) first
+        # checks the rows added since: a row edited out of a filter's reach is caught there, not missed.
+        self._checked_generation = -1
 
     # -- transactions ----------------------------------------------------------------------------
-    def transaction(self) -> AbstractContextManager[None]:
-        """BEGIN IMMEDIATE ... COMMIT with full fsync (joins a transaction already open)."""
-        return transaction(self.conn)
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT with full fsync (joins a transaction already open). One that changed
+        the generation writes the commit record before COMMIT and the head file after it."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self._changed, self._delta = False, 0
+        try:
+            with transaction(self.conn):
+                yield
+                if self._changed:
+                    committed = self._seal_commit()
+            if self._changed and self.head is not None:
+                try:
+                    self.head.write(*committed)
+                except OSError as exc:
+                    # The commit is durable and the caller must hear so (and the index must follow it):
+                    # a head left behind the database only weakens the check of a lost tail, never fails it.
+                    log.warning("could not record generation %d in %s: %s", committed[0], HEAD_FILE, exc)
+        finally:
+            self._changed, self._delta = False, 0
+
+    def _seal_commit(self) -> tuple[int, int]:
+        generation, next_id = self.generation, int(self.get_meta("next_id", "0") or 0)
+        count = int(self.get_meta("count", "0") or 0) + self._delta
+        manifest = self.get_meta("manifest", "") or ""
+        self.set_meta("count", str(count))
+        self.set_meta("commit", self.auth.commit_tag(generation, count, next_id, manifest))
+        return generation, count
+
+    def mark_changed(self) -> None:
+        """Make the open transaction write a commit record (a migration, which moves no generation)."""
+        self._changed = True
+
+    def check_commit(self, *, count_rows: bool = True) -> tuple[int, int]:
+        """Authenticate the commit record -> (generation, entry count); with ``count_rows`` also count the
+        rows. IntegrityError if the generation, count, next id or the manifest's copy were altered."""
+        with self.read_view():
+            meta = dict(self.conn.execute("SELECT key, value FROM mem_meta").fetchall())
+            try:
+                generation, count = int(meta["generation"]), int(meta["count"])
+                next_id, manifest, tag = int(meta["next_id"]), str(meta["manifest"]), str(meta["commit"])
+            except (KeyError, ValueError):
+                raise IntegrityError("the catalog's commit record is missing or damaged") from None
+            if not hmac.compare_digest(tag, self.auth.commit_tag(generation, count, next_id, manifest)):
+                raise IntegrityError(
+                    "the catalog's commit record fails authentication: its generation, entry count or"
+                    " manifest were altered, or the database comes from another store"
+                )
+            if count_rows and self.count() != count:
+                raise IntegrityError(
+                    f"the catalog holds {self.count()} entries but its commit record says {count}"
+                )
+        return generation, count
+
+    def check_head(self) -> None:
+        """IntegrityError if the head file recorded a commit this database does not hold. The head is read
+        before the database: it is written only after a commit, so it can never be ahead legitimately."""
+        if self.head is None:
+            return
+        head_generation, head_count = self.head.read()
+        generation, count = self.check_commit(count_rows=True)
+        if generation < head_generation or (generation == head_generation and count != head_count):
+            raise IntegrityError(
+                f"the database is at generation {generation} but {self.head.path.name} recorded generation"
+                f" {head_generation}: committed transactions are missing (a lost WAL tail or a database"
+                " file put back from an older copy)"
+            )
+
+    @property
+    def format(self) -> int:
+        """1 for a catalog written before rows were authenticated (no ``format`` key), else its format."""
+        return int(self.get_meta("format", "1") or 1)
 
     @contextmanager
     def read_view(self) -> Iterator[None]:
@@ -93,9 +190,16 @@ class Catalog:
     def close(self) -> None:
         self.conn.close()
 
-    def create_schema(self, meta: Mapping[str, str]) -> None:
+    def create_schema(self, manifest: str) -> None:
+        """The tables of a new catalog at generation 0, with the manifest's copy and the commit record."""
         self.conn.executescript(_SCHEMA)
-        self.conn.executemany("INSERT INTO mem_meta(key, value) VALUES (?, ?)", list(meta.items()))
+        with self.transaction():
+            meta = {"generation": "0", "next_id": "0", "count": "0", "format": str(FORMAT)}
+            self.conn.executemany("INSERT INTO mem_meta(key, value) VALUES (?, ?)", list(meta.items()))
+            self.set_meta("manifest", manifest)
+            self._seal_commit()
+        if self.head is not None:
+            self.head.create(0, 0)
 
     def check_schema(self) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -121,11 +225,13 @@ class Catalog:
     def bump_generation(self) -> int:
         gen = self.generation + 1
         self.set_meta("generation", str(gen))
+        self._changed = True
         return gen
 
     def allocate_ids(self, n: int) -> list[int]:
         start = int(self.get_meta("next_id", "0") or 0)
         self.set_meta("next_id", str(start + n))
+        self._changed = True
         return list(range(start, start + n))
 
     # -- entries ---------------------------------------------------------------------------------
@@ -143,30 +249,33 @@ class Catalog:
         rows = []
         for i, meta, source, vector in zip(ids, metadata, sources, vectors, strict=True):
             extra = {k: v for k, v in meta.items() if k not in ("task", "label", "tags")}
-            rows.append(
-                (
-                    i,
-                    tenant,
-                    meta.get("task"),
-                    meta.get("label"),
-                    json.dumps(list(meta.get("tags", ()))),
-                    json.dumps(extra),
-                    source,
-                    vector,
-                    generation,
-                    now,
-                )
+            task, label = meta.get("task"), meta.get("label")
+            values = (
+                int(i),
+                str(tenant),
+                None if task is None else str(task),  # plain types: the tag encodes what SQLite returns
+                int(label) if isinstance(label, int) else None if label is None else str(label),
+                json.dumps(list(meta.get("tags", ()))),
+                json.dumps(extra),
+                None if source is None else str(source),
+                int(generation),
             )
+            rows.append((*values, vector, now, self.auth.row_tag(values)))
         self.conn.executemany(
-            "INSERT INTO entries(id, tenant, task, label, tags, extra, source, vector, added_gen, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO entries(id, tenant, task, label, tags, extra, source, added_gen, vector, created_at,"
+            " mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        self._delta += len(rows)
+        self._changed = True
 
     def remove(self, ids: Sequence[int], *, generation: int) -> None:
         for chunk in chunked(ids):
             marks = ",".join("?" * len(chunk))
-            self.conn.execute(f"DELETE FROM entries WHERE id IN ({marks})", list(chunk))
+            self._delta -= self.conn.execute(
+                f"DELETE FROM entries WHERE id IN ({marks})", list(chunk)
+            ).rowcount
+        self._changed = True
         self.conn.executemany(
             "INSERT OR REPLACE INTO removed(id, gen) VALUES (?, ?)", [(i, generation) for i in ids]
         )
@@ -188,9 +297,13 @@ class Catalog:
             for values in self.conn.execute(
                 f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks})", list(chunk)
             ):
-                row = _row(values)
+                row = self._checked(values)
                 out[row.id] = row
         return out
+
+    def _checked(self, values: Sequence[Any]) -> EntryRow:
+        self.auth.check_row(values[:8], values[8])
+        return _row(values)
 
     def vectors(self, *, min_gen_exclusive: int = -1) -> Iterable[tuple[int, str, bytes]]:
         """(id, tenant, vector blob) of entries added after a generation, in id order."""
@@ -223,7 +336,19 @@ class Catalog:
     def removed_since(self, generation: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM removed WHERE gen > ?", (generation,))]
 
+    def check_rows_since(self) -> int:
+        """Check the tags of the rows added since this handle last did -> how many were checked."""
+        with self.read_view():
+            latest = self.generation
+            if latest == self._checked_generation:
+                return 0
+            query = f"SELECT {_COLUMNS} FROM entries WHERE added_gen > ?"
+            checked = self.auth.check_rows(self.conn.execute(query, (self._checked_generation,)))
+        self._checked_generation = latest
+        return checked
+
     def matching_ids(self, where: Where | None, *, max_gen: int | None = None) -> list[int]:
+        self.check_rows_since()
         clause, params = compile_where(where)
         if max_gen is not None:
             clause = f"({clause}) AND added_gen <= ?"
@@ -233,6 +358,7 @@ class Catalog:
     def group_ids(self, column: str, where: Where | None, *, max_gen: int) -> dict[Any, list[int]]:
         if column not in ("tenant", "task", "label"):
             raise ValueError(column)
+        self.check_rows_since()
         clause, params = compile_where(where)
         groups: dict[Any, list[int]] = {}
         query = f"SELECT {column}, id FROM entries WHERE ({clause}) AND added_gen <= ? ORDER BY id"
@@ -241,10 +367,12 @@ class Catalog:
         return groups
 
     def ids_of_tenant(self, tenant: str) -> list[int]:
+        self.check_rows_since()  # a forget must not miss a row whose tenant was edited away
         return [r[0] for r in self.conn.execute("SELECT id FROM entries WHERE tenant = ?", (tenant,))]
 
     def ids_by_key(self, field: str, values: Sequence[Any], *, tenant: str) -> list[int]:
         # The field is a checked identifier (RehearsalMemory.upsert), bound as a JSON path parameter.
+        self.check_rows_since()
         found: list[int] = []
         for start in range(0, len(values), 500):
             chunk = list(values[start : start + 500])
@@ -255,7 +383,7 @@ class Catalog:
 
     def all_rows(self) -> Iterable[EntryRow]:
         for values in self.conn.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY id"):
-            yield _row(values)
+            yield self._checked(values)
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
@@ -263,5 +391,6 @@ class Catalog:
     def counts_by(self, column: str) -> dict[str, int]:
         if column not in ("tenant", "task", "label"):
             raise ValueError(column)
+        self.check_rows_since()
         query = f"SELECT {column}, COUNT(*) FROM entries GROUP BY {column}"
         return {str(k): int(n) for k, n in self.conn.execute(query)}

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidTag
 
 from rehearsal.crypto.data_keys import TEXT_PURPOSE, check_internal_tenant, check_purpose
-from rehearsal.crypto.keys import RESERVED_TENANTS, KeyRing, validate_tenant
+from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, validate_tenant
 from rehearsal.errors import IntegrityError, NotFoundError, ValidationError
 from rehearsal.store.sqlite.vault_db import (
     CHUNK,
@@ -228,6 +228,14 @@ class Vault(VaultDatabase):
             raise ValidationError("blobs must be a sequence of bytes as long as record_ids")
         with self._snapshot():
             return self._data_keys.open_blobs(tenant, id_list, blobs, purpose)
+
+    def derive_key(self, label: str) -> bytes:
+        """A 32-byte key for ``label`` (e.g. the catalog's row MACs), stable across master-key rotations;
+        see :meth:`rehearsal.crypto.data_keys.DataKeys.derived_secret`."""
+        if self._data_keys.tenant_id(SYSTEM_TENANT) is not None or self._read_only:
+            return self._data_keys.derived_secret(label)
+        with self.transaction():
+            return self._data_keys.derived_secret(label)
 
     # -- inspection ---------------------------------------------------------------------------------------
 

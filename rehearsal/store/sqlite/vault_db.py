@@ -128,6 +128,10 @@ class VaultDatabase:
         p = os.fspath(path)
         if os.path.lexists(p):
             raise ValidationError(f"cannot create a vault at {p!r}: it already exists")
+        parent = os.path.dirname(os.path.abspath(p))
+        if not os.path.isdir(parent):
+            # SQLite would say only "unable to open database file".
+            raise NotFoundError(f"cannot create a vault at {p!r}: folder {parent!r} does not exist")
         conn = connect(p, read_only=False, what="vault")
         try:
             return cls(
