@@ -119,5 +119,6 @@ def _open_server(url: str, *, keys: KeyRing | None, read_only: bool, encoder_nam
     if encoder_name is not None and encoder_name != recorded:
         raise EncoderMismatchError(f"memory was built with encoder {recorded!r}, got {encoder_name!r}")
     keys = _keys_for(manifest, keys, server_display(url))
-    stores = open_server_backends(url, keys=keys, dim=int(manifest["encoder"]["dim"]), read_only=read_only)
+    dim = int(manifest["encoder"]["dim"])
+    stores = open_server_backends(url, keys=keys, dim=dim, read_only=read_only, manifest=manifest)
     return Opened(None, manifest, stores, keys, None, url)

@@ -250,8 +250,11 @@ def create_server_backends(
     return Backends(records, vault, vectors)
 
 
-def open_server_backends(location: str, *, keys: KeyRing | None, dim: int, read_only: bool) -> Backends:
+def open_server_backends(
+    location: str, *, keys: KeyRing | None, dim: int, read_only: bool, manifest: Mapping[str, Any]
+) -> Backends:
+    """The stores of a server memory whose ``manifest`` was read by :func:`server_manifest`."""
     records, vault, vectors = _postgres().open_server_stores(
-        location, keys=keys, dim=dim, read_only=read_only
+        location, keys=keys, dim=dim, read_only=read_only, manifest=manifest
     )
     return Backends(records, vault, vectors)

@@ -139,7 +139,10 @@ class PgVectorIndex:
     def search_where(
         self, queries: np.ndarray, k: int, where: Where | None, *, threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`search` restricted by a filter tree, in the same SQL statement."""
+        """:meth:`search` restricted by a filter tree, in the same SQL statement (after the rows added since
+        this handle last looked are authenticated: one edited out of the filter's reach is not missed)."""
+        if where is not None:
+            self.records.check_rows_since()
         clause, params = compile_where(where)
         return self._search(queries, k, clause, params)
 
