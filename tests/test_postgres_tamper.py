@@ -263,3 +263,13 @@ def test_a_memory_that_checks_out_opens_verifies_and_writes(
     with RehearsalMemory.open(url, keys=keys, read_only=True) as mem:
         assert mem.verify()["entries"] == N // 2
         assert mem.group_ids("label")["name"] == [N]
+
+
+def test_the_vectors_a_follower_reads_carry_authenticated_tenants(url: str, keys: KeyRing) -> None:
+    _sql(url, "UPDATE entries SET tenant = 'alice' WHERE id = 13")  # a bob vector filed under alice
+    with RehearsalMemory.open(url, keys=keys, read_only=True) as mem:
+        with pytest.raises(IntegrityError, match="catalog row 13"):
+            mem._records.vectors_of([12, 13])
+        with pytest.raises(IntegrityError, match="catalog row 13"):
+            list(mem._records.vectors(min_gen_exclusive=1))
+        assert [row[:2] for row in mem._records.vectors_of([12])] == [(12, "bob")]

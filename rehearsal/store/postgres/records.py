@@ -309,16 +309,22 @@ class ServerRecords:
         return checked
 
     def vectors(self, *, min_gen_exclusive: int = -1) -> Iterable[VectorRow]:
-        """(id, tenant, float32 bytes) of entries added after a generation, in id order."""
-        query = "SELECT id, tenant, embedding FROM entries WHERE added_gen > %s"
-        return ((int(i), t, v.to_numpy().tobytes()) for i, t, v in self._stream(query, (min_gen_exclusive,)))
+        """(id, tenant, float32 bytes) of entries added after a generation, in id order; each row's tag is
+        checked, so the tenant a vector index files a vector under is authenticated."""
+        query = f"SELECT {_COLUMNS}, embedding FROM entries WHERE added_gen > %s"
+        return map(self._vector_row, self._stream(query, (min_gen_exclusive,)))
 
     @mapped("reading the memory")
     def vectors_of(self, ids: Sequence[int]) -> list[VectorRow]:
         rows = self.conn.execute(
-            "SELECT id, tenant, embedding FROM entries WHERE id = ANY(%s) ORDER BY id", (list(ids),)
+            f"SELECT {_COLUMNS}, embedding FROM entries WHERE id = ANY(%s) ORDER BY id", (list(ids),)
         ).fetchall()
-        return [(int(i), t, v.to_numpy().tobytes()) for i, t, v in rows]
+        return [self._vector_row(values) for values in rows]
+
+    def _vector_row(self, values: Sequence[Any]) -> VectorRow:
+        tagged = _tagged(values)
+        self.auth.check_row(tagged[:8], tagged[8])
+        return int(values[0]), values[1], values[10].to_numpy().tobytes()
 
     def _stream(self, query: str, params: Sequence[Any]) -> Iterator[Sequence[Any]]:
         """Rows of ``query`` (a SELECT whose first column is ``id``) in id order, fetched in keyset pages so
