@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument(
         "--ef-search",
         type=lambda text: [int(v) for v in text.split(",")],
-        default=[100, 200],
+        default=[100],
         help="pgvector hnsw.ef_search values to measure (comma-separated)",
     )
     parser.add_argument("--dir", type=Path, default=None, help="where to build (default: a temp folder)")

@@ -53,7 +53,9 @@ def _postgres_pgvector(request: pytest.FixtureRequest, folder: Path, keys: KeyRi
     url = request.getfixturevalue("postgres_url")
     manifest = new_manifest(embedding_only=False, encrypted=keys is not None, encoder=("test", MEMORY_DIM))
     created = create_server_backends(url, keys=keys, dim=MEMORY_DIM, manifest=manifest)
-    return created, lambda: open_server_backends(url, keys=keys, dim=MEMORY_DIM, read_only=False)
+    return created, lambda: open_server_backends(
+        url, keys=keys, dim=MEMORY_DIM, read_only=False, manifest=manifest
+    )
 
 
 def _postgres_milvus(request: pytest.FixtureRequest, folder: Path, keys: KeyRing | None) -> Opened:

@@ -132,5 +132,7 @@ def _open_server(
         raise EncoderMismatchError(f"memory was built with encoder {recorded!r}, got {encoder_name!r}")
     keys = _keys_for(manifest, keys, server_display(url))
     dim = int(manifest["encoder"]["dim"])
-    stores = open_server_backends(url, keys=keys, dim=dim, read_only=read_only, vectors=vectors)
+    stores = open_server_backends(
+        url, keys=keys, dim=dim, read_only=read_only, vectors=vectors, manifest=manifest
+    )
     return Opened(None, manifest, stores, keys, None, url, vectors)

@@ -383,11 +383,18 @@ def create_server_backends(
 
 
 def open_server_backends(
-    location: str, *, keys: KeyRing | None, dim: int, read_only: bool, vectors: str | None = None
+    location: str,
+    *,
+    keys: KeyRing | None,
+    dim: int,
+    read_only: bool,
+    manifest: Mapping[str, Any],
+    vectors: str | None = None,
 ) -> Backends:
+    """The stores of a server memory whose ``manifest`` was read by :func:`server_manifest`."""
     # pgvector's index is built only for a memory that searches it (not one whose vectors are in Milvus).
     records, vault, index = _postgres().open_server_stores(
-        location, keys=keys, dim=dim, read_only=read_only, build_index=False
+        location, keys=keys, dim=dim, read_only=read_only, manifest=manifest, build_index=False
     )
     try:
         if records.get_meta(_VECTORS_KEY) != "milvus":

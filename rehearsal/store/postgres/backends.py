@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.errors import IntegrityError
+from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.postgres.connection import ServerConnection, connect, parse_location, server_errors
 from rehearsal.store.postgres.records import ServerRecords
 from rehearsal.store.postgres.schema import create_schema, read_manifest_row
@@ -26,24 +29,45 @@ def create_server_stores(
     try:
         with server_errors(f"creating a memory at {where.display()}"), conn.raw.transaction():
             create_schema(conn, dim=dim, manifest=manifest, vault=keys is not None)
-            if keys is not None:
-                ServerVault.create(conn, keys)
+            vault = ServerVault.create(conn, keys) if keys is not None else None
+            ServerRecords(conn, dim, _authenticator(vault, manifest)).seal_commit()
         conn.close()
     except BaseException:
         conn.close()
         raise
-    return open_server_stores(location, keys=keys, dim=dim, read_only=False)
+    return open_server_stores(location, keys=keys, dim=dim, read_only=False, manifest=manifest)
+
+
+def _authenticator(vault: ServerVault | None, manifest: Mapping[str, Any]) -> CatalogAuthenticator:
+    # As the embedded store: keyed by the vault's internal data key, else checksums bound to the manifest's
+    # store id (a memory without keys cannot tell a deliberate edit from none).
+    if vault is not None:
+        return CatalogAuthenticator(vault.derive_key("catalog"), vault.store_id)
+    return CatalogAuthenticator(None, str(manifest.get("store_id", "")).encode())
 
 
 def open_server_stores(
-    location: str, *, keys: KeyRing | None, dim: int, read_only: bool, build_index: bool = True
+    location: str,
+    *,
+    keys: KeyRing | None,
+    dim: int,
+    read_only: bool,
+    manifest: Mapping[str, Any],
+    build_index: bool = True,
 ) -> ServerStores:
-    """The stores of an existing server memory, on one connection. ``build_index=False`` leaves pgvector's
-    HNSW index unbuilt (for a caller that may search another vector index instead)."""
+    """The stores of an existing server memory, on one connection, once its commit record, its row count
+    and the ``manifest`` it was opened by check out. ``build_index=False`` leaves pgvector's HNSW index
+    unbuilt (for a caller that may search another vector index instead)."""
     conn = connect(parse_location(location), read_only=read_only)
     try:
-        records = ServerRecords(conn, dim)
         vault = ServerVault.attach(conn, keys) if keys is not None else None
+        records = ServerRecords(conn, dim, _authenticator(vault, manifest))
+        _, _, stored = records.check_commit(count_rows=True)
+        if json.loads(stored) != json.loads(json.dumps(dict(manifest))):
+            raise IntegrityError("the memory's manifest changed while it was being opened")
+        if vault is None and records.has_vault():
+            # An encrypted memory's manifest edited to say "no keys" would be opened with checksums only.
+            raise IntegrityError("the memory holds a vault but its manifest says it is unencrypted")
         vectors = PgVectorIndex(records)
         vectors.load()
         if not read_only and build_index:

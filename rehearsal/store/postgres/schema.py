@@ -1,8 +1,9 @@
 """The tables of a memory in its PostgreSQL schema, made in one transaction with the manifest.
 
-    mem_meta       key -> value: generation, next_id, count, format, the manifest (JSON), policy state
+    mem_meta       key -> value: generation, next_id, count, format, the manifest (JSON), the commit
+                   record's tag (see ``rehearsal.store.authenticity``), policy state
     entries        one row per entry: metadata columns, the vector (pgvector, in the clear: the server
-                   searches it), the generation that added it
+                   searches it), the generation that added it, the row's tag (``mac``)
     removed        id -> the generation that removed it (readers catch up from it)
     vault_meta     store_id, kek_fingerprint, kek_check       (only in memories with keys)
     vault_tenants  vault_keys  vault_records                  the sealed texts and wrapped data keys,
@@ -23,7 +24,9 @@ from rehearsal.store.postgres.connection import ServerConnection
 
 __all__ = ["FORMAT_VERSION", "create_schema", "read_manifest_row"]
 
-FORMAT_VERSION = 1
+# Format 2, as the embedded store: rows and the commit record carry tags. (A format-1 server memory was
+# never released: it is refused, not migrated.)
+FORMAT_VERSION = 2
 
 
 def _ddl(dim: int) -> list[str]:
@@ -40,7 +43,8 @@ def _ddl(dim: int) -> list[str]:
             source text,
             embedding vector({int(dim)}) NOT NULL,
             added_gen bigint NOT NULL,
-            created_at double precision NOT NULL
+            created_at double precision NOT NULL,
+            mac bytea NOT NULL
         )""",
         "CREATE INDEX entries_added_gen ON entries (added_gen)",
         "CREATE INDEX entries_tenant ON entries (tenant)",
@@ -104,9 +108,10 @@ def read_manifest_row(conn: ServerConnection) -> dict[str, Any]:
     version = int(rows.get("format", "0"))
     if "manifest" not in rows or version < 1:
         raise StoreFormatError(f"{location.display()} holds a damaged memory (no manifest)")
-    if version > FORMAT_VERSION:
+    if version != FORMAT_VERSION:
         raise StoreFormatError(
-            f"{location.display()} has format version {version}; this rehearsal reads up to {FORMAT_VERSION}"
+            f"{location.display()} has format version {version}; this rehearsal reads server memories of"
+            f" format {FORMAT_VERSION} only"
         )
     manifest: dict[str, Any] = json.loads(rows["manifest"])
     return manifest

@@ -22,7 +22,7 @@ from rehearsal.crypto.data_keys import (
     check_purpose,
     master_key_meta,
 )
-from rehearsal.crypto.keys import RESERVED_TENANTS, KeyRing, validate_tenant
+from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, validate_tenant
 from rehearsal.errors import IntegrityError, NotFoundError, ReadOnlyError, StoreFormatError, ValidationError
 from rehearsal.store.postgres.connection import QmarkConnection, ServerConnection, mapped
 
@@ -238,6 +238,16 @@ class ServerVault:
             raise ValidationError("blobs must be a sequence of bytes as long as ids")
         with self.conn.snapshot():
             return self._data_keys.open_blobs(tenant, id_list, blobs, purpose)
+
+    @mapped("deriving the catalog key")
+    def derive_key(self, label: str) -> bytes:
+        """A 32-byte key for ``label`` (the catalog's row and commit tags), stable across master-key
+        rotations; see :meth:`rehearsal.crypto.data_keys.DataKeys.derived_secret`. A new vault makes its
+        internal data key here, in the creating transaction."""
+        if self._data_keys.tenant_id(SYSTEM_TENANT) is not None or self.conn.read_only:
+            return self._data_keys.derived_secret(label)
+        with self.conn.write():
+            return self._data_keys.derived_secret(label)
 
     # -- inspection ------------------------------------------------------------------------------
     @mapped("reading the vault")

@@ -35,6 +35,10 @@ EF_SEARCH = 100  # candidates per HNSW probe: unfiltered recall@10 0.997 at 100k
 INDEX_AT = 10_000  # entries from which search uses an HNSW index (below: an exact scan, a few ms)
 _INDEX_NAME = "entries_embedding"
 _HNSW = f"CREATE INDEX IF NOT EXISTS {_INDEX_NAME} ON entries USING hnsw (embedding vector_ip_ops)"
+# A filtered HNSW scan (relaxed_order) returns the first k matches it meets, not the best k: asking for
+# 4k and keeping the best k raised recall@10 with a 5% filter from 0.928 to 0.975 at 100k (2k: 0.950;
+# a larger ef_search did not help: 0.925 at 100, 0.928 at 200; strict_order: 0.888), at ~4x the latency.
+FILTERED_OVERFETCH = 4
 _BUILD_MEMORY = "1GB"  # maintenance_work_mem for the build: a graph that fits builds several times faster
 
 
@@ -135,7 +139,10 @@ class PgVectorIndex:
     def search_where(
         self, queries: np.ndarray, k: int, where: Where | None, *, threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`search` restricted by a filter tree, in the same SQL statement."""
+        """:meth:`search` restricted by a filter tree, in the same SQL statement (after the rows added since
+        this handle last looked are authenticated: one edited out of the filter's reach is not missed)."""
+        if where is not None:
+            self.records.check_rows_since()
         clause, params = compile_where(where)
         return self._search(queries, k, clause, params)
 
@@ -157,7 +164,10 @@ class PgVectorIndex:
             f" CROSS JOIN LATERAL (SELECT id, embedding FROM entries WHERE {clause}"
             " ORDER BY embedding <#> q.v LIMIT %s) AS e"
         )
-        rows = self.conn.execute(query, [list(np.asarray(queries, dtype=np.float32)), *params, k]).fetchall()
+        fetch = k if clause == "TRUE" else k * FILTERED_OVERFETCH
+        rows = self.conn.execute(
+            query, [list(np.asarray(queries, dtype=np.float32)), *params, fetch]
+        ).fetchall()
         per_query: dict[int, list[tuple[float, int]]] = {}
         for i, entry_id, score in rows:
             per_query.setdefault(int(i) - 1, []).append((float(score), int(entry_id)))
