@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import rehearsal
 from rehearsal.testing.postgres import PostgresServer, ServerStartError, start_postgres
 
 
@@ -45,6 +46,14 @@ def test_missing_binaries_are_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp
     assert list(tmp_path.iterdir()) == []  # no half-made server folder left behind
 
 
+def _reachable_by_nobody(*paths: str) -> bool:
+    probe = ["runuser", "-u", "nobody", "--", "test", "-r"]
+    return all(
+        subprocess.run([*probe, os.path.realpath(p)], check=False, capture_output=True).returncode == 0
+        for p in paths
+    )
+
+
 def test_an_unprivileged_caller_runs_the_server_as_itself(tmp_path: Path) -> None:
     script = (
         "from rehearsal.testing.postgres import start_postgres\n"
@@ -52,6 +61,10 @@ def test_an_unprivileged_caller_runs_the_server_as_itself(tmp_path: Path) -> Non
         "    print(s.account, s.create_database('x').startswith('postgresql://'))\n"
     )
     as_nobody = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    if as_nobody and not _reachable_by_nobody(sys.executable, str(Path(rehearsal.__file__).parent)):
+        # A root-run checkout or interpreter inside root's home (a CI machine's venv links to one) cannot be
+        # executed by another account at all; said in the run's summary (pytest -rs), not hidden.
+        pytest.skip("the interpreter or the checkout is not reachable by the 'nobody' account here")
     done = subprocess.run(
         [*as_nobody, sys.executable, "-c", script],
         capture_output=True,

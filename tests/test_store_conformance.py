@@ -64,7 +64,9 @@ def _postgres_milvus(request: pytest.FixtureRequest, folder: Path, keys: KeyRing
     milvus = request.getfixturevalue("milvus_url")
     manifest = new_manifest(embedding_only=False, encrypted=keys is not None, encoder=("test", MEMORY_DIM))
     created = create_server_backends(url, keys=keys, dim=MEMORY_DIM, manifest=manifest, vectors=milvus)
-    return created, lambda: open_server_backends(url, keys=keys, dim=MEMORY_DIM, read_only=False)
+    return created, lambda: open_server_backends(
+        url, keys=keys, dim=MEMORY_DIM, read_only=False, manifest=manifest
+    )
 
 
 # Each factory makes a backend's stores; ``request`` gives it the server fixtures it needs.
