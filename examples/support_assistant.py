@@ -34,6 +34,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
+from rehearsal.errors import UpdateBlockedError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.folder import Deployment
 from rehearsal.runner.deployment.init import init_deployment
@@ -85,6 +86,16 @@ def print_versions(dep: Deployment) -> None:
         )
 
 
+def _weekly_update(week: int, dep_path: Path, data: Path, keys: KeyRing) -> None:
+    """One week's governed update; a batch the gate blocks is reported and the deployment keeps its
+    version (what an operator sees on a bad week, not a crash)."""
+    try:
+        done = update(dep_path, data, keys=keys)
+        print(f"week {week}: {done.update} -> v{done.version}; novelty {done.novelty}")
+    except UpdateBlockedError as exc:
+        print(f"week {week}: blocked by the gate ({exc.decision}): {'; '.join(exc.reasons)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/support", help="folder for the memory, deployment and report")
@@ -120,8 +131,7 @@ def main() -> None:
     )
     # Week 1: more of the known lines.
     week1 = [ex for name in ("tweets", "products") for ex in _part(task[name].train, 1, 2)]
-    done = update(dep_path, _jsonl(out / "week1.jsonl", week1), keys=keys)
-    print(f"week 1: {done.update} -> v{done.version}; novelty {done.novelty}")
+    _weekly_update(1, dep_path, _jsonl(out / "week1.jsonl", week1), keys)
     # Week 2: the new line arrives; staged, canaried, promoted.
     week2 = _part(task[NEW].train, 0, 2)
     staged = update(dep_path, _jsonl(out / "week2.jsonl", week2), keys=keys, stage=True)
@@ -136,8 +146,7 @@ def main() -> None:
     print(f"  promoted -> v{shipped.version}")
     # Week 3: more of the new line and of an old one.
     week3 = [*_part(task[NEW].train, 1, 2), *_part(task["movies"].train, 1, 2)]
-    done = update(dep_path, _jsonl(out / "week3.jsonl", week3), keys=keys)
-    print(f"week 3: {done.update} -> v{done.version}; novelty {done.novelty}")
+    _weekly_update(3, dep_path, _jsonl(out / "week3.jsonl", week3), keys)
     dep = Deployment.open(dep_path, keys)
     print()
     print_versions(dep)
