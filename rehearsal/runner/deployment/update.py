@@ -194,7 +194,7 @@ def update(
         current = DeployedModel.load(dep.config, state, Path(version.weights))
         candidate = DeployedModel.load(dep.config, new_state, Path(version.weights))
         ewc_file = DeployedModel.ewc_file(Path(version.weights)) if dep.config.strategy == "ewc" else None
-        train_candidate(
+        trained = train_candidate(
             candidate,
             [ex.text for ex in train],
             [str(ex.label) for ex in train],
@@ -212,7 +212,7 @@ def update(
         suite_ids = to_memory(suite, held)
         suite_ids_all = suite.ids()
         new_state.suite_boundary = (max(suite_ids_all) + 1) if suite_ids_all else 0
-        new_state.metrics = {**metrics, "memory_entries": len(memory)}
+        new_state.metrics = {**metrics, "memory_entries": len(memory), "training": trained}
         candidate.save(weights)
         if stage if stage is not None else dep.config.stage:
             return _stage(
