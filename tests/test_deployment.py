@@ -17,10 +17,8 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import UpdateBlockedError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.examples import data_digest, read_examples
 from rehearsal.runner.deployment.folder import Deployment
 from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.model import DeployedModel
 from rehearsal.runner.deployment.shadow import canary_arm, shadow
 from rehearsal.runner.deployment.update import promote, rollback, update
 from rehearsal.runner.sentiment import load_sentiment_stream
@@ -54,7 +52,7 @@ def _decisions(dep: Path, keys: KeyRing) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_three_updates_the_planted_regression_is_blocked_and_rolled_back(
-    tmp_path: Path, tiny_model: str, encoder: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_model: str, encoder: Any
 ) -> None:
     keys = KeyRing.generate()
     stream = load_sentiment_stream(max_train_per_class=4, max_test_per_class=2)
@@ -73,24 +71,17 @@ def test_three_updates_the_planted_regression_is_blocked_and_rolled_back(
     one = update(dep, _write(tmp_path / "products.jsonl", list(products.train)), keys=keys)
     assert one.decision == "pass"
     assert one.version == first.version + 1
-    # 2: the tweets relabelled, and (the planted regression) a candidate that answers every request
-    # with a label no task has: blocked, its data taken back out of the memory.
+    # 2: the planted regression is the data, trained for real: a batch of the old tweets that a broken
+    # labelling job marked "spam" (a new label). The candidate learns to answer "spam" and loses the
+    # other old tasks (the tweets are the update's own task, which the gate does not hold to its past):
+    # blocked, its data taken back out of the memory.
     assert first.metrics["accuracy"]["tweets"] > 0.25, first.metrics
-    flipped = {"negative": "positive", "positive": "neutral", "neutral": "negative"}
     with Deployment.open(dep, keys).open_memory(read_only=True) as memory:
         entries_before = len(memory)
-    bad = _write(tmp_path / "bad.jsonl", list(tweets.train), labels=flipped)
-    real_predict = DeployedModel.predict
-
-    def planted(self: DeployedModel, texts: Any, memory: Any = None) -> list[str]:
-        answers = real_predict(self, texts, memory)
-        return ["planted-wrong"] * len(answers) if self.state.update == bad_id else answers
-
-    bad_id = "update-" + data_digest(read_examples(bad))
-    monkeypatch.setattr(DeployedModel, "predict", planted)
-    with pytest.raises(UpdateBlockedError, match="regression: task 'tweets'"):
+    spam = {label: "spam" for label in stream.labels}
+    bad = _write(tmp_path / "bad.jsonl", [*tweets.train, *tweets.test], labels=spam)
+    with pytest.raises(UpdateBlockedError, match="regression: task 'movies' accuracy fell"):
         update(dep, bad, keys=keys)
-    monkeypatch.setattr(DeployedModel, "predict", real_predict)
     with Deployment.open(dep, keys).open_memory(read_only=True) as memory:
         assert len(memory) == entries_before
     assert Deployment.open(dep, keys).current()[0].version == one.version
