@@ -117,7 +117,9 @@ def test_expert_growth_grows_on_a_held_back_domain_and_not_on_a_known_one(
     assert more.novelty is not None
     assert more.novelty["decision"] == "existing-expert", more.novelty
     assert more.expert == "expert_0"
+    known_only = Path(Deployment.open(dep, keys).current()[0].weights)
     new = update(dep, _write(tmp_path / "new.jsonl", list(editorials.train[:40])), keys=keys)
+    assert not _adapter_changed(known_only, Path(Deployment.open(dep, keys).current()[0].weights), "expert_0")
     assert new.novelty is not None
     assert new.novelty["decision"] == "new-expert", new.novelty
     assert new.novelty["score"] > new.novelty["threshold"] > more.novelty["score"]
@@ -128,6 +130,29 @@ def test_expert_growth_grows_on_a_held_back_domain_and_not_on_a_known_one(
     logged = [e.details for e in log.entries() if e.kind == "novelty"]
     assert [d["decision"] for d in logged] == ["existing-expert", "new-expert"]
     assert logged[1]["score"] == pytest.approx(new.novelty["score"])
+    # A known batch mixing two experts' tasks: each part trains its own expert, the other stays put.
+    before = Path(Deployment.open(dep, keys).current()[0].weights)
+    mixed = update(
+        dep, _write(tmp_path / "mixed.jsonl", [*movies.train[60:75], *editorials.train[40:55]]), keys=keys
+    )
+    assert mixed.novelty is not None
+    assert mixed.novelty["decision"] == "existing-expert", mixed.novelty
+    assert mixed.novelty["experts"] == {"expert_0": ["movies"], "expert_1": ["editorials"]}
+    after = Path(Deployment.open(dep, keys).current()[0].weights)
+    assert _adapter_changed(before, after, "expert_0")
+    assert _adapter_changed(before, after, "expert_1")
+    state = Deployment.open(dep, keys).current()[1]
+    assert state.experts["expert_1"] == ["editorials"]
+
+
+def _adapter_changed(before: Path, after: Path, name: str) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    old = load_file(str(before / name / "adapter_model.safetensors"))
+    new = load_file(str(after / name / "adapter_model.safetensors"))
+    assert old.keys() == new.keys()
+    return any(not torch.equal(old[k], new[k]) for k in old)
 
 
 def test_a_staged_candidate_is_shadowed_canaried_and_promoted(
