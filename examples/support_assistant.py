@@ -5,11 +5,12 @@ The assistant triages messages as negative / neutral / positive; negative ones a
 domains stand in for them), and each week brings a batch of newly labelled messages:
 
 - week 1: more messages from the known lines: the novelty score stays low, the expert they route to is
-  trained further, with replay of its tasks;
+  trained further, with replay of its tasks (a quarter of it reserved for the escalations and rare
+  classes: priority replay, whose counts the script prints);
 - week 2: the new line (the editorials domain, held back until now) arrives: its novelty passes the
   threshold, so it gets a new expert and a router entry, and the old experts are not touched. The
   candidate is staged, canaried on a request log (a stable 20% of requests by hash), then promoted;
-- week 3: more messages from the new line and an old one.
+- week 3: more messages from the new line and an old one: each part trains its own expert.
 
 Every update goes through the gate; the script prints the versions' table (accuracy per old line,
 escalations' accuracy, latency p50/p95, expert decision) and writes ``report.html``.
@@ -28,6 +29,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -85,6 +87,16 @@ def print_versions(dep: Deployment) -> None:
         )
 
 
+def _replayed(metrics: dict[str, Any]) -> str:
+    """What an update replayed: safety-tagged and rare-class entries get a reserved share."""
+    t = metrics["training"]
+    share = t["priority_entries"] / max(t["eligible_entries"], 1.0)
+    got = t["priority_replayed"] / max(t["replayed"], 1.0)
+    return (
+        f"replayed {t['replayed']:.0f} rows, {got:.0%} priority entries (they are {share:.0%} of the memory)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/support", help="folder for the memory, deployment and report")
@@ -122,6 +134,7 @@ def main() -> None:
     week1 = [ex for name in ("tweets", "products") for ex in _part(task[name].train, 1, 2)]
     done = update(dep_path, _jsonl(out / "week1.jsonl", week1), keys=keys)
     print(f"week 1: {done.update} -> v{done.version}; novelty {done.novelty}")
+    print(f"  {_replayed(done.metrics)}")
     # Week 2: the new line arrives; staged, canaried, promoted.
     week2 = _part(task[NEW].train, 0, 2)
     staged = update(dep_path, _jsonl(out / "week2.jsonl", week2), keys=keys, stage=True)
@@ -138,6 +151,7 @@ def main() -> None:
     week3 = [*_part(task[NEW].train, 1, 2), *_part(task["movies"].train, 1, 2)]
     done = update(dep_path, _jsonl(out / "week3.jsonl", week3), keys=keys)
     print(f"week 3: {done.update} -> v{done.version}; novelty {done.novelty}")
+    print(f"  {_replayed(done.metrics)}")
     dep = Deployment.open(dep_path, keys)
     print()
     print_versions(dep)
