@@ -5,11 +5,12 @@ The assistant triages messages as negative / neutral / positive; negative ones a
 domains stand in for them), and each week brings a batch of newly labelled messages:
 
 - week 1: more messages from the known lines: the novelty score stays low, the expert they route to is
-  trained further, with replay of its tasks;
+  trained further, with replay of its tasks (a quarter of it reserved for the escalations and rare
+  classes: priority replay, whose counts the script prints);
 - week 2: the new line (the editorials domain, held back until now) arrives: its novelty passes the
   threshold, so it gets a new expert and a router entry, and the old experts are not touched. The
   candidate is staged, canaried on a request log (a stable 20% of requests by hash), then promoted;
-- week 3: more messages from the new line and an old one.
+- week 3: more messages from the new line and an old one: each part trains its own expert.
 
 Every update goes through the gate; the script prints the versions' table (accuracy per old line,
 escalations' accuracy, latency p50/p95, expert decision) and writes ``report.html``.
@@ -28,6 +29,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -86,12 +88,23 @@ def print_versions(dep: Deployment) -> None:
         )
 
 
+def _replayed(metrics: dict[str, Any]) -> str:
+    """What an update replayed: safety-tagged and rare-class entries get a reserved share."""
+    t = metrics["training"]
+    share = t["priority_entries"] / max(t["eligible_entries"], 1.0)
+    got = t["priority_replayed"] / max(t["replayed"], 1.0)
+    return (
+        f"replayed {t['replayed']:.0f} rows, {got:.0%} priority entries (they are {share:.0%} of the memory)"
+    )
+
+
 def _weekly_update(week: int, dep_path: Path, data: Path, keys: KeyRing) -> None:
     """One week's governed update; a batch the gate blocks is reported and the deployment keeps its
     version (what an operator sees on a bad week, not a crash)."""
     try:
         done = update(dep_path, data, keys=keys)
         print(f"week {week}: {done.update} -> v{done.version}; novelty {done.novelty}")
+        print(f"  {_replayed(done.metrics)}")
     except UpdateBlockedError as exc:
         print(f"week {week}: blocked by the gate ({exc.decision}): {'; '.join(exc.reasons)}")
 

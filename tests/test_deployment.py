@@ -17,10 +17,8 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import UpdateBlockedError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.examples import data_digest, read_examples
 from rehearsal.runner.deployment.folder import Deployment
 from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.model import DeployedModel
 from rehearsal.runner.deployment.shadow import canary_arm, shadow
 from rehearsal.runner.deployment.update import promote, rollback, update
 from rehearsal.runner.sentiment import load_sentiment_stream
@@ -54,7 +52,7 @@ def _decisions(dep: Path, keys: KeyRing) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_three_updates_the_planted_regression_is_blocked_and_rolled_back(
-    tmp_path: Path, tiny_model: str, encoder: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_model: str, encoder: Any
 ) -> None:
     keys = KeyRing.generate()
     stream = load_sentiment_stream(max_train_per_class=4, max_test_per_class=2)
@@ -73,24 +71,17 @@ def test_three_updates_the_planted_regression_is_blocked_and_rolled_back(
     one = update(dep, _write(tmp_path / "products.jsonl", list(products.train)), keys=keys)
     assert one.decision == "pass"
     assert one.version == first.version + 1
-    # 2: the tweets relabelled, and (the planted regression) a candidate that answers every request
-    # with a label no task has: blocked, its data taken back out of the memory.
+    # 2: the planted regression is the data, trained for real: a batch of the old tweets that a broken
+    # labelling job marked "spam" (a new label). The candidate learns to answer "spam" and loses the
+    # other old tasks (the tweets are the update's own task, which the gate does not hold to its past):
+    # blocked, its data taken back out of the memory.
     assert first.metrics["accuracy"]["tweets"] > 0.25, first.metrics
-    flipped = {"negative": "positive", "positive": "neutral", "neutral": "negative"}
     with Deployment.open(dep, keys).open_memory(read_only=True) as memory:
         entries_before = len(memory)
-    bad = _write(tmp_path / "bad.jsonl", list(tweets.train), labels=flipped)
-    real_predict = DeployedModel.predict
-
-    def planted(self: DeployedModel, texts: Any, memory: Any = None) -> list[str]:
-        answers = real_predict(self, texts, memory)
-        return ["planted-wrong"] * len(answers) if self.state.update == bad_id else answers
-
-    bad_id = "update-" + data_digest(read_examples(bad))
-    monkeypatch.setattr(DeployedModel, "predict", planted)
-    with pytest.raises(UpdateBlockedError, match="regression: task 'tweets'"):
+    spam = {label: "spam" for label in stream.labels}
+    bad = _write(tmp_path / "bad.jsonl", [*tweets.train, *tweets.test], labels=spam)
+    with pytest.raises(UpdateBlockedError, match="regression: task 'movies' accuracy fell"):
         update(dep, bad, keys=keys)
-    monkeypatch.setattr(DeployedModel, "predict", real_predict)
     with Deployment.open(dep, keys).open_memory(read_only=True) as memory:
         assert len(memory) == entries_before
     assert Deployment.open(dep, keys).current()[0].version == one.version
@@ -126,7 +117,9 @@ def test_expert_growth_grows_on_a_held_back_domain_and_not_on_a_known_one(
     assert more.novelty is not None
     assert more.novelty["decision"] == "existing-expert", more.novelty
     assert more.expert == "expert_0"
+    known_only = Path(Deployment.open(dep, keys).current()[0].weights)
     new = update(dep, _write(tmp_path / "new.jsonl", list(editorials.train[:40])), keys=keys)
+    assert not _adapter_changed(known_only, Path(Deployment.open(dep, keys).current()[0].weights), "expert_0")
     assert new.novelty is not None
     assert new.novelty["decision"] == "new-expert", new.novelty
     assert new.novelty["score"] > new.novelty["threshold"] > more.novelty["score"]
@@ -137,6 +130,29 @@ def test_expert_growth_grows_on_a_held_back_domain_and_not_on_a_known_one(
     logged = [e.details for e in log.entries() if e.kind == "novelty"]
     assert [d["decision"] for d in logged] == ["existing-expert", "new-expert"]
     assert logged[1]["score"] == pytest.approx(new.novelty["score"])
+    # A known batch mixing two experts' tasks: each part trains its own expert, the other stays put.
+    before = Path(Deployment.open(dep, keys).current()[0].weights)
+    mixed = update(
+        dep, _write(tmp_path / "mixed.jsonl", [*movies.train[60:75], *editorials.train[40:55]]), keys=keys
+    )
+    assert mixed.novelty is not None
+    assert mixed.novelty["decision"] == "existing-expert", mixed.novelty
+    assert mixed.novelty["experts"] == {"expert_0": ["movies"], "expert_1": ["editorials"]}
+    after = Path(Deployment.open(dep, keys).current()[0].weights)
+    assert _adapter_changed(before, after, "expert_0")
+    assert _adapter_changed(before, after, "expert_1")
+    state = Deployment.open(dep, keys).current()[1]
+    assert state.experts["expert_1"] == ["editorials"]
+
+
+def _adapter_changed(before: Path, after: Path, name: str) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    old = load_file(str(before / name / "adapter_model.safetensors"))
+    new = load_file(str(after / name / "adapter_model.safetensors"))
+    assert old.keys() == new.keys()
+    return any(not torch.equal(old[k], new[k]) for k in old)
 
 
 def test_a_staged_candidate_is_shadowed_canaried_and_promoted(

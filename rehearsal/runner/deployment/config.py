@@ -44,8 +44,11 @@ class DeploymentConfig(ConfigMixin):
 
     ``heldout``: share of each update's examples (per task and label, at least one where a group has two)
     kept out of training as that task's regression suite; ``safety_tags``: the tags whose examples make up
-    the safety-tagged accuracy; ``stage``: a candidate that passes the gate waits for ``rehearsal
-    promote`` (after ``rehearsal shadow``) instead of shipping at once.
+    the safety-tagged accuracy and are replayed with priority; ``priority_share``: the share of each
+    batch's replay drawn from the safety-tagged and rare-class entries (see
+    ``rehearsal.runner.deployment.priority``; 0 turns priority off), a label being rare below
+    ``rare_label_share`` x the mean entries per label; ``stage``: a candidate that passes the gate waits
+    for ``rehearsal promote`` (after ``rehearsal shadow``) instead of shipping at once.
     """
 
     strategy: str = "adapter-replay"
@@ -58,6 +61,8 @@ class DeploymentConfig(ConfigMixin):
     max_length: int = 64
     heldout: float = 0.2
     safety_tags: list[str] = dataclasses.field(default_factory=lambda: ["safety"])
+    priority_share: float = 0.25
+    rare_label_share: float = 0.5
     novelty_threshold: float = 0.85
     novelty_calibration: int = 500
     route_k: int = 16
@@ -85,6 +90,8 @@ class DeploymentConfig(ConfigMixin):
         _number("epochs", self.epochs, 0.0, 1000.0, open_low=True)
         _number("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
         _number("heldout", self.heldout, 0.0, 0.9)
+        _number("priority_share", self.priority_share, 0.0, 1.0)
+        _number("rare_label_share", self.rare_label_share, 0.0, 1.0)
         _number("novelty_threshold", self.novelty_threshold, 0.0, 1.0)
         if isinstance(self.route_k, bool) or not isinstance(self.route_k, int) or self.route_k < 1:
             raise ConfigError(f"'route_k' must be an int >= 1, got {self.route_k!r}")

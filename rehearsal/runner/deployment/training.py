@@ -18,6 +18,7 @@ import numpy as np
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.config import DeploymentConfig
 from rehearsal.runner.deployment.model import DeployedModel
+from rehearsal.runner.deployment.priority import PriorityCollator, priority_ids
 
 __all__ = ["train_candidate"]
 
@@ -54,11 +55,11 @@ def train_candidate(
 ) -> dict[str, float]:
     """Train ``candidate`` in place on the new examples (``vectors``: their (n, dim) memory vectors) with
     replay from ``memory`` entries matching ``replay_where`` (None: no replay). ``adapter`` names the
-    adapter to train (None: the whole model). Returns the training's numbers (examples, replayed)."""
+    adapter to train (None: the whole model). Returns the training's numbers: examples, replay rows
+    drawn and how many were priority entries, and the counts of priority and eligible entries."""
     from transformers import DataCollatorWithPadding, PrinterCallback, TrainingArguments, set_seed
 
     from rehearsal.methods.ewc import EWC
-    from rehearsal.replay.collator import RehearsalCollator
     from rehearsal.replay.trainer import LABELS, RehearsalTrainer
 
     config: DeploymentConfig = candidate.config
@@ -67,7 +68,7 @@ def train_candidate(
     train = _dataset(candidate, texts, labels, vectors)
     base = DataCollatorWithPadding(candidate.tokenizer)
     replay_on = replay_where is not None and len(memory.ids(replay_where)) > 0
-    if replay_on:
+    if replay_on and replay_where is not None:
         replay = dataclasses.replace(
             config.replay,
             mark_replay=True,
@@ -76,8 +77,20 @@ def train_candidate(
             seed=config.seed,
         )
         label2id = {label: i for i, label in enumerate(candidate.state.labels)}
-        collator: Any = RehearsalCollator(
-            memory, base, candidate.tokenizer, replay, eligible=replay_where, label2id=label2id
+        priority = (
+            priority_ids(memory, replay_where, tags=config.safety_tags, rare_share=config.rare_label_share)
+            if config.priority_share > 0
+            else []
+        )
+        collator: Any = PriorityCollator(
+            memory,
+            base,
+            candidate.tokenizer,
+            replay,
+            eligible=replay_where,
+            label2id=label2id,
+            priority=priority,
+            share=config.priority_share,
         )
     else:
         train = train.remove_columns([config.replay.text_column, config.replay.vector_column])
@@ -116,11 +129,17 @@ def train_candidate(
         )
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-    replayed = collator.pop_stats().replayed if replay_on else 0
+    counts = collator.counts() if replay_on else {}
     if ewc is not None and ewc_out is not None:
         _consolidate(ewc, candidate, train, base, ewc_out)
     model.eval()
-    return {"examples": float(len(texts)), "replayed": float(replayed)}
+    return {
+        "examples": float(len(texts)),
+        "replayed": float(counts.get("replayed", 0)),
+        "priority_replayed": float(counts.get("priority_replayed", 0)),
+        "priority_entries": float(counts.get("priority_entries", 0)),
+        "eligible_entries": float(len(memory.ids(replay_where)) if replay_on else 0),
+    }
 
 
 def _consolidate(ewc: Any, candidate: DeployedModel, train: Any, collate: Any, out: Path) -> None:

@@ -1,8 +1,9 @@
 """One governed update of a deployment from new labelled examples (``rehearsal update`` / ``rh.update``).
 
 1. read the examples, hold ``heldout`` of each task and label back as that task's regression suite;
-2. expert growth: score the new data's novelty against the memory (``rehearsal.methods.novelty``) and
-   log the score and the decision (a new expert and router entry, or the expert the data routes to);
+2. plan the training (``experts.plan_training``); for expert growth, score the new data's novelty
+   against the memory (``rehearsal.methods.novelty``) and log the score and the decision (a new expert
+   and router entry, or the experts that already hold the batch's tasks, each trained on its own rows);
 3. train a candidate from the deployed version (``training.train_candidate``), with replay;
 4. score the deployed version and the candidate on every old task's suite examples (and the candidate
    on the new held-out ones), the safety-tagged ones and their latency;
@@ -35,9 +36,7 @@ from rehearsal.governance.gate import evaluate_gate
 from rehearsal.governance.updates import govern_update, staging_check
 from rehearsal.governance.versions import rollback as rollback_memory
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.methods.adapters import AdapterRouter
 from rehearsal.methods.inference import embed_texts
-from rehearsal.methods.novelty import novelty
 from rehearsal.runner.deployment.evaluate import score, timed_latency
 from rehearsal.runner.deployment.examples import (
     Labelled,
@@ -47,13 +46,12 @@ from rehearsal.runner.deployment.examples import (
     suite_examples,
     to_memory,
 )
+from rehearsal.runner.deployment.experts import plan_training
 from rehearsal.runner.deployment.folder import Deployment, VersionState
-from rehearsal.runner.deployment.model import SHARED, DeployedModel
+from rehearsal.runner.deployment.model import DeployedModel
 from rehearsal.runner.deployment.training import train_candidate
 
 __all__ = ["UpdateResult", "deployment_keys", "promote", "rollback", "update"]
-
-ALL: dict[str, Any] = {}  # the where-filter that matches every memory entry
 
 
 @dataclasses.dataclass
@@ -92,39 +90,6 @@ def _grown_state(state: VersionState, uid: str, examples: list[Labelled], capaci
             tasks[ex.task].append(ex.label)
     experts = {e: list(v) for e, v in state.experts.items()}
     return VersionState(update=uid, labels=labels, tasks=tasks, experts=experts)
-
-
-def _choose_expert(
-    dep: Deployment, memory: RehearsalMemory, state: VersionState, vectors: np.ndarray, new_tasks: list[str]
-) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
-    """(adapter to train, replay filter or None, novelty details) for the deployment's strategy."""
-    config = dep.config
-    if config.strategy == "ewc":
-        return None, ALL, None
-    if config.strategy == "adapter-replay":
-        return SHARED, ALL, None
-    score_ = novelty(
-        memory,
-        vectors,
-        threshold=config.novelty_threshold,
-        calibration_size=config.novelty_calibration,
-        rng=np.random.default_rng(config.seed),
-    )
-    details = score_.to_dict()
-    if score_.novel or not state.experts:
-        name = f"expert_{len(state.experts)}"
-        for tasks in state.experts.values():
-            tasks[:] = [t for t in tasks if t not in new_tasks]
-        state.experts[name] = list(new_tasks)
-        details["decision"] = "new-expert"
-        return name, None, {**details, "expert": name}
-    routed = AdapterRouter(memory, k=config.route_k, threshold=0.0, fallback="-").route_pooled(vectors)
-    name = state.expert_of(routed) or next(iter(state.experts))
-    for task in new_tasks:
-        if state.expert_of(task) is None:
-            state.experts[name].append(task)
-    details["decision"] = "existing-expert"
-    return name, {"task": {"$in": list(state.experts[name])}}, {**details, "expert": name}
 
 
 def _log_novelty(log: AuditLog, uid: str, details: dict[str, Any]) -> None:
@@ -187,24 +152,28 @@ def update(
         log = dep.log()
         AuditedMemory(memory, log, actor="deployment")  # what committed unaudited is logged first
         vectors = embed_texts([ex.text for ex in train], memory.encoder)
-        adapter, replay_where, details = _choose_expert(dep, memory, new_state, vectors, new_tasks)
+        parts, details = plan_training(dep.config, memory, new_state, vectors, [ex.task for ex in train])
         new_state.novelty = details
         if details is not None:
             _log_novelty(log, uid, details)
         current = DeployedModel.load(dep.config, state, Path(version.weights))
         candidate = DeployedModel.load(dep.config, new_state, Path(version.weights))
         ewc_file = DeployedModel.ewc_file(Path(version.weights)) if dep.config.strategy == "ewc" else None
-        train_candidate(
-            candidate,
-            [ex.text for ex in train],
-            [str(ex.label) for ex in train],
-            vectors,
-            memory=memory,
-            adapter=adapter,
-            replay_where=replay_where,
-            ewc_state=ewc_file,
-            ewc_out=DeployedModel.ewc_file(weights) if ewc_file is not None else None,
-        )
+        trained: dict[str, float] = {}
+        for part in parts:  # one pass per adapter (expert growth with a batch of several experts' tasks)
+            numbers = train_candidate(
+                candidate,
+                [train[i].text for i in part.rows],
+                [str(train[i].label) for i in part.rows],
+                vectors[part.rows],
+                memory=memory,
+                adapter=part.adapter,
+                replay_where=part.replay_where,
+                ewc_state=ewc_file,
+                ewc_out=DeployedModel.ewc_file(weights) if ewc_file is not None else None,
+            )
+            for key, value in numbers.items():
+                trained[key] = trained.get(key, 0.0) + value
         old_suite = suite_examples(suite, list(state.tasks))
         before, after, staged, metrics = _measure(dep, current, candidate, old_suite, held, memory)
         generation_before = memory.generation
@@ -212,14 +181,15 @@ def update(
         suite_ids = to_memory(suite, held)
         suite_ids_all = suite.ids()
         new_state.suite_boundary = (max(suite_ids_all) + 1) if suite_ids_all else 0
-        new_state.metrics = {**metrics, "memory_entries": len(memory)}
+        new_state.metrics = {**metrics, "memory_entries": len(memory), "training": trained}
         candidate.save(weights)
         if stage if stage is not None else dep.config.stage:
             return _stage(
                 dep, uid, new_state, before, after, staged, generation_before, memory, log, suite_ids
             )
         number = _govern(dep, memory, log, suite, uid, new_tasks, weights, before, after, staged, suite_ids)
-    return UpdateResult(uid, "pass", number, adapter if details else None, details, new_state.metrics)
+    expert = details.get("expert") if details else None
+    return UpdateResult(uid, "pass", number, expert, details, new_state.metrics)
 
 
 def _govern(
