@@ -5,7 +5,7 @@ the index does not normalise for the caller. Two kinds of index are used, both o
 (HNSW does not, so it is never chosen):
 
 * ``"IDMap,Flat"`` — exact search, for small memories;
-* ``"IVF{nlist},SQfp16"`` / ``"IVF{nlist},SQ8"`` (or ``,Flat`` codes) — inverted lists, trained by
+* ``"IVF{nlist},SQ8"`` (``,SQfp16`` / ``,Flat`` codes are still read) — inverted lists, trained by
   :meth:`VectorIndex.build`,
   with a hashtable direct map so vectors can be reconstructed (exact filtered search) and removed by id.
 
@@ -40,6 +40,7 @@ from rehearsal.store.faiss.spec import (
     FILTER_PROBE_FACTOR,
     FLAT_MAX_VECTORS,
     FLAT_SPEC,
+    IVF_CODES,
     TRAIN_POINTS_PER_LIST,
     check_int,
     choose_index_spec,
@@ -371,10 +372,10 @@ class VectorIndex:
         if not target:
             # Hysteresis: a shrinking memory goes back to exact search only well below the threshold.
             return len(self) < FLAT_MAX_VECTORS // 4
-        codes_grew = not self._spec.endswith(",SQ8") and choose_index_spec(len(self), self._dim).endswith(
-            ",SQ8"
-        )
-        return max(target / self._nlist, self._nlist / target) >= 4 or codes_grew
+        # An index with other codes than today's (a snapshot written with SQfp16 codes before SQ8 became
+        # the rule) is retrained by the next writer, so older memories shrink to the same disk cost.
+        stale_codes = self._spec.endswith(",SQfp16") and IVF_CODES != "SQfp16"
+        return max(target / self._nlist, self._nlist / target) >= 4 or stale_codes
 
     def to_bytes(self) -> bytes:
         """A self-describing snapshot: header, JSON metadata, the FAISS index, and a SHA-256 of both."""

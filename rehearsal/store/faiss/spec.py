@@ -14,7 +14,7 @@ import numpy as np
 
 from rehearsal.errors import ValidationError
 
-__all__ = ["FLAT_SPEC", "check_int", "choose_index_spec", "choose_nprobe", "parse_spec"]
+__all__ = ["FLAT_SPEC", "IVF_CODES", "check_int", "choose_index_spec", "choose_nprobe", "parse_spec"]
 
 FLAT_SPEC = "IDMap,Flat"
 # Below this many vectors exact search is fast enough (see benchmarks/RESULTS.md) and needs no training.
@@ -24,11 +24,11 @@ FLAT_MAX_VECTORS = 50_000
 # IVF8192,Flat at nprobe 8-16 ran 28-74x (benchmarks/RESULTS.md).
 LISTS_PER_SQRT_N = 8
 MIN_POINTS_PER_LIST = 39
-# IVF lists hold half-precision codes: at 200k x 384 they gave recall@10 0.9997 (flat codes 1.0), scanned
-# faster than float32 codes (0.33 vs 0.44 ms/query) and halve the snapshot, which is what opening a large
-# memory spends its time reading and decrypting. Past this many bytes of float32-equivalent codes, 8-bit
-# scalar quantisation (4x smaller) takes over; not sooner, since SQ8 caps recall@10 near 0.98.
-FLAT_CODES_MAX_BYTES = 4 << 30
+# IVF lists hold 8-bit scalar-quantised codes (residuals from the list centre): 1 byte per dimension, so
+# the snapshot costs ~0.4 KB per entry at d=384 beside the catalog's sealed float16 copy, which is what keeps
+# a memory under 1.5 KB per entry. Half-precision codes (2 bytes per dimension) gave recall@10 1.000 where
+# SQ8 gives 0.97-0.98 (clustered 100k, benchmarks/RESULTS.md); SQ8 meets the 0.95 bar with room to spare.
+IVF_CODES = "SQ8"
 # k-means trains on a seeded sample of this many points per list, not on the whole memory.
 TRAIN_POINTS_PER_LIST = 40
 # 16 probes: recall@10 0.976 on the noisy 200k benchmark set where 8 gave 0.79; 1.0 on clustered 1M.
@@ -65,13 +65,12 @@ def parse_spec(spec: str) -> int:
 def choose_index_spec(n_vectors: int, dim: int) -> str:
     """The FAISS factory string that suits a memory of ``n_vectors`` vectors of width ``dim``."""
     n = check_int("n_vectors", n_vectors, minimum=0)
-    d = check_int("dim", dim, minimum=1)
+    check_int("dim", dim, minimum=1)  # the codes do not depend on the width, but a bad one is an error
     if n < FLAT_MAX_VECTORS:
         return FLAT_SPEC
     nlist = 2 ** round(math.log2(LISTS_PER_SQRT_N * math.sqrt(n)))
     nlist = min(nlist, 2 ** int(math.log2(n // MIN_POINTS_PER_LIST)))
-    codes = "SQ8" if n * d * 4 > FLAT_CODES_MAX_BYTES else "SQfp16"
-    return f"IVF{nlist},{codes}"
+    return f"IVF{nlist},{IVF_CODES}"
 
 
 def choose_nprobe(nlist: int) -> int:
