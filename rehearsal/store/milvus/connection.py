@@ -8,6 +8,7 @@ appears in a message or a repr.
 from __future__ import annotations
 
 import importlib
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from rehearsal.errors import ConfigError, RehearsalError, StorageError
 __all__ = ["SCHEMES", "MilvusLocation", "connect", "milvus_errors", "parse_location"]
 
 SCHEMES = ("milvus", "milvus+http", "milvus+https")
+_CONNECT_ATTEMPTS = 3
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -83,7 +85,21 @@ def connect(location: MilvusLocation) -> Any:
         pymilvus: Any = importlib.import_module("pymilvus")
     except ImportError as exc:
         raise ConfigError("the Milvus vector index needs pymilvus: pip install 'rehearsal[milvus]'") from exc
-    with milvus_errors(f"connecting to Milvus at {location}"):
-        return pymilvus.MilvusClient(
-            uri=location.uri, user=location.user, password=location.password, timeout=_CONNECT_TIMEOUT_S
-        )
+    for attempt in range(_CONNECT_ATTEMPTS):
+        started = time.monotonic()
+        try:
+            return pymilvus.MilvusClient(
+                uri=location.uri, user=location.user, password=location.password, timeout=_CONNECT_TIMEOUT_S
+            )
+        except Exception as exc:
+            # A live gRPC server may turn a new channel away at once (an UNAVAILABLE "Too many pings" GOAWAY
+            # was seen from milvus-lite under load; pymilvus wraps it in a MilvusException caused by it): a
+            # fresh channel is tried. A server that is not there fails only after the timeout: no retry.
+            causes = [e for e in (exc, exc.__cause__) if e is not None]
+            turned_away = any(type(e).__module__.startswith("grpc") for e in causes)
+            quick = time.monotonic() - started < _CONNECT_TIMEOUT_S / 2
+            if not (turned_away and quick) or attempt == _CONNECT_ATTEMPTS - 1:
+                with milvus_errors(f"connecting to Milvus at {location}"):
+                    raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # the loop returns or raises
