@@ -17,18 +17,28 @@ with no task or label counts as "not equal" to any value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rehearsal.errors import ValidationError
 
-__all__ = ["FILTER_FIELDS", "OPERATORS", "RANGE_OPERATORS", "Condition", "Where", "parse_where"]
+__all__ = [
+    "FILTER_FIELDS",
+    "OPERATORS",
+    "RANGE_OPERATORS",
+    "SQL_RANGE",
+    "Condition",
+    "Where",
+    "compile_sql_and",
+    "parse_where",
+]
 
 FILTER_FIELDS = ("task", "label", "tenant", "tags", "id")
 # "in": the field (for tags: any tag) is one of the values; "not_in": it is none of them.
 OPERATORS = ("in", "not_in", "lt", "lte", "gt", "gte")
 RANGE_OPERATORS = ("lt", "lte", "gt", "gte")  # on "id" and int labels, with exactly one int value
+SQL_RANGE = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}  # the range operators as SQL spells them
 _RANGE_FIELDS = ("id", "label")
 _SET_OPS = {"$eq": "in", "$ne": "not_in", "$in": "in", "$nin": "not_in"}
 _RANGE_OPS = {"$lt": "lt", "$lte": "lte", "$gt": "gt", "$gte": "gte"}
@@ -46,6 +56,24 @@ class Where:
     """Conditions that must all hold (an empty tuple matches every entry)."""
 
     conditions: tuple[Condition, ...] = ()
+
+
+def compile_sql_and(
+    where: Where | None, clause: Callable[[Condition], tuple[str, list[Any]]], *, match_all: str
+) -> tuple[str, list[Any]]:
+    """One SQL expression for ``where``: each condition's ``clause`` joined by AND, parameters in order.
+
+    ``match_all`` is the backend's literal for "no filter" (the SQL dialects spell true differently).
+    """
+    if where is None or not where.conditions:
+        return match_all, []
+    clauses: list[str] = []
+    params: list[Any] = []
+    for condition in where.conditions:
+        text, args = clause(condition)
+        clauses.append(text)
+        params.extend(args)
+    return " AND ".join(clauses), params
 
 
 def parse_where(where: Mapping[str, Any] | Where | None) -> Where | None:

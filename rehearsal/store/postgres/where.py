@@ -9,31 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from rehearsal.store.where import Condition, Where
+from rehearsal.store.where import SQL_RANGE, Condition, Where, compile_sql_and
 
 __all__ = ["compile_where"]
-
-_RANGE_SQL = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 
 
 def compile_where(where: Where | None) -> tuple[str, list[Any]]:
     """An SQL boolean expression over ``entries`` and its parameters (``"TRUE"`` for no filter)."""
-    if where is None or not where.conditions:
-        return "TRUE", []
-    clauses: list[str] = []
-    params: list[Any] = []
-    for condition in where.conditions:
-        clause, args = _clause(condition)
-        clauses.append(clause)
-        params.extend(args)
-    return " AND ".join(clauses), params
+    return compile_sql_and(where, _clause, match_all="TRUE")
 
 
 def _clause(condition: Condition) -> tuple[str, list[Any]]:
     field, op, values = condition.field, condition.op, list(condition.values)
-    if op in _RANGE_SQL:
+    if op in SQL_RANGE:
         column = "id" if field == "id" else "label_int"
-        return f"({column} {_RANGE_SQL[op]} %s)", values
+        return f"({column} {SQL_RANGE[op]} %s)", values
     if not values:
         return ("FALSE" if op == "in" else "TRUE"), []
     if field == "id":
