@@ -231,3 +231,40 @@ def test_jsonl_missing_file_raises_not_found(tmp_path: Path) -> None:
 def test_jsonl_test_fraction_out_of_range_is_rejected(tmp_path: Path, fraction: float) -> None:
     with pytest.raises(ValidationError, match="'test_fraction' must be in"):
         load_jsonl_stream(tmp_path / "s.jsonl", test_fraction=fraction)
+
+
+def test_a_csv_stream_reads_like_the_same_rows_as_json_lines(tmp_path: Path) -> None:
+    rows = [
+        {"text": f"{label} number {i}", "label": label, "task": task}
+        for task, labels in (("billing", ("refund", "invoice")), ("shipping", ("late", "damaged")))
+        for label in labels
+        for i in range(5)
+    ]
+    csv_path = tmp_path / "tickets.csv"
+    csv_path.write_text(
+        "\ufefftext,label,task\n" + "".join(f'"{r["text"]}",{r["label"]},{r["task"]}\n' for r in rows),
+        encoding="utf-8",
+    )
+    from_csv = load_jsonl_stream(csv_path, seed=3)
+    assert from_csv == load_jsonl_stream(write_jsonl(tmp_path / "tickets.jsonl", rows), seed=3)
+    assert [t.name for t in from_csv.tasks] == ["billing", "shipping"]
+    gz = tmp_path / "tickets.csv.gz"
+    gz.write_bytes(gzip.compress(csv_path.read_bytes()))
+    assert load_jsonl_stream(gz, seed=3) == from_csv
+
+
+def test_a_bad_csv_row_is_named_by_file_and_row(tmp_path: Path) -> None:
+    path = tmp_path / "tickets.csv"
+    path.write_text("text,label,task\nhello,a,t\n,b,t\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="tickets.csv row 2: field 'text' must be a non-empty string"):
+        load_jsonl_stream(path)
+    path.write_text('text,label,task\n"never closed,a,t\n', encoding="utf-8")
+    with pytest.raises(ValidationError, match="malformed CSV"):
+        load_jsonl_stream(path)
+
+
+def test_a_stream_file_of_unknown_kind_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tickets.txt"
+    path.write_text("text,label,task\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="cannot tell the format of 'tickets.txt'"):
+        load_jsonl_stream(path)

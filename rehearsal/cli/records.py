@@ -9,7 +9,6 @@ Readers can be iterated more than once, so the CLI checks the whole file before 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,7 @@ from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.governance.retention import RETENTION_FIELD, retention_deadline
 from rehearsal.memory.batch import check_texts
+from rehearsal.row_files import read_rows, row_file_kind, row_name
 
 __all__ = [
     "EXTERNAL_ID",
@@ -41,8 +41,6 @@ FILTERABLE_FIELDS = ("task", "label", "tags")
 EXTERNAL_ID = "external_id"
 # Set by ``add`` arguments, never by metadata.
 _RESERVED_FIELDS = ("id", "tenant", "source")
-_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-_CSV_SUFFIXES = (".csv",)
 # "0", "12", "-3"; not "007" or "1e3", which are names, not numbers someone wrote as a label.
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,17})")
 
@@ -75,11 +73,9 @@ class RecordSource:
         return self._count
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        if self.kind == "jsonl":
-            return self._jsonl()
-        if self.kind == "csv":
-            return self._csv()
-        return ((i, dict(row)) for i, row in enumerate(self._dataset))
+        if self.kind == "dataset":
+            return ((i, dict(row)) for i, row in enumerate(self._dataset))
+        return read_rows(self.path, self.kind)
 
     def check(self, mapper: RecordMapper) -> int:
         """Map every record (raising on the first bad one); the number of records."""
@@ -106,59 +102,12 @@ class RecordSource:
             yield batch
 
     def describe(self, position: int) -> str:
-        unit = {"jsonl": "line", "csv": "row", "dataset": "row"}[self.kind]
-        return f"{self.path.name} {unit} {position}"
-
-    def _lines(self) -> Iterator[str]:
-        """The file's lines, decoded as UTF-8 one by one so that a bad byte is named by its line (a
-        newline byte never occurs inside a multi-byte character); a byte-order mark is dropped."""
-        with self.path.open("rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise ValidationError(
-                        f"{self.path.name} line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at "
-                        f"column {exc.start + 1}); save the file as UTF-8"
-                    ) from None
-                yield line.removeprefix("\ufeff") if number == 1 else line
-
-    def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        for number, line in enumerate(self._lines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"{self.describe(number)}: not valid JSON ({exc.msg})") from None
-            if not isinstance(item, dict):
-                raise ValidationError(
-                    f"{self.describe(number)}: expected a JSON object, got {type(item).__name__}"
-                )
-            yield number, item
-
-    def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        # strict: a quote that is never closed is an error at the end of the file, where the lenient
-        # reader would silently make the rest of the file one record.
-        reader = csv.DictReader(self._lines(), strict=True)
-        number, started = 0, 2  # data row count so far; the line where the next row starts
-        try:
-            for row in reader:
-                number += 1
-                if None in row:
-                    raise ValidationError(f"{self.describe(number)}: more values than header columns")
-                yield number, dict(row)
-                started = reader.line_num + 1
-        except csv.Error as exc:
-            raise ValidationError(
-                f"{self.describe(number + 1)} (from line {started}): malformed CSV ({exc});"
-                " is a quote left open?"
-            ) from None
+        return row_name(self.path, self.kind, position)
 
 
 def open_records(path: str | Path, *, split: str | None = None) -> RecordSource:
     """The records in ``path``: a folder saved with ``datasets``' ``save_to_disk``, ``*.jsonl``/``*.json``
-    (one object per line) or ``*.csv`` (with a header row)."""
+    (one object per line) or ``*.csv`` (with a header row), either optionally gzip-compressed."""
     where = Path(path)
     if not where.exists():
         raise NotFoundError(f"input {str(where)!r} does not exist")
@@ -166,14 +115,7 @@ def open_records(path: str | Path, *, split: str | None = None) -> RecordSource:
         return RecordSource(where, "dataset", split)
     if split is not None:
         raise ValidationError("--split applies to a saved dataset folder, not to a file")
-    suffix = where.suffix.lower()
-    if suffix in _JSONL_SUFFIXES:
-        return RecordSource(where, "jsonl")
-    if suffix in _CSV_SUFFIXES:
-        return RecordSource(where, "csv")
-    raise ValidationError(
-        f"cannot tell the format of {where.name!r}: use a .jsonl or .csv file or a saved dataset folder"
-    )
+    return RecordSource(where, row_file_kind(where))
 
 
 def _load_dataset(path: Path, split: str | None) -> Any:

@@ -74,7 +74,7 @@ class RunConfig(ConfigMixin):
     """What to train, how, and where the results go.
 
     ``method`` names a strategy (one of :data:`METHODS`). ``tasks`` selects and orders the
-    bundled WordNet tasks; ``data`` instead reads a JSON-lines stream (see ``load_jsonl_stream``) whose
+    bundled WordNet tasks; ``data`` instead reads a JSON-lines or CSV stream (see ``load_jsonl_stream``) whose
     ``text_field``, ``label_field`` and ``task_field`` name its columns.
     ``batch_size`` counts new examples per step; replay strategies add ``replay.ratio`` worth on top.
     ``memory_capacity`` bounds the memory for the ``reservoir`` and ``class_balanced`` policies.

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rehearsal.errors import NotFoundError, ValidationError
+from rehearsal.row_files import read_rows, row_file_kind, row_name
 
 __all__ = [
     "WORDNET_TASKS",
@@ -197,13 +198,14 @@ def load_jsonl_stream(
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> TaskStream:
-    """A task stream from a JSON-lines file (``.gz`` is decompressed), one example per line.
+    """A task stream from a JSON-lines file (one example per line) or a CSV file with a header row (one
+    example per row); a ``.gz`` suffix is decompressed.
 
-    Tasks come in order of first appearance. A line's ``split`` must be ``"train"`` or ``"test"``; lines
-    without one are split per (task, label) group, ``test_fraction`` of each group (at least one example
-    of a group of two or more) going to test, chosen with ``numpy.random.default_rng(seed)``. Labels may be
-    strings or ints (kept as strings). Blank lines are skipped; any other bad line raises
-    :class:`ValidationError` naming its line number.
+    Tasks come in order of first appearance. A row's ``split`` must be ``"train"`` or ``"test"``; rows
+    without one (or with an empty one) are split per (task, label) group, ``test_fraction`` of each group
+    (at least one example of a group of two or more) going to test, chosen with
+    ``numpy.random.default_rng(seed)``. Labels may be strings or ints (kept as strings). Blank JSON lines
+    are skipped; any other bad row raises :class:`ValidationError` naming the file and the row.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValidationError(f"'test_fraction' must be in (0, 1), got {test_fraction}")
@@ -211,23 +213,21 @@ def load_jsonl_stream(
     if not file.is_file():
         raise NotFoundError(f"no such file: {str(file)!r}")
     fields = (text_field, label_field, task_field)
-    opener = gzip.open if file.suffix == ".gz" else open
     # One bucket per task (first-appearance order) holding the fixed splits and the unsplit groups by label.
     buckets: dict[str, tuple[list[Example], list[Example], dict[str, list[Example]]]] = {}
-    with opener(file, "rt", encoding="utf-8") as lines:
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            rec = _parse_line(line, n, fields, label_field=label_field)
-            example = Example(rec[text_field], rec[label_field], rec[task_field])
-            train, test, unsplit = buckets.setdefault(example.task, ([], [], {}))
-            split = rec.get(split_field)
-            if split is None:
-                unsplit.setdefault(example.label, []).append(example)
-            elif split in _SPLITS:
-                (train if split == "train" else test).append(example)
-            else:
-                raise ValidationError(f"line {n}: {split_field!r} must be 'train' or 'test', got {split!r}")
+    kind = row_file_kind(file)
+    for n, row in read_rows(file, kind):
+        where = row_name(file, kind, n)
+        rec = _check_fields(row, where, fields, label_field=label_field)
+        example = Example(rec[text_field], rec[label_field], rec[task_field])
+        train, test, unsplit = buckets.setdefault(example.task, ([], [], {}))
+        split = rec.get(split_field) or None  # an empty CSV cell is "no split"
+        if split is None:
+            unsplit.setdefault(example.label, []).append(example)
+        elif split in _SPLITS:
+            (train if split == "train" else test).append(example)
+        else:
+            raise ValidationError(f"{where}: {split_field!r} must be 'train' or 'test', got {split!r}")
     if not buckets:
         raise ValidationError(f"{str(file)!r} holds no examples")
 
@@ -250,19 +250,26 @@ def load_jsonl_stream(
 
 
 def _parse_line(line: str, n: int, fields: Sequence[str], *, label_field: str) -> dict[str, Any]:
-    """Decode one JSON line and check ``fields`` hold non-empty strings (an int label becomes a string)."""
+    """Decode one JSON line of a bundled file and check its fields."""
     try:
         rec = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"line {n}: not valid JSON ({exc.msg})") from None
     if not isinstance(rec, dict):
         raise ValidationError(f"line {n}: expected a JSON object, got {type(rec).__name__}")
+    return _check_fields(rec, f"line {n}", fields, label_field=label_field)
+
+
+def _check_fields(
+    rec: dict[str, Any], where: str, fields: Sequence[str], *, label_field: str
+) -> dict[str, Any]:
+    """Check ``fields`` hold non-empty strings (an int label becomes a string); ``where`` names the row."""
     for field in fields:
         if field not in rec:
-            raise ValidationError(f"line {n}: missing field {field!r}")
+            raise ValidationError(f"{where}: missing field {field!r}")
         value = rec[field]
         if field == label_field and isinstance(value, int) and not isinstance(value, bool):
             rec[field] = value = str(value)
         if not isinstance(value, str) or not value.strip():
-            raise ValidationError(f"line {n}: field {field!r} must be a non-empty string, got {value!r}")
+            raise ValidationError(f"{where}: field {field!r} must be a non-empty string, got {value!r}")
     return rec
