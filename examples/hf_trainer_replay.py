@@ -133,13 +133,14 @@ def main() -> None:
         "--memory", default="indexes/wordnet", help="the memory folder (created on first run)"
     )
     parser.add_argument("--output", default="runs/example", help="the Trainer's output folder")
-    parser.add_argument(
-        "--train-per-class", type=int, default=20, help="training examples per class (test: 20 per class)"
-    )
+    parser.add_argument("--train-per-class", type=int, default=20, help="training examples per class")
+    parser.add_argument("--test-per-class", type=int, default=20, help="test examples per class")
     parser.add_argument("--epochs", type=float, default=3.0, help="passes over each task's training data")
     args = parser.parse_args()
 
-    stream = rh.load_wordnet_stream(max_train_per_class=args.train_per_class, max_test_per_class=20)
+    stream = rh.load_wordnet_stream(
+        max_train_per_class=args.train_per_class, max_test_per_class=args.test_per_class
+    )
     memory = open_memory(args.memory, stream)
     model_dir = str(rh.embedding.default_model_path())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

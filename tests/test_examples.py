@@ -129,3 +129,21 @@ def test_entity_stream_scenario_prints_old_task_accuracy_and_latency_per_version
     assert re.search(r"^(verbs|modifiers): (update-\w+ -> v\d|blocked by the gate)", out, re.M), out
     assert re.search(r"^version +update +labels +living +physical .*p50 ms +p95 ms$", out, re.M), out
     assert re.search(r"^v1 +init-\w+ +12 ", out, re.M), out
+
+
+@pytest.mark.slow
+def test_the_readme_trainer_example_replays_the_old_task_and_prints_both_rows(tmp_path):
+    """The README's headline diff is this script: it must run as shown and really replay (the Trainer's
+    last log line carries the callback's replay count, which must not be 0)."""
+    done = run_example(
+        "hf_trainer_replay.py", "--memory", str(tmp_path / "memory"), "--output", str(tmp_path / "run"),
+        "--train-per-class", "2", "--test-per-class", "2", "--epochs", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert re.search(r"^after learning 'living': accuracy on living [01]\.\d{3}$", out, re.M), out
+    assert re.search(r"^without replay +[01]\.\d{3} +[01]\.\d{3}$", out, re.M), out
+    assert re.search(r"^with replay +[01]\.\d{3} +[01]\.\d{3}$", out, re.M), out
+    replayed = re.findall(r"'replay/examples': '?(\d+)", out + done.stderr)
+    assert replayed, out[-2000:]
+    assert int(replayed[-1]) > 0, out[-2000:]
