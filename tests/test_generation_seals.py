@@ -59,7 +59,8 @@ def test_a_sealed_store_checks_no_row_one_by_one(store: Path, keys: KeyRing, vec
         assert catalog.seals.exists()
         assert catalog.check_rows_since() == 0  # every generation matched its seal
         hits = mem.search_vectors(vectors[3:4], 5, where={"task": "t1"})[0]
-        assert hits and all(h.metadata["task"] == "t1" for h in hits)
+        assert hits
+        assert all(h.metadata["task"] == "t1" for h in hits)
 
 
 def test_a_row_edited_after_the_first_verified_query_is_still_caught(
