@@ -28,6 +28,8 @@ from _report import print_and_save  # benchmarks/ is on sys.path when run as a s
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.authenticity import CatalogAuthenticator
+from rehearsal.store.sqlite.records import Catalog
+from rehearsal.store.sqlite.seals import GenerationSeals
 
 HERE = Path(__file__).resolve().parent
 DIM = 384
@@ -54,59 +56,156 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=HERE / "out" / "metadata_auth.json")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="keep the memory in this folder (its key beside it, in <folder>.key), reused when it exists,"
+        " so a 1M-entry memory is built once; default: a temporary folder",
+    )
+    parser.add_argument("--first-rounds", type=int, default=3, help="fresh handles per first-query variant")
+    parser.add_argument("--build-only", action="store_true", help="build the memory in --store and stop")
     args = parser.parse_args()
-
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((1_000, DIM)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    keys = KeyRing.generate()
-    checked = CatalogAuthenticator.check_row
+    if args.store is not None:
+        _run(args, args.store)
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mem"
-        with RehearsalMemory.create(path, keys=keys, dim=DIM, encoder_name=f"synthetic-{DIM}") as mem:
-            for start in range(0, args.n, args.batch):
-                n = min(args.batch, args.n - start)
-                mem.add(
-                    [f"synthetic entry {start + j}" for j in range(n)],
-                    vectors=_clustered(rng, centres, n),
-                    metadata=[{"task": f"t{(start + j) % 5}", "label": (start + j) % 7} for j in range(n)],
-                    tenant="alice" if start % (2 * args.batch) == 0 else "bob",
-                )
-        one = _clustered(np.random.default_rng(1), centres, 1)
-        many = _clustered(np.random.default_rng(2), centres, 32)
+        _run(args, Path(tmp) / "mem")
 
+
+def _keys(path: Path) -> KeyRing:
+    key_file = path.with_name(path.name + ".key")
+    if key_file.exists():
+        return KeyRing.from_base64(key_file.read_text().strip())
+    keys = KeyRing.generate()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(keys.export_base64() + "\n")
+    key_file.chmod(0o600)
+    return keys
+
+
+def _build(args: argparse.Namespace, path: Path, keys: KeyRing, centres: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    with RehearsalMemory.create(path, keys=keys, dim=DIM, encoder_name=f"synthetic-{DIM}") as mem:
+        for start in range(0, args.n, args.batch):
+            n = min(args.batch, args.n - start)
+            mem.add(
+                [f"synthetic entry {start + j}" for j in range(n)],
+                vectors=_clustered(rng, centres, n),
+                metadata=[{"task": f"t{(start + j) % 5}", "label": (start + j) % 7} for j in range(n)],
+                tenant="alice" if start % (2 * args.batch) == 0 else "bob",
+            )
+            print(f"  added {start + n:>9,} entries  {time.perf_counter() - t0:7.1f} s", flush=True)
+
+
+def _fresh_first_query(path: Path, keys: KeyRing, one: np.ndarray) -> tuple[float, int]:
+    """A new read-only handle's first filtered search -> (seconds, rows it checked one by one)."""
+    with RehearsalMemory.open(path, keys=keys, read_only=True) as mem:
+        catalog = mem._records
+        assert isinstance(catalog, Catalog)
         t = time.perf_counter()
-        mem = RehearsalMemory.open(path, keys=keys, read_only=True)
-        open_s = time.perf_counter() - t
-        t = time.perf_counter()
+        by_row = catalog.check_rows_since()
         mem.search_vectors(one, 10, where={"task": "t1"})
-        first_filter_s = time.perf_counter() - t  # includes the one-off check of every row's tag
+        return time.perf_counter() - t, by_row
 
-        cases: dict[str, Callable[[], Any]] = {
-            "search_1_query_ms": lambda: mem.search_vectors(one, 10),
-            "search_32_queries_ms": lambda: mem.search_vectors(many, 10),
-            "filtered_search_1_query_ms": lambda: mem.search_vectors(one, 10, where={"task": "t1"}),
-            "get_texts_of_10_hits_ms": lambda: mem.get_texts([h.id for h in mem.search_vectors(one, 10)[0]]),
-        }
-        on: dict[str, list[float]] = {name: [] for name in cases}
-        off: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(args.rounds):
-            for name, fn in cases.items():
-                on[name].append(_median_ms(fn, args.repeats))
-                CatalogAuthenticator.check_row = lambda self, values, tag: None  # type: ignore[method-assign]
-                try:
-                    off[name].append(_median_ms(fn, args.repeats))
-                finally:
-                    CatalogAuthenticator.check_row = checked  # type: ignore[method-assign]
-        mem.close()
 
-    result: dict[str, Any] = {"entries": args.n, "dim": DIM, "open_s": round(open_s, 3)}
-    result["first_filtered_search_s (checks every row once per handle)"] = round(first_filter_s, 3)
+def _run(args: argparse.Namespace, path: Path) -> None:
+    centres = np.random.default_rng(0).standard_normal((1_000, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    keys = _keys(path)
+    if not (path / "memory.json").exists():
+        _build(args, path, keys, centres)
+    if args.build_only:
+        return
+    result: dict[str, Any] = {"load_average_at_start": os.getloadavg()[0]}
+
+    # A store written before generation seals is sealed by its first writer (after a row-by-row check).
+    t = time.perf_counter()
+    RehearsalMemory.open(path, keys=keys).close()
+    result["writer_open_s (seals a store written before seals, once)"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    mem = RehearsalMemory.open(path, keys=keys, read_only=True)
+    result["reader_open_s"] = round(time.perf_counter() - t, 3)
+    entries = len(mem)
+    mem.close()
+    result = {"entries": entries, "dim": DIM, **result}
+
+    one = _clustered(np.random.default_rng(1), centres, 1)
+    many = _clustered(np.random.default_rng(2), centres, 32)
+
+    # The first metadata-selecting query of a handle, row by row (the seals ignored: the code before them)
+    # and with the seals, alternately on fresh handles.
+    stored = GenerationSeals._stored
+    row_by_row: list[float] = []
+    sealed: list[float] = []
+    for _ in range(args.first_rounds):
+        GenerationSeals._stored = lambda self, since: {}  # type: ignore[method-assign]
+        try:
+            seconds, by_row = _fresh_first_query(path, keys, one)
+        finally:
+            GenerationSeals._stored = stored  # type: ignore[method-assign]
+        assert by_row == entries, by_row
+        row_by_row.append(seconds)
+        seconds, by_row = _fresh_first_query(path, keys, one)
+        assert by_row == 0, by_row
+        sealed.append(seconds)
+    result["first_filtered_search_s row by row (before)"] = [round(x, 3) for x in row_by_row]
+    result["first_filtered_search_s sealed (after)"] = [round(x, 3) for x in sealed]
+    result["first_filtered_search speed-up"] = round(
+        statistics.median(row_by_row) / statistics.median(sealed), 2
+    )
+
+    mem = RehearsalMemory.open(path, keys=keys, read_only=True)
+    mem.search_vectors(one, 10, where={"task": "t1"})
+    cases: dict[str, Callable[[], Any]] = {
+        "search_1_query_ms": lambda: mem.search_vectors(one, 10),
+        "search_32_queries_ms": lambda: mem.search_vectors(many, 10),
+        "filtered_search_1_query_ms": lambda: mem.search_vectors(one, 10, where={"task": "t1"}),
+        "filtered_search_32_queries_ms": lambda: mem.search_vectors(many, 10, where={"label": 3}),
+        "get_texts_of_10_hits_ms": lambda: mem.get_texts([h.id for h in mem.search_vectors(one, 10)[0]]),
+    }
+    checked, since = CatalogAuthenticator.check_row, Catalog.check_rows_since
+    on: dict[str, list[float]] = {name: [] for name in cases}
+    off: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.rounds):
+        for name, fn in cases.items():
+            on[name].append(_median_ms(fn, args.repeats))
+            # Unchecked: no hit's row tag checked and no look for rows to check before a filter.
+            CatalogAuthenticator.check_row = lambda self, values, tag: None  # type: ignore[method-assign]
+            Catalog.check_rows_since = lambda self: 0  # type: ignore[method-assign]
+            try:
+                off[name].append(_median_ms(fn, args.repeats))
+            finally:
+                CatalogAuthenticator.check_row = checked  # type: ignore[method-assign]
+                Catalog.check_rows_since = since  # type: ignore[method-assign]
     for name in cases:
         a, b = statistics.median(on[name]), statistics.median(off[name])
         result[f"{name} checked"] = round(a, 3)
         result[f"{name} unchecked"] = round(b, 3)
         result[f"{name} ratio"] = round(a / b, 3)
+
+    # Does the check recur per generation? A writer commits 1,000 entries; the open reader's next filtered
+    # search checks those rows only. The writer then deletes them again (the store keeps its size).
+    rng = np.random.default_rng(3)
+    with RehearsalMemory.open(path, keys=keys) as writer:
+        t = time.perf_counter()
+        added = writer.add(
+            [f"late entry {j}" for j in range(1_000)],
+            vectors=_clustered(rng, centres, 1_000),
+            metadata=[{"task": "t1", "label": j % 7} for j in range(1_000)],
+        )
+        result["writer add 1,000 entries s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    mem.search_vectors(one, 10, where={"task": "t2"})
+    result["reader's next filtered search after that commit s"] = round(time.perf_counter() - t, 3)
+    with RehearsalMemory.open(path, keys=keys) as writer:
+        t = time.perf_counter()
+        writer.delete(list(added))
+        result["writer delete of them s (re-seals their generation)"] = round(time.perf_counter() - t, 3)
+    mem.close()
+    result["load_average_at_end"] = os.getloadavg()[0]
     print_and_save(result, args.out)
 
 

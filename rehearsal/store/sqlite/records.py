@@ -12,7 +12,9 @@ Format 2 authenticates what is read back (see :mod:`rehearsal.store.authenticity
 covers its metadata and generation, and checked on every read that returns metadata (``rows``,
 ``all_rows``, ``group_ids``); each transaction that changes the generation ends by writing a commit record
 (generation, entry count, next id, the manifest's copy) under the same key, checked on open, and after it
-commits the head file (:mod:`rehearsal.store.sqlite.head`) that tells a lost WAL tail apart.
+commits the head file (:mod:`rehearsal.store.sqlite.head`) that tells a lost WAL tail apart. The
+bulk check of every row before a handle's first metadata-selecting query verifies one seal per generation
+(:mod:`rehearsal.store.sqlite.seals`), which the same transaction keeps current.
 """
 
 from __future__ import annotations
@@ -92,9 +94,10 @@ class Catalog:
         self.head = head
         self._changed = False  # the open transaction changed what the commit record covers
         self._delta = 0  # entries inserted minus entries removed in the open transaction
-        # Rows added up to this generation have had their tags checked by this handle. Rows never change
-        # once written, so a query that selects by metadata in SQL (filters, groups, a tenant's ids) first
-        # checks the rows added since: a row edited out of a filter's reach is caught there, not missed.
+        # Rows added up to this generation have had their tags checked by this handle. A writer never
+        # changes a row once written, so a query that selects by metadata in SQL (filters, groups, a
+        # tenant's ids) first checks the rows added since: a row edited out of a filter's reach is caught
+        # there, not missed. The bulk check runs on the generation seals (rehearsal.store.sqlite.seals).
         self._checked_generation = -1
         # SQLite's count of commits by other connections when this handle last checked: one that moved it
         # without moving the generation changed rows behind the writer's back (or was a rare text-only

@@ -106,9 +106,10 @@ class GenerationSeals:
     def check_generations(self, generations: Iterable[int]) -> None:
         """Check the rows of these generations as they stand (a writer, before it changes them)."""
         gens = sorted(set(generations))
-        seals = {g: t for g, t in self._stored(None).items() if g in set(gens)}
         for chunk in chunked(gens):
             marks = ",".join("?" * len(chunk))
+            query = f"SELECT gen, tag FROM {SEALS_TABLE} WHERE gen IN ({marks})"
+            seals = {g: t for g, t in self.conn.execute(query, chunk) if isinstance(t, bytes)}
             try:
                 groups = list(self._render(f" WHERE added_gen IN ({marks})", chunk))
             except sqlite3.Error:
