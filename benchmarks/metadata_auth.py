@@ -1,14 +1,21 @@
 """What authenticating catalog metadata costs on the search path (issue 13): the same memory, the same run,
-searches timed with the row-tag checks on and with them switched off (``check_row`` made a no-op).
+searches timed with the row-tag checks on and with them switched off.
 
 Builds an N-entry encrypted memory (clustered unit vectors of MiniLM's width, short texts, two tenants,
-five tasks), then times, alternating on/off per round: an unfiltered search of one query and of a batch
-of 32 (k=10; each hit's row is read and its tag checked), a filtered search (task filter, k=10), and
-``get_texts`` of the hits (the replay fetch, which now reads the hits' rows too). It also times the one-off
-check a handle makes of every row before its first metadata-selecting query (filters, groups), which grows
-with N.
+five tasks, seven labels; kept in ``--store`` and reused when given), then times:
 
-    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python benchmarks/metadata_auth.py --n 200000
+- the one-off check a handle makes of every row before its first metadata-selecting query (filters,
+  groups), on fresh read-only handles, alternately row by row (the code before generation seals, kept
+  here verbatim) and on the generation seals (``rehearsal.store.sqlite.seals``);
+- alternating on/off per round on one handle: an unfiltered search of one query and of a batch of 32
+  (k=10; each hit's row is read and its tag checked), a filtered search of one query (task filter) and
+  of 32 (label filter), and ``get_texts`` of the hits (the replay fetch). "Off" makes ``check_row`` a
+  no-op and skips the look for unchecked rows before a filter;
+- whether the bulk check recurs per generation: an open reader's next filtered search after a writer
+  commits 1,000 entries (which are then deleted again, so a reused store keeps its size).
+
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv/bin/python benchmarks/metadata_auth.py --n 1000000 \
+        --batch 20000 --store benchmarks/out/metadata_auth_1m/mem
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.sqlite.records import Catalog
-from rehearsal.store.sqlite.seals import GenerationSeals
 
 HERE = Path(__file__).resolve().parent
 DIM = 384
@@ -99,6 +105,22 @@ def _build(args: argparse.Namespace, path: Path, keys: KeyRing, centres: np.ndar
             print(f"  added {start + n:>9,} entries  {time.perf_counter() - t0:7.1f} s", flush=True)
 
 
+def _row_by_row_check(self: Catalog) -> int:
+    """``Catalog.check_rows_since`` as it was before generation seals (the code this replaced): every row
+    added since the handle's last check, fetched into Python and checked by its own tag."""
+    with self.read_view():
+        latest = self.generation
+        if latest == self._checked_generation:
+            return 0
+        query = (
+            "SELECT id, tenant, task, label, tags, extra, source, added_gen, mac FROM entries"
+            " WHERE added_gen > ?"
+        )
+        checked = self.auth.check_rows(self.conn.execute(query, (self._checked_generation,)))
+    self._checked_generation = latest
+    return checked
+
+
 def _fresh_first_query(path: Path, keys: KeyRing, one: np.ndarray) -> tuple[float, int]:
     """A new read-only handle's first filtered search -> (seconds, rows it checked one by one)."""
     with RehearsalMemory.open(path, keys=keys, read_only=True) as mem:
@@ -135,17 +157,17 @@ def _run(args: argparse.Namespace, path: Path) -> None:
     one = _clustered(np.random.default_rng(1), centres, 1)
     many = _clustered(np.random.default_rng(2), centres, 32)
 
-    # The first metadata-selecting query of a handle, row by row (the seals ignored: the code before them)
-    # and with the seals, alternately on fresh handles.
-    stored = GenerationSeals._stored
+    # The first metadata-selecting query of a handle, row by row (the code before generation seals) and
+    # with the seals, alternately on fresh handles.
+    since = Catalog.check_rows_since
     row_by_row: list[float] = []
     sealed: list[float] = []
     for _ in range(args.first_rounds):
-        GenerationSeals._stored = lambda self, since: {}  # type: ignore[method-assign]
+        Catalog.check_rows_since = _row_by_row_check  # type: ignore[method-assign]
         try:
             seconds, by_row = _fresh_first_query(path, keys, one)
         finally:
-            GenerationSeals._stored = stored  # type: ignore[method-assign]
+            Catalog.check_rows_since = since  # type: ignore[method-assign]
         assert by_row == entries, by_row
         row_by_row.append(seconds)
         seconds, by_row = _fresh_first_query(path, keys, one)
@@ -166,7 +188,7 @@ def _run(args: argparse.Namespace, path: Path) -> None:
         "filtered_search_32_queries_ms": lambda: mem.search_vectors(many, 10, where={"label": 3}),
         "get_texts_of_10_hits_ms": lambda: mem.get_texts([h.id for h in mem.search_vectors(one, 10)[0]]),
     }
-    checked, since = CatalogAuthenticator.check_row, Catalog.check_rows_since
+    checked = CatalogAuthenticator.check_row
     on: dict[str, list[float]] = {name: [] for name in cases}
     off: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.rounds):
