@@ -92,6 +92,8 @@ def test_a_row_edited_in_a_generation_added_after_the_first_query_is_caught(
         "DELETE FROM gen_seals WHERE gen = 2",
         "UPDATE gen_seals SET tag = zeroblob(16) WHERE gen = 1",
         "UPDATE gen_seals SET gen = 9 WHERE gen = 3",
+        "UPDATE gen_seals SET hi = hi - 1 WHERE gen = 2",  # the id range is a hint: one row left out
+        "UPDATE gen_seals SET lo = NULL WHERE gen = 2",
         "DROP TABLE gen_seals",
     ],
 )
@@ -115,6 +117,27 @@ def test_a_damaged_seal_does_not_hide_an_edited_row(store: Path, keys: KeyRing, 
         pytest.raises(IntegrityError, match="catalog row 17"),
     ):
         mem.search_vectors(vectors[17:18], 5, where={"label": 2})
+
+
+def test_a_row_moved_into_another_generation_outside_its_seal_range_is_caught(
+    store: Path, keys: KeyRing, vectors: np.ndarray
+) -> None:
+    # Row 25 (a t1 row of generation 3) is moved out of the t1 filter and into generation 2, whose seal
+    # covers ids 10-19: the rows rendered from that range still match the seal, but the generation index
+    # now holds 11 rows for it. Unchecked, the search below would leave row 25 out silently.
+    _sql(store, "UPDATE entries SET added_gen = 2, task = 't0' WHERE id = 25")
+    with (
+        RehearsalMemory.open(store, keys=keys, read_only=True) as mem,
+        pytest.raises(IntegrityError, match="catalog row 25"),
+    ):
+        mem.search_vectors(vectors[25:26], 3, where={"task": "t1"})
+
+
+def test_a_widened_seal_range_still_verifies(store: Path, keys: KeyRing, vectors: np.ndarray) -> None:
+    _sql(store, "UPDATE gen_seals SET lo = 0, hi = 1000 WHERE gen = 2")
+    with RehearsalMemory.open(store, keys=keys, read_only=True) as mem:
+        assert _catalog(mem).check_rows_since() == 0
+        assert mem.group_ids("task")["t1"] == [i for i in range(30) if i % 2]
 
 
 def test_a_writer_does_not_seal_in_a_row_edited_behind_its_back(

@@ -32,7 +32,7 @@ from rehearsal.errors import IntegrityError, StoreFormatError
 from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.sqlite.connection import chunked, transaction
 from rehearsal.store.sqlite.head import HEAD_FILE, GenerationHead
-from rehearsal.store.sqlite.seals import GenerationSeals
+from rehearsal.store.sqlite.seals import SEALS_SCHEMA, GenerationSeals
 from rehearsal.store.sqlite.where import compile_where
 from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
@@ -59,7 +59,6 @@ CREATE INDEX IF NOT EXISTS entries_tenant ON entries(tenant);
 CREATE INDEX IF NOT EXISTS entries_task ON entries(task);
 CREATE TABLE IF NOT EXISTS removed (id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_gen ON removed(gen);
-CREATE TABLE IF NOT EXISTS gen_seals (gen INTEGER PRIMARY KEY, tag BLOB);
 """
 
 log = logging.getLogger(__name__)
@@ -206,6 +205,7 @@ class Catalog:
     def create_schema(self, manifest: str) -> None:
         """The tables of a new catalog at generation 0, with the manifest's copy and the commit record."""
         self.conn.executescript(_SCHEMA)
+        self.conn.execute(SEALS_SCHEMA)
         with self.transaction():
             meta = {"generation": "0", "next_id": "0", "count": "0", "format": str(FORMAT)}
             self.conn.executemany("INSERT INTO mem_meta(key, value) VALUES (?, ?)", list(meta.items()))
