@@ -253,6 +253,8 @@ def _open(
             migrate_v1(records, reseal, _canonical({**manifest, "format": FORMAT_VERSION}))
         records.check_head()
         _check_manifest(folder, records, manifest, writable=not read_only)
+        if not read_only:
+            records.upgrade_seals()  # a store written before generation seals, once
         index: VectorIndex
         if records.get_meta(_VECTORS_KEY) == "milvus":
             index = _milvus_index(records, vectors, vault, dim, read_only=read_only, at_rest=FLOAT16)

@@ -24,6 +24,7 @@ from rehearsal.crypto.data_keys import (
 )
 from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, validate_tenant
 from rehearsal.errors import IntegrityError, NotFoundError, ReadOnlyError, StoreFormatError, ValidationError
+from rehearsal.store.payloads import check_payloads
 from rehearsal.store.postgres.connection import QmarkConnection, ServerConnection, mapped
 
 __all__ = ["ServerVault"]
@@ -217,12 +218,11 @@ class ServerVault:
         tenant = check_internal_tenant(tenant)
         purpose = check_purpose(purpose)
         id_list = _ids(ids, unique=False)
-        if isinstance(payloads, bytes | str) or len(payloads) != len(id_list):
-            raise ValidationError("payloads must be a sequence of bytes as long as ids")
+        checked = check_payloads(payloads, len(id_list), name="payloads", ids_name="ids")
         if not id_list:
             return []
         with self.conn.write():
-            return self._data_keys.seal_blobs(tenant, id_list, [bytes(p) for p in payloads], purpose)
+            return self._data_keys.seal_blobs(tenant, id_list, checked, purpose)
 
     def open_sealed(self, tenant: str, record_id: int, blob: bytes | memoryview, *, purpose: str) -> bytes:
         return self.open_sealed_many(tenant, [record_id], [bytes(blob)], purpose=purpose)[0]

@@ -12,7 +12,9 @@ Format 2 authenticates what is read back (see :mod:`rehearsal.store.authenticity
 covers its metadata and generation, and checked on every read that returns metadata (``rows``,
 ``all_rows``, ``group_ids``); each transaction that changes the generation ends by writing a commit record
 (generation, entry count, next id, the manifest's copy) under the same key, checked on open, and after it
-commits the head file (:mod:`rehearsal.store.sqlite.head`) that tells a lost WAL tail apart.
+commits the head file (:mod:`rehearsal.store.sqlite.head`) that tells a lost WAL tail apart. The
+bulk check of every row before a handle's first metadata-selecting query verifies one seal per generation
+(:mod:`rehearsal.store.sqlite.seals`), which the same transaction keeps current.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rehearsal.errors import IntegrityError, StoreFormatError
 from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.sqlite.connection import chunked, transaction
 from rehearsal.store.sqlite.head import HEAD_FILE, GenerationHead
+from rehearsal.store.sqlite.seals import SEALS_SCHEMA, GenerationSeals
 from rehearsal.store.sqlite.where import compile_where
 from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
@@ -90,10 +93,17 @@ class Catalog:
         self.head = head
         self._changed = False  # the open transaction changed what the commit record covers
         self._delta = 0  # entries inserted minus entries removed in the open transaction
-        # Rows added up to this generation have had their tags checked by this handle. Rows never change
-        # once written, so a query that selects by metadata in SQL (filters, groups, a tenant's ids) first
-        # checks the rows added since: a row edited out of a filter's reach is caught there, not missed.
+        # Rows added up to this generation have had their tags checked by this handle. A writer never
+        # changes a row once written, so a query that selects by metadata in SQL (filters, groups, a
+        # tenant's ids) first checks the rows added since: a row edited out of a filter's reach is caught
+        # there, not missed. The bulk check runs on the generation seals (rehearsal.store.sqlite.seals).
         self._checked_generation = -1
+        # SQLite's count of commits by other connections when this handle last checked: one that moved it
+        # without moving the generation changed rows behind the writer's back (or was a rare text-only
+        # commit), so the next check covers every row again.
+        self._data_version = -1
+        self.seals = GenerationSeals(conn, auth)
+        self._touched: set[int] = set()  # generations the open transaction adds to or removes from
 
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager
@@ -103,7 +113,7 @@ class Catalog:
         if self.conn.in_transaction:
             yield
             return
-        self._changed, self._delta = False, 0
+        self._changed, self._delta, self._touched = False, 0, set()
         try:
             with transaction(self.conn):
                 yield
@@ -117,12 +127,14 @@ class Catalog:
                     # a head left behind the database only weakens the check of a lost tail, never fails it.
                     log.warning("could not record generation %d in %s: %s", committed[0], HEAD_FILE, exc)
         finally:
-            self._changed, self._delta = False, 0
+            self._changed, self._delta, self._touched = False, 0, set()
 
     def _seal_commit(self) -> tuple[int, int]:
         generation, next_id = self.generation, int(self.get_meta("next_id", "0") or 0)
         count = int(self.get_meta("count", "0") or 0) + self._delta
         manifest = self.get_meta("manifest", "") or ""
+        if self._touched and self.seals.exists():
+            self.seals.reseal(self._touched)
         self.set_meta("count", str(count))
         self.set_meta("commit", self.auth.commit_tag(generation, count, next_id, manifest))
         return generation, count
@@ -193,6 +205,7 @@ class Catalog:
     def create_schema(self, manifest: str) -> None:
         """The tables of a new catalog at generation 0, with the manifest's copy and the commit record."""
         self.conn.executescript(_SCHEMA)
+        self.conn.execute(SEALS_SCHEMA)
         with self.transaction():
             meta = {"generation": "0", "next_id": "0", "count": "0", "format": str(FORMAT)}
             self.conn.executemany("INSERT INTO mem_meta(key, value) VALUES (?, ?)", list(meta.items()))
@@ -261,6 +274,7 @@ class Catalog:
                 int(generation),
             )
             rows.append((*values, vector, now, self.auth.row_tag(values)))
+        self._touch([int(generation)])
         self.conn.executemany(
             "INSERT INTO entries(id, tenant, task, label, tags, extra, source, added_gen, vector, created_at,"
             " mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -272,6 +286,8 @@ class Catalog:
     def remove(self, ids: Sequence[int], *, generation: int) -> None:
         for chunk in chunked(ids):
             marks = ",".join("?" * len(chunk))
+            gens = self.conn.execute(f"SELECT DISTINCT added_gen FROM entries WHERE id IN ({marks})", chunk)
+            self._touch(g for (g,) in gens.fetchall())
             self._delta -= self.conn.execute(
                 f"DELETE FROM entries WHERE id IN ({marks})", list(chunk)
             ).rowcount
@@ -336,16 +352,34 @@ class Catalog:
     def removed_since(self, generation: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM removed WHERE gen > ?", (generation,))]
 
+    def _touch(self, generations: Iterable[int]) -> None:
+        """Before the open transaction changes these generations' rows: check them as they stand, so the
+        seal made at COMMIT does not take in a row edited behind the writer's back."""
+        new = set(generations) - self._touched
+        if new and self.seals.exists():
+            self.seals.check_generations(new)
+        self._touched |= new
+
     def check_rows_since(self) -> int:
-        """Check the tags of the rows added since this handle last did -> how many were checked."""
+        """Check the rows added since this handle last did (all of them the first time, or after a commit
+        by another connection that moved no generation) -> how many had to be checked one by one."""
         with self.read_view():
             latest = self.generation
-            if latest == self._checked_generation:
+            version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+            if version == self._data_version and latest == self._checked_generation:
                 return 0
-            query = f"SELECT {_COLUMNS} FROM entries WHERE added_gen > ?"
-            checked = self.auth.check_rows(self.conn.execute(query, (self._checked_generation,)))
-        self._checked_generation = latest
+            full = self._checked_generation < 0 or latest == self._checked_generation
+            checked = self.seals.check(None if full else self._checked_generation)
+        self._checked_generation, self._data_version = latest, version
         return checked
+
+    def upgrade_seals(self) -> int:
+        """A writer's open of a store written before generation seals: check its rows one by one once and
+        seal every generation -> how many were sealed (0 when the store has its seals)."""
+        if self.seals.exists():
+            return 0
+        with self.transaction():
+            return self.seals.seal_unsealed()
 
     def matching_ids(self, where: Where | None, *, max_gen: int | None = None) -> list[int]:
         self.check_rows_since()

@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from rehearsal.crypto.data_keys import TEXT_PURPOSE, check_internal_tenant, check_purpose
 from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, validate_tenant
 from rehearsal.errors import IntegrityError, NotFoundError, ValidationError
+from rehearsal.store.payloads import check_payloads
 from rehearsal.store.sqlite.vault_db import (
     CHUNK,
     FORMAT_VERSION,
@@ -202,15 +203,11 @@ class Vault(VaultDatabase):
         tenant = check_internal_tenant(tenant)
         purpose = check_purpose(purpose)
         id_list = check_ids(record_ids, unique=False)
-        if isinstance(datas, bytes | str) or len(datas) != len(id_list):
-            raise ValidationError("datas must be a sequence of bytes as long as record_ids")
-        for pos, data in enumerate(datas):
-            if not isinstance(data, bytes | bytearray | memoryview):
-                raise ValidationError(f"datas[{pos}] must be bytes, got {type(data).__name__}")
+        payloads = check_payloads(datas, len(id_list), name="datas", ids_name="record_ids")
         if not id_list:
             return []
         with self.transaction():
-            return self._data_keys.seal_blobs(tenant, id_list, [bytes(d) for d in datas], purpose)
+            return self._data_keys.seal_blobs(tenant, id_list, payloads, purpose)
 
     def open_sealed(self, tenant: str, record_id: int, blob: bytes | memoryview, *, purpose: str) -> bytes:
         """Inverse of :meth:`seal`; :class:`IntegrityError` naming the record id if the blob was altered or
