@@ -256,7 +256,7 @@ def test_a_csv_stream_reads_like_the_same_rows_as_json_lines(tmp_path: Path) -> 
 def test_a_bad_csv_row_is_named_by_file_and_row(tmp_path: Path) -> None:
     path = tmp_path / "tickets.csv"
     path.write_text("text,label,task\nhello,a,t\n,b,t\n", encoding="utf-8")
-    with pytest.raises(ValidationError, match="tickets.csv row 2: field 'text' must be a non-empty string"):
+    with pytest.raises(ValidationError, match=r"tickets\.csv row 2: field 'text' must be a non-empty string"):
         load_jsonl_stream(path)
     path.write_text('text,label,task\n"never closed,a,t\n', encoding="utf-8")
     with pytest.raises(ValidationError, match="malformed CSV"):
@@ -266,5 +266,5 @@ def test_a_bad_csv_row_is_named_by_file_and_row(tmp_path: Path) -> None:
 def test_a_stream_file_of_unknown_kind_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "tickets.txt"
     path.write_text("text,label,task\n", encoding="utf-8")
-    with pytest.raises(ValidationError, match="cannot tell the format of 'tickets.txt'"):
+    with pytest.raises(ValidationError, match=r"cannot tell the format of 'tickets\.txt'"):
         load_jsonl_stream(path)
