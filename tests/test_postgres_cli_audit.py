@@ -70,4 +70,5 @@ def test_expire_with_a_log_file_is_audited_and_the_log_verifies_bound_to_the_mem
     assert verified["store_id"] is not None  # checked against this memory, not just a whole chain
     status, shown, err = _run(capsys, "audit", "show", server_memory, "--log", log)
     assert status == 0, err
+    assert shown["total"] == 2
     assert not (tmp_path / "postgresql:").exists()
