@@ -33,6 +33,8 @@ from _report import print_and_save  # benchmarks/ is on sys.path when run as a s
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.postgres import vectors as pg_vectors
+from rehearsal.store.postgres.connection import connect as pg_connect
+from rehearsal.store.postgres.connection import parse_location
 from rehearsal.testing.postgres import start_postgres
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +93,7 @@ def measure(name: str, location: str, data: np.ndarray, args: argparse.Namespace
     keys = KeyRing.from_bytes(BENCH_KEY) if PG_URL is not None else KeyRing.generate()
     tasks = np.arange(len(data)) % TASKS
     if args.reuse and PG_URL is not None and name.startswith("postgresql"):
-        return measure_search(name, location, keys, data, args, {})
+        return measure_search(name, location, keys, data, args, reindex(location, args.reindex))
     memory = RehearsalMemory.create(location, keys=keys, dim=DIM, encoder_name="synthetic")
     start = time.perf_counter()
     for lo in range(0, len(data), args.batch):
@@ -118,6 +120,27 @@ def measure(name: str, location: str, data: np.ndarray, args: argparse.Namespace
     built = {"ingest_per_s": round(len(data) / ingest_s), "close_s": round(close_s, 2),
              "open_s": round(statistics.median(opens), 3)}  # fmt: skip
     return measure_search(name, location, keys, data, args, built)
+
+
+def reindex(location: str, params: list[int] | None) -> dict[str, Any]:
+    """--reindex M,EF_CONSTRUCTION: rebuild the kept memory's HNSW index with other parameters, timed,
+    with the build settings the memory itself uses (its maintenance_work_mem and parallel workers)."""
+    if not params:
+        return {}
+    m, ef_construction = params
+    conn = pg_connect(parse_location(location), read_only=False, register_vector=False)
+    try:
+        count = int(conn.execute("SELECT value FROM mem_meta WHERE key = 'count'").fetchone()[0])
+        conn.execute(f"SET maintenance_work_mem = '{pg_vectors.build_memory_mb(count, DIM)}MB'")
+        conn.execute("SET max_parallel_maintenance_workers = 2")
+        conn.execute("DROP INDEX IF EXISTS entries_embedding")
+        start = time.perf_counter()
+        conn.execute(pg_vectors.hnsw_statement(m, ef_construction))
+        took = time.perf_counter() - start
+    finally:
+        conn.close()
+    print(f"rebuilt the HNSW index (m={m}, ef_construction={ef_construction}) in {took:.0f} s", flush=True)
+    return {"hnsw_m": m, "hnsw_ef_construction": ef_construction, "reindex_s": round(took, 1)}
 
 
 def measure_search(
@@ -185,6 +208,12 @@ def main() -> None:
     parser.add_argument("--max-scan-tuples", type=int, default=0, help="pgvector: hnsw.max_scan_tuples")
     parser.add_argument("--pg-url", default=None, help="build the PostgreSQL memory here and keep it")
     parser.add_argument("--reuse", action="store_true", help="with --pg-url: search the memory built there")
+    parser.add_argument(
+        "--reindex",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=None,
+        help="with --reuse: rebuild the HNSW index first with M,EF_CONSTRUCTION",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where to build (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "servers.json")
     args = parser.parse_args()

@@ -29,12 +29,23 @@ from rehearsal.store.postgres.records import ServerRecords
 from rehearsal.store.postgres.where import compile_where
 from rehearsal.store.where import Where
 
-__all__ = ["EF_SEARCH", "INDEX_AT", "PgVectorIndex"]
+__all__ = ["EF_SEARCH", "INDEX_AT", "PgVectorIndex", "build_memory_mb", "hnsw_statement"]
 
 EF_SEARCH = 100  # candidates per HNSW probe: unfiltered recall@10 0.997 at 100k (benchmarks/servers.py)
 INDEX_AT = 10_000  # entries from which search uses an HNSW index (below: an exact scan, a few ms)
 _INDEX_NAME = "entries_embedding"
-_HNSW = f"CREATE INDEX IF NOT EXISTS {_INDEX_NAME} ON entries USING hnsw (embedding vector_ip_ops)"
+HNSW_M = 16  # pgvector's defaults (graph degree, build-time candidate list); see benchmarks/RESULTS.md
+HNSW_EF_CONSTRUCTION = 64
+
+
+def hnsw_statement(m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION) -> str:
+    """The CREATE INDEX statement of the memory's HNSW index (also used by benchmarks/servers.py)."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS {_INDEX_NAME} ON entries USING hnsw (embedding vector_ip_ops)"
+        f" WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+    )
+
+
 # A filtered HNSW scan (relaxed_order) returns the first k matches it meets, not the best k: asking for
 # 4k and keeping the best k raised recall@10 with a 5% filter from 0.928 to 0.975 at 100k (2k: 0.950;
 # a larger ef_search did not help: 0.925 at 100, 0.928 at 200; strict_order: 0.888), at ~4x the latency.
@@ -127,7 +138,7 @@ class PgVectorIndex:
         self.conn.execute(f"SET maintenance_work_mem = '{build_memory_mb(count, self.dim)}MB'")
         self.conn.execute(f"SET max_parallel_maintenance_workers = {_BUILD_WORKERS}")
         try:
-            self.conn.execute(_HNSW)
+            self.conn.execute(hnsw_statement())
         finally:
             self.conn.execute("RESET maintenance_work_mem")
             self.conn.execute("RESET max_parallel_maintenance_workers")
