@@ -9,6 +9,9 @@ and are compared on the median iteration time (collation included). The collator
 breakdown (search, decrypt, tokenize), after one warm-up call that opens the memory.
 
     python benchmarks/overhead.py --sizes 100000 1000000 --steps 12
+
+``--server URL`` replays from a memory already on a server instead (a ``postgresql://`` location built by
+``benchmarks/servers.py --pg-url URL`` under its fixed benchmark-only key); ``--sizes`` is then ignored.
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--replay", type=int, default=8)
     parser.add_argument("--dir", type=Path, help="keep the memories here (and reuse them on a rerun)")
+    parser.add_argument("--server", help="replay from this server memory (built by servers.py --pg-url)")
+    parser.add_argument("--out", type=Path, default=OUT / "overhead.json")
     args = parser.parse_args(argv)
     hf_logging.set_verbosity_error()
 
@@ -137,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     data = embed_dataset(data, load_encoder())
     data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=64), batched=True)
     memory_texts = [e.text for t in stream.tasks if t.name != "verbs" for e in t.train]
-    keys = KeyRing.from_bytes(bytes(32)) if args.dir else KeyRing.generate()  # a benchmark-only key
+    # a benchmark-only key (servers.py --pg-url builds under the same one)
+    keys = KeyRing.from_bytes(bytes(32)) if args.dir or args.server else KeyRing.generate()
     results: dict[str, object] = {
         "batch": args.batch, "replay": args.replay, "steps": args.steps
     }  # fmt: skip
@@ -145,8 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         tmp = str(args.dir) if args.dir else scratch
         build: dict[int, float] = {}
-        for n in args.sizes:
-            build[n] = build_memory(Path(tmp) / f"m{n}", n, memory_texts, keys, n_labels)
+        locations: dict[int, Any] = {}
+        if args.server:
+            with RehearsalMemory.open(args.server, keys=keys, read_only=True) as existing:
+                n = len(existing)
+            locations[n], build[n] = args.server, 0.0
+            results["server"] = "postgresql"
+            print(f"replaying from the server memory of {n:,} entries", file=sys.stderr)
+        for n in () if args.server else args.sizes:
+            locations[n] = Path(tmp) / f"m{n}"
+            build[n] = build_memory(locations[n], n, memory_texts, keys, n_labels)
             print(f"built memory of {n:,} entries in {build[n]:.0f} s", file=sys.stderr)
         plain = DataCollatorWithPadding(tokenizer)
 
@@ -156,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         ratio = args.replay / args.batch
         step_times: dict[str, list[float]] = {"plain": []}
         breakdown: dict[str, dict[str, float]] = {}
-        for n in args.sizes:
+        for n, location in locations.items():
+            started = time.perf_counter()
             collator = RehearsalCollator(
-                Path(tmp) / f"m{n}", plain, tokenizer, ReplayConfig(ratio=ratio, mode="hybrid"), keys=keys
+                location, plain, tokenizer, ReplayConfig(ratio=ratio, mode="hybrid"), keys=keys
             )
             collator([data[i] for i in range(args.batch - args.replay)])  # open the memory, warm caches
+            print(f"opened + first replay batch in {time.perf_counter() - started:.1f} s", file=sys.stderr)
             collator.pop_stats()
             alternating = Alternating(plain_collate, collator, args.batch - args.replay)
             timer = StepTimer(alternating.kinds)
@@ -194,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     results["runs"] = rows_out
     results["build_seconds"] = {str(k): v for k, v in build.items()}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -25,12 +25,13 @@ from rehearsal.cli.common import (
     required_keys,
 )
 from rehearsal.cli.records import positive_int
-from rehearsal.errors import ValidationError
+from rehearsal.errors import ConfigError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory, bound_store_id, check_log_binding
 from rehearsal.governance.gate import approve
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.versions import list_versions, rollback
+from rehearsal.store.registry import is_server
 
 if TYPE_CHECKING:
     from rehearsal.governance.versions import Version
@@ -39,8 +40,16 @@ __all__ = ["governance_verbs"]
 
 
 def _log_path(args: argparse.Namespace) -> Path:
-
-    return Path(args.log) if args.log is not None else default_log_path(args.path)
+    """``--log``, else ``PATH/audit.log``. A memory on a server has no folder: its log is a file the
+    caller names (a URL taken as a folder would put a ``postgresql:`` tree in the working directory)."""
+    if args.log is not None:
+        return Path(args.log)
+    if is_server(args.path):
+        raise ConfigError(
+            f"the memory at {memory_folder(args.path)} lives on a server and has no folder to keep its audit"
+            " log in: pass --log FILE (the same file on every later governance command)"
+        )
+    return default_log_path(args.path)
 
 
 # -- audit -----------------------------------------------------------------------------------------
@@ -79,7 +88,7 @@ def _audit(args: argparse.Namespace) -> Report:
     log = AuditLog.open(path, keys, create=False)
     entries = log.entries()
     bound = None
-    if (Path(args.path) / "memory.json").is_file():
+    if is_server(args.path) or (Path(args.path) / "memory.json").is_file():
         # A chain that verifies proves only that the log is whole: it must also be this memory's log, and
         # as new as the memory (not another store's log, nor an older copy of its own).
         with open_memory(args, read_only=True, keys=keys) as memory:

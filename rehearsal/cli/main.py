@@ -51,6 +51,7 @@ from rehearsal.errors import (
 )
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.store.failures import storage_errors
+from rehearsal.store.registry import is_server
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
 
@@ -193,8 +194,9 @@ def _finish_rotation(args: argparse.Namespace, old: KeyRing, new_keys: KeyRing) 
     its audit log was. Finish it (the log's rotation entry is signed with the old key, as always)."""
 
     with open_memory(args, read_only=False, keys=new_keys):  # WrongKeyError: neither key opens it
-        log = AuditLog.open(default_log_path(args.path), old, create=False)
-        log.rotate(new_keys, actor="cli")
+        if not is_server(args.path):  # the CLI keeps no audit log for a server memory (see ``audited``)
+            log = AuditLog.open(default_log_path(args.path), old, create=False)
+            log.rotate(new_keys, actor="cli")
     data = {"path": args.path, "old_fingerprint": old.fingerprint, "new_fingerprint": new_keys.fingerprint}
     data["finished_interrupted_rotation"] = True
     return Report(data, [f"finished an interrupted rotation of {args.path}: its audit log is now keyed too"])

@@ -376,10 +376,11 @@ def create_server_backends(
         try:
             milvus.create()
         except BaseException:
-            milvus.close()
+            milvus.discard()  # a collection made before the failure
             raise
-    except BaseException:
+    except BaseException as exc:
         records.close()
+        _postgres().abandon_server_memory(location, exc)  # no half-made schema left to block a retry
         raise
     return Backends(records, vault, milvus)
 

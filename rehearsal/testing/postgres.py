@@ -293,9 +293,16 @@ def start_postgres(
     return server
 
 
-def main() -> None:
-    """Start a server, print its URL, and keep it until Enter or Ctrl-C."""
-    with start_postgres() as server:
+def main(argv: list[str] | None = None) -> None:
+    """Start a server, print its URL, and keep it until Enter or Ctrl-C (``--fsync``: durable writes, as
+    a real server's, for benchmarks; ``--dir``: the folder to put it in)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Start a throwaway PostgreSQL (+pgvector) server.")
+    parser.add_argument("--fsync", action="store_true", help="fsync on (default off: a test server)")
+    parser.add_argument("--dir", default=None, help="parent folder of the server's own (default: temp)")
+    args = parser.parse_args(argv)
+    with start_postgres(args.dir, fsync=args.fsync) as server:
         print(server.create_database("rehearsal"), flush=True)
         with contextlib.suppress(KeyboardInterrupt, EOFError):
             input("PostgreSQL is running; press Enter to stop it and delete its folder.\n")

@@ -26,6 +26,7 @@ copy stays sealed, and the texts never leave the text store.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -302,6 +303,16 @@ class MilvusVectorIndex:
 
     def close(self) -> None:
         self._client.close()
+
+    def discard(self) -> None:
+        """Drop the collection of a memory whose creation failed, then close (best effort: with the server
+        gone there is nothing to drop, and the creation's own error is the one to report)."""
+        try:
+            with contextlib.suppress(Exception):
+                if self._client.has_collection(self.collection):
+                    self._client.drop_collection(self.collection)
+        finally:
+            self.close()
 
     # -- searching -----------------------------------------------------------------------------------
     def _visible(self) -> str:

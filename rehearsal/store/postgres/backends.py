@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.errors import IntegrityError
+from rehearsal.errors import IntegrityError, RehearsalError, StorageError
 from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.postgres.connection import ServerConnection, connect, parse_location, server_errors
 from rehearsal.store.postgres.records import ServerRecords
@@ -15,7 +15,13 @@ from rehearsal.store.postgres.schema import create_schema, read_manifest_row
 from rehearsal.store.postgres.texts import ServerVault
 from rehearsal.store.postgres.vectors import PgVectorIndex
 
-__all__ = ["ServerStores", "create_server_stores", "open_server_stores", "read_server_manifest"]
+__all__ = [
+    "ServerStores",
+    "abandon_server_memory",
+    "create_server_stores",
+    "open_server_stores",
+    "read_server_manifest",
+]
 
 ServerStores = tuple[ServerRecords, ServerVault | None, PgVectorIndex]
 
@@ -35,7 +41,36 @@ def create_server_stores(
     except BaseException:
         conn.close()
         raise
-    return open_server_stores(location, keys=keys, dim=dim, read_only=False, manifest=manifest)
+    try:
+        return open_server_stores(location, keys=keys, dim=dim, read_only=False, manifest=manifest)
+    except BaseException as exc:
+        abandon_server_memory(location, exc)
+        raise
+
+
+def abandon_server_memory(location: str, failure: BaseException) -> None:
+    """Drop the schema of a memory whose creation failed after its tables committed, so that the same
+    ``create`` can be run again (the schema is this creation's own: ``create_schema`` refuses one that
+    exists). When the drop fails too (the server that broke the creation is still gone), raise a
+    StorageError that says so and names the schema to drop, chained to ``failure``."""
+    from psycopg import sql
+
+    where = parse_location(location)
+    try:
+        conn = connect(where, read_only=False, register_vector=False)
+        try:
+            with server_errors(f"removing the half-made memory at {where.display()}"):
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(where.schema)))
+        finally:
+            conn.close()
+    except RehearsalError as drop_failed:
+        if not isinstance(failure, Exception):
+            return  # an interrupt stays an interrupt
+        raise StorageError(
+            f"creating the memory at {where.display()} failed ({failure}) and its half-made schema could not"
+            f" be removed ({drop_failed}): drop schema {where.schema!r} (DROP SCHEMA ... CASCADE) before"
+            " creating it again"
+        ) from failure
 
 
 def _authenticator(vault: ServerVault | None, manifest: Mapping[str, Any]) -> CatalogAuthenticator:

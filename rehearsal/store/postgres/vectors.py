@@ -29,17 +29,46 @@ from rehearsal.store.postgres.records import ServerRecords
 from rehearsal.store.postgres.where import compile_where
 from rehearsal.store.where import Where
 
-__all__ = ["EF_SEARCH", "INDEX_AT", "PgVectorIndex"]
+__all__ = ["EF_SEARCH", "INDEX_AT", "PgVectorIndex", "build_memory_mb", "hnsw_statement"]
 
 EF_SEARCH = 100  # candidates per HNSW probe: unfiltered recall@10 0.997 at 100k (benchmarks/servers.py)
 INDEX_AT = 10_000  # entries from which search uses an HNSW index (below: an exact scan, a few ms)
 _INDEX_NAME = "entries_embedding"
-_HNSW = f"CREATE INDEX IF NOT EXISTS {_INDEX_NAME} ON entries USING hnsw (embedding vector_ip_ops)"
+# Graph degree and build-time candidate list. pgvector's default candidate list (64) built a 1M-entry graph
+# (clustered synthetic vectors) whose unfiltered recall@10 was 0.77 at ef_search 100 and whose 5%-filtered
+# recall stuck at 0.953 at any ef_search; 128 gave 0.93 and 1.000 for ~10% more build time
+# (benchmarks/RESULTS.md, "At 1M entries").
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 128
+
+
+def hnsw_statement(m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION) -> str:
+    """The CREATE INDEX statement of the memory's HNSW index (also used by benchmarks/servers.py)."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS {_INDEX_NAME} ON entries USING hnsw (embedding vector_ip_ops)"
+        f" WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+    )
+
+
 # A filtered HNSW scan (relaxed_order) returns the first k matches it meets, not the best k: asking for
 # 4k and keeping the best k raised recall@10 with a 5% filter from 0.928 to 0.975 at 100k (2k: 0.950;
 # a larger ef_search did not help: 0.925 at 100, 0.928 at 200; strict_order: 0.888), at ~4x the latency.
 FILTERED_OVERFETCH = 4
-_BUILD_MEMORY = "1GB"  # maintenance_work_mem for the build: a graph that fits builds several times faster
+# maintenance_work_mem for the build: a graph that fits builds several times faster (pgvector warns "hnsw
+# graph no longer fits" and slows down otherwise). pgvector keeps per element the vector and its layer-0
+# neighbour list (2m candidates of ~16 bytes) plus a header: ~2.2 KB at 384 floats, so 1M entries need
+# ~2.2 GB. Sized from the entry count with a margin, never below 1 GB, capped so a typo'd count cannot
+# ask the server for everything it has.
+_BUILD_MEMORY_MIN_MB = 1024
+_BUILD_MEMORY_MAX_MB = 16 * 1024
+_BUILD_WORKERS = 2  # max_parallel_maintenance_workers for the build: the leader plus two workers
+
+
+def build_memory_mb(count: int, dim: int) -> int:
+    """maintenance_work_mem (MB) for an HNSW build over ``count`` vectors of ``dim`` floats."""
+    per_element = dim * 4 + 1024  # the vector, its neighbour lists and element header, with a margin
+    wanted = count * per_element // (1024 * 1024) + 64
+    return max(_BUILD_MEMORY_MIN_MB, min(_BUILD_MEMORY_MAX_MB, wanted))
 
 
 class PgVectorIndex:
@@ -109,11 +138,14 @@ class PgVectorIndex:
         if self.indexed or self.conn.read_only or self.records.count() < INDEX_AT:
             return False
         # Writers wait for the build (CREATE INDEX locks out writes, not reads); it runs once per memory.
-        self.conn.execute(f"SET maintenance_work_mem = '{_BUILD_MEMORY}'")
+        count = self.records.count()
+        self.conn.execute(f"SET maintenance_work_mem = '{build_memory_mb(count, self.dim)}MB'")
+        self.conn.execute(f"SET max_parallel_maintenance_workers = {_BUILD_WORKERS}")
         try:
-            self.conn.execute(_HNSW)
+            self.conn.execute(hnsw_statement())
         finally:
             self.conn.execute("RESET maintenance_work_mem")
+            self.conn.execute("RESET max_parallel_maintenance_workers")
         self.indexed = True
         return True
 
