@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=8, help="generations kept per old class")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="tokens written per generation")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--results", type=Path, help="also write a small summary JSON here (no texts)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -116,8 +117,18 @@ def main() -> None:
             folder = Path(config.output_dir)
             started, cpu = time.perf_counter(), time.process_time()
             if not (folder / "results.json").exists():
+                load = os.getloadavg()[0]
                 run(config)
+                # The run's own cost, kept beside it: a later call reads the run back and costs nothing.
+                cost = {
+                    "cpu_seconds": time.process_time() - cpu,
+                    "wall_seconds": time.perf_counter() - started,
+                    "load_average_start": load,
+                    "load_average_end": os.getloadavg()[0],
+                }
+                (folder / "bench_cost.json").write_text(json.dumps(cost) + "\n", encoding="utf-8")
             results = json.loads((folder / "results.json").read_text())
+            own = folder / "bench_cost.json"
             row = {
                 "variant": variant,
                 "seed": seed,
@@ -127,10 +138,13 @@ def main() -> None:
                 "this_call_cpu_seconds": time.process_time() - cpu,
                 "this_call_wall_seconds": time.perf_counter() - started,
                 "replayed": results["cost"]["replayed_examples"],
+                "run_cost": json.loads(own.read_text()) if own.exists() else None,
+                "accuracy_matrix": results["accuracy"],
                 "generation": _generation(folder),
             }
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "generation"}), flush=True)
+            shown = {k: v for k, v in row.items() if k not in ("generation", "accuracy_matrix")}
+            print(json.dumps(shown), flush=True)
             (OUT / "summary.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     print(
         "\n| variant | seeds | ACC | forgetting | replayed | rejected | canaries verbatim/near | copy rate |"
@@ -153,6 +167,41 @@ def main() -> None:
             f"| {variant} | {len(mine)} | {statistics.mean(acc):.3f}{spread} | {statistics.mean(fgt):.3f} | "
             f"{mine[0]['replayed']} | {rejected} | {canary} | {rate} |"
         )
+    if args.results:
+        args.results.write_text(json.dumps(_summary(rows, args), indent=1) + "\n", encoding="utf-8")
+
+
+def _summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Per-variant means and each run's figures, generation totals without the phases' texts."""
+    variants: dict[str, Any] = {}
+    for variant in args.variants:
+        mine = [r for r in rows if r["variant"] == variant]
+        if mine:
+            variants[variant] = {
+                "seeds": [r["seed"] for r in mine],
+                "acc_mean": statistics.mean(r["acc"] for r in mine),
+                "forgetting_mean": statistics.mean(r["forgetting"] for r in mine),
+            }
+    naive = variants.get("naive")
+    for entry in variants.values():
+        if naive and naive["forgetting_mean"] > 0:
+            entry["forgetting_cut_vs_naive"] = 1 - entry["forgetting_mean"] / naive["forgetting_mean"]
+    runs = []
+    for r in rows:
+        gen = {k: v for k, v in r["generation"].items() if k != "phases"}
+        if r["generation"]:
+            gen["phase_logs"] = [p["logs"] for p in r["generation"]["phases"]]
+            gen["class_floors"] = [p.get("class_floors") for p in r["generation"]["phases"]]
+        runs.append(
+            {k: v for k, v in r.items() if k not in ("generation", "this_call_cpu_seconds")}
+            | {"generation": gen}
+        )
+    return {
+        "command": "benchmarks/generative.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "results"),
+        "variants": variants,
+        "runs": runs,
+    }
 
 
 if __name__ == "__main__":
