@@ -193,15 +193,15 @@ def _summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
             gen["phase_logs"] = [p["logs"] for p in r["generation"]["phases"]]
             gen["class_floors"] = [p.get("class_floors") for p in r["generation"]["phases"]]
         runs.append(
-            {k: v for k, v in r.items() if k not in ("generation", "this_call_cpu_seconds")}
+            {
+                k: v
+                for k, v in r.items()
+                if k not in ("generation", "this_call_cpu_seconds", "this_call_wall_seconds")
+            }
             | {"generation": gen}
         )
-    return {
-        "command": "benchmarks/generative.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "results"),
-        "variants": variants,
-        "runs": runs,
-    }
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "results"}
+    return {"options": options, "variants": variants, "runs": runs}
 
 
 if __name__ == "__main__":
