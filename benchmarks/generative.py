@@ -9,7 +9,9 @@ generator's first-task data; their copy reports and generation costs come from
     .venv/bin/python benchmarks/generative.py --seeds 0                # one seed, the four variants
     .venv/bin/python benchmarks/generative.py --variants generative --seeds 0 1 2
 
-A finished run (its results.json) is read back, not rerun. Prints a table and writes
+A finished run (all its phases in state.json) is read back, not rerun; an interrupted one is resumed. Each
+run's memory key is ``memory.key`` in its folder (made on the first call; REHEARSAL_MASTER_KEY, when
+set, is used instead), so a later call can reopen the memory. Prints a table and writes
 benchmarks/out/generative/summary.json.
 """
 
@@ -26,11 +28,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-if not os.environ.get("REHEARSAL_MASTER_KEY"):
-    from rehearsal.crypto.keys import KeyRing
-
-    os.environ["REHEARSAL_MASTER_KEY"] = KeyRing.generate().export_base64()
-
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.loop import run
 
@@ -65,6 +63,26 @@ def _config(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
             "output_dir": str(OUT / f"{variant}_s{seed}"),
         }
     )
+
+
+def _finished(folder: Path) -> bool:
+    """Whether the run in ``folder`` completed every phase (results.json is written after each one)."""
+    state = folder / "state.json"
+    if not state.exists():
+        return False
+    rows = json.loads(state.read_text())["accuracy"]["matrix"]
+    return all(v is not None for v in rows[-1])
+
+
+def _key_file(folder: Path) -> None:
+    """A key for the run's memory in its folder (owner-only), unless the environment names one."""
+    key = folder / "memory.key"
+    if os.environ.get("REHEARSAL_MASTER_KEY") or key.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(KeyRing.generate().export_base64() + "\n")
 
 
 def _generation(folder: Path) -> dict[str, Any]:
@@ -116,9 +134,10 @@ def main() -> None:
             config = _config(variant, seed, args)
             folder = Path(config.output_dir)
             started, cpu = time.perf_counter(), time.process_time()
-            if not (folder / "results.json").exists():
+            if not _finished(folder):
                 load = os.getloadavg()[0]
-                run(config)
+                _key_file(folder)
+                run(config, resume=(folder / "state.json").exists())
                 # The run's own cost, kept beside it: a later call reads the run back and costs nothing.
                 cost = {
                     "cpu_seconds": time.process_time() - cpu,
