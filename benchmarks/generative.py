@@ -74,6 +74,15 @@ def _finished(folder: Path) -> bool:
     return all(v is not None for v in rows[-1])
 
 
+def _progress(folder: Path) -> dict[str, Any]:
+    """An unfinished run's phases so far and its accuracy matrix (rows of unfinished phases are null)."""
+    state = folder / "state.json"
+    if not state.exists():
+        return {"completed_phases": 0}
+    saved = json.loads(state.read_text())
+    return {"completed_phases": saved["completed_phases"], "accuracy_matrix": saved["accuracy"]["matrix"]}
+
+
 def _key_file(folder: Path) -> None:
     """A key for the run's memory in its folder (owner-only), unless the environment names one."""
     key = folder / "memory.key"
@@ -121,6 +130,9 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=8, help="generations kept per old class")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="tokens written per generation")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--read-only", action="store_true", help="run nothing: report finished runs, list unfinished ones"
+    )
     parser.add_argument("--results", type=Path, help="also write a small summary JSON here (no texts)")
     args = parser.parse_args()
     if args.threads:
@@ -129,12 +141,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    partial: list[dict[str, Any]] = []
     for seed in args.seeds:
         for variant in args.variants:
             config = _config(variant, seed, args)
             folder = Path(config.output_dir)
             started, cpu = time.perf_counter(), time.process_time()
             if not _finished(folder):
+                if args.read_only:
+                    partial.append({"variant": variant, "seed": seed, **_progress(folder)})
+                    continue
                 load = os.getloadavg()[0]
                 _key_file(folder)
                 run(config, resume=(folder / "state.json").exists())
@@ -171,6 +187,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for variant in args.variants:
         mine = [r for r in rows if r["variant"] == variant]
+        if not mine:
+            continue
         acc = [r["acc"] for r in mine]
         fgt = [r["forgetting"] for r in mine]
         gen = [r["generation"] for r in mine if r["generation"]]
@@ -186,8 +204,11 @@ def main() -> None:
             f"| {variant} | {len(mine)} | {statistics.mean(acc):.3f}{spread} | {statistics.mean(fgt):.3f} | "
             f"{mine[0]['replayed']} | {rejected} | {canary} | {rate} |"
         )
+    for entry in partial:
+        print(f"unfinished: {entry}")
     if args.results:
-        args.results.write_text(json.dumps(_summary(rows, args), indent=1) + "\n", encoding="utf-8")
+        summary = {**_summary(rows, args), "unfinished": partial}
+        args.results.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
 
 
 def _summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
