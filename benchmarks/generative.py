@@ -9,7 +9,9 @@ generator's first-task data; their copy reports and generation costs come from
     .venv/bin/python benchmarks/generative.py --seeds 0                # one seed, the four variants
     .venv/bin/python benchmarks/generative.py --variants generative --seeds 0 1 2
 
-A finished run (its results.json) is read back, not rerun. Prints a table and writes
+A finished run (all its phases in state.json) is read back, not rerun; an interrupted one is resumed. Each
+run's memory key is ``memory.key`` in its folder (made on the first call; REHEARSAL_MASTER_KEY, when
+set, is used instead), so a later call can reopen the memory. Prints a table and writes
 benchmarks/out/generative/summary.json.
 """
 
@@ -26,11 +28,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-if not os.environ.get("REHEARSAL_MASTER_KEY"):
-    from rehearsal.crypto.keys import KeyRing
-
-    os.environ["REHEARSAL_MASTER_KEY"] = KeyRing.generate().export_base64()
-
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.loop import run
 
@@ -65,6 +63,35 @@ def _config(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
             "output_dir": str(OUT / f"{variant}_s{seed}"),
         }
     )
+
+
+def _finished(folder: Path) -> bool:
+    """Whether the run in ``folder`` completed every phase (results.json is written after each one)."""
+    state = folder / "state.json"
+    if not state.exists():
+        return False
+    rows = json.loads(state.read_text())["accuracy"]["matrix"]
+    return all(v is not None for v in rows[-1])
+
+
+def _progress(folder: Path) -> dict[str, Any]:
+    """An unfinished run's phases so far and its accuracy matrix (rows of unfinished phases are null)."""
+    state = folder / "state.json"
+    if not state.exists():
+        return {"completed_phases": 0}
+    saved = json.loads(state.read_text())
+    return {"completed_phases": saved["completed_phases"], "accuracy_matrix": saved["accuracy"]["matrix"]}
+
+
+def _key_file(folder: Path) -> None:
+    """A key for the run's memory in its folder (owner-only), unless the environment names one."""
+    key = folder / "memory.key"
+    if os.environ.get("REHEARSAL_MASTER_KEY") or key.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(KeyRing.generate().export_base64() + "\n")
 
 
 def _generation(folder: Path) -> dict[str, Any]:
@@ -103,6 +130,10 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=8, help="generations kept per old class")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="tokens written per generation")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--read-only", action="store_true", help="run nothing: report finished runs, list unfinished ones"
+    )
+    parser.add_argument("--results", type=Path, help="also write a small summary JSON here (no texts)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -110,14 +141,29 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    partial: list[dict[str, Any]] = []
     for seed in args.seeds:
         for variant in args.variants:
             config = _config(variant, seed, args)
             folder = Path(config.output_dir)
             started, cpu = time.perf_counter(), time.process_time()
-            if not (folder / "results.json").exists():
-                run(config)
+            if not _finished(folder):
+                if args.read_only:
+                    partial.append({"variant": variant, "seed": seed, **_progress(folder)})
+                    continue
+                load = os.getloadavg()[0]
+                _key_file(folder)
+                run(config, resume=(folder / "state.json").exists())
+                # The run's own cost, kept beside it: a later call reads the run back and costs nothing.
+                cost = {
+                    "cpu_seconds": time.process_time() - cpu,
+                    "wall_seconds": time.perf_counter() - started,
+                    "load_average_start": load,
+                    "load_average_end": os.getloadavg()[0],
+                }
+                (folder / "bench_cost.json").write_text(json.dumps(cost) + "\n", encoding="utf-8")
             results = json.loads((folder / "results.json").read_text())
+            own = folder / "bench_cost.json"
             row = {
                 "variant": variant,
                 "seed": seed,
@@ -127,10 +173,13 @@ def main() -> None:
                 "this_call_cpu_seconds": time.process_time() - cpu,
                 "this_call_wall_seconds": time.perf_counter() - started,
                 "replayed": results["cost"]["replayed_examples"],
+                "run_cost": json.loads(own.read_text()) if own.exists() else None,
+                "accuracy_matrix": results["accuracy"],
                 "generation": _generation(folder),
             }
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "generation"}), flush=True)
+            shown = {k: v for k, v in row.items() if k not in ("generation", "accuracy_matrix")}
+            print(json.dumps(shown), flush=True)
             (OUT / "summary.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     print(
         "\n| variant | seeds | ACC | forgetting | replayed | rejected | canaries verbatim/near | copy rate |"
@@ -138,6 +187,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for variant in args.variants:
         mine = [r for r in rows if r["variant"] == variant]
+        if not mine:
+            continue
         acc = [r["acc"] for r in mine]
         fgt = [r["forgetting"] for r in mine]
         gen = [r["generation"] for r in mine if r["generation"]]
@@ -153,6 +204,44 @@ def main() -> None:
             f"| {variant} | {len(mine)} | {statistics.mean(acc):.3f}{spread} | {statistics.mean(fgt):.3f} | "
             f"{mine[0]['replayed']} | {rejected} | {canary} | {rate} |"
         )
+    for entry in partial:
+        print(f"unfinished: {entry}")
+    if args.results:
+        summary = {**_summary(rows, args), "unfinished": partial}
+        args.results.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+
+
+def _summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Per-variant means and each run's figures, generation totals without the phases' texts."""
+    variants: dict[str, Any] = {}
+    for variant in args.variants:
+        mine = [r for r in rows if r["variant"] == variant]
+        if mine:
+            variants[variant] = {
+                "seeds": [r["seed"] for r in mine],
+                "acc_mean": statistics.mean(r["acc"] for r in mine),
+                "forgetting_mean": statistics.mean(r["forgetting"] for r in mine),
+            }
+    naive = variants.get("naive")
+    for entry in variants.values():
+        if naive and naive["forgetting_mean"] > 0:
+            entry["forgetting_cut_vs_naive"] = 1 - entry["forgetting_mean"] / naive["forgetting_mean"]
+    runs = []
+    for r in rows:
+        gen = {k: v for k, v in r["generation"].items() if k != "phases"}
+        if r["generation"]:
+            gen["phase_logs"] = [p["logs"] for p in r["generation"]["phases"]]
+            gen["class_floors"] = [p.get("class_floors") for p in r["generation"]["phases"]]
+        runs.append(
+            {
+                k: v
+                for k, v in r.items()
+                if k not in ("generation", "this_call_cpu_seconds", "this_call_wall_seconds")
+            }
+            | {"generation": gen}
+        )
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "results"}
+    return {"options": options, "variants": variants, "runs": runs}
 
 
 if __name__ == "__main__":

@@ -94,7 +94,18 @@ def run(folder: Path, args: argparse.Namespace) -> None:
         f"({cost.tokens_per_second:.1f} tokens/s, {cost.cpu_seconds:.0f} CPU s)"
     )
     ids = [stream.label_id(label) for _, label in requests]
-    guide = MemoryGuide(memory, k=config.guide_k, min_similarity=config.min_similarity)
+    guide = MemoryGuide(
+        memory,
+        k=config.guide_k,
+        min_similarity=config.min_similarity,
+        floor=config.guide_floor,
+        percentile=config.floor_percentile,
+    )
+    # Each class's floor from its own stored members (the texts are embedded again here; the memory
+    # keeps only their vectors).
+    guide.class_floors(
+        memory.encoder.encode([e.text for e in train]), [stream.label_id(e.label) for e in train]
+    )
     verdict = guide.judge(texts, ids)
     reasons = ", ".join(f"{n} {reason}" for reason, n in verdict.reasons.items() if n)
     print(f"guide: kept {len(texts) - verdict.rejected} of {len(texts)}; rejected: {reasons or 'none'}")

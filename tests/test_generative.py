@@ -13,7 +13,7 @@ import pytest
 from _models import tiny_causal_lm
 
 from rehearsal.config import ReplayConfig
-from rehearsal.errors import ConfigError
+from rehearsal.errors import ConfigError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.generative.config import GenerativeConfig
 from rehearsal.methods.generative.generator import ClassGenerator, Example
@@ -245,6 +245,65 @@ def test_the_guide_drops_near_copies_of_stored_examples_and_texts_outside_every_
     assert verdict.reasons["near_copy"] == 1
     strict = MemoryGuide(memory, k=2, min_similarity=0.99, copy_cosine=1.0)
     assert strict.judge(["bathe slowly"], [stream.label_id("verb.body")]).reasons["outside_class"] == 1
+
+
+def _class_vectors(memory: RehearsalMemory, stream: TaskStream) -> tuple[np.ndarray, list[int]]:
+    train = [e for task in stream.tasks for e in task.train]
+    return memory.encoder.encode([e.text for e in train]), [stream.label_id(e.label) for e in train]
+
+
+def test_the_per_class_floor_is_a_low_percentile_of_the_members_own_neighbour_cosines(guided: Any) -> None:
+    memory, stream = guided
+    vectors, labels = _class_vectors(memory, stream)
+    guide = MemoryGuide(memory, k=2, floor="class", percentile=10.0)
+    floors = guide.class_floors(vectors, labels)
+    assert set(floors) == set(labels)
+    # Recomputed by brute force from the same vectors: each member's mean cosine to its 2 nearest
+    # classmates (itself left out), and the 10th percentile over the class.
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for label in set(labels):
+        rows = unit[[i for i, y in enumerate(labels) if y == label]]
+        sims = rows @ rows.T
+        np.fill_diagonal(sims, -np.inf)
+        means = np.sort(sims, axis=1)[:, -2:].mean(axis=1)
+        assert floors[label] == pytest.approx(float(np.percentile(means, 10.0)), abs=1e-4)
+    # A tighter or looser class gets its own floor, not one number for all.
+    assert len({round(f, 3) for f in floors.values()}) > 1
+    assert guide.floor_of(labels[0]) == floors[labels[0]]
+    assert MemoryGuide(memory, floor="absolute", min_similarity=0.3).floor_of(labels[0]) == 0.3
+    with pytest.raises(ValidationError, match="one vector per label"):
+        guide.class_floors(vectors[:2], labels)
+    with pytest.raises(ConfigError, match="'floor'"):
+        MemoryGuide(memory, floor="median")
+
+
+def test_the_per_class_floor_still_rejects_a_generation_planted_in_another_class(guided: Any) -> None:
+    memory, stream = guided
+    vectors, labels = _class_vectors(memory, stream)
+    animal, body = stream.label_id("noun.animal"), stream.label_id("verb.body")
+    guide = MemoryGuide(memory, k=2, floor="class", percentile=0.0, margin=0.0, copy_cosine=0.95)
+    guide.class_floors(vectors, labels)
+    texts = [
+        "marine fishes of warm water with barbels on the chin",
+        "bathe the skin with warm lotions and massage it",  # body care, asked as an animal
+    ]
+    verdict = guide.judge(texts, [animal, animal])
+    assert verdict.keep == [True, False]
+    assert verdict.reasons["nearer_other_class"] + verdict.reasons["outside_class"] == 1
+    assert verdict.floor is not None
+    assert verdict.floor[0] == guide.floors[animal]
+    assert guide.judge(texts[1:], [body]).keep == [True]  # asked as what it is, it passes
+
+
+def test_the_survivors_are_ranked_by_how_much_nearer_their_own_class_they_are(guided: Any) -> None:
+    memory, stream = guided
+    body = stream.label_id("verb.body")
+    everything = MemoryGuide(memory, k=2, floor="absolute", min_similarity=-1.0, margin=-2.0, copy_cosine=1.0)
+    texts = ["marine fishes of warm water with barbels on the chin", "bathe the skin with warm lotions"]
+    verdict = everything.judge(texts, [body, body])
+    assert verdict.keep == [True, True]
+    assert verdict.margins[1] > 0 > verdict.margins[0]
+    assert verdict.ranked() == [1, 0]  # the body-care text first, though written second
 
 
 # -- the pool and its collator ---------------------------------------------------------------------

@@ -42,6 +42,7 @@ def test_a_generative_run_keeps_no_text_and_replays_generated_examples_of_old_cl
         "max_new_tokens": 8,
         "train_per_class": 2,
         "epochs": 1.0,
+        "guide_floor": "absolute",
         "min_similarity": -1.0,  # the guide passes all but empty texts: this test is about the plumbing
         "margin": -2.0,
         "copy_cosine": 1.0,
@@ -65,6 +66,8 @@ def test_a_generative_run_keeps_no_text_and_replays_generated_examples_of_old_cl
     report = json.loads((out / "generative" / "phase_0.json").read_text())
     assert report["logs"]["generated_texts"] == 3 * 2 * len(first)  # oversampled for the guide
     assert report["copies_generated"]["canaries"] == 2
+    assert set(report["class_floors"]) == set(tiny_stream.tasks[0].labels)  # from the stored vectors
+    assert report["logs"]["guide_slots_absolute"] >= report["logs"]["generated_kept"]
     assert (out / "generative" / "adapter_after_phase_0").is_dir()
     assert not (out / "generative" / "adapter_after_phase_1").exists()
     assert len(pool) > 0

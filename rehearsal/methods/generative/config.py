@@ -39,9 +39,12 @@ class GenerativeConfig(ConfigMixin):
     of them, and later tasks replay from that cache.
 
     ``guide``: keep only generations whose embedding lands inside its class's region of the memory (mean
-    cosine to its ``guide_k`` nearest stored vectors of the class >= ``min_similarity``) and nearer its own
-    class than any other (by ``margin``); with ``copy_cosine`` < 1 a generation that close to a stored
-    vector (a near copy of a real example) is dropped too. Without the guide the first ``per_class``
+    cosine to its ``guide_k`` nearest stored vectors of the class at least the class's floor) and nearer
+    its own class than any other (by ``margin``); with ``copy_cosine`` < 1 a generation that close to a
+    stored vector (a near copy of a real example) is dropped too. ``guide_floor = "class"``: each class's
+    floor is the ``floor_percentile`` of its real members' own mean cosine to their ``guide_k`` nearest
+    stored classmates; ``"absolute"``: ``min_similarity`` for every class. The survivors are ranked by
+    own-minus-other margin and the best ``per_class`` kept. Without the guide the first ``per_class``
     generations are kept as they are.
     ``canaries`` (test-only): random sentences planted in the first task's generator training data, for the
     memorisation check.
@@ -64,6 +67,8 @@ class GenerativeConfig(ConfigMixin):
     guide: bool = True
     guide_k: int = 4
     min_similarity: float = 0.3
+    guide_floor: str = "class"
+    floor_percentile: float = 10.0
     margin: float = 0.0
     copy_cosine: float = 0.95
     canaries: int = 0
@@ -86,6 +91,9 @@ class GenerativeConfig(ConfigMixin):
         _number("min_similarity", self.min_similarity, low=-1.0, high=1.0, closed_low=True)
         _number("margin", self.margin, low=-2.0, high=2.0, closed_low=True)
         _number("copy_cosine", self.copy_cosine, low=0.0, high=1.0)
+        if self.guide_floor not in ("class", "absolute"):
+            raise ConfigError(f"'guide_floor' must be 'class' or 'absolute', got {self.guide_floor!r}")
+        _number("floor_percentile", self.floor_percentile, low=0.0, high=100.0, closed_low=True)
         if not isinstance(self.guide, bool):
             raise ConfigError(f"'guide' must be true or false, got {self.guide!r}")
 

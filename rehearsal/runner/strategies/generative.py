@@ -27,7 +27,7 @@ import numpy as np
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.generative.config import GenerativeConfig
 from rehearsal.methods.generative.generator import ClassGenerator, Example
-from rehearsal.methods.generative.guide import MemoryGuide
+from rehearsal.methods.generative.guide import GuideVerdict, MemoryGuide
 from rehearsal.methods.generative.memorisation import copy_report, make_canaries
 from rehearsal.methods.generative.pool import Generated, GeneratedPool
 from rehearsal.replay.generative import GenerativeCollator
@@ -131,6 +131,7 @@ def write_pool(generator: ClassGenerator, ctx: PhaseContext, memory: RehearsalMe
     texts, cost = generator.generate(requests, seed=ctx.config.seed + ctx.phase)
     logs.update(cost.as_dict())
     ids = [ctx.stream.label_id(lab) for _, lab in requests]
+    order = list(range(len(texts)))
     if cfg.guide:
         guide = MemoryGuide(
             memory,
@@ -138,17 +139,25 @@ def write_pool(generator: ClassGenerator, ctx: PhaseContext, memory: RehearsalMe
             min_similarity=cfg.min_similarity,
             margin=cfg.margin,
             copy_cosine=cfg.copy_cosine,
+            floor=cfg.guide_floor,
+            percentile=cfg.floor_percentile,
         )
+        real_ids = [int(y) for y in ctx.train[LABELS]]
+        floors = guide.class_floors(np.asarray(ctx.train[ctx.config.replay.vector_column]), real_ids)
         verdict = guide.judge(texts, ids)
-        keep, reasons = verdict.keep, verdict.reasons
+        keep, reasons, order = verdict.keep, verdict.reasons, verdict.ranked()
+        logs.update(_rule_comparison(verdict, ids, floors, cfg))
+        logs["class_floor_mean"] = float(np.mean([floors[i] for i in set(ids) if i in floors] or [0]))
     else:
         keep = [bool(t.strip()) for t in texts]
         reasons = {"empty": keep.count(False)}
+        floors = {}
     logs["guide_rejected"] = float(keep.count(False))
     logs.update({f"guide_rejected_{reason}": float(n) for reason, n in reasons.items()})
     kept: dict[int, list[Generated]] = {}
-    for (task, lab), label, text, ok in zip(requests, ids, texts, keep, strict=True):
-        if ok and len(kept.setdefault(label, [])) < cfg.per_class:
+    for i in order:
+        (task, lab), label, text = requests[i], ids[i], texts[i]
+        if keep[i] and len(kept.setdefault(label, [])) < cfg.per_class:
             kept[label].append(Generated(text, label, lab, task, ctx.phase))
     new = [g for group in kept.values() for g in group]
     logs["generated_kept"] = float(len(new))
@@ -170,4 +179,26 @@ def write_pool(generator: ClassGenerator, ctx: PhaseContext, memory: RehearsalMe
         "copies_generated": raw.as_dict(),
         "copies_kept": replayed.as_dict(),
         "examples": [{"label": g.label_name, "text": g.text} for g in new[: 3 * len(labels)]],
+        "class_floors": {ctx.stream.labels[i]: round(f, 4) for i, f in sorted(floors.items())},
     }
+
+
+def _rule_comparison(
+    verdict: GuideVerdict, ids: list[int], floors: dict[int, float], cfg: GenerativeConfig
+) -> dict[str, float]:
+    """How many replay slots each floor rule would fill on the same generations (the evidence for the
+    default): slots = sum over classes of min(per_class, generations the rule keeps)."""
+    assert verdict.closest is not None  # INVARIANT: judge fills it
+    own_floor = np.array([floors.get(i, cfg.min_similarity) for i in ids])
+    base = (verdict.closest < cfg.copy_cosine) & (
+        (verdict.other <= -1.0) | (verdict.own - verdict.other >= cfg.margin)
+    )
+    base &= verdict.own > -1.0
+    out: dict[str, float] = {}
+    for name, floor in (("absolute", np.full(len(ids), cfg.min_similarity)), ("class", own_floor)):
+        passed = base & (verdict.own >= floor)
+        per_label: dict[int, int] = {}
+        for label, ok in zip(ids, passed, strict=True):
+            per_label[label] = per_label.get(label, 0) + int(ok)
+        out[f"guide_slots_{name}"] = float(sum(min(cfg.per_class, n) for n in per_label.values()))
+    return out
