@@ -45,6 +45,14 @@ def _jsonl(path: Path, examples: list[Example]) -> Path:
     return path
 
 
+def _save_key(keys: KeyRing, path: Path) -> None:
+    """The run's master key (mode 0600): without it the deployment cannot be opened again, e.g. by
+    ``rehearsal versions OUT/deployment --key-file OUT/master.key``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(keys.export_base64() + "\n")
+
+
 def print_versions(dep: Deployment) -> None:
     states = dep.states()
     tasks = [t for t in (*ENTITIES, *EVENTS) if any(t in s.metrics["accuracy"] for _, s in states)]
@@ -75,6 +83,7 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     keys = KeyRing.generate()
+    _save_key(keys, out / "master.key")
     stream = load_wordnet_stream(
         max_train_per_class=args.per_class, max_test_per_class=4, tasks=[*ENTITIES, *EVENTS]
     )
@@ -107,6 +116,9 @@ def main() -> None:
     print_versions(Deployment.open(dep_path, keys))
     page = write_report(dep_path, keys=keys)
     print(f"\nreport: {page}; {time.perf_counter() - started:.0f} s")
+    print(
+        f"the deployment goes on with the CLI: rehearsal versions {dep_path} --key-file {out / 'master.key'}"
+    )
 
 
 if __name__ == "__main__":
