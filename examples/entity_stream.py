@@ -77,6 +77,12 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=12, help="training examples per class")
     parser.add_argument("--model", default=None, help="base classifier (default: the packaged MiniLM)")
     parser.add_argument("--epochs", type=float, default=4.0, help="training epochs of every update")
+    parser.add_argument(
+        "--strategy",
+        default="adapter-replay",
+        choices=("adapter-replay", "expert-growth", "ewc"),
+        help="how updates train (expert-growth: a new LoRA expert for a novel batch, old ones untouched)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out)
@@ -103,13 +109,22 @@ def main() -> None:
     }
     dep_path = out / "deployment"
     init_deployment(
-        dep_path, memory=out / "memory", model=args.model, suite=suite, keys=keys, options=options
+        dep_path,
+        memory=out / "memory",
+        model=args.model,
+        strategy=args.strategy,
+        suite=suite,
+        keys=keys,
+        options=options,
     )
     for name in EVENTS:
         data = _jsonl(out / f"{name}.jsonl", list(task[name].train))
         try:
             done = update(dep_path, data, keys=keys)
-            print(f"{name}: {done.update} -> v{done.version}")
+            decision = (
+                f"; novelty {done.novelty['score']:.3f}: {done.novelty['decision']}" if done.novelty else ""
+            )
+            print(f"{name}: {done.update} -> v{done.version}{decision}")
         except UpdateBlockedError as exc:
             print(f"{name}: blocked by the gate ({exc.decision}): {'; '.join(exc.reasons)}")
     print()
