@@ -18,7 +18,10 @@ escalations' accuracy, latency p50/p95, expert decision) and writes ``report.htm
 Text: ``rehearsal/data/sentiment_stream.jsonl.gz``, sentences from the VADER sentiment package (PyPI
 ``vaderSentiment``, MIT licence; see ``rehearsal/data/README.md`` and ``VADER_LICENSE``).
 
-    python examples/support_assistant.py --out runs/support     # ~5-10 minutes on 2 CPU cores
+    python examples/support_assistant.py --out runs/support
+
+Cost, measured with MiniLM (``benchmarks/RESULTS.md``): 666 s of CPU; 39 minutes of wall time on a shared
+2-core machine at load average 9-10.
 """
 
 from __future__ import annotations
