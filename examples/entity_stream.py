@@ -89,6 +89,12 @@ def main() -> None:
         choices=("adapter-replay", "expert-growth", "ewc"),
         help="how updates train (expert-growth: a new LoRA expert for a novel batch, old ones untouched)",
     )
+    parser.add_argument(
+        "--novelty-threshold",
+        type=float,
+        default=0.85,
+        help="expert growth: the novelty score over which a batch gets a new expert",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out)
@@ -110,6 +116,7 @@ def main() -> None:
         "epochs": args.epochs,
         "learning_rate": 2e-3,
         "max_labels": 48,
+        "novelty_threshold": args.novelty_threshold,
         "replay": {"ratio": 0.5},
         "gate": {"max_drop": 0.15, "margin": 0.25},
     }
