@@ -114,6 +114,7 @@ def test_support_assistant_scenario_grows_an_expert_for_the_new_line_and_prints_
     shipped = sum(1 for w in weeks if w.startswith("update-"))
     assert len(re.findall(r"^v\d ", out, re.M)) == 2 + shipped
     assert (tmp_path / "out" / "deployment" / "report.html").is_file()
+    assert (tmp_path / "out" / "master.key").stat().st_mode & 0o077 == 0  # kept for the CLI, private
 
 
 @pytest.mark.slow
@@ -129,6 +130,7 @@ def test_entity_stream_scenario_prints_old_task_accuracy_and_latency_per_version
     assert re.search(r"^(verbs|modifiers): (update-\w+ -> v\d|blocked by the gate)", out, re.M), out
     assert re.search(r"^version +update +labels +living +physical .*p50 ms +p95 ms$", out, re.M), out
     assert re.search(r"^v1 +init-\w+ +12 ", out, re.M), out
+    assert (tmp_path / "out" / "master.key").stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.slow

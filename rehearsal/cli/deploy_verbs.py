@@ -96,7 +96,9 @@ def _blocked(args: argparse.Namespace, exc: UpdateBlockedError, data_file: str |
 
 def _update_args(p: argparse.ArgumentParser) -> None:
     _dir_arg(p)
-    p.add_argument("--data", required=True, metavar="NEW.jsonl", help="labelled examples (text, label, ...)")
+    p.add_argument(
+        "--data", required=True, metavar="FILE", help="labelled examples (text, label, ...), .jsonl or .csv"
+    )
     p.add_argument("--task", default="default", help="the task of lines that name none (default: default)")
     p.add_argument("--stage", action="store_true", default=None, help="stage a passing candidate for shadow")
 
@@ -118,7 +120,9 @@ def _update(args: argparse.Namespace) -> Report:
 
 def _shadow_args(p: argparse.ArgumentParser) -> None:
     _dir_arg(p)
-    p.add_argument("--requests", required=True, metavar="LOG.jsonl", help="logged requests (text, label?)")
+    p.add_argument(
+        "--requests", required=True, metavar="LOG", help="logged requests (text, label?): .jsonl or .csv"
+    )
     p.add_argument("--canary", type=float, metavar="SHARE", help="route this share to the candidate instead")
 
 
@@ -143,7 +147,8 @@ def _shadow(args: argparse.Namespace) -> Report:
     for arm in ("current", "candidate"):
         tasks = report[arm]["per_task"]
         if tasks:
-            lines.append(f"{arm} per old task: " + ", ".join(f"{t} {a}" for t, a in sorted(tasks.items())))
+            cells = ", ".join(f"{t} {a}" for t, a in sorted(tasks.items()))
+            lines.append(f"{arm} per task it knows: {cells}")
     return Report({"path": args.path, **report}, lines)
 
 

@@ -2,17 +2,19 @@
 
 One example per line: ``{"text": ..., "label": ..., "task": ..., "tags": [...]}``; ``label`` is a
 string or an int (kept as its string), ``task`` defaults to the update's ``task`` argument, ``tags``
-(governance tags such as ``safety``) to none. Requests for ``rehearsal shadow`` use the same format with
-``label`` optional.
+(governance tags such as ``safety``) to none. A ``.csv`` file (with a header row) holds the same columns,
+``tags`` as one comma-separated cell, as ``rehearsal ingest`` reads them; an empty cell is an absent
+field. Requests for ``rehearsal shadow`` use the same formats with ``label`` optional.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,23 +40,19 @@ class Labelled:
 def read_examples(
     path: str | os.PathLike[str], *, task: str = "default", labelled: bool = True
 ) -> list[Labelled]:
-    """The examples of a JSON-lines file (``.gz`` too); ``labelled`` requires a label on every line."""
+    """The examples of a JSON-lines or CSV file (``.gz`` too); ``labelled`` requires a label on each."""
     file = Path(path)
     opener = gzip.open if file.suffix == ".gz" else open
+    is_csv = file.name.lower().removesuffix(".gz").endswith(".csv")
     out: list[Labelled] = []
     try:
-        with opener(file, "rt", encoding="utf-8") as fh:
-            lines = list(fh)
+        with opener(file, "rt", encoding="utf-8", newline="" if is_csv else None) as fh:
+            rows = _csv_rows(fh, file.name) if is_csv else _json_rows(list(fh), file.name)
     except OSError as exc:
         raise ValidationError(f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{file.name} line {number}"
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise ValidationError(f"{where} is not valid JSON") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"{str(file)!r} is not UTF-8 text") from None
+    for where, row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
             raise ValidationError(f"{where} needs a non-empty string 'text'")
         label = row.get("label")
@@ -72,6 +70,40 @@ def read_examples(
     if not out:
         raise ValidationError(f"{str(file)!r} holds no examples")
     return out
+
+
+def _json_rows(lines: Sequence[str], name: str) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name} line {number}"
+        try:
+            rows.append((where, json.loads(line)))
+        except ValueError:
+            hint = " (a CSV file must end in .csv)" if number == 1 and "," in line else ""
+            raise ValidationError(f"{where} is not valid JSON{hint}") from None
+    return rows
+
+
+def _csv_rows(lines: Iterable[str], name: str) -> list[tuple[str, object]]:
+    """CSV rows as the dicts a JSON line would give: empty cells dropped, ``tags`` split on commas."""
+    reader = csv.DictReader(lines, strict=True)
+    if reader.fieldnames is None or "text" not in reader.fieldnames:
+        raise ValidationError(f"{name}: the CSV header needs a 'text' column, got {reader.fieldnames}")
+    rows: list[tuple[str, object]] = []
+    try:
+        for row in reader:
+            where = f"{name} row {len(rows) + 1} (line {reader.line_num})"
+            if None in row:
+                raise ValidationError(f"{where}: more values than header columns")
+            found: dict[str, object] = {k: v for k, v in row.items() if v is not None and v.strip()}
+            if isinstance(found.get("tags"), str):
+                found["tags"] = [t.strip() for t in str(found["tags"]).split(",") if t.strip()]
+            rows.append((where, found))
+    except csv.Error as exc:
+        raise ValidationError(f"{name}: malformed CSV near line {reader.line_num} ({exc})") from None
+    return rows
 
 
 def data_digest(examples: Sequence[Labelled]) -> str:

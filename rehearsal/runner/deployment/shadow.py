@@ -1,11 +1,12 @@
 """Staging a candidate on logged requests: shadow (both versions answer every request) or canary (a
 stable share of requests goes to the candidate, the rest to the deployed version).
 
-The report holds, per arm: accuracy on the labelled requests, per old task and per slice (a request's
-tags), the safety-tagged requests' accuracy, and latency p50/p95 of one request at a time; shadow adds
-the agreement of the two. A canary arm is chosen by the SHA-256 of the request's text, so the same
-request always goes to the same arm, whatever the order or the batch. The summary is logged (a
-``shadow`` entry: numbers only) and kept with the staged candidate for the report page.
+The report holds, per arm: accuracy on the labelled requests, per task the arm knows (the candidate's
+new tasks too) and per slice (a request's tags), the safety-tagged requests' accuracy, and latency
+p50/p95 of one request at a time; shadow adds the agreement of the two. A canary arm is chosen by the
+SHA-256 of the request's text, so the same request always goes to the same arm, whatever the order or
+the batch. The summary is logged (a ``shadow`` entry: numbers only) and kept with the staged candidate
+for the report page.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@
    against the memory (``rehearsal.methods.novelty``) and log the score and the decision (a new expert
    and router entry, or the experts that already hold the batch's tasks, each trained on its own rows);
 3. train a candidate from the deployed version (``training.train_candidate``), with replay;
-4. score the deployed version and the candidate on every old task's suite examples (and the candidate
-   on the new held-out ones), the safety-tagged ones and their latency;
-5. the new examples enter the memory, then the existing gate decides (``govern_update``: regression,
+4. score the deployed version on every old task's suite examples; the new examples enter the memory;
+   score the candidate on the same and the new held-out ones (routed over the memory it will be
+   deployed with), the safety-tagged ones and their latency;
+5. the existing gate decides (``govern_update``: regression,
    PII, paired-bootstrap staging): "pass" records a version that becomes current; "fail" or
    "needs-approval" is logged, the entries leave the memory again and :class:`UpdateBlockedError` is
    raised. With ``stage`` a passing candidate waits in ``pending.json`` for ``rehearsal shadow`` and
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +106,16 @@ def _measure(
     old_suite: list[Labelled],
     held: list[Labelled],
     memory: RehearsalMemory,
+    add_new: Callable[[], object],
 ) -> tuple[dict[str, float], dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     """(before, after, staged, metrics): accuracy per task of the current version and the candidate, the
-    paired per-example results on old tasks, and the candidate's metrics for its version state."""
+    paired per-example results on old tasks, and the candidate's metrics for its version state.
+    ``add_new`` puts the update's examples into the memory between the two: the current version answers
+    over the memory it was deployed with, the candidate over the one it will be deployed with (expert
+    growth routes by the memory, so a new expert gets no request before its task's entries are in it)."""
     tags = dep.config.safety_tags
     now = score(current, old_suite, memory)
+    add_new()
     cand = score(candidate, [*old_suite, *held], memory)
     cand_old = dataclasses.replace(cand, correct=cand.correct[: len(old_suite)], examples=old_suite)
     before = now.accuracy_by_task()
@@ -175,9 +182,10 @@ def update(
             for key, value in numbers.items():
                 trained[key] = trained.get(key, 0.0) + value
         old_suite = suite_examples(suite, list(state.tasks))
-        before, after, staged, metrics = _measure(dep, current, candidate, old_suite, held, memory)
         generation_before = memory.generation
-        to_memory(memory, train, vectors)
+        before, after, staged, metrics = _measure(
+            dep, current, candidate, old_suite, held, memory, lambda: to_memory(memory, train, vectors)
+        )
         suite_ids = to_memory(suite, held)
         suite_ids_all = suite.ids()
         new_state.suite_boundary = (max(suite_ids_all) + 1) if suite_ids_all else 0
