@@ -81,7 +81,11 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValidationError(f"{row_name(path, 'jsonl', number)}: not valid JSON ({exc.msg})") from None
+            # A first line with commas that is not JSON is most likely a CSV header under another name.
+            hint = "; a CSV file must end in .csv" if number == 1 and "," in line else ""
+            raise ValidationError(
+                f"{row_name(path, 'jsonl', number)}: not valid JSON ({exc.msg}){hint}"
+            ) from None
         if not isinstance(item, dict):
             raise ValidationError(
                 f"{row_name(path, 'jsonl', number)}: expected a JSON object, got {type(item).__name__}"

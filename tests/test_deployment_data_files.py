@@ -41,7 +41,7 @@ def test_a_gzipped_csv_and_unlabelled_requests(tmp_path: Path) -> None:
     with gzip.open(file, "wt", encoding="utf-8") as fh:
         fh.write("text,label\nhello,\n")
     assert read_examples(file, labelled=False) == [Labelled("hello", None, "default", ())]
-    with pytest.raises(ValidationError, match=r"row 1 \(line 2\) has no 'label'"):
+    with pytest.raises(ValidationError, match=r"requests\.csv\.gz row 1 has no 'label'"):
         read_examples(file)
 
 
@@ -49,7 +49,7 @@ def test_a_gzipped_csv_and_unlabelled_requests(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("words,label\nhi,a\n", "the CSV header needs a 'text' column"),
-        ("text,label\nhi,a,extra\n", r"row 1 \(line 2\): more values than header columns"),
+        ("text,label\nhi,a,extra\n", r"bad\.csv row 1: more values than header columns"),
         ('text,label\n"never closed,a\n', "malformed CSV"),
         ("text,label\n", "holds no examples"),
     ],
@@ -60,6 +60,8 @@ def test_a_bad_csv_is_a_clear_error(tmp_path: Path, content: str, message: str) 
 
 
 def test_a_csv_under_another_name_is_named_as_the_likely_mistake(tmp_path: Path) -> None:
-    file = _write(tmp_path / "week.txt", "text,label\nhi,a\n")
-    with pytest.raises(ValidationError, match=r"line 1 is not valid JSON \(a CSV file must end in \.csv\)"):
+    file = _write(tmp_path / "week.jsonl", "text,label\nhi,a\n")
+    with pytest.raises(ValidationError, match=r"line 1: not valid JSON .*; a CSV file must end in \.csv"):
         read_examples(file)
+    with pytest.raises(ValidationError, match=r"cannot tell the format of 'week\.txt'"):
+        read_examples(_write(tmp_path / "week.txt", "text,label\nhi,a\n"))

@@ -9,12 +9,10 @@ field. Requests for ``rehearsal shadow`` use the same formats with ``label`` opt
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 
 from rehearsal.errors import ValidationError
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.row_files import read_rows, row_file_kind, row_name
 
 __all__ = ["Labelled", "data_digest", "read_examples", "split_heldout", "suite_examples", "to_memory"]
 
@@ -42,18 +41,15 @@ def read_examples(
 ) -> list[Labelled]:
     """The examples of a JSON-lines or CSV file (``.gz`` too); ``labelled`` requires a label on each."""
     file = Path(path)
-    opener = gzip.open if file.suffix == ".gz" else open
-    is_csv = file.name.lower().removesuffix(".gz").endswith(".csv")
+    if not file.is_file():
+        raise ValidationError(f"cannot read {str(file)!r}: no such file")
+    kind = row_file_kind(file)
     out: list[Labelled] = []
-    try:
-        with opener(file, "rt", encoding="utf-8", newline="" if is_csv else None) as fh:
-            rows = _csv_rows(fh, file.name) if is_csv else _json_rows(list(fh), file.name)
-    except OSError as exc:
-        raise ValidationError(f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValidationError(f"{str(file)!r} is not UTF-8 text") from None
-    for where, row in rows:
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+    for number, raw in read_rows(file, kind):
+        where = row_name(file, kind, number)
+        row = _from_csv(raw, where) if kind == "csv" else raw
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
             raise ValidationError(f"{where} needs a non-empty string 'text'")
         label = row.get("label")
         if label is None and labelled:
@@ -66,44 +62,20 @@ def read_examples(
             raise ValidationError(f"{where}: 'task' must be a non-empty string, got {name!r}")
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             raise ValidationError(f"{where}: 'tags' must be a list of strings, got {tags!r}")
-        out.append(Labelled(row["text"], None if label is None else str(label), name, tuple(tags)))
+        out.append(Labelled(text, None if label is None else str(label), name, tuple(tags)))
     if not out:
         raise ValidationError(f"{str(file)!r} holds no examples")
     return out
 
 
-def _json_rows(lines: Sequence[str], name: str) -> list[tuple[str, object]]:
-    rows: list[tuple[str, object]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{name} line {number}"
-        try:
-            rows.append((where, json.loads(line)))
-        except ValueError:
-            hint = " (a CSV file must end in .csv)" if number == 1 and "," in line else ""
-            raise ValidationError(f"{where} is not valid JSON{hint}") from None
-    return rows
-
-
-def _csv_rows(lines: Iterable[str], name: str) -> list[tuple[str, object]]:
-    """CSV rows as the dicts a JSON line would give: empty cells dropped, ``tags`` split on commas."""
-    reader = csv.DictReader(lines, strict=True)
-    if reader.fieldnames is None or "text" not in reader.fieldnames:
-        raise ValidationError(f"{name}: the CSV header needs a 'text' column, got {reader.fieldnames}")
-    rows: list[tuple[str, object]] = []
-    try:
-        for row in reader:
-            where = f"{name} row {len(rows) + 1} (line {reader.line_num})"
-            if None in row:
-                raise ValidationError(f"{where}: more values than header columns")
-            found: dict[str, object] = {k: v for k, v in row.items() if v is not None and v.strip()}
-            if isinstance(found.get("tags"), str):
-                found["tags"] = [t.strip() for t in str(found["tags"]).split(",") if t.strip()]
-            rows.append((where, found))
-    except csv.Error as exc:
-        raise ValidationError(f"{name}: malformed CSV near line {reader.line_num} ({exc})") from None
-    return rows
+def _from_csv(row: dict[str, object], where: str) -> dict[str, object]:
+    """A CSV row as the dict a JSON line would give: empty cells dropped, ``tags`` split on commas."""
+    if "text" not in row:
+        raise ValidationError(f"{where}: the CSV header needs a 'text' column, got {sorted(row)}")
+    found: dict[str, object] = {k: v for k, v in row.items() if isinstance(v, str) and v.strip()}
+    if isinstance(found.get("tags"), str):
+        found["tags"] = [t.strip() for t in str(found["tags"]).split(",") if t.strip()]
+    return found
 
 
 def data_digest(examples: Sequence[Labelled]) -> str:
