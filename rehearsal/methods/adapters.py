@@ -30,10 +30,42 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.config import LoRAConfig
 from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
 
-__all__ = ["AdapterRouter", "TaskAdapters", "adapter_of", "group_by_route"]
+__all__ = ["AdapterRouter", "TaskAdapters", "adapter_of", "group_by_route", "sequence_lora_config"]
+
+# Attention projections adapted by default, by model family (the first family whose names occur wins).
+_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("c_attn",))
+
+
+def sequence_lora_config(model: Any, lora: LoRAConfig) -> Any:
+    """peft ``LoraConfig`` for sequence classification: ``lora`` on the model's attention projections,
+    with the classification head trained and saved per adapter (``modules_to_save``)."""
+    from peft import LoraConfig, TaskType
+
+    from rehearsal.methods.calibration import classification_head
+
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = lora.target_modules
+    if targets is None:
+        targets = next((list(t) for t in _TARGETS if set(t) <= leaves), None)
+        if targets is None:
+            raise ConfigError(
+                f"cannot tell the attention projections of {type(model).__name__}; set lora.target_modules"
+            )
+    head = classification_head(model)
+    head_name = next(name for name, module in model.named_modules() if module is head)
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        modules_to_save=[head_name.rsplit(".", 1)[-1]],
+    )
+
 
 _MANIFEST = "adapters.json"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")

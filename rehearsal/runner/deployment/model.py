@@ -17,7 +17,7 @@ import numpy as np
 
 from rehearsal.embedding import default_model_path
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route
+from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route, sequence_lora_config
 from rehearsal.methods.inference import embed_texts, predict_labels
 from rehearsal.runner.deployment.config import DeploymentConfig
 from rehearsal.runner.deployment.folder import VersionState
@@ -26,31 +26,10 @@ __all__ = ["SHARED", "DeployedModel", "base_path"]
 
 SHARED = "shared"  # the one adapter of "adapter-replay"
 _EWC_FILE = "ewc.pt"
-_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("c_attn",))
 
 
 def base_path(config: DeploymentConfig) -> str:
     return str(config.model or default_model_path())
-
-
-def _lora_config(model: Any, config: DeploymentConfig) -> Any:
-    """LoRA on the attention projections, the head trained and saved per adapter."""
-    from peft import LoraConfig, TaskType
-
-    from rehearsal.methods.calibration import classification_head
-
-    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = config.lora.target_modules or next((list(t) for t in _TARGETS if set(t) <= leaves), None)
-    head = classification_head(model)
-    head_name = next(name for name, module in model.named_modules() if module is head)
-    return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=targets,
-        modules_to_save=[head_name.rsplit(".", 1)[-1]],
-    )
 
 
 class DeployedModel:
@@ -89,8 +68,10 @@ class DeployedModel:
         if config.strategy == "ewc":
             return cls(config, state, base, tokenizer, None)
         if weights is None:
-            return cls(config, state, base, tokenizer, TaskAdapters(base, _lora_config(base, config)))
-        adapters = TaskAdapters.load(base, weights, lora_config=_lora_config(base, config))
+            return cls(
+                config, state, base, tokenizer, TaskAdapters(base, sequence_lora_config(base, config.lora))
+            )
+        adapters = TaskAdapters.load(base, weights, lora_config=sequence_lora_config(base, config.lora))
         return cls(config, state, adapters.model, tokenizer, adapters)
 
     def save(self, folder: Path) -> None:

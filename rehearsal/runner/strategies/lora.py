@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from rehearsal.errors import ConfigError
-from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route
-from rehearsal.methods.calibration import classification_head
+from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route, sequence_lora_config
 from rehearsal.methods.inference import embed_texts, predict_labels
 from rehearsal.methods.router import TaskGate
 from rehearsal.runner.config import RunConfig
@@ -33,8 +32,6 @@ from rehearsal.runner.strategies.replay import HybridReplay
 __all__ = ["LoRAReplay", "LoRARouted", "LoRAStrategy", "adapter_name", "lora_config_for"]
 
 _GATE = "gate"  # the trained router's folder inside a phase's weights folder
-# Attention projections adapted by default, by model family (the first family whose names occur wins).
-_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("c_attn",))
 
 
 def adapter_name(task: str) -> str:
@@ -43,29 +40,8 @@ def adapter_name(task: str) -> str:
 
 
 def lora_config_for(model: Any, config: RunConfig) -> Any:
-    """peft ``LoraConfig`` for sequence classification: ``config.lora`` on the model's attention, with the
-    classification head trained and saved per adapter (``modules_to_save``)."""
-    from peft import LoraConfig, TaskType
-
-    names = [name for name, _ in model.named_modules()]
-    leaves = {name.rsplit(".", 1)[-1] for name in names}
-    targets = config.lora.target_modules
-    if targets is None:
-        targets = next((list(t) for t in _TARGETS if set(t) <= leaves), None)
-        if targets is None:
-            raise ConfigError(
-                f"cannot tell the attention projections of {type(model).__name__}; set lora.target_modules"
-            )
-    head = classification_head(model)
-    head_name = next(name for name, module in model.named_modules() if module is head)
-    return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=targets,
-        modules_to_save=[head_name.rsplit(".", 1)[-1]],
-    )
+    """peft ``LoraConfig`` of a run's ``[lora]`` table (see ``sequence_lora_config``)."""
+    return sequence_lora_config(model, config.lora)
 
 
 class LoRAStrategy(Strategy):
