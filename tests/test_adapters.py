@@ -277,3 +277,18 @@ def test_router_finds_the_wordnet_task_of_most_test_glosses(tmp_path, encoder):
     ]
     assert sum(p == t.name for p, t in zip(pooled, stream.tasks, strict=True)) >= 4
     memory.close()
+
+
+def test_grouped_votes_count_per_expert_not_per_task(tmp_path, rng):
+    # A query between the centres of a and b, nearer c: with k=120 every memory votes. Per task, c has
+    # the largest share; a and b belong to one expert, whose pooled share is larger than c's.
+    memory, centres = clustered_memory(tmp_path, rng)
+    query = (0.3 * centres[0] + 0.3 * centres[1] + 0.4 * centres[2])[None, :].astype(np.float32)
+    plain = AdapterRouter(memory, k=120, threshold=0.0)
+    [(task, share)] = plain.vote(query)
+    assert task == "c" and share < 0.5
+    grouped = AdapterRouter(memory, k=120, threshold=0.0, groups={"a": "old", "b": "old", "c": "new"})
+    [(expert, pooled)] = grouped.vote(query)
+    assert expert == "old" and pooled > 0.5
+    assert grouped.route(query) == ["old"]
+    memory.close()

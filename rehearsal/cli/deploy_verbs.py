@@ -82,9 +82,22 @@ def _init(args: argparse.Namespace) -> Report:
 def _blocked(args: argparse.Namespace, exc: UpdateBlockedError, data_file: str | None) -> Report:
     status = EXIT_NEEDS_APPROVAL if exc.decision == "needs-approval" else EXIT_FAIL
     data = {"blocked": True, "decision": exc.decision, "reasons": exc.reasons, "update": exc.update}
+    key = f" --key-file {args.key_file}" if args.key_file else ""
+    if exc.decision == "needs-approval" and data_file is None:  # a staged candidate waits for a person
+        steps = [
+            f"rehearsal approve {args.path} {exc.update} --approver NAME{key}",
+            f"rehearsal promote {args.path}{key}",
+        ]
+        data["next"] = steps
+        lines = [
+            f"blocked: {exc}",
+            "the candidate stays staged; to ship it, a person accepts the flags:",
+            *steps,
+            f"(or discard it: rehearsal rollback {args.path} VERSION{key})",
+        ]
+        return Report(data, lines, status=status)
     lines = [f"blocked: {exc}", "the deployed version is unchanged; the update's data left the memory"]
     if exc.decision == "needs-approval" and data_file is not None:
-        key = f" --key-file {args.key_file}" if args.key_file else ""
         steps = [
             f"rehearsal approve {args.path} {exc.update} --approver NAME{key}",
             f"rehearsal update {args.path} --data {data_file}{key}",

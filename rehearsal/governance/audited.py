@@ -142,9 +142,11 @@ def log_train_update(
     version: int | None = None,
     staging: Mapping[str, Mapping[str, float]] | None = None,
     data_digest: str | None = None,
+    live: Mapping[str, Mapping[str, float]] | None = None,
 ) -> AuditEntry:
     """A training update: its run, config and data (as digests), its metrics, the gate's decision (with
-    its reasons) and the version it became, if it was promoted."""
+    its reasons), the staging numbers (and a shadow's or canary's, ``live``) and the version it became,
+    if it was promoted."""
     details: dict[str, Any] = {
         "run_id": run_id,
         "config_hash": config_digest(config),
@@ -158,6 +160,8 @@ def log_train_update(
         "staging": None if staging is None else {task: dict(row) for task, row in staging.items()},
         "data_digest": data_digest,
     }
+    if live is not None:
+        details["live"] = {part: dict(row) for part, row in live.items()}
     return log.append("train-update", details, actor=actor)
 
 

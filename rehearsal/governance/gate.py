@@ -13,7 +13,9 @@ A flagged update ships only once :func:`approve` has recorded an approver in the
 
 :func:`compare` is the staging step: candidate and current model on the same held-out examples, the
 per-task accuracy delta with a paired bootstrap 95% interval, and the rule "promote when every task's
-lower bound is at least ``-margin``".
+lower bound is at least ``-margin``"; :func:`staging_verdict` tells a task that is worse than the margin
+(fail) from one with too few examples to show it is not (needs approval). :func:`compare_arms` does the
+same for live requests of a shadow or canary.
 """
 
 from __future__ import annotations
@@ -31,7 +33,17 @@ from rehearsal.governance.pii import PII_KINDS, scan
 if TYPE_CHECKING:
     from rehearsal.governance.audit_log import AuditEntry, AuditLog
 
-__all__ = ["GateConfig", "GateReport", "StagingReport", "approve", "compare", "evaluate_gate", "is_approved"]
+__all__ = [
+    "GateConfig",
+    "GateReport",
+    "StagingReport",
+    "approve",
+    "compare",
+    "compare_arms",
+    "evaluate_gate",
+    "is_approved",
+    "staging_verdict",
+]
 
 PASS, FAIL, NEEDS_APPROVAL = "pass", "fail", "needs-approval"
 
@@ -245,3 +257,54 @@ def compare(
         }
     promote = all(t["low"] >= -margin for t in out.values())
     return StagingReport(out, promote, margin, confidence)
+
+
+def staging_verdict(row: Mapping[str, float], margin: float) -> str:
+    """One task's staging outcome from its row of :func:`compare` (or :func:`compare_arms`).
+
+    "pass": the interval's low end is within ``margin`` (shown to be no worse than that); "fail": the
+    change itself is worse than ``-margin``; otherwise "needs-approval": the change is within the margin
+    but too few examples back it to show that (an 18-example suite's interval is about ±0.28 wide, so
+    no honest margin passes a small new task on numbers alone) and a person decides.
+    """
+    if row["low"] >= -margin:
+        return PASS
+    return FAIL if row["delta"] < -margin else NEEDS_APPROVAL
+
+
+def compare_arms(
+    candidate_correct: np.ndarray,
+    current_correct: np.ndarray,
+    *,
+    paired: bool,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """Accuracy change from live requests: a shadow (``paired``: both models answered the same requests,
+    in order) or a canary (two disjoint arms, each resampled on its own). Same row as :func:`compare`,
+    with each arm's count."""
+    cand = np.asarray(candidate_correct, dtype=bool)
+    cur = np.asarray(current_correct, dtype=bool)
+    if cand.ndim != 1 or cur.ndim != 1 or not len(cand) or not len(cur):
+        raise ValidationError(f"both arms need labelled requests, got {cand.shape} and {cur.shape}")
+    if paired and cand.shape != cur.shape:
+        raise ValidationError(f"a shadow pairs its arms request by request, got {cand.shape} and {cur.shape}")
+    alpha = (1.0 - confidence) / 2.0
+    if paired:
+        diff = cand.astype(np.float64) - cur.astype(np.float64)
+        boot = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+    else:
+        boot_cand = cand[rng.integers(0, len(cand), size=(n_boot, len(cand)))].mean(axis=1)
+        boot_cur = cur[rng.integers(0, len(cur), size=(n_boot, len(cur)))].mean(axis=1)
+        boot = boot_cand - boot_cur
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    return {
+        "n_candidate": float(len(cand)),
+        "n_current": float(len(cur)),
+        "candidate": float(cand.mean()),
+        "current": float(cur.mean()),
+        "delta": float(cand.mean() - cur.mean()),
+        "low": float(low),
+        "high": float(high),
+    }

@@ -52,12 +52,22 @@ from rehearsal.governance.gate import (
     PASS,
     GateConfig,
     compare,
+    compare_arms,
     evaluate_gate,
+    staging_verdict,
 )
 from rehearsal.governance.versions import record_version
 from rehearsal.memory.facade import RehearsalMemory
 
-__all__ = ["UNGATED", "approver_of", "govern_update", "run_id_for", "staging_check", "update_id"]
+__all__ = [
+    "UNGATED",
+    "approver_of",
+    "govern_update",
+    "live_check",
+    "run_id_for",
+    "staging_check",
+    "update_id",
+]
 
 UNGATED = "ungated"  # the decision recorded for an update of a run without a gate
 _DATA_DIGEST_PURPOSE = "update-data-digest"
@@ -65,10 +75,12 @@ _DATA_DIGEST_PURPOSE = "update-data-digest"
 
 def staging_check(
     gate: GateConfig, staged: Mapping[str, tuple[np.ndarray, np.ndarray]], seed: int
-) -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
+) -> tuple[dict[str, dict[str, float]], list[str], list[str], str]:
     """Staging: the candidate against the current version on the earlier tasks' held-out examples (paired
-    bootstrap, ``rehearsal.governance.gate.compare``). Returns the per-task summary, and codes and reasons
-    for each task whose interval of the accuracy change reaches below ``-gate.margin`` (none: promote)."""
+    bootstrap, ``rehearsal.governance.gate.compare``). Returns the per-task summary, codes and reasons
+    for each task that does not pass (``staging:<task>`` when its change is worse than ``-gate.margin``,
+    ``staging-unproven:<task>`` when its interval is too wide to show it is not), and the decision:
+    "pass", "fail", or "needs-approval" (see ``rehearsal.governance.gate.staging_verdict``)."""
     tasks = [task for task, (current, _) in staged.items() for _ in range(len(current))]
     report = compare(
         np.concatenate([candidate for _, candidate in staged.values()]),
@@ -79,16 +91,64 @@ def staging_check(
         margin=gate.margin,
         confidence=gate.confidence,
     )
-    codes, reasons = [], []
+    codes, reasons, verdicts = [], [], []
     for task, row in report.tasks.items():
-        if row["low"] < -gate.margin:
-            codes.append(f"staging:{safe_token(task)}")
-            interval = f"[{row['low']:+.3f}, {row['high']:+.3f}]"
-            reasons.append(
-                f"staging: task {task!r} changed {row['delta']:+.3f}, {gate.confidence:.0%} interval "
-                f"{interval} reaches below -{gate.margin}"
-            )
-    return {safe_token(task): _rounded(row) for task, row in report.tasks.items()}, codes, reasons
+        verdict = staging_verdict(row, gate.margin)
+        verdicts.append(verdict)
+        if verdict != PASS:
+            codes.append(f"{'staging' if verdict == FAIL else 'staging-unproven'}:{safe_token(task)}")
+            reasons.append(_staging_reason(f"task {task!r}", row, gate, verdict))
+    summary = {safe_token(task): _rounded(row) for task, row in report.tasks.items()}
+    return summary, codes, reasons, _worst(verdicts)
+
+
+def live_check(
+    gate: GateConfig, live: Mapping[str, Any], seed: int
+) -> tuple[dict[str, dict[str, float]], list[str], list[str], str]:
+    """The staged candidate's live evidence, when ``rehearsal shadow`` left some: per-request correctness
+    of each arm on the labelled requests (``live["correct"]``), all of them and the safety-tagged ones,
+    judged by the staging rule (``staging_verdict``) with the gate's margin. A shadow is paired request by
+    request; a canary's arms hold different requests. Same return as :func:`staging_check`; codes
+    ``<mode>:all`` / ``<mode>:safety`` (and ``<mode>-unproven:...``)."""
+    mode = str(live["mode"])
+    summary: dict[str, dict[str, float]] = {}
+    codes, reasons, verdicts = [], [], []
+    rng = np.random.default_rng(seed)
+    for part in ("all", "safety"):
+        arms = live["correct"].get(part)
+        if not arms or not len(arms["candidate"]) or not len(arms["current"]):
+            continue
+        row = compare_arms(
+            np.asarray(arms["candidate"], dtype=bool),
+            np.asarray(arms["current"], dtype=bool),
+            paired=mode == "shadow",
+            rng=rng,
+            n_boot=gate.n_boot,
+            confidence=gate.confidence,
+        )
+        summary[part] = _rounded(row)
+        verdict = staging_verdict(row, gate.margin)
+        verdicts.append(verdict)
+        if verdict != PASS:
+            codes.append(f"{mode if verdict == FAIL else mode + '-unproven'}:{part}")
+            what = "requests" if part == "all" else "safety-tagged requests"
+            reasons.append(_staging_reason(f"{mode} on {what}", row, gate, verdict))
+    return summary, codes, reasons, _worst(verdicts)
+
+
+def _staging_reason(what: str, row: Mapping[str, float], gate: GateConfig, verdict: str) -> str:
+    interval = f"{gate.confidence:.0%} interval [{row['low']:+.3f}, {row['high']:+.3f}]"
+    if verdict == FAIL:
+        change = f"changed {row['delta']:+.3f}"
+        return f"staging: {what} {change}, worse than the margin -{gate.margin} ({interval})"
+    return (
+        f"staging: {what} changed {row['delta']:+.3f}, within the margin -{gate.margin}, but its {interval} "
+        "is too wide to show it: a person must approve"
+    )
+
+
+def _worst(verdicts: Sequence[str]) -> str:
+    return FAIL if FAIL in verdicts else NEEDS_APPROVAL if NEEDS_APPROVAL in verdicts else PASS
 
 
 def _rounded(row: Mapping[str, float]) -> dict[str, float]:
@@ -121,6 +181,8 @@ def govern_update(
     staged: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     seed: int = 0,
     update: str | None = None,
+    live: Mapping[str, Any] | None = None,
+    hold_for_approval: bool = False,
 ) -> int:
     """Gate, then version and audit the update (see the module docstring); returns the version number.
 
@@ -128,7 +190,10 @@ def govern_update(
 
     ``before`` and ``after``: accuracy per task measured before and after the phase (``before`` holds the
     tasks trained earlier). ``staged``: per earlier task, which held-out examples the current version and
-    the candidate got right (same examples, same order), for the staging comparison. Raises
+    the candidate got right (same examples, same order), for the staging comparison. ``live``: a shadow's
+    or canary's per-request results (:func:`live_check`). ``hold_for_approval``: an update that needs
+    approval keeps its entries (a staged candidate waiting for ``rehearsal approve`` and a second
+    promote); a failed one is always undone. Raises
     :class:`UpdateBlockedError` once the block is logged and undone.
     """
 
@@ -138,6 +203,7 @@ def govern_update(
     digest = _data_digest(keys, texts)
     decision, reasons, codes, approver = UNGATED, [], [], None
     summary: dict[str, dict[str, float]] | None = None
+    live_summary: dict[str, dict[str, float]] | None = None
     if gate is not None:
         report = evaluate_gate(before, after, texts, [], gate)
         decision, reasons, codes = (
@@ -145,23 +211,31 @@ def govern_update(
             list(report.reasons),
             [_safe_code(c) for c in report.codes],
         )
+        checks: list[tuple[list[str], list[str], str]] = []
         if decision != FAIL and staged:
-            summary, staging_codes, staging_reasons = staging_check(gate, staged, seed)
-            if staging_codes:
-                decision = FAIL
-                codes += staging_codes
-                reasons += staging_reasons
+            summary, more_codes, more_reasons, verdict = staging_check(gate, staged, seed)
+            checks.append((more_codes, more_reasons, verdict))
+        if decision != FAIL and live is not None:
+            live_summary, more_codes, more_reasons, verdict = live_check(gate, live, seed)
+            checks.append((more_codes, more_reasons, verdict))
+        for more_codes, more_reasons, verdict in checks:
+            codes += more_codes
+            reasons += more_reasons
+            decision = _worst([decision, verdict])
         if decision == NEEDS_APPROVAL:
             approver = approver_of(log, uid, codes=codes, data_digest=digest)
             decision = PASS if approver is not None else NEEDS_APPROVAL
     metrics = {f"accuracy/{safe_token(task)}": float(acc) for task, acc in after.items()}
     common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": added, "metrics": metrics}
     common.update(staging=summary, data_digest=digest, reasons=codes, actor=run_id)
+    if live_summary is not None:
+        common["live"] = live_summary
     if decision in (FAIL, NEEDS_APPROVAL):
         log_train_update(log, **common, decision=decision, approver=None)
-        if evicted:  # erased records stay erased, blocked or not
+        held = decision == NEEDS_APPROVAL and hold_for_approval
+        if evicted and not held:  # erased records stay erased, blocked or not
             log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
-        if added:
+        if added and not held:
             memory.delete(added)
             log_delete(log, added, actor=run_id, generation=memory.generation, cause="blocked-update")
         raise UpdateBlockedError(

@@ -24,7 +24,7 @@ import copy
 import json
 import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +265,7 @@ class AdapterRouter:
         threshold: float = 0.6,
         fallback: str = "merged",
         tasks: Collection[str] | None = None,
+        groups: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"'k' must be an int >= 1, got {k!r}")
@@ -277,6 +278,7 @@ class AdapterRouter:
         self.threshold = float(threshold)
         self.fallback = fallback
         self.tasks = None if tasks is None else frozenset(tasks)
+        self.groups = {} if groups is None else {str(t): str(g) for t, g in groups.items()}
 
     def _ballots(self, vectors: np.ndarray) -> list[dict[str, float]]:
         ballots = []
@@ -285,7 +287,8 @@ class AdapterRouter:
             for hit in hits:
                 task = hit.metadata.get("task")
                 if task is not None:
-                    ballot[str(task)] = ballot.get(str(task), 0.0) + max(hit.score, 0.0)
+                    name = self.groups.get(str(task), str(task))
+                    ballot[name] = ballot.get(name, 0.0) + max(hit.score, 0.0)
             ballots.append(ballot)
         return ballots
 

@@ -6,7 +6,7 @@
     DIR/memory/                 the replay memory (encrypted), its versions.json and audit.log
     DIR/suite/                  the regression suite: held-out examples of every task (encrypted memory)
     DIR/weights/<update>/       a version's (or a candidate's) weights and its state.json
-    DIR/pending.json            a staged candidate awaiting ``rehearsal promote`` (at most one)
+    DIR/pending.json            a staged candidate awaiting ``rehearsal promote`` (at most one; keyed tag)
 
 The deployed version is the memory's current version (``rehearsal.governance.versions``); its weights
 folder's ``state.json`` (:class:`VersionState`) says which labels, tasks and experts it knows and what it
@@ -16,6 +16,8 @@ measured when it shipped. ``rehearsal rollback`` moves the pointer back; nothing
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 
 from rehearsal._files import atomic_write
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError
+from rehearsal.errors import ConfigError, IntegrityError, NotFoundError, StoreFormatError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.versions import Version, list_versions
 from rehearsal.memory.facade import RehearsalMemory
@@ -35,6 +37,7 @@ DEPLOYMENT_FILE = "deployment.json"
 _FORMAT = "rehearsal-deployment/1"
 _STATE = "state.json"
 _PENDING = "pending.json"
+_PENDING_PURPOSE = "deployment-pending-tag"
 
 
 def is_deployment(path: str | os.PathLike[str]) -> bool:
@@ -162,13 +165,32 @@ class Deployment:
         return [(v, VersionState.load(Path(v.weights))) for v in own]
 
     # -- the staged candidate -----------------------------------------------------------------------
+    # promote ships what this file says the staging measured, so it carries a keyed tag: an edited
+    # per-example result or gate preview is refused, not promoted.
     def pending(self) -> dict[str, Any] | None:
         path = self.path / _PENDING
-        return dict(_read_json(path, "staged candidate")) if path.is_file() else None
+        if not path.is_file():
+            return None
+        data = _read_json(path, "staged candidate")
+        body = data.get("pending") if isinstance(data, dict) else None
+        tag = data.get("tag") if isinstance(data, dict) else None
+        if not isinstance(body, dict) or not isinstance(tag, str):
+            raise IntegrityError(f"staged candidate {str(path)!r} is not sealed by this deployment")
+        if not hmac.compare_digest(tag, self._pending_tag(body)):
+            raise IntegrityError(
+                f"staged candidate {str(path)!r} fails its check (edited, or sealed with another key): "
+                "roll back to discard it"
+            )
+        return dict(body)
 
     def set_pending(self, pending: dict[str, Any] | None) -> None:
         path = self.path / _PENDING
         if pending is None:
             path.unlink(missing_ok=True)
         else:
-            _write_json(path, pending)
+            _write_json(path, {"pending": pending, "tag": self._pending_tag(pending)})
+
+    def _pending_tag(self, body: dict[str, Any]) -> str:
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        key = self.keys.derive_key(_PENDING_PURPOSE)
+        return hmac.new(key, canonical, hashlib.sha256).hexdigest()

@@ -106,11 +106,14 @@ class DeployedModel:
             return [None] * len(texts)
         if len(experts) == 1 or memory is None:
             return [next(iter(experts))] * len(texts)
-        tasks = {t for ts in experts.values() for t in ts}
-        router = AdapterRouter(memory, k=self.config.route_k, threshold=0.0, fallback="-", tasks=tasks)
+        # Votes count per expert: an expert's tasks pool their neighbours against a newer expert's.
+        groups = {t: e for e, ts in experts.items() for t in ts}
+        router = AdapterRouter(
+            memory, k=self.config.route_k, threshold=0.0, fallback="-", tasks=set(experts), groups=groups
+        )
         first = next(iter(experts))
         routed = router.route(embed_texts(list(texts), memory.encoder))
-        return [self.state.expert_of(task) or first for task in routed]
+        return [e if e in experts else first for e in routed]
 
     def predict(self, texts: Sequence[str], memory: RehearsalMemory | None = None) -> list[str]:
         """The label each text gets (among the labels this version knows)."""

@@ -6,7 +6,8 @@ new tasks too) and per slice (a request's tags), the safety-tagged requests' acc
 p50/p95 of one request at a time; shadow adds the agreement of the two. A canary arm is chosen by the
 SHA-256 of the request's text, so the same request always goes to the same arm, whatever the order or
 the batch. The summary is logged (a ``shadow`` entry: numbers only) and kept with the staged candidate
-for the report page.
+for the report page, and each arm's right/wrong per labelled request for ``rehearsal promote``, whose
+gate judges them with the staging rule (a shadow paired request by request, a canary's arms apart).
 """
 
 from __future__ import annotations
@@ -48,13 +49,20 @@ def _accuracy(rows: Sequence[tuple[Labelled, str]]) -> float | None:
 
 def _arm(
     model: DeployedModel, requests: Sequence[Labelled], memory: RehearsalMemory, safety: Sequence[str]
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[tuple[Labelled, str]]]:
     answers, latencies = model.timed_predict([r.text for r in requests], memory)
     rows = list(zip(requests, answers, strict=True))
+    return _summary(model, rows, latencies, safety), rows
+
+
+def _summary(
+    model: DeployedModel, rows: list[tuple[Labelled, str]], latencies: list[float], safety: Sequence[str]
+) -> dict[str, Any]:
+    requests = [r for r, _ in rows]
     old = set(model.state.tasks)
     tasks = sorted({r.task for r in requests})
     slices = sorted({tag for r in requests for tag in r.tags})
-    report = {
+    return {
         "requests": len(requests),
         "labelled": sum(r.label is not None for r in requests),
         "accuracy": _accuracy(rows),
@@ -63,7 +71,6 @@ def _arm(
         "safety": _accuracy([x for x in rows if set(x[0].tags) & set(safety)]),
         "latency": latency_summary(latencies),
     }
-    return report, answers
 
 
 def shadow(
@@ -91,25 +98,40 @@ def shadow(
     safety = dep.config.safety_tags
     with dep.open_memory(read_only=True) as memory:
         if canary is None:
-            now, now_answers = _arm(current, items, memory, safety)
-            new, new_answers = _arm(candidate, items, memory, safety)
-            agree = float(np.mean([a == b for a, b in zip(now_answers, new_answers, strict=True)]))
+            now, now_rows = _arm(current, items, memory, safety)
+            new, new_rows = _arm(candidate, items, memory, safety)
+            agree = float(np.mean([a == b for (_, a), (_, b) in zip(now_rows, new_rows, strict=True)]))
             report = {"mode": "shadow", "current": now, "candidate": new, "agreement": round(agree, 6)}
         else:
             to_candidate = [canary_arm(r.text, float(canary)) for r in items]
             mine = [r for r, c in zip(items, to_candidate, strict=True) if c]
             rest = [r for r, c in zip(items, to_candidate, strict=True) if not c]
-            report = {
-                "mode": "canary",
-                "fraction": float(canary),
-                "current": _arm(current, rest, memory, safety)[0],
-                "candidate": _arm(candidate, mine, memory, safety)[0],
-                "agreement": None,
-            }
+            now, now_rows = _arm(current, rest, memory, safety)
+            new, new_rows = _arm(candidate, mine, memory, safety)
+            report = {"mode": "canary", "fraction": float(canary), "current": now, "candidate": new}
+            report["agreement"] = None
+        answers = {"current": now_rows, "candidate": new_rows}
     report.update(update=pending["update"], current_version=version.version)
     _log(dep, report)
-    dep.set_pending({**pending, "shadow": report})
+    # Kept for promote, whose gate judges these results (rehearsal.governance.updates.live_check).
+    evidence = {"mode": report["mode"], "correct": _correct(answers, safety)}
+    dep.set_pending({**pending, "shadow": report, "live": evidence})
     return report
+
+
+def _correct(
+    answers: dict[str, list[tuple[Labelled, str]]], safety: Sequence[str]
+) -> dict[str, dict[str, list[int]]]:
+    """Per arm, 1/0 for each labelled request (in order) and for the safety-tagged ones among them."""
+
+    def marks(arm: str, keep: Any) -> list[int]:
+        return [int(answer == ex.label) for ex, answer in answers[arm] if ex.label is not None and keep(ex)]
+
+    tagged = set(safety)
+    return {
+        part: {arm: marks(arm, keep) for arm in ("current", "candidate")}
+        for part, keep in (("all", lambda ex: True), ("safety", lambda ex: bool(set(ex.tags) & tagged)))
+    }
 
 
 def _log(dep: Deployment, report: dict[str, Any]) -> None:

@@ -12,7 +12,11 @@
    PII, paired-bootstrap staging): "pass" records a version that becomes current; "fail" or
    "needs-approval" is logged, the entries leave the memory again and :class:`UpdateBlockedError` is
    raised. With ``stage`` a passing candidate waits in ``pending.json`` for ``rehearsal shadow`` and
-   :func:`promote`, which runs the same governance.
+   :func:`promote`, which runs the same governance plus the shadow's or canary's per-request results
+   (``rehearsal.governance.updates.live_check``): a candidate worse than the deployed version on live
+   requests by more than the gate's margin fails, one with too few requests to show it needs approval.
+   A staged candidate that needs approval stays staged (its entries in the memory): ``rehearsal
+   approve`` records the person, and a second :func:`promote` ships it.
 
 An update is named by its data (``update-<digest>``), so the same file retried after ``rehearsal
 approve`` meets its approval.
@@ -34,7 +38,7 @@ from rehearsal.crypto.master_key import resolve_master_key
 from rehearsal.errors import ConfigError, IntegrityError, MissingKeyError, UpdateBlockedError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, safe_token
 from rehearsal.governance.audited import AuditedMemory, last_audited_generation
-from rehearsal.governance.gate import evaluate_gate
+from rehearsal.governance.gate import NEEDS_APPROVAL, evaluate_gate
 from rehearsal.governance.updates import govern_update, staging_check
 from rehearsal.governance.versions import rollback as rollback_memory
 from rehearsal.memory.facade import RehearsalMemory
@@ -212,6 +216,8 @@ def _govern(
     after: dict[str, float],
     staged: dict[str, tuple[np.ndarray, np.ndarray]],
     suite_ids: list[int],
+    live: dict[str, Any] | None = None,
+    staged_candidate: bool = False,
 ) -> int:
     try:
         return govern_update(
@@ -229,8 +235,12 @@ def _govern(
             staged={t: pair for t, pair in staged.items() if len(pair[0])},
             seed=dep.config.seed,
             update=uid,
+            live=live,
+            hold_for_approval=staged_candidate,
         )
-    except UpdateBlockedError:
+    except UpdateBlockedError as blocked:
+        if staged_candidate and blocked.decision == NEEDS_APPROVAL:
+            raise  # it stays staged, entries and all, until approved or rolled back
         # The blocked candidate's held-out examples leave the suite too; its weights are not kept.
         if suite_ids:
             suite.delete(suite_ids)
@@ -252,12 +262,13 @@ def _stage(
 ) -> UpdateResult:
     """Keep a candidate for shadowing; report what the gate would say now (it decides at promote)."""
     preview = evaluate_gate(before, after, [], [], dep.config.gate)
-    codes = list(preview.codes)
-    if preview.decision != "fail" and any(len(c) for c, _ in staged.values()):
-        _, staging_codes, _ = staging_check(
+    codes, decision = list(preview.codes), preview.decision
+    if decision != "fail" and any(len(c) for c, _ in staged.values()):
+        _, staging_codes, _, verdict = staging_check(
             dep.config.gate, {t: p for t, p in staged.items() if len(p[0])}, dep.config.seed
         )
         codes += staging_codes
+        decision = "fail" if "fail" in (decision, verdict) else "needs-approval" if codes else decision
     pending = {
         "update": uid,
         "weights": str(dep.weights_dir(uid).relative_to(dep.path)),
@@ -268,10 +279,7 @@ def _stage(
         "after": after,
         "staged": {t: [c.astype(int).tolist(), n.astype(int).tolist()] for t, (c, n) in staged.items()},
         "suite_ids": suite_ids,
-        "gate_preview": {
-            "decision": "fail" if codes and preview.decision != "needs-approval" else preview.decision,
-            "codes": [safe_token(c) for c in codes],
-        },
+        "gate_preview": {"decision": decision, "codes": [safe_token(c) for c in codes]},
     }
     dep.set_pending(pending)
     expert = state.novelty.get("expert") if state.novelty else None
@@ -308,9 +316,12 @@ def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> Upd
                 pending["after"],
                 staged,
                 list(pending["suite_ids"]),
+                live=pending.get("live"),
+                staged_candidate=True,
             )
-        except UpdateBlockedError:
-            dep.set_pending(None)
+        except UpdateBlockedError as blocked:
+            if blocked.decision != NEEDS_APPROVAL:
+                dep.set_pending(None)
             raise
     dep.set_pending(None)
     expert = state.novelty.get("expert") if state.novelty else None
@@ -327,7 +338,12 @@ def rollback(path: str | os.PathLike[str], version: int, *, keys: KeyRing | None
             f"version {version} is not a version of this deployment (see 'rehearsal versions')"
         )
     target = VersionState.load(Path(found[0].weights))
-    pending = dep.pending()
+    try:
+        pending = dep.pending()
+    except IntegrityError:
+        # A staged file that fails its check is dropped unread: its weights path is not trusted either.
+        dep.set_pending(None)
+        pending = None
     with dep.open_memory() as memory, dep.open_suite() as suite:
         log = dep.log()
         AuditedMemory(memory, log, actor="deployment")
