@@ -3,20 +3,24 @@
 A deployed classifier knows the kinds of *entities* (WordNet's living things: animals, people, plants,
 food, body parts; and physical objects: artifacts, places, substances...). Updates then bring *events*
 and qualities it has never seen (verbs of motion, contact, change...; then adjectives and adverbs), each
-with its own new labels. By default every update trains the deployment's one LoRA adapter on the new
-labels with hybrid replay from the memory; ``--strategy expert-growth`` gives a batch the novelty score
-calls new its own expert instead. The gate refuses an update that makes an entity task forgotten
-(``max_drop``). The versions' table shows each old task's accuracy as the events arrive.
+with its own new labels. By default the deployment grows experts: an update whose data the novelty score
+calls new gets its own LoRA expert and a router entry, and the entity expert is not trained at all; what
+an entity can still lose is a request the router sends to the wrong expert, and the gate measures that.
+``--strategy adapter-replay`` trains the one shared adapter on every update instead (with hybrid replay
+from the memory), and the gate refuses the updates that make an entity task forgotten (``max_drop``).
+The versions' table shows each old task's accuracy as the events arrive.
+
+The novelty threshold is 0.75 here, not the deployment default 0.85: WordNet's verbs and adjectives are
+glossed in the same dictionary register as its nouns, so their novelty scores (0.76-0.84) sit below a new
+product line's (0.93 in the support scenario) though their labels are all new.
 
 Text: ``rehearsal/data/wordnet_stream.jsonl.gz``, glosses from Debian's ``wordnet-base`` (WordNet 3.0
 licence, which allows redistribution with its notice: ``rehearsal/data/WORDNET_LICENSE``).
 
     python examples/entity_stream.py --out runs/entities
-    python examples/entity_stream.py --out runs/entities --strategy expert-growth
+    python examples/entity_stream.py --out runs/entities --strategy adapter-replay
 
-Cost, measured with MiniLM (``benchmarks/RESULTS.md``): 402 s of CPU; 33 minutes of wall time on a shared
-2-core machine at load average 10-12. With the default strategy the gate refuses both event updates
-(the shared adapter forgets 18-20 points of an entity task).
+Cost, measured with MiniLM: see ``benchmarks/RESULTS.md`` ("The two deployment scenarios").
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.folder import Deployment
 from rehearsal.runner.deployment.init import init_deployment
 from rehearsal.runner.deployment.report import write_report
-from rehearsal.runner.deployment.update import update
+from rehearsal.runner.deployment.update import approve, update
 from rehearsal.runner.tasks import Example, load_wordnet_stream
 
 ENTITIES, EVENTS = ("living", "physical"), ("verbs", "modifiers")
@@ -49,14 +53,6 @@ def _jsonl(path: Path, examples: list[Example]) -> Path:
         for ex in examples:
             fh.write(json.dumps({"text": ex.text, "label": ex.label, "task": ex.task}) + "\n")
     return path
-
-
-def _save_key(keys: KeyRing, path: Path) -> None:
-    """The run's master key (mode 0600): without it the deployment cannot be opened again, e.g. by
-    ``rehearsal versions OUT/deployment --key-file OUT/master.key``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(keys.export_base64() + "\n")
 
 
 def print_versions(dep: Deployment) -> None:
@@ -81,19 +77,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/entities", help="folder for the memory, deployment and report")
     parser.add_argument("--per-class", type=int, default=12, help="training examples per class")
+    parser.add_argument(
+        "--test-per-class", type=int, default=10, help="suite examples per class (one answer of 50: 2 points)"
+    )
     parser.add_argument("--model", default=None, help="base classifier (default: the packaged MiniLM)")
-    parser.add_argument("--epochs", type=float, default=4.0, help="training epochs of every update")
+    parser.add_argument("--epochs", type=float, default=8.0, help="training epochs of every update")
+    parser.add_argument("--learning-rate", type=float, default=5e-3, help="of the LoRA adapters and head")
     parser.add_argument(
         "--strategy",
-        default="adapter-replay",
+        default="expert-growth",
         choices=("adapter-replay", "expert-growth", "ewc"),
         help="how updates train (expert-growth: a new LoRA expert for a novel batch, old ones untouched)",
     )
     parser.add_argument(
         "--novelty-threshold",
         type=float,
-        default=0.85,
+        default=0.75,
         help="expert growth: the novelty score over which a batch gets a new expert",
+    )
+    parser.add_argument(
+        "--approver", default="catalog-owner", help="who accepts an update the gate flags (logged by name)"
     )
     args = parser.parse_args()
     started = time.perf_counter()
@@ -101,9 +104,9 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     keys = KeyRing.generate()
-    _save_key(keys, out / "master.key")
+    keys.to_file(out / "master.key")  # without it the deployment cannot be opened again
     stream = load_wordnet_stream(
-        max_train_per_class=args.per_class, max_test_per_class=4, tasks=[*ENTITIES, *EVENTS]
+        max_train_per_class=args.per_class, max_test_per_class=args.test_per_class, tasks=[*ENTITIES, *EVENTS]
     )
     task = {t.name: t for t in stream.tasks}
     entities = [ex for name in ENTITIES for ex in task[name].train]
@@ -114,7 +117,7 @@ def main() -> None:
     suite = _jsonl(out / "suite.jsonl", [ex for name in ENTITIES for ex in task[name].test])
     options = {
         "epochs": args.epochs,
-        "learning_rate": 2e-3,
+        "learning_rate": args.learning_rate,
         "max_labels": 48,
         "novelty_threshold": args.novelty_threshold,
         "replay": {"ratio": 0.5},
@@ -134,12 +137,17 @@ def main() -> None:
         data = _jsonl(out / f"{name}.jsonl", list(task[name].train))
         try:
             done = update(dep_path, data, keys=keys)
-            decision = (
-                f"; novelty {done.novelty['score']:.3f}: {done.novelty['decision']}" if done.novelty else ""
-            )
-            print(f"{name}: {done.update} -> v{done.version}{decision}")
         except UpdateBlockedError as exc:
             print(f"{name}: blocked by the gate ({exc.decision}): {'; '.join(exc.reasons)}")
+            if not exc.unproven_only:  # the stand-in approver accepts thin evidence only
+                continue
+            # The script stands in for the person the gate asks (who would read the reasons first).
+            approve(dep_path, exc.update, args.approver, keys=keys)
+            print(f"  approved by {args.approver}; the same data sent again")
+            done = update(dep_path, data, keys=keys)
+        novelty = done.novelty
+        decision = f"; novelty {novelty['score']:.3f}: {novelty['decision']}" if novelty else ""
+        print(f"{name}: {done.update} -> v{done.version}{decision}")
     print()
     print_versions(Deployment.open(dep_path, keys))
     page = write_report(dep_path, keys=keys)

@@ -103,8 +103,26 @@ class StorageError(RehearsalError, OSError):
 class UpdateBlockedError(RehearsalError):
     """A run's update was not promoted: ``decision`` is "fail" or "needs-approval", ``reasons`` say why."""
 
-    def __init__(self, message: str, *, decision: str, reasons: list[str], update: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        decision: str,
+        reasons: list[str],
+        update: str | None = None,
+        codes: list[str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.decision = decision
         self.reasons = list(reasons)
         self.update = update  # the update's id, which ``rehearsal approve`` takes
+        self.codes = list(codes or [])  # the reasons as the audit log has them: "regression:<task>", ...
+
+    @property
+    def unproven_only(self) -> bool:
+        """Whether the update waits for a person only because its numbers are too few to show that it is
+        within the gate's margin (every code a ``staging-unproven``, ``shadow-unproven`` or
+        ``canary-unproven`` one), not for a regression, PII or a new task left unlearned."""
+        kinds = {code.split(":", 1)[0] for code in self.codes}
+        unproven = bool(kinds) and all(kind.endswith("-unproven") for kind in kinds)
+        return self.decision == "needs-approval" and unproven

@@ -286,9 +286,11 @@ def test_grouped_votes_count_per_expert_not_per_task(tmp_path, rng):
     query = (0.3 * centres[0] + 0.3 * centres[1] + 0.4 * centres[2])[None, :].astype(np.float32)
     plain = AdapterRouter(memory, k=120, threshold=0.0)
     [(task, share)] = plain.vote(query)
-    assert task == "c" and share < 0.5
+    assert task == "c"
+    assert share < 0.5
     grouped = AdapterRouter(memory, k=120, threshold=0.0, groups={"a": "old", "b": "old", "c": "new"})
     [(expert, pooled)] = grouped.vote(query)
-    assert expert == "old" and pooled > 0.5
+    assert expert == "old"
+    assert pooled > 0.5
     assert grouped.route(query) == ["old"]
     memory.close()

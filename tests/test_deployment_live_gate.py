@@ -200,3 +200,33 @@ def test_a_staged_candidate_that_needs_approval_stays_staged_until_approved(
         ("pass", "lead"),
     ]
     assert updates[-1]["reasons"] == ["shadow-unproven:all"]
+
+
+def test_a_new_task_answered_at_chance_is_flagged_for_approval() -> None:
+    from rehearsal.runner.deployment.evaluate import unlearned_tasks
+    from rehearsal.runner.deployment.examples import Labelled
+    from rehearsal.runner.deployment.folder import VersionState
+
+    state = VersionState(
+        update="u",
+        labels=["a", "b", "c", "d", "x", "y"],
+        tasks={"old": ["x", "y"], "new": ["a", "b", "c", "d"], "learned": ["a", "b"]},
+        experts={},
+    )
+    held = [Labelled(text=f"t{i}", label="a", task="new", tags=()) for i in range(8)]
+    before = {"old": 0.9}
+    flags = unlearned_tasks(state, before, {"old": 0.2, "new": 0.25, "learned": 0.75}, held)
+    assert [code for code, _ in flags] == ["unlearned:new"]  # 0.25 over 4 labels is chance
+    assert "scores 0.250 on its 8 held-out examples" in flags[0][1]
+    assert unlearned_tasks(state, before, {"old": 0.9, "new": 0.375}, held) == []
+
+
+def test_a_block_is_unproven_only_when_every_code_is_thin_evidence() -> None:
+    def blocked(decision: str, *codes: str) -> UpdateBlockedError:
+        return UpdateBlockedError("x", decision=decision, reasons=[], codes=list(codes))
+
+    assert blocked("needs-approval", "staging-unproven:a", "canary-unproven:all").unproven_only
+    assert not blocked("needs-approval", "staging-unproven:a", "unlearned:b").unproven_only
+    assert not blocked("needs-approval", "pii-in-replay:email").unproven_only
+    assert not blocked("needs-approval").unproven_only
+    assert not blocked("fail", "staging-unproven:a").unproven_only

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rehearsal.cli.audit_show import show_audit
 from rehearsal.cli.common import (
@@ -28,8 +28,8 @@ from rehearsal.cli.records import positive_int
 from rehearsal.errors import ConfigError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory, bound_store_id, check_log_binding
-from rehearsal.governance.gate import approve
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
+from rehearsal.governance.updates import approve_update
 from rehearsal.governance.versions import list_versions, rollback
 from rehearsal.store.registry import is_server
 
@@ -220,24 +220,13 @@ def _approve(args: argparse.Namespace) -> Report:
         raise ValidationError("usage: rehearsal approve PATH UPDATE_ID --approver NAME")
     require_memory(args.path)
     log = AuditLog.open(_log_path(args), required_keys(args), create=False)
-    pending = _awaiting_approval(log, args.update)
-    if pending is None:
-        raise ValidationError(f"the audit log has no update {args.update!r} awaiting approval")
-    # The approval names what it accepts: these flags on this data. A retrained phase whose data or
-    # flags differ needs a new approval.
-    codes, digest = list(pending.get("reasons") or []), pending.get("data_digest")
-    entry = approve(log, args.update, args.approver, codes=codes, data_digest=digest)
+    entry = approve_update(log, args.update, args.approver)
     data = {"path": args.path, "update": args.update, "approver": args.approver, "seq": entry.seq}
-    line = f"approved {args.update} by {args.approver} (audit entry {entry.seq}); resume the run to ship it"
+    line = (
+        f"approved {args.update} by {args.approver} (audit entry {entry.seq}); to ship it, resume the run, "
+        "send a deployment's update data again, or promote its staged candidate"
+    )
     return Report(data, [line])
-
-
-def _awaiting_approval(log: AuditLog, update: str) -> dict[str, Any] | None:
-    """The latest ``train-update`` entry on ``update`` if its decision is "needs-approval", else None."""
-    for entry in reversed(log.entries()):
-        if entry.kind == "train-update" and entry.details.get("run_id") == update:
-            return dict(entry.details) if entry.details.get("decision") == "needs-approval" else None
-    return None
 
 
 def governance_verbs() -> dict[str, Verb]:

@@ -211,14 +211,7 @@ def _keygen(args: argparse.Namespace) -> Report:
     keys = KeyRing.generate()
     if args.out is None:
         return Report({"key": keys.export_base64(), "fingerprint": keys.fingerprint}, [keys.export_base64()])
-    try:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ValidationError(f"{args.out!r} exists; a key file is never overwritten") from None
-    except OSError as exc:
-        raise ValidationError(f"cannot create {args.out!r}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(keys.export_base64() + "\n")
+    keys.to_file(args.out)
     line = f"wrote a new master key to {args.out} (fingerprint {keys.fingerprint})"
     return Report({"path": args.out, "fingerprint": keys.fingerprint}, [line])
 

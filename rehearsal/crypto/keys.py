@@ -154,6 +154,19 @@ class KeyRing:
         except ValidationError as exc:
             raise ValidationError(f"environment variable {var}: {exc}") from None
 
+    def to_file(self, path: str | os.PathLike[str]) -> None:
+        """Write the key as base64 to a new file of mode 0600 (what :meth:`from_file` reads). An existing
+        file is never overwritten: losing the old key would lose everything sealed with it."""
+        shown = os.fspath(path)
+        try:
+            fd = os.open(shown, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise ValidationError(f"{shown!r} exists; a key file is never overwritten") from None
+        except OSError as exc:
+            raise ValidationError(f"cannot create {shown!r}: {exc.strerror}") from None
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(self.export_base64() + "\n")
+
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KeyRing:
         """From a file holding base64 text or 32 raw bytes, readable by its owner only (mode 0600 or 0400).

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.errors import UpdateBlockedError
-from rehearsal.governance.audit_log import AuditLog, safe_token
+from rehearsal.errors import UpdateBlockedError, ValidationError
+from rehearsal.governance.audit_log import AuditEntry, AuditLog, safe_token
 from rehearsal.governance.audited import (
     config_digest,
     last_audited_generation,
@@ -51,6 +51,7 @@ from rehearsal.governance.gate import (
     NEEDS_APPROVAL,
     PASS,
     GateConfig,
+    approve,
     compare,
     compare_arms,
     evaluate_gate,
@@ -61,7 +62,9 @@ from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = [
     "UNGATED",
+    "approve_update",
     "approver_of",
+    "awaiting_approval",
     "govern_update",
     "live_check",
     "run_id_for",
@@ -182,6 +185,7 @@ def govern_update(
     seed: int = 0,
     update: str | None = None,
     live: Mapping[str, Any] | None = None,
+    flags: Sequence[tuple[str, str]] = (),
     hold_for_approval: bool = False,
 ) -> int:
     """Gate, then version and audit the update (see the module docstring); returns the version number.
@@ -191,7 +195,8 @@ def govern_update(
     ``before`` and ``after``: accuracy per task measured before and after the phase (``before`` holds the
     tasks trained earlier). ``staged``: per earlier task, which held-out examples the current version and
     the candidate got right (same examples, same order), for the staging comparison. ``live``: a shadow's
-    or canary's per-request results (:func:`live_check`). ``hold_for_approval``: an update that needs
+    or canary's per-request results (:func:`live_check`). ``flags``: (code, reason) pairs a caller's own
+    checks raised, each of which needs approval. ``hold_for_approval``: an update that needs
     approval keeps its entries (a staged candidate waiting for ``rehearsal approve`` and a second
     promote); a failed one is always undone. Raises
     :class:`UpdateBlockedError` once the block is logged and undone.
@@ -218,6 +223,8 @@ def govern_update(
         if decision != FAIL and live is not None:
             live_summary, more_codes, more_reasons, verdict = live_check(gate, live, seed)
             checks.append((more_codes, more_reasons, verdict))
+        if decision != FAIL and flags:
+            checks.append(([c for c, _ in flags], [r for _, r in flags], NEEDS_APPROVAL))
         for more_codes, more_reasons, verdict in checks:
             codes += more_codes
             reasons += more_reasons
@@ -243,6 +250,7 @@ def govern_update(
             decision=decision,
             reasons=reasons,
             update=uid,
+            codes=codes,
         )
     tags = [f"task:{safe_token(t)}" for t in task_names]
     log_ingest(log, added, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
@@ -277,3 +285,22 @@ def approver_of(log: AuditLog, update: str, *, codes: Sequence[str], data_digest
             if same_data and set(codes) <= set(d.get("codes") or ()):
                 return str(d["approver"])
     return None
+
+
+def awaiting_approval(log: AuditLog, update: str) -> dict[str, Any] | None:
+    """The latest ``train-update`` entry on ``update`` if its decision is "needs-approval", else None."""
+    for entry in reversed(log.entries()):
+        if entry.kind == "train-update" and entry.details.get("run_id") == update:
+            return dict(entry.details) if entry.details.get("decision") == "needs-approval" else None
+    return None
+
+
+def approve_update(log: AuditLog, update: str, approver: str) -> AuditEntry:
+    """Record ``approver`` accepting the update the gate last flagged as ``update``. The approval names
+    what it accepts, these flags on this data, so a retrained update whose data or flags differ needs a
+    new one. ValidationError when the log holds no such update awaiting approval."""
+    pending = awaiting_approval(log, update)
+    if pending is None:
+        raise ValidationError(f"the audit log has no update {update!r} awaiting approval")
+    codes, digest = list(pending.get("reasons") or []), pending.get("data_digest")
+    return approve(log, update, approver, codes=codes, data_digest=digest)

@@ -1,4 +1,5 @@
-"""Scoring a version on labelled examples: per task, per slice, safety-tagged, and its latency."""
+"""Scoring a version on labelled examples: per task, per slice, safety-tagged, and its latency; and the
+check that a new task was learned at all."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.governance.audit_log import safe_token
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.examples import Labelled
+from rehearsal.runner.deployment.folder import VersionState
 from rehearsal.runner.deployment.model import DeployedModel
 
-__all__ = ["Scored", "latency_summary", "score"]
+__all__ = ["Scored", "latency_summary", "score", "unlearned_tasks"]
 
 
 def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
@@ -59,3 +62,23 @@ def timed_latency(
     """Per-request latency of ``model`` on the first ``limit`` examples, one request at a time."""
     _, latencies = model.timed_predict([ex.text for ex in examples[:limit]], memory)
     return latency_summary(latencies)
+
+
+def unlearned_tasks(
+    state: VersionState, before: dict[str, float], after: dict[str, float], held: list[Labelled]
+) -> list[tuple[str, str]]:
+    """A flag (code, reason) for each task the update brings that the candidate answers no better than
+    chance (one over its labels) on its held-out examples: shipping a task the model did not learn is a
+    silent failure the regression suite, which only looks at old tasks, cannot see."""
+    flags = []
+    for task in sorted(set(after) - set(before)):
+        labels = len(state.tasks.get(task, [])) or 1
+        chance = 1.0 / labels
+        if labels > 1 and after[task] <= chance:
+            n = sum(ex.task == task for ex in held)
+            reason = (
+                f"learning: new task {task!r} scores {after[task]:.3f} on its {n} held-out examples, no "
+                f"better than chance over its {labels} labels ({chance:.3f}): a person must accept it"
+            )
+            flags.append((f"unlearned:{safe_token(task)}", reason))
+    return flags

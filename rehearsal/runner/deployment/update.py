@@ -9,7 +9,8 @@
    score the candidate on the same and the new held-out ones (routed over the memory it will be
    deployed with), the safety-tagged ones and their latency;
 5. the existing gate decides (``govern_update``: regression,
-   PII, paired-bootstrap staging): "pass" records a version that becomes current; "fail" or
+   PII, paired-bootstrap staging, and ``evaluate.unlearned_tasks``: a new task answered no better than
+   chance needs approval): "pass" records a version that becomes current; "fail" or
    "needs-approval" is logged, the entries leave the memory again and :class:`UpdateBlockedError` is
    raised. With ``stage`` a passing candidate waits in ``pending.json`` for ``rehearsal shadow`` and
    :func:`promote`, which runs the same governance plus the shadow's or canary's per-request results
@@ -39,11 +40,11 @@ from rehearsal.errors import ConfigError, IntegrityError, MissingKeyError, Updat
 from rehearsal.governance.audit_log import AuditLog, safe_token
 from rehearsal.governance.audited import AuditedMemory, last_audited_generation
 from rehearsal.governance.gate import NEEDS_APPROVAL, evaluate_gate
-from rehearsal.governance.updates import govern_update, staging_check
+from rehearsal.governance.updates import approve_update, govern_update, staging_check
 from rehearsal.governance.versions import rollback as rollback_memory
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import embed_texts
-from rehearsal.runner.deployment.evaluate import score, timed_latency
+from rehearsal.runner.deployment.evaluate import score, timed_latency, unlearned_tasks
 from rehearsal.runner.deployment.examples import (
     Labelled,
     data_digest,
@@ -57,7 +58,7 @@ from rehearsal.runner.deployment.folder import Deployment, VersionState
 from rehearsal.runner.deployment.model import DeployedModel
 from rehearsal.runner.deployment.training import train_candidate
 
-__all__ = ["UpdateResult", "deployment_keys", "promote", "rollback", "update"]
+__all__ = ["UpdateResult", "approve", "deployment_keys", "promote", "rollback", "update"]
 
 
 @dataclasses.dataclass
@@ -190,6 +191,7 @@ def update(
         before, after, staged, metrics = _measure(
             dep, current, candidate, old_suite, held, memory, lambda: to_memory(memory, train, vectors)
         )
+        flags = unlearned_tasks(new_state, before, after, held)
         suite_ids = to_memory(suite, held)
         suite_ids_all = suite.ids()
         new_state.suite_boundary = (max(suite_ids_all) + 1) if suite_ids_all else 0
@@ -197,9 +199,11 @@ def update(
         candidate.save(weights)
         if stage if stage is not None else dep.config.stage:
             return _stage(
-                dep, uid, new_state, before, after, staged, generation_before, memory, log, suite_ids
+                dep, uid, new_state, before, after, staged, generation_before, memory, log, suite_ids, flags
             )
-        number = _govern(dep, memory, log, suite, uid, new_tasks, weights, before, after, staged, suite_ids)
+        number = _govern(
+            dep, memory, log, suite, uid, new_tasks, weights, before, after, staged, suite_ids, flags=flags
+        )
     expert = details.get("expert") if details else None
     return UpdateResult(uid, "pass", number, expert, details, new_state.metrics)
 
@@ -218,6 +222,7 @@ def _govern(
     suite_ids: list[int],
     live: dict[str, Any] | None = None,
     staged_candidate: bool = False,
+    flags: list[tuple[str, str]] | None = None,
 ) -> int:
     try:
         return govern_update(
@@ -236,6 +241,7 @@ def _govern(
             seed=dep.config.seed,
             update=uid,
             live=live,
+            flags=flags or [],
             hold_for_approval=staged_candidate,
         )
     except UpdateBlockedError as blocked:
@@ -259,10 +265,14 @@ def _stage(
     memory: RehearsalMemory,
     log: AuditLog,
     suite_ids: list[int],
+    flags: list[tuple[str, str]],
 ) -> UpdateResult:
     """Keep a candidate for shadowing; report what the gate would say now (it decides at promote)."""
     preview = evaluate_gate(before, after, [], [], dep.config.gate)
     codes, decision = list(preview.codes), preview.decision
+    if decision != "fail" and flags:
+        codes += [code for code, _ in flags]
+        decision = "needs-approval"
     if decision != "fail" and any(len(c) for c, _ in staged.values()):
         _, staging_codes, _, verdict = staging_check(
             dep.config.gate, {t: p for t, p in staged.items() if len(p[0])}, dep.config.seed
@@ -279,6 +289,7 @@ def _stage(
         "after": after,
         "staged": {t: [c.astype(int).tolist(), n.astype(int).tolist()] for t, (c, n) in staged.items()},
         "suite_ids": suite_ids,
+        "flags": [list(flag) for flag in flags],
         "gate_preview": {"decision": decision, "codes": [safe_token(c) for c in codes]},
     }
     dep.set_pending(pending)
@@ -318,6 +329,7 @@ def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> Upd
                 list(pending["suite_ids"]),
                 live=pending.get("live"),
                 staged_candidate=True,
+                flags=[(str(code), str(reason)) for code, reason in pending.get("flags", [])],
             )
         except UpdateBlockedError as blocked:
             if blocked.decision != NEEDS_APPROVAL:
@@ -326,6 +338,16 @@ def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> Upd
     dep.set_pending(None)
     expert = state.novelty.get("expert") if state.novelty else None
     return UpdateResult(pending["update"], "pass", number, expert, state.novelty, state.metrics)
+
+
+def approve(
+    path: str | os.PathLike[str], update_id: str, approver: str, *, keys: KeyRing | None = None
+) -> int:
+    """Record ``approver`` accepting the update the gate flagged (``rehearsal approve DIR UPDATE``);
+    returns the audit entry's number. A staged candidate then ships with :func:`promote`, an unstaged
+    update when its data is sent again (:func:`update`, which meets the approval)."""
+    dep = Deployment.open(path, deployment_keys(keys))
+    return approve_update(dep.log(), update_id, approver).seq
 
 
 def rollback(path: str | os.PathLike[str], version: int, *, keys: KeyRing | None = None) -> dict[str, Any]:
