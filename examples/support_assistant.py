@@ -23,8 +23,8 @@ Text: ``rehearsal/data/sentiment_stream.jsonl.gz``, sentences from the VADER sen
 
     python examples/support_assistant.py --out runs/support
 
-Cost, measured with MiniLM (``benchmarks/RESULTS.md``): 666 s of CPU; 39 minutes of wall time on a shared
-2-core machine at load average 9-10.
+Cost, measured with MiniLM (``benchmarks/RESULTS.md``): 2 min 6 s of wall time and 223 s of CPU on the
+2-core machine with one other single-thread job running.
 """
 
 from __future__ import annotations

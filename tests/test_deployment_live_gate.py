@@ -1,7 +1,7 @@
 """Staging that tells "worse" from "too few examples to tell", and promote judging the shadow/canary.
 
 The rule (``rehearsal.governance.gate.staging_verdict``): an interval within the margin passes, a change
-worse than the margin fails, and a change within the margin whose interval is too wide to show it needs
+worse than the margin fails, and a change within the margin whose interval reaches past it needs
 a person's approval. Promote applies the same rule to the per-request results a shadow or canary left,
 and the file that carries them (``pending.json``) is sealed with the deployment's key.
 """

@@ -20,7 +20,14 @@ from rehearsal.runner.deployment.priority import PrioritySelector, priority_ids,
 from rehearsal.runner.deployment.update import update
 from rehearsal.runner.sentiment import load_sentiment_stream
 
-FAST = {"epochs": 2, "learning_rate": 5e-3, "batch_size": 8, "max_length": 32, "max_labels": 8}
+FAST = {
+    "epochs": 2,
+    "learning_rate": 5e-3,
+    "batch_size": 8,
+    "max_length": 32,
+    "max_labels": 8,
+    "check_learning": False,
+}
 
 
 def _memory(path: Path, keys: KeyRing, encoder: Any) -> tuple[Path, int, int]:

@@ -82,7 +82,7 @@ def staging_check(
     """Staging: the candidate against the current version on the earlier tasks' held-out examples (paired
     bootstrap, ``rehearsal.governance.gate.compare``). Returns the per-task summary, codes and reasons
     for each task that does not pass (``staging:<task>`` when its change is worse than ``-gate.margin``,
-    ``staging-unproven:<task>`` when its interval is too wide to show it is not), and the decision:
+    ``staging-unproven:<task>`` when its interval reaches past it), and the decision:
     "pass", "fail", or "needs-approval" (see ``rehearsal.governance.gate.staging_verdict``)."""
     tasks = [task for task, (current, _) in staged.items() for _ in range(len(current))]
     report = compare(
@@ -146,7 +146,7 @@ def _staging_reason(what: str, row: Mapping[str, float], gate: GateConfig, verdi
         return f"staging: {what} {change}, worse than the margin -{gate.margin} ({interval})"
     return (
         f"staging: {what} changed {row['delta']:+.3f}, within the margin -{gate.margin}, but its {interval} "
-        "is too wide to show it: a person must approve"
+        "reaches past it, so these examples cannot show the change is within it: a person must approve"
     )
 
 

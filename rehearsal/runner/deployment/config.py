@@ -48,7 +48,9 @@ class DeploymentConfig(ConfigMixin):
     batch's replay drawn from the safety-tagged and rare-class entries (see
     ``rehearsal.runner.deployment.priority``; 0 turns priority off), a label being rare below
     ``rare_label_share`` x the mean entries per label; ``stage``: a candidate that passes the gate waits
-    for ``rehearsal promote`` (after ``rehearsal shadow``) instead of shipping at once.
+    for ``rehearsal promote`` (after ``rehearsal shadow``) instead of shipping at once;
+    ``check_learning``: a new task the candidate answers no better than chance on its held-out examples
+    needs approval (``rehearsal.runner.deployment.evaluate.unlearned_tasks``).
     """
 
     strategy: str = "adapter-replay"
@@ -67,6 +69,7 @@ class DeploymentConfig(ConfigMixin):
     novelty_calibration: int = 500
     route_k: int = 16
     stage: bool = False
+    check_learning: bool = True
     seed: int = 0
     replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
     ewc: EWCConfig = dataclasses.field(default_factory=EWCConfig)
@@ -100,5 +103,6 @@ class DeploymentConfig(ConfigMixin):
             raise ConfigError(f"'safety_tags' must be a list of tag names, got {tags!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
-        if not isinstance(self.stage, bool):
-            raise ConfigError(f"'stage' must be true or false, got {self.stage!r}")
+        for flag in ("stage", "check_learning"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag!r} must be true or false, got {getattr(self, flag)!r}")

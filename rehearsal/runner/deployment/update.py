@@ -191,7 +191,7 @@ def update(
         before, after, staged, metrics = _measure(
             dep, current, candidate, old_suite, held, memory, lambda: to_memory(memory, train, vectors)
         )
-        flags = unlearned_tasks(new_state, before, after, held)
+        flags = unlearned_tasks(new_state, before, after, held) if dep.config.check_learning else []
         suite_ids = to_memory(suite, held)
         suite_ids_all = suite.ids()
         new_state.suite_boundary = (max(suite_ids_all) + 1) if suite_ids_all else 0
