@@ -128,6 +128,12 @@ def _update(args: argparse.Namespace) -> Report:
     if result.novelty is not None:
         n = result.novelty
         lines.append(f"novelty {n['score']:.3f} (threshold {n['threshold']}): {n['decision']} {n['expert']}")
+    preview = result.gate_preview
+    if preview is not None and preview["decision"] != "pass":
+        # Said now, not after the shadow: a candidate the suite already refuses is not worth canarying.
+        codes = ", ".join(preview["codes"])
+        verdict = preview["decision"]
+        lines.append(f"the gate would decide {verdict} now ({codes}); promote decides after shadow")
     return Report({"path": args.path, **result.to_dict()}, lines)
 
 

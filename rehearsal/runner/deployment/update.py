@@ -69,6 +69,8 @@ class UpdateResult:
     expert: str | None
     novelty: dict[str, Any] | None
     metrics: dict[str, Any]
+    # A staged candidate: what the gate would decide now, before the shadow ({"decision", "codes"}).
+    gate_preview: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -279,7 +281,8 @@ def _stage(
         )
         codes += staging_codes
         decision = "fail" if "fail" in (decision, verdict) else "needs-approval" if codes else decision
-    pending = {
+    preview_now = {"decision": decision, "codes": [safe_token(c) for c in codes]}
+    pending: dict[str, Any] = {
         "update": uid,
         "weights": str(dep.weights_dir(uid).relative_to(dep.path)),
         "generation_before": generation_before,
@@ -290,11 +293,11 @@ def _stage(
         "staged": {t: [c.astype(int).tolist(), n.astype(int).tolist()] for t, (c, n) in staged.items()},
         "suite_ids": suite_ids,
         "flags": [list(flag) for flag in flags],
-        "gate_preview": {"decision": decision, "codes": [safe_token(c) for c in codes]},
+        "gate_preview": preview_now,
     }
     dep.set_pending(pending)
     expert = state.novelty.get("expert") if state.novelty else None
-    return UpdateResult(uid, "staged", None, expert, state.novelty, state.metrics)
+    return UpdateResult(uid, "staged", None, expert, state.novelty, state.metrics, gate_preview=preview_now)
 
 
 def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> UpdateResult:
