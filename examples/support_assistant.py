@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from rehearsal.runner.deployment.folder import Deployment
 from rehearsal.runner.deployment.init import init_deployment
 from rehearsal.runner.deployment.report import write_report
 from rehearsal.runner.deployment.shadow import shadow
-from rehearsal.runner.deployment.update import approve, promote, update
+from rehearsal.runner.deployment.update import UpdateResult, approve, promote, update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from rehearsal.runner.tasks import Example
 
@@ -104,36 +105,30 @@ def _replayed(metrics: dict[str, Any]) -> str:
     )
 
 
+def _with_approval(
+    what: str, act: Callable[[], UpdateResult], dep_path: Path, keys: KeyRing, approver: str
+) -> UpdateResult | None:
+    """Run ``act`` (an update or a promote). A block the gate fails is reported and the deployment keeps
+    its version (what an operator sees on a bad week, not a crash); one it holds for approval only on
+    thin evidence is approved by ``approver``, this script standing in for the person (who would read
+    the reasons first), and ``act`` runs again: an update with the same data, a promote of the same
+    staged candidate."""
+    try:
+        return act()
+    except UpdateBlockedError as exc:
+        print(f"{what}: blocked by the gate ({exc.decision}): {'; '.join(exc.reasons)}")
+        if not exc.unproven_only:  # a regression, PII or an unlearned task stays blocked
+            return None
+        approve(dep_path, exc.update, approver, keys=keys)
+        print(f"  approved by {approver}; {what} again")
+        return act()
+
+
 def _weekly_update(week: int, dep_path: Path, data: Path, keys: KeyRing, approver: str) -> None:
-    """One week's governed update. A batch the gate fails is reported and the deployment keeps its
-    version (what an operator sees on a bad week, not a crash); one it flags for approval is approved by
-    ``approver`` (this script stands in for the person, who would read the reasons first) and sent again."""
-    try:
-        done = update(dep_path, data, keys=keys)
-    except UpdateBlockedError as exc:
-        print(f"week {week}: blocked by the gate ({exc.decision}): {'; '.join(exc.reasons)}")
-        if not exc.unproven_only:  # the stand-in approver accepts thin evidence only
-            return
-        approve(dep_path, exc.update, approver, keys=keys)
-        print(f"  approved by {approver}; the same data sent again")
-        done = update(dep_path, data, keys=keys)
-    print(f"week {week}: {done.update} -> v{done.version}; novelty {done.novelty}")
-    print(f"  {_replayed(done.metrics)}")
-
-
-def _promote(dep_path: Path, keys: KeyRing, approver: str) -> None:
-    """Promote the staged candidate; when the canary's numbers are too few to show it is no worse, the
-    gate asks for a person, ``approver`` here, and the candidate ships on the second promote."""
-    try:
-        shipped = promote(dep_path, keys=keys)
-    except UpdateBlockedError as exc:
-        print(f"  promote blocked ({exc.decision}): {'; '.join(exc.reasons)}")
-        if not exc.unproven_only:  # the stand-in approver accepts thin evidence only
-            return
-        approve(dep_path, exc.update, approver, keys=keys)
-        print(f"  approved by {approver}")
-        shipped = promote(dep_path, keys=keys)
-    print(f"  promoted -> v{shipped.version}")
+    done = _with_approval(f"week {week}", lambda: update(dep_path, data, keys=keys), dep_path, keys, approver)
+    if done is not None:
+        print(f"week {week}: {done.update} -> v{done.version}; novelty {done.novelty}")
+        print(f"  {_replayed(done.metrics)}")
 
 
 def main() -> None:
@@ -195,7 +190,10 @@ def main() -> None:
         a = canary[arm]
         p95 = a["latency"]["p95_ms"]
         print(f"  canary {arm:<9} {a['requests']:>3} requests, accuracy {a['accuracy']}, p95 {p95} ms")
-    _promote(dep_path, keys, args.approver)
+    ship = lambda: promote(dep_path, keys=keys)  # noqa: E731 - the same promote, again once approved
+    shipped = _with_approval("week 2 promote", ship, dep_path, keys, args.approver)
+    if shipped is not None:
+        print(f"  promoted -> v{shipped.version}")
     # Week 3: more of the new line and of an old one.
     week3 = [*_part(task[NEW].train, 1, 2), *_part(task["movies"].train, 1, 2)]
     _weekly_update(3, dep_path, _jsonl(out / "week3.jsonl", week3), keys, args.approver)

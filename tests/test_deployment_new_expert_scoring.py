@@ -22,15 +22,8 @@ from rehearsal.runner.deployment.init import init_deployment
 from rehearsal.runner.deployment.model import DeployedModel
 from rehearsal.runner.deployment.update import update
 from rehearsal.runner.sentiment import load_sentiment_stream
+from tests.test_deployment import FAST
 
-FAST = {
-    "epochs": 8,
-    "learning_rate": 5e-3,
-    "batch_size": 8,
-    "max_length": 32,
-    "max_labels": 8,
-    "check_learning": False,
-}
 NEW_LABELS = {"negative": "ed-negative", "neutral": "ed-neutral", "positive": "ed-positive"}
 
 
