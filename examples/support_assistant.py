@@ -30,6 +30,7 @@ Cost, measured with MiniLM (``benchmarks/RESULTS.md``): 2 min 6 s of wall time a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -190,7 +191,7 @@ def main() -> None:
         a = canary[arm]
         p95 = a["latency"]["p95_ms"]
         print(f"  canary {arm:<9} {a['requests']:>3} requests, accuracy {a['accuracy']}, p95 {p95} ms")
-    ship = lambda: promote(dep_path, keys=keys)  # noqa: E731 - the same promote, again once approved
+    ship = functools.partial(promote, dep_path, keys=keys)
     shipped = _with_approval("week 2 promote", ship, dep_path, keys, args.approver)
     if shipped is not None:
         print(f"  promoted -> v{shipped.version}")
