@@ -7,8 +7,11 @@ admissions), and what it lost in that time (evictions by the admission policy):
 1. the validation gate (when ``RunConfig.gate`` is set): the past tasks' accuracies after the phase
    against those before it (regression suite), and a PII scan of the texts the phase put into the memory,
    which later phases replay (safety suite); then staging: the candidate against the current version on
-   the same held-out examples of every earlier task, promoted only if each task's paired-bootstrap
-   interval of the accuracy change stays above ``-gate.margin``. An update flagged for approval passes
+   the same held-out examples of every earlier task, promoted if each task's paired-bootstrap interval
+   of the accuracy change stays above ``-gate.margin``, failed if a task's change itself is below it, and
+   flagged for approval otherwise (the change is within the margin, the examples too few to show it;
+   ``rehearsal.governance.gate.staging_verdict``). A deployment's promote adds its shadow's or canary's
+   per-request results (:func:`live_check`). An update flagged for approval passes
    once ``rehearsal approve`` has recorded an approver for exactly these flags and this data (a keyed
    digest of the phase's texts) in the audit log;
 2. a promoted update becomes a version (``rehearsal.governance.versions``: weights folder, memory
