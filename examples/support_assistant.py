@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument(
         "--approver", default="support-lead", help="who accepts an update the gate flags (logged by name)"
     )
+    parser.add_argument(
+        "--router", default="knn", choices=("knn", "probe"), help="how expert growth routes a request"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out)
@@ -165,6 +168,7 @@ def main() -> None:
         "epochs": args.epochs,
         "learning_rate": args.learning_rate,
         "heldout": 0.25,
+        "router": args.router,
         "gate": {"max_drop": 0.15, "margin": 0.2},
     }
     dep_path = out / "deployment"

@@ -26,6 +26,7 @@ from rehearsal.governance.gate import GateConfig
 __all__ = ["STRATEGIES", "DeploymentConfig"]
 
 STRATEGIES = ("adapter-replay", "ewc", "expert-growth")
+ROUTERS = ("knn", "probe")
 
 
 def _number(name: str, value: object, low: float, high: float, *, open_low: bool = False) -> None:
@@ -50,7 +51,10 @@ class DeploymentConfig(ConfigMixin):
     ``rare_label_share`` x the mean entries per label; ``stage``: a candidate that passes the gate waits
     for ``rehearsal promote`` (after ``rehearsal shadow``) instead of shipping at once;
     ``check_learning``: a new task the candidate answers no better than chance on its held-out examples
-    needs approval (``rehearsal.runner.deployment.evaluate.unlearned_tasks``).
+    needs approval (``rehearsal.runner.deployment.evaluate.unlearned_tasks``); ``router``: how expert
+    growth sends a request to an expert, ``knn`` (the vote of its ``route_k`` nearest memories, counted
+    per expert) or ``probe`` (a linear classifier over the memory's vectors, refitted at each update on
+    at most ``probe_per_task`` entries of each task; ``rehearsal.methods.task_probe``).
     """
 
     strategy: str = "adapter-replay"
@@ -68,6 +72,8 @@ class DeploymentConfig(ConfigMixin):
     novelty_threshold: float = 0.85
     novelty_calibration: int = 500
     route_k: int = 16
+    router: str = "knn"
+    probe_per_task: int = 256
     stage: bool = False
     check_learning: bool = True
     seed: int = 0
@@ -82,11 +88,14 @@ class DeploymentConfig(ConfigMixin):
                 setattr(self, name, kind.from_dict(getattr(self, name)))
         if isinstance(self.gate, dict):
             self.gate = GateConfig.from_dict(self.gate)
+        if self.router not in ROUTERS:
+            raise ConfigError(f"'router' must be one of {list(ROUTERS)}, got {self.router!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"'strategy' must be one of {list(STRATEGIES)}, got {self.strategy!r}")
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise ConfigError(f"'model' must be a model folder or None, got {self.model!r}")
-        for name in ("max_labels", "batch_size", "eval_batch_size", "max_length", "novelty_calibration"):
+        numbers = ("max_labels", "batch_size", "eval_batch_size", "max_length", "novelty_calibration")
+        for name in (*numbers, "probe_per_task"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise ConfigError(f"{name!r} must be an int >= 2, got {value!r}")

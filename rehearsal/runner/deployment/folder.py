@@ -69,6 +69,7 @@ class VersionState:
     suite_boundary: int = 0  # one past the largest suite id when it was made (rollback trims above it)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     novelty: dict[str, Any] | None = None
+    router: dict[str, Any] | None = None  # expert growth with router "probe": the fitted TaskProbe
 
     def label_ids(self, labels: list[str]) -> list[int]:
         return [self.labels.index(label) for label in labels]

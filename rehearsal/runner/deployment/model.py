@@ -3,7 +3,8 @@
 The base classifier has ``config.max_labels`` outputs; a version predicts over the labels it knows
 (``VersionState.labels``). ``adapter-replay`` keeps one LoRA adapter ``shared``; ``expert-growth`` keeps
 one adapter per expert and routes each input by the k-NN vote of the memory's ``task`` metadata to the
-expert of the winning task, which predicts among its tasks' labels; ``ewc`` is the whole model.
+expert of the winning task (or by a fitted probe, router "probe"), which predicts among its tasks'
+labels; ``ewc`` is the whole model.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from rehearsal.embedding import default_model_path
+from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route, sequence_lora_config
 from rehearsal.methods.inference import embed_texts, predict_labels
+from rehearsal.methods.task_probe import TaskProbe
 from rehearsal.runner.deployment.config import DeploymentConfig
 from rehearsal.runner.deployment.folder import VersionState
 
@@ -106,14 +109,36 @@ class DeployedModel:
             return [None] * len(texts)
         if len(experts) == 1 or memory is None:
             return [next(iter(experts))] * len(texts)
+        vectors = embed_texts(list(texts), memory.encoder)
+        if self.state.router is not None:
+            return [str(e) for e in TaskProbe.from_dict(self.state.router).predict(vectors)]
         # Votes count per expert: an expert's tasks pool their neighbours against a newer expert's.
         groups = {t: e for e, ts in experts.items() for t in ts}
         router = AdapterRouter(
             memory, k=self.config.route_k, threshold=0.0, fallback="-", tasks=set(experts), groups=groups
         )
         first = next(iter(experts))
-        routed = router.route(embed_texts(list(texts), memory.encoder))
+        routed = router.route(vectors)
         return [e if e in experts else first for e in routed]
+
+    def fit_router(self, memory: RehearsalMemory) -> None:
+        """Router "probe": fit the version's probe on the memory as it will be deployed with, at most
+        ``probe_per_task`` entries of each task an expert holds (the first ones: a stable sample)."""
+        experts = self.state.experts
+        if self.config.router != "probe" or len(experts) < 2:
+            self.state.router = None
+            return
+        if memory.embedding_only:
+            raise ConfigError("router 'probe' learns from the memory's texts; this memory is embedding-only")
+        groups = memory.group_ids("task")
+        ids, names = [], []
+        for expert, tasks in experts.items():
+            for task in tasks:
+                chosen = sorted(groups.get(task, []))[: self.config.probe_per_task]
+                ids += chosen
+                names += [expert] * len(chosen)
+        vectors = embed_texts(memory.get_texts(ids), memory.encoder)
+        self.state.router = TaskProbe.fit(vectors, names, seed=self.config.seed).to_dict()
 
     def predict(self, texts: Sequence[str], memory: RehearsalMemory | None = None) -> list[str]:
         """The label each text gets (among the labels this version knows)."""

@@ -190,9 +190,12 @@ def update(
                 trained[key] = trained.get(key, 0.0) + value
         old_suite = suite_examples(suite, list(state.tasks))
         generation_before = memory.generation
-        before, after, staged, metrics = _measure(
-            dep, current, candidate, old_suite, held, memory, lambda: to_memory(memory, train, vectors)
-        )
+
+        def admit() -> None:  # the new examples enter the memory; the router learns them
+            to_memory(memory, train, vectors)
+            candidate.fit_router(memory)
+
+        before, after, staged, metrics = _measure(dep, current, candidate, old_suite, held, memory, admit)
         flags = unlearned_tasks(new_state, before, after, held) if dep.config.check_learning else []
         suite_ids = to_memory(suite, held)
         suite_ids_all = suite.ids()
