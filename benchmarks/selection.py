@@ -10,6 +10,9 @@ trained on the union with as many example passes and as many steps as a replay r
     .venv/bin/python benchmarks/selection.py --stream sentiment --methods random mir --seeds 0 1 2 3 4
     .venv/bin/python benchmarks/selection.py --data my_stream.jsonl --methods random hybrid --seeds 0 1
 
+``--summary-only`` trains nothing and summarises the finished runs (lanes run as separate processes on
+different seeds write their runs side by side; this joins them).
+
 Methods are ``rehearsal run`` methods (``naive``, ``multitask``, ``random``, ``retrieval``, ``hybrid`` and
 whatever replay modes the library registers). Runs go seed by seed and a finished run is reused when its
 saved config is the one asked for, so the script can be stopped and restarted. Writes
@@ -171,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", choices=list(CALIBRATIONS), default="weight_aligning")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/out/selection/<stream>")
     parser.add_argument("--results", type=Path, default=None, help="also copy the summary JSON here")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="train nothing: summarise the finished runs of these methods and seeds (after parallel lanes)",
+    )
     args = parser.parse_args(argv)
     if 4 * args.replay > args.batch_size + args.replay:
         parser.error("the sparse regime replays at most a quarter of each batch: --replay <= batch-size / 3")
@@ -192,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             config = config_for(method, seed, args, plan)
             done = Path(config.output_dir) / "results.json"
             result = json.loads(done.read_text()) if _complete(done, config) else None
+            if result is None and args.summary_only:
+                print(f"{method} seed={seed}: not run", flush=True)
+                continue
             if result is None:
                 result = run(config, resume=True, stream=stream).to_dict()
             runs[method].append(result)
