@@ -50,7 +50,7 @@ from rehearsal.runner.deployment.folder import Deployment
 from rehearsal.runner.deployment.init import init_deployment
 from rehearsal.runner.deployment.report import write_report
 from rehearsal.runner.deployment.shadow import shadow
-from rehearsal.runner.deployment.update import UpdateResult, approve, promote, update
+from rehearsal.runner.deployment.update import UpdateResult, approve, promote, rollback, update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from rehearsal.runner.tasks import Example
 
@@ -199,6 +199,11 @@ def main() -> None:
     shipped = _with_approval("week 2 promote", ship, dep_path, keys, args.approver)
     if shipped is not None:
         print(f"  promoted -> v{shipped.version}")
+    elif Deployment.open(dep_path, keys).pending() is not None:
+        # Held for a person who did not approve: the operator discards it, entries and all.
+        current = Deployment.open(dep_path, keys).current()[0].version
+        rollback(dep_path, current, keys=keys)
+        print(f"  not approved: the staged candidate is discarded (rollback to v{current})")
     # Week 3: more of the new line and of an old one.
     week3 = [*_part(task[NEW].train, 1, 2), *_part(task["movies"].train, 1, 2)]
     _weekly_update(3, dep_path, _jsonl(out / "week3.jsonl", week3), keys, args.approver)

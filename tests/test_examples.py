@@ -106,13 +106,19 @@ def test_support_assistant_scenario_grows_an_expert_for_the_new_line_and_prints_
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert re.search(r"week 2: update-\w+ staged; novelty .*'decision': 'new-expert'", out), out
-    assert re.search(r"^version +update +expert +editorials +movies +products +tweets +escalation", out, re.M)
+    # The new line's column is there once a version knows it (the tiny model's may not ship).
+    header = r"^version +update +expert +(editorials +)?movies +products +tweets +escalation"
+    assert re.search(header, out, re.M), out
     # The tiny model learns too little for the gate to pass every week: a blocked week is reported and
-    # keeps the version; the table holds the initial version, the new line's and each week that shipped.
-    weeks = re.findall(r"^week [13]: (update-\w+ -> v\d|blocked by the gate)", out, re.M)
-    assert len(weeks) == 2, out
-    shipped = sum(1 for w in weeks if w.startswith("update-"))
-    assert len(re.findall(r"^v\d ", out, re.M)) == 2 + shipped
+    # keeps the version (a week held only on thin evidence is approved and sent again); the table holds
+    # the initial version and each update that shipped: weeks 1 and 3, and the new line if promoted.
+    for week in (1, 3):
+        assert re.search(rf"^week {week}: (update-\w+ -> v\d|blocked by the gate)", out, re.M), out
+    shipped = len(re.findall(r"^week [13]: update-\w+ -> v\d", out, re.M))
+    promoted = len(re.findall(r"^  promoted -> v\d", out, re.M))
+    if not promoted:
+        assert "not approved: the staged candidate is discarded" in out or "(fail)" in out, out
+    assert len(re.findall(r"^v\d ", out, re.M)) == 1 + promoted + shipped
     assert (tmp_path / "out" / "deployment" / "report.html").is_file()
     assert (tmp_path / "out" / "master.key").stat().st_mode & 0o077 == 0  # kept for the CLI, private
 
