@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.results is not None:
                 args.results.parent.mkdir(parents=True, exist_ok=True)
                 args.results.write_text(json.dumps(summary, indent=2) + "\n")
-    print(to_markdown(summarize(runs)))
+    print(to_markdown(summarize({m: r for m, r in runs.items() if r})))
     return 0
 
 
