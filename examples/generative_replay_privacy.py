@@ -94,13 +94,7 @@ def run(folder: Path, args: argparse.Namespace) -> None:
         f"({cost.tokens_per_second:.1f} tokens/s, {cost.cpu_seconds:.0f} CPU s)"
     )
     ids = [stream.label_id(label) for _, label in requests]
-    guide = MemoryGuide(
-        memory,
-        k=config.guide_k,
-        min_similarity=config.min_similarity,
-        floor=config.guide_floor,
-        percentile=config.floor_percentile,
-    )
+    guide = MemoryGuide.from_config(memory, config)
     # Each class's floor from its own stored members (the texts are embedded again here; the memory
     # keeps only their vectors).
     guide.class_floors(

@@ -73,6 +73,7 @@ __all__ = [
     "run_id_for",
     "staging_check",
     "update_id",
+    "worst_decision",
 ]
 
 UNGATED = "ungated"  # the decision recorded for an update of a run without a gate
@@ -105,7 +106,7 @@ def staging_check(
             codes.append(f"{'staging' if verdict == FAIL else 'staging-unproven'}:{safe_token(task)}")
             reasons.append(_staging_reason(f"task {task!r}", row, gate, verdict))
     summary = {safe_token(task): _rounded(row) for task, row in report.tasks.items()}
-    return summary, codes, reasons, _worst(verdicts)
+    return summary, codes, reasons, worst_decision(verdicts)
 
 
 def live_check(
@@ -139,7 +140,7 @@ def live_check(
             codes.append(f"{mode if verdict == FAIL else mode + '-unproven'}:{part}")
             what = "requests" if part == "all" else "safety-tagged requests"
             reasons.append(_staging_reason(f"{mode} on {what}", row, gate, verdict))
-    return summary, codes, reasons, _worst(verdicts)
+    return summary, codes, reasons, worst_decision(verdicts)
 
 
 def _staging_reason(what: str, row: Mapping[str, float], gate: GateConfig, verdict: str) -> str:
@@ -153,7 +154,8 @@ def _staging_reason(what: str, row: Mapping[str, float], gate: GateConfig, verdi
     )
 
 
-def _worst(verdicts: Sequence[str]) -> str:
+def worst_decision(verdicts: Sequence[str]) -> str:
+    """The strictest of gate decisions: fail over needs-approval over pass."""
     return FAIL if FAIL in verdicts else NEEDS_APPROVAL if NEEDS_APPROVAL in verdicts else PASS
 
 
@@ -231,7 +233,7 @@ def govern_update(
         for more_codes, more_reasons, verdict in checks:
             codes += more_codes
             reasons += more_reasons
-            decision = _worst([decision, verdict])
+            decision = worst_decision([decision, verdict])
         if decision == NEEDS_APPROVAL:
             approver = approver_of(log, uid, codes=codes, data_digest=digest)
             decision = PASS if approver is not None else NEEDS_APPROVAL

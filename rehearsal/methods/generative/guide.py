@@ -26,6 +26,7 @@ import numpy as np
 
 from rehearsal.errors import ConfigError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.generative.config import GenerativeConfig
 
 __all__ = ["FLOORS", "REASONS", "GuideVerdict", "MemoryGuide"]
 
@@ -86,6 +87,21 @@ class MemoryGuide:
         self.floor = floor
         self.percentile = percentile
         self.floors: dict[int, float] = {}
+
+    @classmethod
+    def from_config(cls, memory: RehearsalMemory, config: GenerativeConfig) -> MemoryGuide:
+        """The guide a generative config describes (``guide_k``, ``min_similarity``, ``margin``,
+        ``copy_cosine``, ``guide_floor``, ``floor_percentile``): one place, so a run and a script that
+        judge generations with the same config judge them alike."""
+        return cls(
+            memory,
+            k=config.guide_k,
+            min_similarity=config.min_similarity,
+            margin=config.margin,
+            copy_cosine=config.copy_cosine,
+            floor=config.guide_floor,
+            percentile=config.floor_percentile,
+        )
 
     def class_floors(self, vectors: np.ndarray, labels: Sequence[int]) -> dict[int, float]:
         """Each class's floor, from its real members as stored in the memory: the ``percentile`` of the

@@ -40,7 +40,7 @@ from rehearsal.errors import ConfigError, IntegrityError, MissingKeyError, Updat
 from rehearsal.governance.audit_log import AuditLog, safe_token
 from rehearsal.governance.audited import AuditedMemory, last_audited_generation
 from rehearsal.governance.gate import NEEDS_APPROVAL, evaluate_gate
-from rehearsal.governance.updates import approve_update, govern_update, staging_check
+from rehearsal.governance.updates import approve_update, govern_update, staging_check, worst_decision
 from rehearsal.governance.versions import rollback as rollback_memory
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import embed_texts
@@ -283,7 +283,7 @@ def _stage(
             dep.config.gate, {t: p for t, p in staged.items() if len(p[0])}, dep.config.seed
         )
         codes += staging_codes
-        decision = "fail" if "fail" in (decision, verdict) else "needs-approval" if codes else decision
+        decision = worst_decision([decision, verdict])
     preview_now = {"decision": decision, "codes": [safe_token(c) for c in codes]}
     pending: dict[str, Any] = {
         "update": uid,

@@ -133,15 +133,7 @@ def write_pool(generator: ClassGenerator, ctx: PhaseContext, memory: RehearsalMe
     ids = [ctx.stream.label_id(lab) for _, lab in requests]
     order = list(range(len(texts)))
     if cfg.guide:
-        guide = MemoryGuide(
-            memory,
-            k=cfg.guide_k,
-            min_similarity=cfg.min_similarity,
-            margin=cfg.margin,
-            copy_cosine=cfg.copy_cosine,
-            floor=cfg.guide_floor,
-            percentile=cfg.floor_percentile,
-        )
+        guide = MemoryGuide.from_config(memory, cfg)
         real_ids = [int(y) for y in ctx.train[LABELS]]
         floors = guide.class_floors(np.asarray(ctx.train[ctx.config.replay.vector_column]), real_ids)
         verdict = guide.judge(texts, ids)
