@@ -2,15 +2,17 @@
 
 ::
 
-    DIR/deployment.json         format, config (rehearsal.runner.deployment.config.DeploymentConfig)
+    DIR/deployment.json         format, config (rehearsal.runner.deployment.config.DeploymentConfig), tag
     DIR/memory/                 the replay memory (encrypted), its versions.json and audit.log
     DIR/suite/                  the regression suite: held-out examples of every task (encrypted memory)
-    DIR/weights/<update>/       a version's (or a candidate's) weights and its state.json
+    DIR/weights/<update>/       a version's (or a candidate's) weights, its state.json and seal.json
     DIR/pending.json            a staged candidate awaiting ``rehearsal promote`` (at most one; keyed tag)
 
 The deployed version is the memory's current version (``rehearsal.governance.versions``); its weights
 folder's ``state.json`` (:class:`VersionState`) says which labels, tasks and experts it knows and what it
 measured when it shipped. ``rehearsal rollback`` moves the pointer back; nothing here copies it.
+``deployment.json`` and every weights folder are sealed with the deployment's key
+(``rehearsal.runner.deployment.seal``) and checked before they are used.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rehearsal._files import atomic_write
 from rehearsal.crypto.keys import KeyRing
@@ -30,11 +32,16 @@ from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.versions import Version, list_versions
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.config import DeploymentConfig
+from rehearsal.runner.deployment.seal import config_tag, seal_weights, verify_weights
+
+if TYPE_CHECKING:
+    from rehearsal.runner.deployment.model import DeployedModel
 
 __all__ = ["DEPLOYMENT_FILE", "Deployment", "VersionState", "is_deployment"]
 
 DEPLOYMENT_FILE = "deployment.json"
-_FORMAT = "rehearsal-deployment/1"
+_FORMAT = "rehearsal-deployment/2"
+_UNSEALED_FORMAT = "rehearsal-deployment/1"  # before the config and the weights were sealed
 _STATE = "state.json"
 _PENDING = "pending.json"
 _PENDING_PURPOSE = "deployment-pending-tag"
@@ -106,15 +113,26 @@ class Deployment:
             raise ConfigError(f"{str(folder)!r} exists and is not empty; a deployment needs a new folder")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "weights").mkdir()
-        _write_json(folder / DEPLOYMENT_FILE, {"format": _FORMAT, "config": config.to_dict()})
+        body = {"format": _FORMAT, "config": config.to_dict()}
+        _write_json(folder / DEPLOYMENT_FILE, {**body, "tag": config_tag(keys, body)})
         return cls(folder, config, keys)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], keys: KeyRing) -> Deployment:
         folder = Path(path)
+        where = repr(str(folder / DEPLOYMENT_FILE))
         data = _read_json(folder / DEPLOYMENT_FILE, "deployment file")
+        if isinstance(data, dict) and data.get("format") == _UNSEALED_FORMAT:
+            raise StoreFormatError(
+                f"{where} was made by an earlier rehearsal that did not seal its config and weights; "
+                "make a new deployment (rehearsal init-deployment) from its memory"
+            )
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise StoreFormatError(f"{str(folder / DEPLOYMENT_FILE)!r} is not a deployment ({_FORMAT!r})")
+            raise StoreFormatError(f"{where} is not a deployment ({_FORMAT!r})")
+        body = {k: v for k, v in data.items() if k != "tag"}
+        tag = data.get("tag")
+        if not isinstance(tag, str) or not hmac.compare_digest(tag, config_tag(keys, body)):
+            raise IntegrityError(f"{where} fails its check (edited, or sealed with another key)")
         return cls(folder, DeploymentConfig.from_dict(data["config"]), keys)
 
     # -- parts ------------------------------------------------------------------------------------
@@ -146,6 +164,16 @@ class Deployment:
     def log(self) -> AuditLog:
         return AuditLog.open(default_log_path(self.memory_path), self.keys)
 
+    def save_version(self, model: DeployedModel, folder: Path) -> None:
+        """Write ``model`` (weights and state) into the new ``folder`` and seal it."""
+        model.save(folder)
+        seal_weights(folder, self.keys)
+
+    def load_state(self, folder: Path) -> VersionState:
+        """The state of the weights folder ``folder``, once its seal shows nothing in it changed."""
+        verify_weights(folder, self.keys)
+        return VersionState.load(folder)
+
     # -- versions ---------------------------------------------------------------------------------
     def versions(self) -> tuple[list[Version], int | None]:
         return list_versions(self.memory_path)
@@ -156,14 +184,17 @@ class Deployment:
         found = [v for v in versions if v.version == current]
         if not found:
             raise NotFoundError(f"deployment {str(self.path)!r} has no current version")
-        return found[0], VersionState.load(Path(found[0].weights))
+        return found[0], self.load_state(Path(found[0].weights))
 
-    def states(self) -> list[tuple[Version, VersionState]]:
-        """Every live (not withdrawn) version with its state, oldest first."""
+    def own_versions(self) -> list[Version]:
+        """Every live (not withdrawn) version this deployment made, oldest first."""
         versions, _ = self.versions()
         # Versions a source run recorded before the deployment was made have no state: not its own.
-        own = [v for v in versions if not v.withdrawn and (Path(v.weights) / _STATE).is_file()]
-        return [(v, VersionState.load(Path(v.weights))) for v in own]
+        return [v for v in versions if not v.withdrawn and (Path(v.weights) / _STATE).is_file()]
+
+    def states(self) -> list[tuple[Version, VersionState]]:
+        """Every live version with its state (each folder's seal checked), oldest first."""
+        return [(v, self.load_state(Path(v.weights))) for v in self.own_versions()]
 
     # -- the staged candidate -----------------------------------------------------------------------
     # promote ships what this file says the staging measured, so it carries a keyed tag: an edited

@@ -158,7 +158,7 @@ def init_deployment(
             "examples": len(tests),
             "memory_entries": len(mem),
         }
-        first.save(weights)
+        dep.save_version(first, weights)
         number = govern_update(
             memory=mem,
             log=audited.log,

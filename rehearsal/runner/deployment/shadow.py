@@ -26,7 +26,7 @@ from rehearsal.governance.audit_log import safe_token
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.evaluate import latency_summary
 from rehearsal.runner.deployment.examples import Labelled, read_examples
-from rehearsal.runner.deployment.folder import Deployment, VersionState
+from rehearsal.runner.deployment.folder import Deployment
 from rehearsal.runner.deployment.model import DeployedModel
 from rehearsal.runner.deployment.update import deployment_keys
 
@@ -94,7 +94,7 @@ def shadow(
     version, state = dep.current()
     cand_weights = dep.path / pending["weights"]
     current = DeployedModel.load(dep.config, state, Path(version.weights))
-    candidate = DeployedModel.load(dep.config, VersionState.load(cand_weights), cand_weights)
+    candidate = DeployedModel.load(dep.config, dep.load_state(cand_weights), cand_weights)
     safety = dep.config.safety_tags
     with dep.open_memory(read_only=True) as memory:
         if canary is None:

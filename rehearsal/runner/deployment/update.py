@@ -201,7 +201,7 @@ def update(
         suite_ids_all = suite.ids()
         new_state.suite_boundary = (max(suite_ids_all) + 1) if suite_ids_all else 0
         new_state.metrics = {**metrics, "memory_entries": len(memory), "training": trained}
-        candidate.save(weights)
+        dep.save_version(candidate, weights)
         if stage if stage is not None else dep.config.stage:
             return _stage(
                 dep, uid, new_state, before, after, staged, generation_before, memory, log, suite_ids, flags
@@ -310,7 +310,7 @@ def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> Upd
     if pending is None:
         raise ValidationError(f"deployment {str(dep.path)!r} has no staged candidate to promote")
     weights = dep.path / pending["weights"]
-    state = VersionState.load(weights)
+    state = dep.load_state(weights)
     staged = {
         t: (np.asarray(c, dtype=bool), np.asarray(n, dtype=bool)) for t, (c, n) in pending["staged"].items()
     }
@@ -360,12 +360,13 @@ def rollback(path: str | os.PathLike[str], version: int, *, keys: KeyRing | None
     """Make ``version`` current again: the memory loses the entries added since (logged), the suite its
     later held-out examples, and a staged candidate is discarded."""
     dep = Deployment.open(path, deployment_keys(keys))
-    found = [v for v, _ in dep.states() if v.version == version] if _has_state(dep, version) else []
+    # Only the target's seal is checked: a damaged other version must not stop a rollback away from it.
+    found = [v for v in dep.own_versions() if v.version == version]
     if not found:
         raise ValidationError(
             f"version {version} is not a version of this deployment (see 'rehearsal versions')"
         )
-    target = VersionState.load(Path(found[0].weights))
+    target = dep.load_state(Path(found[0].weights))
     try:
         pending = dep.pending()
     except IntegrityError:
@@ -389,8 +390,3 @@ def rollback(path: str | os.PathLike[str], version: int, *, keys: KeyRing | None
         "suite_removed": len(later),
         "discarded": None if pending is None else pending["update"],
     }
-
-
-def _has_state(dep: Deployment, version: int) -> bool:
-    versions, _ = dep.versions()
-    return any(v.version == version and (Path(v.weights) / "state.json").is_file() for v in versions)
