@@ -14,8 +14,10 @@ trained on the union with as many example passes and as many steps as a replay r
 different seeds write their runs side by side; this joins them).
 
 Methods are ``rehearsal run`` methods (``naive``, ``multitask``, ``random``, ``retrieval``, ``hybrid`` and
-whatever replay modes the library registers). Runs go seed by seed and a finished run is reused when its
-saved config is the one asked for, so the script can be stopped and restarted. Writes
+whatever replay modes the library registers); ``METHOD:separated`` trains a replay method with the
+separated softmax instead of cross-entropy (runs under ``METHOD-separated_s<seed>``). Runs go seed by seed
+and a finished run is reused when its saved config is the one asked for, so the script can be stopped and
+restarted. Writes
 benchmarks/out/selection/<stream>/<method>_s<seed>/ and summary.json / summary.md there (``--results`` also
 copies the summary, e.g. to benchmarks/results/); the summary holds each method's mean ± sd and the
 difference to random replay paired by seed, with its 95% t-interval.
@@ -33,7 +35,7 @@ from typing import Any
 from _paired import describe, paired_difference
 from continual import _complete, _just_trained  # also sets the offline flags and a master key
 
-from rehearsal.config import ReplayConfig
+from rehearsal.config import LOSSES, ReplayConfig
 from rehearsal.methods.calibration import CALIBRATIONS
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.loop import run
@@ -68,7 +70,25 @@ def budget(stream: TaskStream, batch: int, replay: int) -> dict[str, Any]:
     }
 
 
-def config_for(method: str, seed: int, args: argparse.Namespace, plan: dict[str, Any]) -> RunConfig:
+def parse_method(spec: str) -> tuple[str, str]:
+    """``"random"`` -> (random, ce); ``"random:separated"`` -> (random, separated): a replay method
+    with another loss, compared like any other method (its runs go to ``random-separated_s<seed>``)."""
+    method, _, loss = spec.partition(":")
+    loss = loss or "ce"
+    if loss not in LOSSES:
+        raise SystemExit(f"{spec!r}: the loss after ':' must be one of {sorted(LOSSES)}")
+    if loss != "ce" and method in ("multitask", "naive"):
+        raise SystemExit(f"{spec!r}: only a replay method takes another loss")
+    return method, loss
+
+
+def run_name(spec: str) -> str:
+    method, loss = parse_method(spec)
+    return method if loss == "ce" else f"{method}-{loss}"
+
+
+def config_for(spec: str, seed: int, args: argparse.Namespace, plan: dict[str, Any]) -> RunConfig:
+    method, loss = parse_method(spec)
     common: dict[str, Any] = {
         "method": method,
         "data": None if args.data is None else str(args.data),
@@ -80,7 +100,7 @@ def config_for(method: str, seed: int, args: argparse.Namespace, plan: dict[str,
         "seed": seed,
         "policy": "keep_all",
         "progress": False,
-        "output_dir": str(args.out / f"{method}_s{seed}"),
+        "output_dir": str(args.out / f"{run_name(spec)}_s{seed}"),
     }
     if method == "multitask":
         # One phase over the union with the replay runs' example passes and steps: a larger batch, more
@@ -97,7 +117,7 @@ def config_for(method: str, seed: int, args: argparse.Namespace, plan: dict[str,
     calibration = "none" if method == "naive" else args.calibration
     return RunConfig(
         **common,
-        loss="ce",
+        loss=loss,
         mask_unseen=True,
         calibration=calibration,
         epochs=1.0,
@@ -186,18 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     args.max_length = args.max_length or (32 if name == "wordnet" else 48)
     args.out = args.out or Path("benchmarks/out/selection") / name
     args.out.mkdir(parents=True, exist_ok=True)
-    for method in args.methods:
-        get_strategy(method)  # an unknown method fails here, before any run starts
+    for spec in args.methods:
+        get_strategy(parse_method(spec)[0])  # an unknown method fails here, before any run starts
 
     stream = load(args)
     plan = budget(stream, args.batch_size, args.replay)
     shares = ", ".join("—" if s is None else f"{s:.0%}" for s in plan["replayed_share_of_memory"])
     print(f"{name}: train per task {plan['train_per_task']}, replayed share of the memory {shares}")
     settings = {k: str(v) for k, v in vars(args).items()}
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
+    runs: dict[str, list[dict[str, Any]]] = {run_name(m): [] for m in args.methods}
     for seed in args.seeds:
-        for method in args.methods:
-            config = config_for(method, seed, args, plan)
+        for spec in args.methods:
+            method = run_name(spec)
+            config = config_for(spec, seed, args, plan)
             done = Path(config.output_dir) / "results.json"
             result = json.loads(done.read_text()) if _complete(done, config) else None
             if result is None and args.summary_only:

@@ -7,8 +7,8 @@ every past phase's training data (admitted after each phase through ``RunConfig.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -20,7 +20,11 @@ from rehearsal.replay.trainer import LABELS
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.strategies.base import PhaseContext, Strategy, register
 
+if TYPE_CHECKING:
+    from rehearsal.memory.facade import RehearsalMemory
+
 __all__ = [
+    "CLASS_MEAN_PER_CLASS",
     "CoverageReplay",
     "DiverseReplay",
     "HybridReplay",
@@ -28,6 +32,8 @@ __all__ = [
     "RandomReplay",
     "ReplayStrategy",
     "RetrievalReplay",
+    "class_mean_seed",
+    "memory_sample",
 ]
 
 
@@ -42,7 +48,7 @@ def _policy(config: RunConfig) -> AdmissionPolicy:
 _CALIBRATION_PER_CLASS = 10
 # Class means (prediction="ncm") want more: the mean of 50 unit features per class is stable, and one
 # inference pass over 45 x 50 texts after a phase stays small beside its training.
-_CLASS_MEAN_PER_CLASS = 50
+CLASS_MEAN_PER_CLASS = 50
 
 
 class ReplayStrategy(Strategy):
@@ -94,27 +100,36 @@ class ReplayStrategy(Strategy):
     def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
         """Up to ``_CALIBRATION_PER_CLASS`` memory entries per seen class (the memory holds this phase's
         examples too once the phase is trained), drawn with the run's seed and the phase."""
-        return self._memory_sample(ctx, _CALIBRATION_PER_CLASS, stream=0)
+        # The calibration draw's seed predates the class means' (kept so earlier runs reproduce).
+        seed = [ctx.config.seed, ctx.phase]
+        return memory_sample(ctx.open_memory(), ctx.seen_classes, _CALIBRATION_PER_CLASS, seed=seed)
 
     def class_mean_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
-        """Up to ``_CLASS_MEAN_PER_CLASS`` memory entries per seen class, drawn like the calibration set."""
-        return self._memory_sample(ctx, _CLASS_MEAN_PER_CLASS, stream=1)
+        """Up to ``CLASS_MEAN_PER_CLASS`` memory entries per seen class, drawn like the calibration set."""
+        seed = class_mean_seed(ctx.config.seed, ctx.phase)
+        return memory_sample(ctx.open_memory(), ctx.seen_classes, CLASS_MEAN_PER_CLASS, seed=seed)
 
-    def _memory_sample(
-        self, ctx: PhaseContext, per_class: int, *, stream: int
-    ) -> tuple[list[str], list[int]]:
-        # stream 0 keeps the calibration set's draw exactly as it was before class means existed.
-        seed = [ctx.config.seed, ctx.phase] if stream == 0 else [ctx.config.seed, ctx.phase, stream]
-        rng = np.random.default_rng(seed)
-        memory = ctx.open_memory()
-        groups = memory.group_ids("label")
-        ids: list[int] = []
-        for label in sorted(ctx.seen_classes):
-            members = groups.get(label, [])
-            take = min(len(members), per_class)
-            ids.extend(int(i) for i in rng.choice(members, size=take, replace=False))
-        labels = [int(row.label) for row in (memory.entries(ids)[i] for i in ids)]  # type: ignore[arg-type]
-        return memory.get_texts(ids), labels
+
+def class_mean_seed(seed: int, phase: int) -> list[int]:
+    """The seed of phase ``phase``'s class-mean draw in a run seeded ``seed`` (also for a read-out
+    from a finished run's saved weights: ``benchmarks/selection_ncm.py``)."""
+    return [seed, phase, 1]
+
+
+def memory_sample(
+    memory: RehearsalMemory, classes: Sequence[int], per_class: int, *, seed: Sequence[int]
+) -> tuple[list[str], list[int]]:
+    """(texts, labels): up to ``per_class`` entries of each label in ``classes``, drawn without
+    replacement from ``memory`` in label order with ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(list(seed))
+    groups = memory.group_ids("label")
+    ids: list[int] = []
+    for label in sorted(classes):
+        members = groups.get(label, [])
+        take = min(len(members), per_class)
+        ids.extend(int(i) for i in rng.choice(members, size=take, replace=False))
+    labels = [int(row.label) for row in (memory.entries(ids)[i] for i in ids)]  # type: ignore[arg-type]
+    return memory.get_texts(ids), labels
 
 
 @register
