@@ -62,12 +62,13 @@ def ncm_matrix(folder: Path, stream: TaskStream, config: RunConfig, keys: Any) -
             )
 
             means = NearestClassMean.fit(_features(model, tokenizer, texts, config), labels)
-            for earlier in stream.tasks[: phase + 1]:
+            # Every task, as the run evaluates them (a later task's row feeds forward transfer).
+            for evaluated in stream.tasks:
                 predicted = means.predict(
-                    _features(model, tokenizer, [ex.text for ex in earlier.test], config)
+                    _features(model, tokenizer, [ex.text for ex in evaluated.test], config)
                 )
-                truth = [stream.label_id(ex.label) for ex in earlier.test]
-                matrix.record(task.name, earlier.name, float((predicted == truth).mean()))
+                truth = [stream.label_id(ex.label) for ex in evaluated.test]
+                matrix.record(task.name, evaluated.name, float((predicted == truth).mean()))
             so_far = matrix.average_accuracy(phase)
             print(f"  {folder.name} phase {phase} ({task.name}): ACC so far {so_far:.3f}", flush=True)
     return matrix
