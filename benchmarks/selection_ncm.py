@@ -80,6 +80,35 @@ def _features(model: Any, tokenizer: Any, texts: list[str], config: RunConfig) -
     )
 
 
+READOUT_FILE = "ncm_readout.json"
+
+
+def read_out(folder: Path, stream_name: str, keys: Any) -> dict[str, Any]:
+    """The run's head summary and its NCM read-out; kept in ``folder/ncm_readout.json`` and reused while
+    the run's results and the class-mean draw size are unchanged (a read-out costs about a run's
+    evaluation)."""
+    result = json.loads((folder / "results.json").read_text())
+    cached = folder / READOUT_FILE
+    if cached.is_file():
+        entry: dict[str, Any] = json.loads(cached.read_text())
+        if entry.get("config") == result["config"] and entry.get("per_class") == CLASS_MEAN_PER_CLASS:
+            return entry
+    config = RunConfig.from_dict(result["config"])
+    loader = load_wordnet_stream if stream_name == "wordnet" else load_sentiment_stream
+    stream = loader(max_test_per_class=config.max_test_per_class)
+    matrix = ncm_matrix(folder, stream, config, keys)
+    ncm = summarize(matrix)
+    entry = {
+        "config": result["config"],
+        "per_class": CLASS_MEAN_PER_CLASS,
+        "head": result["summary"],
+        "ncm": {k: ncm[k] for k in ("average_accuracy", "forgetting", "backward_transfer")},
+        "ncm_matrix": [[None if v != v else v for v in row] for row in matrix.matrix.tolist()],
+    }
+    cached.write_text(json.dumps(entry, indent=2) + "\n")
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stream", choices=["wordnet", "sentiment"], default="wordnet")
@@ -103,23 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             if not done.is_file():
                 print(f"{method} seed={seed}: not finished, skipped")
                 continue
-            result = json.loads(done.read_text())
-            config = RunConfig.from_dict(result["config"])
-            loader = load_wordnet_stream if args.stream == "wordnet" else load_sentiment_stream
-            stream = loader(max_test_per_class=config.max_test_per_class)
-            matrix = ncm_matrix(folder, stream, config, keys)
-            ncm = summarize(matrix)
-            runs.append(
-                {
-                    "seed": seed,
-                    "head": result["summary"],
-                    "ncm": {k: ncm[k] for k in ("average_accuracy", "forgetting", "backward_transfer")},
-                    "ncm_matrix": [[None if v != v else v for v in row] for row in matrix.matrix.tolist()],
-                }
-            )
+            entry = read_out(folder, args.stream, keys)
+            runs.append({"seed": seed, **{k: v for k, v in entry.items() if k != "config"}})
             print(
-                f"{method} seed={seed}: ACC head {result['summary']['average_accuracy']:.3f}, "
-                f"ncm {ncm['average_accuracy']:.3f}"
+                f"{method} seed={seed}: ACC head {entry['head']['average_accuracy']:.3f}, "
+                f"ncm {entry['ncm']['average_accuracy']:.3f}"
             )
         if not runs:
             continue
