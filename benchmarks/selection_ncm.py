@@ -83,6 +83,15 @@ def _features(model: Any, tokenizer: Any, texts: list[str], config: RunConfig) -
 READOUT_FILE = "ncm_readout.json"
 
 
+def _finished(folder: Path) -> bool:
+    """Whether the run in ``folder`` trained every phase (results.json is rewritten after each one)."""
+    done = folder / "results.json"
+    if not done.is_file():
+        return False
+    rows = json.loads(done.read_text())["accuracy"]["matrix"]
+    return all(value is not None for value in rows[-1])
+
+
 def read_out(folder: Path, stream_name: str, keys: Any) -> dict[str, Any]:
     """The run's head summary and its NCM read-out; kept in ``folder/ncm_readout.json`` and reused while
     the run's results and the class-mean draw size are unchanged (a read-out costs about a run's
@@ -128,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         for seed in args.seeds:
             folder = out / f"{method}_s{seed}"
-            done = folder / "results.json"
-            if not done.is_file():
+            if not _finished(folder):
                 print(f"{method} seed={seed}: not finished, skipped")
                 continue
             entry = read_out(folder, args.stream, keys)
