@@ -23,7 +23,7 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rehearsal._files import atomic_write
 from rehearsal.crypto.keys import KeyRing
@@ -33,9 +33,6 @@ from rehearsal.governance.versions import Version, list_versions
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.config import DeploymentConfig
 from rehearsal.runner.deployment.seal import config_tag, seal_weights, verify_weights
-
-if TYPE_CHECKING:
-    from rehearsal.runner.deployment.model import DeployedModel
 
 __all__ = ["DEPLOYMENT_FILE", "Deployment", "VersionState", "is_deployment"]
 
@@ -93,6 +90,13 @@ class VersionState:
         if not isinstance(data, dict):
             raise StoreFormatError(f"{str(folder / _STATE)!r} is not a version state")
         return cls(**data)
+
+
+class SavableModel(Protocol):
+    """What a version's weights come from (``DeployedModel``, which imports this module, so it is named
+    by what it does rather than imported)."""
+
+    def save(self, folder: Path) -> None: ...
 
 
 class Deployment:
@@ -164,7 +168,7 @@ class Deployment:
     def log(self) -> AuditLog:
         return AuditLog.open(default_log_path(self.memory_path), self.keys)
 
-    def save_version(self, model: DeployedModel, folder: Path) -> None:
+    def save_version(self, model: SavableModel, folder: Path) -> None:
         """Write ``model`` (weights and state) into the new ``folder`` and seal it."""
         model.save(folder)
         seal_weights(folder, self.keys)
