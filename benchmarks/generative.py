@@ -28,6 +28,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from _runs import finished
+
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.loop import run
@@ -63,15 +65,6 @@ def _config(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
             "output_dir": str(OUT / f"{variant}_s{seed}"),
         }
     )
-
-
-def _finished(folder: Path) -> bool:
-    """Whether the run in ``folder`` completed every phase (results.json is written after each one)."""
-    state = folder / "state.json"
-    if not state.exists():
-        return False
-    rows = json.loads(state.read_text())["accuracy"]["matrix"]
-    return all(v is not None for v in rows[-1])
 
 
 def _progress(folder: Path) -> dict[str, Any]:
@@ -147,7 +140,7 @@ def main() -> None:
             config = _config(variant, seed, args)
             folder = Path(config.output_dir)
             started, cpu = time.perf_counter(), time.process_time()
-            if not _finished(folder):
+            if not finished(folder):
                 if args.read_only:
                     partial.append({"variant": variant, "seed": seed, **_progress(folder)})
                     continue

@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from _paired import describe, paired_difference  # noqa: E402
+from _runs import finished  # noqa: E402
 
 from rehearsal.crypto.master_key import resolve_master_key  # noqa: E402
 from rehearsal.memory.facade import RehearsalMemory  # noqa: E402
@@ -83,15 +84,6 @@ def _features(model: Any, tokenizer: Any, texts: list[str], config: RunConfig) -
 READOUT_FILE = "ncm_readout.json"
 
 
-def _finished(folder: Path) -> bool:
-    """Whether the run in ``folder`` trained every phase (results.json is rewritten after each one)."""
-    done = folder / "results.json"
-    if not done.is_file():
-        return False
-    rows = json.loads(done.read_text())["accuracy"]["matrix"]
-    return all(value is not None for value in rows[-1])
-
-
 def read_out(folder: Path, stream_name: str, keys: Any) -> dict[str, Any]:
     """The run's head summary and its NCM read-out; kept in ``folder/ncm_readout.json`` and reused while
     the run's results and the class-mean draw size are unchanged (a read-out costs about a run's
@@ -137,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         for seed in args.seeds:
             folder = out / f"{method}_s{seed}"
-            if not _finished(folder):
+            if not finished(folder):
                 print(f"{method} seed={seed}: not finished, skipped")
                 continue
             entry = read_out(folder, args.stream, keys)
