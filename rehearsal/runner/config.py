@@ -25,6 +25,7 @@ from rehearsal.config import CALIBRATIONS, LOSSES, ConfigMixin, EWCConfig, LoRAC
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 from rehearsal.methods.generative.config import GenerativeConfig
+from rehearsal.runner.online_config import ONLINE_METHODS, OnlineConfig
 
 __all__ = ["MEMORYLESS_METHODS", "METHODS", "POLICIES", "PREDICTIONS", "REPLAY_METHODS", "RunConfig"]
 
@@ -90,6 +91,8 @@ class RunConfig(ConfigMixin):
     (``rehearsal.governance.updates``); without it updates are versioned and audited as "ungated".
     ``keep_weights`` bounds how many phases' weights a governed run keeps (None: all, so every version
     can be rolled back to in full; older versions keep their memory state but lose their weights).
+    ``online`` runs the stream once in small batches, each tested before it is trained on
+    (``rehearsal.runner.online``), with the settings in ``streaming`` (:class:`OnlineConfig`).
     """
 
     method: str = "hybrid"
@@ -122,6 +125,8 @@ class RunConfig(ConfigMixin):
     keep_weights: int | None = None
     output_dir: str = "runs/default"
     progress: bool = True
+    online: bool = False
+    streaming: OnlineConfig = dataclasses.field(default_factory=OnlineConfig)
 
     @property
     def keeps_memory(self) -> bool:
@@ -130,7 +135,7 @@ class RunConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         sections = (("replay", ReplayConfig), ("ewc", EWCConfig), ("lora", LoRAConfig))
-        for name, kind in (*sections, ("generative", GenerativeConfig)):
+        for name, kind in (*sections, ("generative", GenerativeConfig), ("streaming", OnlineConfig)):
             section = getattr(self, name)
             if isinstance(section, dict):
                 setattr(self, name, kind.from_dict(section))
@@ -178,9 +183,21 @@ class RunConfig(ConfigMixin):
             self.output_dir = os.fspath(self.output_dir)  # a Path is fine; a config file holds the string
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
             raise ConfigError(f"'output_dir' must be a non-empty path string, got {self.output_dir!r}")
-        for name in ("mask_unseen", "progress"):
+        for name in ("mask_unseen", "progress", "online"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")
+        if self.online:
+            self._check_online()
+
+    def _check_online(self) -> None:
+        if self.method not in ONLINE_METHODS:
+            raise ConfigError(
+                f"an online run's 'method' must be one of {list(ONLINE_METHODS)}, got {self.method!r}"
+            )
+        if self.prediction != "head" or self.gate is not None:
+            raise ConfigError(
+                "an online run predicts with the head and is not gated: drop 'prediction' and 'gate'"
+            )
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` applied (validated again)."""

@@ -12,6 +12,7 @@ import numpy as np
 from rehearsal.errors import ConfigError
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.metrics import AccuracyMatrix
+from rehearsal.runner.online_config import OnlineConfig
 from rehearsal.runner.results import write_json
 
 __all__ = ["STATE_FILE", "comparable", "load_state", "write_state"]
@@ -26,6 +27,11 @@ def comparable(config: RunConfig) -> dict[str, Any]:
     data = config.to_dict()
     for name in _RESUMABLE_CHANGES:
         data.pop(name)
+    if not config.online and config.streaming == OnlineConfig():
+        # Settings added with online runs, left out while unused: an offline run keeps the id (a digest
+        # of this) it had before they existed.
+        data.pop("online")
+        data.pop("streaming")
     return data
 
 
@@ -53,8 +59,11 @@ def write_state(
     correct: dict[str, np.ndarray],
     generation: int,
     totals: dict[str, Any],
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """What a resume needs after ``completed`` phases (0: the run has started, nothing is trained)."""
+    """What a resume needs after ``completed`` phases (0: the run has started, nothing is trained);
+    ``extra`` adds keys of its own (an online run's position in the stream)."""
     state = {
         "config": config.to_dict(),
         "completed_phases": completed,
@@ -66,4 +75,5 @@ def write_state(
     }
     if weights is not None:
         state["checkpoint"] = str(weights.relative_to(out))
+    state.update(extra or {})
     write_json(out / STATE_FILE, state)

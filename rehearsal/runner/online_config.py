@@ -1,0 +1,72 @@
+"""The settings of an online run (``online = true`` in a run config; the table ``[streaming]``).
+
+An online run sees the stream once, in small batches, and tests every batch before it trains on it::
+
+    method = "random"
+    online = true
+
+    [streaming]
+    batch_size = 8          # new examples per step
+    probe_every = 10        # steps between probe evaluations (anytime metrics)
+    probe_per_class = 3     # probe examples per class of each task, from its test split
+    clip_norm = 1.0         # gradient clipping (None: off)
+
+Streaming optimisation keeps the run's ``learning_rate`` constant (no schedule can assume a stream's
+length); an optional re-warmup ramps it up again from ``1 / rewarmup_steps`` of itself when a batch's
+novelty against the memory (``rehearsal.methods.novelty``) exceeds ``rewarmup_threshold``. This module
+imports no torch: a config fails before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rehearsal.config import ConfigMixin
+from rehearsal.errors import ConfigError
+
+__all__ = ["ONLINE_METHODS", "OnlineConfig"]
+
+# Methods an online run can use: plain fine-tuning and the replay modes that need nothing but the batch
+# (MIR ranks its pool inside RehearsalTrainer; EWC and LoRA routing act at task boundaries, which an
+# online learner is not told).
+ONLINE_METHODS = ("naive", "random", "retrieval", "hybrid", "coverage", "diverse")
+
+
+def _int_at_least(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"'streaming.{name}' must be an int >= {minimum}, got {value!r}")
+
+
+@dataclasses.dataclass
+class OnlineConfig(ConfigMixin):
+    """How an online run batches the stream, probes it, clips and re-warms (see the module docstring).
+
+    ``checkpoint_every`` is the number of steps between the checkpoints a resumed run starts from (the
+    weights, the optimizer, the random state and the position in the stream).
+    """
+
+    batch_size: int = 8
+    probe_every: int = 10
+    probe_per_class: int = 3
+    clip_norm: float | None = 1.0
+    checkpoint_every: int = 50
+    rewarmup_threshold: float | None = None
+    rewarmup_steps: int = 10
+    novelty_calibration: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "probe_every", "probe_per_class", "checkpoint_every", "rewarmup_steps"):
+            _int_at_least(name, getattr(self, name), 1)
+        _int_at_least("novelty_calibration", self.novelty_calibration, 2)
+        clip = self.clip_norm
+        if clip is not None and (
+            isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < float(clip) < float("inf")
+        ):
+            raise ConfigError(f"'streaming.clip_norm' must be a positive number or None, got {clip!r}")
+        threshold = self.rewarmup_threshold
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0.0 <= float(threshold) <= 1.0
+        ):
+            raise ConfigError(f"'streaming.rewarmup_threshold' must be in [0, 1] or None, got {threshold!r}")
