@@ -4,7 +4,6 @@ checked whole before anything is added, with the usual columns taken by default)
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from typing import Any
@@ -23,7 +22,7 @@ from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_ar
 from rehearsal.cli.records import EXTERNAL_ID, Record, RecordMapper, field_list, open_records, positive_int
 from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
-from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.memory.facade import DEFAULT_TENANT, RehearsalMemory
 
 __all__ = ["ingest_verbs"]
 
@@ -79,7 +78,8 @@ def _clear_vectors_lines(stats: dict[str, Any]) -> list[str]:
 
 
 _FIELDS_HELP = (
-    "more fields kept as metadata (label and task are taken by default); tags can be filtered with --where"
+    "the fields kept as metadata beside label and task (default: every other field the file has; '' for "
+    "none); tags can be filtered with --where"
 )
 
 
@@ -89,7 +89,7 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-field", default="label", help="the field holding the label (default: label)")
     p.add_argument("--task-field", default="task", help="the field holding the task (default: task)")
     p.add_argument("--task", help="give every record this task (instead of a task field)")
-    p.add_argument("--metadata-fields", type=field_list, default=[], metavar="A,B", help=_FIELDS_HELP)
+    p.add_argument("--metadata-fields", type=field_list, default=None, metavar="A,B", help=_FIELDS_HELP)
     p.add_argument(
         "--retain-until",
         metavar="DATE",
@@ -148,16 +148,17 @@ def _ingest(args: argparse.Namespace) -> Report:
         memory.encoder  # noqa: B018 - load it now, so the bar measures ingestion and not start-up
         with tqdm(total=total, unit="rec", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
             for batch in source.batches(mapper, args.batch_size):
+                # One transaction per batch, whatever its mix of tenants (each sealed under its own key).
+                texts = [r.text for r in batch]
+                metadata = [r.metadata for r in batch]
+                sources = [r.source for r in batch if r.source] if memory.embedding_only else None
+                owners = _owners(batch, args.tenant)
                 try:
-                    for tenant, rows in _by_tenant(batch, args.tenant):
-                        texts = [r.text for r in rows]
-                        metadata = [r.metadata for r in rows]
-                        sources = [r.source for r in rows if r.source] if memory.embedding_only else None
-                        if args.id_field is None:
-                            ids += memory.add(texts, metadata=metadata, tenant=tenant, sources=sources)
-                            continue
+                    if args.id_field is None:
+                        ids += memory.add(texts, metadata=metadata, tenant=owners, sources=sources)
+                    else:
                         new, old = memory.upsert(
-                            texts, key=EXTERNAL_ID, metadata=metadata, tenant=tenant, sources=sources
+                            texts, key=EXTERNAL_ID, metadata=metadata, tenant=owners, sources=sources
                         )
                         ids, replaced = ids + new, replaced + old
                 except RehearsalError as exc:
@@ -197,11 +198,12 @@ def _check_external_ids(source: Any, mapper: RecordMapper, field: str) -> None:
         first[value] = where
 
 
-def _by_tenant(batch: list[Record], default: str | None) -> list[tuple[str | None, list[Record]]]:
-    """The batch cut into runs of one tenant (``add`` takes one tenant per call); runs, not groups, so that
-    ids follow the order of the file."""
-    runs = itertools.groupby(batch, key=lambda r: r.tenant if r.tenant is not None else default)
-    return [(tenant, list(rows)) for tenant, rows in runs]
+def _owners(batch: list[Record], default: str | None) -> str | list[str] | None:
+    """The batch's one tenant (``--tenant``, or None for the memory's default), or one per record from
+    ``--tenant-field``."""
+    if all(r.tenant is None for r in batch):
+        return default
+    return [r.tenant if r.tenant is not None else (default or DEFAULT_TENANT) for r in batch]
 
 
 def _check_mode(args: argparse.Namespace, *, embedding_only: bool) -> None:

@@ -158,7 +158,7 @@ class RecordMapper:
         self,
         *,
         text_field: str,
-        metadata_fields: Sequence[str] = (),
+        metadata_fields: Sequence[str] | None = None,
         source_field: str | None = None,
         label_field: str = "label",
         task_field: str = "task",
@@ -167,6 +167,9 @@ class RecordMapper:
         tenant_field: str | None = None,
         id_field: str | None = None,
     ) -> None:
+        # None: every field the records have beyond the text, label, task, tenant, id and source ones.
+        self.all_fields = metadata_fields is None
+        metadata_fields = () if metadata_fields is None else metadata_fields
         reserved = sorted(set(metadata_fields) & set(_RESERVED_FIELDS))
         if reserved:
             raise ValidationError(
@@ -198,6 +201,10 @@ class RecordMapper:
         self.task = task
         self.retain_until = retain_until
         self.seen: set[str] = set()  # fields found in at least one record
+        # A renamed label or task leaves a column of that name behind: it is not metadata either.
+        self.taken = {text_field, label_field, task_field, "label", "task", *_RESERVED_FIELDS} | {
+            name for name in (source_field, tenant_field, id_field) if name is not None
+        }
 
     def __call__(self, item: dict[str, Any], where: str) -> Record:
         text = item.get(self.text_field)
@@ -222,9 +229,9 @@ class RecordMapper:
         if self.id_field is not None and item.get(self.id_field) is not None:
             self.seen.add(self.id_field)
             metadata[EXTERNAL_ID] = item[self.id_field]
-        for name in self.metadata_fields:
+        for name in self._extra_fields(item):
             value = item.get(name)
-            if value is None:  # absent or null: this record has no such metadata
+            if value is None or (self.all_fields and value == ""):  # absent, null or an empty CSV cell
                 continue
             self.seen.add(name)
             metadata[name] = _filterable(name, value, where) if name in FILTERABLE_FIELDS else value
@@ -240,6 +247,11 @@ class RecordMapper:
         except (TypeError, ValueError):
             raise ValidationError(f"{where}: metadata is not JSON-serialisable") from None
         return Record(text, metadata, self._source(item, where), self._tenant(item, where))
+
+    def _extra_fields(self, item: dict[str, Any]) -> Sequence[str]:
+        if not self.all_fields:
+            return self.metadata_fields
+        return [name for name in item if name not in self.taken]
 
     def _tenant(self, item: dict[str, Any], where: str) -> str | None:
         if self.tenant_field is None:

@@ -6,6 +6,7 @@ Details are summaries (counts, id ranges, digests, tenants, tags, metrics), neve
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,17 +51,29 @@ def log_ingest(
     log: AuditLog,
     ids: list[int],
     *,
-    tenant: str,
+    tenant: str | Sequence[str],
     tags: list[str] | None = None,
     actor: str | None = None,
     generation: int | None = None,
 ) -> AuditEntry:
     """An ingested batch: how many, which ids, whose, and its governance tags (never its text).
 
-    ``generation`` (here and below) is the memory's generation once the mutation committed: it lets
-    :meth:`AuditedMemory.reconcile` find mutations that committed without their entry."""
-    details = {**_id_summary(ids), "tenant": tenant, "tags": sorted(set(tags or []))}
+    ``tenant`` is the batch's one owner, or one per record; a batch of several tenants is one entry whose
+    ``tenants`` counts each one's records. ``generation`` (here and below) is the memory's generation
+    once the mutation committed: it lets :meth:`AuditedMemory.reconcile` find mutations that committed
+    without their entry."""
+    details = {**_id_summary(ids), **_owners(tenant), "tags": sorted(set(tags or []))}
     return log.append("ingest", {**details, "generation": generation}, actor=actor)
+
+
+def _owners(tenant: str | Sequence[str] | None) -> dict[str, Any]:
+    """``{"tenant": name}`` for one owner, ``{"tenants": {name: records}}`` for several."""
+    if tenant is None or isinstance(tenant, str):
+        return {"tenant": tenant or "default"}
+    counts = collections.Counter(tenant)
+    if len(counts) == 1:
+        return {"tenant": next(iter(counts))}
+    return {"tenants": dict(sorted(counts.items()))}
 
 
 def log_delete(
@@ -223,11 +236,11 @@ class AuditedMemory:
         texts: Sequence[str] | None = None,
         *,
         metadata: Sequence[Mapping[str, Any]] | None = None,
-        tenant: str | None = None,
+        tenant: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> list[int]:
         tags = sorted({str(t) for meta in metadata or () for t in meta.get("tags", ())})
-        check_details({"tenant": tenant or "default", "tags": tags})  # refuse before anything is written
+        check_details({**_owners(tenant), "tags": tags})  # refuse before anything is written
         ids = self.memory.add(texts, metadata=metadata, tenant=tenant, **kwargs)
         generation = self.memory.generation
         log_ingest(
@@ -241,11 +254,11 @@ class AuditedMemory:
         *,
         key: str,
         metadata: Sequence[Mapping[str, Any]],
-        tenant: str | None = None,
+        tenant: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> tuple[list[int], list[int]]:
         tags = sorted({str(t) for meta in metadata for t in meta.get("tags", ())})
-        check_details({"tenant": tenant or "default", "tags": tags})  # refuse before anything is written
+        check_details({**_owners(tenant), "tags": tags})  # refuse before anything is written
         ids, replaced = self.memory.upsert(texts, key=key, metadata=metadata, tenant=tenant, **kwargs)
         generation = self.memory.generation
         if replaced:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import DimensionMismatchError, ValidationError
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "check_int64",
     "check_metadata",
     "check_sources",
+    "check_tenants",
     "check_texts",
     "check_vectors",
     "prepare_batch",
@@ -153,13 +155,24 @@ def check_ids(ids: object) -> list[int]:
     return out
 
 
+def check_tenants(tenant: str | Sequence[str], n: int) -> list[str]:
+    """One valid tenant name per record: ``tenant`` is one name for all, or a list of one per record."""
+    if isinstance(tenant, str):
+        return [validate_tenant(tenant)] * n
+    if isinstance(tenant, bytes) or not isinstance(tenant, Sequence):
+        raise ValidationError(f"tenant must be a str or a list of str, got {type(tenant).__name__}")
+    if len(tenant) != n:
+        raise ValidationError(f"tenant lists {len(tenant)} names for {n} records")
+    return [validate_tenant(name) for name in tenant]
+
+
 @dataclass(frozen=True)
 class Batch:
     """A checked batch ready to commit: one item per record in every list, vectors (n, dim) unit rows."""
 
     texts: list[str] | None  # None in an embedding-only memory fed precomputed vectors
     metadata: list[dict[str, Any]]
-    tenant: str
+    tenants: list[str]
     vectors: np.ndarray
     sources: list[str | None]
 
@@ -168,16 +181,24 @@ class Batch:
         return Batch(
             texts=None if self.texts is None else [self.texts[p] for p in keep],
             metadata=[self.metadata[p] for p in keep],
-            tenant=self.tenant,
+            tenants=[self.tenants[p] for p in keep],
             vectors=self.vectors[keep],
             sources=[self.sources[p] for p in keep],
         )
+
+    def by_tenant(self) -> dict[str, list[int]]:
+        """The positions of each tenant's records, tenants in order of first appearance: a batch is sealed
+        and stored one tenant at a time, each under its own data key."""
+        groups: dict[str, list[int]] = {}
+        for position, tenant in enumerate(self.tenants):
+            groups.setdefault(tenant, []).append(position)
+        return groups
 
 
 def prepare_batch(
     texts: Sequence[str] | None,
     metadata: Sequence[Mapping[str, Any]] | None,
-    tenant: str,
+    tenant: str | Sequence[str],
     vectors: object | None,
     sources: Sequence[str] | None,
     *,
@@ -191,6 +212,7 @@ def prepare_batch(
     if n == 0:
         raise ValidationError("empty batch: nothing to add")
     metas = check_metadata(metadata, n)
+    tenants = check_tenants(tenant, n)
     if embedding_only:
         source_list: list[str | None] = list(check_sources(sources, n))
     elif sources is not None:
@@ -201,14 +223,15 @@ def prepare_batch(
         assert text_list is not None  # INVARIANT: texts are required whenever vectors are not given
         vectors = encode(text_list)
     vecs = check_vectors(vectors, dim, n=n)
-    return Batch(texts=text_list, metadata=metas, tenant=tenant, vectors=vecs, sources=source_list)
+    return Batch(texts=text_list, metadata=metas, tenants=tenants, vectors=vecs, sources=source_list)
 
 
 _KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
-def external_ids(key: str, metadata: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """The external ids (``metadata[key]``, str or int) of an upsert batch: present, typed and distinct."""
+def external_ids(key: str, metadata: Sequence[Mapping[str, Any]], tenants: Sequence[str]) -> list[Any]:
+    """The external ids (``metadata[key]``, str or int) of an upsert batch: present, typed and distinct
+    within each tenant (two tenants may use the same id for their own records)."""
     if not isinstance(key, str) or not _KEY_NAME.fullmatch(key) or key in ("task", "label", "tags"):
         raise ValidationError(f"the upsert key must be an extra-metadata field name, got {key!r}")
     values: list[Any] = []
@@ -217,7 +240,8 @@ def external_ids(key: str, metadata: Sequence[Mapping[str, Any]]) -> list[Any]:
         if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
             raise ValidationError(f"record {position}: {key!r} must be a non-empty str or int, got {value!r}")
         values.append(value)
-    if len(set(values)) != len(values):
-        twice = sorted({str(v) for v in values if values.count(v) > 1})[:5]
+    owned = list(zip(tenants, values, strict=True))
+    if len(set(owned)) != len(owned):
+        twice = sorted({str(v) for t, v in owned if owned.count((t, v)) > 1})[:5]
         raise ValidationError(f"the batch holds {key!r} values more than once: {twice}")
     return values

@@ -2,6 +2,7 @@
 
 INVARIANT: records, texts and the policy state change together in one record-store transaction (with
 full fsync); the vector index is told only after it committed, so it never holds what was not durable.
+A batch of several tenants is still one transaction and one generation.
 """
 
 from __future__ import annotations
@@ -32,20 +33,24 @@ def commit(
                 keyed.delete(evict)
             records.remove(evict, generation=gen)
         if batch is not None:
+            # Ids follow the batch's order; each tenant's records are then sealed under its own key.
             ids = records.allocate_ids(len(batch.vectors))
-            if store_texts:
-                # INVARIANT: a text-storing memory has keys, and its batches carry texts.
-                assert keyed is not None
-                assert batch.texts is not None
-                keyed.put(ids, batch.texts, tenant=batch.tenant)
-            records.insert(
-                ids,
-                tenant=batch.tenant,
-                metadata=batch.metadata,
-                sources=batch.sources,
-                generation=gen,
-                vectors=stores.vectors.seal(batch.tenant, ids, batch.vectors),
-            )
+            for tenant, at in batch.by_tenant().items():
+                part = batch.subset(at)
+                part_ids = [ids[p] for p in at]
+                if store_texts:
+                    # INVARIANT: a text-storing memory has keys, and its batches carry texts.
+                    assert keyed is not None
+                    assert part.texts is not None
+                    keyed.put(part_ids, part.texts, tenant=tenant)
+                records.insert(
+                    part_ids,
+                    tenant=tenant,
+                    metadata=part.metadata,
+                    sources=part.sources,
+                    generation=gen,
+                    vectors=stores.vectors.seal(tenant, part_ids, part.vectors),
+                )
         for key, value in (state or {}).items():
             records.set_meta(key, value)
     # Durable from here on; the in-process index follows.

@@ -214,7 +214,7 @@ class RehearsalMemory:
         texts: Sequence[str] | None = None,
         *,
         metadata: Sequence[Mapping[str, Any]] | None = None,
-        tenant: str | None = None,
+        tenant: str | Sequence[str] | None = None,
         vectors: np.ndarray | None = None,
         sources: Sequence[str] | None = None,
     ) -> list[int]:
@@ -222,7 +222,9 @@ class RehearsalMemory:
 
         ``metadata`` items may carry ``task`` (str), ``label`` (int | str), ``tags`` (list of str) — the
         filterable fields — and any other JSON values. ``vectors`` (n, dim), if given, must come from this
-        memory's encoder (they are re-normalised); otherwise ``texts`` are embedded here.
+        memory's encoder (they are re-normalised); otherwise ``texts`` are embedded here. ``tenant`` is
+        one owner for every record, or a list of one per record: either way one transaction, each
+        tenant's records sealed under its own key.
         """
         batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
         return self._commit(batch, evict=[])
@@ -233,16 +235,18 @@ class RehearsalMemory:
         *,
         key: str,
         metadata: Sequence[Mapping[str, Any]],
-        tenant: str | None = None,
+        tenant: str | Sequence[str] | None = None,
         vectors: np.ndarray | None = None,
         sources: Sequence[str] | None = None,
     ) -> tuple[list[int], list[int]]:
         """Add a batch whose records carry an external id in ``metadata[key]``; the tenant's entries with
         the same ids are replaced in the same transaction. Returns (new ids, replaced ids)."""
         batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
-        values = external_ids(key, batch.metadata)
+        values = external_ids(key, batch.metadata, batch.tenants)
         with self._lock:
-            replaced = self._records.ids_by_key(key, values, tenant=batch.tenant)
+            replaced: list[int] = []
+            for owner, at in batch.by_tenant().items():
+                replaced += self._records.ids_by_key(key, [values[p] for p in at], tenant=owner)
             return self._commit(batch, evict=replaced), replaced
 
     def admit(
@@ -497,16 +501,15 @@ class RehearsalMemory:
         self,
         texts: Sequence[str] | None,
         metadata: Sequence[Mapping[str, Any]] | None,
-        tenant: str | None,
+        tenant: str | Sequence[str] | None,
         vectors: np.ndarray | None,
         sources: Sequence[str] | None,
     ) -> Batch:
         self._check_writable()
-        name = validate_tenant(tenant if tenant is not None else DEFAULT_TENANT)
         return prepare_batch(
             texts,
             metadata,
-            name,
+            tenant if tenant is not None else DEFAULT_TENANT,
             vectors,
             sources,
             dim=self._dim,
