@@ -213,12 +213,13 @@ def _row(matrix: AccuracyMatrix, row: int, task_names: list[str]) -> dict[str, f
 
 def _task_correct(
     strategy: Strategy, model: Any, ctx: PhaseContext, task: Task, labels: list[int]
-) -> np.ndarray:
-    """(n,) bool: which of ``task``'s test examples the strategy predicts right."""
+) -> dict[str, np.ndarray]:
+    """Per read-out (the head, and the run's predictor when it has one): which of ``task``'s test
+    examples it predicts right, as (n,) bool."""
     if not task.test:
-        return np.zeros(0, dtype=bool)
-    predicted = strategy.predict(model, ctx, [ex.text for ex in task.test])
-    return np.asarray(predicted == np.asarray(labels), dtype=bool)
+        return {"head": np.zeros(0, dtype=bool), ctx.config.prediction: np.zeros(0, dtype=bool)}
+    predicted = strategy.predict_all(model, ctx, [ex.text for ex in task.test])
+    return {name: np.asarray(p == np.asarray(labels), dtype=bool) for name, p in predicted.items()}
 
 
 def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
@@ -227,13 +228,25 @@ def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -
 
 
 def _evaluate(r: _Run, model: Any, ctx: PhaseContext, row: int) -> dict[str, np.ndarray]:
-    """Every task's test set after the phase: recorded in the matrix's ``row``; per-example results back."""
+    """Every task's test set after the phase: recorded in the matrix's ``row`` (and, when the run predicts
+    through the memory, the head's read-out of the same weights in ``totals["head_accuracy"]``);
+    per-example results of the run's own prediction back."""
     stream = r.stream
+    prediction = r.config.prediction
+    head = None
+    if prediction != "head":
+        saved = r.totals.get("head_accuracy")
+        head = AccuracyMatrix.from_dict(saved) if saved else AccuracyMatrix(list(r.matrix.task_names))
     correct = {}
     for j, task in enumerate(stream.tasks):
         labels = [stream.label_id(ex.label) for ex in task.test]
-        correct[task.name] = _task_correct(r.strategy, model, ctx, task, labels)
+        both = _task_correct(r.strategy, model, ctx, task, labels)
+        correct[task.name] = both[prediction]
         r.matrix.record(row, j, float(correct[task.name].mean()) if len(correct[task.name]) else 0.0)
+        if head is not None:
+            head.record(row, j, float(both["head"].mean()) if len(both["head"]) else 0.0)
+    if head is not None:
+        r.totals["head_accuracy"] = head.to_dict()
     return correct
 
 
@@ -319,7 +332,8 @@ def run(
     """Run (or resume) the continual fine-tuning ``config`` describes; see the module docstring.
 
     ``keys`` is the master key of the run's memory (default: ``REHEARSAL_MASTER_KEY``, else
-    ``memory.key`` in the output folder); a method that keeps no memory needs none.
+    ``memory.key`` in the output folder); a method that keeps no memory needs none. With
+    ``config.online`` the stream is seen once, batch by batch (``rehearsal.runner.online``).
     """
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
@@ -329,6 +343,16 @@ def run(
     out = Path(config.output_dir)
     checked = preflight(config, output_dir=out, resume=resume, keys=keys)
     out.mkdir(parents=True, exist_ok=True)
+    if config.online:
+        from rehearsal.runner.online import run_online
+
+        return run_online(
+            config,
+            out=out,
+            stream=stream if stream is not None else load_stream(config),
+            state=checked.state,
+            keys=checked.keys,
+        )
     r = _start(config, out, stream, checked)
     _check_not_rolled_back(r)
     tokenizer = AutoTokenizer.from_pretrained(model_path(config))

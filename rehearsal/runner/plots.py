@@ -1,4 +1,5 @@
-"""PNG figures of an accuracy matrix: a heatmap, and each task's accuracy as training moves on."""
+"""PNG figures of an accuracy matrix: a heatmap, and each task's accuracy as training moves on; and of a
+probe trace: accuracy step by step (``rehearsal.runner.anytime``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.runner.anytime import ProbeTrace
 from rehearsal.runner.metrics import AccuracyMatrix
 
-__all__ = ["plot_accuracy_heatmap", "plot_accuracy_over_time", "plot_comparison"]
+__all__ = ["plot_accuracy_heatmap", "plot_accuracy_over_time", "plot_comparison", "plot_probe_curve"]
 
 
 def _pyplot() -> object:
@@ -93,6 +95,30 @@ def plot_comparison(
         ax.set_xticks(x, methods, rotation=30, ha="right")
         ax.set_title(label)
         ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_probe_curve(trace: ProbeTrace, path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """Each task's probe accuracy over training steps, the mean over seen tasks in black, and a dotted
+    line where each task begins (where a stability gap opens)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))  # type: ignore[attr-defined]
+    steps = np.asarray(trace.steps)
+    for name in trace.task_names:
+        values = np.asarray([row.get(name, np.nan) for row in trace.accuracy], dtype=np.float64)
+        if not np.isnan(values).all():
+            ax.plot(steps, values, marker=".", linewidth=1, label=name)
+    seen = np.asarray([np.nan if v is None else v for v in trace.seen_average()], dtype=np.float64)
+    ax.plot(steps, seen, color="black", linewidth=2, label="seen tasks (mean)")
+    for start in trace.task_starts:
+        if start is not None:
+            ax.axvline(start, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("probe accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or "anytime accuracy over the stream")
     return _save(fig, path)
 
 
