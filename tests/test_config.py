@@ -6,11 +6,18 @@ import pytest
 
 from rehearsal.config import ReplayConfig
 from rehearsal.errors import ConfigError
+from rehearsal.runner.online_config import OnlineConfig
 
-CONFIGS = [ReplayConfig(), ReplayConfig(ratio=0.5, k=8, mode="retrieval", max_replay_tokens=512, seed=3)]
+CONFIGS = [
+    ReplayConfig(),
+    ReplayConfig(ratio=0.5, k=8, mode="retrieval", max_replay_tokens=512, seed=3),
+    OnlineConfig(batch_size=4, clip_norm=None, rewarmup_threshold=0.9),
+]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__ + "-" + str(c.mode))
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: type(c).__name__ + "-" + str(getattr(c, "mode", ""))
+)
 def test_config_round_trips(config, tmp_path):
     assert type(config).from_dict(config.to_dict()) == config
     path = tmp_path / "config.json"
