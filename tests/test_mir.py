@@ -249,6 +249,24 @@ def test_rehearsal_trainer_trains_on_new_rows_plus_the_top_candidates(
     assert len(trainer.last_interference.kept) == 2
 
 
+def test_mir_logs_the_tasks_and_similarity_of_the_candidates_it_keeps(
+    tmp_path: Path, tiny_model: str, setup: dict[str, Any]
+) -> None:
+    collator = _collator(setup, random_share=0.0)
+    trainer = RehearsalTrainer(
+        model=BertForSequenceClassification.from_pretrained(tiny_model),
+        args=_args(tmp_path),
+        train_dataset=setup["train"],
+        data_collator=collator,
+        callbacks=[rh.RehearsalCallback(setup["memory"], keys=setup["keys"], collator=collator)],
+    )
+    trainer.train()
+    replaying = [h for h in trainer.state.log_history if h.get("replay/examples", 0) > 0]
+    assert replaying
+    assert all(h["replay/old_tasks_covered"] == 1.0 for h in replaying)
+    assert all(-1.0 <= h["replay/mean_similarity"] <= 1.0 for h in replaying)
+
+
 def test_mir_with_a_plain_trainer_fails_at_train_begin(
     tmp_path: Path, tiny_model: str, setup: dict[str, Any]
 ) -> None:
@@ -260,7 +278,7 @@ def test_mir_with_a_plain_trainer_fails_at_train_begin(
         data_collator=collator,
         callbacks=[rh.RehearsalCallback(setup["memory"], keys=setup["keys"], collator=collator)],
     )
-    with pytest.raises(rh.ConfigError, match=r"needs rehearsal\.trainer\.RehearsalTrainer"):
+    with pytest.raises(rh.ConfigError, match=r"needs rehearsal\.replay\.trainer\.RehearsalTrainer"):
         trainer.train()
     assert trainer.state.global_step == 0
 

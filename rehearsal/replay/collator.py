@@ -20,6 +20,7 @@ is never pickled). Given a path, it opens a read-only handle the same way. Repla
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import time
@@ -163,6 +164,9 @@ class RehearsalCollator:
         self.epoch = 0
         self.stats = ReplayStats()
         self.last_replay_ids: list[int] = []  # ids replayed into the latest batch (mir: its candidate pool)
+        # mir: each collated pool's (task, similarity) per candidate, oldest first; the trainer takes one
+        # per ranked batch to count the candidates it keeps (the DataLoader collates a batch ahead).
+        self.candidate_pools: collections.deque[list[tuple[str | None, float]]] = collections.deque(maxlen=8)
         # Set by RehearsalTrainer (attach_interference_hook): only it can rank a MIR pool; any other
         # Trainer would silently train on the whole pool, i.e. random replay with pool_factor x the budget.
         self.interference_hook = False
@@ -233,8 +237,9 @@ class RehearsalCollator:
         """ConfigError unless a trainer that ranks MIR candidates is attached."""
         if not self.interference_hook:
             raise ConfigError(
-                "replay mode 'mir' needs rehearsal.trainer.RehearsalTrainer (it ranks the candidate pool "
-                "by interference); with another Trainer every candidate would be trained on"
+                "replay mode 'mir' needs rehearsal.replay.trainer.RehearsalTrainer (rh.RehearsalTrainer: it "
+                "ranks the candidate pool by interference); with another Trainer every candidate would be "
+                "trained on"
             )
 
     def _replay_features(
@@ -260,6 +265,7 @@ class RehearsalCollator:
         out: list[dict[str, Any]] = []
         tokens = 0
         unusable: dict[str, int] = {}
+        pool_info: list[tuple[str | None, float]] = []
         for entry_id, score in zip(choice.ids, choice.scores, strict=True):
             meta = choice.metadata.get(entry_id, {})
             label = self._class_id(meta.get("label"))
@@ -288,6 +294,8 @@ class RehearsalCollator:
                 out.append(feature)
                 self.last_replay_ids.append(entry_id)
                 self.stats.candidates += 1
+                task = meta.get("task")
+                pool_info.append((None if task is None else str(task), float(score)))
                 continue
             out.append(feature)
             self.last_replay_ids.append(entry_id)
@@ -300,9 +308,17 @@ class RehearsalCollator:
                 self.stats.tasks.add(str(meta["task"]))
         self.stats.replayed_tokens += tokens
         self.stats.tokenize_seconds += time.perf_counter() - fetched
+        if pool:
+            self.candidate_pools.append(pool_info)
         if choice.ids and not out and unusable:
             self._warn_unusable(len(choice.ids), unusable)
         return out
+
+    def memory_classes(self) -> set[int]:
+        """The class ids replay can draw: the eligible entries' labels, through ``label2id``."""
+        labels = self._get_selector().memory.group_ids("label", where=self.eligible)
+        ids = (self._class_id(label) for label in labels)
+        return {c for c in ids if isinstance(c, int) and not isinstance(c, bool)}
 
     def _class_id(self, label: Any) -> Any:
         if isinstance(label, str) and self.label2id is not None:

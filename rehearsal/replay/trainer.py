@@ -22,6 +22,12 @@ Extra terms (a regulariser such as EWC) plug in as callables ``model -> scalar t
 ``head_learning_rate`` gives the classification head its own learning rate: the head of a pretrained
 encoder starts from random weights and, with a few dozen steps per task, learns too slowly at the body's
 rate for a new task's classes to overtake the old ones (lost plasticity).
+
+``calibration="weight_aligning"`` rescales the current classes' head rows to the old rows' mean norm once
+training ends (``rehearsal.methods.calibration``), so the newest classes stop winning every argmax. With
+``mask_unseen`` or a calibration and no class sets given, the trainer reads them from the data when
+training begins: the current classes from the training set's labels, the old ones from the replay
+memory's (through the collator). These three are what made class-incremental ``rehearsal run`` work.
 """
 
 from __future__ import annotations
@@ -30,15 +36,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from rehearsal.config import LOSSES
+from rehearsal.config import CALIBRATIONS, LOSSES
 from rehearsal.errors import ConfigError
-from rehearsal.methods.calibration import classification_head
-from rehearsal.replay.collator import REPLAY_CANDIDATE, REPLAY_FLAG, RehearsalCollator
+from rehearsal.methods.calibration import NEEDS_DATA, calibrate, classification_head
+from rehearsal.replay.collator import REPLAY_CANDIDATE, REPLAY_FLAG, RehearsalCollator, label_key_of
 from rehearsal.replay.interference import InterferenceChoice, rank_candidates
 
-__all__ = ["LABELS", "LOSSES", "LossTerm", "RehearsalTrainer", "rehearsal_loss"]
+__all__ = ["LABELS", "LOSSES", "LossTerm", "RehearsalTrainer", "rehearsal_loss", "token_loss"]
 
 LABELS = "labels"  # the batch key the loss reads its class ids from (the HF convention)
 
@@ -92,6 +98,30 @@ def rehearsal_loss(
     return torch.nn.functional.cross_entropy(masked, labels, reduction=reduction)
 
 
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """A causal LM's loss: cross-entropy of ``logits`` (b, T, V) at position t against ``labels`` (b, T)
+    at t + 1, -100 where no token is scored; the mean over scored tokens, or with ``reduction="none"`` each
+    row's mean (b,). Replay rows need no class masks: every row predicts the same vocabulary."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    per_token = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+    )
+    scored = (labels != -100).float()
+    if reduction == "none":
+        return (per_token * scored).sum(dim=1) / scored.sum(dim=1).clamp(min=1.0)
+    return (per_token * scored).sum() / scored.sum().clamp(min=1.0)
+
+
+class _CalibrateAtEnd(TrainerCallback):
+    def __init__(self, trainer: RehearsalTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.trainer._calibrate()
+
+
 class RehearsalTrainer(Trainer):
     """``Trainer`` whose loss knows replay rows from new rows (see the module docstring)."""
 
@@ -104,12 +134,21 @@ class RehearsalTrainer(Trainer):
         mask_unseen: bool = False,
         loss_terms: Sequence[LossTerm] = (),
         head_learning_rate: float | None = None,
+        calibration: str = "none",
         **kwargs: Any,
     ) -> None:
         if loss not in LOSSES:
             raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {loss!r}")
+        if calibration not in CALIBRATIONS or calibration in NEEDS_DATA:
+            usable = [c for c in CALIBRATIONS if c not in NEEDS_DATA]
+            raise ConfigError(
+                f"'calibration' must be one of {usable} on the Trainer path, got {calibration!r} "
+                "(bias_correction needs a calibration set: use it through rehearsal run)"
+            )
         if loss in ("asymmetric", "separated") and current_classes is None:
             raise ConfigError(f"the {loss} loss needs the current task's classes (current_classes)")
+        # First among the caller's callbacks: what evaluates at the end of training sees the calibrated head.
+        kwargs["callbacks"] = [_CalibrateAtEnd(self), *(kwargs.get("callbacks") or [])]
         super().__init__(*args, **kwargs)
         # compute_loss returns a per-batch mean (it never uses num_items_in_batch): the Trainer must scale it
         # for gradient accumulation itself, whatever the model's forward accepts.
@@ -123,6 +162,41 @@ class RehearsalTrainer(Trainer):
         self.mask_unseen = mask_unseen
         self.loss_terms = list(loss_terms)
         self.head_learning_rate = head_learning_rate
+        self.calibration = calibration
+        self.calibration_logs: dict[str, float] = {}  # what the last calibration did (its scale)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's training; the class sets are read from the data first when needed and not given,
+        and the head is calibrated when it ends (see the module docstring)."""
+        if self.mask_unseen or self.calibration != "none":
+            self._fill_class_sets()
+        return super().train(*args, **kwargs)
+
+    def _calibrate(self) -> None:
+        """Called when training ends, before the caller's callbacks evaluate the model."""
+        if self.calibration == "none" or self.current_classes is None or self.seen_classes is None:
+            return
+        old = sorted(set(self.seen_classes) - set(self.current_classes))
+        model = self.accelerator.unwrap_model(self.model)
+        self.calibration_logs = calibrate(
+            model, self.calibration, old_classes=old, new_classes=self.current_classes
+        )
+
+    def _fill_class_sets(self) -> None:
+        if self.current_classes is None:
+            columns = getattr(self.train_dataset, "column_names", None) or []
+            key = label_key_of(columns, LABELS)
+            if key is None:
+                raise ConfigError(
+                    "mask_unseen and calibration need the classes being trained: pass current_classes= "
+                    f"and seen_classes=, or train on a dataset with a label column (columns: {columns})"
+                )
+            assert self.train_dataset is not None  # INVARIANT: it has columns, so it exists
+            self.current_classes = sorted({int(c) for c in self.train_dataset[key]})
+        if self.seen_classes is None:
+            collator = self.data_collator
+            old = collator.memory_classes() if isinstance(collator, RehearsalCollator) else set()
+            self.seen_classes = sorted(set(self.current_classes) | old)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Replay statistics join the logs here, before any reporting callback (TensorBoard, W&B) reads
@@ -190,6 +264,17 @@ class RehearsalTrainer(Trainer):
         stats.replayed_tokens += choice.kept_tokens
         stats.scoring_seconds += choice.scoring_seconds
         stats.virtual_step_seconds += choice.virtual_step_seconds
+        # The kept candidates' tasks and similarities, from the pool the collator drew for this batch.
+        pool = collator.candidate_pools.popleft() if collator.candidate_pools else []
+        for position in choice.kept:
+            if position >= len(pool):
+                break
+            task, score = pool[position]
+            if task is not None:
+                stats.tasks.add(task)
+            if score == score:  # not NaN (a random draw has no similarity)
+                stats.similarity_sum += score
+                stats.similarity_count += 1
         return choice.inputs
 
     def _virtual_step_sizes(self, params: Sequence[torch.Tensor]) -> list[float]:
@@ -209,6 +294,8 @@ class RehearsalTrainer(Trainer):
         is_replay: torch.Tensor | None,
         reduction: str = "mean",
     ) -> torch.Tensor:
+        if logits.dim() == 3:
+            return token_loss(logits, labels, reduction=reduction)
         return rehearsal_loss(
             logits,
             labels,
