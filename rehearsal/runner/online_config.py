@@ -8,7 +8,7 @@ An online run sees the stream once, in small batches, and tests every batch befo
     [streaming]
     batch_size = 8          # new examples per step
     probe_every = 10        # steps between probe evaluations (anytime metrics)
-    probe_per_class = 3     # probe examples per class of each task, from its test split
+    probe_per_class = 2     # probe examples per class of each task, from its test split
     clip_norm = 1.0         # gradient clipping (None: off)
 
 Streaming optimisation keeps the run's ``learning_rate`` constant (no schedule can assume a stream's
@@ -47,7 +47,7 @@ class OnlineConfig(ConfigMixin):
 
     batch_size: int = 8
     probe_every: int = 10
-    probe_per_class: int = 3
+    probe_per_class: int = 2
     clip_norm: float | None = 1.0
     checkpoint_every: int = 50
     rewarmup_threshold: float | None = None
