@@ -32,6 +32,7 @@ import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
+from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.memory.policies import AdmissionPolicy, make_policy
 from rehearsal.methods.inference import embed_texts, predict_labels
@@ -372,6 +373,9 @@ def run_online(
 ) -> OnlineResult:
     """Run (or go on with, from ``state``) the online run ``config`` describes; see the module docstring.
     ``state`` and ``keys`` come from the run's preflight (``rehearsal.runner.preflight``)."""
+    kind = getattr(config, "model_kind", "classifier")
+    if kind != "classifier":
+        raise ConfigError(f"an online run trains a sequence classifier; model_kind {kind!r} is not one")
     o = _setup(config, out, stream, state, keys)
     try:
         every = config.streaming.checkpoint_every
