@@ -27,7 +27,16 @@ from rehearsal.governance.gate import GateConfig
 from rehearsal.methods.generative.config import GenerativeConfig
 from rehearsal.runner.online_config import ONLINE_METHODS, OnlineConfig
 
-__all__ = ["MEMORYLESS_METHODS", "METHODS", "POLICIES", "PREDICTIONS", "REPLAY_METHODS", "RunConfig"]
+__all__ = [
+    "CAUSAL_METHODS",
+    "MEMORYLESS_METHODS",
+    "METHODS",
+    "MODEL_KINDS",
+    "POLICIES",
+    "PREDICTIONS",
+    "REPLAY_METHODS",
+    "RunConfig",
+]
 
 # The strategies a run can name; each is registered in rehearsal.runner.strategies, which refuses any other.
 METHODS = (
@@ -51,6 +60,21 @@ REPLAY_METHODS = ("random", "retrieval", "hybrid", "mir", "coverage", "diverse",
 # The methods that keep no memory, hence need no master key (the strategies' ``uses_memory`` agrees; a
 # test holds them together). Every other method keeps an encrypted memory.
 MEMORYLESS_METHODS = ("naive", "multitask", "ewc")
+# What a run trains: a sequence classifier (an encoder and a head over the stream's classes), or a causal LM
+# under a LoRA adapter that learns to answer instructions (rehearsal.runner.strategies.causal).
+MODEL_KINDS = ("classifier", "causal-lm")
+# The methods a causal-LM run can name (rehearsal.runner.strategies.causal registers exactly these).
+CAUSAL_METHODS = (
+    "naive",
+    "multitask",
+    "random",
+    "retrieval",
+    "hybrid",
+    "coverage",
+    "diverse",
+    "ewc",
+    "ewc-replay",
+)
 # Admission policies a run can use (rehearsal.memory.policies names them alike; "priority" needs options
 # a run config does not carry).
 POLICIES = ("keep_all", "reservoir", "class_balanced")
@@ -89,6 +113,10 @@ class RunConfig(ConfigMixin):
     guide of the ``generative`` method (ignored by the others).
     ``gate``, when set, must pass before each phase of a method with a memory is promoted
     (``rehearsal.governance.updates``); without it updates are versioned and audited as "ungated".
+    ``model_kind`` ``"causal-lm"`` trains a causal LM (``model``: a folder; None: the packaged
+    SmolLM2-135M-Instruct) under a LoRA adapter (``lora``) on the bundled instruction stream, one skill per
+    task (``rehearsal.runner.instructions``; the caps count items per skill), and scores greedy answers: the
+    matrix holds token-F1 (``rehearsal.runner.strategies.causal``).
     ``keep_weights`` bounds how many phases' weights a governed run keeps (None: all, so every version
     can be rolled back to in full; older versions keep their memory state but lose their weights).
     ``online`` runs the stream once in small batches, each tested before it is trained on
@@ -106,6 +134,7 @@ class RunConfig(ConfigMixin):
     max_train_per_class: int | None = 40
     max_test_per_class: int | None = 20
     model: str | None = None
+    model_kind: str = "classifier"
     epochs: float = 1.0
     batch_size: int = 24
     eval_batch_size: int = 64
@@ -188,6 +217,30 @@ class RunConfig(ConfigMixin):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")
         if self.online:
             self._check_online()
+        if self.model_kind not in MODEL_KINDS:
+            raise ConfigError(f"'model_kind' must be one of {list(MODEL_KINDS)}, got {self.model_kind!r}")
+        if self.model_kind == "causal-lm":
+            self._check_causal()
+
+    def _check_causal(self) -> None:
+        """A causal-LM run trains a LoRA adapter on the bundled instruction stream and scores answers: the
+        settings of a classifier's head do not apply, and naming one is a mistake worth a message."""
+        if self.method not in CAUSAL_METHODS:
+            raise ConfigError(
+                f"a causal-lm run's 'method' must be one of {list(CAUSAL_METHODS)}, got {self.method!r}"
+            )
+        if self.data is not None:
+            raise ConfigError("a causal-lm run trains on the bundled instruction stream; drop 'data'")
+        head_settings = {
+            "prediction": self.prediction != "head",
+            "calibration": self.calibration != "none",
+            "head_learning_rate": self.head_learning_rate is not None,
+            "mask_unseen": self.mask_unseen,
+            "online": self.online,
+        }
+        named = [name for name, set_ in head_settings.items() if set_]
+        if named:
+            raise ConfigError(f"a causal-lm run has no classification head: drop {named}")
 
     def _check_online(self) -> None:
         if self.method not in ONLINE_METHODS:

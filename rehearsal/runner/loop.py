@@ -45,12 +45,13 @@ from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import evaluate_accuracy
 from rehearsal.runner import state as run_state
 from rehearsal.runner.config import RunConfig
+from rehearsal.runner.instructions import load_instruction_stream
 from rehearsal.runner.metrics import AccuracyMatrix
 from rehearsal.runner.phase import phase_context, train_phase
 from rehearsal.runner.preflight import Preflight, preflight
 from rehearsal.runner.results import RunResult, build_result, summarize, write_outputs
-from rehearsal.runner.strategies import PhaseContext, Strategy, get_strategy
-from rehearsal.runner.strategies.base import model_path
+from rehearsal.runner.strategies import PhaseContext, Strategy
+from rehearsal.runner.strategies.causal import strategy_for
 from rehearsal.runner.tasks import Task, TaskStream, load_jsonl_stream, load_wordnet_stream
 
 __all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "summarize"]
@@ -59,7 +60,15 @@ _WEIGHTS, _MEMORY = "weights", "memory"
 
 
 def load_stream(config: RunConfig) -> TaskStream:
-    """The task stream a config names: a JSON-lines file, or the bundled WordNet stream with its caps."""
+    """The task stream a config names: a JSON-lines file, or the bundled WordNet stream with its caps (for
+    a causal LM, the bundled instruction stream)."""
+    if config.model_kind == "causal-lm":
+        return load_instruction_stream(
+            max_train_per_class=config.max_train_per_class,
+            max_test_per_class=config.max_test_per_class,
+            tasks=config.tasks,
+            seed=0,
+        )
     if config.data is not None:
         stream = load_jsonl_stream(
             config.data,
@@ -126,7 +135,7 @@ def _check_not_rolled_back(r: _Run) -> None:
 def _start(config: RunConfig, out: Path, stream: TaskStream | None, checked: Preflight) -> _Run:
     state = checked.state
     stream = stream if stream is not None else load_stream(config)
-    strategy = get_strategy(config.method)
+    strategy = strategy_for(config)
     if state:
         matrix = AccuracyMatrix.from_dict(state["accuracy"])
         totals: dict[str, Any] = dict(state["totals"])
@@ -211,15 +220,10 @@ def _row(matrix: AccuracyMatrix, row: int, task_names: list[str]) -> dict[str, f
     return {name: float(matrix.matrix[row, names.index(name)]) for name in task_names}
 
 
-def _task_correct(
-    strategy: Strategy, model: Any, ctx: PhaseContext, task: Task, labels: list[int]
-) -> dict[str, np.ndarray]:
-    """Per read-out (the head, and the run's predictor when it has one): which of ``task``'s test
-    examples it predicts right, as (n,) bool."""
-    if not task.test:
-        return {"head": np.zeros(0, dtype=bool), ctx.config.prediction: np.zeros(0, dtype=bool)}
-    predicted = strategy.predict_all(model, ctx, [ex.text for ex in task.test])
-    return {name: np.asarray(p == np.asarray(labels), dtype=bool) for name, p in predicted.items()}
+def _task_correct(strategy: Strategy, model: Any, ctx: PhaseContext, task: Task) -> dict[str, np.ndarray]:
+    """Per read-out (the head, and the run's predictor when it has one): how right each of ``task``'s test
+    examples comes out, as (n,) float in [0, 1] (``Strategy.score``: 1.0 or 0.0 for a predicted label)."""
+    return strategy.score(model, ctx, task)
 
 
 def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
@@ -239,10 +243,10 @@ def _evaluate(r: _Run, model: Any, ctx: PhaseContext, row: int) -> dict[str, np.
         head = AccuracyMatrix.from_dict(saved) if saved else AccuracyMatrix(list(r.matrix.task_names))
     correct = {}
     for j, task in enumerate(stream.tasks):
-        labels = [stream.label_id(ex.label) for ex in task.test]
-        both = _task_correct(r.strategy, model, ctx, task, labels)
-        correct[task.name] = both[prediction]
-        r.matrix.record(row, j, float(correct[task.name].mean()) if len(correct[task.name]) else 0.0)
+        both = _task_correct(r.strategy, model, ctx, task)
+        scores = both[prediction]
+        correct[task.name] = np.asarray(scores >= 1.0, dtype=bool)  # full marks: the label, or all the answer
+        r.matrix.record(row, j, float(scores.mean()) if len(scores) else 0.0)
         if head is not None:
             head.record(row, j, float(both["head"].mean()) if len(both["head"]) else 0.0)
     if head is not None:
@@ -336,7 +340,7 @@ def run(
     ``config.online`` the stream is seen once, batch by batch (``rehearsal.runner.online``).
     """
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
+    from transformers import set_seed
 
     if output_dir is not None:
         config = config.replace(output_dir=str(output_dir))
@@ -355,12 +359,12 @@ def run(
         )
     r = _start(config, out, stream, checked)
     _check_not_rolled_back(r)
-    tokenizer = AutoTokenizer.from_pretrained(model_path(config))
+    tokenizer = r.strategy.load_tokenizer(config)
     set_seed(config.seed)
     # Runs written before weights were kept per phase saved them in "checkpoint/".
     checkpoint = out / r.state.get("checkpoint", "checkpoint") if r.state and r.done else None
     model = r.strategy.load_model(config, checkpoint, len(r.stream.labels))
-    base_collator = DataCollatorWithPadding(tokenizer)
+    base_collator = r.strategy.base_collator(tokenizer, config)
     desc = f"{config.method} phases"
     bar = tqdm(total=len(r.phases), initial=r.done, desc=desc, disable=not config.progress, file=sys.stderr)
     for phase in range(r.done, len(r.phases)):

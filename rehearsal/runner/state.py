@@ -32,6 +32,8 @@ def comparable(config: RunConfig) -> dict[str, Any]:
         # of this) it had before they existed.
         data.pop("online")
         data.pop("streaming")
+    if config.model_kind == "classifier":
+        data.pop("model_kind")  # likewise for runs from before causal-LM runs
     return data
 
 

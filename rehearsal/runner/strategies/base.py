@@ -190,6 +190,29 @@ class Strategy:
             f"calibration {ctx.config.calibration!r} needs a replay memory; method {self.name!r} keeps none"
         )
 
+    # -- what the run loop asks besides training: the text pipeline and the score of a test set ------
+    def load_tokenizer(self, config: RunConfig) -> Any:
+        """The tokenizer of the run's model."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_path(config))
+
+    def base_collator(self, tokenizer: Any, config: RunConfig) -> Callable[[list[dict[str, Any]]], Any]:
+        """The collator that pads a batch (replay collators wrap it)."""
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    def score(self, model: Any, ctx: PhaseContext, task: Task) -> dict[str, np.ndarray]:
+        """Per read-out (the head, and the run's predictor when it has one), how right each of ``task``'s
+        test examples comes out after a phase: (n,) float in [0, 1], 1.0 or 0.0 for a predicted label (a
+        strategy that writes answers gives them partial credit: ``strategies.causal``)."""
+        if not task.test:
+            return {"head": np.zeros(0), ctx.config.prediction: np.zeros(0)}
+        labels = np.asarray([ctx.stream.label_id(ex.label) for ex in task.test])
+        predicted = self.predict_all(model, ctx, [ex.text for ex in task.test])
+        return {name: np.asarray(p == labels, dtype=float) for name, p in predicted.items()}
+
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 

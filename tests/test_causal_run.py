@@ -1,0 +1,99 @@
+"""A causal-LM run end to end through ``rehearsal run``: a tiny randomly initialised Llama learns three
+skills in turn with replay; its matrix is read again from the saved adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _models import tiny_causal_lm
+
+from rehearsal.cli.main import main
+from rehearsal.crypto.keys import KeyRing
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.runner.causal.model import causal_tokenizer, load_adapted
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.instructions import general_texts, load_instruction_stream
+from rehearsal.runner.strategies.causal import measure_phase
+
+SKILLS = ["pos", "antonym", "synonym"]
+CAPS = {"max_train_per_class": 6, "max_test_per_class": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> str:
+    stream = load_instruction_stream(tasks=SKILLS, **CAPS)
+    texts = [ex.text for task in stream.tasks for ex in task.train + task.test]
+    return tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"), [*texts, *general_texts()])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, tiny_llama: str) -> tuple[Path, KeyRing]:
+    folder = tmp_path_factory.mktemp("causal-run")
+    keys = KeyRing.generate()
+    (folder / "key").write_text(keys.export_base64())
+    (folder / "key").chmod(0o600)
+    config = {
+        "model_kind": "causal-lm",
+        "method": "random",
+        "model": tiny_llama,
+        "tasks": SKILLS,
+        **CAPS,
+        "batch_size": 4,
+        "eval_batch_size": 8,
+        "max_length": 32,
+        "learning_rate": 0.01,
+        "epochs": 3.0,
+        "progress": False,
+        "output_dir": str(folder / "run"),
+    }
+    (folder / "run.json").write_text(json.dumps(config))
+    assert main(["run", str(folder / "run.json"), "--key-file", str(folder / "key"), "--json"]) == 0
+    return folder / "run", keys
+
+
+@pytest.mark.slow
+def test_a_causal_lm_run_scores_every_skill_after_every_phase(finished: tuple[Path, KeyRing]) -> None:
+    out, _ = finished
+    results = json.loads((out / "results.json").read_text())
+    matrix = np.array(results["accuracy"]["matrix"], dtype=float)
+    assert results["accuracy"]["task_names"] == SKILLS
+    assert matrix.shape == (3, 3) and np.all((matrix >= 0) & (matrix <= 1))
+    assert matrix.max() > 0.0  # it learnt something, so the read-out from the adapters can disagree
+    assert results["summary"]["forgetting"] is not None
+    logs = results["phase_logs"]
+    assert len(logs) == 3
+    for row, log in enumerate(logs):
+        assert log["general_perplexity"] > 1.0
+        for j, skill in enumerate(SKILLS):
+            assert log[f"f1/{skill}"] == pytest.approx(matrix[row, j])
+            assert 0.0 <= log[f"exact/{skill}"] <= log[f"f1/{skill}"] + 1e-9
+            assert log[f"answer_loss/{skill}"] > 0.0
+    assert logs[0]["general_perplexity_base"] > 1.0
+    assert results["cost"]["replayed_examples"] > 0
+
+
+@pytest.mark.slow
+def test_the_matrix_is_recomputed_from_the_saved_adapters(finished: tuple[Path, KeyRing], tiny_llama: str) -> None:
+    out, _ = finished
+    results = json.loads((out / "results.json").read_text())
+    config = RunConfig.from_dict(results["config"])
+    stream = load_instruction_stream(tasks=SKILLS, **CAPS)
+    tokenizer = causal_tokenizer(tiny_llama)
+    for phase in range(len(SKILLS)):
+        model = load_adapted(tiny_llama, out / "weights" / f"phase_{phase}", trainable=False)
+        scores = measure_phase(model, tokenizer, config, stream.tasks)
+        again = [float(scores[t].f1.mean()) for t in SKILLS]
+        assert again == pytest.approx(results["accuracy"]["matrix"][phase], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_no_test_item_enters_the_memory(finished: tuple[Path, KeyRing]) -> None:
+    out, keys = finished
+    stream = load_instruction_stream(tasks=SKILLS, **CAPS)
+    with RehearsalMemory.open(out / "memory", keys=keys, read_only=True) as memory:
+        stored = set(memory.get_texts(memory.ids()))
+    assert stored == {ex.text for task in stream.tasks for ex in task.train}
+    assert not stored & {ex.text for task in stream.tasks for ex in task.test}
