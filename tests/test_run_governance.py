@@ -112,11 +112,11 @@ def _scripted_eval(share_right: dict[int, float], task_name: str) -> Any:
     """An evaluation that gets ``share_right[phase]`` of ``task_name``'s test examples right (the first
     ones) and every example of the other tasks."""
 
-    def evaluate(strategy: Any, model: Any, ctx: Any, task: Task, labels: list[int]) -> np.ndarray:
-        right = np.ones(len(task.test), dtype=bool)
+    def evaluate(strategy: Any, model: Any, ctx: Any, task: Task) -> dict[str, np.ndarray]:
+        right = np.ones(len(task.test))
         if task.name == task_name:
-            right[round(share_right[ctx.phase] * len(right)) :] = False
-        return right
+            right[round(share_right[ctx.phase] * len(right)) :] = 0.0
+        return {"head": right, ctx.config.prediction: right}
 
     return evaluate
 
