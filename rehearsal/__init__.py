@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from rehearsal.runner.deployment.update import update
     from rehearsal.runner.loop import run
     from rehearsal.runner.results import RunResult
+    from rehearsal.runner.trainer_matrix import AccuracyMatrixCallback
 
 __version__ = "0.1.0"
 
@@ -68,6 +69,7 @@ _LAZY = {
     "embed_dataset": "rehearsal.replay.collator",
     "RehearsalTrainer": "rehearsal.replay.trainer",
     "RunResult": "rehearsal.runner.results",
+    "AccuracyMatrixCallback": "rehearsal.runner.trainer_matrix",
     "run": "rehearsal.runner.loop",
     "update": "rehearsal.runner.deployment.update",
 }
@@ -75,6 +77,7 @@ _LAZY = {
 __all__ = [
     "EWC",
     "AccuracyMatrix",
+    "AccuracyMatrixCallback",
     "AdapterRouter",
     "AdmissionPolicy",
     "ClassBalanced",

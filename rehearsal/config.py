@@ -90,7 +90,11 @@ class ReplayConfig(ConfigMixin):
     """How much replay each batch gets and how it is chosen.
 
     ``ratio`` is the replay share of each training batch: a batch of ``b`` new examples is topped up with
-    ``round(b * ratio / (1 - ratio))`` old ones (0.25 with b=24 gives 8, i.e. 8 of 32).
+    ``round(b * ratio / (1 - ratio))`` old ones (0.25 with b=24 gives 8, i.e. 8 of 32; the default 0.5
+    replays as many old examples as there are new ones).
+    The defaults, class-balanced ``random`` replay at ratio 0.5, are the measured best so far: no selection
+    mode beat them on either bundled stream (benchmarks/RESULTS.md, "Replay selection in the sparse
+    regime"); ``configs/default.toml`` and the README's Trainer section use the same.
     ``mark_replay`` adds an ``is_replay`` column that a plain model does not accept: use it only with
     ``rehearsal.replay.trainer.RehearsalTrainer``, which removes it before the forward pass.
     In ``hybrid`` mode ``random_share`` of the replay is drawn at random (``balance="class"``: class by class)
@@ -117,9 +121,9 @@ class ReplayConfig(ConfigMixin):
       (``rehearsal.replay.generative.GenerativeCollator``; the memory is not searched).
     """
 
-    ratio: float = 0.25
+    ratio: float = 0.5
     k: int = 4
-    mode: str = "hybrid"
+    mode: str = "random"
     random_share: float = 0.5
     balance: str = "class"
     max_replay_examples: int | None = None

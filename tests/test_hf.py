@@ -109,7 +109,7 @@ def test_classification_trainer_replays_and_admits_once(
     tmp_path, stream, tokenizer, keys, memory_path, new_task
 ):
     collator = RehearsalCollator(
-        memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(), keys=keys, task="verbs"
+        memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(ratio=0.25), keys=keys, task="verbs"
     )
     callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=new_task, task="verbs")
     trainer = Trainer(
@@ -205,7 +205,7 @@ def test_an_embedded_eval_set_gets_no_replay_during_or_after_training(
         sizes.append(len(rows))
         return base(rows)
 
-    collator = RehearsalCollator(memory_path, recording, tokenizer, ReplayConfig(), keys=keys, task="verbs")
+    collator = RehearsalCollator(memory_path, recording, tokenizer, ReplayConfig(ratio=0.25), keys=keys, task="verbs")
     callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=new_task, task="verbs")
     evaluated = new_task.select(range(16))
     trainer = Trainer(
@@ -358,7 +358,7 @@ def test_trl_sft_trainer_trains_with_replay(tmp_path, keys, memory_path, encoder
         memory_path,
         TrlLanguageModelingCollator(pad_token_id=tokenizer.pad_token_id),
         tokenizer,
-        ReplayConfig(),
+        ReplayConfig(ratio=0.25),
         keys=keys,
         task="dogs",
     )
