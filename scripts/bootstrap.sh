@@ -9,6 +9,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v a
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
         || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
+# The bundled WordNet files' prepare scripts are checked against them when wordnet-base is there (optional).
+if [ ! -f /usr/share/wordnet/data.noun ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wordnet-base >/dev/null 2>&1 || true
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

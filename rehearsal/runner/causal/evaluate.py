@@ -131,13 +131,23 @@ def answer_loss(
 def perplexity(
     model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_size: int
 ) -> float:
-    """Token perplexity of plain ``texts`` (no answer mark: every token after the first is scored)."""
-    collator = CompletionCollator(tokenizer, max_length=max_length)
+    """Token perplexity of plain ``texts``: every token after the first is scored, and no end token is
+    added (a sentence of general text has no answer to close)."""
+    import torch
+
     model.eval()
+    pad = int(tokenizer.pad_token_id)
     total, count = 0.0, 0
     for start in range(0, len(texts), batch_size):
         encoded = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length)
-        nll, n = _nll(model, collator([{"input_ids": ids} for ids in encoded["input_ids"]]))
+        rows = [list(ids) for ids in encoded["input_ids"]]
+        width = max(map(len, rows))
+        batch = {
+            "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+            "labels": torch.tensor([[IGNORE, *r[1:]] + [IGNORE] * (width - len(r)) for r in rows]),
+        }
+        nll, n = _nll(model, batch)
         total, count = total + nll, count + n
     return math.exp(total / max(count, 1))
 
