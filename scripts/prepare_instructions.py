@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--train", type=int, default=200, help="training items per skill")
     parser.add_argument("--test", type=int, default=50, help="test items per skill")
-    parser.add_argument("--general", type=int, default=150, help="held-out general sentences")
+    parser.add_argument("--general", type=int, default=60, help="held-out general sentences")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

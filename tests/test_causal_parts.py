@@ -63,7 +63,8 @@ def test_the_token_loss_ignores_unscored_positions() -> None:
     logits[0, 1, 2] = 5.0  # position 1 predicts token 2 confidently
     labels = torch.tensor([[-100, -100, 2], [-100, 1, 3]])
     rows = token_loss(logits, labels, reduction="none")
-    assert rows[0] < 0.03 and rows[1] == pytest.approx(torch.log(torch.tensor(4.0)).item())
+    assert rows[0] < 0.03
+    assert rows[1] == pytest.approx(torch.log(torch.tensor(4.0)).item())
     assert token_loss(logits, labels) == pytest.approx(float(rows[0] + 2 * rows[1]) / 3)
 
 
@@ -87,7 +88,8 @@ def test_every_causal_method_has_its_strategy() -> None:
     assert set(CAUSAL_STRATEGIES) == set(CAUSAL_METHODS)
     for method in CAUSAL_METHODS:
         strategy = strategy_for(RunConfig(model_kind="causal-lm", method=method))
-        assert isinstance(strategy, CausalLM) and strategy.name == method
+        assert isinstance(strategy, CausalLM)
+        assert strategy.name == method
 
 
 def test_a_classifier_run_keeps_its_config_digest(tmp_path: Path) -> None:

@@ -60,7 +60,8 @@ def test_a_causal_lm_run_scores_every_skill_after_every_phase(finished: tuple[Pa
     results = json.loads((out / "results.json").read_text())
     matrix = np.array(results["accuracy"]["matrix"], dtype=float)
     assert results["accuracy"]["task_names"] == SKILLS
-    assert matrix.shape == (3, 3) and np.all((matrix >= 0) & (matrix <= 1))
+    assert matrix.shape == (3, 3)
+    assert np.all((matrix >= 0) & (matrix <= 1))
     assert matrix.max() > 0.0  # it learnt something, so the read-out from the adapters can disagree
     assert results["summary"]["forgetting"] is not None
     logs = results["phase_logs"]
@@ -76,7 +77,9 @@ def test_a_causal_lm_run_scores_every_skill_after_every_phase(finished: tuple[Pa
 
 
 @pytest.mark.slow
-def test_the_matrix_is_recomputed_from_the_saved_adapters(finished: tuple[Path, KeyRing], tiny_llama: str) -> None:
+def test_the_matrix_is_recomputed_from_the_saved_adapters(
+    finished: tuple[Path, KeyRing], tiny_llama: str
+) -> None:
     out, _ = finished
     results = json.loads((out / "results.json").read_text())
     config = RunConfig.from_dict(results["config"])
@@ -97,3 +100,31 @@ def test_no_test_item_enters_the_memory(finished: tuple[Path, KeyRing]) -> None:
         stored = set(memory.get_texts(memory.ids()))
     assert stored == {ex.text for task in stream.tasks for ex in task.train}
     assert not stored & {ex.text for task in stream.tasks for ex in task.test}
+
+
+@pytest.mark.slow
+def test_compare_sets_causal_methods_side_by_side(tmp_path: Path, tiny_llama: str) -> None:
+    key = tmp_path / "key"
+    key.write_text(KeyRing.generate().export_base64())
+    key.chmod(0o600)
+    config = {
+        "model_kind": "causal-lm",
+        "model": tiny_llama,
+        "tasks": SKILLS[:2],
+        "max_train_per_class": 4,
+        "max_test_per_class": 2,
+        "batch_size": 4,
+        "max_length": 32,
+        "progress": False,
+        "output_dir": str(tmp_path / "sweep"),
+    }
+    (tmp_path / "sweep.json").write_text(json.dumps(config))
+    args = ["compare", str(tmp_path / "sweep.json"), "--methods", "naive,retrieval", "--key-file", str(key)]
+    assert main([*args, "--json"]) == 0
+    table = json.loads((tmp_path / "sweep" / "comparison.json").read_text())
+    assert set(table["table"]) == {"naive", "retrieval"}
+    for method in ("naive", "retrieval"):
+        logs = json.loads((tmp_path / "sweep" / method / "seed0" / "results.json").read_text())["phase_logs"]
+        assert [sorted(k for k in log if k.startswith("f1/")) for log in logs] == [
+            ["f1/antonym", "f1/pos"]
+        ] * 2
