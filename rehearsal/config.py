@@ -101,7 +101,7 @@ class ReplayConfig(ConfigMixin):
     from the whole eligible memory so that old tasks far from the new data are not starved, and the rest
     are the nearest neighbours of the batch (``k`` per new example, merged and de-duplicated).
 
-    The modes of ``rehearsal.selection`` (``group_by`` names what "a class" is for them: ``"label"`` or
+    The modes of ``rehearsal.replay.modes`` (``group_by`` names what "a class" is for them: ``"label"`` or
     ``"task"``):
 
     - ``mir`` (maximally interfered retrieval): the collator draws a pool of ``pool_size(count)``
