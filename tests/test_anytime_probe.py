@@ -1,5 +1,7 @@
 """Probing seen tasks during training: which tasks a probe measures, and the Trainer callback's cadence."""
 
+import json
+
 import numpy as np
 from datasets import Dataset
 from transformers import (
@@ -62,3 +64,19 @@ def test_probe_callback_probes_at_the_phase_start_and_every_n_run_steps(tmp_path
     assert list(trace.accuracy[1]) == ["living", "verbs"]
     assert callback.last_step == 12
     assert callback.seconds > 0
+
+
+def test_an_offline_run_with_probe_offline_probes_across_its_phases(tmp_path, tiny_model, tiny_stream, keys):
+    from _models import tiny_run_config
+
+    from rehearsal.runner.loop import run
+
+    streaming = {"probe_offline": True, "probe_every": 1, "probe_per_class": 1}
+    config = tiny_run_config(tmp_path, tiny_model, method="random", batch_size=4, streaming=streaming)
+    run(config, stream=tiny_stream, keys=keys)
+    saved = json.loads((tmp_path / "run" / "anytime.json").read_text())
+    assert saved["phase_steps"] == [3, 3]  # 12 examples per task in batches of 4
+    assert saved["trace"]["steps"] == [0, 1, 2, 3, 4, 5, 6]
+    assert saved["trace"]["task_starts"] == [0, 3]
+    assert [gap["task"] for gap in saved["stability_gaps"]] == ["verbs"]
+    assert (tmp_path / "run" / "accuracy_anytime.png").is_file()

@@ -42,7 +42,8 @@ class OnlineConfig(ConfigMixin):
     """How an online run batches the stream, probes it, clips and re-warms (see the module docstring).
 
     ``checkpoint_every`` is the number of steps between the checkpoints a resumed run starts from (the
-    weights, the optimizer, the random state and the position in the stream).
+    weights, the optimizer, the random state and the position in the stream). ``probe_offline`` makes an
+    offline run probe its phases too, every ``probe_every`` Trainer steps (``anytime.json`` in its folder).
     """
 
     batch_size: int = 8
@@ -53,11 +54,14 @@ class OnlineConfig(ConfigMixin):
     rewarmup_threshold: float | None = None
     rewarmup_steps: int = 10
     novelty_calibration: int = 64
+    probe_offline: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "probe_every", "probe_per_class", "checkpoint_every", "rewarmup_steps"):
             _int_at_least(name, getattr(self, name), 1)
         _int_at_least("novelty_calibration", self.novelty_calibration, 2)
+        if not isinstance(self.probe_offline, bool):
+            raise ConfigError(f"'streaming.probe_offline' must be true or false, got {self.probe_offline!r}")
         clip = self.clip_norm
         if clip is not None and (
             isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < float(clip) < float("inf")

@@ -11,6 +11,7 @@ from rehearsal.methods.inference import embed_texts
 from rehearsal.replay.collator import RehearsalCollator
 from rehearsal.replay.generative import GenerativeCollator
 from rehearsal.replay.trainer import LABELS, RehearsalTrainer
+from rehearsal.runner.anytime_probe import offline_probes
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.strategies import PhaseContext, Strategy
 from rehearsal.runner.tasks import Task, TaskStream
@@ -81,6 +82,7 @@ def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) ->
 
     config = ctx.config
     collator = strategy.collator(ctx)
+    probes = offline_probes(ctx)
     args = TrainingArguments(
         output_dir=str(out / "trainer"),
         per_device_train_batch_size=config.batch_size,
@@ -100,7 +102,7 @@ def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) ->
         args=args,
         train_dataset=ctx.train,
         data_collator=collator,
-        callbacks=strategy.callbacks(ctx, collator),
+        callbacks=[*strategy.callbacks(ctx, collator), *([probes.callback] if probes else [])],
         loss=config.loss,
         current_classes=ctx.current_classes,
         seen_classes=ctx.seen_classes,
@@ -111,6 +113,8 @@ def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) ->
     # Without progress bars the Trainer prints each log dict to stdout; stdout is the run's report (--json).
     trainer.remove_callback(PrinterCallback)
     trainer.train()
+    if probes is not None:
+        probes.finish()
     replayed = sum(int(log.get("replay/examples", 0)) for log in trainer.state.log_history)
     tokens = sum(int(log.get("replay/tokens", 0)) for log in trainer.state.log_history)
     if isinstance(collator, (RehearsalCollator, GenerativeCollator)):
