@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rehearsal.crypto.master_key import MASTER_KEY_ENV, resolve_master_key
-from rehearsal.errors import MissingKeyError, NotFoundError, RehearsalError, ValidationError
+from rehearsal.errors import ConfigError, MissingKeyError, NotFoundError, RehearsalError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
-from rehearsal.governance.audited import AuditedMemory
+from rehearsal.governance.audited import TENANT_NAMES, AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.registry import is_server, server_manifest
 from rehearsal.store.where import parse_where
@@ -33,8 +33,10 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "KEY_ENV",
+    "TENANT_NAMES_ENV",
     "Report",
     "Verb",
+    "audit_tenant_names",
     "audited",
     "encrypted",
     "keys_from_args",
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 KEY_ENV = MASTER_KEY_ENV
+TENANT_NAMES_ENV = "REHEARSAL_AUDIT_TENANT_NAMES"
 # A memory folder's manifest; a run folder's state file and the memory it keeps (run/loop.py).
 MANIFEST, RUN_STATE, RUN_MEMORY = "memory.json", "state.json", "memory"
 DEPLOYMENT = "deployment.json"  # a deployment folder's file (rehearsal.runner.deployment.folder)
@@ -203,4 +206,14 @@ def audited(args: argparse.Namespace, memory: RehearsalMemory, keys: KeyRing | N
     keys = keys if keys is not None else keys_from_args(args)
     if keys is None or is_server(args.path) or not encrypted(args.path):
         return memory
-    return AuditedMemory(memory, AuditLog.open(default_log_path(args.path), keys), actor="cli")
+    log = AuditLog.open(default_log_path(args.path), keys)
+    return AuditedMemory(memory, log, actor="cli", tenant_names=audit_tenant_names())
+
+
+def audit_tenant_names() -> str:
+    """How the audit log names tenants: ``digest`` (a keyed pseudonym, the default) or ``clear``, from
+    REHEARSAL_AUDIT_TENANT_NAMES."""
+    value = os.environ.get(TENANT_NAMES_ENV, "digest").strip() or "digest"
+    if value not in TENANT_NAMES:
+        raise ConfigError(f"{TENANT_NAMES_ENV} must be one of {list(TENANT_NAMES)}, got {value!r}")
+    return value

@@ -35,6 +35,7 @@ from rehearsal.cli.common import (
 )
 from rehearsal.cli.deploy_verbs import deploy_verbs
 from rehearsal.cli.encoder_options import add_encoder_arguments
+from rehearsal.cli.forget_verbs import forget_verbs
 from rehearsal.cli.gate_verbs import gate_args, run_gate
 from rehearsal.cli.governance_verbs import governance_verbs
 from rehearsal.cli.ingest_verbs import ingest_verbs
@@ -43,7 +44,6 @@ from rehearsal.cli.records import id_list, positive_int
 from rehearsal.cli.run_verbs import add_set_argument, load_run_config, run_verbs, stdout_to_stderr
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
-    NotFoundError,
     RehearsalError,
     UpdateBlockedError,
     ValidationError,
@@ -136,27 +136,6 @@ def _delete(args: argparse.Namespace) -> Report:
         entries = len(memory)
     data = {"path": args.path, "deleted": removed, "ids": args.ids, "entries": entries}
     return Report(data, [f"deleted {removed} entries; {entries} remain"])
-
-
-def _forget_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tenant", required=True, help="the tenant to erase")
-
-
-def _forget(args: argparse.Namespace) -> Report:
-    with audited(args, open_memory(args, read_only=False)) as memory:
-        try:
-            removed = memory.forget(tenant=args.tenant)
-        except NotFoundError:
-            # Erasure pipelines retry: a tenant that is already gone is the outcome they asked for.
-            entries = len(memory)
-            data = {"path": args.path, "tenant": args.tenant, "removed": 0, "entries": entries}
-            data["already_absent"] = True
-            return Report(
-                data, [f"tenant {args.tenant!r} holds nothing here (already forgotten, or never added)"]
-            )
-        entries = len(memory)
-    line = f"forgot tenant {args.tenant!r}: {removed} entries removed, its key destroyed; {entries} remain"
-    return Report({"path": args.path, "tenant": args.tenant, "removed": removed, "entries": entries}, [line])
 
 
 def _rotate_args(p: argparse.ArgumentParser) -> None:
@@ -285,7 +264,6 @@ VERBS: dict[str, Verb] = {
     "stats": Verb("entries, tenants, tasks and sizes", lambda p: None, _stats),
     "verify": Verb("authenticate every record and check the index", lambda p: None, _verify),
     "delete": Verb("remove entries by id", _delete_args, _delete),
-    "forget": Verb("erase a tenant: destroy its key, remove its entries", _forget_args, _forget),
     "rotate-key": Verb("rewrap the data keys under a new master key", _rotate_args, _rotate_key),
     "keygen": Verb("make a new master key (file or stdout)", _keygen_args, _keygen, uses_memory=False),
     "bench": Verb("recall and speed of the memory's search against exact search", _bench_args, _bench),
@@ -293,6 +271,7 @@ VERBS: dict[str, Verb] = {
 VERBS["run"] = Verb("a continual fine-tuning run from a TOML/YAML config", _run_args, _run, uses_memory=False)
 VERBS["gate"] = Verb("validate an update: regression and PII safety", gate_args, run_gate, uses_memory=False)
 VERBS.update(memory_verbs())  # get, peek, count, export
+VERBS.update(forget_verbs())  # forget, check-receipt
 VERBS.update(run_verbs())  # compare
 VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
 VERBS.update(deploy_verbs())  # init-deployment, update, shadow, promote, report

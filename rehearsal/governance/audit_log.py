@@ -88,6 +88,7 @@ DEFAULT_LOG_NAME = "audit.log"
 _ZERO = "0" * 64
 _FIELDS = frozenset({"seq", "time", "kind", "actor", "details", "prev", "key", "mac"})
 _KEY_PURPOSE = "audit-log"
+_PSEUDONYM_PURPOSE = "audit-tenant-pseudonym"
 # Identifiers, hashes, tags, ISO dates, emails of approvers: no whitespace, bounded length.
 _SAFE_STRING = re.compile(r"[\w.:@/+=,#-]{0,128}")
 
@@ -205,6 +206,13 @@ class AuditLog:
 
     def __repr__(self) -> str:
         return f"AuditLog(path={str(self.path)!r}, key={self._keys.fingerprint}, hmac_key=<redacted>)"
+
+    def pseudonym(self, name: str) -> str:
+        """A keyed digest that stands for ``name`` (a tenant) in entries: the same name gives the same
+        digest under this master key, and nobody without the key can tell which name it is or test a
+        guess. A rotated master key gives new digests from then on."""
+        key = self._keys.derive_key(_PSEUDONYM_PURPOSE)
+        return "hmac:" + hmac.new(key, name.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
     # -- writing ---------------------------------------------------------------------------------
     def append(self, kind: str, details: Mapping[str, Any], *, actor: str | None = None) -> AuditEntry:

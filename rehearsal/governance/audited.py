@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from rehearsal.errors import IntegrityError
+from rehearsal.errors import ConfigError, IntegrityError
 from rehearsal.governance.audit_log import AuditEntry, AuditLog, canonical_json, check_details, ids_digest
 
 if TYPE_CHECKING:
@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# How audit entries name tenants: a keyed pseudonym (the default: tenant names can identify people), or
+# the name itself.
+TENANT_NAMES = ("digest", "clear")
+
 __all__ = [
+    "TENANT_NAMES",
     "AuditedMemory",
     "bound_store_id",
     "check_log_binding",
@@ -66,14 +71,15 @@ def log_ingest(
     return log.append("ingest", {**details, "generation": generation}, actor=actor)
 
 
-def _owners(tenant: str | Sequence[str] | None) -> dict[str, Any]:
-    """``{"tenant": name}`` for one owner, ``{"tenants": {name: records}}`` for several."""
+def _owners(tenant: str | Sequence[str] | None, name: Callable[[str], str] = str) -> dict[str, Any]:
+    """``{"tenant": name}`` for one owner, ``{"tenants": {name: records}}`` for several; ``name`` is how
+    a tenant is written (itself, or its pseudonym)."""
     if tenant is None or isinstance(tenant, str):
-        return {"tenant": tenant or "default"}
+        return {"tenant": name(tenant or "default")}
     counts = collections.Counter(tenant)
     if len(counts) == 1:
-        return {"tenant": next(iter(counts))}
-    return {"tenants": dict(sorted(counts.items()))}
+        return {"tenant": name(next(iter(counts)))}
+    return {"tenants": {name(t): n for t, n in sorted(counts.items())}}
 
 
 def log_delete(
@@ -187,11 +193,34 @@ class AuditedMemory:
     after the last audited generation is logged then, as a ``reconcile`` entry with its ids.
     """
 
-    def __init__(self, memory: RehearsalMemory, log: AuditLog, *, actor: str | None = None) -> None:
+    def __init__(
+        self,
+        memory: RehearsalMemory,
+        log: AuditLog,
+        *,
+        actor: str | None = None,
+        tenant_names: str = "digest",
+    ) -> None:
+        """``tenant_names`` is how entries name tenants: ``"digest"`` (the log's keyed pseudonym, for
+        tenant names that identify people) or ``"clear"``."""
+        if tenant_names not in TENANT_NAMES:
+            raise ConfigError(f"tenant_names must be one of {list(TENANT_NAMES)}, got {tenant_names!r}")
         self.memory = memory
         self.log = log
         self.actor = actor
+        self.tenant_names = tenant_names
+        self.last_forget: AuditEntry | None = None  # the entry of the latest forget through this handle
         self.reconcile()
+
+    def tenant_ref(self, tenant: str) -> str:
+        """How this log's entries name ``tenant``."""
+        return self.log.pseudonym(tenant) if self.tenant_names == "digest" else tenant
+
+    def forgotten_before(self, tenant: str) -> AuditEntry | None:
+        """The latest ``forget`` entry of ``tenant`` (by name or by pseudonym), None if it has none."""
+        names = {tenant, self.log.pseudonym(tenant)}
+        erasures = [e for e in self.log.entries() if e.kind == "forget" and e.details.get("tenant") in names]
+        return erasures[-1] if erasures else None
 
     def __enter__(self) -> AuditedMemory:
         return self
@@ -242,11 +271,12 @@ class AuditedMemory:
         tags = sorted({str(t) for meta in metadata or () for t in meta.get("tags", ())})
         check_details({**_owners(tenant), "tags": tags})  # refuse before anything is written
         ids = self.memory.add(texts, metadata=metadata, tenant=tenant, **kwargs)
-        generation = self.memory.generation
-        log_ingest(
-            self.log, ids, tenant=tenant or "default", tags=tags, actor=self.actor, generation=generation
-        )
+        self._log_ingest(ids, tenant, tags)
         return ids
+
+    def _log_ingest(self, ids: list[int], tenant: str | Sequence[str] | None, tags: list[str]) -> None:
+        details = {**_id_summary(ids), **_owners(tenant, self.tenant_ref), "tags": tags}
+        self.log.append("ingest", {**details, "generation": self.memory.generation}, actor=self.actor)
 
     def upsert(
         self,
@@ -263,9 +293,7 @@ class AuditedMemory:
         generation = self.memory.generation
         if replaced:
             log_delete(self.log, replaced, actor=self.actor, generation=generation, cause="upsert")
-        log_ingest(
-            self.log, ids, tenant=tenant or "default", tags=tags, actor=self.actor, generation=generation
-        )
+        self._log_ingest(ids, tenant, tags)
         return ids, replaced
 
     def delete(self, ids: Sequence[int]) -> int:
@@ -275,8 +303,12 @@ class AuditedMemory:
 
     def forget(self, *, tenant: str) -> int:
         removed = self.memory.forget(tenant=tenant)
-        log_forget(
-            self.log, tenant=tenant, removed=removed, actor=self.actor, generation=self.memory.generation
+        self.last_forget = log_forget(
+            self.log,
+            tenant=self.tenant_ref(tenant),
+            removed=removed,
+            actor=self.actor,
+            generation=self.memory.generation,
         )
         return removed
 
