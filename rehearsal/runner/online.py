@@ -40,6 +40,7 @@ from rehearsal.methods.novelty import novelty
 from rehearsal.replay.collator import REPLAY_FLAG, RehearsalCollator
 from rehearsal.replay.trainer import LABELS
 from rehearsal.runner.anytime import ProbeTrace, anytime_summary
+from rehearsal.runner.anytime_probe import probe_seen_tasks
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.metrics import AccuracyMatrix
 from rehearsal.runner.online_checkpoint import Progress, load_optimizer, save_checkpoint
@@ -102,21 +103,7 @@ def _test_batch(o: _Online, batch: OnlineBatch) -> None:
 
 def _probe(o: _Online, step: int) -> None:
     """Probe accuracy of every task whose first batch was trained on before ``step``."""
-    began = time.perf_counter()
-    seen = [
-        t.name
-        for t, start in zip(o.stream.tasks, o.trace.task_starts, strict=True)
-        if start is not None and start < step
-    ]
-    texts = [text for name in seen for text in o.probes[name][0]]
-    predicted = _predict(o, texts) if texts else np.empty(0, dtype=np.int64)
-    accuracy, at = {}, 0
-    for name in seen:
-        labels = np.asarray(o.probes[name][1])
-        accuracy[name] = float(np.mean(predicted[at : at + len(labels)] == labels)) if len(labels) else 0.0
-        at += len(labels)
-    o.trace.record(step, accuracy)
-    o.progress.probe_seconds += time.perf_counter() - began
+    o.progress.probe_seconds += probe_seen_tasks(o.trace, step, o.probes, lambda texts: _predict(o, texts))
 
 
 def _features(o: _Online, batch: OnlineBatch) -> list[dict[str, Any]]:
