@@ -56,6 +56,7 @@ from rehearsal.runner.deployment.examples import (
 from rehearsal.runner.deployment.experts import plan_training
 from rehearsal.runner.deployment.folder import Deployment, VersionState
 from rehearsal.runner.deployment.model import DeployedModel
+from rehearsal.runner.deployment.stage_failure import discard_failed_stage
 from rehearsal.runner.deployment.training import train_candidate
 
 __all__ = ["UpdateResult", "approve", "deployment_keys", "promote", "rollback", "update"]
@@ -203,8 +204,21 @@ def update(
         new_state.metrics = {**metrics, "memory_entries": len(memory), "training": trained}
         dep.save_version(candidate, weights)
         if stage if stage is not None else dep.config.stage:
-            return _stage(
+            result = _stage(
                 dep, uid, new_state, before, after, staged, generation_before, memory, log, suite_ids, flags
+            )
+            if result.gate_preview is None or result.gate_preview["decision"] != "fail":
+                return result
+            raise discard_failed_stage(
+                dep,
+                memory,
+                suite,
+                log,
+                uid=uid,
+                preview=result.gate_preview,
+                generation_before=generation_before,
+                suite_ids=suite_ids,
+                new_labels=[label for label in new_state.labels if label not in state.labels],
             )
         number = _govern(
             dep, memory, log, suite, uid, new_tasks, weights, before, after, staged, suite_ids, flags=flags
