@@ -71,7 +71,7 @@ def test_the_token_loss_ignores_unscored_positions() -> None:
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"method": "lora-routed"}, "causal-lm run's 'method'"),
+        ({"method": "lora-replay"}, "causal-lm run's 'method'"),
         ({"calibration": "weight_aligning"}, r"no classification head: drop \['calibration'\]"),
         ({"data": "x.jsonl"}, "drop 'data'"),
         ({"model_kind": "seq2seq"}, "'model_kind' must be one of"),

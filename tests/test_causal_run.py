@@ -128,3 +128,33 @@ def test_compare_sets_causal_methods_side_by_side(tmp_path: Path, tiny_llama: st
         assert [sorted(k for k in log if k.startswith("f1/")) for log in logs] == [
             ["f1/antonym", "f1/pos"]
         ] * 2
+
+
+@pytest.mark.slow
+def test_per_skill_adapters_keep_the_first_skill_that_routing_finds(tmp_path: Path, tiny_llama: str) -> None:
+    config = RunConfig(
+        model_kind="causal-lm",
+        method="lora-routed",
+        model=tiny_llama,
+        tasks=SKILLS,
+        max_train_per_class=CAPS["max_train_per_class"],
+        max_test_per_class=CAPS["max_test_per_class"],
+        batch_size=4,
+        eval_batch_size=8,
+        max_length=32,
+        learning_rate=0.01,
+        epochs=8.0,
+        progress=False,
+        output_dir=str(tmp_path / "routed"),
+    )
+    from rehearsal.runner.loop import run
+
+    result = run(config, keys=KeyRing.generate())
+    matrix = result.matrix.matrix
+    assert result.phase_logs[-1]["routing_accuracy"] >= 0.8
+    # The "pos" prompts all reach the pos adapter, which later phases never train: its score stays put.
+    assert matrix[0, 0] > 0.0
+    assert matrix[1, 0] == matrix[0, 0]
+    assert matrix[2, 0] == matrix[0, 0]
+    manifest = json.loads((tmp_path / "routed" / "weights" / "phase_2" / "adapters.json").read_text())
+    assert manifest["tasks"] == [f"task_{s}" for s in SKILLS]

@@ -74,6 +74,7 @@ CAUSAL_METHODS = (
     "diverse",
     "ewc",
     "ewc-replay",
+    "lora-routed",
 )
 # Admission policies a run can use (rehearsal.memory.policies names them alike; "priority" needs options
 # a run config does not carry).

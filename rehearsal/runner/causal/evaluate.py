@@ -26,8 +26,10 @@ __all__ = [
     "SkillScores",
     "exact_match",
     "greedy_answers",
+    "merge_scores",
     "perplexity",
     "score_skill",
+    "text_nll",
     "token_f1",
 ]
 
@@ -133,6 +135,14 @@ def perplexity(
 ) -> float:
     """Token perplexity of plain ``texts``: every token after the first is scored, and no end token is
     added (a sentence of general text has no answer to close)."""
+    total, count = text_nll(model, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+    return math.exp(total / max(count, 1))
+
+
+def text_nll(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int, batch_size: int
+) -> tuple[float, int]:
+    """(summed NLL, scored tokens) of plain ``texts``, as :func:`perplexity` scores them."""
     import torch
 
     model.eval()
@@ -149,7 +159,20 @@ def perplexity(
         }
         nll, n = _nll(model, batch)
         total, count = total + nll, count + n
-    return math.exp(total / max(count, 1))
+    return total, count
+
+
+def merge_scores(parts: Sequence[tuple[Sequence[int], SkillScores]], n: int) -> SkillScores:
+    """One skill's scores from parts scored apart (``rows`` of the skill's items each, e.g. per adapter);
+    the answer loss is the parts' mean weighted by their items."""
+    answers = [""] * n
+    exact, f1 = np.zeros(n, dtype=bool), np.zeros(n, dtype=float)
+    loss = 0.0
+    for rows, part in parts:
+        for k, i in enumerate(rows):
+            answers[i], exact[i], f1[i] = part.answers[k], part.exact[k], part.f1[k]
+        loss += part.answer_loss * len(rows)
+    return SkillScores(answers=answers, exact=exact, f1=f1, answer_loss=loss / max(n, 1))
 
 
 def score_skill(

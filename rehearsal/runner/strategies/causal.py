@@ -14,6 +14,7 @@ same name with the model side swapped (``CausalLM``), so replay, admission, EWC 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,22 @@ from typing import Any
 import numpy as np
 
 from rehearsal.errors import ConfigError
+from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route
+from rehearsal.methods.inference import embed_texts
 from rehearsal.runner.causal.collator import CompletionCollator
-from rehearsal.runner.causal.evaluate import SkillScores, perplexity, score_skill
-from rehearsal.runner.causal.model import causal_tokenizer, load_adapted, new_adapted
+from rehearsal.runner.causal.evaluate import SkillScores, merge_scores, perplexity, score_skill, text_nll
+from rehearsal.runner.causal.model import (
+    base_causal_lm,
+    causal_lora_config,
+    causal_tokenizer,
+    load_adapted,
+    new_adapted,
+)
 from rehearsal.runner.config import CAUSAL_METHODS, RunConfig
 from rehearsal.runner.instructions import general_texts, instruction_of
 from rehearsal.runner.strategies.base import Multitask, PhaseContext, Strategy, get_strategy
 from rehearsal.runner.strategies.ewc import EWCReplay, EWCStrategy
+from rehearsal.runner.strategies.lora import adapter_name
 from rehearsal.runner.strategies.replay import (
     CoverageReplay,
     DiverseReplay,
@@ -91,10 +101,14 @@ class CausalLM(Strategy):
             self.base_perplexity = general_perplexity(model, ctx.tokenizer, ctx.config)
         return model
 
+    def measure(self, model: Any, ctx: PhaseContext) -> tuple[dict[str, SkillScores], float]:
+        """Every skill's scores and the general text's perplexity, as the phase leaves the model."""
+        scores = measure_phase(model, ctx.tokenizer, ctx.config, ctx.stream.tasks)
+        return scores, general_perplexity(model, ctx.tokenizer, ctx.config)
+
     def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:
         logs = super().after_phase(model, ctx)
-        self.scores = measure_phase(model, ctx.tokenizer, ctx.config, ctx.stream.tasks)
-        logs["general_perplexity"] = general_perplexity(model, ctx.tokenizer, ctx.config)
+        self.scores, logs["general_perplexity"] = self.measure(model, ctx)
         if self.base_perplexity is not None:
             logs["general_perplexity_base"] = self.base_perplexity
         for name, s in self.scores.items():
@@ -150,6 +164,116 @@ class CausalEWCReplay(CausalLM, EWCReplay):
     name = "ewc-replay"
 
 
+class CausalRouted(CausalLM, Strategy):
+    """One LoRA adapter per skill, each trained on its skill alone. The run's memory holds every phase's
+    training texts with their skill and routes each prompt (the prompt alone, never its answer) to an
+    adapter by the k-NN vote of its ``lora.route_k`` nearest texts (``AdapterRouter``); the general text
+    is routed the same way. ``routing_accuracy`` in the phase logs is the share of the trained skills'
+    test prompts that reach their own adapter."""
+
+    name = "lora-routed"
+    uses_memory = True  # the memory is the router, not a replay source
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adapters: TaskAdapters | None = None
+        self.routing_accuracy: float | None = None
+
+    @property
+    def needs_vectors(self) -> bool:
+        return False  # no replay in the batches; after_phase embeds what it stores
+
+    def load_model(self, config: RunConfig, checkpoint: Path | None, num_labels: int) -> Any:
+        base, _ = base_causal_lm(config.model)
+        lora = causal_lora_config(base, config.lora)
+        if checkpoint is None:
+            self.adapters = TaskAdapters(base, lora)
+            return base
+        self.adapters = TaskAdapters.load(base, checkpoint, lora_config=lora)
+        return self.adapters.model
+
+    def save_model(self, model: Any, folder: Path) -> None:
+        self._adapters().save(folder)
+
+    def prepare_model(self, model: Any, ctx: PhaseContext) -> Any:
+        if len(ctx.tasks) != 1:
+            raise ConfigError(f"{self.name!r} trains one adapter per skill; this phase has {len(ctx.tasks)}")
+        adapters, name = self._adapters(), adapter_name(ctx.tasks[0].name)
+        if name not in adapters.adapters:
+            adapters.add_task(name)
+        adapters.activate(name)
+        return super().prepare_model(adapters.model, ctx)
+
+    def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:
+        texts = [ex.text for task in ctx.tasks for ex in task.train]
+        metadata = [
+            {"task": ex.task, "label": ctx.stream.label_id(ex.label)} for t in ctx.tasks for ex in t.train
+        ]
+        memory = ctx.open_memory()
+        memory.add(texts, metadata=metadata, vectors=embed_texts(texts, memory.encoder))
+        logs = super().after_phase(model, ctx)
+        if self.routing_accuracy is not None:
+            logs["routing_accuracy"] = self.routing_accuracy
+        return logs
+
+    def routes(self, ctx: PhaseContext, texts: Sequence[str]) -> list[str]:
+        """The adapter each text goes to (the newest skill's where the memory gives no answer)."""
+        trained = self._adapters().tasks
+        memory = ctx.open_memory()
+        router = AdapterRouter(memory, k=ctx.config.lora.route_k, threshold=0.0, fallback=trained[-1])
+        routed = router.route(embed_texts(list(texts), memory.encoder))
+        return [adapter_name(r) if adapter_name(r) in trained else trained[-1] for r in routed]
+
+    def measure(self, model: Any, ctx: PhaseContext) -> tuple[dict[str, SkillScores], float]:
+        adapters, config, tokenizer = self._adapters(), ctx.config, ctx.tokenizer
+        active, scores, hits, asked = adapters.active, {}, 0, 0
+        try:
+            for task in ctx.stream.tasks:
+                items = [instruction_of(ex.text) for ex in task.test]
+                routes = self.routes(ctx, [item.prompt for item in items])
+                if adapter_name(task.name) in adapters.tasks:
+                    hits += sum(r == adapter_name(task.name) for r in routes)
+                    asked += len(routes)
+                parts = []
+                for name, rows in group_by_route(routes).items():
+                    adapters.activate(name, trainable=False)
+                    chosen = [items[i] for i in rows]
+                    parts.append(
+                        (
+                            rows,
+                            score_skill(
+                                adapters.model,
+                                tokenizer,
+                                chosen,
+                                max_length=config.max_length,
+                                batch_size=config.eval_batch_size,
+                            ),
+                        )
+                    )
+                scores[task.name] = merge_scores(parts, len(items))
+            general = general_texts()
+            total, count = 0.0, 0
+            for name, rows in group_by_route(self.routes(ctx, general)).items():
+                adapters.activate(name, trainable=False)
+                nll, n = text_nll(
+                    adapters.model,
+                    tokenizer,
+                    [general[i] for i in rows],
+                    max_length=config.max_length,
+                    batch_size=config.eval_batch_size,
+                )
+                total, count = total + nll, count + n
+        finally:
+            adapters.activate(active)
+        self.routing_accuracy = hits / asked if asked else None
+        return scores, math.exp(total / max(count, 1))
+
+    def _adapters(self) -> TaskAdapters:
+        if self.adapters is None:
+            raise ConfigError(f"{self.name!r}: load_model must run before the adapters are used")
+        return self.adapters
+
+
 CAUSAL_STRATEGIES: dict[str, type[CausalLM]] = {
     cls.name: cls
     for cls in (
@@ -162,6 +286,7 @@ CAUSAL_STRATEGIES: dict[str, type[CausalLM]] = {
         CausalDiverse,
         CausalEWC,
         CausalEWCReplay,
+        CausalRouted,
     )
 }
 if set(CAUSAL_STRATEGIES) != set(CAUSAL_METHODS):  # pragma: no cover - a test holds them together
