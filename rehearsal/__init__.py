@@ -48,9 +48,11 @@ from rehearsal.store.types import Hit
 if TYPE_CHECKING:
     from rehearsal.methods.adapters import AdapterRouter, TaskAdapters
     from rehearsal.methods.ewc import EWC
+    from rehearsal.methods.predictors import MemoryClassifier
     from rehearsal.methods.router import TaskGate
     from rehearsal.replay.callback import RehearsalCallback
     from rehearsal.replay.collator import RehearsalCollator, embed_dataset
+    from rehearsal.replay.memory_metrics import memory_compute_metrics
     from rehearsal.replay.trainer import RehearsalTrainer
     from rehearsal.runner.deployment.update import update
     from rehearsal.runner.loop import run
@@ -64,6 +66,8 @@ _LAZY = {
     "EWC": "rehearsal.methods.ewc",
     "TaskAdapters": "rehearsal.methods.adapters",
     "TaskGate": "rehearsal.methods.router",
+    "MemoryClassifier": "rehearsal.methods.predictors",
+    "memory_compute_metrics": "rehearsal.replay.memory_metrics",
     "RehearsalCallback": "rehearsal.replay.callback",
     "RehearsalCollator": "rehearsal.replay.collator",
     "embed_dataset": "rehearsal.replay.collator",
@@ -92,6 +96,7 @@ __all__ = [
     "KeyManagementError",
     "KeyRing",
     "LoRAConfig",
+    "MemoryClassifier",
     "MissingKeyError",
     "NotFoundError",
     "Priority",
@@ -122,6 +127,7 @@ __all__ = [
     "load_jsonl_stream",
     "load_wordnet_stream",
     "make_policy",
+    "memory_compute_metrics",
     "run",
     "update",
 ]

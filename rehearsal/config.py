@@ -17,6 +17,7 @@ __all__ = [
     "FISHER_MODES",
     "LOSSES",
     "MIR_SCOPES",
+    "PREDICTOR_NAMES",
     "REPLAY_GROUPS",
     "REPLAY_MODES",
     "ROUTERS",
@@ -39,6 +40,9 @@ ROUTERS = ("gate", "knn")
 LOSSES = ("ce", "asymmetric", "separated")
 # Corrections of the shared head after each phase (rehearsal.methods.calibration implements them).
 CALIBRATIONS = ("none", "weight_aligning", "bias_correction")
+# How a fine-tuned classifier predicts (rehearsal.methods.predictors registers one class per name and
+# refuses any other): its own head, or a predictor fitted on the memory's examples after each phase.
+PREDICTOR_NAMES = ("head", "ncm", "knn", "lda", "local")
 
 
 class ConfigMixin:

@@ -11,7 +11,7 @@ EXPECTED = {
     "embed_dataset", "load_encoder", "load_jsonl_stream", "load_wordnet_stream", "make_policy",
     "AdapterRouter", "EWC", "EWCConfig", "LoRAConfig", "RunConfig", "TaskAdapters", "TaskGate",
     "UpdateBlockedError", "RehearsalTrainer", "RunResult", "run", "StorageError", "update",
-    "AccuracyMatrixCallback",
+    "AccuracyMatrixCallback", "MemoryClassifier", "memory_compute_metrics",
 }  # fmt: skip
 
 

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
 
 import rehearsal as rh
-from rehearsal.methods.ncm import NearestClassMean, head_features
+from rehearsal.methods.predictors import make_predictor
 from rehearsal.replay.trainer import rehearsal_loss
 from rehearsal.runner.config import RunConfig
 
@@ -71,28 +70,19 @@ def test_nearest_class_mean_predicts_the_nearest_mean() -> None:
     features = torch.nn.functional.normalize(
         centres.repeat(10, 1) + 0.05 * torch.as_tensor(rng.normal(size=(30, 8)), dtype=torch.float32), dim=1
     )
-    ncm = NearestClassMean.fit(features, labels)
+    ncm = make_predictor("ncm")
+    ncm.fit(features, labels)
     assert ncm.classes == [2, 5, 7]
     assert ncm.predict(centres).tolist() == [7, 2, 5]
-
-
-def test_head_features_are_the_head_input(tiny_model: str) -> None:
-    model = BertForSequenceClassification.from_pretrained(tiny_model)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    texts = ["a small dog", "to run fast", "bright red"]
-    features = head_features(model, tokenizer, texts, batch_size=2, max_length=16)
-    assert features.shape == (3, 16)
-    torch.testing.assert_close(features.norm(dim=1), torch.ones(3))
-    with torch.inference_mode():
-        pooled = model.bert(**tokenizer(texts, padding=True, return_tensors="pt")).pooler_output
-    torch.testing.assert_close(features, torch.nn.functional.normalize(pooled, dim=1))
 
 
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
         ({"prediction": "prototype"}, "'prediction' must be one of"),
-        ({"prediction": "ncm", "method": "naive"}, "prediction 'ncm' takes class means from a replay memory"),
+        ({"prediction": "ncm", "method": "naive"}, "prediction 'ncm' is fitted on a replay memory"),
+        ({"prediction": "lda", "method": "ewc"}, "method 'ewc' keeps none"),
+        ({"prediction_per_class": 0}, "'prediction_per_class' must be a positive int or None"),
         ({"prediction": "ncm", "method": "lora-routed"}, "method 'lora-routed' keeps none"),
         ({"loss": "separate"}, "'loss' must be one of"),
     ],

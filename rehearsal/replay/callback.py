@@ -16,6 +16,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.memory.policies import AdmissionPolicy, KeepAll
+from rehearsal.methods.predictors import MemoryClassifier
 from rehearsal.replay.collator import RehearsalCollator, label_key_of
 
 __all__ = ["RehearsalCallback"]
@@ -39,11 +40,14 @@ class RehearsalCallback(TrainerCallback):
         text_column: str = "text",
         vector_column: str = "embedding",
         label_column: str | None = None,
+        predictor: MemoryClassifier | None = None,
     ) -> None:
         """``memory`` (open, or its folder with ``keys``) receives ``dataset``'s rows when training ends,
         through ``policy`` (default: keep all), as ``task`` (default: the dataset's task column) and
         ``tenant``; ``collator`` is the RehearsalCollator it reseeds, switches off around evaluation and
         whose statistics it logs. The column names say where texts, vectors and labels are.
+        ``predictor`` (a :class:`~rehearsal.methods.predictors.MemoryClassifier` over the trained model)
+        is refitted on the memory once the examples are admitted, so it predicts with the final weights.
         """
         self.memory = memory
         self.keys = keys
@@ -54,6 +58,7 @@ class RehearsalCallback(TrainerCallback):
         self.policy = policy or KeepAll()
         self.seed = seed
         self.columns = (text_column, vector_column, label_column)
+        self.predictor = predictor
         self.admitted: list[int] = []
         self._in_training = False
 
@@ -178,3 +183,7 @@ class RehearsalCallback(TrainerCallback):
         finally:
             if owned:
                 handle.close()
+        if self.predictor is not None:
+            if self.predictor.memory.read_only:
+                self.predictor.memory.refresh()  # a reader handle: see what was just admitted
+            self.predictor.fit()

@@ -28,10 +28,13 @@ class RunResult:
         output_dir: Path,
         phase_seconds: list[float],
         phase_logs: list[dict[str, float]] | None = None,
+        head_matrix: AccuracyMatrix | None = None,
     ) -> None:
         self.config, self.matrix, self.cost, self.output_dir = config, matrix, cost, output_dir
         self.phase_seconds = phase_seconds
         self.phase_logs = [] if phase_logs is None else phase_logs  # Strategy.after_phase's numbers
+        # The head's read-out of the same weights, when the run predicts through the memory.
+        self.head_matrix = head_matrix
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -45,6 +48,15 @@ class RunResult:
             "cost": self.cost.to_dict(),
             "phase_seconds": self.phase_seconds,
             "phase_logs": self.phase_logs,
+            "prediction": self.config.prediction,
+            **(
+                {}
+                if self.head_matrix is None
+                else {
+                    "head_accuracy": self.head_matrix.to_dict(),
+                    "head_summary": summarize(self.head_matrix),
+                }
+            ),
         }
 
     def to_markdown(self) -> str:
@@ -65,8 +77,21 @@ class RunResult:
                 f"| {fmt(s['average_accuracy'])} | {fmt(s['forgetting'])} | {fmt(s['backward_transfer'])} | "
                 f"{c.wall_seconds:.1f} | {c.replayed_examples} | {c.memory_bytes_on_disk} |",
                 "",
+                *self._head_lines(fmt),
             ]
         )
+
+    def _head_lines(self, fmt: Any) -> list[str]:
+        """The two read-outs of the same weights side by side, when the run predicts through the memory."""
+        if self.head_matrix is None:
+            return []
+        head, own = summarize(self.head_matrix), self.summary
+        return [
+            f"Predicted by {self.config.prediction!r} over the memory: ACC {fmt(own['average_accuracy'])}; "
+            f"the head of the same weights: ACC {fmt(head['average_accuracy'])}, "
+            f"forgetting {fmt(head['forgetting'])}.",
+            "",
+        ]
 
 
 def summarize(matrix: AccuracyMatrix) -> dict[str, Any]:
@@ -110,8 +135,15 @@ def build_result(
         replayed_tokens=int(totals["replayed_tokens"]),
         memory_bytes_on_disk=folder_bytes(memory_folder),
     )
+    head = totals.get("head_accuracy")
     return RunResult(
-        config, matrix, cost, out, list(totals["phase_seconds"]), list(totals.get("phase_logs", []))
+        config,
+        matrix,
+        cost,
+        out,
+        list(totals["phase_seconds"]),
+        list(totals.get("phase_logs", [])),
+        head_matrix=AccuracyMatrix.from_dict(head) if head else None,
     )
 
 

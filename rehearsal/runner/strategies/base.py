@@ -19,14 +19,14 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.methods.calibration import NEEDS_DATA, calibrate
+from rehearsal.methods.calibration import NEEDS_DATA, calibrate, classification_head
 from rehearsal.methods.inference import predict_labels
 from rehearsal.replay.trainer import LossTerm
 from rehearsal.runner.config import METHODS, RunConfig
 from rehearsal.runner.tasks import Task, TaskStream
 
 if TYPE_CHECKING:
-    from rehearsal.methods.ncm import NearestClassMean
+    from rehearsal.methods.predictors import FeaturePredictor
 
 __all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "register"]
 
@@ -71,9 +71,9 @@ class Strategy:
     uses_memory: ClassVar[bool] = False
     # Whether the run's memory keeps the examples' (encrypted) text; False makes it embedding-only.
     stores_text: ClassVar[bool] = True
-    # Whether the memory holds examples of every seen class to take class means from (prediction="ncm").
+    # Whether the memory holds examples of every seen class to fit a predictor on (prediction != "head").
     class_means_from_memory: ClassVar[bool] = False
-    class_means: NearestClassMean | None = None  # set after each phase when prediction="ncm"
+    predictor: FeaturePredictor | None = None  # fitted after each phase when prediction != "head"
 
     # -- the model: loaded once per run, saved after every phase --------------------------------
     def load_model(self, config: RunConfig, checkpoint: Path | None, num_labels: int) -> Any:
@@ -92,12 +92,33 @@ class Strategy:
         return model
 
     def predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
-        """Predicted label ids of ``texts`` after a phase: by default the argmax over every class; with
-        ``prediction="ncm"`` the class whose mean encoder feature (over the memory) is nearest."""
+        """Predicted label ids of ``texts`` after a phase: by default the argmax over every class of the
+        head; with another ``prediction``, the predictor fitted on the memory after the phase."""
+        return self.predict_all(model, ctx, texts)[ctx.config.prediction]
 
-        if ctx.config.prediction == "ncm":
-            return self._ncm_predict(model, ctx, texts)
+    def predict_all(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{"head": ..., prediction: ...}``: the head's and the chosen predictor's labels of ``texts``,
+        from one forward pass (the head applied to the features is the model's logits)."""
+        if ctx.config.prediction == "head":
+            return {"head": self._head_predict(model, ctx, texts)}
+        from rehearsal.methods.predictors import encoder_features, make_predictor
 
+        if self.predictor is None:
+            raise ConfigError(
+                f"prediction {ctx.config.prediction!r} needs the predictor fitted after the phase"
+            )
+        features = encoder_features(
+            model,
+            ctx.tokenizer,
+            texts,
+            batch_size=ctx.config.eval_batch_size,
+            max_length=ctx.config.max_length,
+        )
+        head = make_predictor("head")
+        head.fit(features, [0] * len(features), head=classification_head(model))
+        return {"head": head.predict(features), ctx.config.prediction: self.predictor.predict(features)}
+
+    def _head_predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
         return predict_labels(
             model,
             ctx.tokenizer,
@@ -146,43 +167,32 @@ class Strategy:
             tokenizer=ctx.tokenizer,
             max_length=ctx.config.max_length,
         )
-        if ctx.config.prediction == "ncm":
-            self.fit_class_means(model, ctx)
+        if ctx.config.prediction != "head":
+            self.fit_predictor(model, ctx)
         return logs
 
-    def fit_class_means(self, model: Any, ctx: PhaseContext) -> None:
-        """Class means of the memory's examples of every seen class, from the model as trained so far."""
-        from rehearsal.methods.ncm import NearestClassMean, head_features
+    def fit_predictor(self, model: Any, ctx: PhaseContext) -> None:
+        """Fit ``config.prediction`` on the memory's examples of every seen class, from the model as
+        trained so far."""
+        from rehearsal.methods.predictors import encoder_features, make_predictor
 
         texts, labels = self.class_mean_set(ctx)
-        features = head_features(
+        features = encoder_features(
             model,
             ctx.tokenizer,
             texts,
             batch_size=ctx.config.eval_batch_size,
             max_length=ctx.config.max_length,
         )
-        self.class_means = NearestClassMean.fit(features, labels)
-
-    def _ncm_predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
-        from rehearsal.methods.ncm import head_features
-
-        if self.class_means is None:
-            raise ConfigError("nearest-class-mean prediction needs the class means fitted after the phase")
-        if not len(texts):
-            return np.empty(0, dtype=np.int64)
-        features = head_features(
-            model,
-            ctx.tokenizer,
-            texts,
-            batch_size=ctx.config.eval_batch_size,
-            max_length=ctx.config.max_length,
-        )
-        return self.class_means.predict(features)
+        predictor = make_predictor(ctx.config.prediction)
+        predictor.fit(features, labels, head=classification_head(model) if predictor.needs_head else None)
+        self.predictor = predictor
 
     def class_mean_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
-        """(texts, labels) of every seen class to take class means from."""
-        raise ConfigError(f"prediction 'ncm' needs a replay memory; method {self.name!r} keeps none")
+        """(texts, labels) of every seen class to fit a predictor over the memory on."""
+        raise ConfigError(
+            f"prediction {ctx.config.prediction!r} needs a replay memory; method {self.name!r} keeps none"
+        )
 
     def calibration_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
         """A class-balanced (texts, labels) set over every class seen so far, for data-driven calibration."""

@@ -7,13 +7,12 @@ every past phase's training data (admitted after each phase through ``RunConfig.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
-
-import numpy as np
 
 from rehearsal.errors import ConfigError
 from rehearsal.memory.policies import AdmissionPolicy, make_policy
+from rehearsal.methods.predictors.sample import memory_sample
 from rehearsal.replay.callback import RehearsalCallback
 from rehearsal.replay.collator import RehearsalCollator
 from rehearsal.replay.trainer import LABELS
@@ -21,10 +20,9 @@ from rehearsal.runner.config import RunConfig
 from rehearsal.runner.strategies.base import PhaseContext, Strategy, register
 
 if TYPE_CHECKING:
-    from rehearsal.memory.facade import RehearsalMemory
+    pass
 
 __all__ = [
-    "CLASS_MEAN_PER_CLASS",
     "CoverageReplay",
     "DiverseReplay",
     "HybridReplay",
@@ -46,9 +44,6 @@ def _policy(config: RunConfig) -> AdmissionPolicy:
 # Bias correction fits two numbers per phase: 10 examples per seen class (450 at most on WordNet) are
 # plenty, and one forward pass over them stays small beside a phase's training.
 _CALIBRATION_PER_CLASS = 10
-# Class means (prediction="ncm") want more: the mean of 50 unit features per class is stable, and one
-# inference pass over 45 x 50 texts after a phase stays small beside its training.
-CLASS_MEAN_PER_CLASS = 50
 
 
 class ReplayStrategy(Strategy):
@@ -105,31 +100,16 @@ class ReplayStrategy(Strategy):
         return memory_sample(ctx.open_memory(), ctx.seen_classes, _CALIBRATION_PER_CLASS, seed=seed)
 
     def class_mean_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
-        """Up to ``CLASS_MEAN_PER_CLASS`` memory entries per seen class, drawn like the calibration set."""
+        """Up to ``prediction_per_class`` memory entries per seen class (all when None), drawn like the
+        calibration set; the predictor over the memory is fitted on them."""
         seed = class_mean_seed(ctx.config.seed, ctx.phase)
-        return memory_sample(ctx.open_memory(), ctx.seen_classes, CLASS_MEAN_PER_CLASS, seed=seed)
+        return memory_sample(ctx.open_memory(), ctx.seen_classes, ctx.config.prediction_per_class, seed=seed)
 
 
 def class_mean_seed(seed: int, phase: int) -> list[int]:
     """The seed of phase ``phase``'s class-mean draw in a run seeded ``seed`` (also for a read-out
     from a finished run's saved weights: ``benchmarks/selection_ncm.py``)."""
     return [seed, phase, 1]
-
-
-def memory_sample(
-    memory: RehearsalMemory, classes: Sequence[int], per_class: int, *, seed: Sequence[int]
-) -> tuple[list[str], list[int]]:
-    """(texts, labels): up to ``per_class`` entries of each label in ``classes``, drawn without
-    replacement from ``memory`` in label order with ``numpy.random.default_rng(seed)``."""
-    rng = np.random.default_rng(list(seed))
-    groups = memory.group_ids("label")
-    ids: list[int] = []
-    for label in sorted(classes):
-        members = groups.get(label, [])
-        take = min(len(members), per_class)
-        ids.extend(int(i) for i in rng.choice(members, size=take, replace=False))
-    labels = [int(row.label) for row in (memory.entries(ids)[i] for i in ids)]  # type: ignore[arg-type]
-    return memory.get_texts(ids), labels
 
 
 @register
