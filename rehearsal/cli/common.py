@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
 
 __all__ = [
+    "DEPLOYMENT",
     "EXIT_ERROR",
     "EXIT_FAIL",
     "EXIT_NEEDS_APPROVAL",

@@ -75,8 +75,22 @@ def _init(args: argparse.Namespace) -> Report:
     lines = [
         f"made deployment {args.path}: v{result.version} ({result.update})",
         _metrics_line(result.metrics),
+        _suite_line(args, result.metrics),
     ]
     return Report({"path": args.path, **result.to_dict()}, lines)
+
+
+def _suite_line(args: argparse.Namespace, metrics: dict[str, Any]) -> str:
+    """Where the regression suite came from: said, because taking it from the memory moves entries."""
+    held, kept = metrics.get("examples", 0), metrics.get("memory_entries", 0)
+    if args.suite is not None:
+        return f"regression suite: {held} examples from {args.suite}; the memory keeps all {kept} entries"
+    if args.from_run is not None:
+        return f"regression suite: the run's {held} test examples; the memory keeps all {kept} entries"
+    return (
+        f"regression suite: {held} entries moved out of the memory (held out, never trained on); "
+        f"{kept} remain for training and replay (pass --suite FILE to keep them all)"
+    )
 
 
 def _blocked(args: argparse.Namespace, exc: UpdateBlockedError, data_file: str | None) -> Report:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from rehearsal.cli.audit_show import show_audit
 from rehearsal.cli.common import (
+    DEPLOYMENT,
     KEY_ENV,
     Report,
     Verb,
@@ -222,11 +223,20 @@ def _approve(args: argparse.Namespace) -> Report:
     log = AuditLog.open(_log_path(args), required_keys(args), create=False)
     entry = approve_update(log, args.update, args.approver)
     data = {"path": args.path, "update": args.update, "approver": args.approver, "seq": entry.seq}
-    line = (
-        f"approved {args.update} by {args.approver} (audit entry {entry.seq}); to ship it, resume the run, "
-        "send a deployment's update data again, or promote its staged candidate"
-    )
-    return Report(data, [line])
+    data["next"] = _after_approval(args)
+    line = f"approved {args.update} by {args.approver} (audit entry {entry.seq}); to ship it:"
+    return Report(data, [line, f"  {data['next']}"])
+
+
+def _after_approval(args: argparse.Namespace) -> str:
+    """The exact command that ships an approved update from PATH."""
+    folder = Path(args.path)
+    key = f" --key-file {args.key_file}" if args.key_file else ""
+    if (folder / DEPLOYMENT).is_file():
+        if (folder / "pending.json").is_file():  # the staged candidate waits for promote
+            return f"rehearsal promote {args.path}{key}"
+        return f"rehearsal update {args.path} --data FILE{key}  (FILE: the blocked update's data, unchanged)"
+    return f"rehearsal run CONFIG --resume  (CONFIG: the run config that made {args.path})"
 
 
 def governance_verbs() -> dict[str, Verb]:

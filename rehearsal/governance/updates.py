@@ -143,13 +143,24 @@ def live_check(
     return summary, codes, reasons, worst_decision(verdicts)
 
 
+def _signed(value: float) -> str:
+    """``value`` as a signed change to 3 places, never "-0.000" (a zero change has no direction)."""
+    text = f"{value:+.3f}"
+    return "+0.000" if text == "-0.000" else text
+
+
+def _margin(margin: float) -> str:
+    """The gate's margin as the lowest change it accepts: "-0.05", or "0" for none (not "-0.0")."""
+    return f"-{margin:g}" if margin > 0 else "0"
+
+
 def _staging_reason(what: str, row: Mapping[str, float], gate: GateConfig, verdict: str) -> str:
-    interval = f"{gate.confidence:.0%} interval [{row['low']:+.3f}, {row['high']:+.3f}]"
+    interval = f"{gate.confidence:.0%} interval [{_signed(row['low'])}, {_signed(row['high'])}]"
+    margin = _margin(gate.margin)
     if verdict == FAIL:
-        change = f"changed {row['delta']:+.3f}"
-        return f"staging: {what} {change}, worse than the margin -{gate.margin} ({interval})"
+        return f"staging: {what} changed {_signed(row['delta'])}, worse than the margin {margin} ({interval})"
     return (
-        f"staging: {what} changed {row['delta']:+.3f}, within the margin -{gate.margin}, but its {interval} "
+        f"staging: {what} changed {_signed(row['delta'])}, within the margin {margin}, but its {interval} "
         "reaches past it, so these examples cannot show the change is within it: a person must approve"
     )
 
