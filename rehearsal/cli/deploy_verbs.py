@@ -1,6 +1,6 @@
-"""Deployment verbs of the ``rehearsal`` CLI: ``init-deployment``, ``update``, ``shadow``, ``promote`` and
-``report`` (``rollback``, ``versions``, ``approve`` and ``audit`` take a deployment folder too: its
-memory is ``DIR/memory``). Torch loads only when a verb trains or answers.
+"""Deployment verbs of the ``rehearsal`` CLI: ``init-deployment``, ``update``, ``shadow``, ``promote``,
+``predict`` and ``report`` (``rollback``, ``versions``, ``approve`` and ``audit`` take a deployment folder
+too: its memory is ``DIR/memory``). Torch loads only when a verb trains or answers.
 
 An update the gate does not pass exits 4 ("fail") or 3 ("needs-approval"), as ``rehearsal gate`` does.
 """
@@ -207,6 +207,29 @@ def _report(args: argparse.Namespace) -> Report:
     return Report({"path": args.path, "report": str(page)}, [f"wrote {page}"])
 
 
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    _dir_arg(p)
+    p.add_argument("--data", required=True, metavar="FILE", help="requests (a 'text' column): .jsonl or .csv")
+    p.add_argument("--out", metavar="FILE", help="write id, label, score, latency_ms here (.jsonl or .csv)")
+
+
+def _predict(args: argparse.Namespace) -> Report:
+    from rehearsal.runner.deployment.predict import predict_requests
+
+    result = predict_requests(args.path, args.data, keys=keys_from_args(args), out=args.out)
+    lat = result["latency"]
+    lines = [
+        f"v{result['version']} answered {result['requests']} requests with {result['prediction']!r}: "
+        f"p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms per request "
+        f"(fit and warm-up {result['warmup_seconds']} s)"
+    ]
+    if result["out"] is not None:
+        lines.append(f"wrote {result['out']}")
+    else:
+        lines += [f"{row['id']}\t{row['label']}\t{row['score']:.4f}" for row in result["answers"]]
+    return Report({"path": args.path, **result}, lines)
+
+
 def deploy_verbs() -> dict[str, Verb]:
     return {
         "init-deployment": Verb(
@@ -220,4 +243,7 @@ def deploy_verbs() -> dict[str, Verb]:
         ),
         "promote": Verb("govern and deploy the staged candidate", _dir_arg, _promote, False),
         "report": Verb("write the deployment's HTML report", _report_args, _report, False),
+        "predict": Verb(
+            "answer a file of requests with the deployed version", _predict_args, _predict, False
+        ),
     }

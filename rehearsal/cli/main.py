@@ -274,7 +274,7 @@ VERBS.update(memory_verbs())  # get, peek, count, export
 VERBS.update(forget_verbs())  # forget, check-receipt
 VERBS.update(run_verbs())  # compare
 VERBS.update(governance_verbs())  # audit, expire, versions, rollback: rehearsal/cli_governance.py
-VERBS.update(deploy_verbs())  # init-deployment, update, shadow, promote, report
+VERBS.update(deploy_verbs())  # init-deployment, update, shadow, promote, predict, report
 
 
 def build_parser() -> argparse.ArgumentParser:

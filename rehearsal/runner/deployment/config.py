@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rehearsal.config import ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
+from rehearsal.config import PREDICTOR_NAMES, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 
@@ -54,7 +54,12 @@ class DeploymentConfig(ConfigMixin):
     needs approval (``rehearsal.runner.deployment.evaluate.unlearned_tasks``); ``router``: how expert
     growth sends a request to an expert, ``knn`` (the vote of its ``route_k`` nearest memories, counted
     per expert) or ``probe`` (a linear classifier over the memory's vectors, refitted at each update on
-    at most ``probe_per_task`` entries of each task; ``rehearsal.methods.task_probe``).
+    at most ``probe_per_task`` entries of each task; ``rehearsal.methods.task_probe``);
+    ``prediction``: how a version answers, ``head`` (its classification head) or a predictor over the
+    memory (``ncm``, ``knn``, ``lda``, ``local``: ``rehearsal.methods.predictors``) fitted, per expert, on up
+    to ``prediction_per_class`` memory entries of each label it knows (None: all) when the version first
+    answers; the gate, ``update``, ``shadow``, ``promote``, ``predict`` and the report all answer with it.
+    An embedding-only memory has no text to fit on and answers with the head.
     """
 
     strategy: str = "adapter-replay"
@@ -76,6 +81,8 @@ class DeploymentConfig(ConfigMixin):
     probe_per_task: int = 256
     stage: bool = False
     check_learning: bool = True
+    prediction: str = "head"
+    prediction_per_class: int | None = 50
     seed: int = 0
     replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
     ewc: EWCConfig = dataclasses.field(default_factory=EWCConfig)
@@ -112,6 +119,13 @@ class DeploymentConfig(ConfigMixin):
             raise ConfigError(f"'safety_tags' must be a list of tag names, got {tags!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
+        if self.prediction not in PREDICTOR_NAMES:
+            raise ConfigError(f"'prediction' must be one of {list(PREDICTOR_NAMES)}, got {self.prediction!r}")
+        per_class = self.prediction_per_class
+        if per_class is not None and (
+            isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1
+        ):
+            raise ConfigError(f"'prediction_per_class' must be a positive int or None, got {per_class!r}")
         for flag in ("stage", "check_learning"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag!r} must be true or false, got {getattr(self, flag)!r}")

@@ -20,8 +20,9 @@ from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route, sequence_lora_config
-from rehearsal.methods.inference import embed_texts, predict_labels
+from rehearsal.methods.inference import embed_texts
 from rehearsal.methods.task_probe import TaskProbe
+from rehearsal.runner.deployment.answers import MemoryAnswers, head_answers
 from rehearsal.runner.deployment.config import DeploymentConfig
 from rehearsal.runner.deployment.folder import VersionState
 
@@ -51,6 +52,11 @@ class DeployedModel:
         self.model = model
         self.tokenizer = tokenizer
         self.adapters = adapters
+        self.memory_answers = (
+            None
+            if config.prediction == "head"
+            else MemoryAnswers(config.prediction, config.prediction_per_class, config.seed)
+        )
 
     @classmethod
     def load(cls, config: DeploymentConfig, state: VersionState, weights: Path | None) -> DeployedModel:
@@ -142,9 +148,17 @@ class DeployedModel:
 
     def predict(self, texts: Sequence[str], memory: RehearsalMemory | None = None) -> list[str]:
         """The label each text gets (among the labels this version knows)."""
+        return self.predict_scored(texts, memory)[0]
+
+    def predict_scored(
+        self, texts: Sequence[str], memory: RehearsalMemory | None = None
+    ) -> tuple[list[str], list[float]]:
+        """(labels, scores): each text's label and its score (the head: its probability among the
+        version's labels; a memory predictor: that predictor's score, ``rehearsal.methods.predictors``)."""
         if not len(texts):
-            return []
+            return [], []
         out = np.empty(len(texts), dtype=np.int64)
+        scores = np.empty(len(texts), dtype=np.float64)
         routes = self.routes(texts, memory)
         for expert, rows in group_by_route([r or "" for r in routes]).items():
             if expert and self.adapters is not None:
@@ -154,15 +168,21 @@ class DeployedModel:
                 if self.adapters is not None:
                     self.adapters.activate(SHARED, trainable=False)
                 labels = list(self.state.labels)
-            out[rows] = predict_labels(
-                self.model,
-                self.tokenizer,
-                [texts[i] for i in rows],
-                batch_size=self.config.eval_batch_size,
-                max_length=self.config.max_length,
-                allowed=self.state.label_ids(labels),
+            out[rows], scores[rows] = self._answer([texts[i] for i in rows], labels, memory, expert or SHARED)
+        return [self.state.labels[int(i)] for i in out], scores.tolist()
+
+    def _answer(
+        self, texts: list[str], labels: list[str], memory: RehearsalMemory | None, route: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        sizes = {"batch_size": self.config.eval_batch_size, "max_length": self.config.max_length}
+        ids = self.state.label_ids(labels)
+        if self.memory_answers is not None and memory is not None and not memory.embedding_only:
+            answered = self.memory_answers.answer(
+                self.model, self.tokenizer, texts, dict(zip(labels, ids, strict=True)), memory, route, **sizes
             )
-        return [self.state.labels[int(i)] for i in out]
+            if answered is not None:
+                return answered
+        return head_answers(self.model, self.tokenizer, texts, ids, **sizes)
 
     def timed_predict(
         self, texts: Sequence[str], memory: RehearsalMemory | None = None
