@@ -17,7 +17,8 @@ embeds those entries and every test set once with the fine-tuned encoder, and sc
   encoder: what the encoder still separates) and ``multitask`` (the compute-matched joint training run).
 
     export REHEARSAL_MASTER_KEY=$(cat benchmarks/out/predictors/bench.key)
-    .venv/bin/python benchmarks/predictors.py --stream wordnet --seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/predictors.py --stream sentiment --seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/predictors.py --stream wordnet --seeds 0 1 2 3 4 --rows final
     .venv/bin/python benchmarks/predictors.py --latency          # per-query cost at 10k and 100k entries
 
 Writes ``benchmarks/results/predictors_<stream>.json`` (and ``predictors_latency.json``); each run's
@@ -132,8 +133,66 @@ def probe_accuracy(
     return float(np.mean(scores))
 
 
-def read_out(folder: Path, stream: TaskStream, keys: Any) -> dict[str, Any]:
-    """Every read-out's accuracy matrix for the finished run in ``folder``, and the probe ceiling."""
+def _labels_of(memory: RehearsalMemory, ids: list[int]) -> list[int]:
+    rows = memory.entries(ids)
+    return [int(rows[i].label) for i in ids]  # type: ignore[arg-type]
+
+
+def _phase_bank(
+    memory: RehearsalMemory,
+    stream: TaskStream,
+    config: RunConfig,
+    model: Any,
+    features: Any,
+    phase: int,
+    where: Any,
+) -> tuple[list[int], list[int], torch.Tensor, list[torch.Tensor]]:
+    """(ids, labels, features) of every memory entry of the tasks seen by ``phase``, and each test set's
+    features, all from the phase's model."""
+    seen = sorted({stream.label_id(lab) for t in stream.tasks[: phase + 1] for lab in t.labels})
+    ids, labels = sample_ids(memory, seen, None, seed=[0], where=where)
+    bank = features(model, memory.get_texts(ids))
+    tests = [features(model, [ex.text for ex in t.test]) for t in stream.tasks]
+    return ids, labels, bank, tests
+
+
+def _record_predictors(
+    matrices: dict[str, AccuracyMatrix],
+    memory: RehearsalMemory,
+    stream: TaskStream,
+    config: RunConfig,
+    model: Any,
+    phase: int,
+    where: Any,
+    bank_of_phase: tuple[list[int], list[int], torch.Tensor, list[torch.Tensor]],
+) -> None:
+    """Fit every feature predictor on the phase's memory and record its row; the memory's own vote too."""
+    ids, labels, bank, tests = bank_of_phase
+    position = {i: row for row, i in enumerate(ids)}
+    seen = sorted(set(labels))
+    few, few_labels = sample_ids(
+        memory, seen, config.prediction_per_class, seed=class_mean_seed(config.seed, phase), where=where
+    )
+    few_bank = bank[[position[i] for i in few]]
+    truths = [[stream.label_id(ex.label) for ex in t.test] for t in stream.tasks]
+    for name in FEATURE_READOUTS:
+        source, source_labels = (few_bank, few_labels) if name in ("ncm", "lda") else (bank, labels)
+        predictor = make_predictor(name.removesuffix("-all"))
+        predictor.fit(source, source_labels, head=classification_head(model))
+        for j in range(len(stream.tasks)):
+            matrices[name].record(phase, j, _accuracy(predictor.predict(tests[j]), truths[j]))
+    for j, t in enumerate(stream.tasks):
+        vectors = embed_texts([ex.text for ex in t.test], memory.encoder)
+        voted, _ = memory_vote(memory, vectors=vectors, where=where)
+        matrices["memory-vote"].record(phase, j, _accuracy(voted, truths[j]))
+
+
+def read_out(folder: Path, stream: TaskStream, keys: Any, *, rows: str = "all") -> dict[str, Any]:
+    """Every read-out's accuracy matrix for the finished run in ``folder``, and the probe ceiling.
+
+    ``rows="final"`` reads the predictors out after the last phase only (ACC, no forgetting) and follows
+    the embedding-only means through every phase with only the features drift compensation needs: a
+    quarter of the encoder passes on the WordNet stream."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     config = RunConfig.from_dict(json.loads((folder / "results.json").read_text())["config"])
@@ -149,87 +208,67 @@ def read_out(folder: Path, stream: TaskStream, keys: Any) -> dict[str, Any]:
             model, tokenizer, texts, batch_size=config.eval_batch_size, max_length=config.max_length
         )
 
+    last = len(stream.tasks) - 1
     with RehearsalMemory.open(folder / "memory", keys=keys, read_only=True) as memory:
         for phase, task in enumerate(stream.tasks):
             model = AutoModelForSequenceClassification.from_pretrained(folder / "weights" / f"phase_{phase}")
             model.eval()
             where = {"task": {"$in": names[: phase + 1]}}
-            seen = sorted({stream.label_id(lab) for t in stream.tasks[: phase + 1] for lab in t.labels})
-            ids, labels = sample_ids(memory, seen, None, seed=[0], where=where)
-            bank = features(model, memory.get_texts(ids))
-            position = {i: row for row, i in enumerate(ids)}
-            few, few_labels = sample_ids(
-                memory,
-                seen,
-                config.prediction_per_class,
-                seed=class_mean_seed(config.seed, phase),
-                where=where,
-            )
-            few_bank = bank[[position[i] for i in few]]
-            tests = [features(model, [ex.text for ex in t.test]) for t in stream.tasks]
-            fitted = {}
-            for name, source, source_labels in (
-                ("head", bank, labels),
-                ("ncm", few_bank, few_labels),
-                ("ncm-all", bank, labels),
-                ("knn", bank, labels),
-                ("lda", few_bank, few_labels),
-                ("lda-all", bank, labels),
-                ("local", bank, labels),
-            ):
-                predictor = make_predictor(name.removesuffix("-all"))
-                predictor.fit(source, source_labels, head=classification_head(model))
-                fitted[name] = predictor
+            own_ids = memory.ids({"task": task.name})
+            if rows == "all" or phase == last:
+                ids, labels, bank, tests = _phase_bank(memory, stream, config, model, features, phase, where)
+                position = {i: row for row, i in enumerate(ids)}
+                own = unit_rows(bank[[position[i] for i in own_ids]])
+                _record_predictors(
+                    matrices, memory, stream, config, model, phase, where, (ids, labels, bank, tests)
+                )
+            else:
+                own = unit_rows(features(model, memory.get_texts(own_ids)))
             # Embedding-only: this task's examples enter with the features of the model that admits them.
-            admitted = set(memory.ids({"task": task.name}))
-            own = [row for row, i in enumerate(ids) if i in admitted]
-            current = unit_rows(bank[own])
             if next_before is not None:
-                means.compensate(next_before, current)
-            means.admit(current, [labels[row] for row in own])
-            for j, t in enumerate(stream.tasks):
-                for name, predictor in fitted.items():
-                    matrices[name].record(phase, j, _accuracy(predictor.predict(tests[j]), truths[j]))
-                texts = [ex.text for ex in t.test]
-                voted, _ = memory_vote(memory, vectors=embed_texts(texts, memory.encoder), where=where)
-                matrices["memory-vote"].record(phase, j, _accuracy(voted, truths[j]))
-                matrices["stale-means"].record(
-                    phase, j, _accuracy(means.predict(means.stale, tests[j]), truths[j])
+                means.compensate(next_before, own)
+            means.admit(own, _labels_of(memory, own_ids))
+            if rows == "all" or phase == last:
+                for j in range(len(stream.tasks)):
+                    matrices["stale-means"].record(
+                        phase, j, _accuracy(means.predict(means.stale, tests[j]), truths[j])
+                    )
+                    matrices["sdc-means"].record(
+                        phase, j, _accuracy(means.predict(means.drifted, tests[j]), truths[j])
+                    )
+                shown = ", ".join(
+                    f"{n} {np.mean(matrices[n].matrix[phase, : phase + 1]):.3f}"
+                    for n in ("head", "ncm", "knn", "lda-all", "sdc-means")
                 )
-                matrices["sdc-means"].record(
-                    phase, j, _accuracy(means.predict(means.drifted, tests[j]), truths[j])
-                )
-            if phase + 1 < len(stream.tasks):
+                print(f"  {folder.name} phase {phase} ({task.name}): {shown}", flush=True)
+            if phase < last:
                 upcoming = memory.ids({"task": stream.tasks[phase + 1].name})
                 next_before = unit_rows(features(model, memory.get_texts(upcoming)))
             else:
                 probe = probe_accuracy(bank, labels, list(zip(tests, truths, strict=True)))
-            acc = {
-                n: matrices[n].average_accuracy(phase) for n in ("head", "ncm", "knn", "lda-all", "sdc-means")
-            }
-            shown = ", ".join(f"{n} {v:.3f}" for n, v in acc.items())
-            print(f"  {folder.name} phase {phase} ({task.name}): {shown}", flush=True)
     return {
         "version": READOUT_VERSION,
         "matrices": {name: m.to_dict() for name, m in matrices.items()},
         "probe": probe,
+        "rows": rows,
         "seconds": time.perf_counter() - started,
     }
 
 
-def cached_read_out(folder: Path, stream: TaskStream, keys: Any) -> dict[str, Any]:
+def cached_read_out(folder: Path, stream: TaskStream, keys: Any, *, rows: str = "all") -> dict[str, Any]:
     result = json.loads((folder / "results.json").read_text())
     cached = folder / READOUT_FILE
     if cached.is_file():
         entry: dict[str, Any] = json.loads(cached.read_text())
-        if entry.get("version") == READOUT_VERSION and entry.get("config") == result["config"]:
+        same = entry.get("version") == READOUT_VERSION and entry.get("config") == result["config"]
+        if same and entry.get("rows") in (rows, "all"):
             return entry
-    entry = {**read_out(folder, stream, keys), "config": result["config"]}
+    entry = {**read_out(folder, stream, keys, rows=rows), "config": result["config"]}
     cached.write_text(json.dumps(entry) + "\n")
     return entry
 
 
-def summarise(runs: Path, stream: TaskStream, seeds: list[int], keys: Any) -> dict[str, Any]:
+def summarise(runs: Path, stream: TaskStream, seeds: list[int], keys: Any, rows: str) -> dict[str, Any]:
     acc: dict[str, list[float]] = {name: [] for name in (*READOUTS, "probe", "multitask")}
     forgetting: dict[str, list[float]] = {name: [] for name in READOUTS}
     used: list[int] = []
@@ -238,11 +277,12 @@ def summarise(runs: Path, stream: TaskStream, seeds: list[int], keys: Any) -> di
         if not (finished(folder) and finished(joint)):
             print(f"seed {seed}: random or multitask run not finished; skipped", file=sys.stderr)
             continue
-        entry = cached_read_out(folder, stream, keys)
+        entry = cached_read_out(folder, stream, keys, rows=rows)
         for name in READOUTS:
             summary = summarize(AccuracyMatrix.from_dict(entry["matrices"][name]))
             acc[name].append(summary["average_accuracy"])
-            forgetting[name].append(summary["forgetting"])
+            if summary["forgetting"] is not None:
+                forgetting[name].append(summary["forgetting"])
         acc["probe"].append(entry["probe"])
         acc["multitask"].append(
             json.loads((joint / "results.json").read_text())["summary"]["average_accuracy"]
@@ -253,7 +293,7 @@ def summarise(runs: Path, stream: TaskStream, seeds: list[int], keys: Any) -> di
         if not values:
             continue
         row: dict[str, Any] = {"average_accuracy": describe(values), "per_seed": values}
-        if name in forgetting:
+        if forgetting.get(name):
             row["forgetting"] = describe(forgetting[name])
         if name != "head":
             row["vs_head"] = paired_difference(values, acc["head"])
@@ -290,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=None, help="default: benchmarks/out/predictors/<stream>")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--rows",
+        choices=["all", "final"],
+        default="all",
+        help="read predictors out after every phase or the last",
+    )
     parser.add_argument("--latency", action="store_true", help="measure per-query cost instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -299,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         return latency(args.threads)
     if not _KEY_GIVEN:
         raise SystemExit("set REHEARSAL_MASTER_KEY to the key the runs were made with")
-    run = provenance(seeds=args.seeds, stream=args.stream, threads=args.threads)
+    run = provenance(seeds=args.seeds, stream=args.stream, threads=args.threads, rows=args.rows)
     runs = args.runs or Path("benchmarks/out/predictors") / args.stream
-    summary = summarise(runs, load_stream(args.stream), args.seeds, resolve_master_key())
+    summary = summarise(runs, load_stream(args.stream), args.seeds, resolve_master_key(), args.rows)
     print_table(args.stream, summary)
     path = write_results(f"predictors_{args.stream}", summary, run)
     print(f"wrote {path}")

@@ -107,7 +107,32 @@ def test_memory_vote_predicts_from_an_embedding_only_memory(tmp_path: Path, enco
     animals = ["a small dog barked", "the cat purred", "a horse galloped", "the cow mooed"]
     tools = ["a hammer drives nails", "the saw cuts wood", "a wrench turns bolts", "the drill bores holes"]
     with rh.RehearsalMemory.create(tmp_path / "mem", embedding_only=True, encoder=encoder) as memory:
-        memory.add(animals + tools, metadata=[{"label": 0}] * 4 + [{"label": 1}] * 4)
+        memory.add(
+            animals + tools,
+            metadata=[{"label": 0}] * 4 + [{"label": 1}] * 4,
+            sources=[f"doc-{i}" for i in range(8)],
+        )
         labels, shares = memory_vote(memory, ["a puppy wagged its tail", "pliers grip"], k=3)
     assert labels.tolist() == [0, 1]
     assert all(0.5 < s <= 1.0 for s in shares)
+
+
+def test_the_benchmark_read_out_is_what_runs_predicting_that_way_scored(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/predictors.py reads every predictor out of one finished run; for the head and for ncm it
+    must reproduce exactly the matrix a run predicting that way records (same seed, same draws)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    readout = importlib.import_module("predictors")
+    ncm = stream_module.run(
+        tiny_run_config(tmp_path, tiny_model, method="random", prediction="ncm"), stream=tiny_stream
+    )
+    entry = readout.read_out(tmp_path / "run", tiny_stream, resolve_master_key())
+    np.testing.assert_array_equal(entry["matrices"]["ncm"]["matrix"], ncm.matrix.matrix)
+    assert ncm.head_matrix is not None
+    np.testing.assert_array_equal(entry["matrices"]["head"]["matrix"], ncm.head_matrix.matrix)
+    final = readout.read_out(tmp_path / "run", tiny_stream, resolve_master_key(), rows="final")
+    assert final["matrices"]["lda-all"]["matrix"][-1] == entry["matrices"]["lda-all"]["matrix"][-1]
+    assert final["matrices"]["sdc-means"]["matrix"][-1] == entry["matrices"]["sdc-means"]["matrix"][-1]
