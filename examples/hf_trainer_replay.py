@@ -96,6 +96,11 @@ def accuracy(model: object, tokenizer: object, stream: rh.TaskStream, name: str,
     return float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
 
 
+def memory_accuracy(classifier: rh.MemoryClassifier, stream: rh.TaskStream, name: str) -> float:
+    test = wordnet_task(stream, name, "test")
+    return float((classifier.predict(test["text"]) == test["label"]).mean())
+
+
 def train_plain(model: object, tokenizer: object, train: Dataset, output: str, epochs: float) -> None:
     """The ordinary script: what the diff in the README starts from."""
     train = train.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
@@ -117,12 +122,15 @@ def train_with_replay(
     collator = rh.RehearsalCollator(memory, DataCollatorWithPadding(tokenizer), tokenizer, task="verbs")  # +
     args = training_args(output, epochs, remove_unused_columns=False)  # + (text, vectors reach the collator)
     set_seed(0)
-    trainer = Trainer(
+    trainer = rh.RehearsalTrainer(  # + (was Trainer)
         model=model,
         args=args,
         train_dataset=train,
         data_collator=collator,
         callbacks=[rh.RehearsalCallback(memory, collator=collator, dataset=train, task="verbs")],  # +
+        mask_unseen=True,  # + the loss covers the classes seen so far, not the head's every output
+        calibration="weight_aligning",  # + new classes' head rows scaled to the old rows' norm at the end
+        head_learning_rate=3e-3,  # + the head, random at first, learns 10x faster than the body
     )
     trainer.train()
 
@@ -154,13 +162,17 @@ def main() -> None:
     train_with_replay(
         model, tokenizer, wordnet_task(stream, "verbs", "train"), memory, args.output, args.epochs
     )
+    # + predict through the memory: class means of the fine-tuned encoder's features over its examples
+    by_memory = rh.MemoryClassifier(model, tokenizer, memory, predictor="ncm").fit()
+    memory_scores = [memory_accuracy(by_memory, stream, name) for name in ("living", "verbs")]
     memory.close()
 
     print(f"after learning 'living': accuracy on living {learned:.3f}")
-    print(f"{'then learning verbs':<22} {'living':>8} {'verbs':>8}")
-    for label, trained in (("without replay", plain), ("with replay", model)):
+    print(f"{'then learning verbs':<34} {'living':>8} {'verbs':>8}")
+    for label, trained in (("without replay", plain), ("with replay (the head)", model)):
         scores = [accuracy(trained, tokenizer, stream, name, args.output) for name in ("living", "verbs")]
-        print(f"{label:<22} {scores[0]:>8.3f} {scores[1]:>8.3f}")
+        print(f"{label:<34} {scores[0]:>8.3f} {scores[1]:>8.3f}")
+    print(f"{'with replay (class means, memory)':<34} {memory_scores[0]:>8.3f} {memory_scores[1]:>8.3f}")
 
 
 if __name__ == "__main__":
