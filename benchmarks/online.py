@@ -40,7 +40,7 @@ from rehearsal.runner.tasks import TaskStream, load_wordnet_stream
 BASELINE = "random"
 OUT = Path(__file__).resolve().parent / "out" / "online"
 # (train, test) examples per class and task: WordNet has 45 classes, sentiment 4 domains x 3 labels.
-CAPS = {"wordnet": (12, 4), "sentiment": (40, 15)}
+CAPS = {"wordnet": (12, 4), "sentiment": (20, 10)}
 
 
 def load(stream: str) -> TaskStream:
