@@ -261,7 +261,9 @@ def _optimizer(model: Any, config: RunConfig) -> Any:
     return optimizer
 
 
-def _open_memory(config: RunConfig, out: Path, strategy: Strategy, keys: KeyRing | None) -> Any:
+def _open_memory(
+    config: RunConfig, out: Path, strategy: Strategy, keys: KeyRing | None
+) -> RehearsalMemory | None:
     """A fresh memory for the run (a resumed run rebuilds its memory from the batches before it)."""
     if not strategy.uses_memory or keys is None:
         return None
