@@ -41,7 +41,14 @@ from rehearsal.cli.governance_verbs import governance_verbs
 from rehearsal.cli.ingest_verbs import ingest_verbs
 from rehearsal.cli.memory_verbs import memory_verbs
 from rehearsal.cli.records import id_list, positive_int
-from rehearsal.cli.run_verbs import add_set_argument, load_run_config, run_verbs, stdout_to_stderr
+from rehearsal.cli.run_verbs import (
+    add_set_argument,
+    add_verbose_argument,
+    load_run_config,
+    quiet_libraries,
+    run_verbs,
+    stdout_to_stderr,
+)
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import (
     RehearsalError,
@@ -202,6 +209,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="skip the tasks an interrupted run finished")
     p.add_argument("--key-file", help=f"file with the memory's base64 master key (default: ${KEY_ENV})")
     add_set_argument(p)
+    add_verbose_argument(p)
 
 
 def _run(args: argparse.Namespace) -> Report:
@@ -214,7 +222,7 @@ def _run(args: argparse.Namespace) -> Report:
     from rehearsal.runner.loop import run
 
     try:
-        with stdout_to_stderr():  # the Trainer prints its logs; stdout is for the report
+        with stdout_to_stderr(), quiet_libraries(args.verbose):  # stdout is for the report
             result = run(config, output_dir=args.output_dir, resume=args.resume, keys=checked.keys)
     except UpdateBlockedError as exc:
         # Not an error of the command: the gate did its job. Exit codes as for "rehearsal gate".

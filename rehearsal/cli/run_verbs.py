@@ -11,13 +11,21 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from rehearsal.cli.common import KEY_ENV, Report, Verb, keys_from_args
 from rehearsal.cli.records import field_list
 from rehearsal.errors import ConfigError
 from rehearsal.runner.config import RunConfig
 
-__all__ = ["add_set_argument", "load_run_config", "run_verbs", "stdout_to_stderr"]
+__all__ = [
+    "add_set_argument",
+    "add_verbose_argument",
+    "load_run_config",
+    "quiet_libraries",
+    "run_verbs",
+    "stdout_to_stderr",
+]
 
 
 def add_set_argument(p: argparse.ArgumentParser) -> None:
@@ -44,6 +52,50 @@ def stdout_to_stderr() -> Iterator[None]:
         yield
 
 
+def add_verbose_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the libraries' load reports and progress bars (default: one line per phase)",
+    )
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Unless ``verbose``: transformers' and datasets' warnings (load reports, "newly initialized"
+    weights) and progress bars (weight loading, "Flattening the indices", the Trainer's, nested in the
+    run's) are off; with it, on. Through the libraries' own switches, restored afterwards."""
+    import datasets
+    from transformers.utils import logging
+
+    hf_logging: Any = logging  # its switches are untyped
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    data_level, data_bars = datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
+    _bars(hf_logging, datasets, on=verbose)
+    if not verbose:
+        hf_logging.set_verbosity_error()
+        datasets.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        datasets.logging.set_verbosity(data_level)
+        _bars(hf_logging, None, on=bars)
+        _bars(None, datasets, on=data_bars)
+
+
+def _bars(hf_logging: Any, datasets: Any, *, on: bool) -> None:
+    """Turn transformers' (``hf_logging``) and datasets' progress bars on or off; None skips one."""
+    if hf_logging is not None and on:
+        hf_logging.enable_progress_bar()
+    elif hf_logging is not None:
+        hf_logging.disable_progress_bar()
+    if datasets is not None and on:
+        datasets.enable_progress_bars()
+    elif datasets is not None:
+        datasets.disable_progress_bars()
+
+
 def _seed_list(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
@@ -66,7 +118,15 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seeds", type=_seed_list, default=[0], metavar="0,1", help="seeds per method (default: 0)"
     )
+    p.add_argument(
+        "--predictors",
+        type=field_list,
+        default=None,
+        metavar="A,B",
+        help="also compare predictors read out of each run's weights, e.g. head,ncm (rows: method/predictor)",
+    )
     add_set_argument(p)
+    add_verbose_argument(p)
     p.add_argument("--output-dir", help="where the runs and the table go (default: the config's output_dir)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep: reuse finished runs")
     p.add_argument("--key-file", help=f"file with the base64 master key for memories (default: ${KEY_ENV})")
@@ -85,7 +145,7 @@ def _compare(args: argparse.Namespace) -> Report:
         started.append(c)
         sys.stderr.write(f"[{len(started)}/{total}] {c.method} seed {c.seed} -> {c.output_dir}\n")
 
-    with stdout_to_stderr():
+    with stdout_to_stderr(), quiet_libraries(args.verbose):
         result = compare(
             config,
             methods=args.methods,
@@ -94,6 +154,7 @@ def _compare(args: argparse.Namespace) -> Report:
             resume=args.resume,
             keys=keys_from_args(args),
             on_run=announce,
+            predictors=args.predictors,
         )
     out = result.output_dir
     files = [str(out / name) for name in ("comparison.md", "comparison.json", "comparison.png")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,7 @@ def phase_context(
 def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
     """Train one phase; returns (new examples, replayed examples, replayed tokens)."""
     from transformers import PrinterCallback, TrainingArguments
+    from transformers.utils import logging as hf_logging
 
     config = ctx.config
     collator = strategy.collator(ctx)
@@ -94,7 +97,9 @@ def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) ->
         report_to=[],
         use_cpu=True,
         remove_unused_columns=False,
-        disable_tqdm=not config.progress,
+        # The Trainer's own bars nest inside the run's; they show only when the libraries' progress bars are
+        # on (``rehearsal run --verbose``; the CLI turns them off, and prints one line per phase instead).
+        disable_tqdm=not (config.progress and hf_logging.is_progress_bar_enabled()),
         dataloader_num_workers=0,
     )
     trainer = RehearsalTrainer(
@@ -112,7 +117,9 @@ def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) ->
     )
     # Without progress bars the Trainer prints each log dict to stdout; stdout is the run's report (--json).
     trainer.remove_callback(PrinterCallback)
+    started = time.perf_counter()
     trainer.train()
+    seconds = time.perf_counter() - started
     if probes is not None:
         probes.finish()
     replayed = sum(int(log.get("replay/examples", 0)) for log in trainer.state.log_history)
@@ -120,4 +127,11 @@ def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) ->
     if isinstance(collator, (RehearsalCollator, GenerativeCollator)):
         rest = collator.pop_stats()
         replayed, tokens = replayed + rest.replayed, tokens + rest.replayed_tokens
+    if config.progress:
+        loss = next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None)
+        names = "+".join(t.name for t in ctx.tasks)
+        shown = "-" if loss is None else f"{loss:.3f}"
+        sys.stderr.write(
+            f"phase {ctx.phase + 1} ({names}): loss {shown}, replayed {replayed}, {seconds:.0f} s\n"
+        )
     return int(len(ctx.train) * config.epochs), replayed, tokens

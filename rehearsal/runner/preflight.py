@@ -15,6 +15,7 @@ from typing import Any
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.crypto.master_key import MASTER_KEY_ENV, resolve_master_key
 from rehearsal.errors import ConfigError, MissingKeyError, NotFoundError
+from rehearsal.row_files import read_rows, row_file_kind
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.state import load_state
 
@@ -48,6 +49,22 @@ def _run_keys(config: RunConfig, out: Path, keys: KeyRing | None) -> KeyRing | N
     return found
 
 
+def _check_data_fields(config: RunConfig, file: Path) -> None:
+    """The fields the config names are columns of the data file (its first row), so a misspelt field
+    fails here, in a second, naming the file's columns, not after the model loaded."""
+    first = next(iter(read_rows(file, row_file_kind(file))), None)
+    if first is None:
+        return  # an empty file: the stream loader says so
+    row = first[1]
+    for key in ("text_field", "label_field", "task_field"):
+        name = getattr(config, key)
+        if name not in row:
+            raise ConfigError(
+                f"{key} {name!r} is not a column of {file.name}, whose columns are {sorted(row)}: "
+                f"set {key} in the config (or --set {key}=COLUMN)"
+            )
+
+
 def preflight(
     config: RunConfig, *, output_dir: str | os.PathLike[str] | None, resume: bool, keys: KeyRing | None = None
 ) -> Preflight:
@@ -57,6 +74,8 @@ def preflight(
         raise ConfigError(f"output_dir {str(out)!r} exists and is not a folder")
     if config.data is not None and not Path(config.data).is_file():
         raise NotFoundError(f"the run's data file {config.data!r} does not exist")
+    if config.data is not None:
+        _check_data_fields(config, Path(config.data))
     if config.gate is not None and not config.keeps_memory:
         raise ConfigError(f"a gate governs the updates of a run with a memory; {config.method!r} keeps none")
     state = load_state(out, config.replace(output_dir=str(out)), resume=resume)
