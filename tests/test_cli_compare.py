@@ -100,3 +100,28 @@ def test_compare_rejects_an_unknown_method_in_one_line(tmp_path, tiny_model, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "replayy" in err
+
+
+@pytest.mark.slow  # one run, three read-outs
+def test_compare_reads_several_predictors_out_of_one_training(tmp_path, tiny_model, capsys):
+    config = _config(tmp_path, tiny_model)
+    out = tmp_path / "sweep"
+    argv = ["compare", str(config), "--methods", "random", "--predictors", "head,ncm,lda"]
+    assert main([*argv, "--output-dir", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["methods"] == ["random/head", "random/ncm", "random/lda"]
+    assert [r["output_dir"] for r in report["runs"]] == ["random/seed0"] * 3  # one run folder, one training
+    saved = json.loads((out / "random" / "seed0" / "results.json").read_text())
+    assert saved["prediction"] == "head"
+    assert sorted(saved["readouts"]) == ["lda", "ncm"]
+    ncm = saved["readouts"]["ncm"]["summary"]["average_accuracy"]
+    assert report["table"]["random/ncm"]["average_accuracy"]["mean"] == ncm
+    assert "| random/lda |" in (out / "comparison.md").read_text()
+
+
+def test_compare_rejects_an_unknown_predictor_in_one_line(tmp_path, tiny_model, capsys):
+    config = _config(tmp_path, tiny_model)
+    assert main(["compare", str(config), "--methods", "random", "--predictors", "head,nmc"]) == 1
+    err = capsys.readouterr().err
+    assert "'readouts' names unknown predictors ['nmc']" in err
+    assert len(err.strip().splitlines()) == 1

@@ -23,6 +23,7 @@ from transformers import (
     TrainingArguments,
 )
 
+import rehearsal as rh
 from rehearsal.config import ReplayConfig
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path
@@ -109,7 +110,12 @@ def test_classification_trainer_replays_and_admits_once(
     tmp_path, stream, tokenizer, keys, memory_path, new_task
 ):
     collator = RehearsalCollator(
-        memory_path, DataCollatorWithPadding(tokenizer), tokenizer, ReplayConfig(ratio=0.25), keys=keys, task="verbs"
+        memory_path,
+        DataCollatorWithPadding(tokenizer),
+        tokenizer,
+        ReplayConfig(ratio=0.25),
+        keys=keys,
+        task="verbs",
     )
     callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=new_task, task="verbs")
     trainer = Trainer(
@@ -205,7 +211,9 @@ def test_an_embedded_eval_set_gets_no_replay_during_or_after_training(
         sizes.append(len(rows))
         return base(rows)
 
-    collator = RehearsalCollator(memory_path, recording, tokenizer, ReplayConfig(ratio=0.25), keys=keys, task="verbs")
+    collator = RehearsalCollator(
+        memory_path, recording, tokenizer, ReplayConfig(ratio=0.25), keys=keys, task="verbs"
+    )
     callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=new_task, task="verbs")
     evaluated = new_task.select(range(16))
     trainer = Trainer(
@@ -429,3 +437,41 @@ def test_torchrun_two_ranks_draw_different_replay_and_admit_once(tmp_path, keys,
     assert ranks[1]["admitted"] == 0
     with RehearsalMemory.open(memory_path, keys=keys, read_only=True) as mem:
         assert mem.stats()["tasks"] == {"living": 40, "new": 24}
+
+
+def test_the_callback_refits_the_memory_predictor_and_evaluate_reports_both_accuracies(
+    tmp_path, stream, tokenizer, keys, memory_path, new_task
+):
+    """RehearsalCallback(predictor=...) refits class means on the memory once the new task is admitted, and
+    memory_compute_metrics puts the head's and the memory's accuracy side by side in trainer.evaluate()."""
+    model = _classifier(stream)
+    collator = RehearsalCollator(
+        memory_path, DataCollatorWithPadding(tokenizer), tokenizer, keys=keys, task="verbs"
+    )
+    with RehearsalMemory.open(memory_path, keys=keys) as memory:
+        classifier = rh.MemoryClassifier(model, tokenizer, memory, "ncm", max_length=48)
+        callback = RehearsalCallback(
+            memory, collator=collator, dataset=new_task, task="verbs", predictor=classifier
+        )
+        test = stream.tasks[0].test + stream.tasks[1].test
+        evaluation = Dataset.from_dict(
+            {"text": [e.text for e in test], "label": [stream.label_id(e.label) for e in test]}
+        ).map(lambda b: tokenizer(b["text"], truncation=True, max_length=48), batched=True)
+        trainer = Trainer(
+            model=model,
+            args=_args(tmp_path),
+            train_dataset=new_task,
+            eval_dataset=evaluation.remove_columns(["text"]),
+            data_collator=collator,
+            callbacks=[callback],
+            compute_metrics=rh.memory_compute_metrics(classifier, evaluation["text"], refit=False),
+        )
+        trainer.train()
+        assert sorted(classifier.fitted_on) == memory.ids()  # both tasks' entries, the new ones included
+        assert classifier.predictor.classes == sorted({stream.label_id(e.label) for e in test})
+        metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    assert 0.0 <= metrics["eval_memory_accuracy"] <= 1.0
+    texts = evaluation["text"]
+    expected = float(np.mean(classifier.predict(texts) == np.asarray(evaluation["label"])))
+    assert metrics["eval_memory_accuracy"] == pytest.approx(expected)

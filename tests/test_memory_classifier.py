@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import rehearsal as rh
 from rehearsal.crypto.master_key import resolve_master_key
-from rehearsal.methods.predictors import memory_vote
+from rehearsal.methods.predictors import load_predictor, memory_vote
 from rehearsal.runner import loop as stream_module
 from rehearsal.runner.strategies.replay import class_mean_seed
 from rehearsal.runner.tasks import TaskStream
@@ -56,6 +56,11 @@ def test_memory_classifier_on_saved_weights_gives_exactly_the_runs_read_out(
         tmp_path / "run", tiny_stream, predictor, tiny_model, per_class=per_class
     )
     np.testing.assert_array_equal(row, result.matrix.matrix[-1])
+    # The run keeps each phase's fitted predictor beside its weights, sealed under the run's key.
+    saved = tmp_path / "run" / "weights" / "phase_1" / "predictor" / predictor
+    with pytest.raises(rh.ConfigError, match="is sealed"):
+        load_predictor(saved)
+    assert load_predictor(saved, keys=resolve_master_key()).classes == list(range(6))
 
 
 def test_a_run_predicting_through_the_memory_keeps_the_heads_matrix_beside(

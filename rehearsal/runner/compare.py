@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rehearsal.errors import ConfigError
 from rehearsal.runner.config import METHODS, RunConfig
 from rehearsal.runner.preflight import preflight
-from rehearsal.runner.results import write_json
+from rehearsal.runner.results import summarize, write_json
 
 if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
@@ -136,10 +136,16 @@ def compare(
     keys: KeyRing | None = None,
     stream: TaskStream | None = None,
     on_run: Callable[[RunConfig], None] | None = None,
+    predictors: Sequence[str] | None = None,
 ) -> Comparison:
     """Train ``config`` once per method and seed, then write the table and the plot into ``output_dir``
-    (default: the config's). ``on_run`` is told of each run before it starts (a progress line)."""
+    (default: the config's). ``on_run`` is told of each run before it starts (a progress line).
+
+    ``predictors`` compares read-outs too: every run reads each of them out of its own weights (one
+    training, several predictors), and the table has a row per method and predictor (``random/ncm``)."""
     out = Path(output_dir if output_dir is not None else config.output_dir)
+    if predictors:
+        config = config.replace(readouts=[p for p in dict.fromkeys(predictors) if p != config.prediction])
     configs = plan(config, methods=methods, seeds=seeds, output_dir=out)
     checked = [preflight(c, output_dir=c.output_dir, resume=resume, keys=keys) for c in configs]
     from rehearsal.runner.loop import run  # torch and transformers: only once every run is checked
@@ -149,15 +155,17 @@ def compare(
         if on_run is not None:
             on_run(c)
         result = run(c, resume=resume, keys=check.keys, stream=stream)
-        runs.append(
-            {
-                "method": c.method,
-                "seed": c.seed,
-                "output_dir": str(Path(c.output_dir).relative_to(out)),
-                "summary": {m: result.summary[m] for m in METRICS},
-                "wall_seconds": result.cost.wall_seconds,
-            }
-        )
+        read = {c.prediction: result.summary} | {n: summarize(m) for n, m in result.readouts.items()}
+        for name in predictors or [c.prediction]:
+            runs.append(
+                {
+                    "method": f"{c.method}/{name}" if predictors else c.method,
+                    "seed": c.seed,
+                    "output_dir": str(Path(c.output_dir).relative_to(out)),
+                    "summary": {m: read[name][m] for m in METRICS},
+                    "wall_seconds": result.cost.wall_seconds,
+                }
+            )
     comparison = Comparison(config, out, runs)
     write_outputs(comparison)
     return comparison

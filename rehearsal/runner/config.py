@@ -118,7 +118,8 @@ class RunConfig(ConfigMixin):
     after each phase on up to ``prediction_per_class`` memory entries per seen class (None: all) through
     the encoder's features (methods that replay only): ``"ncm"`` nearest class mean, ``"knn"`` weighted
     neighbours, ``"lda"`` shared-covariance discriminant, ``"local"`` per-query head adaptation
-    (``rehearsal.methods.predictors``). The results keep the head's matrix beside the predictor's.
+    (``rehearsal.methods.predictors``). The results keep the head's matrix beside the predictor's, and
+    one more matrix per name in ``readouts`` (other predictors read out of the same weights).
     ``loss`` ``"separated"`` is the separated softmax (new rows over the current task's classes, replay
     rows over the old ones; ``rehearsal.replay.trainer``).
     ``ewc`` and ``lora`` configure the ``ewc*`` and ``lora*`` methods, ``generative`` the generator and
@@ -157,6 +158,7 @@ class RunConfig(ConfigMixin):
     # The mean of 50 unit features per class is stable, and one pass over 45 x 50 texts after a phase stays
     # small beside its training; knn and local gain from the whole memory (None).
     prediction_per_class: int | None = 50
+    readouts: list[str] = dataclasses.field(default_factory=list)
     max_length: int = 64
     seed: int = 0
     policy: str = "keep_all"
@@ -217,6 +219,7 @@ class RunConfig(ConfigMixin):
                 f"method {self.method!r} keeps none"
             )
         _positive_int("prediction_per_class", self.prediction_per_class, allow_none=True)
+        self._check_readouts()
         tasks = self.tasks
         names_ok = isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks)
         if tasks is not None and not names_ok:
@@ -267,6 +270,18 @@ class RunConfig(ConfigMixin):
         if self.prediction != "head" or self.gate is not None:
             raise ConfigError(
                 "an online run predicts with the head and is not gated: drop 'prediction' and 'gate'"
+            )
+
+    def _check_readouts(self) -> None:
+        readouts = self.readouts
+        if not isinstance(readouts, list) or not all(isinstance(r, str) for r in readouts):
+            raise ConfigError(f"'readouts' must be a list of predictor names, got {readouts!r}")
+        unknown = [r for r in readouts if r not in PREDICTIONS]
+        if unknown:
+            raise ConfigError(f"'readouts' names unknown predictors {unknown}; known: {list(PREDICTIONS)}")
+        if any(r != "head" for r in readouts) and self.method not in REPLAY_METHODS:
+            raise ConfigError(
+                f"'readouts' other than 'head' need a replay memory; method {self.method!r} keeps none"
             )
 
     def replace(self, **changes: Any) -> RunConfig:

@@ -51,6 +51,7 @@ from rehearsal.runner.phase import phase_context, train_phase
 from rehearsal.runner.preflight import Preflight, preflight
 from rehearsal.runner.results import RunResult, build_result, summarize, write_outputs
 from rehearsal.runner.strategies import PhaseContext, Strategy
+from rehearsal.runner.strategies.base import read_out_names
 from rehearsal.runner.strategies.causal import strategy_for
 from rehearsal.runner.tasks import Task, TaskStream, load_jsonl_stream, load_wordnet_stream
 
@@ -204,12 +205,17 @@ def _write_state(
     run_state.write_state(r.out, r.config, completed, weights, r.matrix, correct, generation, r.totals)
 
 
-def _save_weights(strategy: Strategy, model: Any, out: Path, phase: int) -> Path:
-    """Write the phase's weights to ``weights/phase_<p>`` (atomically: a folder renamed into place)."""
+def _save_weights(strategy: Strategy, model: Any, out: Path, phase: int, keys: KeyRing | None) -> Path:
+    """Write the phase's weights to ``weights/phase_<p>`` (atomically: a folder renamed into place), with
+    the predictors over the memory fitted after it in ``predictor/<name>/`` (sealed under the run's key)."""
+    from rehearsal.methods.predictors import save_predictor
+
     final = out / _WEIGHTS / f"phase_{phase}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     strategy.save_model(model, tmp)
+    for name, predictor in strategy.predictors.items():
+        save_predictor(predictor, tmp / "predictor" / name, keys=keys)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
@@ -232,25 +238,29 @@ def _train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -
 
 
 def _evaluate(r: _Run, model: Any, ctx: PhaseContext, row: int) -> dict[str, np.ndarray]:
-    """Every task's test set after the phase: recorded in the matrix's ``row`` (and, when the run predicts
-    through the memory, the head's read-out of the same weights in ``totals["head_accuracy"]``);
-    per-example results of the run's own prediction back."""
+    """Every task's test set after the phase: the run's prediction recorded in the matrix's ``row``, every
+    other read-out of the same weights (the head, when the run predicts through the memory, and the
+    config's ``readouts``) in ``totals["readouts"]``; per-example results of the run's prediction back."""
     stream = r.stream
     prediction = r.config.prediction
-    head = None
-    if prediction != "head":
-        saved = r.totals.get("head_accuracy")
-        head = AccuracyMatrix.from_dict(saved) if saved else AccuracyMatrix(list(r.matrix.task_names))
+    saved = r.totals.get("readouts", {})
+    others = {
+        name: AccuracyMatrix.from_dict(saved[name])
+        if name in saved
+        else AccuracyMatrix(list(r.matrix.task_names))
+        for name in read_out_names(r.config)
+        if name != prediction
+    }
     correct = {}
     for j, task in enumerate(stream.tasks):
-        both = _task_correct(r.strategy, model, ctx, task)
-        scores = both[prediction]
+        every = _task_correct(r.strategy, model, ctx, task)
+        scores = every[prediction]
         correct[task.name] = np.asarray(scores >= 1.0, dtype=bool)  # full marks: the label, or all the answer
         r.matrix.record(row, j, float(scores.mean()) if len(scores) else 0.0)
-        if head is not None:
-            head.record(row, j, float(both["head"].mean()) if len(both["head"]) else 0.0)
-    if head is not None:
-        r.totals["head_accuracy"] = head.to_dict()
+        for name, matrix in others.items():
+            matrix.record(row, j, float(every[name].mean()) if len(every[name]) else 0.0)
+    if others:
+        r.totals["readouts"] = {name: matrix.to_dict() for name, matrix in others.items()}
     return correct
 
 
@@ -311,7 +321,7 @@ def _run_phase(r: _Run, phase: int, model: Any, tokenizer: Any, base_collator: A
         r.totals["replayed_tokens"] += tokens
         r.totals["phase_seconds"] = [*r.totals["phase_seconds"], elapsed]
         # Weights first, then state: a state file never points at weights that were not written.
-        weights = _save_weights(r.strategy, model, r.out, phase)
+        weights = _save_weights(r.strategy, model, r.out, phase, r.keys)
         if memory is not None:
             _govern(r, memory, phase, row, weights, correct)
         r.last_correct = correct

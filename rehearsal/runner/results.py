@@ -28,13 +28,19 @@ class RunResult:
         output_dir: Path,
         phase_seconds: list[float],
         phase_logs: list[dict[str, float]] | None = None,
-        head_matrix: AccuracyMatrix | None = None,
+        readouts: dict[str, AccuracyMatrix] | None = None,
     ) -> None:
         self.config, self.matrix, self.cost, self.output_dir = config, matrix, cost, output_dir
         self.phase_seconds = phase_seconds
         self.phase_logs = [] if phase_logs is None else phase_logs  # Strategy.after_phase's numbers
-        # The head's read-out of the same weights, when the run predicts through the memory.
-        self.head_matrix = head_matrix
+        # Other read-outs of the same weights: the head's, when the run predicts through the memory, and
+        # the config's extra ``readouts``.
+        self.readouts = {} if readouts is None else readouts
+
+    @property
+    def head_matrix(self) -> AccuracyMatrix | None:
+        """The head's read-out when the run predicts through the memory (None when the head is its own)."""
+        return self.readouts.get("head")
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -49,6 +55,9 @@ class RunResult:
             "phase_seconds": self.phase_seconds,
             "phase_logs": self.phase_logs,
             "prediction": self.config.prediction,
+            "readouts": {
+                name: {"accuracy": m.to_dict(), "summary": summarize(m)} for name, m in self.readouts.items()
+            },
             **(
                 {}
                 if self.head_matrix is None
@@ -135,7 +144,7 @@ def build_result(
         replayed_tokens=int(totals["replayed_tokens"]),
         memory_bytes_on_disk=folder_bytes(memory_folder),
     )
-    head = totals.get("head_accuracy")
+    readouts = {name: AccuracyMatrix.from_dict(m) for name, m in totals.get("readouts", {}).items()}
     return RunResult(
         config,
         matrix,
@@ -143,7 +152,7 @@ def build_result(
         out,
         list(totals["phase_seconds"]),
         list(totals.get("phase_logs", [])),
-        head_matrix=AccuracyMatrix.from_dict(head) if head else None,
+        readouts=readouts,
     )
 
 

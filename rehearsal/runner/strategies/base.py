@@ -28,7 +28,7 @@ from rehearsal.runner.tasks import Task, TaskStream
 if TYPE_CHECKING:
     from rehearsal.methods.predictors import FeaturePredictor
 
-__all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "register"]
+__all__ = ["STRATEGIES", "PhaseContext", "Strategy", "get_strategy", "read_out_names", "register"]
 
 
 @dataclass
@@ -73,7 +73,8 @@ class Strategy:
     stores_text: ClassVar[bool] = True
     # Whether the memory holds examples of every seen class to fit a predictor on (prediction != "head").
     class_means_from_memory: ClassVar[bool] = False
-    predictor: FeaturePredictor | None = None  # fitted after each phase when prediction != "head"
+    # Fitted after each phase for the run's prediction and read-outs other than the head (prediction first).
+    predictors: dict[str, FeaturePredictor] = {}  # noqa: RUF012  (replaced, never mutated, per instance)
 
     # -- the model: loaded once per run, saved after every phase --------------------------------
     def load_model(self, config: RunConfig, checkpoint: Path | None, num_labels: int) -> Any:
@@ -94,19 +95,22 @@ class Strategy:
     def predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
         """Predicted label ids of ``texts`` after a phase: by default the argmax over every class of the
         head; with another ``prediction``, the predictor fitted on the memory after the phase."""
+        if ctx.config.prediction == "head":
+            return self._head_predict(model, ctx, texts)
         return self.predict_all(model, ctx, texts)[ctx.config.prediction]
 
     def predict_all(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """``{"head": ..., prediction: ...}``: the head's and the chosen predictor's labels of ``texts``,
-        from one forward pass (the head applied to the features is the model's logits)."""
-        if ctx.config.prediction == "head":
-            return {"head": self._head_predict(model, ctx, texts)}
+        """``{"head": ..., prediction: ..., readout: ...}``: the labels of ``texts`` by the head, the run's
+        predictor and every extra read-out, from one forward pass (the head applied to the features is the
+        model's logits)."""
+        names = read_out_names(ctx.config)
+        if names == ["head"]:
+            return {"head": self.predict(model, ctx, texts)}  # a strategy may predict its own way (routing)
         from rehearsal.methods.predictors import encoder_features, make_predictor
 
-        if self.predictor is None:
-            raise ConfigError(
-                f"prediction {ctx.config.prediction!r} needs the predictor fitted after the phase"
-            )
+        missing = [n for n in names if n != "head" and n not in self.predictors]
+        if missing:
+            raise ConfigError(f"prediction {missing[0]!r} needs the predictor fitted after the phase")
         features = encoder_features(
             model,
             ctx.tokenizer,
@@ -116,7 +120,10 @@ class Strategy:
         )
         head = make_predictor("head")
         head.fit(features, [0] * len(features), head=classification_head(model))
-        return {"head": head.predict(features), ctx.config.prediction: self.predictor.predict(features)}
+        return {
+            "head": head.predict(features),
+            **{n: p.predict(features) for n, p in self.predictors.items()},
+        }
 
     def _head_predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
         return predict_labels(
@@ -167,13 +174,13 @@ class Strategy:
             tokenizer=ctx.tokenizer,
             max_length=ctx.config.max_length,
         )
-        if ctx.config.prediction != "head":
+        if read_out_names(ctx.config) != ["head"]:
             self.fit_predictor(model, ctx)
         return logs
 
     def fit_predictor(self, model: Any, ctx: PhaseContext) -> None:
-        """Fit ``config.prediction`` on the memory's examples of every seen class, from the model as
-        trained so far."""
+        """Fit the run's predictor and every extra read-out over the memory on the memory's examples of every
+        seen class, from the model as trained so far (one forward pass for all of them)."""
         from rehearsal.methods.predictors import encoder_features, make_predictor
 
         texts, labels = self.class_mean_set(ctx)
@@ -184,9 +191,18 @@ class Strategy:
             batch_size=ctx.config.eval_batch_size,
             max_length=ctx.config.max_length,
         )
-        predictor = make_predictor(ctx.config.prediction)
-        predictor.fit(features, labels, head=classification_head(model) if predictor.needs_head else None)
-        self.predictor = predictor
+        self.predictors = {}
+        for name in read_out_names(ctx.config):
+            if name == "head":
+                continue
+            predictor = make_predictor(name)
+            predictor.fit(features, labels, head=classification_head(model) if predictor.needs_head else None)
+            self.predictors[name] = predictor
+
+    @property
+    def predictor(self) -> FeaturePredictor | None:
+        """The run's own predictor over the memory (None before the first fit or for ``head``)."""
+        return next(iter(self.predictors.values()), None) if self.predictors else None
 
     def class_mean_set(self, ctx: PhaseContext) -> tuple[list[str], list[int]]:
         """(texts, labels) of every seen class to fit a predictor over the memory on."""
@@ -218,10 +234,16 @@ class Strategy:
         test examples comes out after a phase: (n,) float in [0, 1], 1.0 or 0.0 for a predicted label (a
         strategy that writes answers gives them partial credit: ``strategies.causal``)."""
         if not task.test:
-            return {"head": np.zeros(0), ctx.config.prediction: np.zeros(0)}
+            return {name: np.zeros(0) for name in read_out_names(ctx.config)}
         labels = np.asarray([ctx.stream.label_id(ex.label) for ex in task.test])
         predicted = self.predict_all(model, ctx, [ex.text for ex in task.test])
         return {name: np.asarray(p == labels, dtype=float) for name, p in predicted.items()}
+
+
+def read_out_names(config: RunConfig) -> list[str]:
+    """The read-outs a run records after each phase: its prediction first, then the head and the extra
+    ``readouts``, each once."""
+    return list(dict.fromkeys([config.prediction, "head", *config.readouts]))
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}

@@ -108,7 +108,7 @@ class ReplayStrategy(Strategy):
 
 def class_mean_seed(seed: int, phase: int) -> list[int]:
     """The seed of phase ``phase``'s class-mean draw in a run seeded ``seed`` (also for a read-out
-    from a finished run's saved weights: ``benchmarks/selection_ncm.py``)."""
+    from a finished run's saved weights: ``benchmarks/predictors.py``)."""
     return [seed, phase, 1]
 
 
