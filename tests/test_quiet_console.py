@@ -63,3 +63,20 @@ def test_a_misnamed_field_fails_in_preflight_listing_the_files_columns(tmp_path,
         ConfigError, match=r"text_field 'text' is not a column of packages\.csv.*'description'"
     ):
         preflight(config, output_dir=tmp_path / "out", resume=False)
+
+
+def test_compare_warns_when_the_test_sets_cannot_separate_methods() -> None:
+    from rehearsal.cli.run_verbs import small_test_warning
+    from rehearsal.runner.config import RunConfig
+
+    warning = small_test_warning(RunConfig(tasks=["living", "verbs"], max_test_per_class=2))
+    assert warning is not None
+    assert "('living') has 10 examples" in warning
+    assert "under about 0.44" in warning
+
+
+def test_compare_says_nothing_of_test_sets_large_enough() -> None:
+    from rehearsal.cli.run_verbs import small_test_warning
+    from rehearsal.runner.config import RunConfig
+
+    assert small_test_warning(RunConfig(tasks=["living", "verbs"], max_test_per_class=80)) is None

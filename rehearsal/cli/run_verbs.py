@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -159,7 +160,39 @@ def _compare(args: argparse.Namespace) -> Report:
     out = result.output_dir
     files = [str(out / name) for name in ("comparison.md", "comparison.json", "comparison.png")]
     lines = [result.to_markdown(), f"wrote {', '.join(files)}"]
-    return Report({**result.to_dict(), "files": files}, lines)
+    data = {**result.to_dict(), "files": files}
+    warning = small_test_warning(config)
+    if warning is not None:
+        data["warnings"] = [warning]
+        lines.append(f"warning: {warning}")
+    return Report(data, lines)
+
+
+# Above this resolution (the 95% half-width of a difference between two accuracies) a table of methods
+# is mostly noise, and the warning says so.
+_RESOLUTION_WARNING = 0.10
+
+
+def small_test_warning(config: RunConfig) -> str | None:
+    """A warning when the stream's smallest test set cannot separate methods whose accuracies differ by
+    less than ~10 points: two accuracies on n examples each differ by noise alone up to
+    1.96 * sqrt(2) * sqrt(p (1 - p) / n), at most 1.39 / sqrt(n) (p = 0.5)."""
+    from rehearsal.runner.loop import load_stream
+
+    tests = {task.name: len(task.test) for task in load_stream(config).tasks}
+    if not tests:
+        return None
+    name, n = min(tests.items(), key=lambda item: item[1])
+    spread = 1.96 * math.sqrt(2.0) * 0.5
+    resolution = spread / math.sqrt(max(n, 1))
+    if resolution <= _RESOLUTION_WARNING:
+        return None
+    needed = math.ceil((spread / _RESOLUTION_WARNING) ** 2)
+    return (
+        f"the smallest test set ({name!r}) has {n} examples: accuracy differences under about "
+        f"{resolution:.2f} between methods there can be noise alone (95%); raise max_test_per_class "
+        f"({needed} test examples per task resolve {_RESOLUTION_WARNING:.2f}), or compare over more seeds"
+    )
 
 
 def run_verbs() -> dict[str, Verb]:
