@@ -269,38 +269,51 @@ def cached_read_out(folder: Path, stream: TaskStream, keys: Any, *, rows: str = 
 
 
 def summarise(runs: Path, stream: TaskStream, seeds: list[int], keys: Any, rows: str) -> dict[str, Any]:
-    acc: dict[str, list[float]] = {name: [] for name in (*READOUTS, "probe", "multitask")}
+    """Per read-out: ACC (and forgetting where every row was read out) over the seeds whose random run is
+    finished, paired by seed against the head and against the multitask run where that seed has one."""
+    acc: dict[str, dict[int, float]] = {name: {} for name in (*READOUTS, "probe", "multitask")}
     forgetting: dict[str, list[float]] = {name: [] for name in READOUTS}
     used: list[int] = []
     for seed in seeds:
         folder, joint = runs / f"random_s{seed}", runs / f"multitask_s{seed}"
-        if not (finished(folder) and finished(joint)):
-            print(f"seed {seed}: random or multitask run not finished; skipped", file=sys.stderr)
+        if not finished(folder):
+            print(f"seed {seed}: the random run is not finished; skipped", file=sys.stderr)
             continue
         entry = cached_read_out(folder, stream, keys, rows=rows)
         for name in READOUTS:
             summary = summarize(AccuracyMatrix.from_dict(entry["matrices"][name]))
-            acc[name].append(summary["average_accuracy"])
+            acc[name][seed] = summary["average_accuracy"]
             if summary["forgetting"] is not None:
                 forgetting[name].append(summary["forgetting"])
-        acc["probe"].append(entry["probe"])
-        acc["multitask"].append(
-            json.loads((joint / "results.json").read_text())["summary"]["average_accuracy"]
-        )
+        acc["probe"][seed] = entry["probe"]
+        if finished(joint):
+            acc["multitask"][seed] = json.loads((joint / "results.json").read_text())["summary"][
+                "average_accuracy"
+            ]
         used.append(seed)
+
+    def paired(name: str, other: str) -> dict[str, Any] | None:
+        common = [s for s in acc[name] if s in acc[other]]
+        if not common:
+            return None
+        return {
+            **paired_difference([acc[name][s] for s in common], [acc[other][s] for s in common]),
+            "seeds": common,
+        }
+
     table: dict[str, Any] = {}
-    for name, values in acc.items():
-        if not values:
+    for name, by_seed in acc.items():
+        if not by_seed:
             continue
-        row: dict[str, Any] = {"average_accuracy": describe(values), "per_seed": values}
+        row: dict[str, Any] = {"average_accuracy": describe(list(by_seed.values())), "per_seed": by_seed}
         if forgetting.get(name):
             row["forgetting"] = describe(forgetting[name])
         if name != "head":
-            row["vs_head"] = paired_difference(values, acc["head"])
+            row["vs_head"] = paired(name, "head")
         if name != "multitask":
-            row["vs_multitask"] = paired_difference(values, acc["multitask"])
+            row["vs_multitask"] = paired(name, "multitask")
         table[name] = row
-    return {"seeds": used, "table": table}
+    return {"seeds": used, "rows": rows, "table": table}
 
 
 def print_table(stream: str, summary: dict[str, Any]) -> None:
