@@ -106,18 +106,12 @@ class Strategy:
         names = read_out_names(ctx.config)
         if names == ["head"]:
             return {"head": self.predict(model, ctx, texts)}  # a strategy may predict its own way (routing)
-        from rehearsal.methods.predictors import encoder_features, make_predictor
+        from rehearsal.methods.predictors import make_predictor
 
         missing = [n for n in names if n != "head" and n not in self.predictors]
         if missing:
             raise ConfigError(f"prediction {missing[0]!r} needs the predictor fitted after the phase")
-        features = encoder_features(
-            model,
-            ctx.tokenizer,
-            texts,
-            batch_size=ctx.config.eval_batch_size,
-            max_length=ctx.config.max_length,
-        )
+        features = _features(model, ctx, texts)
         head = make_predictor("head")
         head.fit(features, [0] * len(features), head=classification_head(model))
         return {
@@ -181,16 +175,10 @@ class Strategy:
     def fit_predictor(self, model: Any, ctx: PhaseContext) -> None:
         """Fit the run's predictor and every extra read-out over the memory on the memory's examples of every
         seen class, from the model as trained so far (one forward pass for all of them)."""
-        from rehearsal.methods.predictors import encoder_features, make_predictor
+        from rehearsal.methods.predictors import make_predictor
 
         texts, labels = self.class_mean_set(ctx)
-        features = encoder_features(
-            model,
-            ctx.tokenizer,
-            texts,
-            batch_size=ctx.config.eval_batch_size,
-            max_length=ctx.config.max_length,
-        )
+        features = _features(model, ctx, texts)
         self.predictors = {}
         for name in read_out_names(ctx.config):
             if name == "head":
@@ -238,6 +226,16 @@ class Strategy:
         labels = np.asarray([ctx.stream.label_id(ex.label) for ex in task.test])
         predicted = self.predict_all(model, ctx, [ex.text for ex in task.test])
         return {name: np.asarray(p == labels, dtype=float) for name, p in predicted.items()}
+
+
+def _features(model: Any, ctx: PhaseContext, texts: Sequence[str]) -> Any:
+    """(n, d): what the model's head receives for ``texts`` (``rehearsal.methods.predictors``)."""
+    from rehearsal.methods.predictors import encoder_features
+
+    config = ctx.config
+    return encoder_features(
+        model, ctx.tokenizer, texts, batch_size=config.eval_batch_size, max_length=config.max_length
+    )
 
 
 def read_out_names(config: RunConfig) -> list[str]:
