@@ -11,8 +11,9 @@ import torch
 from rehearsal.errors import ConfigError
 from rehearsal.replay.trainer import token_loss
 from rehearsal.runner.causal.collator import CompletionCollator, answer_start
-from rehearsal.runner.causal.evaluate import exact_match, token_f1
+from rehearsal.runner.causal.evaluate import MAX_NEW_TOKENS, answer_budget, exact_match, token_f1
 from rehearsal.runner.config import CAUSAL_METHODS, RunConfig
+from rehearsal.runner.instructions import Instruction
 
 
 class _Tokenizer:
@@ -56,6 +57,13 @@ def test_answers_are_compared_by_their_words() -> None:
     assert not exact_match("very large", ["large"])
     assert token_f1("a salt of acid", ["a salt of hydrofluoric acid"]) == pytest.approx(2 * 1.0 * 0.8 / 1.8)
     assert token_f1("", ["large"]) == 0.0
+
+
+def test_a_skill_may_answer_a_little_longer_than_its_longest_answer() -> None:
+    short = Instruction("antonym", "hot", "Give the antonym of 'hot'.", "cold", ("cold", "cool down"))
+    long = Instruction("define", "x", "Define 'x'.", "a b", (" ".join(["word"] * 40),))
+    assert answer_budget(_Tokenizer(), [short]) == 2 + 1 + 4
+    assert answer_budget(_Tokenizer(), [short, long]) == MAX_NEW_TOKENS
 
 
 def test_the_token_loss_ignores_unscored_positions() -> None:

@@ -24,6 +24,7 @@ from rehearsal.runner.instructions import ANSWER_MARK, Instruction
 __all__ = [
     "MAX_NEW_TOKENS",
     "SkillScores",
+    "answer_budget",
     "exact_match",
     "greedy_answers",
     "merge_scores",
@@ -35,6 +36,9 @@ __all__ = [
 
 # The longest bundled answers (ten-word definitions, JSON records) take about 20 tokens.
 MAX_NEW_TOKENS = 24
+# Tokens a skill's answer may run past its longest accepted answer: a one-word skill is not given room to
+# ramble for 24 tokens (which costs generation time and cannot turn a wrong answer right).
+_SLACK = 4
 
 
 def _words(text: str) -> list[str]:
@@ -75,7 +79,24 @@ def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     return ids[:-1] if ids and ids[-1] == tokenizer.eos_token_id else ids
 
 
-def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, batch_size: int) -> list[str]:
+def answer_budget(tokenizer: Any, items: Sequence[Instruction]) -> int:
+    """New tokens to generate for ``items``: their longest accepted answer plus a little, at most
+    :data:`MAX_NEW_TOKENS`."""
+    longest = max(
+        (len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for i in items for a in i.accept),
+        default=0,
+    )
+    return min(MAX_NEW_TOKENS, longest + 1 + _SLACK)  # + 1: the end token
+
+
+def greedy_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> list[str]:
     """The model's greedy continuation of each prompt (left-padded batches), up to the first newline."""
     import torch
 
@@ -91,7 +112,7 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, batch_
             generated = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                max_new_tokens=MAX_NEW_TOKENS,
+                max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=pad,
@@ -179,7 +200,9 @@ def score_skill(
     model: Any, tokenizer: Any, items: Sequence[Instruction], *, max_length: int, batch_size: int
 ) -> SkillScores:
     """Every measure of one skill's test ``items``."""
-    answers = greedy_answers(model, tokenizer, [item.prompt for item in items], batch_size=batch_size)
+    prompts = [item.prompt for item in items]
+    budget = answer_budget(tokenizer, items)
+    answers = greedy_answers(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=budget)
     pairs = list(zip(answers, items, strict=True))
     return SkillScores(
         answers=answers,
