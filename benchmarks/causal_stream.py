@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="skills, in training order")
     parser.add_argument("--train", type=int, default=40, help="training items per skill")
-    parser.add_argument("--test", type=int, default=20, help="held-out items per skill")
+    parser.add_argument("--test", type=int, default=15, help="held-out items per skill")
     parser.add_argument("--batch", type=int, default=8, help="new items per step (replay on top)")
     parser.add_argument("--replay-ratio", type=float, default=0.25, help="replay share of a batch")
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate of the LoRA weights")
