@@ -309,7 +309,7 @@ def test_causal_lm_with_language_modeling_collator(tmp_path, tokenizer, keys, me
     lm_data = new_task.remove_columns(["label"])
     base = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     collator = RehearsalCollator(
-        memory_path, base, tokenizer, ReplayConfig(max_replay_tokens=200), keys=keys, task="verbs"
+        memory_path, base, tokenizer, ReplayConfig(ratio=0.25, max_replay_tokens=200), keys=keys, task="verbs"
     )
     callback = RehearsalCallback(memory_path, keys=keys, collator=collator, dataset=lm_data, task="verbs")
     trainer = Trainer(

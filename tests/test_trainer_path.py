@@ -197,3 +197,18 @@ def test_the_readme_trainer_diff_keeps_every_old_task_above_chance(tmp_path, enc
     final = matrix.matrix.matrix[-1]
     for j, task in enumerate(stream.tasks):
         assert final[j] > 1.0 / len(task.labels), (task.name, final.tolist())
+
+
+def test_random_replay_logs_no_nan_statistics(tmp_path, tiny_model, tiny_setup) -> None:
+    trainer = rh.RehearsalTrainer(
+        model=BertForSequenceClassification.from_pretrained(tiny_model),
+        args=_args(tmp_path, max_steps=2, logging_steps=1),
+        train_dataset=tiny_setup["train"],
+        data_collator=tiny_setup["collator"],
+    )
+    trainer.train()
+    replaying = [h for h in trainer.state.log_history if h.get("replay/examples", 0) > 0]
+    assert replaying
+    values = [v for h in replaying for k, v in h.items() if k.startswith("replay/")]
+    assert all(v == v for v in values)  # no NaN
+    assert all(h["replay/old_tasks_covered"] == 1.0 for h in replaying)

@@ -83,12 +83,18 @@ class ReplayStats:
         return bool(self.batches or self.replayed or self.candidates)
 
     def as_logs(self) -> dict[str, float]:
-        mean_sim = self.similarity_sum / self.similarity_count if self.similarity_count else float("nan")
+        """The counters as Trainer log values. ``replay/mean_similarity`` is there only when some replay
+        had one (a random draw has none): a missing number, not a NaN in every log line."""
+        similarity = (
+            {"replay/mean_similarity": self.similarity_sum / self.similarity_count}
+            if self.similarity_count
+            else {}
+        )
         return {
             "replay/examples": float(self.replayed),
             "replay/tokens": float(self.replayed_tokens),
             "replay/per_batch": self.replayed / self.batches if self.batches else 0.0,
-            "replay/mean_similarity": mean_sim,
+            **similarity,
             "replay/old_tasks_covered": float(len(self.tasks)),
             "replay/search_ms_per_batch": 1000 * self.search_seconds / max(self.batches, 1),
             "replay/fetch_ms_per_batch": 1000 * self.fetch_seconds / max(self.batches, 1),
