@@ -160,23 +160,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/out/online/<stream>")
+    parser.add_argument("--summary-only", action="store_true", help="train nothing; summarise finished runs")
     args = parser.parse_args(argv)
     args.out = args.out or OUT / args.stream
     record = provenance(seeds=args.seeds, methods=args.methods, caps=CAPS[args.stream])
     stream = load(args.stream)
     keys = KeyRing.generate()  # the runs' memories are scratch: a key for this process only
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}  # methods without a run: empty
     for seed in args.seeds:
         for method in args.methods:
             config = config_for(method, seed, args)
             folder = Path(config.output_dir)
             if finished(folder) and (folder / "results.json").is_file():
                 result = json.loads((folder / "results.json").read_text())
+            elif args.summary_only:
+                continue
             else:
                 result = run(config, stream=stream, keys=keys, resume=folder.exists()).to_dict()
             runs[method].append({"seed": seed, **_one(result)})
             print(f"{method} s{seed}: {runs[method][-1]}", file=sys.stderr, flush=True)
-    table = summarize(runs)
+    table = summarize({m: rows for m, rows in runs.items() if rows})
     markdown = to_markdown(table)
     print(markdown)
     settings = {k: str(v) for k, v in vars(args).items()}
