@@ -82,6 +82,7 @@ def test_the_token_loss_ignores_unscored_positions() -> None:
         ({"method": "lora-replay"}, "causal-lm run's 'method'"),
         ({"calibration": "weight_aligning"}, r"no classification head: drop \['calibration'\]"),
         ({"data": "x.jsonl"}, "drop 'data'"),
+        ({"readouts": ["head"]}, r"drop \['readouts'\]"),
         ({"model_kind": "seq2seq"}, "'model_kind' must be one of"),
     ],
 )

@@ -257,6 +257,7 @@ class RunConfig(ConfigMixin):
             "head_learning_rate": self.head_learning_rate is not None,
             "mask_unseen": self.mask_unseen,
             "online": self.online,
+            "readouts": bool(self.readouts),
         }
         named = [name for name, set_ in head_settings.items() if set_]
         if named:
