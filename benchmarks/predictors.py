@@ -65,6 +65,7 @@ READOUTS = (*FEATURE_READOUTS, *EMBEDDING_ONLY)
 READOUT_FILE = "predictors_readout.json"
 READOUT_VERSION = 1
 SDC_SIGMA = 0.3
+FEW_PER_CLASS = 50  # the "ncm" and "lda" read-outs: what prediction_per_class = 50 draws
 
 
 def load_stream(name: str) -> TaskStream:
@@ -171,7 +172,7 @@ def _record_predictors(
     position = {i: row for row, i in enumerate(ids)}
     seen = sorted(set(labels))
     few, few_labels = sample_ids(
-        memory, seen, config.prediction_per_class, seed=class_mean_seed(config.seed, phase), where=where
+        memory, seen, FEW_PER_CLASS, seed=class_mean_seed(config.seed, phase), where=where
     )
     few_bank = bank[[position[i] for i in few]]
     truths = [[stream.label_id(ex.label) for ex in t.test] for t in stream.tasks]

@@ -132,7 +132,8 @@ def test_the_benchmark_read_out_is_what_runs_predicting_that_way_scored(
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     readout = importlib.import_module("predictors")
     ncm = stream_module.run(
-        tiny_run_config(tmp_path, tiny_model, method="random", prediction="ncm"), stream=tiny_stream
+        tiny_run_config(tmp_path, tiny_model, method="random", prediction="ncm", prediction_per_class=50),
+        stream=tiny_stream,
     )
     entry = readout.read_out(tmp_path / "run", tiny_stream, resolve_master_key())
     np.testing.assert_array_equal(entry["matrices"]["ncm"]["matrix"], ncm.matrix.matrix)
