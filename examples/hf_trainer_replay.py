@@ -167,8 +167,8 @@ def main() -> None:
     train_with_replay(
         model, tokenizer, wordnet_task(stream, "verbs", "train"), memory, args.output, args.epochs
     )
-    # + predict through the memory: class means of the fine-tuned encoder's features over its examples
-    by_memory = rh.MemoryClassifier(model, tokenizer, memory, predictor="ncm").fit()
+    # + predict through the memory: a shared-covariance discriminant over the fine-tuned encoder's features
+    by_memory = rh.MemoryClassifier(model, tokenizer, memory, predictor="lda").fit()
     memory_scores = [memory_accuracy(by_memory, stream, name) for name in ("living", "verbs")]
     memory.close()
 
@@ -177,7 +177,7 @@ def main() -> None:
     for label, trained in (("without replay", plain), ("with replay (the head)", model)):
         scores = [accuracy(trained, tokenizer, stream, name, args.output) for name in ("living", "verbs")]
         print(f"{label:<34} {scores[0]:>8.3f} {scores[1]:>8.3f}")
-    print(f"{'with replay (class means, memory)':<34} {memory_scores[0]:>8.3f} {memory_scores[1]:>8.3f}")
+    print(f"{'with replay (lda over the memory)':<34} {memory_scores[0]:>8.3f} {memory_scores[1]:>8.3f}")
 
 
 if __name__ == "__main__":

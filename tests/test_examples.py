@@ -152,7 +152,7 @@ def test_the_readme_trainer_example_replays_the_old_task_and_prints_both_rows(tm
     assert re.search(r"^after learning 'living': accuracy on living [01]\.\d{3}$", out, re.M), out
     assert re.search(r"^without replay +[01]\.\d{3} +[01]\.\d{3}$", out, re.M), out
     assert re.search(r"^with replay \(the head\) +[01]\.\d{3} +[01]\.\d{3}$", out, re.M), out
-    assert re.search(r"^with replay \(class means, memory\) +[01]\.\d{3} +[01]\.\d{3}$", out, re.M), out
+    assert re.search(r"^with replay \(lda over the memory\) +[01]\.\d{3} +[01]\.\d{3}$", out, re.M), out
     replayed = re.findall(r"'replay/examples': '?(\d+)", out + done.stderr)
     assert replayed, out[-2000:]
     assert int(replayed[-1]) > 0, out[-2000:]

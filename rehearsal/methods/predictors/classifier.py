@@ -5,7 +5,8 @@
     clf.save("out/predictor", keys=keys)
     clf = rh.MemoryClassifier.load("out/predictor", model, tokenizer, memory, keys=keys)
 
-``fit`` draws up to ``per_class`` memory entries of every class (all with None; the memory's labels must
+``fit`` draws up to ``per_class`` memory entries of every class (all with None, the default and what the
+shared-covariance ``lda`` needs to do its best; the memory's labels must
 be the model's label ids), embeds them with the model's own encoder (the head's input features) and fits
 the predictor. A saved classifier names the entries it was fitted on; loading it against a memory from
 which any of them was deleted or forgotten is refused, so an erased example never shapes a prediction.
@@ -47,7 +48,7 @@ class MemoryClassifier:
         memory: RehearsalMemory,
         predictor: str | FeaturePredictor = "ncm",
         *,
-        per_class: int | None = 50,
+        per_class: int | None = None,
         seed: Sequence[int] | int = 0,
         batch_size: int = 64,
         max_length: int = 64,
