@@ -182,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     table = summarize({m: rows for m, rows in runs.items() if rows})
     markdown = to_markdown(table)
     print(markdown)
-    settings = {k: str(v) for k, v in vars(args).items()}
+    # Paths relative to the repository: a results file names no folder of the machine that wrote it.
+    root = Path(__file__).resolve().parent.parent
+    settings = {
+        k: str(v.resolve().relative_to(root) if isinstance(v, Path) else v) for k, v in vars(args).items()
+    }
     write_results(
         f"online_{args.stream}", {"table": table, "markdown": markdown, "settings": settings}, record
     )
