@@ -147,6 +147,13 @@ def to_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _portable(value: object, root: Path) -> str:
+    """A setting as text; a path inside the repository relative to it."""
+    if isinstance(value, Path) and value.resolve().is_relative_to(root):
+        return str(value.resolve().relative_to(root))
+    return str(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stream", choices=sorted(CAPS), default="wordnet")
@@ -184,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown)
     # Paths relative to the repository: a results file names no folder of the machine that wrote it.
     root = Path(__file__).resolve().parent.parent
-    settings = {
-        k: str(v.resolve().relative_to(root) if isinstance(v, Path) else v) for k, v in vars(args).items()
-    }
+    settings = {k: _portable(v, root) for k, v in vars(args).items()}
     write_results(
         f"online_{args.stream}", {"table": table, "markdown": markdown, "settings": settings}, record
     )
