@@ -463,6 +463,7 @@ def test_every_verb_takes_json() -> None:
             "init-deployment": ["--memory", "m"],
             "update": ["--data", "d.jsonl"],
             "shadow": ["--requests", "r.jsonl"],
+            "predict": ["--data", "r.jsonl"],
         }
         extra = {"ingest": ["FILE"], "search": ["q"]}
         args = parser.parse_args([*argv, *extra.get(name, []), *required.get(name, []), "--json"])
