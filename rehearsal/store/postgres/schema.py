@@ -105,7 +105,12 @@ def read_manifest_row(conn: ServerConnection) -> dict[str, Any]:
     rows = dict(
         conn.execute("SELECT key, value FROM mem_meta WHERE key IN ('format', 'manifest')").fetchall()
     )
-    version = int(rows.get("format", "0"))
+    try:
+        version = int(rows.get("format", "0"))
+    except ValueError:
+        raise StoreFormatError(
+            f"{location.display()} holds a damaged memory (its format is not a number)"
+        ) from None
     if "manifest" not in rows or version < 1:
         raise StoreFormatError(f"{location.display()} holds a damaged memory (no manifest)")
     if version != FORMAT_VERSION:
@@ -113,5 +118,10 @@ def read_manifest_row(conn: ServerConnection) -> dict[str, Any]:
             f"{location.display()} has format version {version}; this rehearsal reads server memories of"
             f" format {FORMAT_VERSION} only"
         )
-    manifest: dict[str, Any] = json.loads(rows["manifest"])
+    try:
+        manifest = json.loads(rows["manifest"])
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise StoreFormatError(f"{location.display()} holds a damaged memory (its manifest is not JSON)")
     return manifest
