@@ -104,7 +104,7 @@ def _check_text(item: dict[str, Any], where: str) -> None:
     except UnicodeEncodeError as exc:
         code = ord(exc.object[exc.start])
         raise ValidationError(
-            f"{where}: holds a lone surrogate (\\u{code:04x}), which is not text; fix the file's escapes"
+            f"{where}: is not valid Unicode text (a lone surrogate, \\u{code:04x}); fix the file's escapes"
         ) from None
 
 

@@ -26,7 +26,7 @@ from rehearsal.cli.common import (
     required_keys,
 )
 from rehearsal.cli.records import positive_int
-from rehearsal.errors import ConfigError, ValidationError
+from rehearsal.errors import ConfigError, MissingKeyError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory, bound_store_id, check_log_binding
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
@@ -158,7 +158,10 @@ def _versions(args: argparse.Namespace) -> Report:
         from rehearsal.runner.deployment.folder import Deployment
 
         # A deployment's versions file is sealed and bound to it: read through the deployment (checked).
-        versions, current = Deployment.open(deployment, required_keys(args)).versions()
+        keys = keys_from_args(args)
+        if keys is None:
+            raise MissingKeyError(f"a deployment's versions are sealed: set {KEY_ENV} or pass --key-file")
+        versions, current = Deployment.open(deployment, keys).versions()
     else:
         versions, current = list_versions(args.path)
     rows = [dataclasses.asdict(v) for v in versions]

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from rehearsal.errors import CleanupError, ConfigError, IntegrityError
+from rehearsal.errors import CleanupError, ConfigError, IntegrityError, RehearsalError
 from rehearsal.governance.audit_log import AuditEntry, AuditLog, canonical_json, check_details, ids_digest
 
 if TYPE_CHECKING:
@@ -324,9 +324,20 @@ class AuditedMemory:
         try:
             self.memory.rotate_keys(new_keys)
         except CleanupError:
-            self.log.rotate(new_keys, actor=self.actor)
+            self._rotate_log(new_keys)
             raise
-        self.log.rotate(new_keys, actor=self.actor)
+        self._rotate_log(new_keys)
+
+    def _rotate_log(self, new_keys: KeyRing) -> None:
+        """The log follows a memory whose rotation committed: a failure here is a cleanup's, not the
+        rotation's (``rehearsal rotate-key`` run again with both keys finishes the log)."""
+        try:
+            self.log.rotate(new_keys, actor=self.actor)
+        except (OSError, RehearsalError) as exc:
+            raise CleanupError(
+                f"rotated; cleanup failed: the memory's key is now {new_keys.fingerprint}, but its audit log "
+                f"could not follow ({exc}); run rotate-key again with the same keys to finish it"
+            ) from exc
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.memory, name)
