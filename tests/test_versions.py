@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.errors import IntegrityError, NotFoundError, StoreFormatError
+from rehearsal.errors import IntegrityError, NotFoundError, StoreFormatError, ValidationError
 from rehearsal.governance.audit_log import AuditLog
 from rehearsal.governance.audited import AuditedMemory, log_train_update
 from rehearsal.governance.versions import list_versions, record_version, rollback
@@ -196,4 +196,42 @@ def test_a_malformed_version_record_is_our_error_not_a_type_error(
     with pytest.raises(StoreFormatError, match=match):
         rollback(memory, 1)
     assert len(memory) == 1
+    memory.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda d: d["versions"][0].update(id_boundary=0), "fails its check"),
+        (lambda d: d["versions"][0].update(tag="é" * 64), "fails its check"),
+        (lambda d: d.update(tag="\u00e9"), "fails its check"),
+        (lambda d: d["versions"][0].update(created_at=float("nan")), "no tag covers"),
+        (lambda d: [d.pop(k) for k in ("format", "binding", "tag")], "is not sealed"),
+    ],
+    ids=["edited", "non-ascii-record-tag", "non-ascii-file-tag", "nan", "made-plain"],
+)
+def test_a_sealed_versions_file_refuses_every_edit_with_our_error(
+    tmp_path: Path, keys: KeyRing, change: Any, match: str
+) -> None:
+    from rehearsal.governance.versions import VersionsSeal, read_versions, start_sealed
+
+    seal = VersionsSeal(keys, "deployment:one")
+    memory = RehearsalMemory.create(tmp_path / "d" / "mem", keys=keys, dim=4, encoder_name="test-encoder")
+    memory.add(["a"], vectors=np.eye(4, dtype=np.float32)[:1])
+    start_sealed(memory.path, seal)
+    (tmp_path / "d" / "weights" / "w1").mkdir(parents=True)
+    record_version(memory, weights=str(tmp_path / "d" / "weights" / "w1"), config={}, seal=seal)
+    assert read_versions(memory.path, seal=seal).versions[0].weights == str(tmp_path / "d" / "weights" / "w1")
+    with pytest.raises(IntegrityError, match="belongs to 'deployment:one'"):
+        read_versions(memory.path, seal=VersionsSeal(keys, "deployment:two"))
+    with pytest.raises(ValidationError, match="outside"):
+        record_version(memory, weights=str(tmp_path / "elsewhere"), config={}, seal=seal)
+    path = memory.path / "versions.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(IntegrityError, match=match):
+        read_versions(memory.path, seal=seal)
+    with pytest.raises(IntegrityError, match=match):
+        rollback(memory, 1, seal=seal)
     memory.close()

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from rehearsal._files import atomic_write
+from rehearsal.crypto.keys import same_tag
 from rehearsal.errors import IntegrityError, NotFoundError, StoreFormatError, ValidationError
 from rehearsal.governance.audit_log import canonical_json, ids_digest
 from rehearsal.governance.audited import log_delete
@@ -133,7 +134,11 @@ class VersionsFile:
 
 
 def _tag(keys: KeyRing, purpose: str, body: Any) -> str:
-    return hmac.new(keys.derive_key(purpose), canonical_json(body), hashlib.sha256).hexdigest()
+    try:
+        canonical = canonical_json(body)
+    except ValueError:  # NaN or infinity, which JSON reads but no tag was ever made over
+        raise IntegrityError("a versions file holds a number no tag covers (NaN or infinity)") from None
+    return hmac.new(keys.derive_key(purpose), canonical, hashlib.sha256).hexdigest()
 
 
 def _record_tag(keys: KeyRing, binding: str, record: Mapping[str, Any]) -> str:
@@ -191,16 +196,16 @@ def _load(folder: Path, seal: VersionsSeal | None, *, writing: bool = False) -> 
         raise ValidationError("a versions file is written only with its owner's binding")
     tag = data.get("tag")
     body = {k: v for k, v in data.items() if k != "tag"}
-    if not isinstance(tag, str) or not hmac.compare_digest(tag, _tag(seal.keys, _FILE_PURPOSE, body)):
+    if not same_tag(tag, _tag(seal.keys, _FILE_PURPOSE, body)):
         raise IntegrityError(f"{_where(folder)} fails its check (edited, or sealed with another key)")
     binding = data.get("binding")
     if not isinstance(binding, str) or (seal.binding is not None and binding != seal.binding):
         raise IntegrityError(f"{_where(folder)} belongs to {binding!r}, not to {seal.binding!r}")
     numbers = []
     for record in data["versions"]:
-        record_tag = record.get("tag") if isinstance(record, dict) else None
-        expected = _record_tag(seal.keys, binding, record) if isinstance(record, dict) else ""
-        if not isinstance(record_tag, str) or not hmac.compare_digest(record_tag, expected):
+        if not isinstance(record, dict) or not same_tag(
+            record.get("tag"), _record_tag(seal.keys, binding, record)
+        ):
             raise IntegrityError(f"a version record in {_where(folder)} fails its check")
         numbers.append(record.get("version"))
     ints = [n for n in numbers if isinstance(n, int) and not isinstance(n, bool)]

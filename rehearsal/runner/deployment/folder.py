@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rehearsal._files import atomic_write
-from rehearsal.crypto.keys import KeyRing
+from rehearsal.crypto.keys import KeyRing, same_tag
 from rehearsal.errors import ConfigError, IntegrityError, NotFoundError, StoreFormatError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.versions import Version, VersionsFile, VersionsSeal, read_versions, set_staged
@@ -265,12 +265,12 @@ class Deployment:
         tag = data.get("tag") if isinstance(data, dict) else None
         if not isinstance(body, dict) or not isinstance(tag, str):
             raise IntegrityError(f"staged candidate {str(path)!r} is not sealed by this deployment")
-        if not hmac.compare_digest(tag, pending_tag(self.keys, self.id, body)):
+        if not same_tag(tag, pending_tag(self.keys, self.id, body)):
             raise IntegrityError(
                 f"staged candidate {str(path)!r} fails its check (edited, sealed with another key, or "
                 "another deployment's): roll back to discard it"
             )
-        if marker is None or not hmac.compare_digest(str(marker.get("tag")), tag):
+        if marker is None or not same_tag(marker.get("tag"), tag):
             raise IntegrityError(
                 f"staged candidate {str(path)!r} is not the one this deployment's versions file names "
                 "(an older copy put back, or a write cut short): roll back to discard it"
@@ -313,7 +313,7 @@ def check_config(data: dict[str, Any], keys: KeyRing, where: str) -> None:
     ``keys`` and a well-formed identity."""
     body = {k: v for k, v in data.items() if k != "tag"}
     tag = data.get("tag")
-    if not isinstance(tag, str) or not hmac.compare_digest(tag, config_tag(keys, body)):
+    if not same_tag(tag, config_tag(keys, body)):
         raise IntegrityError(f"{where} fails its check (edited, or sealed with another key)")
     if data.get("format") == FORMAT and not (isinstance(data.get("id"), str) and _ID.fullmatch(data["id"])):
         raise IntegrityError(f"{where} has no identity this rehearsal reads")

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rehearsal.crypto.keys import KeyRing
+from rehearsal.crypto.keys import KeyRing, same_tag
 from rehearsal.errors import IntegrityError, StoreFormatError
 from rehearsal.governance.audit_log import AuditEntry, AuditLog, default_log_path
 from rehearsal.governance.versions import Version, is_sealed, read_versions, write_sealed
@@ -163,7 +163,7 @@ def _bind_pending(dep: Deployment) -> dict[str, Any] | None:
     if not isinstance(body, dict) or not isinstance(tag, str):
         raise IntegrityError(f"staged candidate {str(path)!r} is not sealed: roll back before migrating")
     bound = pending_tag(dep.keys, dep.id, body)
-    if not (hmac.compare_digest(tag, bound) or hmac.compare_digest(tag, pending_tag(dep.keys, None, body))):
+    if not (same_tag(tag, bound) or same_tag(tag, pending_tag(dep.keys, None, body))):
         raise IntegrityError(f"staged candidate {str(path)!r} fails its check: it was altered")
     _bind_weights(dep, dep.candidate_weights(body))
     write_json(path, {"pending": body, "tag": bound})

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal._files import atomic_write
-from rehearsal.crypto.keys import KeyRing
+from rehearsal.crypto.keys import KeyRing, same_tag
 from rehearsal.errors import IntegrityError
 
 __all__ = ["SEAL_FILE", "config_tag", "is_unbound", "seal_weights", "verify_weights"]
@@ -108,7 +108,7 @@ def verify_weights(folder: Path, keys: KeyRing, *, deployment: str, unbound: boo
             )
         raise IntegrityError(f"weights folder {where} has no seal this version of rehearsal reads")
     body = {k: v for k, v in seal.items() if k != "tag"}
-    if not hmac.compare_digest(seal["tag"], _tag(keys, _WEIGHTS_PURPOSE, body)):
+    if not same_tag(seal["tag"], _tag(keys, _WEIGHTS_PURPOSE, body)):
         raise IntegrityError(f"the seal of weights folder {where} fails its check (edited, or another key)")
     if not unbound and body.get("deployment") != deployment:
         raise IntegrityError(f"weights folder {where} was sealed by another deployment")
