@@ -15,6 +15,7 @@ from rehearsal.config import EWCConfig, LoRAConfig, ReplayConfig
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import Encoder, SentenceTransformerEncoder, load_encoder
 from rehearsal.errors import (
+    CleanupError,
     ConfigError,
     DimensionMismatchError,
     EncoderMismatchError,
@@ -85,6 +86,7 @@ __all__ = [
     "AdapterRouter",
     "AdmissionPolicy",
     "ClassBalanced",
+    "CleanupError",
     "ConfigError",
     "DimensionMismatchError",
     "EWCConfig",

@@ -16,6 +16,7 @@ __all__ = [
     "COVERAGE_QUOTAS",
     "FISHER_MODES",
     "LOSSES",
+    "MAX_SEED",
     "MIR_SCOPES",
     "PREDICTOR_NAMES",
     "REPLAY_GROUPS",
@@ -25,6 +26,7 @@ __all__ = [
     "EWCConfig",
     "LoRAConfig",
     "ReplayConfig",
+    "check_seed",
 ]
 
 C = TypeVar("C", bound="ConfigMixin")
@@ -73,6 +75,18 @@ class ConfigMixin:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {cls.__name__} from {str(path)!r}: {exc}") from exc
         return cls.from_dict(data)
+
+
+# numpy's legacy seeding, which transformers' set_seed calls, takes no larger seed: a config must refuse
+# one before a run starts rather than fail in numpy halfway through it.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: object, name: str = "seed") -> None:
+    """ConfigError unless ``value`` is an int seed in [0, MAX_SEED]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        shown = f"{value!r}" if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        raise ConfigError(f"{name!r} must be an int in [0, 2**32 - 1], got {shown}")
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
@@ -150,7 +164,7 @@ class ReplayConfig(ConfigMixin):
         _check_fraction("random_share", self.random_share)
         _check_int("k", self.k, minimum=1)
         _check_int("max_length", self.max_length, minimum=1)
-        _check_int("seed", self.seed, minimum=0)
+        check_seed(self.seed)
         _check_int("search_threads", self.search_threads, minimum=1)
         if self.mode not in REPLAY_MODES:
             raise ConfigError(f"'mode' must be one of {list(REPLAY_MODES)}, got {self.mode!r}")
@@ -218,8 +232,7 @@ class EWCConfig(ConfigMixin):
             or self.max_examples < 1
         ):
             raise ConfigError(f"'max_examples' must be a positive int or None, got {self.max_examples!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
+        check_seed(self.seed)
 
 
 @dataclasses.dataclass

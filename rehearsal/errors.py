@@ -16,6 +16,7 @@ the whole family in one clause and still tell the cases apart::
     ├── ReadOnlyError               a mutation attempted on a memory opened read-only
     ├── StoreLockedError            a second writer tried to open a memory another process is writing
     ├── StorageError                the disk or the database refused an operation (disk full, I/O error)
+    │   └── CleanupError            the operation committed, a cleanup after it failed (reported, not undone)
     ├── EncoderMismatchError        a memory asked to accept vectors from a different encoder
     └── UpdateBlockedError          a training update the validation gate failed or that awaits approval
 
@@ -25,6 +26,7 @@ Messages say what was wrong and with which value, and never contain key material
 from __future__ import annotations
 
 __all__ = [
+    "CleanupError",
     "ConfigError",
     "DimensionMismatchError",
     "EncoderMismatchError",
@@ -98,6 +100,12 @@ class StoreLockedError(RehearsalError):
 class StorageError(RehearsalError, OSError):
     """The disk or the database refused a read or write (disk full, I/O error, a database that stays
     locked); the message names the file. What was acknowledged before stays durable."""
+
+
+class CleanupError(StorageError):
+    """The operation committed (it happened, and stays), but a cleanup after it failed: the WAL checkpoint
+    after a key rotation on a full disk, say. The message begins with what was done ("rotated; cleanup
+    failed") and says what is left over until the next successful cleanup."""
 
 
 class UpdateBlockedError(RehearsalError):

@@ -3,7 +3,8 @@
 One reader for every place that takes a user's file (``rehearsal ingest``, a run's ``data = ...``), so a
 file that one verb accepts the other accepts too, and a bad row is named the same way everywhere: the
 file's name, then ``line N`` (JSON lines) or ``row N`` (CSV data rows, header excluded). A ``.gz`` suffix
-after either kind is decompressed. Text must be UTF-8; a byte-order mark at the start is dropped.
+after either kind is decompressed. Text must be UTF-8; a byte-order mark at the start is dropped; a JSON
+escape that makes no text (a lone surrogate, ``"\\ud800"``) is refused.
 """
 
 from __future__ import annotations
@@ -90,7 +91,21 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise ValidationError(
                 f"{row_name(path, 'jsonl', number)}: expected a JSON object, got {type(item).__name__}"
             )
+        _check_text(item, row_name(path, "jsonl", number))
         yield number, item
+
+
+def _check_text(item: dict[str, Any], where: str) -> None:
+    """ValidationError for a row holding a lone surrogate (JSON's ``"\\ud800"`` escape): not text in any
+    encoding, so the tokenizer, the memory and the audit log would each fail on it later (and after a
+    run folder or a memory had been made)."""
+    try:
+        json.dumps(item, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(exc.object[exc.start])
+        raise ValidationError(
+            f"{where}: is not valid Unicode text (a lone surrogate, \\u{code:04x}); fix the file's escapes"
+        ) from None
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

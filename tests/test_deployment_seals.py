@@ -30,8 +30,8 @@ def test_a_sealed_folder_verifies_and_any_change_to_it_does_not(tmp_path: Path) 
     (folder / "adapter").mkdir(parents=True)
     (folder / "state.json").write_text('{"labels": ["a"]}')
     (folder / "adapter" / "weights.bin").write_bytes(bytes(range(256)))
-    seal_weights(folder, keys)
-    verify_weights(folder, keys)
+    seal_weights(folder, keys, deployment="d1")
+    verify_weights(folder, keys, deployment="d1")
     sealed = json.loads((folder / SEAL_FILE).read_text())
     assert sorted(sealed["files"]) == ["adapter/weights.bin", "state.json"]
 
@@ -41,7 +41,7 @@ def test_a_sealed_folder_verifies_and_any_change_to_it_does_not(tmp_path: Path) 
         shutil.copytree(folder, copy)
         change(copy)
         with pytest.raises(IntegrityError, match=match):
-            verify_weights(copy, keys)
+            verify_weights(copy, keys, deployment="d1")
 
     refused(lambda f: (f / "state.json").write_text('{"labels": ["b"]}'), "changed since.*state.json")
     refused(lambda f: (f / "adapter" / "weights.bin").write_bytes(bytes(256)), "adapter/weights.bin")
@@ -58,11 +58,13 @@ def test_a_sealed_folder_verifies_and_any_change_to_it_does_not(tmp_path: Path) 
 
     refused(forged, "fails its check")
     with pytest.raises(IntegrityError, match="fails its check"):
-        verify_weights(folder, KeyRing.generate())  # another key cannot vouch for it
+        verify_weights(folder, KeyRing.generate(), deployment="d1")  # another key cannot vouch for it
+    with pytest.raises(IntegrityError, match="sealed by another deployment"):
+        verify_weights(folder, keys, deployment="d2")  # nor can the same key for another deployment
     renamed = tmp_path / "update-other"
     shutil.copytree(folder, renamed)
     with pytest.raises(IntegrityError, match="carries the seal of 'update-abc'"):
-        verify_weights(renamed, keys)
+        verify_weights(renamed, keys, deployment="d1")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_every_weights_folder_of_a_deployment_is_sealed(two_versions: tuple[Path
     folder = Deployment.open(dep, keys)
     for version in folder.own_versions():
         weights = Path(version.weights)
-        verify_weights(weights, keys)
+        verify_weights(weights, keys, deployment=folder.id)
         files = json.loads((weights / SEAL_FILE).read_text())["files"]
         assert "state.json" in files
         assert any(name.endswith(".safetensors") for name in files)  # the adapter weights are covered
@@ -126,7 +128,7 @@ def test_a_loosened_gate_in_the_config_is_refused(two_versions: tuple[Path, KeyR
     keys = two_versions[1]
     path = dep / "deployment.json"
     data = json.loads(path.read_text())
-    assert set(data) == {"format", "config", "tag"}
+    assert set(data) == {"format", "id", "config", "tag"}
     data["config"]["gate"]["margin"] = 1.0
     data["config"]["gate"]["max_drop"] = 1.0
     data["config"]["check_learning"] = True

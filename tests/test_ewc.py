@@ -196,7 +196,7 @@ def test_fisher_needs_labels_and_examples_and_trainable_parameters():
         ("gamma", -0.1, "'gamma' must be a number >= 0"),
         ("fisher", "exact", "'fisher' must be one of"),
         ("max_examples", 0, "'max_examples' must be a positive int or None"),
-        ("seed", -1, "'seed' must be an int >= 0"),
+        ("seed", -1, r"'seed' must be an int in \[0, 2\*\*32 - 1\], got -1"),
     ],
 )
 def test_config_rejects_bad_values(field, value, message):

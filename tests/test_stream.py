@@ -202,7 +202,7 @@ def test_resume_with_a_different_config_is_rejected(tmp_path: Path) -> None:
         ({"max_train_per_class": -1}, "'max_train_per_class' must be a positive int or None"),
         ({"epochs": 0}, "'epochs' must be a positive number"),
         ({"learning_rate": "1e-4"}, "'learning_rate' must be a positive number"),
-        ({"seed": -1}, "'seed' must be an int >= 0"),
+        ({"seed": -1}, r"'seed' must be an int in \[0, 2\*\*32 - 1\], got -1"),
         ({"tasks": []}, "'tasks' must be a non-empty list"),
         ({"mask_unseen": "yes"}, "'mask_unseen' must be true or false"),
         ({"head_learning_rate": 0.0}, "'head_learning_rate' must be a positive number"),

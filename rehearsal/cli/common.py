@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from rehearsal.errors import ConfigError, MissingKeyError, NotFoundError, Rehear
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import TENANT_NAMES, AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.store.registry import is_server, server_manifest
+from rehearsal.store.registry import is_server, server_display, server_manifest
+from rehearsal.store.urls import split_secret
 from rehearsal.store.where import parse_where
 
 if TYPE_CHECKING:
@@ -122,15 +122,14 @@ def memory_exists(path: str) -> bool:
 
 
 def _without_password(url: str) -> str:
-    """A server URL with its password moved into libpq's ``PGPASSWORD`` (for this process), so that the
-    reports and messages that echo PATH never print it."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    os.environ["PGPASSWORD"] = urllib.parse.unquote(parts.password)
-    user = f"{parts.username}@" if parts.username else ""
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    """A server URL with its password (``user:PASSWORD@`` or ``?password=``) moved into libpq's
+    ``PGPASSWORD`` (for this process), so that the reports and messages that echo PATH never print it;
+    ConfigError (the URL redacted) for one libpq would not parse either (a bad port, an unclosed ``[``)."""
+    stripped, secret = split_secret(url, frozenset({"password"}))
+    server_display(stripped)  # ConfigError now, not a ValueError from deep inside a verb
+    if secret is not None:
+        os.environ["PGPASSWORD"] = secret
+    return stripped
 
 
 def memory_folder(path: str) -> str:

@@ -1,6 +1,7 @@
 """Deployment verbs of the ``rehearsal`` CLI: ``init-deployment``, ``update``, ``shadow``, ``promote``,
-``predict`` and ``report`` (``rollback``, ``versions``, ``approve`` and ``audit`` take a deployment folder
-too: its memory is ``DIR/memory``). Torch loads only when a verb trains or answers.
+``predict``, ``report`` and ``migrate-deployment`` (``rollback``, ``versions``, ``approve`` and
+``audit`` take a deployment folder too: its memory is ``DIR/memory``). Torch loads only when a verb trains
+or answers.
 
 An update the gate does not pass exits 4 ("fail") or 3 ("needs-approval"), as ``rehearsal gate`` does.
 """
@@ -230,6 +231,20 @@ def _predict(args: argparse.Namespace) -> Report:
     return Report({"path": args.path, **result}, lines)
 
 
+def _migrate(args: argparse.Namespace) -> Report:
+    from rehearsal.runner.deployment.migrate import migrate_deployment
+    from rehearsal.runner.deployment.update import deployment_keys
+
+    done = migrate_deployment(args.path, keys=deployment_keys(keys_from_args(args)))
+    if not done["migrated"]:
+        return Report(done, [f"{args.path} is bound already (identity {done['id']}): nothing to do"])
+    line = f"bound {args.path} to identity {done['id']}: {done['versions']} versions checked and sealed"
+    lines = [line]
+    if done["dropped"]:
+        lines.append(f"dropped the source run's version records {done['dropped']} (not this deployment's)")
+    return Report(done, lines)
+
+
 def deploy_verbs() -> dict[str, Verb]:
     return {
         "init-deployment": Verb(
@@ -245,5 +260,8 @@ def deploy_verbs() -> dict[str, Verb]:
         "report": Verb("write the deployment's HTML report", _report_args, _report, False),
         "predict": Verb(
             "answer a file of requests with the deployed version", _predict_args, _predict, False
+        ),
+        "migrate-deployment": Verb(
+            "check a deployment made before identities and bind its files to one", _dir_arg, _migrate, False
         ),
     }

@@ -26,12 +26,12 @@ from rehearsal.cli.common import (
     required_keys,
 )
 from rehearsal.cli.records import positive_int
-from rehearsal.errors import ConfigError, ValidationError
+from rehearsal.errors import ConfigError, MissingKeyError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory, bound_store_id, check_log_binding
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.updates import approve_update
-from rehearsal.governance.versions import list_versions, rollback
+from rehearsal.governance.versions import is_sealed, list_versions, rollback
 from rehearsal.store.registry import is_server
 
 if TYPE_CHECKING:
@@ -153,7 +153,17 @@ def _expire(args: argparse.Namespace) -> Report:
 
 def _versions(args: argparse.Namespace) -> Report:
     require_memory(args.path)
-    versions, current = list_versions(args.path)
+    deployment = Path(args.path).parent
+    if is_sealed(args.path) and (deployment / "deployment.json").is_file():
+        from rehearsal.runner.deployment.folder import Deployment
+
+        # A deployment's versions file is sealed and bound to it: read through the deployment (checked).
+        keys = keys_from_args(args)
+        if keys is None:
+            raise MissingKeyError(f"a deployment's versions are sealed: set {KEY_ENV} or pass --key-file")
+        versions, current = Deployment.open(deployment, keys).versions()
+    else:
+        versions, current = list_versions(args.path)
     rows = [dataclasses.asdict(v) for v in versions]
     lines = [
         f"{'*' if v.version == current else ' '} v{v.version}: generation {v.generation},"

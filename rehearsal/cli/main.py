@@ -59,6 +59,7 @@ from rehearsal.errors import (
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.store.failures import storage_errors
 from rehearsal.store.registry import is_server
+from rehearsal.store.urls import redact, redact_text
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
 
@@ -305,14 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print(report: Report, as_json: bool, out: TextIO) -> None:
+    # Every report goes through the one redaction: no verb's output carries a server URL's password.
     if as_json:
-        out.write(json.dumps(report.data, indent=2, ensure_ascii=False, default=str) + "\n")
+        out.write(json.dumps(redact(report.data), indent=2, ensure_ascii=False, default=str) + "\n")
     elif report.lines:
-        out.write("\n".join(report.lines) + "\n")
+        out.write("\n".join(redact_text(line) for line in report.lines) + "\n")
 
 
 def _fail(message: str, status: int) -> int:
-    first = " ".join(message.split())  # one line, whatever the message held
+    first = " ".join(redact_text(message).split())  # one line, whatever the message held
     sys.stderr.write(f"{PROG}: error: {first}\n")
     return status
 
@@ -330,9 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     except UsageError as exc:
         return _fail(f"{exc} (see '{PROG} --help')", EXIT_USAGE)
-    if VERBS[args.verb].uses_memory:
-        args.path = memory_folder(args.path)
     try:
+        if VERBS[args.verb].uses_memory:
+            args.path = memory_folder(args.path)
         with storage_errors(f"{PROG} {args.verb}"):  # a sqlite3 error that escaped the stores' own mapping
             report = VERBS[args.verb].run(args)
     except RehearsalError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import os
 import re
 import stat
@@ -40,6 +41,7 @@ __all__ = [
     "hkdf_sub_key",
     "new_data_key",
     "record_aad",
+    "same_tag",
     "validate_tenant",
 ]
 
@@ -80,6 +82,15 @@ def record_aad_prefix(store_id: bytes, tenant: str, key_version: int, purpose: s
     return b"".join(
         (_AAD_LABEL, store_id, key_version.to_bytes(4, "big"), bytes([len(t)]), t, bytes([len(p)]), p)
     )
+
+
+def same_tag(given: object, expected: str) -> bool:
+    """Whether ``given`` (a tag read from a file: any JSON value) is ``expected``, compared in constant
+    time; False for a non-string, and for text that is not ASCII (which ``hmac.compare_digest`` would
+    raise on rather than refuse)."""
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
 
 
 def new_data_key() -> bytes:

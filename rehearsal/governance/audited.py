@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from rehearsal.errors import ConfigError, IntegrityError
+from rehearsal.errors import CleanupError, ConfigError, IntegrityError, RehearsalError
 from rehearsal.governance.audit_log import AuditEntry, AuditLog, canonical_json, check_details, ids_digest
 
 if TYPE_CHECKING:
@@ -162,10 +162,11 @@ def log_train_update(
     staging: Mapping[str, Mapping[str, float]] | None = None,
     data_digest: str | None = None,
     live: Mapping[str, Mapping[str, float]] | None = None,
+    id_boundary: int | None = None,
 ) -> AuditEntry:
     """A training update: its run, config and data (as digests), its metrics, the gate's decision (with
     its reasons), the staging numbers (and a shadow's or canary's, ``live``) and the version it became,
-    if it was promoted."""
+    if it was promoted (with its id boundary)."""
     details: dict[str, Any] = {
         "run_id": run_id,
         "config_hash": config_digest(config),
@@ -181,6 +182,8 @@ def log_train_update(
     }
     if live is not None:
         details["live"] = {part: dict(row) for part, row in live.items()}
+    if id_boundary is not None:  # what rollback checks the version's record against
+        details["id_boundary"] = id_boundary
     return log.append("train-update", details, actor=actor)
 
 
@@ -298,6 +301,8 @@ class AuditedMemory:
 
     def delete(self, ids: Sequence[int]) -> int:
         removed = self.memory.delete(ids)
+        if not removed:
+            return 0  # nothing was deleted: nothing to log
         log_delete(self.log, [int(i) for i in ids], actor=self.actor, generation=self.memory.generation)
         return removed
 
@@ -313,8 +318,26 @@ class AuditedMemory:
         return removed
 
     def rotate_keys(self, new_keys: KeyRing) -> None:
-        self.memory.rotate_keys(new_keys)
-        self.log.rotate(new_keys, actor=self.actor)
+        """Rotate the memory's key, then the log's. A cleanup that fails after the memory's commit
+        (:class:`CleanupError`) is raised only once the log is rotated too, so the log's head is under
+        the key that now opens the memory."""
+        try:
+            self.memory.rotate_keys(new_keys)
+        except CleanupError:
+            self._rotate_log(new_keys)
+            raise
+        self._rotate_log(new_keys)
+
+    def _rotate_log(self, new_keys: KeyRing) -> None:
+        """The log follows a memory whose rotation committed: a failure here is a cleanup's, not the
+        rotation's (``rehearsal rotate-key`` run again with both keys finishes the log)."""
+        try:
+            self.log.rotate(new_keys, actor=self.actor)
+        except (OSError, RehearsalError) as exc:
+            raise CleanupError(
+                f"rotated; cleanup failed: the memory's key is now {new_keys.fingerprint}, but its audit log "
+                f"could not follow ({exc}); run rotate-key again with the same keys to finish it"
+            ) from exc
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.memory, name)

@@ -60,7 +60,7 @@ from rehearsal.governance.gate import (
     evaluate_gate,
     staging_verdict,
 )
-from rehearsal.governance.versions import record_version
+from rehearsal.governance.versions import VersionsSeal, record_version
 from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = [
@@ -203,6 +203,7 @@ def govern_update(
     live: Mapping[str, Any] | None = None,
     flags: Sequence[tuple[str, str]] = (),
     hold_for_approval: bool = False,
+    versions_seal: VersionsSeal | None = None,
 ) -> int:
     """Gate, then version and audit the update (see the module docstring); returns the version number.
 
@@ -214,8 +215,9 @@ def govern_update(
     or canary's per-request results (:func:`live_check`). ``flags``: (code, reason) pairs a caller's own
     checks raised, each of which needs approval. ``hold_for_approval``: an update that needs
     approval keeps its entries (a staged candidate waiting for ``rehearsal approve`` and a second
-    promote); a failed one is always undone. Raises
-    :class:`UpdateBlockedError` once the block is logged and undone.
+    promote); a failed one is always undone. ``versions_seal``: how the versions file is sealed (a
+    deployment's; None: a run's plain file). Raises :class:`UpdateBlockedError` once the block is
+    logged and undone.
     """
 
     uid = update if update is not None else update_id(run_id, phase)
@@ -272,8 +274,17 @@ def govern_update(
     log_ingest(log, added, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
     if evicted:
         log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
-    version = record_version(memory, weights=str(weights.resolve()), config=config, update=uid)
-    log_train_update(log, **common, decision=decision, approver=approver, version=version.version)
+    version = record_version(
+        memory, weights=str(weights.resolve()), config=config, update=uid, seal=versions_seal
+    )
+    log_train_update(
+        log,
+        **common,
+        decision=decision,
+        approver=approver,
+        version=version.version,
+        id_boundary=version.id_boundary,
+    )
     return version.version
 
 

@@ -78,6 +78,10 @@ def check_metadata(metadata: object, n: int) -> list[dict[str, Any]]:
     for i, meta in enumerate(metadata):
         if not isinstance(meta, Mapping):
             raise ValidationError(f"metadata[{i}] must be a dict, got {type(meta).__name__}")
+        keys = _non_string_keys(meta)
+        if keys:
+            # JSON would store 1 as "1": what comes back would not be what was given.
+            raise ValidationError(f"metadata[{i}] has a key that is not a string: {keys[0]!r}")
         task = meta.get("task")
         if task is not None and not isinstance(task, str):
             raise ValidationError(f"metadata[{i}]['task'] must be str, got {task!r}")
@@ -102,6 +106,16 @@ def check_metadata(metadata: object, n: int) -> list[dict[str, Any]]:
         _check_encodable(encoded, f"metadata[{i}]")
         out.append({**meta, "tags": list(tags)})
     return out
+
+
+def _non_string_keys(value: object) -> list[object]:
+    """The keys (at any depth) of ``value``'s dicts that are not str."""
+    if isinstance(value, Mapping):
+        found = [key for key in value if not isinstance(key, str)]
+        return found + [key for item in value.values() for key in _non_string_keys(item)]
+    if isinstance(value, (list, tuple)):
+        return [key for item in value for key in _non_string_keys(item)]
+    return []
 
 
 def check_sources(sources: object, n: int) -> list[str]:

@@ -31,6 +31,7 @@ import numpy as np
 from rehearsal.crypto.keys import KeyRing, validate_tenant
 from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, encoder_identity, load_encoder
 from rehearsal.errors import (
+    CleanupError,
     ConfigError,
     EncoderMismatchError,
     IntegrityError,
@@ -272,10 +273,13 @@ class RehearsalMemory:
             return self._commit(chosen, evict=decision.evict, state=decision.state)
 
     def delete(self, ids: Sequence[int]) -> int:
-        """Remove entries (index, catalog and text together); any unknown id fails the whole call."""
+        """Remove entries (index, catalog and text together); any unknown id fails the whole call. No ids
+        is no mutation: the generation stays where it is."""
         id_list = check_ids(ids)
         with self._lock:
             self._check_writable()
+            if not id_list:
+                return 0
             missing = set(id_list) - self._records.existing(id_list)
             if missing:
                 raise NotFoundError(f"no entries with ids {sorted(missing)[:10]}")
@@ -312,7 +316,11 @@ class RehearsalMemory:
             self._check_writable()
             if self._keyed is None:
                 raise ConfigError("this memory has no keys to rotate")
-            self._keyed.rotate_master_key(new_keys)
+            try:
+                self._keyed.rotate_master_key(new_keys)
+            except CleanupError:
+                self._keys = new_keys  # committed: the handle goes on under the new key
+                raise
             self._keys = new_keys
 
     def checkpoint(self) -> None:

@@ -29,6 +29,7 @@ from rehearsal.config import (
     EWCConfig,
     LoRAConfig,
     ReplayConfig,
+    check_seed,
 )
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
@@ -204,8 +205,7 @@ class RunConfig(ConfigMixin):
             _positive_int(name, getattr(self, name))
         for name in ("max_train_per_class", "max_test_per_class", "memory_capacity", "keep_weights"):
             _positive_int(name, getattr(self, name), allow_none=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
+        check_seed(self.seed)
         _positive_number("epochs", self.epochs)
         _positive_number("learning_rate", self.learning_rate)
         if self.head_learning_rate is not None:

@@ -357,17 +357,13 @@ def run(
         config = config.replace(output_dir=str(output_dir))
     out = Path(config.output_dir)
     checked = preflight(config, output_dir=out, resume=resume, keys=keys)
+    # Read before the folder is made: a bad row must fail the run without leaving a run folder behind.
+    stream = stream if stream is not None else load_stream(config)
     out.mkdir(parents=True, exist_ok=True)
     if config.online:
         from rehearsal.runner.online import run_online
 
-        return run_online(
-            config,
-            out=out,
-            stream=stream if stream is not None else load_stream(config),
-            state=checked.state,
-            keys=checked.keys,
-        )
+        return run_online(config, out=out, stream=stream, state=checked.state, keys=checked.keys)
     r = _start(config, out, stream, checked)
     _check_not_rolled_back(r)
     tokenizer = r.strategy.load_tokenizer(config)

@@ -41,6 +41,7 @@ from rehearsal.store.sqlite.head import GenerationHead
 from rehearsal.store.sqlite.migrate import migrate_v1
 from rehearsal.store.sqlite.records import Catalog
 from rehearsal.store.sqlite.texts import Vault
+from rehearsal.store.urls import redact_url
 from rehearsal.store.vectors_at_rest import FLOAT16, FLOAT32, reseal_rows
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,11 @@ def _vectors_meta(vectors: str | None, store_id: bytes | None) -> dict[str, str]
     """What the record store records about a new memory's vector index (nothing for FAISS)."""
     if vectors is None:
         return {}
-    scheme = urllib.parse.urlsplit(vectors).scheme
+    scheme = _scheme(vectors)
     if scheme not in MILVUS_SCHEMES:
-        raise ConfigError(f"no vector index for {scheme or vectors!r}; use vectors='milvus://HOST:PORT'")
+        raise ConfigError(
+            f"no vector index for {scheme or redact_url(vectors)!r}; use vectors='milvus://HOST:PORT'"
+        )
     name = store_id.hex() if store_id is not None else secrets.token_hex(16)
     return {
         _VECTORS_KEY: "milvus",
@@ -115,14 +118,24 @@ def _milvus_index(
     return MilvusVectorIndex(location, collection, dim, records, keyed, read_only=read_only, at_rest=at_rest)
 
 
+def _scheme(text: str) -> str:
+    """The scheme of a URL, lower-cased ("" for a path), read without urlsplit, which raises on a
+    malformed URL (an unclosed "[::1")."""
+    scheme, sep, _ = text.partition("://")
+    return scheme.lower() if sep and "/" not in scheme else ""
+
+
 def folder_of(location: str | os.PathLike[str]) -> Path:
     """The folder of a location; a scheme no backend registers is a ConfigError."""
     text = os.fspath(location)
-    scheme = urllib.parse.urlsplit(text).scheme if "://" in text else ""
+    scheme = _scheme(text)
     if scheme == "":
         return Path(text)
     if scheme == "file":
-        return Path(urllib.parse.unquote(urllib.parse.urlsplit(text).path))
+        try:
+            return Path(urllib.parse.unquote(urllib.parse.urlsplit(text).path))
+        except ValueError as exc:
+            raise ConfigError(f"malformed file URL {redact_url(text)!r}: {exc}") from None
     raise ConfigError(f"no memory backend for {scheme!r} URLs; give a folder path or a file:// URL")
 
 
@@ -326,8 +339,7 @@ def _repair_as_writer(
 
 def is_server(location: str | os.PathLike[str]) -> bool:
     """Whether ``location`` names a memory on a server (a ``postgresql://`` URL) rather than a folder."""
-    text = os.fspath(location)
-    return "://" in text and urllib.parse.urlsplit(text).scheme in ("postgresql", "postgres")
+    return _scheme(os.fspath(location)) in ("postgresql", "postgres")
 
 
 def _postgres() -> Any:

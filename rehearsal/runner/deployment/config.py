@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rehearsal.config import PREDICTOR_NAMES, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig
+from rehearsal.config import PREDICTOR_NAMES, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig, check_seed
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 
@@ -117,8 +117,7 @@ class DeploymentConfig(ConfigMixin):
         tags = self.safety_tags
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             raise ConfigError(f"'safety_tags' must be a list of tag names, got {tags!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"'seed' must be an int >= 0, got {self.seed!r}")
+        check_seed(self.seed)
         if self.prediction not in PREDICTOR_NAMES:
             raise ConfigError(f"'prediction' must be one of {list(PREDICTOR_NAMES)}, got {self.prediction!r}")
         per_class = self.prediction_per_class

@@ -21,6 +21,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.governance.updates import govern_update
+from rehearsal.governance.versions import start_sealed
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.config import DeploymentConfig
 from rehearsal.runner.deployment.evaluate import score, timed_latency
@@ -105,8 +106,41 @@ def init_deployment(
         if not (source / "memory.json").is_file():
             raise NotFoundError(f"{str(source)!r} holds no memory (no memory.json)")
     config = DeploymentConfig.from_dict({**(options or {}), "strategy": strategy, "model": model})
+    folder = Path(path)
+    existed = folder.exists()
     dep = Deployment.create(path, config, keys)
+    try:
+        return _first_version(dep, source, names, tests, suite)
+    except BaseException:
+        # A bad model or suite found only now must not leave a half-made folder that blocks the retry.
+        _remove_half_made(folder, existed)
+        raise
+
+
+def _remove_half_made(folder: Path, existed: bool) -> None:
+    """Remove what a failed init made: the folder, or (when it existed, empty) what it holds now."""
+    if not existed:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _first_version(
+    dep: Deployment,
+    source: Path,
+    names: list[str] | None,
+    tests: list[Labelled],
+    suite: str | os.PathLike[str] | None,
+) -> UpdateResult:
+    """Copy the memory in, cut the suite, train and record the first version (init's body)."""
+    config, keys = dep.config, dep.keys
     shutil.copytree(source, dep.memory_path)
+    # The source's versions name weights the deployment does not have: its own start here, sealed.
+    start_sealed(dep.memory_path, dep.versions_seal)
     from rehearsal.embedding import load_encoder
 
     with dep.open_memory() as mem:
@@ -172,5 +206,6 @@ def init_deployment(
             before={},
             after=state.metrics["accuracy"],
             update=uid,
+            versions_seal=dep.versions_seal,
         )
     return UpdateResult(uid, "pass", number, adapter if experts else None, None, state.metrics)

@@ -92,7 +92,7 @@ def shadow(
         )
     items = read_examples(requests, labelled=False)
     version, state = dep.current()
-    cand_weights = dep.path / pending["weights"]
+    cand_weights = dep.candidate_weights(pending)
     current = DeployedModel.load(dep.config, state, Path(version.weights))
     candidate = DeployedModel.load(dep.config, dep.load_state(cand_weights), cand_weights)
     safety = dep.config.safety_tags

@@ -262,6 +262,7 @@ def _govern(
             live=live,
             flags=flags or [],
             hold_for_approval=staged_candidate,
+            versions_seal=dep.versions_seal,
         )
     except UpdateBlockedError as blocked:
         if staged_candidate and blocked.decision == NEEDS_APPROVAL:
@@ -323,7 +324,7 @@ def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> Upd
     pending = dep.pending()
     if pending is None:
         raise ValidationError(f"deployment {str(dep.path)!r} has no staged candidate to promote")
-    weights = dep.path / pending["weights"]
+    weights = dep.candidate_weights(pending)
     state = dep.load_state(weights)
     staged = {
         t: (np.asarray(c, dtype=bool), np.asarray(n, dtype=bool)) for t, (c, n) in pending["staged"].items()
@@ -390,12 +391,12 @@ def rollback(path: str | os.PathLike[str], version: int, *, keys: KeyRing | None
     with dep.open_memory() as memory, dep.open_suite() as suite:
         log = dep.log()
         AuditedMemory(memory, log, actor="deployment")
-        result = rollback_memory(memory, version, log=log, actor="deployment")
+        result = rollback_memory(memory, version, log=log, actor="deployment", seal=dep.versions_seal)
         later = suite.ids({"id": {"$gte": target.suite_boundary}})
         if later:
             suite.delete(later)
     if pending is not None:
-        shutil.rmtree(dep.path / pending["weights"], ignore_errors=True)
+        shutil.rmtree(dep.candidate_weights(pending), ignore_errors=True)
         dep.set_pending(None)
     return {
         "version": result.version,

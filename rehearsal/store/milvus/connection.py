@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rehearsal.errors import ConfigError, RehearsalError, StorageError
+from rehearsal.store.urls import redact_url
 
 __all__ = ["SCHEMES", "MilvusLocation", "connect", "milvus_errors", "parse_location"]
 
@@ -40,8 +41,11 @@ class MilvusLocation:
 
 def parse_location(text: str) -> MilvusLocation:
     """The server named by a ``milvus://`` URL; ConfigError (without the password) when it is malformed."""
-    parts = urllib.parse.urlsplit(text)
-    shown = parts._replace(netloc=parts.hostname or "").geturl() if parts.password else text
+    shown = redact_url(text)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError as exc:
+        raise ConfigError(f"malformed Milvus location {shown!r}: {exc}") from None
     if parts.scheme not in SCHEMES:
         raise ConfigError(f"not a Milvus location: {shown!r}; expected milvus://HOST:PORT")
     try:

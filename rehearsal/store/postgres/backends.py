@@ -11,7 +11,7 @@ from rehearsal.errors import IntegrityError, RehearsalError, StorageError
 from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.postgres.connection import ServerConnection, connect, parse_location, server_errors
 from rehearsal.store.postgres.records import ServerRecords
-from rehearsal.store.postgres.schema import create_schema, read_manifest_row
+from rehearsal.store.postgres.schema import create_schema, ensure_touch, read_manifest_row
 from rehearsal.store.postgres.texts import ServerVault
 from rehearsal.store.postgres.vectors import PgVectorIndex
 
@@ -103,6 +103,9 @@ def open_server_stores(
         if vault is None and records.has_vault():
             # An encrypted memory's manifest edited to say "no keys" would be opened with checksums only.
             raise IntegrityError("the memory holds a vault but its manifest says it is unencrypted")
+        if not read_only:
+            with server_errors(f"opening {conn.location.display()}"), conn.raw.transaction():
+                ensure_touch(conn)  # a memory made before the touched marks gets them
         vectors = PgVectorIndex(records)
         vectors.load()
         if not read_only and build_index:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from rehearsal.errors import ConfigError, IntegrityError, RehearsalError, StorageError, StoreFormatError
+from rehearsal.store.urls import redact_url
 
 __all__ = [
     "SCHEMES",
@@ -57,8 +58,13 @@ class Location:
 
 
 def parse_location(location: str) -> Location:
-    """Split a ``postgresql://`` URL into libpq's part and our ``schema`` option; ConfigError if malformed."""
-    parts = urllib.parse.urlsplit(location)
+    """Split a ``postgresql://`` URL into libpq's part and our ``schema`` option; ConfigError if malformed
+    (its message shows the URL redacted)."""
+    try:
+        parts = urllib.parse.urlsplit(location)
+        parts.port  # noqa: B018 -- parsed now: a bad port would otherwise raise wherever it is read
+    except ValueError as exc:
+        raise ConfigError(f"malformed PostgreSQL URL {redact_url(location)!r}: {exc}") from None
     if parts.scheme not in SCHEMES:
         raise ConfigError(f"not a PostgreSQL URL (postgresql://...): scheme {parts.scheme!r}")
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)

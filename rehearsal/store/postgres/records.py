@@ -12,9 +12,11 @@ Generations as in SQLite: each committed mutation bumps ``generation`` by one in
 What it reads back it authenticates as the embedded store does (format 2, see
 :mod:`rehearsal.store.authenticity`), because whoever administers the server can UPDATE its tables. Each
 row's ``mac`` tags its id, tenant, task, label, tags, extra, source and generation (keyed by the store's
-internal data key when it has keys), checked on every read that returns metadata and, for the rows added
-since the handle last looked, before a query that selects by metadata. Each write transaction ends by
-tagging the commit record (generation, count, next id, the manifest's copy), checked when the memory
+internal data key when it has keys), checked on every read that returns metadata, on every row a delete
+removes (inside its transaction: a row that fails stops the delete, nothing removed) and, for the rows
+inserted or updated since the handle last looked (by any connection: the ``touched`` marks of
+:mod:`rehearsal.store.postgres.schema`), before a query that selects by metadata. Each write transaction
+ends by tagging the commit record (generation, count, next id, the manifest's copy), checked when the memory
 opens, when a write transaction starts (so a writer never re-tags an edited generation as its own) and
 whenever the entry count is read. The vectors are not tagged: the server must read them in the clear to
 search, and an edited vector changes a ranking, not a row.
@@ -34,6 +36,7 @@ import numpy as np
 from rehearsal.errors import IntegrityError
 from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.postgres.connection import ServerConnection, mapped, server_errors
+from rehearsal.store.postgres.schema import has_touch
 from rehearsal.store.postgres.where import compile_where
 from rehearsal.store.protocols import VectorRow
 from rehearsal.store.types import EntryRow
@@ -82,8 +85,11 @@ class ServerRecords:
         self.auth = auth
         self._writing = False  # inside a write transaction opened here
         self._changed = False  # ... that changed what the commit record covers
-        # Rows added up to this generation have had their tags checked by this handle (see check_rows_since).
+        # Rows added up to this generation, and touched up to this mark, have had their tags checked by this
+        # handle (see check_rows_since); None: the memory predates the marks (found out on first use).
         self._checked_generation = -1
+        self._checked_mark = -1
+        self._marks: bool | None = None
 
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager
@@ -265,8 +271,12 @@ class ServerRecords:
 
     @mapped("committing to the memory")
     def remove(self, ids: Sequence[int], *, generation: int) -> None:
+        """Delete the entries, checking the tag of every row as the DELETE removes it: a row edited on the
+        server (its tenant moved to the one being forgotten, say) stops the whole transaction, so erasure
+        never acts on a row whose tag does not verify."""
         id_list = list(ids)
-        removed = self.conn.execute("DELETE FROM entries WHERE id = ANY(%s)", (id_list,)).rowcount
+        gone = self.conn.execute(f"DELETE FROM entries WHERE id = ANY(%s) RETURNING {_COLUMNS}", (id_list,))
+        removed = self.auth.check_rows(map(_tagged, gone.fetchall()))
         self._count_by(-removed)
         self._changed = True
         self.conn.execute(
@@ -300,12 +310,25 @@ class ServerRecords:
         here rather than silently missed. (Every row a query returns is checked again as it is read.)"""
         with self.conn.snapshot():
             latest = self.generation
-            if latest == self._checked_generation:
-                return 0
-            query = f"SELECT {_COLUMNS} FROM entries WHERE added_gen > %s"
-            checked = self.auth.check_rows(map(_tagged, self._stream(query, (self._checked_generation,))))
-        if not self._writing:  # a generation of this uncommitted transaction may yet be another writer's
-            self._checked_generation = latest
+            if self._marks is None:
+                self._marks = has_touch(self.conn)
+            if self._marks:
+                # Inserts and UPDATEs by any connection, an administrator's by hand included.
+                mark = int(self.conn.execute("SELECT n FROM mem_touch").fetchone()[0])
+                if mark == self._checked_mark:
+                    return 0
+                query, since = f"SELECT {_COLUMNS} FROM entries WHERE touched > %s", self._checked_mark
+            else:
+                mark = -1
+                if latest == self._checked_generation:
+                    return 0
+                query, since = (
+                    f"SELECT {_COLUMNS} FROM entries WHERE added_gen > %s",
+                    self._checked_generation,
+                )
+            checked = self.auth.check_rows(map(_tagged, self._stream(query, (since,))))
+        if not self._writing:  # a mark of this uncommitted transaction may yet be another writer's
+            self._checked_generation, self._checked_mark = latest, mark
         return checked
 
     def vectors(self, *, min_gen_exclusive: int = -1) -> Iterable[VectorRow]:

@@ -5,9 +5,19 @@
     entries        one row per entry: metadata columns, the vector (pgvector, in the clear: the server
                    searches it), the generation that added it, the row's tag (``mac``)
     removed        id -> the generation that removed it (readers catch up from it)
+    mem_touch      one counter: the mark of the last transaction that inserted or updated an entry
     vault_meta     store_id, kek_fingerprint, kek_check       (only in memories with keys)
     vault_tenants  vault_keys  vault_records                  the sealed texts and wrapped data keys,
                                                               laid out as in the SQLite vault
+
+Every insert and every UPDATE of ``entries`` (a writer's, or an administrator's by hand) sets the row's
+``touched`` column to its transaction's mark, taken from ``mem_touch`` by a trigger: a handle that saw
+mark M re-checks the tags of the rows touched after M before its next query that selects by metadata
+(``ServerRecords.check_rows_since``), as a folder store does on SQLite's ``data_version``. The counter row
+is locked until its transaction commits, so marks are taken in commit order and a snapshot that sees mark
+M sees every row touched up to M. (An administrator who drops the trigger is out of its reach; the tags
+of what is returned or removed are still checked.) Memories made before the trigger get it when a
+writer next opens them.
 
 A label is an int or a name: ``label_int`` holds the first, ``label_text`` the second, so range filters
 compare integers only and equality keeps the two kinds apart (as SQLite's typed values do).
@@ -22,7 +32,7 @@ from typing import Any
 from rehearsal.errors import StoreFormatError, ValidationError
 from rehearsal.store.postgres.connection import ServerConnection
 
-__all__ = ["FORMAT_VERSION", "create_schema", "read_manifest_row"]
+__all__ = ["FORMAT_VERSION", "create_schema", "ensure_touch", "has_touch", "read_manifest_row"]
 
 # Format 2, as the embedded store: rows and the commit record carry tags. (A format-1 server memory was
 # never released: it is refused, not migrated.)
@@ -65,6 +75,51 @@ VAULT_DDL = [
 ]
 
 
+def _touch_ddl(schema: str) -> list[str]:
+    # The schema is named in the function's body: the trigger also fires in an administrator's session,
+    # whose search_path does not hold it. Schema names are checked SQL names ([a-z_][a-z0-9_]*).
+    q = f'"{schema}"'
+    return [
+        f"CREATE TABLE IF NOT EXISTS {q}.mem_touch (n bigint NOT NULL)",
+        f"INSERT INTO {q}.mem_touch (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM {q}.mem_touch)",
+        f"ALTER TABLE {q}.entries ADD COLUMN IF NOT EXISTS touched bigint NOT NULL DEFAULT 0",
+        f"CREATE INDEX IF NOT EXISTS entries_touched ON {q}.entries (touched)",
+        f"""CREATE OR REPLACE FUNCTION {q}.entries_touch() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        DECLARE
+            mark text := current_setting('rehearsal_touch.{schema}', true);
+        BEGIN
+            IF mark IS NULL OR mark = '' THEN  -- the transaction's first row: take its mark
+                UPDATE {q}.mem_touch SET n = n + 1 RETURNING n::text INTO mark;
+                PERFORM set_config('rehearsal_touch.{schema}', mark, true);
+            END IF;
+            NEW.touched := mark::bigint;
+            RETURN NEW;
+        END
+        $fn$""",
+        f"DROP TRIGGER IF EXISTS entries_touch ON {q}.entries",
+        f"CREATE TRIGGER entries_touch BEFORE INSERT OR UPDATE ON {q}.entries"
+        f" FOR EACH ROW EXECUTE FUNCTION {q}.entries_touch()",
+    ]
+
+
+def has_touch(conn: ServerConnection) -> bool:
+    """Whether the memory's entries carry the ``touched`` mark (see the module docstring)."""
+    found = conn.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'mem_touch'",
+        (conn.location.schema,),
+    ).fetchone()
+    return found is not None
+
+
+def ensure_touch(conn: ServerConnection) -> None:
+    """Give a memory made before the ``touched`` marks its counter, column and trigger (in the caller's
+    transaction; a writer's open). Its existing rows have mark 0: a handle checks them all once anyway."""
+    if has_touch(conn):
+        return
+    for statement in _touch_ddl(conn.location.schema):
+        conn.execute(statement)
+
+
 def create_schema(conn: ServerConnection, *, dim: int, manifest: Mapping[str, Any], vault: bool) -> None:
     """The memory's schema and tables with its manifest; ValidationError if the schema already exists.
     Runs inside the caller's transaction (the vault's keys are made in the same one)."""
@@ -80,7 +135,7 @@ def create_schema(conn: ServerConnection, *, dim: int, manifest: Mapping[str, An
         )
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(location.schema)))
-    for statement in _ddl(dim) + (VAULT_DDL if vault else []):
+    for statement in _ddl(dim) + (VAULT_DDL if vault else []) + _touch_ddl(location.schema):
         conn.execute(statement)
     meta = {
         "generation": "0",
@@ -105,7 +160,12 @@ def read_manifest_row(conn: ServerConnection) -> dict[str, Any]:
     rows = dict(
         conn.execute("SELECT key, value FROM mem_meta WHERE key IN ('format', 'manifest')").fetchall()
     )
-    version = int(rows.get("format", "0"))
+    try:
+        version = int(rows.get("format", "0"))
+    except ValueError:
+        raise StoreFormatError(
+            f"{location.display()} holds a damaged memory (its format is not a number)"
+        ) from None
     if "manifest" not in rows or version < 1:
         raise StoreFormatError(f"{location.display()} holds a damaged memory (no manifest)")
     if version != FORMAT_VERSION:
@@ -113,5 +173,10 @@ def read_manifest_row(conn: ServerConnection) -> dict[str, Any]:
             f"{location.display()} has format version {version}; this rehearsal reads server memories of"
             f" format {FORMAT_VERSION} only"
         )
-    manifest: dict[str, Any] = json.loads(rows["manifest"])
+    try:
+        manifest = json.loads(rows["manifest"])
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise StoreFormatError(f"{location.display()} holds a damaged memory (its manifest is not JSON)")
     return manifest

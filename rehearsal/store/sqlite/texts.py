@@ -20,13 +20,14 @@ new key version is made: random 96-bit nonces stay far below NIST SP 800-38D's 2
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 
 from rehearsal.crypto.data_keys import TEXT_PURPOSE, check_internal_tenant, check_purpose
 from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, validate_tenant
-from rehearsal.errors import IntegrityError, NotFoundError, ValidationError
+from rehearsal.errors import CleanupError, IntegrityError, NotFoundError, ValidationError
 from rehearsal.store.payloads import check_payloads
 from rehearsal.store.sqlite.vault_db import (
     CHUNK,
@@ -174,10 +175,11 @@ class Vault(VaultDatabase):
         if not isinstance(new_keys, KeyRing):
             raise ValidationError(f"new_keys must be a KeyRing, got {type(new_keys).__name__}")
         old = self._data_keys.keys
+        outer = self.connection.in_transaction  # then the outer transaction's commit checkpoints
         with self.transaction():
             rewrapped = self._data_keys.rewrap_all(new_keys)
-            self._checkpoint_pending = True
-        # Only once the new wrappings are committed: a failed rotation leaves the old key in use.
+            self._checkpoint_pending = outer
+        # The commit is the point of truth: from here only the new key opens the vault, whatever fails next.
         self._data_keys.keys = new_keys
         log.info(
             "master key rotated from %s to %s (%d data keys rewrapped)",
@@ -185,6 +187,17 @@ class Vault(VaultDatabase):
             new_keys.fingerprint,
             rewrapped,
         )
+        if outer:
+            return
+        try:
+            self.checkpoint()  # the old wrappings leave the WAL
+        except (sqlite3.Error, OSError) as exc:
+            self._checkpoint_pending = True  # the next commit tries again
+            raise CleanupError(
+                f"rotated; cleanup failed: the master key is now {new_keys.fingerprint} (only it opens the "
+                f"vault), but the WAL checkpoint after the commit failed ({exc}); the old wrappings stay in "
+                "the WAL until the next checkpoint"
+            ) from exc
 
     # -- sealing other data under a tenant's key ----------------------------------------------------------
 

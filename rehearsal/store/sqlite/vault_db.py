@@ -274,7 +274,15 @@ class VaultDatabase:
             raise
         conn.execute("COMMIT")
         if self._checkpoint_pending:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except (sqlite3.Error, OSError) as exc:
+                # Committed is committed: the caller must not be told otherwise (nor stop halfway through
+                # what follows its commit). The deleted bytes stay in the WAL until the next checkpoint.
+                self._checkpoint_pending = True
+                log.warning(
+                    "committed, but the WAL checkpoint after it failed (%s); retried next commit", exc
+                )
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
