@@ -184,3 +184,58 @@ def test_other_methods_run_a_causal_lm_through_the_stream(
     assert "general_perplexity" in result.phase_logs[-1]
     if method == "ewc":
         assert result.phase_logs[0]["ewc_mean_fisher"] > 0.0
+
+
+@pytest.mark.slow
+def test_self_rehearsal_replays_old_prompts_with_the_models_own_answers(
+    tmp_path: Path, tiny_llama: str
+) -> None:
+    from rehearsal.runner.causal.collator import CompletionCollator
+    from rehearsal.runner.causal.evaluate import greedy_answers
+    from rehearsal.runner.causal.self_rehearsal import SelfRehearsalCollator, own_answers, prompt_of
+    from rehearsal.runner.loop import run
+
+    keys = KeyRing.generate()
+    out = tmp_path / "self"
+    config = RunConfig(
+        model_kind="causal-lm",
+        method="self-rehearsal",
+        model=tiny_llama,
+        tasks=SKILLS[:2],
+        max_train_per_class=4,
+        max_test_per_class=2,
+        batch_size=4,
+        max_length=32,
+        progress=False,
+        output_dir=str(out),
+    )
+    result = run(config, keys=keys)
+    first, second = result.phase_logs
+    assert first["self_answers"] == 0.0  # nothing old to answer before the first skill
+    assert second["self_answers"] == 4.0  # the first skill's four training prompts
+    assert result.cost.replayed_examples > 0
+
+    tokenizer = causal_tokenizer(tiny_llama)
+    with RehearsalMemory.open(out / "memory", keys=keys, read_only=True) as memory:
+        groups = memory.group_ids("task")
+        old = sorted(int(i) for i in groups[SKILLS[0]])
+        stored = memory.texts_by_id(old)
+        # The answers phase 1 replayed are phase 0's model's greedy answers to the old prompts.
+        model = load_adapted(tiny_llama, out / "weights" / "phase_0", trainable=False)
+        written = own_answers(model, tokenizer, memory, old_tasks=[SKILLS[0]], batch_size=8)
+        prompts = [prompt_of(stored[i]) for i in old]
+        answers = greedy_answers(model, tokenizer, prompts, batch_size=8)
+        assert [written[i] for i in old] == [
+            f"{p}\nAnswer: {a}" for p, a in zip(prompts, answers, strict=True)
+        ]
+        # The collator replays the written text where it has one, the stored text elsewhere.
+        newer = sorted(int(i) for i in groups[SKILLS[1]])
+        collator = SelfRehearsalCollator(
+            memory,
+            CompletionCollator(tokenizer, max_length=32),
+            tokenizer,
+            answers={old[0]: "Q\nAnswer: mine"},
+        )
+        texts = collator.replay_texts(memory, [old[0], newer[0]])
+        assert texts[old[0]] == "Q\nAnswer: mine"
+        assert texts[newer[0]] == memory.texts_by_id([newer[0]])[newer[0]]

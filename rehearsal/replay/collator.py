@@ -263,7 +263,7 @@ class RehearsalCollator:
         started = time.perf_counter()
         choice = selector.select(vectors, count, rng=np.random.default_rng(seed))
         chosen = time.perf_counter()
-        texts = selector.memory.texts_by_id(choice.ids)
+        texts = self.replay_texts(selector.memory, choice.ids)
         fetched = time.perf_counter()
         self.stats.search_seconds += chosen - started
         self.stats.fetch_seconds += fetched - chosen
@@ -319,6 +319,11 @@ class RehearsalCollator:
         if choice.ids and not out and unusable:
             self._warn_unusable(len(choice.ids), unusable)
         return out
+
+    def replay_texts(self, memory: RehearsalMemory, ids: Sequence[int]) -> dict[int, str]:
+        """The texts the chosen entries are replayed as: the memory's own (an id it no longer holds is
+        absent). A subclass may rewrite them, e.g. with the model's own answers (self-rehearsal)."""
+        return memory.texts_by_id(ids)
 
     def memory_classes(self) -> set[int]:
         """The class ids replay can draw: the eligible entries' labels, through ``label2id``."""

@@ -84,6 +84,7 @@ CAUSAL_METHODS = (
     "ewc",
     "ewc-replay",
     "lora-routed",
+    "self-rehearsal",
 )
 # Admission policies a run can use (rehearsal.memory.policies names them alike; "priority" needs options
 # a run config does not carry).
@@ -193,7 +194,7 @@ class RunConfig(ConfigMixin):
             self.gate = GateConfig.from_dict(self.gate)
         if self.gate is not None and not isinstance(self.gate, GateConfig):
             raise ConfigError(f"'gate' must be a table of GateConfig fields or absent, got {self.gate!r}")
-        if self.method not in METHODS:
+        if self.model_kind != "causal-lm" and self.method not in METHODS:
             raise ConfigError(f"'method' must be one of {sorted(METHODS)}, got {self.method!r}")
         if self.loss not in LOSSES:
             raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {self.loss!r}")

@@ -25,7 +25,14 @@ from rehearsal.errors import ConfigError
 from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route
 from rehearsal.methods.inference import embed_texts
 from rehearsal.runner.causal.collator import CompletionCollator
-from rehearsal.runner.causal.evaluate import SkillScores, merge_scores, perplexity, score_skill, text_nll
+from rehearsal.runner.causal.evaluate import (
+    SkillScores,
+    exact_match,
+    merge_scores,
+    perplexity,
+    score_skill,
+    text_nll,
+)
 from rehearsal.runner.causal.model import (
     base_causal_lm,
     causal_lora_config,
@@ -33,6 +40,7 @@ from rehearsal.runner.causal.model import (
     load_adapted,
     new_adapted,
 )
+from rehearsal.runner.causal.self_rehearsal import SelfRehearsalCollator, own_answers
 from rehearsal.runner.config import CAUSAL_METHODS, RunConfig
 from rehearsal.runner.instructions import general_texts, instruction_of
 from rehearsal.runner.strategies.base import Multitask, PhaseContext, Strategy, get_strategy
@@ -154,6 +162,43 @@ class CausalCoverage(CausalLM, CoverageReplay):
 
 class CausalDiverse(CausalLM, DiverseReplay):
     name = "diverse"
+
+
+class CausalSelfRehearsal(CausalLM, RandomReplay):
+    """Random replay of old skills' prompts with the model's own answers, written before each phase by the
+    model as the previous phase left it (``rehearsal.runner.causal.self_rehearsal``). The phase logs
+    count the answers written (``self_answers``) and their share that match the stored reference answer
+    exactly (``self_answers_exact``): how much of an old skill the model still had to hand down."""
+
+    name = "self-rehearsal"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: dict[int, str] = {}
+        self.answer_logs: dict[str, float] = {}
+
+    def prepare_model(self, model: Any, ctx: PhaseContext) -> Any:
+        model = super().prepare_model(model, ctx)
+        current = {t.name for t in ctx.tasks}
+        memory = ctx.open_memory()
+        old = sorted(set(memory.group_ids("task")) - current)
+        self.answers = own_answers(
+            model, ctx.tokenizer, memory, old_tasks=old, batch_size=ctx.config.eval_batch_size
+        )
+        stored = memory.texts_by_id(sorted(self.answers))
+        same = sum(exact_match(self.answers[i], [stored[i]]) for i in self.answers if i in stored)
+        self.answer_logs = {
+            "self_answers": float(len(self.answers)),
+            "self_answers_exact": same / len(self.answers) if self.answers else 0.0,
+        }
+        model.train()
+        return model
+
+    def collator(self, ctx: PhaseContext) -> Callable[[list[dict[str, Any]]], Any]:
+        return self.replay_collator(ctx, SelfRehearsalCollator, answers=self.answers)
+
+    def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:
+        return {**super().after_phase(model, ctx), **self.answer_logs}
 
 
 class CausalEWC(CausalLM, EWCStrategy):
@@ -284,6 +329,7 @@ CAUSAL_STRATEGIES: dict[str, type[CausalLM]] = {
         CausalHybrid,
         CausalCoverage,
         CausalDiverse,
+        CausalSelfRehearsal,
         CausalEWC,
         CausalEWCReplay,
         CausalRouted,

@@ -54,6 +54,13 @@ class ReplayStrategy(Strategy):
     mode: ClassVar[str] = "hybrid"
 
     def collator(self, ctx: PhaseContext) -> Callable[[list[dict[str, Any]]], Any]:
+        return self.replay_collator(ctx, RehearsalCollator)
+
+    def replay_collator(
+        self, ctx: PhaseContext, kind: type[RehearsalCollator], **extra: Any
+    ) -> RehearsalCollator:
+        """A ``kind`` collator over the run's memory with the run's replay budget and this method's mode,
+        keeping the phase's own tasks out of replay; ``extra`` goes to ``kind``."""
         replay = dataclasses.replace(
             ctx.config.replay,
             mode=self.mode,
@@ -64,13 +71,14 @@ class ReplayStrategy(Strategy):
         )
         task = ctx.tasks[0].name if len(ctx.tasks) == 1 else None
         eligible = None if task is not None else {"task": {"$nin": [t.name for t in ctx.tasks]}}
-        return RehearsalCollator(
+        return kind(
             ctx.open_memory(),
             ctx.base_collator,
             ctx.tokenizer,
             replay,
             task=task,
             eligible=eligible,
+            **extra,
         )
 
     def callbacks(self, ctx: PhaseContext, collator: Callable[..., Any]) -> list[Any]:
