@@ -45,6 +45,7 @@ from rehearsal.runner.config import RunConfig
 from rehearsal.runner.metrics import AccuracyMatrix, RunCost
 from rehearsal.runner.tasks import TaskStream, load_jsonl_stream, load_wordnet_stream
 from rehearsal.store.types import Hit
+from rehearsal.threads import ThreadPlan, size_thread_pools
 
 if TYPE_CHECKING:
     from rehearsal.methods.adapters import AdapterRouter, TaskAdapters
@@ -120,6 +121,7 @@ __all__ = [
     "TaskAdapters",
     "TaskGate",
     "TaskStream",
+    "ThreadPlan",
     "UpdateBlockedError",
     "ValidationError",
     "WrongKeyError",
@@ -131,6 +133,7 @@ __all__ = [
     "make_policy",
     "memory_compute_metrics",
     "run",
+    "size_thread_pools",
     "update",
 ]
 

@@ -12,7 +12,7 @@ EXPECTED = {
     "AdapterRouter", "EWC", "EWCConfig", "LoRAConfig", "RunConfig", "TaskAdapters", "TaskGate",
     "UpdateBlockedError", "RehearsalTrainer", "RunResult", "run", "StorageError", "update",
     "AccuracyMatrixCallback", "MemoryClassifier", "memory_compute_metrics",
-    "CleanupError",
+    "CleanupError", "ThreadPlan", "size_thread_pools",
 }  # fmt: skip
 
 

@@ -60,6 +60,7 @@ from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.store.failures import storage_errors
 from rehearsal.store.registry import is_server
 from rehearsal.store.urls import redact, redact_text
+from rehearsal.threads import THREADS_ENV, size_thread_pools
 
 __all__ = ["KEY_ENV", "VERBS", "Report", "Verb", "build_parser", "main"]
 
@@ -302,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
         verb.add_arguments(p)
         p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        p.add_argument(
+            "--threads",
+            type=int,
+            metavar="N",
+            help=f"threads of torch, FAISS and tokenizers (default: ${THREADS_ENV}, else the free cores)",
+        )
     return parser
 
 
@@ -333,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(f"{exc} (see '{PROG} --help')", EXIT_USAGE)
     try:
+        # Before any verb imports torch or FAISS: they size their pools once, at import.
+        size_thread_pools(args.threads)
         if VERBS[args.verb].uses_memory:
             args.path = memory_folder(args.path)
         with storage_errors(f"{PROG} {args.verb}"):  # a sqlite3 error that escaped the stores' own mapping
