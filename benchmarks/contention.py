@@ -6,7 +6,7 @@ examples per class, seed 0) as a fresh process; "busy" conditions first start ``
 spin on one core each until the run ends. The figures are ratios of wall time against the solo run
 measured in the same invocation:
 
-    .venv/bin/python benchmarks/contention.py            # solo, 2 hogs + free-core threads, 2 hogs + all cores
+    .venv/bin/python benchmarks/contention.py   # solo; 2 hogs + free-core threads; 2 hogs + all cores
 
 Prints a table and writes ``benchmarks/results/contention.json``.
 """
@@ -38,7 +38,9 @@ CLI = str(Path(sys.executable).with_name("rehearsal"))  # the console script bes
 HOG = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
 
 
-def run_once(config: Path, folder: Path, key: Path, overrides: list[str], threads: int | None) -> dict[str, Any]:
+def run_once(
+    config: Path, folder: Path, key: Path, overrides: list[str], threads: int | None
+) -> dict[str, Any]:
     command = [CLI, "run", str(config), "--output-dir", str(folder)]
     command += ["--key-file", str(key), "--json"]
     for item in overrides:
@@ -81,9 +83,7 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "key"
-        subprocess.run(
-            [CLI, "keygen", "--out", str(key)], check=True, cwd=ROOT
-        )
+        subprocess.run([CLI, "keygen", "--out", str(key)], check=True, cwd=ROOT)
         conditions = [
             ("solo, free-core threads", 0, None),
             (f"{args.hogs} hogs, free-core threads", args.hogs, None),

@@ -6,6 +6,7 @@ always loaded from that package's folder, never by a hub name, so nothing is dow
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,15 +17,24 @@ import numpy as np
 from rehearsal.errors import ConfigError, ValidationError
 
 __all__ = [
+    "BACKEND_MARK",
     "DEFAULT_ENCODER_NAME",
+    "ENCODER_BACKENDS",
     "Encoder",
     "SentenceTransformerEncoder",
+    "cpu_has_native_bf16",
+    "default_encoder_named",
     "default_model_path",
     "encoder_identity",
     "load_encoder",
+    "resolve_backend",
+    "split_backend",
 ]
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# The arithmetic an encoder can run in; a non-reference one is written into its name after the mark.
+ENCODER_BACKENDS = ("fp32", "bf16", "auto")
+BACKEND_MARK = "+"
 _DEFAULT_DIM = 384  # all-MiniLM-L6-v2
 
 # Inputs longer than this many texts get a progress bar.
@@ -85,9 +95,15 @@ class SentenceTransformerEncoder:
         batch_size: int = 64,
         device: str = "cpu",
         max_seq_length: int | None = 128,
+        backend: str = "fp32",
     ) -> None:
+        """``backend`` is the arithmetic of the forward pass: ``fp32`` (the reference), ``bf16``
+        (autocast; about twice as fast on CPUs with native bf16, neighbours within 1% of fp32's) or
+        ``auto`` (bf16 where the CPU has it natively, else fp32). A bf16 encoder's name carries
+        ``+bf16``, so a memory records it and refuses to mix its vectors with fp32 ones."""
         if batch_size < 1:
             raise ConfigError(f"'batch_size' must be >= 1, got {batch_size}")
+        self.backend = resolve_backend(backend, device)
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_dir():
             raise ConfigError(f"encoder model folder not found: {str(path)!r}")
@@ -100,7 +116,9 @@ class SentenceTransformerEncoder:
         self._model: Any = SentenceTransformer(str(path), device=device)
         if max_seq_length is not None:
             self._model.max_seq_length = max_seq_length
-        self._name = name or (DEFAULT_ENCODER_NAME if model_path is None else path.name)
+        base_name = name or (DEFAULT_ENCODER_NAME if model_path is None else path.name)
+        self._name = base_name if self.backend == "fp32" else f"{base_name}{BACKEND_MARK}{self.backend}"
+        self._device_type = "cuda" if device.startswith("cuda") else "cpu"
         get_dim = (
             getattr(self._model, "get_embedding_dimension", None)
             or self._model.get_sentence_embedding_dimension
@@ -128,17 +146,56 @@ class SentenceTransformerEncoder:
         texts = _checked_texts(texts)
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=len(texts) >= _PROGRESS_THRESHOLD,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._arithmetic():
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=len(texts) >= _PROGRESS_THRESHOLD,
+            )
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.backend != "fp32":
+            # Normalised in bf16, a row's norm is off by up to ~1e-2: unit rows are what the index assumes.
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def _arithmetic(self) -> contextlib.AbstractContextManager[Any]:
+        if self.backend == "fp32":
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(self._device_type, dtype=torch.bfloat16)
 
     def __repr__(self) -> str:
-        return f"SentenceTransformerEncoder(name={self._name!r}, dim={self._dim})"
+        return f"SentenceTransformerEncoder(name={self._name!r}, dim={self._dim}, backend={self.backend!r})"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): where bf16 autocast pays."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_backend(backend: str, device: str = "cpu") -> str:
+    """``fp32`` or ``bf16`` for the ``backend`` asked for (``auto`` decided for this machine)."""
+    if backend not in ENCODER_BACKENDS:
+        raise ConfigError(f"encoder backend must be one of {list(ENCODER_BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
+    return backend
+
+
+def split_backend(name: str) -> tuple[str, str]:
+    """(model name, backend) of an encoder name as a memory records it."""
+    base, mark, backend = name.rpartition(BACKEND_MARK)
+    if mark and backend in ENCODER_BACKENDS and backend not in ("fp32", "auto"):
+        return base, backend
+    return name, "fp32"
 
 
 def _checked_texts(texts: Sequence[str]) -> list[str]:
@@ -154,9 +211,20 @@ def _checked_texts(texts: Sequence[str]) -> list[str]:
 _cache: dict[str, SentenceTransformerEncoder] = {}
 
 
-def load_encoder(model_path: str | os.PathLike[str] | None = None) -> SentenceTransformerEncoder:
-    """The encoder for ``model_path`` (default: the packaged MiniLM), loaded once per process."""
-    key = str(model_path) if model_path is not None else ""
+def load_encoder(
+    model_path: str | os.PathLike[str] | None = None, *, backend: str = "fp32"
+) -> SentenceTransformerEncoder:
+    """The encoder for ``model_path`` (default: the packaged MiniLM) and ``backend``, loaded once per
+    process."""
+    resolved = resolve_backend(backend)
+    key = f"{model_path if model_path is not None else ''}{BACKEND_MARK}{resolved}"
     if key not in _cache:
-        _cache[key] = SentenceTransformerEncoder(model_path)
+        _cache[key] = SentenceTransformerEncoder(model_path, backend=resolved)
     return _cache[key]
+
+
+def default_encoder_named(name: str) -> SentenceTransformerEncoder | None:
+    """The packaged encoder a memory recorded as ``name`` (with its backend), or None when the name is
+    another model's (which only its folder can load)."""
+    base, backend = split_backend(name)
+    return load_encoder(backend=backend) if base == DEFAULT_ENCODER_NAME else None

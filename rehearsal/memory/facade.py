@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rehearsal.crypto.keys import KeyRing, validate_tenant
-from rehearsal.embedding import DEFAULT_ENCODER_NAME, Encoder, encoder_identity, load_encoder
+from rehearsal.embedding import Encoder, default_encoder_named, encoder_identity
 from rehearsal.errors import (
     CleanupError,
     ConfigError,
@@ -189,11 +189,11 @@ class RehearsalMemory:
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use (only the packaged default can be loaded by name)."""
         if self._encoder is None:
-            if self.encoder_name != DEFAULT_ENCODER_NAME:
+            self._encoder = default_encoder_named(self.encoder_name)
+            if self._encoder is None:
                 raise ConfigError(
                     f"memory uses encoder {self.encoder_name!r}; pass encoder= to open()/create()"
                 )
-            self._encoder = load_encoder()
         if self._encoder.dim != self._dim:
             raise EncoderMismatchError(f"encoder width {self._encoder.dim} != memory width {self._dim}")
         return self._encoder
