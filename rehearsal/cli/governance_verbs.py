@@ -26,7 +26,9 @@ from rehearsal.cli.common import (
     required_keys,
 )
 from rehearsal.cli.records import positive_int
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError, MissingKeyError, ValidationError
+from rehearsal.governance.audit_key import AuditKey
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory, bound_store_id, check_log_binding
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
@@ -62,34 +64,55 @@ def _audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "words",
         nargs="+",
-        metavar="[verify|show] PATH",
-        help="verify the log's chain, or show its entries; PATH is the memory (log: PATH/audit.log)",
+        metavar="[verify|show|export-key] PATH",
+        help="verify the log's chain, show its entries, or write its verification key (export-key --out "
+        "FILE: checks the log without the master key, cannot decrypt); PATH is the memory (log: "
+        "PATH/audit.log)",
     )
     p.add_argument("--log", metavar="FILE", help="the audit log file (default: PATH/audit.log)")
     p.add_argument("--last", type=positive_int, metavar="N", help="show: only the last N entries")
+    p.add_argument(
+        "--verify-key",
+        metavar="FILE",
+        help="verify (or show) with this verification key instead of the master key",
+    )
+    p.add_argument(
+        "--out", metavar="FILE", help="export-key: the new key file (owner-only, never overwritten)"
+    )
     p.add_argument("--key-file", help=f"file with the base64 master key (default: ${KEY_ENV})")
 
 
 def _audit(args: argparse.Namespace) -> Report:
 
     action = "verify"
-    if len(args.words) == 2 and args.words[0] in ("verify", "show"):
+    if len(args.words) == 2 and args.words[0] in ("verify", "show", "export-key"):
         action, args.path = args.words
     elif len(args.words) == 1:
         args.path = args.words[0]
     else:
-        raise ValidationError(f"usage: rehearsal audit [verify|show] PATH, got {' '.join(args.words)!r}")
+        usage = "rehearsal audit [verify|show|export-key] PATH"
+        raise ValidationError(f"usage: {usage}, got {' '.join(args.words)!r}")
     if args.last is not None and action != "show":
         raise ValidationError("--last applies to 'rehearsal audit show'")
+    if (args.out is None) != (action != "export-key"):
+        raise ValidationError("'rehearsal audit export-key' needs --out FILE, and only it takes --out")
+    if args.verify_key is not None and action == "export-key":
+        raise ValidationError(
+            "export-key derives the verification key from the master key: drop --verify-key"
+        )
     args.path = memory_folder(args.path)
-    if action == "show":
-        return show_audit(AuditLog.open(_log_path(args), required_keys(args), create=False), last=args.last)
     path = _log_path(args)
-    keys = required_keys(args)
+    if action == "export-key":
+        return _export_audit_key(path, required_keys(args), args.out)
+    keys = AuditKey.from_file(args.verify_key) if args.verify_key is not None else required_keys(args)
     log = AuditLog.open(path, keys, create=False)
+    if action == "show":
+        return show_audit(log, last=args.last)
     entries = log.entries()
     bound = None
-    if is_server(args.path) or (Path(args.path) / "memory.json").is_file():
+    if isinstance(keys, AuditKey):
+        pass  # the memory's store id and generation need the master key: the chain alone is checked
+    elif is_server(args.path) or (Path(args.path) / "memory.json").is_file():
         # A chain that verifies proves only that the log is whole: it must also be this memory's log, and
         # as new as the memory (not another store's log, nor an older copy of its own).
         with open_memory(args, read_only=True, keys=keys) as memory:
@@ -108,8 +131,17 @@ def _audit(args: argparse.Namespace) -> Report:
         "store_id": bound,
     }
     binding = ", bound to this memory" if bound is not None else ""
+    if isinstance(keys, AuditKey):
+        binding = "; with a verification key, so not checked against the memory itself"
     line = f"ok: {len(entries)} audit entries verified in {path} (chain, MACs and head{binding})"
     return Report(data, [line])
+
+
+def _export_audit_key(path: Path, keys: KeyRing, out: str) -> Report:
+    AuditLog.open(path, keys, create=False).verify()  # a key to a log that does not verify helps nobody
+    AuditKey.of(keys).to_file(out)
+    line = f"wrote the verification key of {path} to {out} (owner-only; it verifies, cannot decrypt)"
+    return Report({"log": str(path), "out": out, "fingerprint": keys.fingerprint}, [line])
 
 
 # -- expire ----------------------------------------------------------------------------------------

@@ -35,18 +35,20 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rehearsal._files import atomic_write, create_private
 from rehearsal.errors import (
+    ConfigError,
     IntegrityError,
     NotFoundError,
     RehearsalError,
     ValidationError,
     WrongKeyError,
 )
+from rehearsal.governance.audit_entry import AuditEntry, canonical_json, entry_mac, parse_entry
+from rehearsal.governance.audit_key import AUDIT_KEY_PURPOSE, AuditKey
 from rehearsal.store.failures import storage_errors
 
 if TYPE_CHECKING:
@@ -86,55 +88,9 @@ AUDIT_KINDS = (
 )
 DEFAULT_LOG_NAME = "audit.log"
 _ZERO = "0" * 64
-_FIELDS = frozenset({"seq", "time", "kind", "actor", "details", "prev", "key", "mac"})
-_KEY_PURPOSE = "audit-log"
 _PSEUDONYM_PURPOSE = "audit-tenant-pseudonym"
 # Identifiers, hashes, tags, ISO dates, emails of approvers: no whitespace, bounded length.
 _SAFE_STRING = re.compile(r"[\w.:@/+=,#-]{0,128}")
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    time: float
-    kind: str
-    actor: str | None
-    details: dict[str, Any]
-    prev: str
-    key: str
-    mac: str
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 of the entry's line: what the next entry's ``prev`` holds."""
-        return hashlib.sha256(canonical_json(self._fields(with_mac=True))).hexdigest()
-
-    def _fields(self, *, with_mac: bool) -> dict[str, Any]:
-        out = {
-            "seq": self.seq,
-            "time": self.time,
-            "kind": self.kind,
-            "actor": self.actor,
-            "details": self.details,
-            "prev": self.prev,
-            "key": self.key,
-        }
-        if with_mac:
-            out["mac"] = self.mac
-        return out
-
-    def line(self) -> bytes:
-        return canonical_json(self._fields(with_mac=True)) + b"\n"
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode()
-
-
-def _mac(key: bytes, payload: Mapping[str, Any]) -> str:
-    return hmac.new(key, canonical_json(payload), hashlib.sha256).hexdigest()
 
 
 def ids_digest(ids: list[int]) -> str:
@@ -183,19 +139,21 @@ def _check_value(value: Any, path: str) -> Any:
 class AuditLog:
     """An append-only, hash-chained, HMAC'd log file. Use :meth:`open`."""
 
-    def __init__(self, path: Path, keys: KeyRing) -> None:
+    def __init__(self, path: Path, keys: KeyRing | AuditKey) -> None:
+        """``keys``: the master key, or an :class:`AuditKey` that verifies and reads but never writes."""
         self.path = path
         self.head_path = path.with_name(path.name + ".head")
-        self._keys = keys
-        self._key = keys.derive_key(_KEY_PURPOSE)
+        audit_key = keys if isinstance(keys, AuditKey) else AuditKey.of(keys)
+        self._keys: KeyRing | None = None if isinstance(keys, AuditKey) else keys
+        self._fingerprint, self._key = audit_key.fingerprint, audit_key.mac_key
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], keys: KeyRing, *, create: bool = True) -> AuditLog:
-        """The log at ``path`` (created empty if absent and ``create``); WrongKeyError if another master key
-        wrote it."""
+    def open(cls, path: str | os.PathLike[str], keys: KeyRing | AuditKey, *, create: bool = True) -> AuditLog:
+        """The log at ``path`` (created empty if absent and ``create``, never with an AuditKey);
+        WrongKeyError if another master key wrote it."""
         log = cls(Path(path), keys)
         if not log.path.exists() and not log.head_path.exists():
-            if not create:
+            if not create or log._keys is None:
                 raise NotFoundError(f"no audit log at {str(log.path)!r}")
             log.path.parent.mkdir(parents=True, exist_ok=True)
             create_private(log.path)
@@ -205,13 +163,18 @@ class AuditLog:
         return log
 
     def __repr__(self) -> str:
-        return f"AuditLog(path={str(self.path)!r}, key={self._keys.fingerprint}, hmac_key=<redacted>)"
+        return f"AuditLog(path={str(self.path)!r}, key={self._fingerprint}, hmac_key=<redacted>)"
+
+    def _writer(self) -> KeyRing:
+        if self._keys is None:
+            raise ConfigError("this audit log was opened with a verification key: it verifies, never writes")
+        return self._keys
 
     def pseudonym(self, name: str) -> str:
         """A keyed digest that stands for ``name`` (a tenant) in entries: the same name gives the same
         digest under this master key, and nobody without the key can tell which name it is or test a
         guess. A rotated master key gives new digests from then on."""
-        key = self._keys.derive_key(_PSEUDONYM_PURPOSE)
+        key = self._writer().derive_key(_PSEUDONYM_PURPOSE)
         return "hmac:" + hmac.new(key, name.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
     # -- writing ---------------------------------------------------------------------------------
@@ -222,6 +185,7 @@ class AuditLog:
         if actor is not None and (not isinstance(actor, str) or _SAFE_STRING.fullmatch(actor) is None):
             raise ValidationError("actor must be an identifier (no spaces, at most 128 characters)")
         clean = check_details(details)
+        self._writer()
         with storage_errors(f"appending to audit log {self.path.name}"), self._locked():
             seq, prev = self._tail()
             entry = self._sign(seq + 1, kind, actor, clean, prev)
@@ -234,7 +198,7 @@ class AuditLog:
 
         A rotation cut short after its entry and before its head (the head still under this key) is
         finished rather than recorded twice: a second rotation entry would name a key the log never had."""
-        details = {"old_key": self._keys.fingerprint, "new_key": new_keys.fingerprint}
+        details = {"old_key": self._writer().fingerprint, "new_key": new_keys.fingerprint}
         with self._locked():
             seq, prev = self._tail()
             last = self._last_entry()
@@ -243,13 +207,14 @@ class AuditLog:
             else:
                 entry = self._sign(seq + 1, "rotate-key", actor, details, prev)
                 self._write_line(entry)
-            self._keys, self._key = new_keys, new_keys.derive_key(_KEY_PURPOSE)
+            self._keys, self._key = new_keys, new_keys.derive_key(AUDIT_KEY_PURPOSE)
+            self._fingerprint = new_keys.fingerprint
             self._write_head(entry.seq, entry.digest)
         return entry
 
     def _last_entry(self) -> AuditEntry | None:
         lines = self.path.read_bytes().splitlines()
-        return _parse(lines[-1], len(lines)) if lines else None
+        return parse_entry(lines[-1], len(lines)) if lines else None
 
     def _sign(self, seq: int, kind: str, actor: str | None, details: dict[str, Any], prev: str) -> AuditEntry:
         fields = {
@@ -259,9 +224,9 @@ class AuditLog:
             "actor": actor,
             "details": details,
             "prev": prev,
-            "key": self._keys.fingerprint,
+            "key": self._fingerprint,
         }
-        return AuditEntry(**fields, mac=_mac(self._key, fields))  # type: ignore[arg-type]
+        return AuditEntry(**fields, mac=entry_mac(self._key, fields))  # type: ignore[arg-type]
 
     def _write_line(self, entry: AuditEntry) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
@@ -298,7 +263,7 @@ class AuditLog:
                     f"audit log {self.path.name} is empty but its head records seq {head_seq}"
                 )
             return -1, _ZERO
-        last = _parse(lines[-1], len(lines))
+        last = parse_entry(lines[-1], len(lines))
         if last.seq < head_seq:
             raise IntegrityError(
                 f"audit log {self.path.name} ends at seq {last.seq} but its head records seq {head_seq}: "
@@ -310,8 +275,8 @@ class AuditLog:
 
     # -- head sidecar ----------------------------------------------------------------------------
     def _write_head(self, seq: int, digest: str) -> None:
-        fields = {"seq": seq, "hash": digest, "key": self._keys.fingerprint}
-        atomic_write(self.head_path, canonical_json({**fields, "mac": _mac(self._key, fields)}) + b"\n")
+        fields = {"seq": seq, "hash": digest, "key": self._fingerprint}
+        atomic_write(self.head_path, canonical_json({**fields, "mac": entry_mac(self._key, fields)}) + b"\n")
 
     def _read_head(self) -> tuple[int, str]:
         try:
@@ -323,7 +288,7 @@ class AuditLog:
         if not isinstance(head, dict) or set(head) != {"seq", "hash", "key", "mac"}:
             raise IntegrityError(f"audit log head {self.head_path.name} has unexpected fields")
         fields = {k: head[k] for k in ("seq", "hash", "key")}
-        if head["key"] != self._keys.fingerprint:
+        if head["key"] != self._fingerprint:
             if self._head_key_damaged(str(head["key"])):
                 raise IntegrityError(
                     f"audit log head {self.head_path.name} names master key {head['key']}, but the log's"
@@ -331,9 +296,9 @@ class AuditLog:
                 )
             raise WrongKeyError(
                 f"audit log {self.path.name} was last written under master key {head['key']}, "
-                f"not {self._keys.fingerprint}"
+                f"not {self._fingerprint}"
             )
-        if not hmac.compare_digest(str(head["mac"]), _mac(self._key, fields)):
+        if not hmac.compare_digest(str(head["mac"]), entry_mac(self._key, fields)):
             raise IntegrityError(f"audit log head {self.head_path.name} fails its MAC (altered)")
         return int(head["seq"]), str(head["hash"])
 
@@ -344,7 +309,9 @@ class AuditLog:
             last = self._last_entry()
         except (OSError, RehearsalError):
             return False
-        if last is None or not hmac.compare_digest(last.mac, _mac(self._key, last._fields(with_mac=False))):
+        if last is None or not hmac.compare_digest(
+            last.mac, entry_mac(self._key, last._fields(with_mac=False))
+        ):
             return False
         return not (last.kind == "rotate-key" and last.details.get("new_key") == head_key)
 
@@ -372,7 +339,7 @@ class AuditLog:
         prev, key = _ZERO, None
         pending_key: str | None = None
         for number, raw in enumerate(data.splitlines(), start=1):
-            entry = _parse(raw, number)
+            entry = parse_entry(raw, number)
             where = f"audit entry at line {number} (seq {entry.seq})"
             if entry.seq != number - 1:
                 raise IntegrityError(
@@ -383,8 +350,8 @@ class AuditLog:
             expected_key = pending_key or key
             if expected_key is not None and entry.key != expected_key:
                 raise IntegrityError(f"{where}: key {entry.key} without a rotate-key entry naming it")
-            if entry.key == self._keys.fingerprint:
-                mac = _mac(self._key, entry._fields(with_mac=False))
+            if entry.key == self._fingerprint:
+                mac = entry_mac(self._key, entry._fields(with_mac=False))
                 if not hmac.compare_digest(entry.mac, mac):
                     raise IntegrityError(f"{where}: MAC does not match (edited or forged)")
             key = entry.key
@@ -401,44 +368,9 @@ class AuditLog:
             raise IntegrityError(f"audit entry seq {head_seq} does not match the hash in the head file")
         # Entries past the head (a crash before the head was rewritten) are only trusted with our MAC.
         for entry in entries[head_seq + 1 :]:
-            if entry.key != self._keys.fingerprint:
+            if entry.key != self._fingerprint:
                 raise IntegrityError(f"audit entry seq {entry.seq} is past the head and not under this key")
         return entries
-
-
-def _parse(raw: bytes, number: int) -> AuditEntry:
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        raise IntegrityError(f"audit log line {number} is not valid JSON") from None
-    if not isinstance(obj, dict) or set(obj) != _FIELDS:
-        raise IntegrityError(f"audit log line {number} does not have the fields of an audit entry")
-    try:
-        entry = AuditEntry(
-            seq=obj["seq"],
-            time=obj["time"],
-            kind=obj["kind"],
-            actor=obj["actor"],
-            details=obj["details"],
-            prev=obj["prev"],
-            key=obj["key"],
-            mac=obj["mac"],
-        )
-        canonical = entry.line()[:-1]
-    except (TypeError, ValueError):
-        raise IntegrityError(f"audit log line {number} holds values of the wrong type") from None
-    if (
-        not isinstance(entry.seq, int)
-        or not isinstance(entry.mac, str)
-        or not isinstance(entry.details, dict)
-    ):
-        raise IntegrityError(f"audit log line {number} holds values of the wrong type")
-    # Only the canonical form is accepted, so whitespace or key-order edits are caught too.
-    if canonical != raw:
-        raise IntegrityError(
-            f"audit entry at line {number} (seq {entry.seq}) is not in canonical form (edited)"
-        )
-    return entry
 
 
 def default_log_path(memory_path: str | os.PathLike[str]) -> Path:
