@@ -16,6 +16,7 @@ from rehearsal.errors import (
     MissingKeyError,
     NotFoundError,
     ReadOnlyError,
+    StorageError,
     StoreFormatError,
     ValidationError,
     WrongKeyError,
@@ -148,6 +149,7 @@ def test_a_server_memory_has_no_folder(memory: RehearsalMemory) -> None:
     with pytest.raises(ConfigError, match="no folder"):
         _ = memory.folder
     assert memory.stats()["files"] == {}
+    assert memory.stats()["disk_bytes"] is None  # not 0: the server holds the bytes, not this machine
 
 
 def test_filters_select_what_sqlite_selects(memory: RehearsalMemory, tmp_path: Path, keys: KeyRing) -> None:
@@ -248,3 +250,14 @@ def test_upsert_replaces_by_external_id_on_the_server(memory: RehearsalMemory) -
         again[0]: "one v2",
         again[1]: "seven as text",
     }
+
+
+def test_a_url_without_its_password_says_where_the_password_goes(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent/pgpass")
+    user_part, _, rest = postgres_url.partition("@")
+    bare = user_part.rsplit(":", 1)[0] + "@" + rest
+    with pytest.raises(StorageError, match="PGPASSWORD"):
+        RehearsalMemory.open(bare)

@@ -82,6 +82,7 @@ def memory_stats(
         "tenants": records.counts_by("tenant"),
         "tasks": records.counts_by("task"),
         "labels": len(records.counts_by("label")),
-        "disk_bytes": sum(files.values()),
+        # A server's tables are not this machine's files: their size is the server's to report.
+        "disk_bytes": sum(files.values()) if isinstance(folder, Path) else None,
         "files": files,
     }

@@ -174,7 +174,12 @@ def connect(location: Location, *, read_only: bool, register_vector: bool = True
     try:
         raw = psycopg.connect(location.conninfo, autocommit=True, connect_timeout=30)
     except psycopg.Error as exc:
-        raise StorageError(f"cannot connect to {location.display()}: {_describe(exc)}") from None
+        reason = _describe(exc)
+        if "no password supplied" in reason:
+            # libpq reads PGPASSWORD (or ~/.pgpass) when the URL carries none: the way to keep it out of
+            # the command line and the shell's history.
+            reason += "; set PGPASSWORD (or ~/.pgpass) rather than writing the password into the URL"
+        raise StorageError(f"cannot connect to {location.display()}: {reason}") from None
     try:
         with server_errors(f"opening {location.display()}"):
             raw.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(location.schema)))
