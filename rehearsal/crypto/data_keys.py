@@ -179,16 +179,20 @@ class DataKeys:
         -> (key_id, version, nonce || ct || tag) per item. Runs inside a write transaction: the encryption
         counts are read and bumped there."""
         conn = self.connection
-        tenant_id = self.tenant_id(tenant)
-        if tenant_id is None:
-            tenant_id = _random_row_id()
-            conn.execute("INSERT INTO vault_tenants (id, name) VALUES (?, ?)", (tenant_id, tenant))
-            self._new_key(tenant_id, tenant, 1)
-        key_id, version, used = conn.execute(
-            "SELECT id, version, encryptions FROM vault_keys WHERE tenant_id = ?"
-            " ORDER BY version DESC LIMIT 1",
-            (tenant_id,),
+        # The tenant and its newest key in one statement: a batch of many tenants runs this once each.
+        current = conn.execute(
+            "SELECT t.id, k.id, k.version, k.encryptions FROM vault_tenants t"
+            " JOIN vault_keys k ON k.tenant_id = t.id WHERE t.name = ? ORDER BY k.version DESC LIMIT 1",
+            (tenant,),
         ).fetchone()
+        if current is None:
+            tenant_id = self.tenant_id(tenant)
+            if tenant_id is None:
+                tenant_id = _random_row_id()
+                conn.execute("INSERT INTO vault_tenants (id, name) VALUES (?, ?)", (tenant_id, tenant))
+            key_id, version, used = self._new_key(tenant_id, tenant, 1), 1, 0
+        else:
+            tenant_id, key_id, version, used = current
         out: list[tuple[int, int, bytes]] = []
         pos = 0
         while pos < len(datas):

@@ -33,24 +33,29 @@ def commit(
                 keyed.delete(evict)
             records.remove(evict, generation=gen)
         if batch is not None:
-            # Ids follow the batch's order; each tenant's records are then sealed under its own key.
             ids = records.allocate_ids(len(batch.vectors))
+            if store_texts:
+                # INVARIANT: a text-storing memory has keys, and its batches carry texts.
+                assert keyed is not None
+                assert batch.texts is not None
+                keyed.put(ids, batch.texts, tenant=batch.tenants)
+            # Each tenant's vectors are sealed under its own key; the rows then go in with one insert, so a
+            # batch of many tenants costs what a batch of one does, bar the sealing.
+            sealed: list[bytes] = [b""] * len(ids)
             for tenant, at in batch.by_tenant().items():
-                part = batch.subset(at)
                 part_ids = [ids[p] for p in at]
-                if store_texts:
-                    # INVARIANT: a text-storing memory has keys, and its batches carry texts.
-                    assert keyed is not None
-                    assert part.texts is not None
-                    keyed.put(part_ids, part.texts, tenant=tenant)
-                records.insert(
-                    part_ids,
-                    tenant=tenant,
-                    metadata=part.metadata,
-                    sources=part.sources,
-                    generation=gen,
-                    vectors=stores.vectors.seal(tenant, part_ids, part.vectors),
-                )
+                for position, blob in zip(
+                    at, stores.vectors.seal(tenant, part_ids, batch.vectors[at]), strict=True
+                ):
+                    sealed[position] = blob
+            records.insert(
+                ids,
+                tenant=batch.tenants,
+                metadata=batch.metadata,
+                sources=batch.sources,
+                generation=gen,
+                vectors=sealed,
+            )
         for key, value in (state or {}).items():
             records.set_meta(key, value)
     # Durable from here on; the in-process index follows.

@@ -75,7 +75,7 @@ class RecordStore(Protocol):
         self,
         ids: Sequence[int],
         *,
-        tenant: str,
+        tenant: str | Sequence[str],  # one owner for all, or one per id
         metadata: Sequence[Mapping[str, Any]],
         sources: Sequence[str | None],
         vectors: Sequence[bytes],
@@ -128,7 +128,9 @@ class RecordStore(Protocol):
 class TextStore(Protocol):
     """The texts of the entries, each sealed under its tenant's data key."""
 
-    def put(self, ids: Sequence[int], texts: Sequence[str], *, tenant: str) -> None: ...
+    def put(self, ids: Sequence[int], texts: Sequence[str], *, tenant: str | Sequence[str]) -> None:
+        """Seal and store new texts; ``tenant`` names one owner for all, or one per id."""
+        ...
 
     def get(self, ids: Sequence[int]) -> list[str]: ...
 

@@ -213,7 +213,7 @@ class ServerRecords:
         self,
         ids: Sequence[int],
         *,
-        tenant: str,
+        tenant: str | Sequence[str],
         metadata: Sequence[Mapping[str, Any]],
         sources: Sequence[str | None],
         vectors: Sequence[bytes],
@@ -228,7 +228,9 @@ class ServerRecords:
             )
             with cursor.copy(copy_sql) as copy:
                 copy.set_types(_COPY_TYPES)
-                for i, meta, source, vector in zip(ids, metadata, sources, vectors, strict=True):
+                owners = [tenant] * len(ids) if isinstance(tenant, str) else list(tenant)
+                rows = zip(ids, owners, metadata, sources, vectors, strict=True)
+                for i, owner, meta, source, vector in rows:
                     if len(vector) != width:
                         raise IntegrityError(
                             f"vector of record {i} has {len(vector)} bytes, expected {width}"
@@ -238,7 +240,7 @@ class ServerRecords:
                     # Plain types, as the server hands them back: the tag covers what a read returns.
                     values = (
                         int(i),
-                        str(tenant),
+                        str(owner),
                         None if task is None else str(task),
                         int(label) if isinstance(label, int) else None if label is None else str(label),
                         json.dumps([str(t) for t in tags]),

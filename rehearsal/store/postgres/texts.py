@@ -101,10 +101,15 @@ class ServerVault:
 
     # -- texts -----------------------------------------------------------------------------------
     @mapped("storing texts")
-    def put(self, ids: Sequence[int], texts: Sequence[str], *, tenant: str) -> None:
+    def put(self, ids: Sequence[int], texts: Sequence[str], *, tenant: str | Sequence[str]) -> None:
         self._writable()
         id_list = _ids(ids, unique=True)
-        owner = validate_tenant(tenant)
+        if isinstance(tenant, str):
+            owners = [validate_tenant(tenant)] * len(id_list)
+        elif isinstance(tenant, Sequence) and len(tenant) == len(id_list):
+            owners = [validate_tenant(t) for t in tenant]
+        else:
+            raise ValidationError("tenant must be a str or a sequence of str as long as ids")
         if isinstance(texts, str) or len(texts) != len(id_list):
             raise ValidationError(f"got {len(id_list)} ids but {len(texts)} texts")
         datas = []
@@ -120,7 +125,17 @@ class ServerVault:
             ).fetchall()
             if taken:
                 raise ValidationError(f"record ids already exist: {[r[0] for r in taken][:_SHOW]}")
-            sealed = self._data_keys.seal_batch(owner, id_list, datas, TEXT_PURPOSE)
+            # Each tenant's texts are sealed under its own key; the rows then go in with one COPY.
+            groups: dict[str, list[int]] = {}
+            for pos, owner in enumerate(owners):
+                groups.setdefault(owner, []).append(pos)
+            sealed_at: dict[int, tuple[int, int, bytes]] = {}
+            for owner, positions in groups.items():
+                part = self._data_keys.seal_batch(
+                    owner, [id_list[p] for p in positions], [datas[p] for p in positions], TEXT_PURPOSE
+                )
+                sealed_at.update(zip(positions, part, strict=True))
+            sealed = [sealed_at[p] for p in range(len(id_list))]
             with (
                 self.conn.raw.cursor() as cursor,
                 cursor.copy(

@@ -252,7 +252,7 @@ class Catalog:
         self,
         ids: Sequence[int],
         *,
-        tenant: str,
+        tenant: str | Sequence[str],
         metadata: Sequence[Mapping[str, Any]],
         sources: Sequence[str | None],
         vectors: Sequence[bytes],
@@ -260,12 +260,13 @@ class Catalog:
     ) -> None:
         now = time.time()
         rows = []
-        for i, meta, source, vector in zip(ids, metadata, sources, vectors, strict=True):
+        owners = [tenant] * len(ids) if isinstance(tenant, str) else list(tenant)
+        for i, owner, meta, source, vector in zip(ids, owners, metadata, sources, vectors, strict=True):
             extra = {k: v for k, v in meta.items() if k not in ("task", "label", "tags")}
             task, label = meta.get("task"), meta.get("label")
             values = (
                 int(i),
-                str(tenant),
+                str(owner),
                 None if task is None else str(task),  # plain types: the tag encodes what SQLite returns
                 int(label) if isinstance(label, int) else None if label is None else str(label),
                 json.dumps(list(meta.get("tags", ()))),
