@@ -79,10 +79,16 @@ def test_each_batch_is_admitted_after_its_step_and_replay_draws_only_from_earlie
         assert set(ids) <= earlier
 
 
+@pytest.mark.parametrize("prediction", ["head", "ncm"])
 def test_online_run_killed_and_resumed_gives_the_same_figures(
-    tmp_path, tiny_model, tiny_stream, keys, monkeypatch
+    tmp_path, tiny_model, tiny_stream, keys, monkeypatch, prediction
 ):
-    whole = run(_config(tmp_path, tiny_model, "whole"), stream=tiny_stream, keys=keys).to_dict()
+    streaming = {**STREAMING, "refit_every": 2}
+
+    def config(name: str) -> RunConfig:
+        return _config(tmp_path, tiny_model, name, prediction=prediction, streaming=streaming)
+
+    whole = run(config("whole"), stream=tiny_stream, keys=keys).to_dict()
     train = online._train_step
 
     def dies_at_step_3(o, batch):
@@ -92,11 +98,11 @@ def test_online_run_killed_and_resumed_gives_the_same_figures(
 
     monkeypatch.setattr(online, "_train_step", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        run(_config(tmp_path, tiny_model, "killed"), stream=tiny_stream, keys=keys)
+        run(config("killed"), stream=tiny_stream, keys=keys)
     monkeypatch.setattr(online, "_train_step", train)
-    resumed = run(
-        _config(tmp_path, tiny_model, "killed"), stream=tiny_stream, keys=keys, resume=True
-    ).to_dict()
+    resumed = run(config("killed"), stream=tiny_stream, keys=keys, resume=True).to_dict()
+    if prediction != "head":
+        assert whole["online"]["predictor_fits"] >= 3  # a window of 2 steps over 6, and each new class
 
     for key in ("online_accuracy", "anytime_auc", "stability_gaps", "trace", "per_task_online_accuracy"):
         assert resumed["online"][key] == whole["online"][key], key
@@ -151,7 +157,12 @@ def test_probe_sets_take_the_first_test_examples_of_each_class(tiny_stream):
     ("changes", "message"),
     [
         ({"method": "mir"}, "an online run's 'method' must be one of"),
-        ({"method": "random", "prediction": "ncm"}, "predicts with the head"),
+        ({"method": "naive", "prediction": "ncm"}, "keeps none"),
+        ({"method": "random", "prediction": "lda", "gate": {}}, "not gated"),
+        (
+            {"method": "random", "prediction": "ncm", "streaming": {"refit_every": 4, "checkpoint_every": 6}},
+            "must be a multiple of 'streaming.refit_every'",
+        ),
     ],
 )
 def test_online_config_refuses_what_needs_task_boundaries(changes, message):
@@ -172,3 +183,30 @@ def test_online_config_refuses_what_needs_task_boundaries(changes, message):
 def test_online_config_names_the_rejected_field(field, value, message):
     with pytest.raises(ConfigError, match=message):
         OnlineConfig(**{field: value})
+
+
+def test_memory_prediction_online_answers_through_the_memory(
+    tmp_path, tiny_model, tiny_stream, keys, monkeypatch
+):
+    """After the first batch every prediction goes through the fitted predictor, never the head."""
+    from rehearsal.runner import online_predict
+
+    heads, fitted = [], []
+    predict = online_predict.OnlinePredictor.predict
+
+    def spy(self, model, tokenizer, step, texts, head):
+        def counted_head():
+            heads.append(step)
+            return head()
+
+        out = predict(self, model, tokenizer, step, texts, counted_head)
+        fitted.append(self.classifier is not None)
+        return out
+
+    monkeypatch.setattr(online_predict.OnlinePredictor, "predict", spy)
+    config = _config(tmp_path, tiny_model, prediction="ncm", streaming={**STREAMING, "refit_every": 2})
+    result = run(config, stream=tiny_stream, keys=keys).to_dict()
+    assert heads == [0]  # the first batch only: the memory was empty
+    assert fitted[1:]
+    assert all(fitted[1:])
+    assert result["online"]["predictor_fits"] >= 2

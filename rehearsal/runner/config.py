@@ -270,10 +270,20 @@ class RunConfig(ConfigMixin):
             raise ConfigError(
                 f"an online run's 'method' must be one of {list(ONLINE_METHODS)}, got {self.method!r}"
             )
-        if self.prediction != "head" or self.gate is not None:
-            raise ConfigError(
-                "an online run predicts with the head and is not gated: drop 'prediction' and 'gate'"
-            )
+        if self.gate is not None:
+            raise ConfigError("an online run is not gated: drop 'gate'")
+        if self.prediction != "head":
+            if self.method not in REPLAY_METHODS:
+                raise ConfigError(
+                    f"'prediction' {self.prediction!r} predicts through the memory; method {self.method!r}"
+                    " keeps none (use a replay method, or prediction = 'head')"
+                )
+            s = self.streaming
+            if s.checkpoint_every % s.refit_every:
+                raise ConfigError(
+                    f"'streaming.checkpoint_every' ({s.checkpoint_every}) must be a multiple of "
+                    f"'streaming.refit_every' ({s.refit_every}), so a resumed run refits where it stopped"
+                )
 
     def _check_readouts(self) -> None:
         readouts = self.readouts

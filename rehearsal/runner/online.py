@@ -44,6 +44,7 @@ from rehearsal.runner.anytime_probe import probe_seen_tasks
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.metrics import AccuracyMatrix
 from rehearsal.runner.online_checkpoint import Progress, load_optimizer, save_checkpoint
+from rehearsal.runner.online_predict import OnlinePredictor
 from rehearsal.runner.online_report import OnlineResult, write_online_outputs
 from rehearsal.runner.online_stream import OnlineBatch, probe_sets, stream_batches
 from rehearsal.runner.strategies import Strategy, get_strategy
@@ -76,6 +77,7 @@ class _Online:
     matrix: AccuracyMatrix
     totals: dict[str, Any]
     wall_before: float  # wall seconds of the run before this process took it over
+    predictor: OnlinePredictor | None = None  # prediction through the memory (None: the head answers)
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
     def wall(self) -> float:
@@ -87,7 +89,15 @@ class _Online:
 
 def _predict(o: _Online, texts: list[str]) -> np.ndarray:
     c = o.config
-    return predict_labels(o.model, o.tokenizer, texts, batch_size=c.eval_batch_size, max_length=c.max_length)
+
+    def head() -> np.ndarray:
+        return predict_labels(
+            o.model, o.tokenizer, texts, batch_size=c.eval_batch_size, max_length=c.max_length
+        )
+
+    if o.predictor is None:
+        return head()
+    return o.predictor.predict(o.model, o.tokenizer, o.progress.step, texts, head)
 
 
 def _test_batch(o: _Online, batch: OnlineBatch) -> None:
@@ -338,6 +348,7 @@ def _setup(
             "phase_seconds": [],
         },
         wall_before=0.0,
+        predictor=None if config.prediction == "head" or memory is None else OnlinePredictor(config, memory),
     )
     if state:
         _restore(o, state, checkpoint)
@@ -397,5 +408,6 @@ def _result(o: _Online) -> OnlineResult:
     anytime["eval_seconds"] = p.eval_seconds
     anytime["per_task_online_accuracy"] = {t: c / n if n else None for t, (c, n) in p.per_task.items()}
     anytime["rewarmups"] = list(p.rewarmups)
+    anytime["predictor_fits"] = o.predictor.fits if o.predictor is not None else 0
     anytime["trace"] = o.trace.to_dict()
     return OnlineResult.build(o.config, o.matrix, o.totals, o.out, anytime)

@@ -41,6 +41,8 @@ def _int_at_least(name: str, value: object, minimum: int) -> None:
 class OnlineConfig(ConfigMixin):
     """How an online run batches the stream, probes it, clips and re-warms (see the module docstring).
 
+    ``refit_every`` is how many steps a memory predictor (``prediction`` other than ``"head"``) is used
+    before it is fitted again (and it is refitted at once when the memory gains a class).
     ``checkpoint_every`` is the number of steps between the checkpoints a resumed run starts from (the
     weights, the optimizer, the random state and the position in the stream). ``probe_offline`` makes an
     offline run probe its phases too, every ``probe_every`` Trainer steps (``anytime.json`` in its folder).
@@ -55,9 +57,11 @@ class OnlineConfig(ConfigMixin):
     rewarmup_steps: int = 10
     novelty_calibration: int = 64
     probe_offline: bool = False
+    refit_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "probe_every", "probe_per_class", "checkpoint_every", "rewarmup_steps"):
+        names = ("batch_size", "probe_every", "probe_per_class", "checkpoint_every", "rewarmup_steps")
+        for name in (*names, "refit_every"):
             _int_at_least(name, getattr(self, name), 1)
         _int_at_least("novelty_calibration", self.novelty_calibration, 2)
         if not isinstance(self.probe_offline, bool):
