@@ -22,7 +22,8 @@ from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_ar
 from rehearsal.cli.records import EXTERNAL_ID, Record, RecordMapper, field_list, open_records, positive_int
 from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
-from rehearsal.memory.facade import DEFAULT_TENANT, RehearsalMemory
+from rehearsal.memory.batch import DEFAULT_TENANT
+from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["ingest_verbs"]
 
