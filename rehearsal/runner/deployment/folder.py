@@ -35,6 +35,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -172,8 +173,12 @@ class Deployment:
     def suite_path(self) -> Path:
         return self.path / "suite"
 
-    def weights_dir(self, update: str) -> Path:
-        return self.path / "weights" / update.replace("/", "_")
+    def weights_dir(self, update: str, *, fresh: bool = False) -> Path:
+        """Where ``update``'s weights live; ``fresh``: emptied first (a retrained update starts over)."""
+        folder = self.path / "weights" / update.replace("/", "_")
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        return folder
 
     def open_memory(self, *, read_only: bool = False) -> RehearsalMemory:
         from rehearsal.embedding import load_encoder

@@ -20,7 +20,7 @@ import numpy as np
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.governance.audited import AuditedMemory
-from rehearsal.governance.updates import govern_update
+from rehearsal.governance.updates import UpdateRecord, govern_update
 from rehearsal.governance.versions import start_sealed
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.deployment.config import DeploymentConfig
@@ -149,21 +149,11 @@ def _first_version(
         if not examples:
             raise ValidationError(f"the memory {str(source)!r} holds no labelled entries to train on")
         labels = _label_order(mem, examples, names)
-        if suite is not None:
-            tests = read_examples(suite)
-        elif not tests:
-            train, tests = split_heldout(examples, config.heldout, rng=np.random.default_rng(config.seed))
-            held = set(tests)
-            moved = [i for i, ex in zip(ids, examples, strict=True) if ex in held]
-            audited.delete(moved)  # the suite's examples must not be trained on
-            examples = train
+        examples, tests = _cut_suite(audited, config, ids, examples, tests, suite)
         unknown = sorted({str(ex.label) for ex in tests} - set(labels))
         if unknown:
             raise ValidationError(f"the suite has labels the memory does not: {unknown[:10]}")
-        tasks: dict[str, list[str]] = {}
-        for ex in examples:
-            if ex.label not in tasks.setdefault(ex.task, []):
-                tasks[ex.task].append(str(ex.label))
+        tasks = _labels_by_task(examples)
         uid = "init-" + data_digest(examples)
         experts = {"expert_0": sorted(tasks)} if config.strategy == "expert-growth" else {}
         state = VersionState(update=uid, labels=labels, tasks=tasks, experts=experts)
@@ -184,28 +174,57 @@ def _first_version(
         with RehearsalMemory.create(dep.suite_path, keys=keys, encoder=load_encoder()) as suite_mem:
             to_memory(suite_mem, tests)
             state.suite_boundary = (max(suite_mem.ids()) + 1) if tests else 0
-        scored = score(first, tests, mem)
-        state.metrics = {
-            "accuracy": scored.accuracy_by_task(),
-            "safety": scored.accuracy_by_tag(config.safety_tags),
-            "latency": timed_latency(first, tests, mem),
-            "examples": len(tests),
-            "memory_entries": len(mem),
-        }
+        state.metrics = _first_metrics(first, tests, mem)
         dep.save_version(first, weights)
-        number = govern_update(
-            memory=mem,
-            log=audited.log,
-            keys=keys,
+        record = UpdateRecord(
+            id=uid,
+            actor="deployment",
             config=config.to_dict(),
-            gate=None,
-            run_id="deployment",
-            phase=0,
             task_names=sorted(tasks),
             weights=weights,
-            before={},
             after=state.metrics["accuracy"],
-            update=uid,
-            versions_seal=dep.versions_seal,
         )
+        seal = dep.versions_seal
+        number = govern_update(record, memory=mem, log=audited.log, keys=keys, gate=None, versions_seal=seal)
     return UpdateResult(uid, "pass", number, adapter if experts else None, None, state.metrics)
+
+
+def _cut_suite(
+    audited: AuditedMemory,
+    config: DeploymentConfig,
+    ids: list[int],
+    examples: list[Labelled],
+    tests: list[Labelled],
+    suite: str | os.PathLike[str] | None,
+) -> tuple[list[Labelled], list[Labelled]]:
+    """(training examples, test suite): the suite file when one is given, the tests handed in, or else a
+    held-out share of the memory's examples, which then leave the memory (they must not be trained on)."""
+    if suite is not None:
+        return examples, read_examples(suite)
+    if tests:
+        return examples, tests
+    train, held = split_heldout(examples, config.heldout, rng=np.random.default_rng(config.seed))
+    kept = set(held)
+    audited.delete([i for i, ex in zip(ids, examples, strict=True) if ex in kept])
+    return train, held
+
+
+def _labels_by_task(examples: list[Labelled]) -> dict[str, list[str]]:
+    """Each task's labels in order of first appearance."""
+    tasks: dict[str, list[str]] = {}
+    for ex in examples:
+        if ex.label not in tasks.setdefault(ex.task, []):
+            tasks[ex.task].append(str(ex.label))
+    return tasks
+
+
+def _first_metrics(first: DeployedModel, tests: list[Labelled], mem: RehearsalMemory) -> dict[str, Any]:
+    """The first version's numbers on the suite, as every later version records them."""
+    scored = score(first, tests, mem)
+    return {
+        "accuracy": scored.accuracy_by_task(),
+        "safety": scored.accuracy_by_tag(first.config.safety_tags),
+        "latency": timed_latency(first, tests, mem),
+        "examples": len(tests),
+        "memory_entries": len(mem),
+    }

@@ -57,10 +57,7 @@ def train_candidate(
     replay from ``memory`` entries matching ``replay_where`` (None: no replay). ``adapter`` names the
     adapter to train (None: the whole model). Returns the training's numbers: examples, replay rows
     drawn and how many were priority entries, and the counts of priority and eligible entries."""
-    from transformers import DataCollatorWithPadding, PrinterCallback, TrainingArguments, set_seed
-
-    from rehearsal.methods.ewc import EWC
-    from rehearsal.replay.trainer import LABELS, RehearsalTrainer
+    from transformers import DataCollatorWithPadding, set_seed
 
     config: DeploymentConfig = candidate.config
     set_seed(config.seed)
@@ -68,39 +65,71 @@ def train_candidate(
     train = _dataset(candidate, texts, labels, vectors)
     base = DataCollatorWithPadding(candidate.tokenizer)
     replay_on = replay_where is not None and len(memory.ids(replay_where)) > 0
+    collator: Any = base
     if replay_on and replay_where is not None:
-        replay = dataclasses.replace(
-            config.replay,
-            mark_replay=True,
-            max_length=config.max_length,
-            label_column=LABELS,
-            seed=config.seed,
-        )
-        label2id = {label: i for i, label in enumerate(candidate.state.labels)}
-        priority = (
-            priority_ids(memory, replay_where, tags=config.safety_tags, rare_share=config.rare_label_share)
-            if config.priority_share > 0
-            else []
-        )
-        collator: Any = PriorityCollator(
-            memory,
-            base,
-            candidate.tokenizer,
-            replay,
-            eligible=replay_where,
-            label2id=label2id,
-            priority=priority,
-            share=config.priority_share,
-        )
+        collator = _replay_collator(candidate, memory, base, replay_where)
     else:
+        # Without replay the collator never reads them, and the model's forward must not see them.
         train = train.remove_columns([config.replay.text_column, config.replay.vector_column])
-        collator = base
-    terms: list[Any] = []
-    ewc: EWC | None = None
-    if ewc_out is not None:
-        ewc = EWC.load(ewc_state) if ewc_state is not None and ewc_state.is_file() else EWC(config.ewc)
-        if ewc_state is not None and ewc_state.is_file():
-            terms.append(ewc)
+    # The penalty applies once the current version has a Fisher state; a first one starts it.
+    anchored = ewc_state is not None and ewc_state.is_file()
+    ewc = _ewc(config, ewc_state if anchored else None) if ewc_out is not None else None
+    _fit(candidate, model, train, collator, terms=[ewc] if ewc is not None and anchored else [])
+    counts = collator.counts() if replay_on else {}
+    if ewc is not None and ewc_out is not None:
+        _consolidate(ewc, candidate, train, base, ewc_out)
+    model.eval()
+    return {
+        "examples": float(len(texts)),
+        "replayed": float(counts.get("replayed", 0)),
+        "priority_replayed": float(counts.get("priority_replayed", 0)),
+        "priority_entries": float(counts.get("priority_entries", 0)),
+        "eligible_entries": float(len(memory.ids(replay_where)) if replay_on else 0),
+    }
+
+
+def _replay_collator(
+    candidate: DeployedModel, memory: RehearsalMemory, base: Any, replay_where: Mapping[str, Any]
+) -> PriorityCollator:
+    """The collator that tops each batch up with replay of the eligible entries, priority ones first."""
+    from rehearsal.replay.trainer import LABELS
+
+    config: DeploymentConfig = candidate.config
+    replay = dataclasses.replace(
+        config.replay, mark_replay=True, max_length=config.max_length, label_column=LABELS, seed=config.seed
+    )
+    label2id = {label: i for i, label in enumerate(candidate.state.labels)}
+    priority = (
+        priority_ids(memory, replay_where, tags=config.safety_tags, rare_share=config.rare_label_share)
+        if config.priority_share > 0
+        else []
+    )
+    return PriorityCollator(
+        memory,
+        base,
+        candidate.tokenizer,
+        replay,
+        eligible=replay_where,
+        label2id=label2id,
+        priority=priority,
+        share=config.priority_share,
+    )
+
+
+def _ewc(config: DeploymentConfig, state: Path | None) -> Any:
+    """The EWC state to train under: the current version's, or a fresh one."""
+    from rehearsal.methods.ewc import EWC
+
+    return EWC.load(state) if state is not None else EWC(config.ewc)
+
+
+def _fit(candidate: DeployedModel, model: Any, train: Any, collator: Any, *, terms: list[Any]) -> None:
+    """One quiet Trainer pass over ``train``: CE over the labels the deployment knows, ``terms`` added."""
+    from transformers import PrinterCallback, TrainingArguments
+
+    from rehearsal.replay.trainer import RehearsalTrainer
+
+    config: DeploymentConfig = candidate.config
     seen = candidate.state.label_ids(list(candidate.state.labels))
     with tempfile.TemporaryDirectory(prefix="rehearsal-update-") as scratch:
         args = TrainingArguments(
@@ -129,17 +158,6 @@ def train_candidate(
         )
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-    counts = collator.counts() if replay_on else {}
-    if ewc is not None and ewc_out is not None:
-        _consolidate(ewc, candidate, train, base, ewc_out)
-    model.eval()
-    return {
-        "examples": float(len(texts)),
-        "replayed": float(counts.get("replayed", 0)),
-        "priority_replayed": float(counts.get("priority_replayed", 0)),
-        "priority_entries": float(counts.get("priority_entries", 0)),
-        "eligible_entries": float(len(memory.ids(replay_where)) if replay_on else 0),
-    }
 
 
 def _consolidate(ewc: Any, candidate: DeployedModel, train: Any, collate: Any, out: Path) -> None:
