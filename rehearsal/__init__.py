@@ -47,6 +47,7 @@ from rehearsal.runner.tasks import TaskStream, load_jsonl_stream, load_wordnet_s
 from rehearsal.store.types import Hit
 
 if TYPE_CHECKING:
+    from rehearsal.deployment.update import update
     from rehearsal.methods.adapters import AdapterRouter, TaskAdapters
     from rehearsal.methods.ewc import EWC
     from rehearsal.methods.predictors import MemoryClassifier
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
     from rehearsal.replay.collator import RehearsalCollator, embed_dataset
     from rehearsal.replay.memory_metrics import memory_compute_metrics
     from rehearsal.replay.trainer import RehearsalTrainer
-    from rehearsal.runner.deployment.update import update
     from rehearsal.runner.loop import run
     from rehearsal.runner.results import RunResult
     from rehearsal.runner.trainer_matrix import AccuracyMatrixCallback
@@ -76,7 +76,7 @@ _LAZY = {
     "RunResult": "rehearsal.runner.results",
     "AccuracyMatrixCallback": "rehearsal.runner.trainer_matrix",
     "run": "rehearsal.runner.loop",
-    "update": "rehearsal.runner.deployment.update",
+    "update": "rehearsal.deployment.update",
 }
 
 __all__ = [

@@ -36,8 +36,22 @@ from typing import Any
 import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.crypto.master_key import resolve_master_key
-from rehearsal.errors import ConfigError, IntegrityError, MissingKeyError, UpdateBlockedError, ValidationError
+from rehearsal.deployment.evaluate import score, timed_latency, unlearned_tasks
+from rehearsal.deployment.examples import (
+    Labelled,
+    data_digest,
+    read_examples,
+    split_heldout,
+    suite_examples,
+    to_memory,
+)
+from rehearsal.deployment.experts import Part, plan_training
+from rehearsal.deployment.folder import Deployment, VersionState
+from rehearsal.deployment.model import DeployedModel
+from rehearsal.deployment.result import UpdateResult, deployment_keys
+from rehearsal.deployment.stage_failure import discard_failed_stage
+from rehearsal.deployment.training import train_candidate
+from rehearsal.errors import ConfigError, IntegrityError, UpdateBlockedError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, safe_token
 from rehearsal.governance.audited import AuditedMemory, last_audited_generation
 from rehearsal.governance.gate import NEEDS_APPROVAL, evaluate_gate
@@ -51,44 +65,10 @@ from rehearsal.governance.updates import (
 from rehearsal.governance.versions import rollback as rollback_memory
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import embed_texts
-from rehearsal.runner.deployment.evaluate import score, timed_latency, unlearned_tasks
-from rehearsal.runner.deployment.examples import (
-    Labelled,
-    data_digest,
-    read_examples,
-    split_heldout,
-    suite_examples,
-    to_memory,
-)
-from rehearsal.runner.deployment.experts import Part, plan_training
-from rehearsal.runner.deployment.folder import Deployment, VersionState
-from rehearsal.runner.deployment.model import DeployedModel
-from rehearsal.runner.deployment.stage_failure import discard_failed_stage
-from rehearsal.runner.deployment.training import train_candidate
+
+# UpdateResult and deployment_keys are re-exported: callers of update() and promote() import them here.
 
 __all__ = ["UpdateResult", "approve", "deployment_keys", "promote", "rollback", "update"]
-
-
-@dataclasses.dataclass
-class UpdateResult:
-    update: str
-    decision: str  # "pass" (a new current version) or "staged" (waiting for promote)
-    version: int | None
-    expert: str | None
-    novelty: dict[str, Any] | None
-    metrics: dict[str, Any]
-    # A staged candidate: what the gate would decide now, before the shadow ({"decision", "codes"}).
-    gate_preview: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def deployment_keys(keys: KeyRing | None, key_file: str | None = None) -> KeyRing:
-    found = keys if keys is not None else resolve_master_key(key_file)
-    if found is None:
-        raise MissingKeyError("a deployment's memory is encrypted: give its master key (env or --key-file)")
-    return found
 
 
 def _grown_state(state: VersionState, uid: str, examples: list[Labelled], capacity: int) -> VersionState:

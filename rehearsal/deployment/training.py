@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.model import DeployedModel
+from rehearsal.deployment.priority import PriorityCollator, priority_ids
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.model import DeployedModel
-from rehearsal.runner.deployment.priority import PriorityCollator, priority_ids
 
 __all__ = ["train_candidate"]
-
-_FISHER_BATCH = 16
 
 
 def _dataset(
@@ -125,49 +123,35 @@ def _ewc(config: DeploymentConfig, state: Path | None) -> Any:
 
 def _fit(candidate: DeployedModel, model: Any, train: Any, collator: Any, *, terms: list[Any]) -> None:
     """One quiet Trainer pass over ``train``: CE over the labels the deployment knows, ``terms`` added."""
-    from transformers import PrinterCallback, TrainingArguments
-
-    from rehearsal.replay.trainer import RehearsalTrainer
+    from rehearsal.training.trainer import TrainSettings
+    from rehearsal.training.trainer import train as train_model
 
     config: DeploymentConfig = candidate.config
+    settings = TrainSettings(
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        loss="ce",
+        mask_unseen=True,
+    )
     seen = candidate.state.label_ids(list(candidate.state.labels))
     with tempfile.TemporaryDirectory(prefix="rehearsal-update-") as scratch:
-        args = TrainingArguments(
+        train_model(
+            model,
+            settings,
             output_dir=scratch,
-            per_device_train_batch_size=config.batch_size,
-            num_train_epochs=config.epochs,
-            learning_rate=config.learning_rate,
-            seed=config.seed,
-            save_strategy="no",
-            logging_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            remove_unused_columns=False,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
-        trainer = RehearsalTrainer(
-            model=model,
-            args=args,
-            train_dataset=train,
-            data_collator=collator,
-            loss="ce",
-            mask_unseen=True,
+            dataset=train,
+            collator=collator,
             seen_classes=seen,
             loss_terms=terms,
         )
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
 
 
 def _consolidate(ewc: Any, candidate: DeployedModel, train: Any, collate: Any, out: Path) -> None:
     """Fold the new data's Fisher into the EWC state and anchor it at the candidate."""
-    from torch.utils.data import DataLoader
+    from rehearsal.training.fisher import consolidate
 
-    columns = [
-        c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in train.column_names
-    ]
-    examples = train.select_columns(columns)
-    ewc.consolidate(candidate.model, DataLoader(examples, batch_size=_FISHER_BATCH, collate_fn=collate))
+    consolidate(ewc, candidate.model, train, collate)
     out.parent.mkdir(parents=True, exist_ok=True)
     ewc.save(out)

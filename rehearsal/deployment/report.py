@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment, VersionState
+from rehearsal.deployment.report_plots import bars_png, lines_png
+from rehearsal.deployment.result import deployment_keys
 from rehearsal.governance.audit_log import AuditEntry
 from rehearsal.governance.versions import Version
-from rehearsal.runner.deployment.folder import Deployment, VersionState
-from rehearsal.runner.deployment.report_plots import bars_png, lines_png
-from rehearsal.runner.deployment.update import deployment_keys
 
 __all__ = ["PLOTS", "write_report"]
 
