@@ -41,13 +41,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.report import write_report
+from rehearsal.deployment.update import approve, update
 from rehearsal.embedding import load_encoder
 from rehearsal.errors import UpdateBlockedError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.report import write_report
-from rehearsal.runner.deployment.update import approve, update
 from rehearsal.runner.tasks import Example, load_wordnet_stream
 
 ENTITIES, EVENTS = ("living", "physical"), ("verbs", "modifiers")

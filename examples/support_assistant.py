@@ -43,14 +43,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.report import write_report
+from rehearsal.deployment.shadow import shadow
+from rehearsal.deployment.update import UpdateResult, approve, promote, rollback, update
 from rehearsal.embedding import load_encoder
 from rehearsal.errors import UpdateBlockedError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.report import write_report
-from rehearsal.runner.deployment.shadow import shadow
-from rehearsal.runner.deployment.update import UpdateResult, approve, promote, rollback, update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from rehearsal.runner.tasks import Example
 

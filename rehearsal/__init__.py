@@ -48,6 +48,7 @@ from rehearsal.store.types import Hit
 from rehearsal.threads import ThreadPlan, size_thread_pools
 
 if TYPE_CHECKING:
+    from rehearsal.deployment.update import update
     from rehearsal.methods.adapters import AdapterRouter, TaskAdapters
     from rehearsal.methods.ewc import EWC
     from rehearsal.methods.predictors import MemoryClassifier
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from rehearsal.replay.collator import RehearsalCollator, embed_dataset
     from rehearsal.replay.memory_metrics import memory_compute_metrics
     from rehearsal.replay.trainer import RehearsalTrainer
-    from rehearsal.runner.deployment.update import update
     from rehearsal.runner.loop import run
     from rehearsal.runner.results import RunResult
     from rehearsal.runner.trainer_matrix import AccuracyMatrixCallback
@@ -77,7 +77,7 @@ _LAZY = {
     "RunResult": "rehearsal.runner.results",
     "AccuracyMatrixCallback": "rehearsal.runner.trainer_matrix",
     "run": "rehearsal.runner.loop",
-    "update": "rehearsal.runner.deployment.update",
+    "update": "rehearsal.deployment.update",
 }
 
 __all__ = [

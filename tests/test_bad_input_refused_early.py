@@ -12,13 +12,13 @@ import pytest
 from rehearsal.cli.main import main
 from rehearsal.config import MAX_SEED, ReplayConfig
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.examples import read_examples
 from rehearsal.errors import ConfigError, ValidationError
 from rehearsal.governance.audit_log import AuditLog
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.config import RunConfig
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.examples import read_examples
 
 # What a JSON file holds when it escapes half of a surrogate pair: valid JSON, not text.
 SURROGATE_ROW = '{"text": "caf\\ud800", "label": "a", "task": "t", "split": "train"}\n'

@@ -14,13 +14,13 @@ import pytest
 
 from rehearsal.cli.main import main
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.shadow import canary_arm, shadow
+from rehearsal.deployment.update import promote, rollback, update
 from rehearsal.errors import UpdateBlockedError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.shadow import canary_arm, shadow
-from rehearsal.runner.deployment.update import promote, rollback, update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from rehearsal.runner.tasks import Example
 
@@ -266,7 +266,7 @@ def test_the_report_renders_in_headless_chromium_with_every_plot(
 ) -> None:
     import subprocess
 
-    from rehearsal.runner.deployment.report import PLOTS, write_report
+    from rehearsal.deployment.report import PLOTS, write_report
 
     keys = KeyRing.generate()
     stream = load_sentiment_stream(max_train_per_class=3, max_test_per_class=1)
@@ -308,6 +308,7 @@ def test_a_deployment_from_a_finished_run_keeps_its_memory_labels_and_audit_chai
 ) -> None:
     from _models import tiny_run_config
 
+    from rehearsal.runner.handoff import run_handoff
     from rehearsal.runner.loop import run
 
     # The run reads its stream from a file, so the deployment finds the same labels and test sets.
@@ -324,7 +325,10 @@ def test_a_deployment_from_a_finished_run_keeps_its_memory_labels_and_audit_chai
     entries_before = len(run_log.entries())
     dep = tmp_path / "dep"
     first = init_deployment(
-        dep, from_run=tmp_path / "run", keys=keys, options={**FAST, "max_labels": 24, "epochs": 1}
+        dep,
+        from_run=run_handoff(tmp_path / "run"),
+        keys=keys,
+        options={**FAST, "max_labels": 24, "epochs": 1},
     )
     state = Deployment.open(dep, keys).current()[1]
     assert set(state.tasks) == {"living", "verbs"}

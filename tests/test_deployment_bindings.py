@@ -20,14 +20,14 @@ import pytest
 
 from rehearsal.cli.main import main
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.migrate import migrate_deployment
+from rehearsal.deployment.seal import SEAL_FILE
+from rehearsal.deployment.shadow import shadow
+from rehearsal.deployment.update import promote, rollback, update
 from rehearsal.errors import IntegrityError, NotFoundError, StoreFormatError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.migrate import migrate_deployment
-from rehearsal.runner.deployment.seal import SEAL_FILE
-from rehearsal.runner.deployment.shadow import shadow
-from rehearsal.runner.deployment.update import promote, rollback, update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from tests.test_deployment import FAST, _memory, _write
 
@@ -201,7 +201,7 @@ def test_pending_json_of_another_deployment_is_refused(pair: dict[str, Any], tmp
     dep = _copy(pair["a"], tmp_path)
     other = Deployment.open(pair["b"], keys)
     body = {"update": "update-x", "weights": "weights/update-x"}
-    from rehearsal.runner.deployment.folder import pending_tag
+    from rehearsal.deployment.folder import pending_tag
 
     (dep / "pending.json").write_text(json.dumps({"pending": body, "tag": pending_tag(keys, other.id, body)}))
     with pytest.raises(IntegrityError, match="another deployment's"):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from rehearsal.deployment.examples import Labelled, read_examples
 from rehearsal.errors import ValidationError
-from rehearsal.runner.deployment.examples import Labelled, read_examples
 
 
 def _write(path: Path, text: str) -> Path:

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.shadow import shadow
+from rehearsal.deployment.update import promote, rollback, update
 from rehearsal.errors import IntegrityError, UpdateBlockedError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.gate import GateConfig, compare_arms, staging_verdict
 from rehearsal.governance.updates import live_check, staging_check
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.shadow import shadow
-from rehearsal.runner.deployment.update import promote, rollback, update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from tests.test_deployment import FAST, _memory, _write
 
@@ -203,9 +203,9 @@ def test_a_staged_candidate_that_needs_approval_stays_staged_until_approved(
 
 
 def test_a_new_task_answered_at_chance_is_flagged_for_approval() -> None:
-    from rehearsal.runner.deployment.evaluate import unlearned_tasks
-    from rehearsal.runner.deployment.examples import Labelled
-    from rehearsal.runner.deployment.folder import VersionState
+    from rehearsal.deployment.evaluate import unlearned_tasks
+    from rehearsal.deployment.examples import Labelled
+    from rehearsal.deployment.folder import VersionState
 
     state = VersionState(
         update="u",

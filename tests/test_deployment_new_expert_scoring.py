@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.evaluate import score
+from rehearsal.deployment.examples import suite_examples
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.model import DeployedModel
+from rehearsal.deployment.update import update
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.evaluate import score
-from rehearsal.runner.deployment.examples import suite_examples
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.model import DeployedModel
-from rehearsal.runner.deployment.update import update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from tests.test_deployment import FAST
 

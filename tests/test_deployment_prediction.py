@@ -11,9 +11,9 @@ import pytest
 
 from rehearsal.cli.main import main
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.runner.deployment.answers import MemoryAnswers
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.update import update
+from rehearsal.deployment.answers import MemoryAnswers
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.update import update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from tests.test_deployment import FAST, _memory, _write
 

@@ -12,12 +12,12 @@ import pytest
 
 from rehearsal.config import ReplayConfig
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.priority import PrioritySelector, priority_ids, rare_labels
+from rehearsal.deployment.update import update
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.priority import PrioritySelector, priority_ids, rare_labels
-from rehearsal.runner.deployment.update import update
 from rehearsal.runner.sentiment import load_sentiment_stream
 
 FAST = {

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.seal import SEAL_FILE, seal_weights, verify_weights
+from rehearsal.deployment.update import promote, rollback, update
 from rehearsal.errors import IntegrityError, StoreFormatError
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.seal import SEAL_FILE, seal_weights, verify_weights
-from rehearsal.runner.deployment.update import promote, rollback, update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from tests.test_deployment import FAST, _memory, _write
 

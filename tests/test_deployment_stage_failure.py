@@ -11,11 +11,11 @@ import pytest
 
 from rehearsal.cli.main import KEY_ENV, main
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.update import update
 from rehearsal.errors import UpdateBlockedError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.update import update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from rehearsal.runner.tasks import Example
 

@@ -1,6 +1,6 @@
 """The house rules of rehearsal/'s layering, read from the code's imports (AST; imports inside functions
-and under TYPE_CHECKING count too). Each rule is also run on a small package with the fault planted, so
-a rule that could never fail would show here."""
+and under TYPE_CHECKING count too), and of its sizes (modules and functions a reader can hold). Each rule
+is also run on a small package with the fault planted, so a rule that could never fail would show here."""
 
 from __future__ import annotations
 
@@ -16,9 +16,23 @@ MASTER_KEY_ENV = "REHEARSAL_MASTER_KEY"
 HEAVY = ("torch", "transformers", "peft", "sentence_transformers", "datasets", "accelerate", "trl")
 CONFIGS = ("rehearsal.config", "rehearsal.runner.config")
 UTILITIES = ("rehearsal.errors", "rehearsal._files")
-# Each folder imports only from the folders after it; the top-level modules (config, embedding, errors,
-# _files) from none. The package's __init__ (the public names) is the one module that gathers them all.
-LAYERS = ("cli", "runner", "governance", "replay", "methods", "memory", "store", "crypto")
+# Each folder imports only from the folders after it; folders grouped in one layer are siblings, which
+# import neither each other nor anything above them (runner and deployment both train through training).
+# The top-level modules (config, embedding, errors, _files) import from no folder. The package's __init__
+# (the public names) is the one module that gathers them all.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("cli",),
+    ("runner", "deployment"),
+    ("training",),
+    ("governance",),
+    ("replay",),
+    ("methods",),
+    ("memory",),
+    ("store",),
+    ("crypto",),
+)
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 70  # def line to end line, as the AST has it
 
 
 @dataclass
@@ -138,9 +152,17 @@ def reachable(modules: dict[str, Module], start: str) -> set[str]:
     return seen
 
 
-def _layer(name: str) -> int:
+def _folder(name: str) -> str | None:
+    """The top folder a module lives in (``rehearsal.runner.loop`` -> ``runner``); None outside LAYERS."""
     parts = name.split(".")
-    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else len(LAYERS)
+    if len(parts) > 1 and any(parts[1] in layer for layer in LAYERS):
+        return parts[1]
+    return None
+
+
+def _layer(name: str) -> int:
+    folder = _folder(name)
+    return next((i for i, layer in enumerate(LAYERS) if folder in layer), len(LAYERS))
 
 
 def violations(modules: dict[str, Module], top: str = "rehearsal") -> list[str]:
@@ -152,6 +174,8 @@ def violations(modules: dict[str, Module], top: str = "rehearsal") -> list[str]:
         for target in sorted(module.internal):
             if target != top and _layer(target) < _layer(name):
                 bad.append(f"{name} imports {target}, a layer above it")
+            elif _layer(target) == _layer(name) and _folder(target) not in (None, _folder(name)):
+                bad.append(f"{name} imports {target}, a sibling folder of its layer")
     store, crypto = f"{top}.store", f"{top}.crypto"
     utilities = tuple(u.replace("rehearsal", top, 1) for u in UTILITIES)
     backends = (f"{top}.store.sqlite", f"{top}.store.faiss", f"{top}.store.postgres", f"{top}.store.milvus")
@@ -163,7 +187,8 @@ def violations(modules: dict[str, Module], top: str = "rehearsal") -> list[str]:
                 bad.append(f"{name} names the concrete backend {target}; only store.registry may")
             if _under(name, f"{top}.replay") and _under(target, f"{top}.store.faiss"):
                 bad.append(f"{name} (replay) imports {target} (FAISS)")
-            if _under(name, f"{top}.methods") and _under(target, f"{top}.runner", f"{top}.governance"):
+            above_methods = (f"{top}.runner", f"{top}.deployment", f"{top}.governance")
+            if _under(name, f"{top}.methods") and _under(target, *above_methods):
                 bad.append(f"{name} (methods) imports {target}")
             if _under(target, f"{top}.cli") and not _under(name, f"{top}.cli"):
                 bad.append(f"{name} imports {target}: nothing imports the CLI")
@@ -217,9 +242,13 @@ def _plant(tmp_path: Path, files: dict[str, str]) -> dict[str, Module]:
         "governance/audit.py": "from rehearsal.crypto.keys import KeyRing\n",
         "runner/__init__.py": "",
         "runner/config.py": "from rehearsal.errors import ConfigError\n",
-        "runner/loop.py": "from rehearsal.runner.config import RunConfig\nimport rehearsal.methods.ewc\n",
+        "runner/loop.py": "from rehearsal.runner.config import C\nimport rehearsal.training.core\n",
         "cli/__init__.py": "",
-        "cli/main.py": "from rehearsal.runner.loop import run\n",
+        "training/__init__.py": "",
+        "training/core.py": "from rehearsal.replay.selector import S\nimport rehearsal.methods.ewc\n",
+        "deployment/__init__.py": "",
+        "deployment/update.py": "from rehearsal.training.core import train\n",
+        "cli/main.py": "from rehearsal.runner.loop import run\nfrom rehearsal.deployment.update import u\n",
         "config.py": "",
         **files,
     }
@@ -253,6 +282,17 @@ _ASK_KEY = 'import os\n\ndef key():\n    return os.environ["REHEARSAL_MASTER_KEY
         ({"methods/ewc.py": "def f():\n    from rehearsal.governance import audit\n"}, "(methods) imports"),
         ({"runner/loop.py": "from rehearsal.cli.main import main\n"}, "nothing imports the CLI"),
         ({"memory/facade.py": "from rehearsal.replay.selector import S\n"}, "a layer above it"),
+        ({"training/core.py": "from rehearsal.runner.config import RunConfig\n"}, "a layer above it"),
+        (
+            {"training/core.py": "def f():\n    from rehearsal.deployment.update import u\n"},
+            "a layer above it",
+        ),
+        ({"deployment/update.py": "from rehearsal.runner.config import RunConfig\n"}, "sibling folder"),
+        (
+            {"runner/loop.py": "def f():\n    from rehearsal.deployment.update import update\n"},
+            "sibling folder",
+        ),
+        ({"methods/ewc.py": "from rehearsal.deployment.update import update\n"}, "(methods) imports"),
         ({"config.py": "from rehearsal.crypto.keys import KeyRing\n"}, "a layer above it"),
         ({"runner/config.py": "from rehearsal.methods.ewc import EWC\n"}, "torch-side"),
         ({f"m{i}.py": _ASK_KEY for i in range(4)}, "named in 4 modules"),
@@ -266,3 +306,52 @@ def test_a_broken_rule_is_reported(tmp_path: Path, files: dict[str, str], expect
 def test_a_docstring_naming_the_key_variable_does_not_count(tmp_path: Path) -> None:
     files: dict[str, str] = {f"m{i}.py": '"""Reads REHEARSAL_MASTER_KEY."""\n' for i in range(5)}
     assert violations(_plant(tmp_path, files)) == []
+
+
+# -- sizes ---------------------------------------------------------------------------------------------
+
+
+def oversized(root: Path) -> list[str]:
+    """Every module under ``root`` over MAX_MODULE_LINES lines and every function (or method) over
+    MAX_FUNCTION_LINES, one line each (empty: every room is a size a reader can hold)."""
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(root.parent)
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            bad.append(f"{where} has {len(text.splitlines())} lines (at most {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    bad.append(
+                        f"{where}:{node.lineno} {node.name} has {length} lines (at most {MAX_FUNCTION_LINES})"
+                    )
+    return bad
+
+
+def test_no_module_or_function_in_rehearsal_is_oversized() -> None:
+    assert oversized(Path(rehearsal.__file__).parent) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x = 1\n" * (MAX_MODULE_LINES + 1), f"has {MAX_MODULE_LINES + 1} lines"),
+        ("def f():\n" + "    pass\n" * MAX_FUNCTION_LINES, f"f has {MAX_FUNCTION_LINES + 1} lines"),
+        ("class C:\n    def m(self):\n" + "        pass\n" * MAX_FUNCTION_LINES, "m has"),
+    ],
+)
+def test_an_oversized_module_or_function_is_reported(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "rehearsal").mkdir()
+    (tmp_path / "rehearsal" / "big.py").write_text(text, encoding="utf-8")
+    found = oversized(tmp_path / "rehearsal")
+    assert any(expected in line for line in found), found
+
+
+def test_rooms_at_the_limits_are_not_reported(tmp_path: Path) -> None:
+    (tmp_path / "rehearsal").mkdir()
+    body = "def f():\n" + "    pass\n" * (MAX_FUNCTION_LINES - 1)
+    text = body + "x = 1\n" * (MAX_MODULE_LINES - MAX_FUNCTION_LINES)
+    (tmp_path / "rehearsal" / "full.py").write_text(text, encoding="utf-8")
+    assert oversized(tmp_path / "rehearsal") == []

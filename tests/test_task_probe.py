@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.init import init_deployment
+from rehearsal.deployment.model import DeployedModel
+from rehearsal.deployment.update import update
 from rehearsal.errors import ConfigError, StoreFormatError, ValidationError
 from rehearsal.methods.inference import embed_texts
 from rehearsal.methods.task_probe import TaskProbe
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.init import init_deployment
-from rehearsal.runner.deployment.model import DeployedModel
-from rehearsal.runner.deployment.update import update
 from rehearsal.runner.sentiment import load_sentiment_stream
 from tests.test_deployment import FAST, _memory, _write
 

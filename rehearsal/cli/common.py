@@ -54,7 +54,7 @@ KEY_ENV = MASTER_KEY_ENV
 TENANT_NAMES_ENV = "REHEARSAL_AUDIT_TENANT_NAMES"
 # A memory folder's manifest; a run folder's state file and the memory it keeps (run/loop.py).
 MANIFEST, RUN_STATE, RUN_MEMORY = "memory.json", "state.json", "memory"
-DEPLOYMENT = "deployment.json"  # a deployment folder's file (rehearsal.runner.deployment.folder)
+DEPLOYMENT = "deployment.json"  # a deployment folder's file (rehearsal.deployment.folder)
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # A gate's outcomes that are not errors: a pipeline branches on them.
 EXIT_NEEDS_APPROVAL = 3

@@ -61,12 +61,13 @@ def _metrics_line(metrics: dict[str, Any]) -> str:
 
 
 def _init(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.deployment.init import init_deployment
+    from rehearsal.deployment.init import init_deployment
+    from rehearsal.runner.handoff import run_handoff
 
     result = init_deployment(
         args.path,
         memory=args.memory,
-        from_run=args.from_run,
+        from_run=run_handoff(args.from_run) if args.from_run is not None else None,
         model=args.model,
         strategy=args.strategy,
         suite=args.suite,
@@ -132,7 +133,7 @@ def _update_args(p: argparse.ArgumentParser) -> None:
 
 
 def _update(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.deployment.update import update
+    from rehearsal.deployment.update import update
 
     try:
         result = update(args.path, args.data, keys=keys_from_args(args), task=args.task, stage=args.stage)
@@ -171,7 +172,7 @@ def _arm_line(name: str, arm: dict[str, Any]) -> str:
 
 
 def _shadow(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.deployment.shadow import shadow
+    from rehearsal.deployment.shadow import shadow
 
     report = shadow(args.path, args.requests, keys=keys_from_args(args), canary=args.canary)
     lines = [f"{report['mode']} of {report['update']} against v{report['current_version']}"]
@@ -187,7 +188,7 @@ def _shadow(args: argparse.Namespace) -> Report:
 
 
 def _promote(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.deployment.update import promote
+    from rehearsal.deployment.update import promote
 
     try:
         result = promote(args.path, keys=keys_from_args(args))
@@ -202,7 +203,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.deployment.report import write_report
+    from rehearsal.deployment.report import write_report
 
     page = write_report(args.path, out=args.out, keys=keys_from_args(args))
     return Report({"path": args.path, "report": str(page)}, [f"wrote {page}"])
@@ -215,7 +216,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.deployment.predict import predict_requests
+    from rehearsal.deployment.predict import predict_requests
 
     result = predict_requests(args.path, args.data, keys=keys_from_args(args), out=args.out)
     lat = result["latency"]
@@ -232,8 +233,8 @@ def _predict(args: argparse.Namespace) -> Report:
 
 
 def _migrate(args: argparse.Namespace) -> Report:
-    from rehearsal.runner.deployment.migrate import migrate_deployment
-    from rehearsal.runner.deployment.update import deployment_keys
+    from rehearsal.deployment.migrate import migrate_deployment
+    from rehearsal.deployment.result import deployment_keys
 
     done = migrate_deployment(args.path, keys=deployment_keys(keys_from_args(args)))
     if not done["migrated"]:

@@ -187,7 +187,7 @@ def _versions(args: argparse.Namespace) -> Report:
     require_memory(args.path)
     deployment = Path(args.path).parent
     if is_sealed(args.path) and (deployment / "deployment.json").is_file():
-        from rehearsal.runner.deployment.folder import Deployment
+        from rehearsal.deployment.folder import Deployment
 
         # A deployment's versions file is sealed and bound to it: read through the deployment (checked).
         keys = keys_from_args(args)
@@ -226,7 +226,7 @@ def _rollback(args: argparse.Namespace) -> Report:
     keys = keys_from_args(args)
     deployment = Path(args.path).parent
     if (deployment / "deployment.json").is_file() and args.log is None:
-        from rehearsal.runner.deployment.update import rollback as rollback_deployment
+        from rehearsal.deployment.update import rollback as rollback_deployment
 
         # A deployment also trims its regression suite and discards a staged candidate.
         done = rollback_deployment(deployment, args.version, keys=keys)

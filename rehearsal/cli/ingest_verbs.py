@@ -22,7 +22,8 @@ from rehearsal.cli.encoder_options import add_encoder_arguments, encoder_from_ar
 from rehearsal.cli.records import EXTERNAL_ID, Record, RecordMapper, field_list, open_records, positive_int
 from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import MissingKeyError, RehearsalError, ValidationError
-from rehearsal.memory.facade import DEFAULT_TENANT, RehearsalMemory
+from rehearsal.memory.batch import DEFAULT_TENANT
+from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["ingest_verbs"]
 
@@ -115,17 +116,7 @@ def _ingest(args: argparse.Namespace) -> Report:
     from tqdm import tqdm
 
     source = open_records(args.file, split=args.split)
-    mapper = RecordMapper(
-        text_field=args.text_field,
-        metadata_fields=args.metadata_fields,
-        source_field=args.source_field,
-        label_field=args.label_field,
-        task_field=args.task_field,
-        task=args.task,
-        retain_until=args.retain_until,
-        tenant_field=args.tenant_field,
-        id_field=args.id_field,
-    )
+    mapper = _mapper(args)
     if args.tenant is not None:
         validate_tenant(args.tenant)  # before the memory is created or a record embedded
     total = source.check(mapper)  # every record, before any is added: no half-ingested files
@@ -148,21 +139,11 @@ def _ingest(args: argparse.Namespace) -> Report:
         memory.encoder  # noqa: B018 - load it now, so the bar measures ingestion and not start-up
         with tqdm(total=total, unit="rec", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
             for batch in source.batches(mapper, args.batch_size):
-                # One transaction per batch, whatever its mix of tenants (each sealed under its own key).
-                texts = [r.text for r in batch]
-                metadata = [r.metadata for r in batch]
-                sources = [r.source for r in batch if r.source] if memory.embedding_only else None
-                owners = _owners(batch, args.tenant)
                 try:
-                    if args.id_field is None:
-                        ids += memory.add(texts, metadata=metadata, tenant=owners, sources=sources)
-                    else:
-                        new, old = memory.upsert(
-                            texts, key=EXTERNAL_ID, metadata=metadata, tenant=owners, sources=sources
-                        )
-                        ids, replaced = ids + new, replaced + old
+                    new, old = _add_batch(memory, batch, args.tenant, upsert=args.id_field is not None)
                 except RehearsalError as exc:
                     raise type(exc)(f"{exc} ({len(ids)} records from earlier batches were added)") from None
+                ids, replaced = ids + new, replaced + old
                 bar.update(len(batch))
                 for r in batch:
                     task = str(r.metadata.get("task"))
@@ -183,6 +164,34 @@ def _ingest(args: argparse.Namespace) -> Report:
         data |= _clear_vectors_note(stats)
         lines += _clear_vectors_lines(stats)
     return Report(data, lines)
+
+
+def _mapper(args: argparse.Namespace) -> RecordMapper:
+    return RecordMapper(
+        text_field=args.text_field,
+        metadata_fields=args.metadata_fields,
+        source_field=args.source_field,
+        label_field=args.label_field,
+        task_field=args.task_field,
+        task=args.task,
+        retain_until=args.retain_until,
+        tenant_field=args.tenant_field,
+        id_field=args.id_field,
+    )
+
+
+def _add_batch(
+    memory: RehearsalMemory, batch: list[Record], tenant: str | None, *, upsert: bool
+) -> tuple[list[int], list[int]]:
+    """(new ids, replaced ids): one transaction per batch, whatever its mix of tenants (each sealed under
+    its own key); an upsert replaces the records with the same external ids."""
+    texts = [r.text for r in batch]
+    metadata = [r.metadata for r in batch]
+    sources = [r.source for r in batch if r.source] if memory.embedding_only else None
+    owners = _owners(batch, tenant)
+    if not upsert:
+        return memory.add(texts, metadata=metadata, tenant=owners, sources=sources), []
+    return memory.upsert(texts, key=EXTERNAL_ID, metadata=metadata, tenant=owners, sources=sources)
 
 
 def _check_external_ids(source: Any, mapper: RecordMapper, field: str) -> None:

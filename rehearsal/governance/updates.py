@@ -34,8 +34,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -65,6 +66,7 @@ from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = [
     "UNGATED",
+    "UpdateRecord",
     "approve_update",
     "approver_of",
     "awaiting_approval",
@@ -184,108 +186,138 @@ def update_id(run_id: str, phase: int) -> str:
     return f"{run_id}/phase-{phase}"
 
 
+@dataclass(frozen=True)
+class UpdateRecord:
+    """One update to govern: which it is, what it trained, and the evidence the gate weighs.
+
+    ``before`` and ``after``: accuracy per task measured before and after the update (``before`` holds the
+    tasks trained earlier). ``staged``: per earlier task, which held-out examples the current version and
+    the candidate got right (same examples, same order), for the staging comparison. ``live``: a shadow's
+    or canary's per-request results (:func:`live_check`). ``flags``: (code, reason) pairs a caller's own
+    checks raised, each of which needs approval. ``hold_for_approval``: an update that needs approval
+    keeps its entries (a staged candidate waiting for ``rehearsal approve`` and a second promote); a
+    failed one is always undone.
+    """
+
+    id: str  # the update id ``rehearsal approve`` names (a run's: :func:`update_id`)
+    actor: str  # who made it, as the audit log records it: the run id, or "deployment"
+    config: Mapping[str, Any]
+    task_names: Sequence[str]
+    weights: Path
+    after: Mapping[str, float]
+    before: Mapping[str, float] = field(default_factory=dict)
+    staged: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+    live: Mapping[str, Any] | None = None
+    flags: Sequence[tuple[str, str]] = ()
+    seed: int = 0
+    hold_for_approval: bool = False
+
+
+@dataclass
+class _Verdict:
+    """What the gate made of an update: its decision, the codes and reasons behind it, who approved it."""
+
+    decision: str = UNGATED
+    reasons: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
+    approver: str | None = None
+    staging: dict[str, dict[str, float]] | None = None
+    live: dict[str, dict[str, float]] | None = None
+
+
 def govern_update(
+    update: UpdateRecord,
     *,
     memory: RehearsalMemory,
     log: AuditLog,
     keys: KeyRing,
-    config: Mapping[str, Any],
     gate: GateConfig | None,
-    run_id: str,
-    phase: int,
-    task_names: Sequence[str],
-    weights: Path,
-    before: Mapping[str, float],
-    after: Mapping[str, float],
-    staged: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    seed: int = 0,
-    update: str | None = None,
-    live: Mapping[str, Any] | None = None,
-    flags: Sequence[tuple[str, str]] = (),
-    hold_for_approval: bool = False,
     versions_seal: VersionsSeal | None = None,
 ) -> int:
-    """Gate, then version and audit the update (see the module docstring); returns the version number.
+    """Gate, then version and audit ``update`` (see the module docstring); returns the version number.
 
-    ``memory`` is the run's open (writable) handle and ``log`` its audit log; ``keys`` key the data digest.
-
-    ``before`` and ``after``: accuracy per task measured before and after the phase (``before`` holds the
-    tasks trained earlier). ``staged``: per earlier task, which held-out examples the current version and
-    the candidate got right (same examples, same order), for the staging comparison. ``live``: a shadow's
-    or canary's per-request results (:func:`live_check`). ``flags``: (code, reason) pairs a caller's own
-    checks raised, each of which needs approval. ``hold_for_approval``: an update that needs
-    approval keeps its entries (a staged candidate waiting for ``rehearsal approve`` and a second
-    promote); a failed one is always undone. ``versions_seal``: how the versions file is sealed (a
-    deployment's; None: a run's plain file). Raises :class:`UpdateBlockedError` once the block is
-    logged and undone.
+    ``memory`` is the open (writable) handle and ``log`` its audit log; ``keys`` key the data digest.
+    ``versions_seal``: how the versions file is sealed (a deployment's; None: a run's plain file). Raises
+    :class:`UpdateBlockedError` once the block is logged and undone.
     """
-
-    uid = update if update is not None else update_id(run_id, phase)
     added, evicted = memory.changes_since(last_audited_generation(log) or 0)
     texts = memory.get_texts(added) if added and not memory.embedding_only else []
     digest = _data_digest(keys, texts)
-    decision, reasons, codes, approver = UNGATED, [], [], None
-    summary: dict[str, dict[str, float]] | None = None
-    live_summary: dict[str, dict[str, float]] | None = None
-    if gate is not None:
-        report = evaluate_gate(before, after, texts, [], gate)
-        decision, reasons, codes = (
-            report.decision,
-            list(report.reasons),
-            [_safe_code(c) for c in report.codes],
-        )
-        checks: list[tuple[list[str], list[str], str]] = []
-        if decision != FAIL and staged:
-            summary, more_codes, more_reasons, verdict = staging_check(gate, staged, seed)
-            checks.append((more_codes, more_reasons, verdict))
-        if decision != FAIL and live is not None:
-            live_summary, more_codes, more_reasons, verdict = live_check(gate, live, seed)
-            checks.append((more_codes, more_reasons, verdict))
-        if decision != FAIL and flags:
-            checks.append(([c for c, _ in flags], [r for _, r in flags], NEEDS_APPROVAL))
-        for more_codes, more_reasons, verdict in checks:
-            codes += more_codes
-            reasons += more_reasons
-            decision = worst_decision([decision, verdict])
-        if decision == NEEDS_APPROVAL:
-            approver = approver_of(log, uid, codes=codes, data_digest=digest)
-            decision = PASS if approver is not None else NEEDS_APPROVAL
-    metrics = {f"accuracy/{safe_token(task)}": float(acc) for task, acc in after.items()}
-    common: dict[str, Any] = {"run_id": uid, "config": config, "data_ids": added, "metrics": metrics}
-    common.update(staging=summary, data_digest=digest, reasons=codes, actor=run_id)
-    if live_summary is not None:
-        common["live"] = live_summary
-    if decision in (FAIL, NEEDS_APPROVAL):
-        log_train_update(log, **common, decision=decision, approver=None)
-        held = decision == NEEDS_APPROVAL and hold_for_approval
-        if evicted and not held:  # erased records stay erased, blocked or not
-            log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
-        if added and not held:
-            memory.delete(added)
-            log_delete(log, added, actor=run_id, generation=memory.generation, cause="blocked-update")
-        raise UpdateBlockedError(
-            f"update {uid!r} was not promoted ({decision}): " + "; ".join(reasons),
-            decision=decision,
-            reasons=reasons,
-            update=uid,
-            codes=codes,
-        )
-    tags = [f"task:{safe_token(t)}" for t in task_names]
-    log_ingest(log, added, tenant="default", tags=tags, actor=run_id, generation=memory.generation)
+    verdict = _Verdict() if gate is None else _judge(update, gate, texts, log, digest)
+    metrics = {f"accuracy/{safe_token(task)}": float(acc) for task, acc in update.after.items()}
+    common: dict[str, Any] = {"run_id": update.id, "config": update.config, "data_ids": added}
+    common.update(metrics=metrics, staging=verdict.staging, data_digest=digest, reasons=verdict.codes)
+    common["actor"] = update.actor
+    if verdict.live is not None:
+        common["live"] = verdict.live
+    if verdict.decision in (FAIL, NEEDS_APPROVAL):
+        log_train_update(log, **common, decision=verdict.decision, approver=None)
+        _undo_blocked(update, verdict, memory, log, added, evicted)
+    tags = [f"task:{safe_token(t)}" for t in update.task_names]
+    log_ingest(log, added, tenant="default", tags=tags, actor=update.actor, generation=memory.generation)
     if evicted:
-        log_delete(log, evicted, actor=run_id, generation=memory.generation, cause="eviction")
+        log_delete(log, evicted, actor=update.actor, generation=memory.generation, cause="eviction")
+    weights = str(update.weights.resolve())
     version = record_version(
-        memory, weights=str(weights.resolve()), config=config, update=uid, seal=versions_seal
+        memory, weights=weights, config=update.config, update=update.id, seal=versions_seal
     )
     log_train_update(
         log,
         **common,
-        decision=decision,
-        approver=approver,
+        decision=verdict.decision,
+        approver=verdict.approver,
         version=version.version,
         id_boundary=version.id_boundary,
     )
     return version.version
+
+
+def _judge(update: UpdateRecord, gate: GateConfig, texts: list[str], log: AuditLog, digest: str) -> _Verdict:
+    """The gate's regression and safety checks, then staging, live evidence and the caller's flags (each
+    weighed only while nothing has failed), and an approval in the log for what needs one."""
+    report = evaluate_gate(update.before, update.after, texts, [], gate)
+    verdict = _Verdict(report.decision, list(report.reasons), [_safe_code(c) for c in report.codes])
+    checks: list[tuple[list[str], list[str], str]] = []
+    if verdict.decision != FAIL and update.staged:
+        verdict.staging, more_codes, more_reasons, decision = staging_check(gate, update.staged, update.seed)
+        checks.append((more_codes, more_reasons, decision))
+    if verdict.decision != FAIL and update.live is not None:
+        verdict.live, more_codes, more_reasons, decision = live_check(gate, update.live, update.seed)
+        checks.append((more_codes, more_reasons, decision))
+    if verdict.decision != FAIL and update.flags:
+        checks.append(([c for c, _ in update.flags], [r for _, r in update.flags], NEEDS_APPROVAL))
+    for more_codes, more_reasons, decision in checks:
+        verdict.codes += more_codes
+        verdict.reasons += more_reasons
+        verdict.decision = worst_decision([verdict.decision, decision])
+    if verdict.decision == NEEDS_APPROVAL:
+        verdict.approver = approver_of(log, update.id, codes=verdict.codes, data_digest=digest)
+        verdict.decision = PASS if verdict.approver is not None else NEEDS_APPROVAL
+    return verdict
+
+
+def _undo_blocked(
+    update: UpdateRecord,
+    verdict: _Verdict,
+    memory: RehearsalMemory,
+    log: AuditLog,
+    added: list[int],
+    evicted: list[int],
+) -> NoReturn:
+    """Undo a blocked update's admissions (unless it is held for approval), log it, and stop."""
+    held = verdict.decision == NEEDS_APPROVAL and update.hold_for_approval
+    if evicted and not held:  # erased records stay erased, blocked or not
+        log_delete(log, evicted, actor=update.actor, generation=memory.generation, cause="eviction")
+    if added and not held:
+        memory.delete(added)
+        log_delete(log, added, actor=update.actor, generation=memory.generation, cause="blocked-update")
+    raise UpdateBlockedError(
+        f"update {update.id!r} was not promoted ({verdict.decision}): " + "; ".join(verdict.reasons),
+        decision=verdict.decision,
+        reasons=verdict.reasons,
+        update=update.id,
+        codes=verdict.codes,
+    )
 
 
 def _safe_code(code: str) -> str:

@@ -12,18 +12,25 @@ import numpy as np
 
 from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import DimensionMismatchError, ValidationError
+from rehearsal.store.where import Where, parse_where
 
 __all__ = [
+    "DEFAULT_TENANT",
     "Batch",
+    "check_group_by",
     "check_ids",
     "check_int64",
+    "check_k",
     "check_metadata",
+    "check_search",
     "check_sources",
     "check_tenants",
     "check_texts",
     "check_vectors",
     "prepare_batch",
 ]
+
+DEFAULT_TENANT = "default"  # the owner of records added without a tenant
 
 
 def check_texts(texts: object) -> list[str]:
@@ -169,6 +176,28 @@ def check_ids(ids: object) -> list[int]:
     return out
 
 
+def check_k(k: object) -> int:
+    """A positive int: how many neighbours a search returns at most."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValidationError(f"k must be a positive int, got {k!r}")
+    return k
+
+
+def check_search(
+    vectors: object, k: object, where: Mapping[str, Any] | None, *, dim: int
+) -> tuple[np.ndarray, int, Where | None]:
+    """A search's queries (n, dim), its k and its filter tree, checked in that order."""
+    count = check_k(k)
+    return check_vectors(vectors, dim), count, parse_where(where)
+
+
+def check_group_by(by: object) -> str:
+    """One of the fields entries can be grouped by."""
+    if by not in ("task", "label", "tenant"):
+        raise ValidationError(f"'by' must be 'task', 'label' or 'tenant', got {by!r}")
+    return str(by)
+
+
 def check_tenants(tenant: str | Sequence[str], n: int) -> list[str]:
     """One valid tenant name per record: ``tenant`` is one name for all, or a list of one per record."""
     if isinstance(tenant, str):
@@ -212,7 +241,7 @@ class Batch:
 def prepare_batch(
     texts: Sequence[str] | None,
     metadata: Sequence[Mapping[str, Any]] | None,
-    tenant: str | Sequence[str],
+    tenant: str | Sequence[str] | None,
     vectors: object | None,
     sources: Sequence[str] | None,
     *,
@@ -226,7 +255,7 @@ def prepare_batch(
     if n == 0:
         raise ValidationError("empty batch: nothing to add")
     metas = check_metadata(metadata, n)
-    tenants = check_tenants(tenant, n)
+    tenants = check_tenants(tenant if tenant is not None else DEFAULT_TENANT, n)
     if embedding_only:
         source_list: list[str | None] = list(check_sources(sources, n))
     elif sources is not None:

@@ -1,14 +1,9 @@
 """RehearsalMemory: an encoder and the store protocols (records, texts, sealing, vector index) behind one
 durable facade; ``rehearsal.store.registry`` opens the backends (the embedded default: SQLite + FAISS).
 
-On disk a memory is one folder (see ``indexes/README.md``)::
-
-    memory.json     manifest: format version, store id, mode, encoder name and width
-    memory.sqlite   SQLite (WAL), the source of truth: catalog (ids, metadata, vectors) + vault (keys, text)
-    index.snap      FAISS index snapshot at a known generation, sealed in encrypted stores
-    writer.lock     held (flock) by the one process that has the memory open for writing
-
-An add is acknowledged only after its SQLite transaction committed with full fsync; the index snapshot is
+On disk a memory is one folder (``indexes/README.md`` lists its files): SQLite (WAL) is the source of
+truth, the FAISS index file a snapshot at a known generation, sealed in encrypted stores. An add is
+acknowledged only after its SQLite transaction committed with full fsync; the index snapshot is
 rewritten only on ``checkpoint()``/``close()``, after an index rebuild, or once the un-snapshotted delta
 outgrows the snapshot, so no add rewrites the whole index. Opening replays the delta from SQLite.
 
@@ -21,48 +16,38 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rehearsal.crypto.keys import KeyRing, validate_tenant
-from rehearsal.embedding import Encoder, default_encoder_named, encoder_identity
-from rehearsal.errors import (
-    CleanupError,
-    ConfigError,
-    EncoderMismatchError,
-    IntegrityError,
-    NotFoundError,
-    ReadOnlyError,
-    ValidationError,
-)
-from rehearsal.memory.admission import decide_admission, policy_state_key
-from rehearsal.memory.batch import (
-    Batch,
-    check_ids,
-    check_texts,
-    check_vectors,
-    external_ids,
-    prepare_batch,
-)
+from rehearsal.embedding import Encoder, encoder_identity
+from rehearsal.errors import CleanupError, ConfigError, NotFoundError, ReadOnlyError, ValidationError
+from rehearsal.memory.admission import admit_batch, check_present, replaced_ids
+from rehearsal.memory.batch import Batch, check_group_by, check_ids, check_search, check_texts, prepare_batch
 from rehearsal.memory.bench import bench_memory
 from rehearsal.memory.commit import commit
-from rehearsal.memory.opening import Opened, create_parts, finish_create, open_parts
+from rehearsal.memory.erasure import forget_tenant
+from rehearsal.memory.opening import (
+    Opened,
+    close_parts,
+    create_parts,
+    finish_create,
+    memory_encoder,
+    open_parts,
+)
 from rehearsal.memory.policies import AdmissionPolicy
-from rehearsal.memory.searching import Resolver, Searcher, resolve_texts
+from rehearsal.memory.searching import Resolver, Searcher, read_view, resolve_texts, vault_texts
 from rehearsal.memory.verification import memory_stats, verify_memory
 from rehearsal.store.failures import storage_errors
 from rehearsal.store.layout import FORMAT_VERSION
-from rehearsal.store.protocols import ERASE_META_KEY
 from rehearsal.store.types import EntryRow, Hit
 from rehearsal.store.where import parse_where
 
 __all__ = ["FORMAT_VERSION", "Hit", "RehearsalMemory", "Resolver"]
-
-DEFAULT_TENANT = "default"
 
 
 class RehearsalMemory:
@@ -95,6 +80,10 @@ class RehearsalMemory:
         self._dim = int(opened.manifest["encoder"]["dim"])
         self._closed = False
         self._searcher = Searcher(self._records, self._vectors)
+        # Checks (and embeds) a batch before anything is written; the encoder loads only if one needs it.
+        self._prepare_batch = functools.partial(
+            prepare_batch, dim=self._dim, embedding_only=self.embedding_only, encode=self._encode
+        )
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -142,10 +131,7 @@ class RehearsalMemory:
     ) -> RehearsalMemory:
         """Open an existing memory; ``read_only`` opens many readers beside one writer."""
         encoder_name = encoder.name if encoder is not None else None
-        with storage_errors(f"opening the memory at {os.fspath(path)!r}"):
-            opened = open_parts(
-                path, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors
-            )
+        opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors)
         return cls(opened, read_only=read_only, encoder=encoder, resolver=resolver)
 
     # -- properties ------------------------------------------------------------------------------
@@ -188,14 +174,7 @@ class RehearsalMemory:
     @property
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use (only the packaged default can be loaded by name)."""
-        if self._encoder is None:
-            self._encoder = default_encoder_named(self.encoder_name)
-            if self._encoder is None:
-                raise ConfigError(
-                    f"memory uses encoder {self.encoder_name!r}; pass encoder= to open()/create()"
-                )
-        if self._encoder.dim != self._dim:
-            raise EncoderMismatchError(f"encoder width {self._encoder.dim} != memory width {self._dim}")
+        self._encoder = memory_encoder(self._encoder, self.encoder_name, self._dim)
         return self._encoder
 
     def __len__(self) -> int:
@@ -227,6 +206,7 @@ class RehearsalMemory:
         one owner for every record, or a list of one per record: either way one transaction, each
         tenant's records sealed under its own key.
         """
+        self._check_writable()
         batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
         return self._commit(batch, evict=[])
 
@@ -242,12 +222,10 @@ class RehearsalMemory:
     ) -> tuple[list[int], list[int]]:
         """Add a batch whose records carry an external id in ``metadata[key]``; the tenant's entries with
         the same ids are replaced in the same transaction. Returns (new ids, replaced ids)."""
+        self._check_writable()
         batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
-        values = external_ids(key, batch.metadata, batch.tenants)
         with self._lock:
-            replaced: list[int] = []
-            for owner, at in batch.by_tenant().items():
-                replaced += self._records.ids_by_key(key, [values[p] for p in at], tenant=owner)
+            replaced = replaced_ids(self._records, key, batch)
             return self._commit(batch, evict=replaced), replaced
 
     def admit(
@@ -265,11 +243,10 @@ class RehearsalMemory:
 
         The policy's state (e.g. the reservoir's count of items seen) is saved in the same transaction.
         """
+        self._check_writable()
         batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
         with self._lock:
-            saved = self._records.get_meta(policy_state_key(policy))
-            decision = decide_admission(policy, batch.metadata, self._records.all_rows(), saved, rng=rng)
-            chosen = batch.subset(decision.keep) if decision.keep else None
+            chosen, decision = admit_batch(self._records, policy, batch, rng=rng)
             return self._commit(chosen, evict=decision.evict, state=decision.state)
 
     def delete(self, ids: Sequence[int]) -> int:
@@ -280,9 +257,7 @@ class RehearsalMemory:
             self._check_writable()
             if not id_list:
                 return 0
-            missing = set(id_list) - self._records.existing(id_list)
-            if missing:
-                raise NotFoundError(f"no entries with ids {sorted(missing)[:10]}")
+            check_present(self._records, id_list)
             self._commit(None, evict=id_list)
         return len(id_list)
 
@@ -291,24 +266,7 @@ class RehearsalMemory:
         name = validate_tenant(tenant)
         with self._lock:
             self._check_writable()
-            ids = self._records.ids_of_tenant(name)
-            known = self._keyed is not None and name in self._keyed.tenants()
-            if not ids and not known:
-                raise NotFoundError(f"no tenant {name!r} in this memory")
-            with storage_errors(f"forgetting tenant {name!r}"):
-                with self._records.transaction():
-                    gen = self._records.bump_generation()
-                    self._records.remove(ids, generation=gen)
-                    # Until the snapshot below replaces the old one, it holds the tenant's vectors: a
-                    # forget killed before that leaves the mark for the next open to finish the job.
-                    self._records.set_meta(ERASE_META_KEY, str(gen))
-                    if self._keyed is not None and known:
-                        self._keyed.shred(name)
-                self._vectors.applied(gen, ids, [], None)
-                # The old snapshot still holds the tenant's vectors: replace it now, not at close.
-                self._vectors.checkpoint(force=True)
-                self._records.compact()
-        return len(ids)
+            return forget_tenant(self._stores, name)
 
     def rotate_keys(self, new_keys: KeyRing) -> None:
         """Rewrap every data key under a new master key; records are not re-encrypted."""
@@ -336,20 +294,8 @@ class RehearsalMemory:
         with self._lock:
             if self._closed:
                 return
-            # The connection and the writer lock are released even when the last snapshot fails (a full
-            # disk): SQLite holds every acknowledged record, the snapshot only spares the next open a replay.
-            try:
-                if not self._read_only:
-                    with storage_errors("writing the index snapshot at close"):
-                        self._vectors.checkpoint()
-            finally:
-                self._closed = True
-                try:
-                    self._stores.close()
-                finally:
-                    if self._lock_fd is not None:
-                        os.close(self._lock_fd)
-                        self._lock_fd = None
+            lock_fd, self._lock_fd, self._closed = self._lock_fd, None, True
+            close_parts(self._stores, lock_fd, write_snapshot=not self._read_only)
 
     def reader(
         self, *, keys: KeyRing | None = None, resolver: Resolver | None = None
@@ -392,10 +338,7 @@ class RehearsalMemory:
         ``threads`` bounds the index's own threads for this search (None: its default), so a search
         inside a training step does not change the step's thread count.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValidationError(f"k must be a positive int, got {k!r}")
-        queries = check_vectors(vectors, self._dim)
-        tree = parse_where(where)
+        queries, k, tree = check_search(vectors, k, where, dim=self._dim)
         with self._lock, self._read_view():
             return self._searcher.search(queries, k, tree, threads=threads)
 
@@ -415,17 +358,11 @@ class RehearsalMemory:
             self._check_open()
             if not self.embedding_only:
                 assert self._keyed is not None  # INVARIANT: text-storing memories always have keys
-                # The catalog rows are read (and so authenticated) too, in the same database snapshot as
-                # the texts: a text is handed out only for an entry whose row checks out, and an entry
-                # without its text is a damaged vault (INVARIANT: a text for every entry), not a miss.
-                with self._records.read_view():
-                    rows = self._records.rows(id_list)
-                    texts = self._keyed.get_present(id_list)
-                lost = sorted(set(rows) - texts.keys())
-                if lost:
-                    raise IntegrityError(f"entries {lost[:10]} have no text in the vault (it was altered)")
-                return {i: text for i, text in texts.items() if i in rows}
-            return self._resolve(id_list)
+                return vault_texts(self._records, self._keyed, id_list)
+            texts, erased = resolve_texts(self._records, self._resolver, id_list)
+            if erased:
+                self._purge(erased)
+            return texts
 
     def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
         """Catalog rows (tenant, task, label, tags, extra metadata, source) for the ids that exist."""
@@ -444,8 +381,7 @@ class RehearsalMemory:
 
     def group_ids(self, by: str = "label", *, where: Mapping[str, Any] | None = None) -> dict[Any, list[int]]:
         """Ids of entries matching ``where`` grouped by ``task``, ``label`` or ``tenant``."""
-        if by not in ("task", "label", "tenant"):
-            raise ValidationError(f"'by' must be 'task', 'label' or 'tenant', got {by!r}")
+        by = check_group_by(by)
         with self._lock, storage_errors("reading the memory"):
             return self._records.group_ids(by, parse_where(where), max_gen=self._vectors.generation)
 
@@ -455,19 +391,10 @@ class RehearsalMemory:
             self._check_open()
             self._vectors.catch_up()
 
-    @contextmanager
-    def _read_view(self) -> Iterator[None]:
-        """One SQLite read transaction around a search: a reader catches up and then reads the catalog in
-        the same database snapshot, so a writer committing meanwhile cannot tear the result (e.g. a hit
-        whose row was deleted between the index search and the metadata lookup)."""
+    def _read_view(self) -> AbstractContextManager[None]:
+        """One database snapshot around a search (see ``searching.read_view``)."""
         self._check_open()
-        with storage_errors("reading the memory"):
-            if not self._read_only:
-                yield
-                return
-            with self._records.read_view():
-                self._vectors.catch_up()
-                yield
+        return read_view(self._records, self._vectors, read_only=self._read_only)
 
     def verify(self) -> dict[str, int]:
         """Authenticate every stored text, vector and catalog row and check index, catalog and vault agree.
@@ -478,16 +405,9 @@ class RehearsalMemory:
 
     def stats(self) -> dict[str, Any]:
         """Entries, tenants, tasks, sizes on disk and the index kind."""
-        identity = {
-            "path": str(self.path),
-            "encoder": self.encoder_name,
-            "dim": self.dim,
-            "embedding_only": self.embedding_only,
-            "encrypted": self._keyed is not None,
-        }
         with self._lock:
             self._check_open()
-            return memory_stats(self.path, self._records, self._vectors, identity=identity)
+            return memory_stats(self.path, self._stores, manifest=self._manifest)
 
     def bench(self, *, queries: int = 200, k: int = 10, seed: int = 0) -> dict[str, Any]:
         """Recall@k and latency of this memory's search against exact search (``rehearsal bench``)."""
@@ -505,25 +425,8 @@ class RehearsalMemory:
         if self._read_only:
             raise ReadOnlyError(f"memory at {str(self.path)!r} was opened read-only")
 
-    def _prepare_batch(
-        self,
-        texts: Sequence[str] | None,
-        metadata: Sequence[Mapping[str, Any]] | None,
-        tenant: str | Sequence[str] | None,
-        vectors: np.ndarray | None,
-        sources: Sequence[str] | None,
-    ) -> Batch:
-        self._check_writable()
-        return prepare_batch(
-            texts,
-            metadata,
-            tenant if tenant is not None else DEFAULT_TENANT,
-            vectors,
-            sources,
-            dim=self._dim,
-            embedding_only=self.embedding_only,
-            encode=lambda t: self.encoder.encode(t),
-        )
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode(texts)
 
     def _commit(
         self, batch: Batch | None, *, evict: list[int], state: Mapping[str, str] | None = None
@@ -535,14 +438,6 @@ class RehearsalMemory:
                 return commit(
                     self._stores, batch, evict=evict, state=state, store_texts=not self.embedding_only
                 )
-
-    def _resolve(self, ids: list[int]) -> dict[int, str]:
-        if self._resolver is None:
-            raise ConfigError("an embedding-only memory needs resolver= to turn sources into texts")
-        texts, erased = resolve_texts(self._records, self._resolver, ids)
-        if erased:
-            self._purge(erased)
-        return texts
 
     def _purge(self, ids: list[int]) -> None:
         """Drop records whose text was erased upstream: durably if we may write, else from this handle."""

@@ -1,4 +1,5 @@
-"""Making and opening a memory's folder: the manifest, the writer lock and the stores, in a safe order.
+"""Making, opening and closing a memory's folder: the manifest, the writer lock and the stores, in a safe
+order; and the encoder a handle embeds with.
 
 A new memory's manifest is written last (by the facade, once its handle exists): a folder without one is
 "not a memory", so a crash in the middle of creating one is obvious rather than half-readable. A memory on
@@ -15,7 +16,9 @@ from typing import Any
 
 from rehearsal._files import OWNER_ONLY_DIR, remove_stale_temps
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.errors import EncoderMismatchError, MissingKeyError
+from rehearsal.embedding import Encoder, default_encoder_named
+from rehearsal.errors import ConfigError, EncoderMismatchError, MissingKeyError
+from rehearsal.store.failures import storage_errors
 from rehearsal.store.layout import (
     acquire_writer_lock,
     check_new_folder,
@@ -35,7 +38,7 @@ from rehearsal.store.registry import (
     server_manifest,
 )
 
-__all__ = ["Opened", "create_parts", "finish_create", "open_parts"]
+__all__ = ["Opened", "close_parts", "create_parts", "finish_create", "memory_encoder", "open_parts"]
 
 
 @dataclass
@@ -95,9 +98,25 @@ def open_parts(
     vectors: str | None = None,
 ) -> Opened:
     """The stores of an existing memory (a writer takes the lock and clears a crashed writer's temp files)."""
-    if is_server(location):
-        url = os.fspath(location)
-        return _open_server(url, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors)
+    with storage_errors(f"opening the memory at {os.fspath(location)!r}"):
+        if is_server(location):
+            url = os.fspath(location)
+            return _open_server(
+                url, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors
+            )
+        return _open_folder(
+            location, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors
+        )
+
+
+def _open_folder(
+    location: str | os.PathLike[str],
+    *,
+    keys: KeyRing | None,
+    read_only: bool,
+    encoder_name: str | None,
+    vectors: str | None,
+) -> Opened:
     folder = folder_of(location)
     manifest = read_manifest(folder, encoder_name)
     keys = _keys_for(manifest, keys, str(folder))
@@ -114,6 +133,36 @@ def open_parts(
             os.close(lock_fd)
         raise
     return Opened(folder, manifest, stores, keys, lock_fd, os.fspath(location), vectors)
+
+
+def close_parts(stores: Backends, lock_fd: int | None, *, write_snapshot: bool) -> None:
+    """Write the index snapshot if asked, then close the stores and release the writer lock.
+
+    The connection and the writer lock are released even when the last snapshot fails (a full disk):
+    the record store holds every acknowledged record, the snapshot only spares the next open a replay.
+    """
+    try:
+        if write_snapshot:
+            with storage_errors("writing the index snapshot at close"):
+                stores.vectors.checkpoint()
+    finally:
+        try:
+            stores.close()
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+
+
+def memory_encoder(encoder: Encoder | None, name: str, dim: int) -> Encoder:
+    """``encoder``, or the packaged default loaded when the memory was built with it; checked for width."""
+    if encoder is None:
+        # The packaged model in the arithmetic the memory recorded (fp32, or bf16 after a "+bf16").
+        encoder = default_encoder_named(name)
+        if encoder is None:
+            raise ConfigError(f"memory uses encoder {name!r}; pass encoder= to open()/create()")
+    if encoder.dim != dim:
+        raise EncoderMismatchError(f"encoder width {encoder.dim} != memory width {dim}")
+    return encoder
 
 
 def _keys_for(manifest: dict[str, Any], keys: KeyRing | None, where: str) -> KeyRing | None:

@@ -1,19 +1,22 @@
-"""Reading a memory's stores for a query: the vector search with its filter, and the texts of an
-embedding-only memory from its owner's resolver. The facade holds the lock and the read view around them.
+"""Reading a memory's stores for a query: the vector search with its filter, the texts of an encrypted
+memory from its vault, and those of an embedding-only memory from its owner's resolver. The facade holds
+the lock around them, and the read view (one database snapshot) around a search.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from rehearsal.errors import ValidationError
-from rehearsal.store.protocols import FilteringIndex, RecordStore, VectorIndex
+from rehearsal.errors import ConfigError, IntegrityError, ValidationError
+from rehearsal.store.failures import storage_errors
+from rehearsal.store.protocols import FilteringIndex, RecordStore, TextStore, VectorIndex
 from rehearsal.store.types import Hit
 from rehearsal.store.where import Where
 
-__all__ = ["Resolver", "Searcher", "resolve_texts"]
+__all__ = ["Resolver", "Searcher", "read_view", "resolve_texts", "vault_texts"]
 
 Resolver = Callable[[list[str]], list[str | None]]
 """Embedding-only mode: maps source references to texts; ``None`` means erased upstream."""
@@ -71,9 +74,11 @@ class Searcher:
 
 
 def resolve_texts(
-    records: RecordStore, resolver: Resolver, ids: list[int]
+    records: RecordStore, resolver: Resolver | None, ids: list[int]
 ) -> tuple[dict[int, str], list[int]]:
     """({id: text} for the ids the resolver still has, ids it reported erased upstream)."""
+    if resolver is None:
+        raise ConfigError("an embedding-only memory needs resolver= to turn sources into texts")
     rows = records.rows(ids)
     present = [i for i in ids if i in rows]
     if not present:
@@ -83,3 +88,33 @@ def resolve_texts(
         raise ValidationError(f"resolver must return a list of {len(present)} items (str or None)")
     erased = [i for i, t in zip(present, texts, strict=True) if t is None]
     return {i: t for i, t in zip(present, texts, strict=True) if t is not None}, erased
+
+
+def vault_texts(records: RecordStore, texts: TextStore, ids: list[int]) -> dict[int, str]:
+    """The texts that exist among ``ids`` in an encrypted memory's vault.
+
+    The catalog rows are read (and so authenticated) too, in the same database snapshot as the texts: a
+    text is handed out only for an entry whose row checks out, and an entry without its text is a damaged
+    vault (INVARIANT: a text for every entry), not a miss.
+    """
+    with records.read_view():
+        rows = records.rows(ids)
+        found = texts.get_present(ids)
+    lost = sorted(set(rows) - found.keys())
+    if lost:
+        raise IntegrityError(f"entries {lost[:10]} have no text in the vault (it was altered)")
+    return {i: text for i, text in found.items() if i in rows}
+
+
+@contextmanager
+def read_view(records: RecordStore, vectors: VectorIndex, *, read_only: bool) -> Iterator[None]:
+    """One read transaction around a search: a reader catches up and then reads the catalog in the same
+    database snapshot, so a writer committing meanwhile cannot tear the result (e.g. a hit whose row was
+    deleted between the index search and the metadata lookup). The writer's own view cannot move."""
+    with storage_errors("reading the memory"):
+        if not read_only:
+            yield
+            return
+        with records.read_view():
+            vectors.catch_up()
+            yield

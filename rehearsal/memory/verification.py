@@ -9,6 +9,7 @@ import numpy as np
 
 from rehearsal.errors import IntegrityError
 from rehearsal.store.protocols import RecordStore, TextStore, VectorIndex
+from rehearsal.store.registry import Backends
 
 __all__ = ["memory_stats", "verify_memory"]
 
@@ -60,24 +61,23 @@ def verify_memory(
     }
 
 
-def memory_stats(
-    folder: Path | str, records: RecordStore, vectors: VectorIndex, *, identity: dict[str, Any]
-) -> dict[str, Any]:
-    """Counts, sizes and the index kind; ``identity`` carries what the facade knows of itself
-    (path, encoder, dim, embedding_only, encrypted). A server memory (``folder`` a URL) has no files."""
+def memory_stats(folder: Path | str, stores: Backends, *, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Counts, sizes and the index kind, with what the manifest says of the memory (encoder, width,
+    mode). A server memory (``folder`` a URL without its password) has no files."""
+    records, vectors = stores.records, stores.vectors
     files = (
         {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
         if isinstance(folder, Path)
         else {}
     )
     return {
-        "path": identity["path"],
+        "path": str(folder),
         "entries": records.count(),
         "generation": vectors.generation,
-        "encoder": identity["encoder"],
-        "dim": identity["dim"],
-        "embedding_only": identity["embedding_only"],
-        "encrypted": identity["encrypted"],
+        "encoder": str(manifest["encoder"]["name"]),
+        "dim": int(manifest["encoder"]["dim"]),
+        "embedding_only": bool(manifest["embedding_only"]),
+        "encrypted": stores.keyed is not None,
         "index_spec": vectors.spec,
         "tenants": records.counts_by("tenant"),
         "tasks": records.counts_by("task"),

@@ -38,6 +38,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import Encoder
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory, Resolver
+from rehearsal.replay.choice import ReplayChoice
 from rehearsal.replay.selector import ReplaySelector
 
 __all__ = [
@@ -258,30 +259,19 @@ class RehearsalCollator:
         *,
         pool: bool = False,
     ) -> list[dict[str, Any]]:
-        selector = self._get_selector()
-        seed = [self.config.seed, _rank(), self.epoch, zlib.crc32(vectors.tobytes())]
-        started = time.perf_counter()
-        choice = selector.select(vectors, count, rng=np.random.default_rng(seed))
-        chosen = time.perf_counter()
-        texts = self.replay_texts(selector.memory, choice.ids)
+        choice, texts = self._choose(vectors, count)
         fetched = time.perf_counter()
-        self.stats.search_seconds += chosen - started
-        self.stats.fetch_seconds += fetched - chosen
         self.last_replay_ids = []
         out: list[dict[str, Any]] = []
         tokens = 0
         unusable: dict[str, int] = {}
         pool_info: list[tuple[str | None, float]] = []
+        needs_class = label_key is not None and not token_labels  # a class label, not the tokens
         for entry_id, score in zip(choice.ids, choice.scores, strict=True):
             meta = choice.metadata.get(entry_id, {})
             label = self._class_id(meta.get("label"))
-            if entry_id not in texts:
-                unusable["no text (forgotten, or an embedding-only memory without a resolver)"] = 1 + (
-                    unusable.get("no text (forgotten, or an embedding-only memory without a resolver)", 0)
-                )
-                continue
-            if label_key is not None and not token_labels and not isinstance(label, int):
-                reason = _label_reason(meta.get("label"), self.label2id)
+            reason = self._unusable(entry_id in texts, meta, label, needs_class)
+            if reason is not None:
                 unusable[reason] = unusable.get(reason, 0) + 1
                 continue
             encoded = self.tokenizer(texts[entry_id], truncation=True, max_length=self.config.max_length)
@@ -306,12 +296,7 @@ class RehearsalCollator:
             out.append(feature)
             self.last_replay_ids.append(entry_id)
             tokens += n_tokens
-            self.stats.replayed += 1
-            if not np.isnan(score):
-                self.stats.similarity_sum += score
-                self.stats.similarity_count += 1
-            if meta.get("task") is not None:
-                self.stats.tasks.add(str(meta["task"]))
+            self._count_replayed(score, meta)
         self.stats.replayed_tokens += tokens
         self.stats.tokenize_seconds += time.perf_counter() - fetched
         if pool:
@@ -319,6 +304,35 @@ class RehearsalCollator:
         if choice.ids and not out and unusable:
             self._warn_unusable(len(choice.ids), unusable)
         return out
+
+    def _choose(self, vectors: np.ndarray, count: int) -> tuple[ReplayChoice, dict[int, str]]:
+        """The selector's choice for a batch whose new rows are ``vectors`` (seeded by the batch itself,
+        so a rank and epoch always replay the same for the same batch), and the chosen entries' texts."""
+        selector = self._get_selector()
+        seed = [self.config.seed, _rank(), self.epoch, zlib.crc32(vectors.tobytes())]
+        started = time.perf_counter()
+        choice = selector.select(vectors, count, rng=np.random.default_rng(seed))
+        chosen = time.perf_counter()
+        texts = self.replay_texts(selector.memory, choice.ids)
+        self.stats.search_seconds += chosen - started
+        self.stats.fetch_seconds += time.perf_counter() - chosen
+        return choice, texts
+
+    def _unusable(self, has_text: bool, meta: Mapping[str, Any], label: Any, needs_class: bool) -> str | None:
+        """Why a chosen entry cannot be replayed (None: it can): no text, or no class the model knows."""
+        if not has_text:
+            return "no text (forgotten, or an embedding-only memory without a resolver)"
+        if needs_class and not isinstance(label, int):
+            return _label_reason(meta.get("label"), self.label2id)
+        return None
+
+    def _count_replayed(self, score: float, meta: Mapping[str, Any]) -> None:
+        self.stats.replayed += 1
+        if not np.isnan(score):
+            self.stats.similarity_sum += score
+            self.stats.similarity_count += 1
+        if meta.get("task") is not None:
+            self.stats.tasks.add(str(meta["task"]))
 
     def replay_texts(self, memory: RehearsalMemory, ids: Sequence[int]) -> dict[int, str]:
         """The texts the chosen entries are replayed as: the memory's own (an id it no longer holds is

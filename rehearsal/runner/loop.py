@@ -39,7 +39,7 @@ from rehearsal.embedding import load_encoder
 from rehearsal.errors import ConfigError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory
-from rehearsal.governance.updates import govern_update, run_id_for, update_id
+from rehearsal.governance.updates import UpdateRecord, govern_update, run_id_for, update_id
 from rehearsal.governance.versions import list_versions, withdraw_update
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import evaluate_accuracy
@@ -273,14 +273,10 @@ def _govern(
     index = {task.name: i for i, task in enumerate(r.stream.tasks)}
     trained_before = [t.name for p in r.phases[:phase] for t in p]
     prev = index[r.phases[phase - 1][-1].name] if phase else None
-    govern_update(
-        memory=memory,
-        log=AuditLog.open(default_log_path(r.memory_path), r.keys),
-        keys=r.keys,
+    update = UpdateRecord(
+        id=update_id(r.run_id, phase),
+        actor=r.run_id,
         config=run_state.comparable(r.config),
-        gate=r.config.gate,
-        run_id=r.run_id,
-        phase=phase,
         task_names=[t.name for t in tasks],
         weights=weights,
         before={} if prev is None else _row(r.matrix, prev, trained_before),
@@ -288,6 +284,8 @@ def _govern(
         staged={t: (r.last_correct[t], correct[t]) for t in trained_before if t in r.last_correct},
         seed=r.config.seed + phase,
     )
+    log = AuditLog.open(default_log_path(r.memory_path), r.keys)
+    govern_update(update, memory=memory, log=log, keys=r.keys, gate=r.config.gate)
 
 
 def _run_phase(r: _Run, phase: int, model: Any, tokenizer: Any, base_collator: Any) -> Any:

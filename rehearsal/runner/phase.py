@@ -12,11 +12,12 @@ from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import embed_texts
 from rehearsal.replay.collator import RehearsalCollator
 from rehearsal.replay.generative import GenerativeCollator
-from rehearsal.replay.trainer import LABELS, RehearsalTrainer
+from rehearsal.replay.trainer import LABELS
 from rehearsal.runner.anytime_probe import offline_probes
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.strategies import PhaseContext, Strategy
 from rehearsal.runner.tasks import Task, TaskStream
+from rehearsal.training.trainer import TrainSettings, train
 
 __all__ = ["phase_context", "phase_dataset", "train_phase"]
 
@@ -80,45 +81,36 @@ def phase_context(
 
 def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) -> tuple[int, int, int]:
     """Train one phase; returns (new examples, replayed examples, replayed tokens)."""
-    from transformers import PrinterCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     config = ctx.config
     collator = strategy.collator(ctx)
     probes = offline_probes(ctx)
-    args = TrainingArguments(
-        output_dir=str(out / "trainer"),
-        per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs,
+    settings = TrainSettings(
+        batch_size=config.batch_size,
+        epochs=config.epochs,
         learning_rate=config.learning_rate,
         seed=config.seed + ctx.phase,
+        loss=config.loss,
+        mask_unseen=config.mask_unseen,
+        head_learning_rate=config.head_learning_rate,
         logging_steps=10,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        remove_unused_columns=False,
         # The Trainer's own bars nest inside the run's; they show only when the libraries' progress bars are
         # on (``rehearsal run --verbose``; the CLI turns them off, and prints one line per phase instead).
-        disable_tqdm=not (config.progress and hf_logging.is_progress_bar_enabled()),
-        dataloader_num_workers=0,
+        progress_bars=config.progress and hf_logging.is_progress_bar_enabled(),
     )
-    trainer = RehearsalTrainer(
-        model=model,
-        args=args,
-        train_dataset=ctx.train,
-        data_collator=collator,
+    started = time.perf_counter()
+    trainer = train(
+        model,
+        settings,
+        output_dir=out / "trainer",
+        dataset=ctx.train,
+        collator=collator,
         callbacks=[*strategy.callbacks(ctx, collator), *([probes.callback] if probes else [])],
-        loss=config.loss,
         current_classes=ctx.current_classes,
         seen_classes=ctx.seen_classes,
-        mask_unseen=config.mask_unseen,
         loss_terms=strategy.loss_terms(ctx),
-        head_learning_rate=config.head_learning_rate,
     )
-    # Without progress bars the Trainer prints each log dict to stdout; stdout is the run's report (--json).
-    trainer.remove_callback(PrinterCallback)
-    started = time.perf_counter()
-    trainer.train()
     seconds = time.perf_counter() - started
     if probes is not None:
         probes.finish()

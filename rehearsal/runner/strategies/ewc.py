@@ -17,12 +17,9 @@ from rehearsal.methods.ewc import EWC
 from rehearsal.replay.trainer import LossTerm
 from rehearsal.runner.strategies.base import PhaseContext, Strategy, register
 from rehearsal.runner.strategies.replay import HybridReplay
+from rehearsal.training.fisher import consolidate
 
 __all__ = ["EWCMixin", "EWCReplay", "EWCStrategy"]
-
-# Columns of a phase dataset that a classifier's forward (and the Fisher's log-likelihood) takes.
-_MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
-_FISHER_BATCH = 16
 
 
 def _state_file(ctx: PhaseContext, phase: int) -> Path:
@@ -41,13 +38,9 @@ class EWCMixin(Strategy):
         return [*super().loss_terms(ctx), self._ewc(ctx)]
 
     def after_phase(self, model: Any, ctx: PhaseContext) -> dict[str, float]:
-        from torch.utils.data import DataLoader
-
         logs = super().after_phase(model, ctx)
         ewc = self._ewc(ctx)
-        columns = [c for c in _MODEL_COLUMNS if c in ctx.train.column_names]
-        examples = ctx.train.select_columns(columns).shuffle(seed=ctx.config.seed + ctx.phase)
-        ewc.consolidate(model, DataLoader(examples, batch_size=_FISHER_BATCH, collate_fn=ctx.base_collator))
+        consolidate(ewc, model, ctx.train, ctx.base_collator, shuffle_seed=ctx.config.seed + ctx.phase)
         ewc.save(_state_file(ctx, ctx.phase))
         if ctx.phase >= 2:
             _state_file(ctx, ctx.phase - 2).unlink(missing_ok=True)  # no resume can need it any more

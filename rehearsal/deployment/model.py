@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.deployment.answers import MemoryAnswers, head_answers
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.folder import VersionState
 from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route, sequence_lora_config
 from rehearsal.methods.inference import embed_texts
 from rehearsal.methods.task_probe import TaskProbe
-from rehearsal.runner.deployment.answers import MemoryAnswers, head_answers
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.folder import VersionState
 
 __all__ = ["SHARED", "DeployedModel", "base_path"]
 

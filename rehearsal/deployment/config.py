@@ -47,11 +47,11 @@ class DeploymentConfig(ConfigMixin):
     kept out of training as that task's regression suite; ``safety_tags``: the tags whose examples make up
     the safety-tagged accuracy and are replayed with priority; ``priority_share``: the share of each
     batch's replay drawn from the safety-tagged and rare-class entries (see
-    ``rehearsal.runner.deployment.priority``; 0 turns priority off), a label being rare below
+    ``rehearsal.deployment.priority``; 0 turns priority off), a label being rare below
     ``rare_label_share`` x the mean entries per label; ``stage``: a candidate that passes the gate waits
     for ``rehearsal promote`` (after ``rehearsal shadow``) instead of shipping at once;
     ``check_learning``: a new task the candidate answers no better than chance on its held-out examples
-    needs approval (``rehearsal.runner.deployment.evaluate.unlearned_tasks``); ``router``: how expert
+    needs approval (``rehearsal.deployment.evaluate.unlearned_tasks``); ``router``: how expert
     growth sends a request to an expert, ``knn`` (the vote of its ``route_k`` nearest memories, counted
     per expert) or ``probe`` (a linear classifier over the memory's vectors, refitted at each update on
     at most ``probe_per_task`` entries of each task; ``rehearsal.methods.task_probe``);

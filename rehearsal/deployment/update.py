@@ -26,26 +26,18 @@ approve`` meets its approval.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.crypto.master_key import resolve_master_key
-from rehearsal.errors import ConfigError, IntegrityError, MissingKeyError, UpdateBlockedError, ValidationError
-from rehearsal.governance.audit_log import AuditLog, safe_token
-from rehearsal.governance.audited import AuditedMemory, last_audited_generation
-from rehearsal.governance.gate import NEEDS_APPROVAL, evaluate_gate
-from rehearsal.governance.updates import approve_update, govern_update, staging_check, worst_decision
-from rehearsal.governance.versions import rollback as rollback_memory
-from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.methods.inference import embed_texts
-from rehearsal.runner.deployment.evaluate import score, timed_latency, unlearned_tasks
-from rehearsal.runner.deployment.examples import (
+from rehearsal.deployment.evaluate import score, timed_latency, unlearned_tasks
+from rehearsal.deployment.examples import (
     Labelled,
     data_digest,
     read_examples,
@@ -53,35 +45,30 @@ from rehearsal.runner.deployment.examples import (
     suite_examples,
     to_memory,
 )
-from rehearsal.runner.deployment.experts import plan_training
-from rehearsal.runner.deployment.folder import Deployment, VersionState
-from rehearsal.runner.deployment.model import DeployedModel
-from rehearsal.runner.deployment.stage_failure import discard_failed_stage
-from rehearsal.runner.deployment.training import train_candidate
+from rehearsal.deployment.experts import Part, plan_training
+from rehearsal.deployment.folder import Deployment, VersionState
+from rehearsal.deployment.model import DeployedModel
+from rehearsal.deployment.result import UpdateResult, deployment_keys
+from rehearsal.deployment.stage_failure import discard_failed_stage
+from rehearsal.deployment.training import train_candidate
+from rehearsal.errors import ConfigError, IntegrityError, UpdateBlockedError, ValidationError
+from rehearsal.governance.audit_log import AuditLog, safe_token
+from rehearsal.governance.audited import AuditedMemory, last_audited_generation
+from rehearsal.governance.gate import NEEDS_APPROVAL, evaluate_gate
+from rehearsal.governance.updates import (
+    UpdateRecord,
+    approve_update,
+    govern_update,
+    staging_check,
+    worst_decision,
+)
+from rehearsal.governance.versions import rollback as rollback_memory
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.methods.inference import embed_texts
+
+# UpdateResult and deployment_keys are re-exported: callers of update() and promote() import them here.
 
 __all__ = ["UpdateResult", "approve", "deployment_keys", "promote", "rollback", "update"]
-
-
-@dataclasses.dataclass
-class UpdateResult:
-    update: str
-    decision: str  # "pass" (a new current version) or "staged" (waiting for promote)
-    version: int | None
-    expert: str | None
-    novelty: dict[str, Any] | None
-    metrics: dict[str, Any]
-    # A staged candidate: what the gate would decide now, before the shadow ({"decision", "codes"}).
-    gate_preview: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def deployment_keys(keys: KeyRing | None, key_file: str | None = None) -> KeyRing:
-    found = keys if keys is not None else resolve_master_key(key_file)
-    if found is None:
-        raise MissingKeyError("a deployment's memory is encrypted: give its master key (env or --key-file)")
-    return found
 
 
 def _grown_state(state: VersionState, uid: str, examples: list[Labelled], capacity: int) -> VersionState:
@@ -149,11 +136,7 @@ def update(
     """One governed update of the deployment in ``path`` from the examples in ``data`` (see the module
     docstring). Raises :class:`UpdateBlockedError` when the gate does not pass it."""
     dep = Deployment.open(path, deployment_keys(keys))
-    staged_now = dep.pending()
-    if staged_now is not None:
-        raise ValidationError(
-            f"a candidate ({staged_now['update']}) is staged: promote it or roll back before updating again"
-        )
+    _refuse_while_staged(dep)
     examples = read_examples(data, task=task)
     uid = "update-" + data_digest(examples)
     version, state = dep.current()
@@ -161,46 +144,21 @@ def update(
     rng = np.random.default_rng([dep.config.seed, version.version])
     train, held = split_heldout(examples, dep.config.heldout, rng=rng)
     new_tasks = sorted({ex.task for ex in examples})
-    weights = dep.weights_dir(uid)
-    shutil.rmtree(weights, ignore_errors=True)
+    weights = dep.weights_dir(uid, fresh=True)
     with dep.open_memory() as memory, dep.open_suite() as suite:
         log = dep.log()
         AuditedMemory(memory, log, actor="deployment")  # what committed unaudited is logged first
         vectors = embed_texts([ex.text for ex in train], memory.encoder)
-        parts, details = plan_training(dep.config, memory, new_state, vectors, [ex.task for ex in train])
-        new_state.novelty = details
-        if details is not None:
-            _log_novelty(log, uid, details)
+        parts, details = _plan(dep, memory, new_state, vectors, train, log, uid)
         current = DeployedModel.load(dep.config, state, Path(version.weights))
         candidate = DeployedModel.load(dep.config, new_state, Path(version.weights))
-        ewc_file = DeployedModel.ewc_file(Path(version.weights)) if dep.config.strategy == "ewc" else None
-        trained: dict[str, float] = {}
-        for part in parts:  # one pass per adapter (expert growth with a batch of several experts' tasks)
-            numbers = train_candidate(
-                candidate,
-                [train[i].text for i in part.rows],
-                [str(train[i].label) for i in part.rows],
-                vectors[part.rows],
-                memory=memory,
-                adapter=part.adapter,
-                replay_where=part.replay_where,
-                ewc_state=ewc_file,
-                ewc_out=DeployedModel.ewc_file(weights) if ewc_file is not None else None,
-            )
-            for key, value in numbers.items():
-                trained[key] = trained.get(key, 0.0) + value
+        trained = _train_parts(dep, candidate, parts, train, vectors, memory, Path(version.weights), weights)
         old_suite = suite_examples(suite, list(state.tasks))
         generation_before = memory.generation
-
-        def admit() -> None:  # the new examples enter the memory; the router learns them
-            to_memory(memory, train, vectors)
-            candidate.fit_router(memory)
-
+        admit = functools.partial(_admit, memory, train, vectors, candidate)
         before, after, staged, metrics = _measure(dep, current, candidate, old_suite, held, memory, admit)
         flags = unlearned_tasks(new_state, before, after, held) if dep.config.check_learning else []
-        suite_ids = to_memory(suite, held)
-        suite_ids_all = suite.ids()
-        new_state.suite_boundary = (max(suite_ids_all) + 1) if suite_ids_all else 0
+        suite_ids = _into_suite(suite, held, new_state)
         new_state.metrics = {**metrics, "memory_entries": len(memory), "training": trained}
         dep.save_version(candidate, weights)
         if stage if stage is not None else dep.config.stage:
@@ -227,6 +185,82 @@ def update(
     return UpdateResult(uid, "pass", number, expert, details, new_state.metrics)
 
 
+def _plan(
+    dep: Deployment,
+    memory: RehearsalMemory,
+    state: VersionState,
+    vectors: np.ndarray,
+    train: list[Labelled],
+    log: AuditLog,
+    uid: str,
+) -> tuple[list[Part], dict[str, Any] | None]:
+    """The training parts (``experts.plan_training``); for expert growth, the new data's novelty, kept in
+    the candidate's ``state`` and logged."""
+    parts, details = plan_training(dep.config, memory, state, vectors, [ex.task for ex in train])
+    state.novelty = details
+    if details is not None:
+        _log_novelty(log, uid, details)
+    return parts, details
+
+
+def _admit(
+    memory: RehearsalMemory, train: list[Labelled], vectors: np.ndarray, candidate: DeployedModel
+) -> None:
+    """The new examples enter the memory; the candidate's router learns them."""
+    to_memory(memory, train, vectors)
+    candidate.fit_router(memory)
+
+
+def _into_suite(suite: RehearsalMemory, held: list[Labelled], state: VersionState) -> list[int]:
+    """The update's held-out examples join the test suite (their ids returned); the candidate's ``state``
+    records where the suite ends."""
+    suite_ids = to_memory(suite, held)
+    every = suite.ids()
+    state.suite_boundary = (max(every) + 1) if every else 0
+    return suite_ids
+
+
+def _refuse_while_staged(dep: Deployment) -> None:
+    """One candidate at a time: a staged one is promoted or rolled back before the next update."""
+    staged_now = dep.pending()
+    if staged_now is not None:
+        raise ValidationError(
+            f"a candidate ({staged_now['update']}) is staged: promote it or roll back before updating again"
+        )
+
+
+def _train_parts(
+    dep: Deployment,
+    candidate: DeployedModel,
+    parts: Sequence[Part],
+    train: Sequence[Labelled],
+    vectors: np.ndarray,
+    memory: RehearsalMemory,
+    current_weights: Path,
+    weights: Path,
+) -> dict[str, float]:
+    """Train the candidate one part at a time (one pass per adapter: expert growth with a batch of several
+    experts' tasks); returns the parts' numbers summed. EWC reads the current version's state and writes
+    the candidate's beside its ``weights``."""
+    ewc_file = DeployedModel.ewc_file(current_weights) if dep.config.strategy == "ewc" else None
+    trained: dict[str, float] = {}
+    for part in parts:
+        numbers = train_candidate(
+            candidate,
+            [train[i].text for i in part.rows],
+            [str(train[i].label) for i in part.rows],
+            vectors[part.rows],
+            memory=memory,
+            adapter=part.adapter,
+            replay_where=part.replay_where,
+            ewc_state=ewc_file,
+            ewc_out=DeployedModel.ewc_file(weights) if ewc_file is not None else None,
+        )
+        for key, value in numbers.items():
+            trained[key] = trained.get(key, 0.0) + value
+    return trained
+
+
 def _govern(
     dep: Deployment,
     memory: RehearsalMemory,
@@ -244,24 +278,26 @@ def _govern(
     flags: list[tuple[str, str]] | None = None,
 ) -> int:
     try:
-        return govern_update(
-            memory=memory,
-            log=log,
-            keys=dep.keys,
+        record = UpdateRecord(
+            id=uid,
+            actor="deployment",
             config=dep.config.to_dict(),
-            gate=dep.config.gate,
-            run_id="deployment",
-            phase=0,
             task_names=tasks,
             weights=weights,
             before=before,
             after=after,
             staged={t: pair for t, pair in staged.items() if len(pair[0])},
             seed=dep.config.seed,
-            update=uid,
             live=live,
             flags=flags or [],
             hold_for_approval=staged_candidate,
+        )
+        return govern_update(
+            record,
+            memory=memory,
+            log=log,
+            keys=dep.keys,
+            gate=dep.config.gate,
             versions_seal=dep.versions_seal,
         )
     except UpdateBlockedError as blocked:

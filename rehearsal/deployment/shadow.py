@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.evaluate import latency_summary
+from rehearsal.deployment.examples import Labelled, read_examples
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.model import DeployedModel
+from rehearsal.deployment.result import deployment_keys
 from rehearsal.errors import ConfigError, ValidationError
 from rehearsal.governance.audit_log import safe_token
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.evaluate import latency_summary
-from rehearsal.runner.deployment.examples import Labelled, read_examples
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.model import DeployedModel
-from rehearsal.runner.deployment.update import deployment_keys
 
 __all__ = ["canary_arm", "shadow"]
 

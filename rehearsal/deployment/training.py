@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.model import DeployedModel
+from rehearsal.deployment.priority import PriorityCollator, priority_ids
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.model import DeployedModel
-from rehearsal.runner.deployment.priority import PriorityCollator, priority_ids
 
 __all__ = ["train_candidate"]
-
-_FISHER_BATCH = 16
 
 
 def _dataset(
@@ -57,10 +55,7 @@ def train_candidate(
     replay from ``memory`` entries matching ``replay_where`` (None: no replay). ``adapter`` names the
     adapter to train (None: the whole model). Returns the training's numbers: examples, replay rows
     drawn and how many were priority entries, and the counts of priority and eligible entries."""
-    from transformers import DataCollatorWithPadding, PrinterCallback, TrainingArguments, set_seed
-
-    from rehearsal.methods.ewc import EWC
-    from rehearsal.replay.trainer import LABELS, RehearsalTrainer
+    from transformers import DataCollatorWithPadding, set_seed
 
     config: DeploymentConfig = candidate.config
     set_seed(config.seed)
@@ -68,67 +63,16 @@ def train_candidate(
     train = _dataset(candidate, texts, labels, vectors)
     base = DataCollatorWithPadding(candidate.tokenizer)
     replay_on = replay_where is not None and len(memory.ids(replay_where)) > 0
+    collator: Any = base
     if replay_on and replay_where is not None:
-        replay = dataclasses.replace(
-            config.replay,
-            mark_replay=True,
-            max_length=config.max_length,
-            label_column=LABELS,
-            seed=config.seed,
-        )
-        label2id = {label: i for i, label in enumerate(candidate.state.labels)}
-        priority = (
-            priority_ids(memory, replay_where, tags=config.safety_tags, rare_share=config.rare_label_share)
-            if config.priority_share > 0
-            else []
-        )
-        collator: Any = PriorityCollator(
-            memory,
-            base,
-            candidate.tokenizer,
-            replay,
-            eligible=replay_where,
-            label2id=label2id,
-            priority=priority,
-            share=config.priority_share,
-        )
+        collator = _replay_collator(candidate, memory, base, replay_where)
     else:
+        # Without replay the collator never reads them, and the model's forward must not see them.
         train = train.remove_columns([config.replay.text_column, config.replay.vector_column])
-        collator = base
-    terms: list[Any] = []
-    ewc: EWC | None = None
-    if ewc_out is not None:
-        ewc = EWC.load(ewc_state) if ewc_state is not None and ewc_state.is_file() else EWC(config.ewc)
-        if ewc_state is not None and ewc_state.is_file():
-            terms.append(ewc)
-    seen = candidate.state.label_ids(list(candidate.state.labels))
-    with tempfile.TemporaryDirectory(prefix="rehearsal-update-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            per_device_train_batch_size=config.batch_size,
-            num_train_epochs=config.epochs,
-            learning_rate=config.learning_rate,
-            seed=config.seed,
-            save_strategy="no",
-            logging_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            remove_unused_columns=False,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
-        trainer = RehearsalTrainer(
-            model=model,
-            args=args,
-            train_dataset=train,
-            data_collator=collator,
-            loss="ce",
-            mask_unseen=True,
-            seen_classes=seen,
-            loss_terms=terms,
-        )
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+    # The penalty applies once the current version has a Fisher state; a first one starts it.
+    anchored = ewc_state is not None and ewc_state.is_file()
+    ewc = _ewc(config, ewc_state if anchored else None) if ewc_out is not None else None
+    _fit(candidate, model, train, collator, terms=[ewc] if ewc is not None and anchored else [])
     counts = collator.counts() if replay_on else {}
     if ewc is not None and ewc_out is not None:
         _consolidate(ewc, candidate, train, base, ewc_out)
@@ -142,14 +86,72 @@ def train_candidate(
     }
 
 
+def _replay_collator(
+    candidate: DeployedModel, memory: RehearsalMemory, base: Any, replay_where: Mapping[str, Any]
+) -> PriorityCollator:
+    """The collator that tops each batch up with replay of the eligible entries, priority ones first."""
+    from rehearsal.replay.trainer import LABELS
+
+    config: DeploymentConfig = candidate.config
+    replay = dataclasses.replace(
+        config.replay, mark_replay=True, max_length=config.max_length, label_column=LABELS, seed=config.seed
+    )
+    label2id = {label: i for i, label in enumerate(candidate.state.labels)}
+    priority = (
+        priority_ids(memory, replay_where, tags=config.safety_tags, rare_share=config.rare_label_share)
+        if config.priority_share > 0
+        else []
+    )
+    return PriorityCollator(
+        memory,
+        base,
+        candidate.tokenizer,
+        replay,
+        eligible=replay_where,
+        label2id=label2id,
+        priority=priority,
+        share=config.priority_share,
+    )
+
+
+def _ewc(config: DeploymentConfig, state: Path | None) -> Any:
+    """The EWC state to train under: the current version's, or a fresh one."""
+    from rehearsal.methods.ewc import EWC
+
+    return EWC.load(state) if state is not None else EWC(config.ewc)
+
+
+def _fit(candidate: DeployedModel, model: Any, train: Any, collator: Any, *, terms: list[Any]) -> None:
+    """One quiet Trainer pass over ``train``: CE over the labels the deployment knows, ``terms`` added."""
+    from rehearsal.training.trainer import TrainSettings
+    from rehearsal.training.trainer import train as train_model
+
+    config: DeploymentConfig = candidate.config
+    settings = TrainSettings(
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        loss="ce",
+        mask_unseen=True,
+    )
+    seen = candidate.state.label_ids(list(candidate.state.labels))
+    with tempfile.TemporaryDirectory(prefix="rehearsal-update-") as scratch:
+        train_model(
+            model,
+            settings,
+            output_dir=scratch,
+            dataset=train,
+            collator=collator,
+            seen_classes=seen,
+            loss_terms=terms,
+        )
+
+
 def _consolidate(ewc: Any, candidate: DeployedModel, train: Any, collate: Any, out: Path) -> None:
     """Fold the new data's Fisher into the EWC state and anchor it at the candidate."""
-    from torch.utils.data import DataLoader
+    from rehearsal.training.fisher import consolidate
 
-    columns = [
-        c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in train.column_names
-    ]
-    examples = train.select_columns(columns)
-    ewc.consolidate(candidate.model, DataLoader(examples, batch_size=_FISHER_BATCH, collate_fn=collate))
+    consolidate(ewc, candidate.model, train, collate)
     out.parent.mkdir(parents=True, exist_ok=True)
     ewc.save(out)

@@ -16,13 +16,13 @@ Every file the deployment reads back is keyed with its master key and bound to i
 ``deployment.json`` carries under its tag: ``versions.json`` (each version record tagged over the
 identity and its version number, the file over its records, the current version and the staged
 candidate's marker; ``rehearsal.governance.versions``), every weights folder's ``seal.json``
-(``rehearsal.runner.deployment.seal``) and ``pending.json``. So a file copied from another deployment
+(``rehearsal.deployment.seal``) and ``pending.json``. So a file copied from another deployment
 under the same key disagrees with the rest of this one and is refused, and so is a ``pending.json``
 deleted, or put back, behind the versions file's marker. Weights are stored relative to the deployment
 and must be a folder of ``DIR/weights`` (no absolute path, no ``..``, no link out of it).
 
 Deployments made before identities (format 2) are refused with the way out: ``rehearsal
-migrate-deployment DIR`` (``rehearsal.runner.deployment.migrate``) checks them under the old rules and
+migrate-deployment DIR`` (``rehearsal.deployment.migrate``) checks them under the old rules and
 binds them once.
 """
 
@@ -35,17 +35,18 @@ import json
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
 from rehearsal._files import atomic_write
 from rehearsal.crypto.keys import KeyRing, same_tag
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.seal import config_tag, seal_weights, verify_weights
 from rehearsal.errors import ConfigError, IntegrityError, NotFoundError, StoreFormatError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.versions import Version, VersionsFile, VersionsSeal, read_versions, set_staged
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.seal import config_tag, seal_weights, verify_weights
 
 __all__ = ["DEPLOYMENT_FILE", "Deployment", "VersionState", "is_deployment"]
 
@@ -172,8 +173,12 @@ class Deployment:
     def suite_path(self) -> Path:
         return self.path / "suite"
 
-    def weights_dir(self, update: str) -> Path:
-        return self.path / "weights" / update.replace("/", "_")
+    def weights_dir(self, update: str, *, fresh: bool = False) -> Path:
+        """Where ``update``'s weights live; ``fresh``: emptied first (a retrained update starts over)."""
+        folder = self.path / "weights" / update.replace("/", "_")
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        return folder
 
     def open_memory(self, *, read_only: bool = False) -> RehearsalMemory:
         from rehearsal.embedding import load_encoder

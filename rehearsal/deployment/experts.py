@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.folder import VersionState
+from rehearsal.deployment.model import SHARED
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.adapters import AdapterRouter
 from rehearsal.methods.novelty import novelty
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.folder import VersionState
-from rehearsal.runner.deployment.model import SHARED
 
 __all__ = ["ALL", "Part", "plan_training"]
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.deployment.examples import Labelled
+from rehearsal.deployment.folder import VersionState
+from rehearsal.deployment.model import DeployedModel
 from rehearsal.governance.audit_log import safe_token
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.examples import Labelled
-from rehearsal.runner.deployment.folder import VersionState
-from rehearsal.runner.deployment.model import DeployedModel
 
 __all__ = ["Scored", "latency_summary", "score", "unlearned_tasks"]
 

@@ -28,11 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal.crypto.keys import KeyRing, same_tag
-from rehearsal.errors import IntegrityError, StoreFormatError
-from rehearsal.governance.audit_log import AuditEntry, AuditLog, default_log_path
-from rehearsal.governance.versions import Version, is_sealed, read_versions, write_sealed
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.folder import (
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.folder import (
     DEPLOYMENT_FILE,
     FORMAT,
     PENDING_FILE,
@@ -45,7 +42,10 @@ from rehearsal.runner.deployment.folder import (
     write_config,
     write_json,
 )
-from rehearsal.runner.deployment.seal import is_unbound, seal_weights, verify_weights
+from rehearsal.deployment.seal import is_unbound, seal_weights, verify_weights
+from rehearsal.errors import IntegrityError, StoreFormatError
+from rehearsal.governance.audit_log import AuditEntry, AuditLog, default_log_path
+from rehearsal.governance.versions import Version, is_sealed, read_versions, write_sealed
 
 __all__ = ["migrate_deployment"]
 

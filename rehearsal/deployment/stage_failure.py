@@ -9,11 +9,11 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
+from rehearsal.deployment.folder import Deployment
 from rehearsal.errors import UpdateBlockedError
 from rehearsal.governance.audit_log import AuditLog
 from rehearsal.governance.audited import log_delete
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.folder import Deployment
 
 __all__ = ["discard_failed_stage"]
 

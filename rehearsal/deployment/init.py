@@ -1,4 +1,5 @@
-"""Making a deployment (``rehearsal init-deployment``) from a model and a memory, or from a finished run.
+"""Making a deployment (``rehearsal init-deployment``) from a model and a memory, or from a finished run
+(``from_run``: what ``rehearsal.runner.handoff.run_handoff`` reads out of the run's folder).
 
 The memory is copied into the deployment (with its audit log, whose chain goes on). The regression suite
 is, in order of preference: ``suite`` (a JSON-lines file of held-out examples), a run's test sets, or
@@ -9,7 +10,6 @@ The first version is the base model trained on what the memory holds with the de
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -18,40 +18,27 @@ from typing import Any
 import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.errors import NotFoundError, ValidationError
-from rehearsal.governance.audited import AuditedMemory
-from rehearsal.governance.updates import govern_update
-from rehearsal.governance.versions import start_sealed
-from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.runner.deployment.config import DeploymentConfig
-from rehearsal.runner.deployment.evaluate import score, timed_latency
-from rehearsal.runner.deployment.examples import (
+from rehearsal.deployment.config import DeploymentConfig
+from rehearsal.deployment.evaluate import score, timed_latency
+from rehearsal.deployment.examples import (
     Labelled,
     data_digest,
     read_examples,
     split_heldout,
     to_memory,
 )
-from rehearsal.runner.deployment.folder import Deployment, VersionState
-from rehearsal.runner.deployment.model import SHARED, DeployedModel
-from rehearsal.runner.deployment.training import train_candidate
-from rehearsal.runner.deployment.update import UpdateResult, deployment_keys
+from rehearsal.deployment.folder import Deployment, VersionState
+from rehearsal.deployment.model import SHARED, DeployedModel
+from rehearsal.deployment.result import UpdateResult, deployment_keys
+from rehearsal.deployment.training import train_candidate
+from rehearsal.errors import NotFoundError, ValidationError
+from rehearsal.governance.audited import AuditedMemory
+from rehearsal.governance.updates import UpdateRecord, govern_update
+from rehearsal.governance.versions import start_sealed
+from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.training.handoff import RunHandoff
 
 __all__ = ["init_deployment"]
-
-
-def _run_source(run_dir: Path) -> tuple[Path, list[str], list[Labelled], str | None]:
-    """A finished run's memory, its stream's label names (a run stores label ids), test sets and model."""
-    from rehearsal.runner.config import RunConfig
-    from rehearsal.runner.loop import load_stream
-
-    state_file = run_dir / "state.json"
-    if not state_file.is_file() or not (run_dir / "memory" / "memory.json").is_file():
-        raise NotFoundError(f"{str(run_dir)!r} is not a finished 'rehearsal run' with a memory")
-    config = RunConfig.from_dict(json.loads(state_file.read_text(encoding="utf-8"))["config"])
-    stream = load_stream(config)
-    tests = [Labelled(ex.text, ex.label, ex.task) for task in stream.tasks for ex in task.test]
-    return run_dir / "memory", list(stream.labels), tests, config.model
 
 
 def _memory_examples(memory: RehearsalMemory, names: list[str] | None) -> tuple[list[int], list[Labelled]]:
@@ -85,7 +72,7 @@ def init_deployment(
     path: str | os.PathLike[str],
     *,
     memory: str | os.PathLike[str] | None = None,
-    from_run: str | os.PathLike[str] | None = None,
+    from_run: RunHandoff | None = None,
     model: str | None = None,
     strategy: str = "adapter-replay",
     suite: str | os.PathLike[str] | None = None,
@@ -99,8 +86,8 @@ def init_deployment(
     names: list[str] | None = None
     tests: list[Labelled] = []
     if from_run is not None:
-        source, names, tests, run_model = _run_source(Path(from_run))
-        model = model or run_model
+        source, names, model = from_run.memory, list(from_run.labels), model or from_run.model
+        tests = [Labelled(text, label, task) for text, label, task in from_run.tests]
     else:
         source = Path(str(memory))
         if not (source / "memory.json").is_file():
@@ -149,21 +136,11 @@ def _first_version(
         if not examples:
             raise ValidationError(f"the memory {str(source)!r} holds no labelled entries to train on")
         labels = _label_order(mem, examples, names)
-        if suite is not None:
-            tests = read_examples(suite)
-        elif not tests:
-            train, tests = split_heldout(examples, config.heldout, rng=np.random.default_rng(config.seed))
-            held = set(tests)
-            moved = [i for i, ex in zip(ids, examples, strict=True) if ex in held]
-            audited.delete(moved)  # the suite's examples must not be trained on
-            examples = train
+        examples, tests = _cut_suite(audited, config, ids, examples, tests, suite)
         unknown = sorted({str(ex.label) for ex in tests} - set(labels))
         if unknown:
             raise ValidationError(f"the suite has labels the memory does not: {unknown[:10]}")
-        tasks: dict[str, list[str]] = {}
-        for ex in examples:
-            if ex.label not in tasks.setdefault(ex.task, []):
-                tasks[ex.task].append(str(ex.label))
+        tasks = _labels_by_task(examples)
         uid = "init-" + data_digest(examples)
         experts = {"expert_0": sorted(tasks)} if config.strategy == "expert-growth" else {}
         state = VersionState(update=uid, labels=labels, tasks=tasks, experts=experts)
@@ -184,28 +161,57 @@ def _first_version(
         with RehearsalMemory.create(dep.suite_path, keys=keys, encoder=load_encoder()) as suite_mem:
             to_memory(suite_mem, tests)
             state.suite_boundary = (max(suite_mem.ids()) + 1) if tests else 0
-        scored = score(first, tests, mem)
-        state.metrics = {
-            "accuracy": scored.accuracy_by_task(),
-            "safety": scored.accuracy_by_tag(config.safety_tags),
-            "latency": timed_latency(first, tests, mem),
-            "examples": len(tests),
-            "memory_entries": len(mem),
-        }
+        state.metrics = _first_metrics(first, tests, mem)
         dep.save_version(first, weights)
-        number = govern_update(
-            memory=mem,
-            log=audited.log,
-            keys=keys,
+        record = UpdateRecord(
+            id=uid,
+            actor="deployment",
             config=config.to_dict(),
-            gate=None,
-            run_id="deployment",
-            phase=0,
             task_names=sorted(tasks),
             weights=weights,
-            before={},
             after=state.metrics["accuracy"],
-            update=uid,
-            versions_seal=dep.versions_seal,
         )
+        seal = dep.versions_seal
+        number = govern_update(record, memory=mem, log=audited.log, keys=keys, gate=None, versions_seal=seal)
     return UpdateResult(uid, "pass", number, adapter if experts else None, None, state.metrics)
+
+
+def _cut_suite(
+    audited: AuditedMemory,
+    config: DeploymentConfig,
+    ids: list[int],
+    examples: list[Labelled],
+    tests: list[Labelled],
+    suite: str | os.PathLike[str] | None,
+) -> tuple[list[Labelled], list[Labelled]]:
+    """(training examples, test suite): the suite file when one is given, the tests handed in, or else a
+    held-out share of the memory's examples, which then leave the memory (they must not be trained on)."""
+    if suite is not None:
+        return examples, read_examples(suite)
+    if tests:
+        return examples, tests
+    train, held = split_heldout(examples, config.heldout, rng=np.random.default_rng(config.seed))
+    kept = set(held)
+    audited.delete([i for i, ex in zip(ids, examples, strict=True) if ex in kept])
+    return train, held
+
+
+def _labels_by_task(examples: list[Labelled]) -> dict[str, list[str]]:
+    """Each task's labels in order of first appearance."""
+    tasks: dict[str, list[str]] = {}
+    for ex in examples:
+        if ex.label not in tasks.setdefault(ex.task, []):
+            tasks[ex.task].append(str(ex.label))
+    return tasks
+
+
+def _first_metrics(first: DeployedModel, tests: list[Labelled], mem: RehearsalMemory) -> dict[str, Any]:
+    """The first version's numbers on the suite, as every later version records them."""
+    scored = score(first, tests, mem)
+    return {
+        "accuracy": scored.accuracy_by_task(),
+        "safety": scored.accuracy_by_tag(first.config.safety_tags),
+        "latency": timed_latency(first, tests, mem),
+        "examples": len(tests),
+        "memory_entries": len(mem),
+    }

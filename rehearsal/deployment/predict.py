@@ -18,12 +18,12 @@ from typing import Any
 
 from rehearsal._files import atomic_write
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.evaluate import latency_summary
+from rehearsal.deployment.examples import read_examples
+from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.model import DeployedModel
+from rehearsal.deployment.result import deployment_keys
 from rehearsal.errors import ValidationError
-from rehearsal.runner.deployment.evaluate import latency_summary
-from rehearsal.runner.deployment.examples import read_examples
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.model import DeployedModel
-from rehearsal.runner.deployment.update import deployment_keys
 
 __all__ = ["predict_requests"]
 

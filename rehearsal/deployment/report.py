@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import Deployment, VersionState
+from rehearsal.deployment.report_plots import bars_png, lines_png
+from rehearsal.deployment.result import deployment_keys
 from rehearsal.governance.audit_log import AuditEntry
-from rehearsal.runner.deployment.folder import Deployment
-from rehearsal.runner.deployment.report_plots import bars_png, lines_png
-from rehearsal.runner.deployment.update import deployment_keys
+from rehearsal.governance.versions import Version
 
 __all__ = ["PLOTS", "write_report"]
 
@@ -112,14 +113,46 @@ def write_report(
     dep = Deployment.open(path, deployment_keys(keys))
     states = dep.states()
     _, current = dep.versions()
+    groups, entries = _composition(dep)
+    figures = _figures(states, groups, entries)
+    version_rows = _version_rows(states, current)
+    entries_log = dep.log().entries()
+    staged = _staged(dep.pending())
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Deployment report</title>
+<style>{_STYLE}</style></head>
+<body>
+<h1>Deployment {html.escape(dep.path.name)}</h1>
+<p>Strategy {html.escape(dep.config.strategy)}; deployed version v{current}; {entries} memory entries.</p>
+<h2>Over time</h2>
+{"".join(figures)}
+<h2>Versions</h2>
+{_table(["version", "created", "update", "labels", "accuracy", "p50 ms", "expert"], version_rows)}
+<h2>Candidate</h2>
+{staged}
+<h2>Update decisions</h2>
+{_table(["seq", "update", "decision", "reasons"], _decisions(entries_log))}
+<h2>Audit trail ({len(entries_log)} entries, verified)</h2>
+{_trail(entries_log)}
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+    target = Path(out) if out is not None else dep.path / "report.html"
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+def _figures(
+    states: list[tuple[Version, VersionState]], groups: dict[str, dict[str, int]], entries: int
+) -> list[str]:
+    """The page's figures: each version's numbers over time, and the memory's composition now."""
     numbers = [v.version for v, _ in states]
     tasks = sorted({t for _, s in states for t in s.metrics.get("accuracy", {})})
     accuracy = {t: [s.metrics.get("accuracy", {}).get(t) for _, s in states] for t in tasks}
     safety = {"safety-tagged": [s.metrics.get("safety", {}).get("accuracy") for _, s in states]}
     latency = {q: [s.metrics.get("latency", {}).get(f"{q}_ms") for _, s in states] for q in ("p50", "p95")}
     sizes = {"entries": [s.metrics.get("memory_entries") for _, s in states]}
-    groups, entries = _composition(dep)
-    figures = [
+    return [
         _figure(
             "accuracy",
             lines_png(numbers, accuracy, title="Accuracy per task", ylabel="accuracy", ylim=(0, 1.05)),
@@ -146,7 +179,10 @@ def write_report(
             "The memory's composition by task, label and tag",
         ),
     ]
-    version_rows = [
+
+
+def _version_rows(states: list[tuple[Version, VersionState]], current: int | None) -> list[list[Any]]:
+    return [
         [
             f"v{v.version}" + (" (deployed)" if v.version == current else ""),
             _time(v.created_at),
@@ -158,34 +194,11 @@ def write_report(
         ]
         for v, s in states
     ]
-    entries_log = dep.log().entries()
-    pending = dep.pending()
-    staged = (
-        "<p>No candidate is staged.</p>"
-        if pending is None
-        else f"<p>Staged: {html.escape(pending['update'])}</p><pre>"
-        + html.escape(json.dumps(pending.get("shadow") or pending.get("gate_preview"), indent=2))
-        + "</pre>"
-    )
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Deployment report</title>
-<style>{_STYLE}</style></head>
-<body>
-<h1>Deployment {html.escape(dep.path.name)}</h1>
-<p>Strategy {html.escape(dep.config.strategy)}; deployed version v{current}; {entries} memory entries.</p>
-<h2>Over time</h2>
-{"".join(figures)}
-<h2>Versions</h2>
-{_table(["version", "created", "update", "labels", "accuracy", "p50 ms", "expert"], version_rows)}
-<h2>Candidate</h2>
-{staged}
-<h2>Update decisions</h2>
-{_table(["seq", "update", "decision", "reasons"], _decisions(entries_log))}
-<h2>Audit trail ({len(entries_log)} entries, verified)</h2>
-{_trail(entries_log)}
-<script>{_SCRIPT}</script>
-</body></html>
-"""
-    target = Path(out) if out is not None else dep.path / "report.html"
-    target.write_text(page, encoding="utf-8")
-    return target
+
+
+def _staged(pending: dict[str, Any] | None) -> str:
+    """The staged candidate, with its shadow's results or else the gate's preview."""
+    if pending is None:
+        return "<p>No candidate is staged.</p>"
+    shown = json.dumps(pending.get("shadow") or pending.get("gate_preview"), indent=2)
+    return f"<p>Staged: {html.escape(pending['update'])}</p><pre>" + html.escape(shown) + "</pre>"

@@ -1,0 +1,27 @@
+"""Reading a finished run's folder for a deployment that starts from it (see ``training.handoff``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rehearsal.errors import NotFoundError
+from rehearsal.runner.config import RunConfig
+from rehearsal.training.handoff import RunHandoff
+
+__all__ = ["run_handoff"]
+
+
+def run_handoff(run_dir: str | os.PathLike[str]) -> RunHandoff:
+    """A finished run's memory, its stream's label names (a run stores label ids), test sets and model."""
+    from rehearsal.runner.loop import load_stream
+
+    folder = Path(run_dir)
+    state_file = folder / "state.json"
+    if not state_file.is_file() or not (folder / "memory" / "memory.json").is_file():
+        raise NotFoundError(f"{str(folder)!r} is not a finished 'rehearsal run' with a memory")
+    config = RunConfig.from_dict(json.loads(state_file.read_text(encoding="utf-8"))["config"])
+    stream = load_stream(config)
+    tests = [(ex.text, ex.label, ex.task) for task in stream.tasks for ex in task.test]
+    return RunHandoff(folder / "memory", list(stream.labels), tests, config.model)
