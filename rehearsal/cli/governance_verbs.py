@@ -33,7 +33,7 @@ from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import AuditedMemory, bound_store_id, check_log_binding
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.updates import approve_update
-from rehearsal.governance.versions import is_sealed, list_versions, rollback
+from rehearsal.governance.versions import VERSIONS_FILE, is_sealed, list_versions, rollback
 from rehearsal.store.registry import is_server
 
 if TYPE_CHECKING:
@@ -186,10 +186,12 @@ def _expire(args: argparse.Namespace) -> Report:
 def _versions(args: argparse.Namespace) -> Report:
     require_memory(args.path)
     deployment = Path(args.path).parent
-    if is_sealed(args.path) and (deployment / "deployment.json").is_file():
+    plain = (Path(args.path) / VERSIONS_FILE).is_file() and not is_sealed(args.path)
+    if (deployment / "deployment.json").is_file() and not plain:
         from rehearsal.deployment.folder import Deployment
 
-        # A deployment's versions file is sealed and bound to it: read through the deployment (checked).
+        # A deployment's versions file is sealed and bound to it: read through the deployment (checked),
+        # which refuses a deleted one rather than listing "no versions recorded".
         keys = keys_from_args(args)
         if keys is None:
             raise MissingKeyError(f"a deployment's versions are sealed: set {KEY_ENV} or pass --key-file")
