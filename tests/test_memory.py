@@ -595,7 +595,7 @@ def test_search_returns_exact_neighbours_best_first(
 
 
 def _stored_vector(mem: RehearsalMemory, entry_id: int) -> np.ndarray:
-    _ids, vectors = mem._vectors.open_rows(mem._records.vectors_of([entry_id]))  # type: ignore[attr-defined]
+    _ids, vectors = mem._vectors.unseal(mem._records.vectors_of([entry_id]))
     return vectors[0]
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from typing import Any
+
+import numpy as np
 
 from rehearsal.cli.common import (
     KEY_ENV,
@@ -105,6 +108,12 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the field holding each record's own id: ingesting an id again replaces that record (upsert)",
     )
+    p.add_argument(
+        "--vector-field",
+        metavar="NAME",
+        help="the field holding each record's vector (an export --with-vectors): stored as it is, not "
+        "recomputed; rows may then lack text if the memory is embedding-only",
+    )
     p.add_argument("--split", help="the split to read from a saved DatasetDict")
     p.add_argument("--batch-size", type=positive_int, default=256, help="records added per commit")
     p.add_argument("--embedding-only", action="store_true", help="if PATH is new, create it embedding-only")
@@ -130,6 +139,14 @@ def _ingest(args: argparse.Namespace) -> Report:
         memory = _create(args, embedding_only=args.embedding_only)
     else:
         memory = open_memory(args, read_only=False)
+    if mapper.vectors is not None:
+        try:
+            mapper.vectors.check_fits(memory)
+        except RehearsalError:
+            memory.close()
+            if created:  # the command made it for this file, which cannot go in: leave nothing behind
+                shutil.rmtree(args.path, ignore_errors=True)
+            raise
     with audited(args, memory) as memory:
         _check_mode(args, embedding_only=memory.embedding_only)
         ids: list[int] = []
@@ -177,6 +194,7 @@ def _mapper(args: argparse.Namespace) -> RecordMapper:
         retain_until=args.retain_until,
         tenant_field=args.tenant_field,
         id_field=args.id_field,
+        vector_field=args.vector_field,
     )
 
 
@@ -185,13 +203,19 @@ def _add_batch(
 ) -> tuple[list[int], list[int]]:
     """(new ids, replaced ids): one transaction per batch, whatever its mix of tenants (each sealed under
     its own key); an upsert replaces the records with the same external ids."""
-    texts = [r.text for r in batch]
+    texts: list[str] | None = [r.text for r in batch]
     metadata = [r.metadata for r in batch]
     sources = [r.source for r in batch if r.source] if memory.embedding_only else None
     owners = _owners(batch, tenant)
+    vectors = None
+    if batch and batch[0].vector is not None:  # --vector-field: every record has one (checked)
+        vectors = np.asarray([r.vector for r in batch], dtype=np.float32)
+        texts = None if memory.embedding_only else texts
     if not upsert:
-        return memory.add(texts, metadata=metadata, tenant=owners, sources=sources), []
-    return memory.upsert(texts, key=EXTERNAL_ID, metadata=metadata, tenant=owners, sources=sources)
+        return memory.add(texts, metadata=metadata, tenant=owners, sources=sources, vectors=vectors), []
+    return memory.upsert(
+        texts, key=EXTERNAL_ID, metadata=metadata, tenant=owners, sources=sources, vectors=vectors
+    )
 
 
 def _check_external_ids(source: Any, mapper: RecordMapper, field: str) -> None:

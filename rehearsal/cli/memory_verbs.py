@@ -17,6 +17,7 @@ from typing import Any
 
 from rehearsal.cli.common import Report, Verb, open_memory, parse_where_option
 from rehearsal.cli.records import id_list, positive_int
+from rehearsal.cli.vector_column import VECTOR_ENCODER_FIELD
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
 
@@ -111,6 +112,12 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="a new JSON-lines file (never overwritten)")
     _where_arg(p)
     _text_arg(p)
+    p.add_argument(
+        "--with-vectors",
+        action="store_true",
+        help="include each entry's stored vector and its encoder's name ('ingest --vector-field vector' "
+        "reads them back, e.g. into an embedding-only memory); vectors are as sensitive as text",
+    )
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:
@@ -124,8 +131,10 @@ def _export(args: argparse.Namespace) -> Report:
         if args.with_text and memory.embedding_only:
             raise ValidationError("--with-text: this memory is embedding-only and stores no text")
         ids = memory.ids(where)
-        # Decrypted text is as sensitive as the vault it came from: owner-only, like a key file.
-        mode = 0o600 if args.with_text else 0o644
+        # Decrypted text (and vectors, which can be inverted into text) is as sensitive as the vault it
+        # came from: owner-only, like a key file.
+        sensitive = args.with_text or args.with_vectors
+        mode = 0o600 if sensitive else 0o644
         try:
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except FileExistsError:
@@ -134,7 +143,11 @@ def _export(args: argparse.Namespace) -> Report:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 for batch in _batches(ids):
+                    vectors = memory.vectors_by_id(batch) if args.with_vectors else {}
                     for entry in entry_dicts(memory, batch, with_text=args.with_text):
+                        if args.with_vectors:
+                            entry["vector"] = [round(float(x), 7) for x in vectors[entry["id"]]]
+                            entry[VECTOR_ENCODER_FIELD] = memory.encoder_name
                         fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
                         written += 1
                 fh.flush()
@@ -143,12 +156,14 @@ def _export(args: argparse.Namespace) -> Report:
             os.unlink(args.out)  # no half-written export left behind
             raise
     data = {"path": args.path, "out": args.out, "exported": written, "with_text": args.with_text}
+    data["with_vectors"] = args.with_vectors
     data.update(where=where, file_mode=f"{stat.S_IMODE(os.stat(args.out).st_mode):04o}")
-    what = "entries with their text" if args.with_text else "entries (metadata only)"
+    carried = [name for name, on in (("text", args.with_text), ("vectors", args.with_vectors)) if on]
+    what = f"entries with their {' and '.join(carried)}" if carried else "entries (metadata only)"
     line = f"exported {written} {what} to {args.out}"
     lines = (
-        [line, "the file holds decrypted text: it was created owner-only (0600)"]
-        if args.with_text
+        [line, f"the file holds decrypted {' and '.join(carried)}: it was created owner-only (0600)"]
+        if sensitive
         else [line]
     )
     return Report(data, lines)

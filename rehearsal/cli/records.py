@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rehearsal.cli.vector_column import VECTOR_ENCODER_FIELD, VectorColumn
 from rehearsal.crypto.keys import validate_tenant
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.governance.retention import RETENTION_FIELD, retention_deadline
@@ -47,10 +48,11 @@ _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,17})")
 
 @dataclass(frozen=True)
 class Record:
-    text: str
+    text: str  # "" for a record that brings its vector and no text (an embedding-only export)
     metadata: dict[str, Any]
     source: str | None
     tenant: str | None = None  # from a per-row tenant column (``--tenant-field``)
+    vector: list[float] | None = None  # from ``--vector-field``: the record's embedding, not recomputed
 
 
 class RecordSource:
@@ -166,6 +168,7 @@ class RecordMapper:
         retain_until: str | None = None,
         tenant_field: str | None = None,
         id_field: str | None = None,
+        vector_field: str | None = None,
     ) -> None:
         # None: every field the records have beyond the text, label, task, tenant, id and source ones.
         self.all_fields = metadata_fields is None
@@ -200,21 +203,30 @@ class RecordMapper:
             self.required.add(id_field)
         self.task = task
         self.retain_until = retain_until
+        # Vectors brought by the file (an export --with-vectors): their width and the encoders they name.
+        self.vectors = VectorColumn(vector_field) if vector_field is not None else None
         self.seen: set[str] = set()  # fields found in at least one record
         # A renamed label or task leaves a column of that name behind: it is not metadata either.
         self.taken = {text_field, label_field, task_field, "label", "task", *_RESERVED_FIELDS} | {
-            name for name in (source_field, tenant_field, id_field) if name is not None
+            name for name in (source_field, tenant_field, id_field, vector_field) if name is not None
         }
+        if vector_field is not None:
+            self.taken.add(VECTOR_ENCODER_FIELD)
 
     def __call__(self, item: dict[str, Any], where: str) -> Record:
+        vector = self.vectors.read(item, where) if self.vectors is not None else None
         text = item.get(self.text_field)
-        if not isinstance(text, str) or not text.strip():
+        if text is None and vector is not None and self.vectors is not None:
+            text = ""  # an embedding-only record: its vector stands in for its text
+            self.vectors.textless = True
+        elif not isinstance(text, str) or not text.strip():
             found = "missing" if text is None else f"{type(text).__name__} {_short(text)}"
             raise ValidationError(
                 f"{where}: text field {self.text_field!r} must be a non-empty string, got {found}"
             )
         try:
-            check_texts([text])  # a lone surrogate (JSON's "\\ud800") is refused here, before any add
+            if text:  # "" only for a record that brings its vector instead
+                check_texts([text])  # a lone surrogate (JSON's "\\ud800") is refused here, before any add
         except ValidationError as exc:
             raise ValidationError(f"{where}: {str(exc).removeprefix('texts[0] ')}") from None
         metadata: dict[str, Any] = {}
@@ -246,7 +258,7 @@ class RecordMapper:
             json.dumps(metadata)
         except (TypeError, ValueError):
             raise ValidationError(f"{where}: metadata is not JSON-serialisable") from None
-        return Record(text, metadata, self._source(item, where), self._tenant(item, where))
+        return Record(text, metadata, self._source(item, where), self._tenant(item, where), vector)
 
     def _extra_fields(self, item: dict[str, Any]) -> Sequence[str]:
         if not self.all_fields:

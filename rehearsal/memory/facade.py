@@ -1,11 +1,10 @@
 """RehearsalMemory: an encoder and the store protocols (records, texts, sealing, vector index) behind one
 durable facade; ``rehearsal.store.registry`` opens the backends (the embedded default: SQLite + FAISS).
 
-On disk a memory is one folder (``indexes/README.md`` lists its files): SQLite (WAL) is the source of
-truth, the FAISS index file a snapshot at a known generation, sealed in encrypted stores. An add is
-acknowledged only after its SQLite transaction committed with full fsync; the index snapshot is
-rewritten only on ``checkpoint()``/``close()``, after an index rebuild, or once the un-snapshotted delta
-outgrows the snapshot, so no add rewrites the whole index. Opening replays the delta from SQLite.
+On disk a memory is one folder (``indexes/README.md``): SQLite (WAL) is the source of truth, the FAISS
+file a snapshot at a known generation (sealed when encrypted). An add returns once its transaction
+committed with full fsync; the snapshot is rewritten on ``checkpoint()``/``close()``, after a rebuild, or
+once the delta outgrows it; opening replays the delta from SQLite.
 
 A memory can also live on a PostgreSQL server with pgvector (``create``/``open`` a ``postgresql://`` URL):
 the same calls, records, sealed texts and vectors in one schema, no folder and no writer lock.
@@ -80,10 +79,6 @@ class RehearsalMemory:
         self._dim = int(opened.manifest["encoder"]["dim"])
         self._closed = False
         self._searcher = Searcher(self._records, self._vectors)
-        # Checks (and embeds) a batch before anything is written; the encoder loads only if one needs it.
-        self._prepare_batch = functools.partial(
-            prepare_batch, dim=self._dim, embedding_only=self.embedding_only, encode=self._encode
-        )
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -134,7 +129,6 @@ class RehearsalMemory:
         opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors)
         return cls(opened, read_only=read_only, encoder=encoder, resolver=resolver)
 
-    # -- properties ------------------------------------------------------------------------------
     @property
     def dim(self) -> int:
         return self._dim
@@ -207,7 +201,7 @@ class RehearsalMemory:
         tenant's records sealed under its own key.
         """
         self._check_writable()
-        batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
+        batch = self._batch(texts, metadata, tenant, vectors, sources)
         return self._commit(batch, evict=[])
 
     def upsert(
@@ -223,7 +217,7 @@ class RehearsalMemory:
         """Add a batch whose records carry an external id in ``metadata[key]``; the tenant's entries with
         the same ids are replaced in the same transaction. Returns (new ids, replaced ids)."""
         self._check_writable()
-        batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
+        batch = self._batch(texts, metadata, tenant, vectors, sources)
         with self._lock:
             replaced = replaced_ids(self._records, key, batch)
             return self._commit(batch, evict=replaced), replaced
@@ -244,7 +238,7 @@ class RehearsalMemory:
         The policy's state (e.g. the reservoir's count of items seen) is saved in the same transaction.
         """
         self._check_writable()
-        batch = self._prepare_batch(texts, metadata, tenant, vectors, sources)
+        batch = self._batch(texts, metadata, tenant, vectors, sources)
         with self._lock:
             chosen, decision = admit_batch(self._records, policy, batch, rng=rng)
             return self._commit(chosen, evict=decision.evict, state=decision.state)
@@ -364,6 +358,12 @@ class RehearsalMemory:
                 self._purge(erased)
             return texts
 
+    def vectors_by_id(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors (authenticated, unit float32 rows) of the ids that exist."""
+        with self._lock, storage_errors("reading the memory"):
+            found, rows = self._vectors.unseal(self._records.vectors_of(check_ids(ids)))
+        return {int(i): row for i, row in zip(found, rows, strict=True)}
+
     def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
         """Catalog rows (tenant, task, label, tags, extra metadata, source) for the ids that exist."""
         with self._lock, storage_errors("reading the memory"):
@@ -397,8 +397,8 @@ class RehearsalMemory:
         return read_view(self._records, self._vectors, read_only=self._read_only)
 
     def verify(self) -> dict[str, int]:
-        """Authenticate every stored text, vector and catalog row and check index, catalog and vault agree.
-        A memory made without keys can only checksum its rows (``metadata_keyed`` is 0 then)."""
+        """Authenticate every text, vector and row, and check index, catalog and vault agree (a memory
+        without keys checksums its rows: ``metadata_keyed`` is 0)."""
         with self._lock, self._read_view():
             texts = self._keyed if not self.embedding_only else None
             return verify_memory(self._records, texts, self._vectors, keyed=self._keyed is not None)
@@ -415,7 +415,6 @@ class RehearsalMemory:
             self._check_open()
             return bench_memory(self._vectors, self.search_vectors, queries=queries, k=k, seed=seed)
 
-    # -- internals -------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
             raise ValidationError("this memory has been closed")
@@ -424,9 +423,6 @@ class RehearsalMemory:
         self._check_open()
         if self._read_only:
             raise ReadOnlyError(f"memory at {str(self.path)!r} was opened read-only")
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(texts)
 
     def _commit(
         self, batch: Batch | None, *, evict: list[int], state: Mapping[str, str] | None = None
@@ -438,6 +434,13 @@ class RehearsalMemory:
                 return commit(
                     self._stores, batch, evict=evict, state=state, store_texts=not self.embedding_only
                 )
+
+    def _batch(self, *args: Any) -> Batch:
+        """Checks (and embeds) a batch before anything is written; the encoder loads only if needed."""
+        return prepare_batch(*args, dim=self._dim, embedding_only=self.embedding_only, encode=self._embed)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:  # the encoder loads on the first text to embed
+        return self.encoder.encode(texts)
 
     def _purge(self, ids: list[int]) -> None:
         """Drop records whose text was erased upstream: durably if we may write, else from this handle."""

@@ -204,6 +204,11 @@ class VectorIndex(Protocol):
         """The bytes the record store keeps for ``vectors`` (n, dim) float32: sealed when encrypted."""
         ...
 
+    def unseal(self, rows: list[VectorRow]) -> tuple[np.ndarray, np.ndarray]:
+        """The inverse of :meth:`seal` for record-store rows: (ids (n,), unit vectors (n, dim) float32),
+        authenticated (IntegrityError for a row that fails)."""
+        ...
+
     def load(self) -> None:
         """Load the last snapshot and replay the record store's changes after it."""
         ...

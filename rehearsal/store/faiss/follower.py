@@ -51,13 +51,13 @@ class FaissVectorIndex:
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
         return seal_vectors(self.vault, tenant, ids, vectors, dtype=FLOAT16)
 
-    def open_rows(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    def unseal(self, rows: list[tuple[int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
         """Decode catalog rows (id, tenant, blob) into (ids, vectors), unsealing tenant by tenant."""
         return open_vector_rows(self.vault, rows, self.dim, dtype=FLOAT16)
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector, authenticated, in id order."""
-        return self.open_rows(list(self.records.vectors(min_gen_exclusive=-1)))
+        return self.unseal(list(self.records.vectors(min_gen_exclusive=-1)))
 
     # -- following commits -------------------------------------------------------------------------
     def applied(self, generation: int, evict: list[int], ids: list[int], vectors: np.ndarray | None) -> None:
@@ -102,7 +102,7 @@ class FaissVectorIndex:
             rows = list(self.records.vectors(min_gen_exclusive=self.generation))
         if removed:
             self.index.remove(np.asarray(removed, dtype=np.int64))
-        ids, vectors = self.open_rows(rows)
+        ids, vectors = self.unseal(rows)
         present = self.index.contains(ids) if len(ids) else np.zeros(0, dtype=bool)
         if (~present).any():
             self.index.add(vectors[~present], ids[~present])

@@ -35,7 +35,7 @@ import numpy as np
 from rehearsal.errors import ConfigError, DimensionMismatchError, StorageError, ValidationError
 from rehearsal.store.milvus.connection import MilvusLocation, connect, milvus_errors
 from rehearsal.store.milvus.expr import NOTHING, compile_where, digest, id_list
-from rehearsal.store.protocols import ERASE_META_KEY, RecordStore, Sealer
+from rehearsal.store.protocols import ERASE_META_KEY, RecordStore, Sealer, VectorRow
 from rehearsal.store.types import EntryRow
 from rehearsal.store.vectors_at_rest import FLOAT16, as_stored, open_vector_rows, seal_vectors
 from rehearsal.store.where import Where
@@ -122,10 +122,12 @@ class MilvusVectorIndex:
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
         return seal_vectors(self.vault, tenant, ids, vectors, dtype=self.at_rest)
 
+    def unseal(self, rows: list[VectorRow]) -> tuple[np.ndarray, np.ndarray]:
+        return open_vector_rows(self.vault, rows, self.dim, dtype=self.at_rest)
+
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector, from the record store, authenticated, in id order."""
-        rows = list(self.records.vectors(min_gen_exclusive=-1))
-        return open_vector_rows(self.vault, rows, self.dim, dtype=self.at_rest)
+        return self.unseal(list(self.records.vectors(min_gen_exclusive=-1)))
 
     # -- the collection ------------------------------------------------------------------------------
     def create(self) -> None:

@@ -27,6 +27,8 @@ from rehearsal.errors import IntegrityError
 from rehearsal.store.postgres.connection import mapped
 from rehearsal.store.postgres.records import ServerRecords
 from rehearsal.store.postgres.where import compile_where
+from rehearsal.store.protocols import VectorRow
+from rehearsal.store.vectors_at_rest import open_vector_rows
 from rehearsal.store.where import Where
 
 __all__ = ["EF_SEARCH", "INDEX_AT", "PgVectorIndex", "build_memory_mb", "hnsw_statement"]
@@ -107,6 +109,9 @@ class PgVectorIndex:
     def seal(self, tenant: str, ids: list[int], vectors: np.ndarray) -> list[bytes]:
         """The raw float32 rows: the server keeps vectors in the clear (it searches them)."""
         return [row.tobytes() for row in np.ascontiguousarray(vectors, dtype=np.float32)]
+
+    def unseal(self, rows: list[VectorRow]) -> tuple[np.ndarray, np.ndarray]:
+        return open_vector_rows(None, rows, self.dim, dtype=np.dtype(np.float32))
 
     @mapped("opening the vector index")
     def load(self) -> None:
