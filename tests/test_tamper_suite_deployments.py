@@ -334,3 +334,15 @@ def _print(counts: Counter[tuple[str, str, str]]) -> None:
         print(f"{'all files':<49} {kind:<17} {cells}")
     for (name, kind), why in KNOWN_DIFFERENT.items():
         print(f"known different: {name} {kind}: {why}")
+
+
+@pytest.mark.slow
+def test_audit_verify_passes_on_an_undamaged_deployment_with_a_staged_candidate(pair: dict[str, Any]) -> None:
+    """A staged candidate's entries reach the log when it is promoted: until then the memory is ahead of
+    its log by exactly the staging, which ``audit verify`` must not call tampering."""
+    work = pair["tmp"] / "audit-copy"
+    shutil.copytree(pair["tmp"] / "a", work)
+    staged = next(uid for uid, role in pair["roles"]["a"].items() if role == "staged")
+    report = _ok(["audit", "verify", str(work), *pair["key"]])
+    assert report["ok"] is True
+    assert report["staged"] == staged

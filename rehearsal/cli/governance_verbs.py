@@ -30,7 +30,12 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError, MissingKeyError, ValidationError
 from rehearsal.governance.audit_key import AuditKey
 from rehearsal.governance.audit_log import AuditLog, default_log_path
-from rehearsal.governance.audited import AuditedMemory, bound_store_id, check_log_binding
+from rehearsal.governance.audited import (
+    AuditedMemory,
+    bound_store_id,
+    check_log_binding,
+    last_audited_generation,
+)
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.updates import approve_update
 from rehearsal.governance.versions import VERSIONS_FILE, is_sealed, list_versions, rollback
@@ -109,14 +114,15 @@ def _audit(args: argparse.Namespace) -> Report:
     if action == "show":
         return show_audit(log, last=args.last)
     entries = log.entries()
-    bound = None
+    bound, staged = None, None
     if isinstance(keys, AuditKey):
         pass  # the memory's store id and generation need the master key: the chain alone is checked
     elif is_server(args.path) or (Path(args.path) / "memory.json").is_file():
         # A chain that verifies proves only that the log is whole: it must also be this memory's log, and
         # as new as the memory (not another store's log, nor an older copy of its own).
         with open_memory(args, read_only=True, keys=keys) as memory:
-            entries = check_log_binding(log, memory, in_step=True)
+            staged = _staged_candidate(args.path, keys, log)
+            entries = check_log_binding(log, memory, in_step=staged is None)
             bound = bound_store_id(log)
     kinds: dict[str, int] = {}
     for entry in entries:
@@ -131,10 +137,28 @@ def _audit(args: argparse.Namespace) -> Report:
         "store_id": bound,
     }
     binding = ", bound to this memory" if bound is not None else ""
+    if not isinstance(keys, AuditKey) and bound is not None and staged is not None:
+        binding += f"; staged candidate {staged} is logged when it is promoted or rolled back"
+        data["staged"] = staged
     if isinstance(keys, AuditKey):
         binding = "; with a verification key, so not checked against the memory itself"
     line = f"ok: {len(entries)} audit entries verified in {path} (chain, MACs and head{binding})"
     return Report(data, [line])
+
+
+def _staged_candidate(memory_path: str, keys: KeyRing, log: AuditLog) -> str | None:
+    """The update id of the candidate staged in the deployment that keeps ``memory_path``, when the log
+    stops exactly where it was staged: its entries are in the memory and reach the log only when it is
+    promoted (or leave with a rollback), so the memory being ahead of the log is not a tamper sign then."""
+    folder = Path(memory_path).parent
+    if is_server(memory_path) or not (folder / DEPLOYMENT).is_file():
+        return None
+    from rehearsal.deployment.folder import Deployment
+
+    pending = Deployment.open(folder, keys).pending()
+    if pending is None or last_audited_generation(log) != pending.get("generation_before"):
+        return None
+    return str(pending.get("update"))
 
 
 def _export_audit_key(path: Path, keys: KeyRing, out: str) -> Report:
