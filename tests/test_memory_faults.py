@@ -90,3 +90,31 @@ def test_the_cli_reports_a_full_disk_in_one_line(
     assert err.count("\n") == 1
     assert "disk is full" in err
     assert not list((tmp_path / "mem").glob(".*.tmp-*"))
+
+
+def test_a_full_disk_at_open_is_named_as_such_not_as_damage(tmp_path, monkeypatch):
+    """Opening writes the WAL index; with no space left SQLite says "disk I/O error", which must read
+    as a storage problem (is the disk full?), not as a damaged database."""
+    import sqlite3
+
+    from rehearsal.errors import StorageError, StoreFormatError
+    from rehearsal.store.sqlite import connection
+
+    real_connect = sqlite3.connect
+
+    class FullDisk:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, sql, *args):
+            if sql.startswith("PRAGMA journal_mode"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return self.conn.execute(sql, *args)
+
+        def close(self):
+            self.conn.close()
+
+    monkeypatch.setattr(connection.sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k)))
+    with pytest.raises(StorageError, match="disk full") as caught:
+        connection.connect(tmp_path / "x.sqlite", read_only=False, what="memory")
+    assert not isinstance(caught.value, StoreFormatError)

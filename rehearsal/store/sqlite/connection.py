@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from rehearsal.errors import StoreFormatError
+from rehearsal.errors import StorageError, StoreFormatError
 
 __all__ = ["chunked", "connect", "transaction"]
 
@@ -44,6 +44,12 @@ def connect(
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA secure_delete=ON")
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "disk I/O error" in str(exc) or "disk is full" in str(exc):
+            # Opening writes the WAL index: with no space left it fails here, and that is not damage.
+            raise StorageError(f"cannot open {str(path)!r}: {exc} (is the disk full?)") from exc
+        raise StoreFormatError(f"{str(path)!r} is not a readable SQLite {what}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreFormatError(f"{str(path)!r} is not a readable SQLite {what}: {exc}") from exc
