@@ -197,6 +197,13 @@ def test_a_staged_candidate_is_shadowed_canaried_and_promoted(
     assert Deployment.open(dep, keys).pending() is None
     log = AuditLog.open(default_log_path(dep / "memory"), keys, create=False)
     assert [e.details["mode"] for e in log.entries() if e.kind == "shadow"] == ["shadow", "canary"]
+    # The report shows both arms of both runs on the update's row, with the decision they led to.
+    from rehearsal.deployment.report import _decisions
+
+    row = next(r for r in _decisions(log.entries()) if r[1] == staged.update and r[2] == "pass")
+    assert "shadow: current" in row[5]
+    assert "canary: current" in row[5]
+    assert f"on {routed}" in row[5]  # the canary arm's request count
 
 
 def test_canary_routing_is_a_stable_share_of_requests() -> None:
@@ -384,3 +391,26 @@ def test_the_ewc_strategy_carries_its_fisher_state_from_version_to_version(
     second = Path(Deployment.open(dep, keys).current()[0].weights)
     assert second != first
     assert EWC.load(second / "ewc.pt").consolidations == 2  # the update started from v1's state
+
+
+def test_the_reports_decisions_name_the_approver_and_read_reasons_as_the_decision_does() -> None:
+    from rehearsal.deployment.report import _decisions
+    from rehearsal.governance.audit_log import AuditEntry
+
+    def entry(seq: int, kind: str, **details: Any) -> AuditEntry:
+        return AuditEntry(seq, 0.0, kind, "cli", details, "0" * 64, "k", "m")
+
+    entries = [
+        entry(0, "train-update", run_id="u1", decision="needs-approval", reasons=["canary-unproven:all"]),
+        entry(1, "approve", run_id="u1", approver="ana@example.org", codes=["canary-unproven:all"]),
+        entry(
+            2, "train-update", run_id="u1", decision="pass", reasons=["canary-unproven:all"], approver="ana"
+        ),
+        entry(3, "train-update", run_id="u2", decision="pass", reasons=[]),
+    ]
+    rows = _decisions(entries)
+    assert rows[0][3:5] == ["ana@example.org", "canary-unproven:all"]  # blocked: the reason is why
+    assert rows[1][2] == "pass"
+    assert rows[1][3] == "ana@example.org, ana"
+    assert rows[1][4] == "flags accepted by the approver: canary-unproven:all"
+    assert rows[2][3:] == ["-", "-", "-"]

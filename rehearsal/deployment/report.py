@@ -78,12 +78,63 @@ def _trail(entries: list[AuditEntry]) -> str:
     return _table(["seq", "time", "kind", "actor", "details"], rows)
 
 
+DECISION_COLUMNS = [
+    "seq",
+    "update",
+    "decision",
+    "approved by",
+    "why",
+    "shadow / canary: current vs candidate",
+]
+
+
+def _arms(details: dict[str, Any]) -> str:
+    """One shadow or canary entry in a line: each arm's requests and accuracy (safety-tagged too)."""
+
+    def arm(name: str) -> str:
+        numbers = details.get(name) or {}
+        safety = numbers.get("safety")
+        tagged = "" if safety is None else f", safety {safety:.3f}"
+        accuracy = numbers.get("accuracy")
+        shown = "-" if accuracy is None else f"{accuracy:.3f}"
+        return f"{name} {shown} on {numbers.get('requests', 0)}{tagged}"
+
+    agreement = details.get("agreement")
+    agreed = "" if agreement is None else f"; agreement {agreement:.3f}"
+    return f"{details.get('mode')}: {arm('current')} | {arm('candidate')}{agreed}"
+
+
+def _why(decision: Any, reasons: list[str], approvers: list[str]) -> str:
+    """The reasons as the decision reads them: what blocked it, or what a person accepted to pass it."""
+    if not reasons:
+        return "-"
+    if decision == "pass" and approvers:
+        return "flags accepted by the approver: " + "; ".join(reasons)
+    return "; ".join(reasons)
+
+
 def _decisions(entries: list[AuditEntry]) -> list[list[Any]]:
-    return [
-        [e.seq, e.details.get("run_id"), e.details.get("decision"), ", ".join(e.details.get("reasons") or [])]
-        for e in entries
-        if e.kind == "train-update"
-    ]
+    """Each update's decision with who approved it, why, and the shadow and canary runs it had."""
+    approvers: dict[Any, list[str]] = {}
+    arms: dict[Any, list[str]] = {}
+    for e in entries:
+        if e.kind == "approve":
+            approvers.setdefault(e.details.get("run_id"), []).append(str(e.details.get("approver")))
+        elif e.kind == "shadow":
+            arms.setdefault(e.details.get("update"), []).append(_arms(e.details))
+    rows = []
+    for e in entries:
+        if e.kind != "train-update":
+            continue
+        update, decision = e.details.get("run_id"), e.details.get("decision")
+        named = approvers.get(update, [])
+        if e.details.get("approver") and str(e.details["approver"]) not in named:
+            named = [*named, str(e.details["approver"])]
+        why = _why(decision, list(e.details.get("reasons") or []), named)
+        rows.append(
+            [e.seq, update, decision, ", ".join(named) or "-", why, " || ".join(arms.get(update, [])) or "-"]
+        )
+    return rows
 
 
 def _figure(name: str, uri: str, caption: str) -> str:
@@ -131,7 +182,7 @@ def write_report(
 <h2>Candidate</h2>
 {staged}
 <h2>Update decisions</h2>
-{_table(["seq", "update", "decision", "reasons"], _decisions(entries_log))}
+{_table(DECISION_COLUMNS, _decisions(entries_log))}
 <h2>Audit trail ({len(entries_log)} entries, verified)</h2>
 {_trail(entries_log)}
 <script>{_SCRIPT}</script>
