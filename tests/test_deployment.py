@@ -414,3 +414,32 @@ def test_the_reports_decisions_name_the_approver_and_read_reasons_as_the_decisio
     assert rows[1][3] == "ana@example.org, ana"
     assert rows[1][4] == "flags accepted by the approver: canary-unproven:all"
     assert rows[2][3:] == ["-", "-", "-"]
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_deployment_verbs_keep_the_libraries_load_reports_off_the_console_unless_verbose(
+    tmp_path: Path,
+    tiny_model: str,
+    encoder: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    verbose: bool,
+) -> None:
+    keys = KeyRing.generate()
+    monkeypatch.setenv("REHEARSAL_MASTER_KEY", keys.export_base64())
+    stream = load_sentiment_stream(max_train_per_class=3, max_test_per_class=1)
+    _memory(tmp_path / "mem", keys, encoder, list(stream.tasks[0].train))
+    config = json.dumps({**FAST, "epochs": 1})  # 8 outputs over a 6-label tiny head: a reinit to report
+    argv = [
+        "init-deployment",
+        str(tmp_path / "dep"),
+        "--memory",
+        str(tmp_path / "mem"),
+        "--model",
+        tiny_model,
+    ]
+    capfd.readouterr()
+    assert main([*argv, "--config", config, *(["--verbose"] if verbose else [])]) == 0
+    err = capfd.readouterr().err
+    assert ("Loading weights" in err) is verbose  # the weight-loading bar; the load report goes to logging
+    assert "LOAD REPORT" not in err or verbose

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from rehearsal.cli.common import EXIT_FAIL, EXIT_NEEDS_APPROVAL, KEY_ENV, Report, Verb, keys_from_args
+from rehearsal.cli.run_verbs import add_verbose_argument, quiet_libraries
 from rehearsal.errors import UpdateBlockedError, ValidationError
 
 __all__ = ["deploy_verbs"]
@@ -246,21 +248,40 @@ def _migrate(args: argparse.Namespace) -> Report:
     return Report(done, lines)
 
 
+def _quiet(
+    add_args: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], Report]
+) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Report]]:
+    """A verb that loads models, with ``--verbose``: without it, transformers' load reports and "newly
+    initialized" warnings (one per model a verb loads: twice for a shadow) stay off the console."""
+
+    def with_verbose(p: argparse.ArgumentParser) -> None:
+        add_args(p)
+        add_verbose_argument(p)
+
+    def quietly(args: argparse.Namespace) -> Report:
+        with quiet_libraries(args.verbose):
+            return run(args)
+
+    return with_verbose, quietly
+
+
 def deploy_verbs() -> dict[str, Verb]:
     return {
         "init-deployment": Verb(
-            "make a deployment from a model and a memory, or a run", _init_args, _init, False
+            "make a deployment from a model and a memory, or a run", *_quiet(_init_args, _init), False
         ),
         "update": Verb(
-            "one governed update of a deployment from new labelled data", _update_args, _update, False
+            "one governed update of a deployment from new labelled data",
+            *_quiet(_update_args, _update),
+            False,
         ),
         "shadow": Verb(
-            "shadow or canary the staged candidate on logged requests", _shadow_args, _shadow, False
+            "shadow or canary the staged candidate on logged requests", *_quiet(_shadow_args, _shadow), False
         ),
-        "promote": Verb("govern and deploy the staged candidate", _dir_arg, _promote, False),
+        "promote": Verb("govern and deploy the staged candidate", *_quiet(_dir_arg, _promote), False),
         "report": Verb("write the deployment's HTML report", _report_args, _report, False),
         "predict": Verb(
-            "answer a file of requests with the deployed version", _predict_args, _predict, False
+            "answer a file of requests with the deployed version", *_quiet(_predict_args, _predict), False
         ),
         "migrate-deployment": Verb(
             "check a deployment made before identities and bind its files to one", _dir_arg, _migrate, False
