@@ -8,6 +8,7 @@ probes every ``--probe-every`` steps), and the probe evaluation's share of the r
 
     .venv/bin/python benchmarks/online.py --stream wordnet --seeds 0 1 2
     .venv/bin/python benchmarks/online.py --stream sentiment --methods naive random retrieval --seeds 0 1 2
+    .venv/bin/python benchmarks/online.py --stream wordnet --methods random+ncm random+lda --seeds 0 1 2 3 4
 
 Runs go to benchmarks/out/online/<stream>/<method>_s<seed>/ (a finished one is reused); the table is
 printed and written to benchmarks/results/online_<stream>.json with the commit, command and load.
@@ -50,10 +51,13 @@ def load(stream: str) -> TaskStream:
 
 
 def config_for(method: str, seed: int, args: argparse.Namespace) -> RunConfig:
+    """``method`` is a run method, or ``<method>+<predictor>`` for one predicting through the memory."""
     replay = ReplayConfig(ratio=args.replay / (args.batch_size + args.replay), balance="class")
     train, test = CAPS[args.stream]
+    base, _, predictor = method.partition("+")
     return RunConfig(
-        method=method,
+        method=base,
+        prediction=predictor or "head",
         online=True,
         streaming=OnlineConfig(
             batch_size=args.batch_size,
@@ -61,6 +65,7 @@ def config_for(method: str, seed: int, args: argparse.Namespace) -> RunConfig:
             probe_per_class=args.probe_per_class,
             clip_norm=1.0,
             checkpoint_every=1000,  # a run is short: checkpoint at its end only
+            refit_every=args.refit_every,
         ),
         replay=replay,
         max_train_per_class=train,
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=int, default=8, help="replayed examples per step")
     parser.add_argument("--probe-every", type=int, default=OnlineConfig().probe_every)
     parser.add_argument("--probe-per-class", type=int, default=OnlineConfig().probe_per_class)
+    parser.add_argument("--refit-every", type=int, default=10, help="steps between a predictor's refits")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--head-lr", type=float, default=3e-3)
     parser.add_argument("--max-length", type=int, default=32)
