@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from rehearsal.embedding import split_backend
 from rehearsal.errors import EncoderMismatchError, ValidationError
 
 if TYPE_CHECKING:
@@ -59,8 +60,16 @@ class VectorColumn:
             )
         others = sorted(self.encoders - {memory.encoder_name})
         if others:
+            hint = ""
+            if len(others) == 1 and split_backend(others[0])[0] == split_backend(memory.encoder_name)[0]:
+                # The same model in another arithmetic: a new memory takes it with --encoder-backend.
+                hint = f" (a new memory takes them with --encoder-backend {split_backend(others[0])[1]})"
             raise EncoderMismatchError(
                 f"the file's vectors were made by {others}; the memory embeds with {memory.encoder_name!r}"
+                + hint
             )
         if self.textless and not memory.embedding_only:
-            raise ValidationError("some rows bring a vector and no text; this memory stores text")
+            raise ValidationError(
+                "some rows bring a vector and no text; this memory stores text (export with --with-text "
+                "as well, or ingest into an --embedding-only memory with --source-field)"
+            )
