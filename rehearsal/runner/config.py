@@ -34,7 +34,14 @@ from rehearsal.config import (
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 from rehearsal.methods.generative.config import GenerativeConfig
-from rehearsal.runner.online_config import ONLINE_METHODS, OnlineConfig
+from rehearsal.runner.methods import (
+    CAUSAL_METHODS,
+    MEMORYLESS_METHODS,
+    METHODS,
+    ONLINE_METHODS,
+    REPLAY_METHODS,
+)
+from rehearsal.runner.online_config import OnlineConfig
 
 __all__ = [
     "CAUSAL_METHODS",
@@ -47,45 +54,9 @@ __all__ = [
     "RunConfig",
 ]
 
-# The strategies a run can name; each is registered in rehearsal.runner.strategies, which refuses any other.
-METHODS = (
-    "naive",
-    "multitask",
-    "random",
-    "retrieval",
-    "hybrid",
-    "ewc",
-    "ewc-replay",
-    "lora-replay",
-    "lora-routed",
-    "mir",
-    "coverage",
-    "diverse",
-    "generative",
-)
-# The methods that replay from the memory (so the memory holds examples of every class seen so far, from
-# which ``prediction = "ncm"`` takes its class means).
-REPLAY_METHODS = ("random", "retrieval", "hybrid", "mir", "coverage", "diverse", "ewc-replay", "lora-replay")
-# The methods that keep no memory, hence need no master key (the strategies' ``uses_memory`` agrees; a
-# test holds them together). Every other method keeps an encrypted memory.
-MEMORYLESS_METHODS = ("naive", "multitask", "ewc")
 # What a run trains: a sequence classifier (an encoder and a head over the stream's classes), or a causal LM
 # under a LoRA adapter that learns to answer instructions (rehearsal.runner.strategies.causal).
 MODEL_KINDS = ("classifier", "causal-lm")
-# The methods a causal-LM run can name (rehearsal.runner.strategies.causal registers exactly these).
-CAUSAL_METHODS = (
-    "naive",
-    "multitask",
-    "random",
-    "retrieval",
-    "hybrid",
-    "coverage",
-    "diverse",
-    "ewc",
-    "ewc-replay",
-    "lora-routed",
-    "self-rehearsal",
-)
 # Admission policies a run can use (rehearsal.memory.policies names them alike; "priority" needs options
 # a run config does not carry).
 POLICIES = ("keep_all", "reservoir", "class_balanced")

@@ -23,13 +23,11 @@ import dataclasses
 
 from rehearsal.config import ConfigMixin
 from rehearsal.errors import ConfigError
+from rehearsal.runner.methods import ONLINE_METHODS
 
 __all__ = ["ONLINE_METHODS", "OnlineConfig"]
 
-# Methods an online run can use: plain fine-tuning and the replay modes that need nothing but the batch
-# (MIR ranks its pool inside RehearsalTrainer; EWC and LoRA routing act at task boundaries, which an
-# online learner is not told).
-ONLINE_METHODS = ("naive", "random", "retrieval", "hybrid", "coverage", "diverse")
+# The methods an online run can use are a column of the one method table (rehearsal.runner.methods).
 
 
 def _int_at_least(name: str, value: object, minimum: int) -> None:
