@@ -12,6 +12,7 @@ from typing import Any, ClassVar, TypeVar
 from rehearsal.errors import ConfigError
 
 __all__ = [
+    "ADAPTER_ROUTERS",
     "CALIBRATIONS",
     "COVERAGE_QUOTAS",
     "FISHER_MODES",
@@ -21,7 +22,6 @@ __all__ = [
     "PREDICTOR_NAMES",
     "REPLAY_GROUPS",
     "REPLAY_MODES",
-    "ROUTERS",
     "ConfigMixin",
     "EWCConfig",
     "LoRAConfig",
@@ -37,7 +37,8 @@ REPLAY_GROUPS = ("task", "label")
 COVERAGE_QUOTAS = ("none", "distance", "similarity")
 MIR_SCOPES = ("trainable", "head")
 FISHER_MODES = ("sampled", "empirical")
-ROUTERS = ("gate", "knn")
+# How lora-routed picks an input's adapter (a deployment's experts are routed by EXPERT_ROUTERS).
+ADAPTER_ROUTERS = ("gate", "knn")
 # Losses of RehearsalTrainer (rehearsal.replay.trainer implements them).
 LOSSES = ("ce", "asymmetric", "separated")
 # Corrections of the shared head after each phase (rehearsal.methods.calibration implements them).
@@ -258,8 +259,8 @@ class LoRAConfig(ConfigMixin):
         _check_int("r", self.r, minimum=1)
         _check_int("route_k", self.route_k, minimum=1)
         _check_int("alpha", self.alpha, minimum=1)
-        if self.router not in ROUTERS:
-            raise ConfigError(f"'router' must be one of {list(ROUTERS)}, got {self.router!r}")
+        if self.router not in ADAPTER_ROUTERS:
+            raise ConfigError(f"'router' must be one of {list(ADAPTER_ROUTERS)}, got {self.router!r}")
         epochs = self.gate_epochs
         if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 < epochs < float("inf"):
             raise ConfigError(f"'gate_epochs' must be a positive number, got {epochs!r}")

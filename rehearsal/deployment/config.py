@@ -26,7 +26,8 @@ from rehearsal.governance.gate import GateConfig
 __all__ = ["STRATEGIES", "DeploymentConfig"]
 
 STRATEGIES = ("adapter-replay", "ewc", "expert-growth")
-ROUTERS = ("knn", "probe")
+# How expert-growth routes a request to an expert (a run's lora-routed adapters: ADAPTER_ROUTERS).
+EXPERT_ROUTERS = ("knn", "probe")
 
 
 def _number(name: str, value: object, low: float, high: float, *, open_low: bool = False) -> None:
@@ -95,8 +96,8 @@ class DeploymentConfig(ConfigMixin):
                 setattr(self, name, kind.from_dict(getattr(self, name)))
         if isinstance(self.gate, dict):
             self.gate = GateConfig.from_dict(self.gate)
-        if self.router not in ROUTERS:
-            raise ConfigError(f"'router' must be one of {list(ROUTERS)}, got {self.router!r}")
+        if self.router not in EXPERT_ROUTERS:
+            raise ConfigError(f"'router' must be one of {list(EXPERT_ROUTERS)}, got {self.router!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"'strategy' must be one of {list(STRATEGIES)}, got {self.strategy!r}")
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
