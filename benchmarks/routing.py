@@ -123,7 +123,7 @@ def main() -> None:
         return
 
     from rehearsal.memory.facade import RehearsalMemory
-    from rehearsal.methods.adapters import AdapterRouter
+    from rehearsal.methods.router import AdapterRouter
 
     true_tasks = [ex.task for ex in test]
     rows = []

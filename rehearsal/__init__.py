@@ -49,10 +49,10 @@ from rehearsal.threads import ThreadPlan, size_thread_pools
 
 if TYPE_CHECKING:
     from rehearsal.deployment.update import update
-    from rehearsal.methods.adapters import AdapterRouter, TaskAdapters
+    from rehearsal.methods.adapters import TaskAdapters
     from rehearsal.methods.ewc import EWC
     from rehearsal.methods.predictors import MemoryClassifier
-    from rehearsal.methods.router import TaskGate
+    from rehearsal.methods.router import AdapterRouter, TaskGate
     from rehearsal.replay.callback import RehearsalCallback
     from rehearsal.replay.collator import RehearsalCollator, embed_dataset
     from rehearsal.replay.memory_metrics import memory_compute_metrics
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "AdapterRouter": "rehearsal.methods.adapters",
+    "AdapterRouter": "rehearsal.methods.router",
     "EWC": "rehearsal.methods.ewc",
     "TaskAdapters": "rehearsal.methods.adapters",
     "TaskGate": "rehearsal.methods.router",

@@ -11,7 +11,8 @@ from _models import tiny_llama
 
 from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError, ValidationError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, adapter_of, group_by_route
+from rehearsal.methods.adapters import TaskAdapters, adapter_of
+from rehearsal.methods.router import AdapterRouter, group_by_route
 
 
 def lora() -> Any:

@@ -21,8 +21,8 @@ from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.folder import VersionState
 from rehearsal.deployment.model import SHARED
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.methods.adapters import AdapterRouter
 from rehearsal.methods.novelty import novelty
+from rehearsal.methods.router import AdapterRouter
 
 __all__ = ["ALL", "Part", "plan_training"]
 

@@ -22,8 +22,9 @@ from rehearsal.deployment.folder import VersionState
 from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
-from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route, sequence_lora_config
+from rehearsal.methods.adapters import TaskAdapters, sequence_lora_config
 from rehearsal.methods.inference import embed_texts
+from rehearsal.methods.router import AdapterRouter, group_by_route
 from rehearsal.methods.task_probe import TaskProbe
 
 __all__ = ["SHARED", "DeployedModel", "base_path"]

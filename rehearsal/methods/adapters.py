@@ -24,17 +24,17 @@ import copy
 import json
 import os
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rehearsal.config import LoRAConfig
 from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError, ValidationError
-from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["AdapterRouter", "TaskAdapters", "adapter_of", "group_by_route", "sequence_lora_config"]
+
+# Routing lives in rehearsal.methods.router; these two names stay importable from here for older code.
+from rehearsal.methods.router import AdapterRouter, group_by_route
 
 # Attention projections adapted by default, by model family (the first family whose names occur wins).
 _TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("c_attn",))
@@ -247,96 +247,3 @@ class TaskAdapters:
         adapters.merged = dict(manifest.get("merged", {}))
         adapters.activate(str(manifest.get("active", first)))
         return adapters
-
-
-class AdapterRouter:
-    """Routes inputs to task adapters by a similarity-weighted k-NN vote over a memory's ``task`` metadata.
-
-    Each of an input's ``k`` nearest memories votes for its task with weight ``max(similarity, 0)``; the
-    task with the largest share wins if that share is at least ``threshold``, otherwise (and when no
-    memory with a task is found, or the winner is not in ``tasks``) the input goes to ``fallback``.
-    """
-
-    def __init__(
-        self,
-        memory: RehearsalMemory,
-        *,
-        k: int = 16,
-        threshold: float = 0.6,
-        fallback: str = "merged",
-        tasks: Collection[str] | None = None,
-        groups: Mapping[str, str] | None = None,
-    ) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"'k' must be an int >= 1, got {k!r}")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-            raise ConfigError(f"'threshold' must be in [0, 1], got {threshold!r}")
-        if not isinstance(fallback, str) or not fallback:
-            raise ConfigError(f"'fallback' must be a non-empty adapter name, got {fallback!r}")
-        self.memory = memory
-        self.k = k
-        self.threshold = float(threshold)
-        self.fallback = fallback
-        self.tasks = None if tasks is None else frozenset(tasks)
-        self.groups = {} if groups is None else {str(t): str(g) for t, g in groups.items()}
-
-    def _ballots(self, vectors: np.ndarray) -> list[dict[str, float]]:
-        ballots = []
-        for hits in self.memory.search_vectors(vectors, self.k):
-            ballot: dict[str, float] = {}
-            for hit in hits:
-                task = hit.metadata.get("task")
-                if task is not None:
-                    name = self.groups.get(str(task), str(task))
-                    ballot[name] = ballot.get(name, 0.0) + max(hit.score, 0.0)
-            ballots.append(ballot)
-        return ballots
-
-    @staticmethod
-    def _winner(ballot: dict[str, float]) -> tuple[str | None, float]:
-        total = sum(ballot.values())
-        if total <= 0.0:
-            return None, 0.0
-        # Ties break by name so a route never depends on dict order.
-        best = min(ballot, key=lambda t: (-ballot[t], t))
-        return best, ballot[best] / total
-
-    def _decide(self, task: str | None, share: float) -> str:
-        confident = task is not None and share >= self.threshold
-        allowed = self.tasks is None or task in self.tasks
-        return task if confident and allowed and task is not None else self.fallback
-
-    def vote(self, vectors: np.ndarray) -> list[tuple[str | None, float]]:
-        """For each row of ``vectors`` (n, dim): the winning task and its share of the vote in [0, 1]
-        (``(None, 0.0)`` when no neighbour carries a task)."""
-        return [self._winner(ballot) for ballot in self._ballots(vectors)]
-
-    def route_pooled(self, vectors: np.ndarray) -> str:
-        """One adapter for rows known to share a task (a session, a document, an evaluation batch): the
-        rows' ballots are added up before the vote, so single ambiguous rows are outvoted."""
-        pooled: dict[str, float] = {}
-        for ballot in self._ballots(vectors):
-            for task, weight in ballot.items():
-                pooled[task] = pooled.get(task, 0.0) + weight
-        return self._decide(*self._winner(pooled))
-
-    def route(self, vectors: np.ndarray) -> list[str]:
-        """The adapter name for each row of ``vectors`` (n, dim): a task, or ``fallback``."""
-        return [self._decide(task, share) for task, share in self.vote(vectors)]
-
-    def route_accuracy(self, vectors: np.ndarray, true_tasks: Sequence[str]) -> float:
-        """Share of inputs routed to their own task's adapter (a fallback counts as a miss)."""
-        if len(true_tasks) != len(vectors):
-            raise ValidationError(f"got {len(vectors)} vectors but {len(true_tasks)} true tasks")
-        if not len(true_tasks):
-            raise ValidationError("route_accuracy needs at least one input")
-        routes = self.route(vectors)
-        return sum(r == t for r, t in zip(routes, true_tasks, strict=True)) / len(routes)
-
-
-def group_by_route(routes: Sequence[str]) -> dict[str, list[int]]:
-    """Row indices per adapter, so each adapter runs once over its rows: ``{"verbs": [0, 3], ...}``."""
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(routes):
-        groups.setdefault(name, []).append(i)
-    return groups

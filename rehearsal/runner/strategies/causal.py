@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from rehearsal.errors import ConfigError
-from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route
+from rehearsal.methods.adapters import TaskAdapters
 from rehearsal.methods.inference import embed_texts
+from rehearsal.methods.router import AdapterRouter, group_by_route
 from rehearsal.runner.causal.collator import CompletionCollator
 from rehearsal.runner.causal.evaluate import (
     SkillScores,

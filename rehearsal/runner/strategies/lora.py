@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from rehearsal.errors import ConfigError
-from rehearsal.methods.adapters import AdapterRouter, TaskAdapters, group_by_route, sequence_lora_config
+from rehearsal.methods.adapters import TaskAdapters, sequence_lora_config
 from rehearsal.methods.inference import embed_texts, predict_labels
-from rehearsal.methods.router import TaskGate
+from rehearsal.methods.router import AdapterRouter, TaskGate, group_by_route
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.strategies.base import PhaseContext, Strategy, model_path, register
 from rehearsal.runner.strategies.replay import HybridReplay
