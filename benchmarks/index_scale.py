@@ -1,4 +1,4 @@
-"""VectorIndex at scale: recall@10 and speed of the chosen IVF index against exact flat search, same run.
+"""FaissIndex at scale: recall@10 and speed of the chosen IVF index against exact flat search, same run.
 
     .venv/bin/python benchmarks/index_scale.py                       # 1M x 384, about 5 minutes on 2 cores
     .venv/bin/python benchmarks/index_scale.py --n 200000 --queries 200   # a quick look
@@ -28,7 +28,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from rehearsal.store.faiss.index import TRAIN_POINTS_PER_LIST, VectorIndex, choose_index_spec, choose_nprobe
+from rehearsal.store.faiss.index import TRAIN_POINTS_PER_LIST, FaissIndex, choose_index_spec, choose_nprobe
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray, spread: float) -> np.ndarray:
@@ -72,7 +72,7 @@ def timed(fn: Any, repeat: int) -> tuple[float, Any]:
 
 
 def sweep(
-    index: VectorIndex, queries: np.ndarray, truth: np.ndarray, flat_s: float, nprobes: list[int], k: int
+    index: FaissIndex, queries: np.ndarray, truth: np.ndarray, flat_s: float, nprobes: list[int], k: int
 ) -> list[dict[str, Any]]:
     rows = []
     default = index.nprobe
@@ -103,16 +103,16 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
         print(" | ".join(str(row[key]) for key in keys), flush=True)
 
 
-def build(base: np.ndarray, ids: np.ndarray, spec: str, seed: int) -> tuple[VectorIndex, float]:
+def build(base: np.ndarray, ids: np.ndarray, spec: str, seed: int) -> tuple[FaissIndex, float]:
     start = time.perf_counter()
-    index = VectorIndex.build(base, ids, spec=spec, seed=seed)
+    index = FaissIndex.build(base, ids, spec=spec, seed=seed)
     return index, time.perf_counter() - start
 
 
 def exact(
     base: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[VectorIndex, float, np.ndarray]:
-    flat = VectorIndex(base.shape[1])
+) -> tuple[FaissIndex, float, np.ndarray]:
+    flat = FaissIndex(base.shape[1])
     flat.add(base, ids)
     seconds, (_, truth) = timed(lambda: flat.search(queries, k), repeat=2)
     return flat, seconds, truth

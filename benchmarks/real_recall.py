@@ -21,7 +21,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 
 from rehearsal.runner.tasks import load_wordnet_stream
-from rehearsal.store.faiss.index import VectorIndex
+from rehearsal.store.faiss.index import FaissIndex
 
 OUT = Path(__file__).parent / "out"
 
@@ -49,7 +49,7 @@ def main() -> int:
     print(f"{len(data):,} real MiniLM vectors, {len(queries):,} queries\n")
     print(f"{'spec':<16}{'nprobe':>8}{'recall@10':>11}")
     for nlist in (64, 128, 256):
-        index = VectorIndex.build(data, ids, spec=f"IVF{nlist},Flat")
+        index = FaissIndex.build(data, ids, spec=f"IVF{nlist},Flat")
         calibrated = index.nprobe
         for nprobe in sorted({8, 16, 32, 64, calibrated}):
             index.nprobe = nprobe

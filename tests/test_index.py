@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rehearsal.errors import DimensionMismatchError, IntegrityError, StoreFormatError, ValidationError
-from rehearsal.store.faiss.index import VectorIndex, choose_index_spec, choose_nprobe
+from rehearsal.store.faiss.index import FaissIndex, choose_index_spec, choose_nprobe
 
 DIM = 32
 IVF_DIM = 64
@@ -54,20 +54,20 @@ def ivf_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def ivf_bytes(ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> bytes:
     base, ids, _ = ivf_data
-    return VectorIndex.build(base, ids, spec=IVF_SPEC, seed=0).to_bytes()
+    return FaissIndex.build(base, ids, spec=IVF_SPEC, seed=0).to_bytes()
 
 
 @pytest.fixture
-def ivf_index(ivf_bytes: bytes) -> VectorIndex:
-    return VectorIndex.from_bytes(ivf_bytes)
+def ivf_index(ivf_bytes: bytes) -> FaissIndex:
+    return FaissIndex.from_bytes(ivf_bytes)
 
 
 @pytest.fixture
-def flat() -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+def flat() -> tuple[FaissIndex, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
     base = _random_unit(rng, 500)
     ids = rng.permutation(1_000_000)[:500].astype(np.int64) + 10**12
-    index = VectorIndex(DIM)
+    index = FaissIndex(DIM)
     index.add(base, ids)
     return index, base, ids
 
@@ -110,7 +110,7 @@ def test_choose_nprobe_rejects_zero_lists() -> None:
         choose_nprobe(0)
 
 
-def test_flat_search_matches_numpy_brute_force(flat: tuple[VectorIndex, np.ndarray, np.ndarray]) -> None:
+def test_flat_search_matches_numpy_brute_force(flat: tuple[FaissIndex, np.ndarray, np.ndarray]) -> None:
     index, base, ids = flat
     queries = _random_unit(np.random.default_rng(4), 20)
     scores, found = index.search(queries, 10)
@@ -122,13 +122,13 @@ def test_flat_search_matches_numpy_brute_force(flat: tuple[VectorIndex, np.ndarr
 
 
 def test_float64_vectors_are_accepted() -> None:
-    index = VectorIndex(DIM)
+    index = FaissIndex(DIM)
     index.add(_random_unit(np.random.default_rng(0), 5).astype(np.float64), np.arange(5))
     assert index.search(np.eye(DIM)[:1], 5)[1].shape == (1, 5)
 
 
 def test_search_pads_with_minus_one_and_minus_inf() -> None:
-    index = VectorIndex(DIM)
+    index = FaissIndex(DIM)
     index.add(_random_unit(np.random.default_rng(0), 3), np.array([4, 5, 6]))
     scores, found = index.search(_random_unit(np.random.default_rng(1), 2), 5)
     assert (found[:, 3:] == -1).all()
@@ -137,12 +137,12 @@ def test_search_pads_with_minus_one_and_minus_inf() -> None:
 
 
 def test_empty_index_search_returns_padding() -> None:
-    scores, found = VectorIndex(DIM).search(_random_unit(np.random.default_rng(1), 2), 3)
+    scores, found = FaissIndex(DIM).search(_random_unit(np.random.default_rng(1), 2), 3)
     assert (found == -1).all()
     assert np.isneginf(scores).all()
 
 
-def test_removed_ids_are_never_returned_by_flat(flat: tuple[VectorIndex, np.ndarray, np.ndarray]) -> None:
+def test_removed_ids_are_never_returned_by_flat(flat: tuple[FaissIndex, np.ndarray, np.ndarray]) -> None:
     index, base, ids = flat
     gone = ids[::2]
     assert index.remove(gone) == len(gone)
@@ -153,7 +153,7 @@ def test_removed_ids_are_never_returned_by_flat(flat: tuple[VectorIndex, np.ndar
 
 
 def test_removed_ids_are_never_returned_by_ivf(
-    ivf_index: VectorIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ivf_index: FaissIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> None:
     base, ids, _ = ivf_data
     gone = ids[: IVF_N // 2]
@@ -164,7 +164,7 @@ def test_removed_ids_are_never_returned_by_ivf(
     np.testing.assert_array_equal(ivf_index.ids(), np.sort(ids[IVF_N // 2 :]))
 
 
-def test_remove_ignores_ids_not_present(flat: tuple[VectorIndex, np.ndarray, np.ndarray]) -> None:
+def test_remove_ignores_ids_not_present(flat: tuple[FaissIndex, np.ndarray, np.ndarray]) -> None:
     index, _, ids = flat
     assert index.remove([1, 2, 3]) == 0
     assert index.remove(np.array([ids[0], ids[0], 7])) == 1
@@ -172,14 +172,14 @@ def test_remove_ignores_ids_not_present(flat: tuple[VectorIndex, np.ndarray, np.
     assert not index.contains([ids[0]])[0]
 
 
-def test_ids_can_be_reused_after_removal(flat: tuple[VectorIndex, np.ndarray, np.ndarray]) -> None:
+def test_ids_can_be_reused_after_removal(flat: tuple[FaissIndex, np.ndarray, np.ndarray]) -> None:
     index, base, ids = flat
     index.remove(ids[:1])
     index.add(base[:1], ids[:1])
     assert index.search(base[:1], 1)[1][0, 0] == ids[0]
 
 
-def test_allowed_ids_is_exact_for_flat(flat: tuple[VectorIndex, np.ndarray, np.ndarray]) -> None:
+def test_allowed_ids_is_exact_for_flat(flat: tuple[FaissIndex, np.ndarray, np.ndarray]) -> None:
     index, base, ids = flat
     keep = np.random.default_rng(5).choice(len(ids), 60, replace=False)
     queries = _random_unit(np.random.default_rng(6), 10)
@@ -191,7 +191,7 @@ def test_allowed_ids_is_exact_for_flat(flat: tuple[VectorIndex, np.ndarray, np.n
 
 
 def test_allowed_ids_with_none_present_returns_padding(
-    flat: tuple[VectorIndex, np.ndarray, np.ndarray],
+    flat: tuple[FaissIndex, np.ndarray, np.ndarray],
 ) -> None:
     scores, found = flat[0].search(flat[1][:2], 4, allowed_ids=np.array([1, 2], dtype=np.int64))
     assert (found == -1).all()
@@ -201,7 +201,7 @@ def test_allowed_ids_with_none_present_returns_padding(
 # Up to 8,000 allowed take the exact path; 12,000 and 15,000 the widened IVF probe.
 @pytest.mark.parametrize("n_allowed", [5, 30, 3_000, 8_000, 12_000, 15_000])
 def test_filtered_ivf_search_is_k_complete(
-    ivf_index: VectorIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray], n_allowed: int
+    ivf_index: FaissIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray], n_allowed: int
 ) -> None:
     base, ids, queries = ivf_data
     keep = np.random.default_rng(n_allowed).choice(IVF_N, n_allowed, replace=False)
@@ -215,7 +215,7 @@ def test_filtered_ivf_search_is_k_complete(
 
 
 def test_ivf_recall_at_10_floor(
-    ivf_index: VectorIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ivf_index: FaissIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> None:
     base, ids, queries = ivf_data
     _, found = ivf_index.search(queries, 10)
@@ -225,7 +225,7 @@ def test_ivf_recall_at_10_floor(
 
 def test_ivf_sq8_recall_at_10_floor(ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     base, ids, queries = ivf_data
-    index = VectorIndex.build(base, ids, spec="IVF256,SQ8", seed=0)
+    index = FaissIndex.build(base, ids, spec="IVF256,SQ8", seed=0)
     _, found = index.search(queries, 10)
     recall_at_10 = _recall(found, _brute_force(base, ids, queries, 10)[1])
     assert recall_at_10 >= 0.95
@@ -235,7 +235,7 @@ def test_ivf_sq8_recall_at_10_floor(ivf_data: tuple[np.ndarray, np.ndarray, np.n
 
 
 def test_build_without_spec_chooses_flat_for_small_memories() -> None:
-    index = VectorIndex.build(_random_unit(np.random.default_rng(0), 100), np.arange(100))
+    index = FaissIndex.build(_random_unit(np.random.default_rng(0), 100), np.arange(100))
     assert index.spec == "IDMap,Flat"
     assert len(index) == 100
     assert index.nprobe == 0
@@ -243,18 +243,18 @@ def test_build_without_spec_chooses_flat_for_small_memories() -> None:
 
 def test_build_is_reproducible_with_a_seed(ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     base, ids, queries = ivf_data
-    first = VectorIndex.build(base[:5000], ids[:5000], spec="IVF64,Flat", seed=3)
-    second = VectorIndex.build(base[:5000], ids[:5000], spec="IVF64,Flat", seed=3)
+    first = FaissIndex.build(base[:5000], ids[:5000], spec="IVF64,Flat", seed=3)
+    second = FaissIndex.build(base[:5000], ids[:5000], spec="IVF64,Flat", seed=3)
     np.testing.assert_array_equal(first.search(queries, 10)[1], second.search(queries, 10)[1])
 
 
 def test_build_needs_at_least_nlist_vectors() -> None:
     with pytest.raises(ValidationError, match="needs at least 256 vectors to train, got 100"):
-        VectorIndex.build(_random_unit(np.random.default_rng(0), 100), np.arange(100), spec="IVF256,Flat")
+        FaissIndex.build(_random_unit(np.random.default_rng(0), 100), np.arange(100), spec="IVF256,Flat")
 
 
 def test_untrained_ivf_rejects_add() -> None:
-    index = VectorIndex(DIM, spec="IVF16,Flat")
+    index = FaissIndex(DIM, spec="IVF16,Flat")
     with pytest.raises(ValidationError, match="untrained"):
         index.add(_random_unit(np.random.default_rng(0), 4), np.arange(4))
 
@@ -262,21 +262,21 @@ def test_untrained_ivf_rejects_add() -> None:
 @pytest.mark.parametrize("spec", ["HNSW32", "IVF0,Flat", "IVF64,PQ8", "Flat"])
 def test_unsupported_specs_are_rejected(spec: str) -> None:
     with pytest.raises(ValidationError, match="unsupported index spec"):
-        VectorIndex(DIM, spec=spec)
+        FaissIndex(DIM, spec=spec)
 
 
 @pytest.mark.parametrize("which", ["flat", "ivf"])
 def test_round_trip_gives_identical_search_results(
     which: str,
-    flat: tuple[VectorIndex, np.ndarray, np.ndarray],
-    ivf_index: VectorIndex,
+    flat: tuple[FaissIndex, np.ndarray, np.ndarray],
+    ivf_index: FaissIndex,
     ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     index, queries = (flat[0], flat[1][:20]) if which == "flat" else (ivf_index, ivf_data[2])
     if which == "ivf":
         index.nprobe = 8
     index.remove(index.ids()[:10])
-    copy = VectorIndex.from_bytes(index.to_bytes())
+    copy = FaissIndex.from_bytes(index.to_bytes())
     assert (copy.spec, copy.dim, copy.nprobe, len(copy)) == (index.spec, index.dim, index.nprobe, len(index))
     np.testing.assert_array_equal(copy.ids(), index.ids())
     allowed = index.ids()[::3]
@@ -289,26 +289,26 @@ def test_round_trip_gives_identical_search_results(
 
 def test_from_bytes_rejects_foreign_data() -> None:
     with pytest.raises(StoreFormatError, match="not a rehearsal vector index"):
-        VectorIndex.from_bytes(b"PK\x03\x04" + bytes(100))
+        FaissIndex.from_bytes(b"PK\x03\x04" + bytes(100))
 
 
 def test_from_bytes_rejects_a_newer_format() -> None:
-    data = bytearray(VectorIndex(DIM).to_bytes())
+    data = bytearray(FaissIndex(DIM).to_bytes())
     data[4:6] = (99).to_bytes(2, "big")
     with pytest.raises(StoreFormatError, match="format 99 is newer"):
-        VectorIndex.from_bytes(bytes(data))
+        FaissIndex.from_bytes(bytes(data))
 
 
-def test_from_bytes_rejects_a_flipped_byte(flat: tuple[VectorIndex, np.ndarray, np.ndarray]) -> None:
+def test_from_bytes_rejects_a_flipped_byte(flat: tuple[FaissIndex, np.ndarray, np.ndarray]) -> None:
     data = bytearray(flat[0].to_bytes())
     data[len(data) // 2] ^= 0x01
     with pytest.raises(IntegrityError, match="SHA-256"):
-        VectorIndex.from_bytes(bytes(data))
+        FaissIndex.from_bytes(bytes(data))
 
 
-def test_from_bytes_rejects_truncated_data(flat: tuple[VectorIndex, np.ndarray, np.ndarray]) -> None:
+def test_from_bytes_rejects_truncated_data(flat: tuple[FaissIndex, np.ndarray, np.ndarray]) -> None:
     with pytest.raises(IntegrityError, match="truncated"):
-        VectorIndex.from_bytes(flat[0].to_bytes()[:20])
+        FaissIndex.from_bytes(flat[0].to_bytes()[:20])
 
 
 def _bad_adds() -> list[tuple[str, type[Exception], str]]:
@@ -328,7 +328,7 @@ def _bad_adds() -> list[tuple[str, type[Exception], str]]:
 @pytest.mark.parametrize(("case", "error", "match"), _bad_adds())
 def test_bad_add_is_rejected_and_changes_nothing(case: str, error: type[Exception], match: str) -> None:
     rng = np.random.default_rng(0)
-    index = VectorIndex(DIM)
+    index = FaissIndex(DIM)
     index.add(_random_unit(rng, 3), np.array([100, 101, 102]))
     before = index.to_bytes()
     vectors: object = _random_unit(rng, 4)
@@ -368,7 +368,7 @@ def test_bad_add_is_rejected_and_changes_nothing(case: str, error: type[Exceptio
     ],
 )
 def test_bad_search_is_rejected(
-    flat: tuple[VectorIndex, np.ndarray, np.ndarray],
+    flat: tuple[FaissIndex, np.ndarray, np.ndarray],
     queries: np.ndarray,
     k: int,
     error: type[Exception],
@@ -378,12 +378,12 @@ def test_bad_search_is_rejected(
         flat[0].search(queries, k)
 
 
-def test_allowed_ids_must_be_integers(flat: tuple[VectorIndex, np.ndarray, np.ndarray]) -> None:
+def test_allowed_ids_must_be_integers(flat: tuple[FaissIndex, np.ndarray, np.ndarray]) -> None:
     with pytest.raises(ValidationError, match="allowed_ids must be a 1-D integer array"):
         flat[0].search(flat[1][:1], 3, allowed_ids=np.array([1.5]))
 
 
-def test_nprobe_is_settable_within_range(ivf_index: VectorIndex) -> None:
+def test_nprobe_is_settable_within_range(ivf_index: FaissIndex) -> None:
     assert ivf_index.nprobe == choose_nprobe(256)
     ivf_index.nprobe = 4
     assert ivf_index.nprobe == 4
@@ -396,7 +396,7 @@ def test_nprobe_is_settable_within_range(ivf_index: VectorIndex) -> None:
 
 
 def test_nprobe_of_flat_index_is_zero() -> None:
-    index = VectorIndex(DIM)
+    index = FaissIndex(DIM)
     index.nprobe = None
     index.nprobe = 0
     assert index.nprobe == 0
@@ -405,7 +405,7 @@ def test_nprobe_of_flat_index_is_zero() -> None:
 
 
 def test_wants_rebuild_when_flat_outgrows_exact_search() -> None:
-    index = VectorIndex(4)
+    index = FaissIndex(4)
     vectors = _random_unit(np.random.default_rng(0), 50_000, 4)
     index.add(vectors[:49_999], np.arange(49_999))
     assert not index.wants_rebuild()
@@ -415,18 +415,18 @@ def test_wants_rebuild_when_flat_outgrows_exact_search() -> None:
 
 def test_wants_rebuild_when_nlist_is_four_times_off() -> None:
     vectors = _random_unit(np.random.default_rng(0), 50_000, 4)
-    assert VectorIndex.build(vectors, np.arange(50_000), spec="IVF64,Flat").wants_rebuild()
-    assert not VectorIndex.build(vectors, np.arange(50_000), spec="IVF512,Flat").wants_rebuild()
+    assert FaissIndex.build(vectors, np.arange(50_000), spec="IVF64,Flat").wants_rebuild()
+    assert not FaissIndex.build(vectors, np.arange(50_000), spec="IVF512,Flat").wants_rebuild()
 
 
-def test_wants_rebuild_back_to_flat_only_well_below_threshold(ivf_index: VectorIndex) -> None:
+def test_wants_rebuild_back_to_flat_only_well_below_threshold(ivf_index: FaissIndex) -> None:
     assert not ivf_index.wants_rebuild()  # 20,000 vectors: under the flat threshold, within hysteresis
     ivf_index.remove(ivf_index.ids()[:10_000])
     assert ivf_index.wants_rebuild()
 
 
 def test_ivf_search_scans_more_lists_when_probed_lists_are_short(
-    ivf_index: VectorIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ivf_index: FaissIndex, ivf_data: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> None:
     ivf_index.nprobe = 1  # one list holds about 80 vectors, fewer than k
     _, found = ivf_index.search(ivf_data[2][:5], 200)

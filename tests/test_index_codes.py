@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rehearsal.store.faiss.index import VectorIndex, choose_index_spec
+from rehearsal.store.faiss.index import FaissIndex, choose_index_spec
 from rehearsal.store.faiss.spec import IVF_CODES
 
 D = 128
@@ -26,7 +26,7 @@ def _data(n: int = N) -> tuple[np.ndarray, np.ndarray]:
     return _clustered(1, n, centres), _clustered(2, 200, centres)
 
 
-def _recall(index: VectorIndex, data: np.ndarray, queries: np.ndarray) -> float:
+def _recall(index: FaissIndex, data: np.ndarray, queries: np.ndarray) -> float:
     exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
     _, found = index.search(queries, 10)
     return float(np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)]))
@@ -41,7 +41,7 @@ def test_sq8_calibration_stops_where_more_probes_buy_no_recall() -> None:
     # Before the plateau rule, calibration doubled nprobe to every list (a full scan, slower than exact
     # search) chasing a sampled recall the 8-bit codes cannot reach.
     data, queries = _data()
-    index = VectorIndex.build(data, np.arange(N), spec="IVF128,SQ8")
+    index = FaissIndex.build(data, np.arange(N), spec="IVF128,SQ8")
     assert index.nprobe < 128
     assert _recall(index, data, queries) >= 0.95
 
@@ -49,12 +49,12 @@ def test_sq8_calibration_stops_where_more_probes_buy_no_recall() -> None:
 def test_an_sq16_snapshot_still_reads_and_asks_for_a_rebuild_to_sq8() -> None:
     # 50k vectors: the size at which IVF1024 is what choose_index_spec picks, so only the codes are stale.
     data, queries = _data(50_000)
-    old = VectorIndex.build(data, np.arange(len(data)), spec="IVF1024,SQfp16")
-    reread = VectorIndex.from_bytes(old.to_bytes())
+    old = FaissIndex.build(data, np.arange(len(data)), spec="IVF1024,SQfp16")
+    reread = FaissIndex.from_bytes(old.to_bytes())
     assert reread.spec == "IVF1024,SQfp16"
     assert np.array_equal(reread.search(queries, 10)[1], old.search(queries, 10)[1])
     assert reread.wants_rebuild()
-    rebuilt = VectorIndex.build(data, reread.ids())
+    rebuilt = FaissIndex.build(data, reread.ids())
     assert rebuilt.spec.endswith(",SQ8")
     assert not rebuilt.wants_rebuild()
     assert _recall(rebuilt, data, queries) >= 0.95

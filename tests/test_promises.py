@@ -271,7 +271,7 @@ def test_bench_reports_the_recall_it_measured_on_an_inexact_index(
 ) -> None:
     """An IVF index probing 1 list of 16 misses neighbours; bench must say so, matching a count made here."""
     from rehearsal.cli.main import main
-    from rehearsal.store.faiss.index import VectorIndex
+    from rehearsal.store.faiss.index import FaissIndex
 
     rng = np.random.default_rng(0)
     centres = _unit(rng.normal(size=(8, DIM)))
@@ -279,7 +279,7 @@ def test_bench_reports_the_recall_it_measured_on_an_inexact_index(
     path = tmp_path / "ivf"
     with rh.RehearsalMemory.create(path, embedding_only=True, dim=DIM) as memory:
         ids = memory.add(vectors=vectors, sources=[f"s{i}" for i in range(len(vectors))])
-        index = VectorIndex.build(vectors, ids, spec="IVF16,Flat")
+        index = FaissIndex.build(vectors, ids, spec="IVF16,Flat")
         index.nprobe = 1
         memory._vectors.index = index
         memory._vectors.write_snapshot()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rehearsal.errors import IntegrityError
-from rehearsal.store.faiss.index import VectorIndex, faiss_threads
+from rehearsal.store.faiss.index import FaissIndex, faiss_threads
 from rehearsal.store.faiss.snapshot import read_snapshot, write_snapshot
 from rehearsal.store.protocols import ERASE_META_KEY, RecordStore, Sealer
 from rehearsal.store.vectors_at_rest import FLOAT16, as_stored, open_vector_rows, seal_vectors
@@ -35,7 +35,7 @@ _DELTA_SNAPSHOT_MIN = 50_000
 
 
 class FaissVectorIndex:
-    """The ``VectorIndex`` of the embedded backend: a FAISS index + generation bookkeeping for one open
+    """The ``FaissIndex`` of the embedded backend: a FAISS index + generation bookkeeping for one open
     memory; the memory's lock guards every call. ``sealer`` is None in an unencrypted store."""
 
     def __init__(self, folder: Path, dim: int, records: RecordStore, sealer: Sealer | None) -> None:
@@ -43,7 +43,7 @@ class FaissVectorIndex:
         self.dim = dim
         self.records = records
         self.vault = sealer
-        self.index = VectorIndex(dim)
+        self.index = FaissIndex(dim)
         self.generation = 0  # the last committed mutation the index reflects
         self.snapshot_generation = 0  # the generation of index.snap on disk
 
@@ -70,14 +70,14 @@ class FaissVectorIndex:
         self._after_growth()
 
     def rebuild_if_outgrown(self) -> bool:
-        """Retrain the index when the memory has crossed a size threshold (see VectorIndex.wants_rebuild).
+        """Retrain the index when the memory has crossed a size threshold (see FaissIndex.wants_rebuild).
 
         Writers call this after every commit and on open, so a rebuild cut short by a crash is redone.
         """
         if not self.index.wants_rebuild():
             return False
         ids, vectors = self.load_all()
-        self.index = VectorIndex.build(vectors, ids)
+        self.index = FaissIndex.build(vectors, ids)
         self.write_snapshot()
         return True
 
@@ -169,7 +169,7 @@ class FaissVectorIndex:
                     f"the index snapshot is at generation {gen} but the database only at {committed}:"
                     " committed transactions are missing from the database"
                 )
-            self.index = VectorIndex.from_bytes(payload, authenticated=vault is not None)
+            self.index = FaissIndex.from_bytes(payload, authenticated=vault is not None)
             self.generation = self.snapshot_generation = gen
         else:
             # A lost snapshot is recoverable: SQLite holds every vector.

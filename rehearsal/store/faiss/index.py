@@ -1,4 +1,4 @@
-"""VectorIndex: a FAISS index with stable int64 ids, deletion, and search restricted to a set of ids.
+"""FaissIndex: a FAISS index with stable int64 ids, deletion, and search restricted to a set of ids.
 
 Vectors are L2-normalised float32, so cosine similarity is the inner product (``METRIC_INNER_PRODUCT``);
 the index does not normalise for the caller. Two kinds of index are used, both of which support deletion
@@ -6,11 +6,11 @@ the index does not normalise for the caller. Two kinds of index are used, both o
 
 * ``"IDMap,Flat"`` — exact search, for small memories;
 * ``"IVF{nlist},SQ8"`` (``,SQfp16`` / ``,Flat`` codes are still read) — inverted lists, trained by
-  :meth:`VectorIndex.build`,
+  :meth:`FaissIndex.build`,
   with a hashtable direct map so vectors can be reconstructed (exact filtered search) and removed by id.
 
-:func:`choose_index_spec` picks the kind from the memory's size; :meth:`VectorIndex.wants_rebuild` tells
-the owner when the memory has outgrown its index, and the owner rebuilds with :meth:`VectorIndex.build`.
+:func:`choose_index_spec` picks the kind from the memory's size; :meth:`FaissIndex.wants_rebuild` tells
+the owner when the memory has outgrown its index, and the owner rebuilds with :meth:`FaissIndex.build`.
 
 Thread safety: FAISS searches are safe to run concurrently with each other; ``add``, ``remove`` and the
 ``nprobe`` setter are not, and must not overlap any other call. The owner (``RehearsalMemory``) holds a lock.
@@ -52,7 +52,7 @@ from rehearsal.store.faiss.tuning import calibrate_nprobe
 # Typed as Any: faiss-cpu's stubs lack DirectMap, SearchParameters keywords and the SWIG helpers.
 faiss: Any = importlib.import_module("faiss")
 
-__all__ = ["VectorIndex", "choose_index_spec", "choose_nprobe", "faiss_threads"]
+__all__ = ["FaissIndex", "choose_index_spec", "choose_nprobe", "faiss_threads"]
 
 FloatMatrix = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
@@ -138,7 +138,7 @@ def _selector(ids: IdArray) -> tuple[Any, Any]:
     return faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids)), ids
 
 
-class VectorIndex:
+class FaissIndex:
     """Inner-product search over L2-normalised float32 vectors keyed by stable non-negative int64 ids."""
 
     def __init__(self, dim: int, *, spec: str = FLAT_SPEC) -> None:
@@ -157,7 +157,7 @@ class VectorIndex:
     @classmethod
     def build(
         cls, vectors: npt.ArrayLike, ids: npt.ArrayLike, *, spec: str | None = None, seed: int = 0
-    ) -> VectorIndex:
+    ) -> FaissIndex:
         """A new index of ``vectors`` (n, dim) under ``ids`` (n,); an IVF spec trains on a seeded sample."""
         x = _as_vectors(vectors, None, "vectors")
         chosen = spec if spec is not None else choose_index_spec(len(x), x.shape[1])
@@ -211,7 +211,7 @@ class VectorIndex:
         return len(self._ids)
 
     def __repr__(self) -> str:
-        return f"VectorIndex(dim={self._dim}, spec={self._spec!r}, n={len(self)}, nprobe={self._nprobe})"
+        return f"FaissIndex(dim={self._dim}, spec={self._spec!r}, n={len(self)}, nprobe={self._nprobe})"
 
     def _check_new_ids(self, ids: npt.ArrayLike, n: int) -> IdArray:
         keys = _as_ids(ids, "ids")
@@ -240,7 +240,7 @@ class VectorIndex:
     def add(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> None:
         """Add ``vectors`` (n, dim) under new ``ids`` (n,). All input is checked before anything changes."""
         if not self._index.is_trained:
-            raise ValidationError(f"spec {self._spec!r} is untrained: create it with VectorIndex.build(...)")
+            raise ValidationError(f"spec {self._spec!r} is untrained: create it with FaissIndex.build(...)")
         x = _as_vectors(vectors, self._dim, "vectors")
         self._add_checked(x, self._check_new_ids(ids, len(x)))
 
@@ -388,7 +388,7 @@ class VectorIndex:
         return body + hashlib.sha256(body).digest()
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, authenticated: bool = False) -> VectorIndex:
+    def from_bytes(cls, data: bytes, *, authenticated: bool = False) -> FaissIndex:
         """The index written by :meth:`to_bytes`; StoreFormatError if foreign, IntegrityError if damaged.
 
         ``authenticated=True`` skips the SHA-256 check for bytes that an AEAD already authenticated (a
