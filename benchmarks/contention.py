@@ -1,7 +1,7 @@
 """A run's wall time beside other CPU-bound jobs, with its thread pools sized to the free cores (the
 default, ``rehearsal.threads``) and with every pool on every core (what the libraries do on their own).
 
-Each condition runs the same ``rehearsal run`` (the default config cut to two WordNet tasks and a few
+Each condition runs the same ``rehearsal run`` (the default config cut to three WordNet tasks and 16
 examples per class, seed 0) as a fresh process; "busy" conditions first start ``--hogs`` processes that
 spin on one core each until the run ends. The figures are ratios of wall time against the solo run
 measured in the same invocation:
@@ -27,9 +27,9 @@ from _harness import provenance, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [
-    'tasks=["living", "physical"]',
-    "max_train_per_class=8",
-    "max_test_per_class=6",
+    'tasks=["living", "physical", "abstract"]',
+    "max_train_per_class=16",
+    "max_test_per_class=8",
     "epochs=1.0",
     "prediction=head",
     "progress=false",
