@@ -15,7 +15,7 @@ from rehearsal.runner.metrics import AccuracyMatrix
 from rehearsal.runner.online_config import OnlineConfig
 from rehearsal.runner.results import write_json
 
-__all__ = ["STATE_FILE", "comparable", "load_state", "write_state"]
+__all__ = ["STATE_FILE", "comparable", "is_finished", "load_state", "write_state"]
 
 STATE_FILE = "state.json"
 # Settings that may change between an interrupted run and its resume without changing the experiment.
@@ -35,6 +35,17 @@ def comparable(config: RunConfig) -> dict[str, Any]:
     if config.model_kind == "classifier":
         data.pop("model_kind")  # likewise for runs from before causal-LM runs
     return data
+
+
+def is_finished(out: Path) -> bool:
+    """Whether the run in ``out`` trained every phase: its saved state (rewritten after each phase) has
+    the accuracy matrix's last row measured. A folder without a readable state holds no finished run."""
+    try:
+        state = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
+        rows = state["accuracy"]["matrix"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(rows) and all(value is not None for value in rows[-1])
 
 
 def load_state(out: Path, config: RunConfig, *, resume: bool) -> dict[str, Any] | None:
