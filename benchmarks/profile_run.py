@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTS: dict[str, list[tuple[str, str]]] = {
     "setup": [("loop.py", "_start"), ("strategies/base.py", "load_model")],
     "phase data": [("phase.py", "phase_context")],
-    "training steps": [("trainer.py", "train")],
+    "training steps": [("transformers/trainer.py", "train")],
     "replay collation": [("replay/collator.py", "__call__")],
     "memory admission": [("replay/callback.py", "on_train_end")],
     "predictor fit": [("strategies/base.py", "fit_predictor")],
