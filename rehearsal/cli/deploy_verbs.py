@@ -132,11 +132,20 @@ def _update_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--task", default="default", help="the task of lines that name none (default: default)")
     p.add_argument("--stage", action="store_true", default=None, help="stage a passing candidate for shadow")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="a stream of small batches in file order: admitted batch by batch, gated every --gate-every",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="--online: examples per batch (default 32)")
+    p.add_argument("--gate-every", type=int, default=4, help="--online: batches per gated update (default 4)")
 
 
 def _update(args: argparse.Namespace) -> Report:
     from rehearsal.deployment.update import update
 
+    if args.online:
+        return _update_online(args)
     try:
         result = update(args.path, args.data, keys=keys_from_args(args), task=args.task, stage=args.stage)
     except UpdateBlockedError as exc:
@@ -153,6 +162,43 @@ def _update(args: argparse.Namespace) -> Report:
         verdict = preview["decision"]
         lines.append(f"the gate would decide {verdict} now ({codes}); promote decides after shadow")
     return Report({"path": args.path, **result.to_dict()}, lines)
+
+
+def _update_online(args: argparse.Namespace) -> Report:
+    from rehearsal.deployment.online_update import update_online
+
+    if args.stage:
+        raise ValidationError("--online gates each window itself; --stage is for one update at a time")
+    done = update_online(
+        args.path,
+        args.data,
+        batch_size=args.batch_size,
+        gate_every=args.gate_every,
+        keys=keys_from_args(args),
+        task=args.task,
+    )
+    lines = [
+        f"window {i + 1}: {r.update} -> v{r.version} ({_metrics_line(r.metrics)})"
+        for i, r in enumerate(done.windows)
+    ]
+    data: dict[str, Any] = {
+        "path": args.path,
+        "examples": done.examples,
+        "applied": done.applied,
+        "windows": [r.to_dict() for r in done.windows],
+        "blocked": done.blocked,
+    }
+    if done.blocked is None:
+        lines.append(f"{done.examples} examples in {len(done.windows)} gated updates")
+        return Report(data, lines)
+    b = done.blocked
+    lines.append(
+        f"window {len(done.windows) + 1} (from example {b['first_example']}) was blocked ({b['decision']}): "
+        + "; ".join(b["reasons"])
+    )
+    lines.append(f"{done.applied} of {done.examples} examples went in; fix or approve, then retry from there")
+    status = EXIT_NEEDS_APPROVAL if b["decision"] == "needs-approval" else EXIT_FAIL
+    return Report(data, lines, status=status)
 
 
 def _shadow_args(p: argparse.ArgumentParser) -> None:

@@ -20,11 +20,12 @@ import numpy as np
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.folder import VersionState
 from rehearsal.deployment.model import SHARED
+from rehearsal.governance.audit_log import AuditLog
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.novelty import novelty
 from rehearsal.methods.router import AdapterRouter
 
-__all__ = ["ALL", "Part", "plan_training"]
+__all__ = ["ALL", "Part", "log_novelty", "plan_training"]
 
 ALL: dict[str, Any] = {}  # the where-filter that matches every memory entry
 
@@ -87,3 +88,9 @@ def plan_training(
     experts = {str(p.adapter): sorted({tasks[i] for i in p.rows}) for p in parts}
     details.update(decision="existing-expert", expert=biggest, experts=experts)
     return parts, details
+
+
+def log_novelty(log: AuditLog, uid: str, details: dict[str, Any]) -> None:
+    """The novelty score of an update's data and the expert decision it led to, as an audit entry."""
+    entry = {k: v for k, v in details.items() if k != "threshold"}
+    log.append("novelty", {"update": uid, "threshold": details["threshold"], **entry}, actor="deployment")

@@ -8,9 +8,9 @@
 4. score the deployed version on every old task's suite examples; the new examples enter the memory;
    score the candidate on the same and the new held-out ones (routed over the memory it will be
    deployed with), the safety-tagged ones and their latency;
-5. the existing gate decides (``govern_update``: regression,
-   PII, paired-bootstrap staging, and ``evaluate.unlearned_tasks``: a new task answered no better than
-   chance needs approval): "pass" records a version that becomes current; "fail" or
+5. the existing gate decides (``govern_update``: regression, PII, paired-bootstrap staging, and
+   ``evaluate.unlearned_tasks``: a new task no better than chance needs approval): "pass" records a
+   version that becomes current; "fail" or
    "needs-approval" is logged, the entries leave the memory again and :class:`UpdateBlockedError` is
    raised. With ``stage`` a passing candidate waits in ``pending.json`` for ``rehearsal shadow`` and
    :func:`promote`, which runs the same governance plus the shadow's or canary's per-request results
@@ -19,8 +19,8 @@
    A staged candidate that needs approval stays staged (its entries in the memory): ``rehearsal
    approve`` records the person, and a second :func:`promote` ships it.
 
-An update is named by its data (``update-<digest>``), so the same file retried after ``rehearsal
-approve`` meets its approval.
+An update is named by its data (``update-<digest>``): a file retried after ``rehearsal approve`` meets
+its approval. ``rehearsal.deployment.online_update`` cuts a stream into updates gated on a cadence.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from rehearsal.deployment.examples import (
     suite_examples,
     to_memory,
 )
-from rehearsal.deployment.experts import Part, plan_training
+from rehearsal.deployment.experts import Part, log_novelty, plan_training
 from rehearsal.deployment.folder import Deployment, VersionState
 from rehearsal.deployment.model import DeployedModel
 from rehearsal.deployment.result import UpdateResult, deployment_keys
@@ -89,11 +89,6 @@ def _grown_state(state: VersionState, uid: str, examples: list[Labelled], capaci
     return VersionState(update=uid, labels=labels, tasks=tasks, experts=experts)
 
 
-def _log_novelty(log: AuditLog, uid: str, details: dict[str, Any]) -> None:
-    entry = {k: v for k, v in details.items() if k != "threshold"}
-    log.append("novelty", {"update": uid, "threshold": details["threshold"], **entry}, actor="deployment")
-
-
 def _measure(
     dep: Deployment,
     current: DeployedModel,
@@ -127,17 +122,20 @@ def _measure(
 
 def update(
     path: str | os.PathLike[str],
-    data: str | os.PathLike[str],
+    data: str | os.PathLike[str] | list[Labelled],
     *,
     keys: KeyRing | None = None,
     task: str = "default",
     stage: bool | None = None,
+    admit_batch: int | None = None,
 ) -> UpdateResult:
-    """One governed update of the deployment in ``path`` from the examples in ``data`` (see the module
-    docstring). Raises :class:`UpdateBlockedError` when the gate does not pass it."""
+    """One governed update of the deployment in ``path`` from the examples in ``data`` (a file, or the
+    examples read already; see the module docstring). ``admit_batch``: the examples enter the memory in
+    batches of this many, each its own commit and audit entry (an online update). Raises
+    :class:`UpdateBlockedError` when the gate does not pass it."""
     dep = Deployment.open(path, deployment_keys(keys))
     _refuse_while_staged(dep)
-    examples = read_examples(data, task=task)
+    examples = data if isinstance(data, list) else read_examples(data, task=task)
     uid = "update-" + data_digest(examples)
     version, state = dep.current()
     new_state = _grown_state(state, uid, examples, dep.config.max_labels)
@@ -155,7 +153,7 @@ def update(
         trained = _train_parts(dep, candidate, parts, train, vectors, memory, Path(version.weights), weights)
         old_suite = suite_examples(suite, list(state.tasks))
         generation_before = memory.generation
-        admit = functools.partial(_admit, memory, train, vectors, candidate)
+        admit = functools.partial(_admit, memory, train, vectors, candidate, admit_batch)
         before, after, staged, metrics = _measure(dep, current, candidate, old_suite, held, memory, admit)
         flags = unlearned_tasks(new_state, before, after, held) if dep.config.check_learning else []
         suite_ids = _into_suite(suite, held, new_state)
@@ -199,15 +197,22 @@ def _plan(
     parts, details = plan_training(dep.config, memory, state, vectors, [ex.task for ex in train])
     state.novelty = details
     if details is not None:
-        _log_novelty(log, uid, details)
+        log_novelty(log, uid, details)
     return parts, details
 
 
 def _admit(
-    memory: RehearsalMemory, train: list[Labelled], vectors: np.ndarray, candidate: DeployedModel
+    memory: RehearsalMemory,
+    train: list[Labelled],
+    vectors: np.ndarray,
+    candidate: DeployedModel,
+    batch: int | None,
 ) -> None:
-    """The new examples enter the memory; the candidate's router learns them."""
-    to_memory(memory, train, vectors)
+    """The new examples enter the memory (in commits of ``batch``, all at once when None); the
+    candidate's router learns them."""
+    step = batch or max(len(train), 1)
+    for start in range(0, len(train), step):
+        to_memory(memory, train[start : start + step], vectors[start : start + step])
     candidate.fit_router(memory)
 
 

@@ -254,7 +254,9 @@ def govern_update(
         log_train_update(log, **common, decision=verdict.decision, approver=None)
         _undo_blocked(update, verdict, memory, log, added, evicted)
     tags = [f"task:{safe_token(t)}" for t in update.task_names]
-    log_ingest(log, added, tenant="default", tags=tags, actor=update.actor, generation=memory.generation)
+    # One entry per committed batch (an online update admits batch by batch), each at its generation.
+    for generation, ids in _added_by_generation(memory, last_audited_generation(log) or 0, added):
+        log_ingest(log, ids, tenant="default", tags=tags, actor=update.actor, generation=generation)
     if evicted:
         log_delete(log, evicted, actor=update.actor, generation=memory.generation, cause="eviction")
     weights = str(update.weights.resolve())
@@ -270,6 +272,25 @@ def govern_update(
         id_boundary=version.id_boundary,
     )
     return version.version
+
+
+def _added_by_generation(
+    memory: RehearsalMemory, since: int, added: list[int]
+) -> list[tuple[int, list[int]]]:
+    """``added`` grouped by the generation that committed them, oldest first; the last group is dated the
+    memory's generation now (what the log's reconciliation reads as audited)."""
+    groups: list[tuple[int, list[int]]] = []
+    left = set(added)
+    for generation in range(since + 1, memory.generation + 1):
+        still = set(memory.changes_since(generation)[0])
+        batch = sorted(left - still)
+        if batch:
+            groups.append((generation, batch))
+        left &= still
+    if not groups or left:
+        groups.append((memory.generation, sorted(left)))
+    groups[-1] = (memory.generation, groups[-1][1])
+    return groups
 
 
 def _judge(update: UpdateRecord, gate: GateConfig, texts: list[str], log: AuditLog, digest: str) -> _Verdict:
