@@ -1,10 +1,15 @@
-"""The one way benchmark scripts report: a two-column table on stdout and the same figures as JSON."""
+"""The two-column report of the simpler benchmark scripts: a table on stdout and the same figures as JSON,
+with the provenance every result carries (``_harness.provenance``: commit, command, machine and load)."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
+
+from _harness import provenance
 
 
 def print_and_save(result: dict[str, Any], out: Path) -> None:
@@ -13,4 +18,7 @@ def print_and_save(result: dict[str, Any], out: Path) -> None:
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    # The load at the end stands in for the run's (these scripts take no provenance at their start).
+    record = {**provenance(), "load_1m_end": os.getloadavg()[0]}
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    out.write_text(json.dumps({**record, **result}, indent=2) + "\n")
