@@ -223,6 +223,8 @@ def _step(o: _Online, batch: OnlineBatch) -> None:
     p, every = o.progress, o.config.streaming.probe_every
     if batch.first_of_task:
         o.trace.start_task(batch.task, batch.index)
+    if o.predictor is not None:  # a refit is the step's prediction cost, not its probe's
+        o.predictor.refresh(o.model, o.tokenizer, batch.index)
     if batch.first_of_task or (batch.index > 0 and batch.index % every == 0):
         _probe(o, batch.index)
     _test_batch(o, batch)
