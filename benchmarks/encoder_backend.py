@@ -63,9 +63,7 @@ def main() -> None:
             vectors[name].append(encoders[name].encode(chunk))
             seconds[name] += time.perf_counter() - began
     fp32, bf16 = (np.concatenate(vectors[n]) for n in ("fp32", "bf16"))
-    rows = {
-        name: {"texts_per_s": len(texts) / seconds[name], "seconds": seconds[name]} for name in encoders
-    }
+    rows = {name: {"texts_per_s": len(texts) / seconds[name], "seconds": seconds[name]} for name in encoders}
     rows["bf16"]["speedup_vs_fp32"] = seconds["fp32"] / seconds["bf16"]
     rows["bf16"]["recall_at_10_vs_fp32"] = recall_at(fp32, bf16)
     rows["bf16"]["mean_cosine_to_fp32"] = float(np.mean(np.sum(fp32 * bf16, axis=1)))
