@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The first command of the README: set up .venv, then a short continual fine-tuning run on the bundled
-# WordNet stream (configs/default.toml: random replay, predicted by lda over the memory; a few minutes on
-# a quiet 2-core machine, 15 at load 10), printing the accuracy matrix, ACC / forgetting / BWT and the
+# WordNet stream (configs/default.toml: random replay, predicted by lda over the memory; about 1.5
+# minutes on a quiet 2-core machine), printing the accuracy matrix, ACC / forgetting / BWT and the
 # head's ACC beside the memory predictor's. Results, plots and a resumable checkpoint
 # land in runs/default/.
 set -euo pipefail
