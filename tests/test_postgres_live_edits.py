@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import psycopg
 import pytest
-from conftest import MEMORY_DIM, unit_vectors
+from postgres_fixtures import two_tenant_memory
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import IntegrityError
@@ -31,15 +30,7 @@ def _sql(url: str, statement: str) -> None:
 
 
 def _make(url: str, keys: KeyRing) -> None:
-    vectors = unit_vectors(np.random.default_rng(0), N)
-    with RehearsalMemory.create(url, keys=keys, dim=MEMORY_DIM, encoder_name="synthetic") as memory:
-        for tenant, rows in (("alice", range(N // 2)), ("bob", range(N // 2, N))):
-            memory.add(
-                [f"secret of {tenant} {i}" for i in rows],
-                vectors=vectors[list(rows)],
-                metadata=[{"label": i % 2} for i in rows],
-                tenant=tenant,
-            )
+    two_tenant_memory(url, keys)
 
 
 def _all_rows_remain(url: str, keys: KeyRing) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from conftest import MEMORY_DIM, unit_vectors
+from conftest import unit_vectors
+from postgres_fixtures import two_tenant_memory
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import RehearsalError
@@ -95,15 +96,7 @@ def _ask(question: Callable[[], Any]) -> tuple[str, Any]:
 
 
 def _make(url: str, keys: KeyRing) -> None:
-    vectors = unit_vectors(np.random.default_rng(0), N)
-    with RehearsalMemory.create(url, keys=keys, dim=MEMORY_DIM, encoder_name="synthetic") as memory:
-        for tenant, rows in (("alice", range(N // 2)), ("bob", range(N // 2, N))):
-            memory.add(
-                [f"secret of {tenant} {i}" for i in rows],
-                vectors=vectors[list(rows)],
-                metadata=[{"label": i % 2, "task": "support"} for i in rows],
-                tenant=tenant,
-            )
+    two_tenant_memory(url, keys, task="support")
 
 
 def _classify(got: tuple[str, Any], expected: Any) -> str:

@@ -20,7 +20,7 @@ import hmac
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -42,6 +42,7 @@ __all__ = [
     "new_data_key",
     "record_aad",
     "same_tag",
+    "tenant_per_id",
     "validate_tenant",
 ]
 
@@ -69,6 +70,15 @@ def validate_tenant(name: object) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def tenant_per_id(tenant: object, n: int) -> list[str]:
+    """One valid tenant name per record: ``tenant`` is one name for all ``n``, or a sequence of ``n``."""
+    if isinstance(tenant, str):
+        return [validate_tenant(tenant)] * n
+    if isinstance(tenant, Sequence) and len(tenant) == n:
+        return [validate_tenant(t) for t in tenant]
+    raise ValidationError("tenant must be a str or a sequence of str as long as ids")
 
 
 def record_aad(store_id: bytes, record_id: int, tenant: str, key_version: int, purpose: str) -> bytes:

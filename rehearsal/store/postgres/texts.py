@@ -22,7 +22,7 @@ from rehearsal.crypto.data_keys import (
     check_purpose,
     master_key_meta,
 )
-from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, validate_tenant
+from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, tenant_per_id, validate_tenant
 from rehearsal.errors import IntegrityError, NotFoundError, ReadOnlyError, StoreFormatError, ValidationError
 from rehearsal.store.payloads import check_payloads
 from rehearsal.store.postgres.connection import QmarkConnection, ServerConnection, mapped
@@ -104,12 +104,7 @@ class ServerVault:
     def put(self, ids: Sequence[int], texts: Sequence[str], *, tenant: str | Sequence[str]) -> None:
         self._writable()
         id_list = _ids(ids, unique=True)
-        if isinstance(tenant, str):
-            owners = [validate_tenant(tenant)] * len(id_list)
-        elif isinstance(tenant, Sequence) and len(tenant) == len(id_list):
-            owners = [validate_tenant(t) for t in tenant]
-        else:
-            raise ValidationError("tenant must be a str or a sequence of str as long as ids")
+        owners = tenant_per_id(tenant, len(id_list))
         if isinstance(texts, str) or len(texts) != len(id_list):
             raise ValidationError(f"got {len(id_list)} ids but {len(texts)} texts")
         datas = []

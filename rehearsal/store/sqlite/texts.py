@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidTag
 
 from rehearsal.crypto.data_keys import TEXT_PURPOSE, check_internal_tenant, check_purpose
-from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, validate_tenant
+from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, tenant_per_id, validate_tenant
 from rehearsal.errors import CleanupError, IntegrityError, NotFoundError, ValidationError
 from rehearsal.store.payloads import check_payloads
 from rehearsal.store.sqlite.vault_db import (
@@ -53,12 +53,7 @@ class Vault(VaultDatabase):
             raise ValidationError(f"texts must be a sequence of str, got {type(texts).__name__}")
         if len(texts) != len(id_list):
             raise ValidationError(f"got {len(id_list)} ids but {len(texts)} texts")
-        if isinstance(tenant, str):
-            owners = [validate_tenant(tenant)] * len(id_list)
-        elif isinstance(tenant, Sequence) and len(tenant) == len(id_list):
-            owners = [validate_tenant(t) for t in tenant]
-        else:
-            raise ValidationError("tenant must be a str or a sequence of str as long as ids")
+        owners = tenant_per_id(tenant, len(id_list))
         datas: list[bytes] = []
         for pos, text in enumerate(texts):
             if not isinstance(text, str):
