@@ -160,6 +160,22 @@ def test_per_skill_adapters_keep_the_first_skill_that_routing_finds(tmp_path: Pa
     assert manifest["tasks"] == [f"task_{s}" for s in SKILLS]
 
 
+def _two_skills(model: str, method: str, out: Path) -> RunConfig:
+    """A small causal-LM run of the first two skills, four items each."""
+    return RunConfig(
+        model_kind="causal-lm",
+        method=method,
+        model=model,
+        tasks=SKILLS[:2],
+        max_train_per_class=4,
+        max_test_per_class=2,
+        batch_size=4,
+        max_length=32,
+        progress=False,
+        output_dir=str(out),
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["ewc", "hybrid", "multitask"])
 def test_other_methods_run_a_causal_lm_through_the_stream(
@@ -167,19 +183,7 @@ def test_other_methods_run_a_causal_lm_through_the_stream(
 ) -> None:
     from rehearsal.runner.loop import run
 
-    config = RunConfig(
-        model_kind="causal-lm",
-        method=method,
-        model=tiny_llama,
-        tasks=SKILLS[:2],
-        max_train_per_class=4,
-        max_test_per_class=2,
-        batch_size=4,
-        max_length=32,
-        progress=False,
-        output_dir=str(tmp_path / method),
-    )
-    result = run(config, keys=KeyRing.generate())
+    result = run(_two_skills(tiny_llama, method, tmp_path / method), keys=KeyRing.generate())
     assert result.summary["average_accuracy"] is not None
     assert "general_perplexity" in result.phase_logs[-1]
     if method == "ewc":
@@ -197,19 +201,7 @@ def test_self_rehearsal_replays_old_prompts_with_the_models_own_answers(
 
     keys = KeyRing.generate()
     out = tmp_path / "self"
-    config = RunConfig(
-        model_kind="causal-lm",
-        method="self-rehearsal",
-        model=tiny_llama,
-        tasks=SKILLS[:2],
-        max_train_per_class=4,
-        max_test_per_class=2,
-        batch_size=4,
-        max_length=32,
-        progress=False,
-        output_dir=str(out),
-    )
-    result = run(config, keys=keys)
+    result = run(_two_skills(tiny_llama, "self-rehearsal", out), keys=keys)
     first, second = result.phase_logs
     assert first["self_answers"] == 0.0  # nothing old to answer before the first skill
     assert second["self_answers"] == 4.0  # the first skill's four training prompts

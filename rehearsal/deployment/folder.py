@@ -265,11 +265,10 @@ class Deployment:
                     "roll back to discard it"
                 )
             return None
-        data = read_json(path, "staged candidate")
-        body = data.get("pending") if isinstance(data, dict) else None
-        tag = data.get("tag") if isinstance(data, dict) else None
-        if not isinstance(body, dict) or not isinstance(tag, str):
+        parts = sealed_pending(path)
+        if parts is None:
             raise IntegrityError(f"staged candidate {str(path)!r} is not sealed by this deployment")
+        body, tag = parts
         if not same_tag(tag, pending_tag(self.keys, self.id, body)):
             raise IntegrityError(
                 f"staged candidate {str(path)!r} fails its check (edited, sealed with another key, or "
@@ -297,6 +296,16 @@ class Deployment:
     def candidate_weights(self, pending: dict[str, Any]) -> Path:
         """The staged candidate's weights folder (stored relative to the deployment)."""
         return self.inside_weights(str(pending.get("weights")))
+
+
+def sealed_pending(path: Path) -> tuple[dict[str, Any], str] | None:
+    """(body, tag) of a ``pending.json`` in its sealed shape, or None when it has another shape."""
+    data = read_json(path, "staged candidate")
+    body = data.get("pending") if isinstance(data, dict) else None
+    tag = data.get("tag") if isinstance(data, dict) else None
+    if not isinstance(body, dict) or not isinstance(tag, str):
+        return None
+    return body, tag
 
 
 def pending_tag(keys: KeyRing, identity: str | None, body: dict[str, Any]) -> str:

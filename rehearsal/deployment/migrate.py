@@ -39,6 +39,7 @@ from rehearsal.deployment.folder import (
     check_config,
     pending_tag,
     read_json,
+    sealed_pending,
     write_config,
     write_json,
 )
@@ -157,11 +158,10 @@ def _bind_pending(dep: Deployment) -> dict[str, Any] | None:
     path = dep.path / PENDING_FILE
     if not path.is_file():
         return None
-    data = read_json(path, "staged candidate")
-    body = data.get("pending") if isinstance(data, dict) else None
-    tag = data.get("tag") if isinstance(data, dict) else None
-    if not isinstance(body, dict) or not isinstance(tag, str):
+    parts = sealed_pending(path)
+    if parts is None:
         raise IntegrityError(f"staged candidate {str(path)!r} is not sealed: roll back before migrating")
+    body, tag = parts
     bound = pending_tag(dep.keys, dep.id, body)
     if not (same_tag(tag, bound) or same_tag(tag, pending_tag(dep.keys, None, body))):
         raise IntegrityError(f"staged candidate {str(path)!r} fails its check: it was altered")
