@@ -53,6 +53,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["rehearsal/governance/audit_log.py"],
         [
             "tests/test_audit.py",
+            "tests/test_audit_verify_key.py",
+            "tests/test_forget_receipts.py",
+            "tests/test_rotation_full_disk.py",
             "tests/test_promises.py",
             "tests/test_survivors.py",
             "tests/test_survivors_audit.py",
