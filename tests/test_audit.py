@@ -363,3 +363,49 @@ def test_a_rotation_cut_short_inside_the_log_is_finished_not_repeated(tmp_path: 
     reopened = AuditLog.open(tmp_path / "audit.log", new_key, create=False)
     assert [e.kind for e in reopened.entries()].count("rotate-key") == 1
     assert reopened.verify() == N + 1
+
+
+def test_a_tenants_pseudonym_is_this_keys_digest_of_its_name(tmp_path: Path, keys: KeyRing) -> None:
+    import hashlib
+    import hmac
+
+    log = AuditLog.open(tmp_path / "audit.log", keys)
+    alice = log.pseudonym("alice")
+    key = keys.derive_key("audit-tenant-pseudonym")
+    assert alice == "hmac:" + hmac.new(key, b"alice", hashlib.sha256).hexdigest()[:32]
+    assert alice == log.pseudonym("alice")
+    assert alice != log.pseudonym("bob")
+    other = AuditLog.open(tmp_path / "other.log", KeyRing.generate())
+    assert other.pseudonym("alice") != alice  # another key cannot test a guess against this log
+
+
+def test_a_head_edited_to_name_another_key_is_called_altered(tmp_path: Path, keys: KeyRing) -> None:
+    """The log's last entry still authenticates under this key and names no rotation: a head that names
+    another master key was edited, which is damage, not a wrong key."""
+    log = make_log(tmp_path, keys)
+    head = json.loads(log.head_path.read_bytes())
+    head["key"] = "0123456789abcdef"
+    log.head_path.write_bytes(json.dumps(head).encode())
+    with pytest.raises(IntegrityError, match="the head was altered"):
+        AuditLog.open(log.path, keys, create=False)
+
+
+def test_a_log_rotated_to_a_new_key_is_a_wrong_key_to_the_old_one_not_damage(
+    tmp_path: Path, keys: KeyRing
+) -> None:
+    log = make_log(tmp_path, keys)
+    log.rotate(KeyRing.generate())
+    with pytest.raises(WrongKeyError, match="last written under master key"):
+        AuditLog.open(log.path, keys, create=False)
+
+
+def test_a_head_naming_a_key_the_last_rotation_did_not_name_is_called_altered(
+    tmp_path: Path, keys: KeyRing
+) -> None:
+    log = make_log(tmp_path, keys)
+    log.rotate(KeyRing.generate())
+    head = json.loads(log.head_path.read_bytes())
+    head["key"] = "0123456789abcdef"  # neither the old key nor the one the rotation entry names
+    log.head_path.write_bytes(json.dumps(head).encode())
+    with pytest.raises(IntegrityError, match="the head was altered"):
+        AuditLog.open(log.path, keys, create=False)
