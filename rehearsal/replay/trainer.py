@@ -28,6 +28,10 @@ training ends (``rehearsal.methods.calibration``), so the newest classes stop wi
 ``mask_unseen`` or a calibration and no class sets given, the trainer reads them from the data when
 training begins: the current classes from the training set's labels, the old ones from the replay
 memory's (through the collator). These three are what made class-incremental ``rehearsal run`` work.
+
+``length_buckets=n`` (n > 1) runs a classifier's batch as n forward passes over rows of similar length,
+each padded to its own longest row (``rehearsal.methods.length_buckets``): the batch's loss and gradient
+for fewer padded tokens.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from rehearsal.config import CALIBRATIONS, LOSSES
 from rehearsal.errors import ConfigError
 from rehearsal.methods.calibration import NEEDS_DATA, calibrate, classification_head
+from rehearsal.methods.length_buckets import length_bucketed_logits
 from rehearsal.replay.collator import REPLAY_CANDIDATE, REPLAY_FLAG, RehearsalCollator, label_key_of
 from rehearsal.replay.interference import InterferenceChoice, rank_candidates
 
@@ -135,8 +140,11 @@ class RehearsalTrainer(Trainer):
         loss_terms: Sequence[LossTerm] = (),
         head_learning_rate: float | None = None,
         calibration: str = "none",
+        length_buckets: int = 1,
         **kwargs: Any,
     ) -> None:
+        if isinstance(length_buckets, bool) or not isinstance(length_buckets, int) or length_buckets < 1:
+            raise ConfigError(f"'length_buckets' must be a positive int, got {length_buckets!r}")
         if loss not in LOSSES:
             raise ConfigError(f"'loss' must be one of {list(LOSSES)}, got {loss!r}")
         if calibration not in CALIBRATIONS or calibration in NEEDS_DATA:
@@ -163,6 +171,7 @@ class RehearsalTrainer(Trainer):
         self.loss_terms = list(loss_terms)
         self.head_learning_rate = head_learning_rate
         self.calibration = calibration
+        self.length_buckets = length_buckets
         self.calibration_logs: dict[str, float] = {}  # what the last calibration did (its scale)
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
@@ -317,8 +326,19 @@ class RehearsalTrainer(Trainer):
         inputs = dict(inputs)
         is_replay = inputs.pop(REPLAY_FLAG, None)
         labels = inputs.pop(LABELS)
+        # Class labels (one per row) only: a causal LM's token logits keep the batch's padded width.
+        bucketed = (
+            length_bucketed_logits(model, inputs, self.length_buckets)
+            if labels.dim() == 1 and not return_outputs
+            else None
+        )
+        if bucketed is not None:
+            return self._with_loss_terms(model, self._loss(bucketed, labels, is_replay))
         outputs = model(**inputs)
-        loss = self._loss(outputs.logits, labels, is_replay)
+        loss = self._with_loss_terms(model, self._loss(outputs.logits, labels, is_replay))
+        return (loss, outputs) if return_outputs else loss
+
+    def _with_loss_terms(self, model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
         for term in self.loss_terms:
             loss = loss + term(model)
-        return (loss, outputs) if return_outputs else loss
+        return loss

@@ -126,6 +126,13 @@ class RunConfig(ConfigMixin):
     eval_batch_size: int = 64
     learning_rate: float = 1e-4
     head_learning_rate: float | None = None
+    # A training batch runs as this many forward passes over rows of similar length, each padded only to
+    # its own longest row: the same loss and gradient (up to float rounding and dropout's draws) for
+    # fewer padded tokens (rehearsal.methods.length_buckets; benchmarks/RESULTS.md, issue 30).
+    length_buckets: int = 2
+    # Evaluation and predictor features batch texts sorted by length (less padding, the same predictions
+    # up to float rounding); false keeps the given order, the reference path the tests compare against.
+    length_sorted_eval: bool = True
     calibration: str = "none"
     prediction: str = "head"
     # None: the predictor is fitted on the whole memory after each phase (one forward pass over it). The
@@ -173,7 +180,7 @@ class RunConfig(ConfigMixin):
             raise ConfigError(f"'policy' must be one of {list(POLICIES)}, got {self.policy!r}")
         if self.policy != "keep_all" and self.memory_capacity is None:
             raise ConfigError(f"policy {self.policy!r} needs 'memory_capacity'")
-        for name in ("batch_size", "eval_batch_size", "max_length"):
+        for name in ("batch_size", "eval_batch_size", "max_length", "length_buckets"):
             _positive_int(name, getattr(self, name))
         for name in ("max_train_per_class", "max_test_per_class", "memory_capacity", "keep_weights"):
             _positive_int(name, getattr(self, name), allow_none=True)
@@ -205,7 +212,7 @@ class RunConfig(ConfigMixin):
             self.output_dir = os.fspath(self.output_dir)  # a Path is fine; a config file holds the string
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
             raise ConfigError(f"'output_dir' must be a non-empty path string, got {self.output_dir!r}")
-        for name in ("mask_unseen", "progress", "online"):
+        for name in ("mask_unseen", "progress", "online", "length_sorted_eval"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")
         if self.online:

@@ -29,6 +29,7 @@ class TrainSettings:
     loss: str = "ce"
     mask_unseen: bool = True
     head_learning_rate: float | None = None  # None: the model's learning rate for the head too
+    length_buckets: int = 2  # forward passes per batch over rows of similar length (methods.length_buckets)
     logging_steps: int | None = None  # None: no logs (the caller reads none back)
     progress_bars: bool = False
 
@@ -80,6 +81,7 @@ def train(
         mask_unseen=settings.mask_unseen,
         loss_terms=list(loss_terms),
         head_learning_rate=settings.head_learning_rate,
+        length_buckets=settings.length_buckets,
     )
     # Without progress bars the Trainer prints each log dict to stdout, which is the caller's report.
     trainer.remove_callback(PrinterCallback)

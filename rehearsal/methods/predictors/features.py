@@ -13,15 +13,22 @@ import torch
 
 from rehearsal.errors import ConfigError
 from rehearsal.methods.calibration import classification_head
-from rehearsal.methods.inference import batch_logits
+from rehearsal.methods.inference import batch_logits, length_order, restore_order
 
 __all__ = ["encoder_features", "unit_rows"]
 
 
 def encoder_features(
-    model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_length: int
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int,
+    by_length: bool = True,
 ) -> torch.Tensor:
-    """(n, d) float32 on CPU: the input of ``model``'s classification head for each text (not normalised)."""
+    """(n, d) float32 on CPU: the input of ``model``'s classification head for each text (not normalised),
+    in the order of ``texts``; ``by_length`` as in ``batch_logits``."""
     if not len(texts):
         head = classification_head(model)
         return torch.empty(0, head.in_features)
@@ -31,15 +38,19 @@ def encoder_features(
     def keep_input(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         captured.append(args[0].detach().float().cpu())
 
+    # The hook sees the batches in the order they run; sorted by length, they are put back afterwards.
+    order = length_order(tokenizer, texts, max_length=max_length) if by_length else None
+    ordered = list(texts) if order is None else [texts[i] for i in order]
     handle = head.register_forward_hook(keep_input)
     try:
-        batch_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+        batch_logits(model, tokenizer, ordered, batch_size=batch_size, max_length=max_length, by_length=False)
     finally:
         handle.remove()
     if not captured:
         raise ConfigError(f"the classification head of {type(model).__name__} was not called; no features")
     features = torch.cat(captured)
-    return features.reshape(len(features), -1)
+    restored: torch.Tensor = restore_order(features.reshape(len(features), -1), order)
+    return restored
 
 
 def unit_rows(features: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,7 @@ class Strategy:
             texts,
             batch_size=ctx.config.eval_batch_size,
             max_length=ctx.config.max_length,
+            by_length=ctx.config.length_sorted_eval,
         )
 
     def phases(self, stream: TaskStream) -> list[tuple[Task, ...]]:
@@ -234,7 +235,12 @@ def _features(model: Any, ctx: PhaseContext, texts: Sequence[str]) -> Any:
 
     config = ctx.config
     return encoder_features(
-        model, ctx.tokenizer, texts, batch_size=config.eval_batch_size, max_length=config.max_length
+        model,
+        ctx.tokenizer,
+        texts,
+        batch_size=config.eval_batch_size,
+        max_length=config.max_length,
+        by_length=config.length_sorted_eval,
     )
 
 

@@ -1,0 +1,113 @@
+"""A run's wall time and ACC with issue 30's fast paths against the reference paths, paired by seed.
+
+The reference is the previous commit's computation, kept behind two switches: ``length_buckets=1`` (a
+training batch is one forward pass, padded to its longest row) and ``length_sorted_eval=false``
+(evaluation and predictor features in the given order). The fast side is today's default (two length
+buckets per batch, length-sorted evaluation). Each (config, seed) runs both sides back to back as fresh
+``rehearsal run`` processes on one thread, alternating which goes first, so a change in the machine's
+load falls on both:
+
+    .venv/bin/python benchmarks/run_speed.py --seeds 0 1 2        # default config and the sparse shape
+
+Prints a table and writes ``benchmarks/results/run_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _harness import provenance, write_results
+from _paired import describe, paired_difference
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).with_name("rehearsal"))  # the console script beside this interpreter
+REFERENCE = ["length_buckets=1", "length_sorted_eval=false"]
+# The sparse benchmark's shape (profile_run.py's second config): few examples per class, one epoch, the
+# head's predictions, so evaluation after each phase weighs more than training.
+SHAPES: dict[str, list[str]] = {
+    "default": [],
+    "sparse": [
+        "max_train_per_class=8",
+        "batch_size=24",
+        "replay.ratio=0.143",
+        "epochs=1.0",
+        "prediction=head",
+    ],
+}
+
+
+def run_once(folder: Path, key: Path, overrides: list[str], threads: int) -> dict[str, Any]:
+    command = [CLI, "run", str(ROOT / "configs" / "default.toml"), "--output-dir", str(folder)]
+    command += ["--key-file", str(key), "--json", "--threads", str(threads), "--set", "progress=false"]
+    for item in overrides:
+        command += ["--set", item]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout).get("summary", {})
+    return {"wall_seconds": wall, "acc": summary.get("average_accuracy"), "load_1m_before": load}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="run_speed", help="results/<name>.json")
+    args = parser.parse_args()
+    record = provenance(seeds=args.seeds, threads=args.threads, reference=REFERENCE)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"reference": [], "fast": []} for s in args.shapes}
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "key"
+        subprocess.run([CLI, "keygen", "--out", str(key)], check=True, cwd=ROOT, capture_output=True)
+        for seed in args.seeds:
+            for shape in args.shapes:
+                sides = ["reference", "fast"] if seed % 2 == 0 else ["fast", "reference"]
+                for side in sides:
+                    overrides = [*SHAPES[shape], f"seed={seed}", *(REFERENCE if side == "reference" else [])]
+                    folder = Path(tmp) / f"{shape}-{side}-{seed}"
+                    result = run_once(folder, key, overrides, args.threads)
+                    runs[shape][side].append({"seed": seed, **result})
+                    print(
+                        f"{shape:>8} seed {seed} {side:>9}: {result['wall_seconds']:6.1f} s  "
+                        f"ACC {result['acc']:.4f}  load {result['load_1m_before']:.1f}",
+                        flush=True,
+                    )
+    table = {}
+    print("\n| shape | reference wall s | fast wall s | fast ÷ reference (per seed) | ΔACC fast − ref |")
+    print("|---|---|---|---|---|")
+    for shape, sides in runs.items():
+        ref, fast = sides["reference"], sides["fast"]
+        ratios = [f["wall_seconds"] / r["wall_seconds"] for f, r in zip(fast, ref, strict=True)]
+        delta = paired_difference([f["acc"] for f in fast], [r["acc"] for r in ref])
+        table[shape] = {
+            "reference_wall": describe([r["wall_seconds"] for r in ref]),
+            "fast_wall": describe([f["wall_seconds"] for f in fast]),
+            "ratio": describe(ratios),
+            "ratios": ratios,
+            "acc_delta": delta,
+        }
+        walls = f"{table[shape]['reference_wall']['mean']:.1f} | {table[shape]['fast_wall']['mean']:.1f}"
+        print(
+            f"| {shape} | {walls} "
+            f"| {table[shape]['ratio']['mean']:.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) "
+            f"| {100 * delta['mean']:+.2f} pts |"
+        )
+    path = write_results(args.name, {"runs": runs, "table": table}, record)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

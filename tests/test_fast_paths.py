@@ -1,0 +1,151 @@
+"""Issue 30's faster paths: evaluation batched by length gives the reference path's answers, and a training
+batch run as passes over rows of similar length gives the whole batch's logits and gradient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from _models import tiny_run_config
+
+from rehearsal.errors import ConfigError
+from rehearsal.methods.inference import batch_logits, length_order
+from rehearsal.methods.length_buckets import length_bucketed_logits
+from rehearsal.methods.predictors.features import encoder_features
+from rehearsal.replay.trainer import RehearsalTrainer
+from rehearsal.runner import loop as stream_module
+from rehearsal.runner.config import RunConfig
+from rehearsal.runner.tasks import TaskStream
+
+TEXTS = [
+    "a dog",
+    "a large natural stream of water flowing in a channel to the sea or a lake or another river",
+    "move fast",
+    "an animal that barks and is kept as a pet by people in many parts of the world",
+    "red",
+    "the act of running quickly across an open field",
+    "the pale yellow flower",
+]
+
+
+def _minilm() -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rehearsal.embedding import default_model_path
+
+    path = str(default_model_path())
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=5)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def test_length_order_sorts_by_token_count_and_batches_come_back_in_the_given_order() -> None:
+    model, tokenizer = _minilm()
+    order = length_order(tokenizer, TEXTS, max_length=32)
+    lengths = [len(tokenizer(TEXTS[i])["input_ids"]) for i in order]
+    assert lengths == sorted(lengths)
+    assert sorted(order.tolist()) == list(range(len(TEXTS)))
+    assert order.tolist() != list(range(len(TEXTS)))  # the fixture is not sorted already
+
+    sorted_logits = batch_logits(model, tokenizer, TEXTS, batch_size=3, max_length=32)
+    given = batch_logits(model, tokenizer, TEXTS, batch_size=3, max_length=32, by_length=False)
+    one_by_one = torch.cat([batch_logits(model, tokenizer, [t], batch_size=1, max_length=32) for t in TEXTS])
+    torch.testing.assert_close(sorted_logits, given, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sorted_logits, one_by_one, atol=1e-4, rtol=1e-4)
+
+    features = encoder_features(model, tokenizer, TEXTS, batch_size=3, max_length=32)
+    alone = encoder_features(model, tokenizer, TEXTS[1:2], batch_size=1, max_length=32)
+    torch.testing.assert_close(features[1:2], alone, atol=1e-4, rtol=1e-4)
+    assert batch_logits(model, tokenizer, [], batch_size=3, max_length=32).shape[0] == 0
+
+
+def test_the_length_sorted_evaluation_gives_the_reference_paths_accuracy_matrix(
+    tmp_path: Path, tiny_stream: TaskStream, master_key: None
+) -> None:
+    """A small real run (MiniLM, two tasks, a predictor and two read-outs): every matrix is identical."""
+
+    def matrices(name: str, sorted_: bool) -> dict[str, Any]:
+        config = tiny_run_config(
+            tmp_path / name,
+            None,  # type: ignore[arg-type]  (None: the bundled MiniLM)
+            method="random",
+            prediction="lda",
+            readouts=["head", "ncm"],
+            epochs=1.0,
+            length_sorted_eval=sorted_,
+        )
+        result = stream_module.run(config, stream=tiny_stream)
+        return {
+            "run": result.matrix.matrix,
+            **{k: m.matrix for k, m in result.readouts.items()},
+        }
+
+    fast, reference = matrices("fast", True), matrices("reference", False)
+    assert set(fast) == {"run", "head", "ncm"}
+    for name in fast:
+        np.testing.assert_array_equal(fast[name], reference[name], err_msg=name)
+    assert fast["run"].max() > 0.0  # the run learned something: the comparison is not of empty matrices
+
+
+def _batch(tokenizer: Any) -> dict[str, torch.Tensor]:
+    return dict(tokenizer(TEXTS * 2, truncation=True, max_length=32, padding=True, return_tensors="pt"))
+
+
+@pytest.mark.parametrize("buckets", [2, 3])
+def test_length_buckets_give_the_whole_batchs_logits_and_gradient(buckets: int) -> None:
+    model, tokenizer = _minilm()
+    model.eval()  # no dropout: the passes must agree to rounding
+    inputs = _batch(tokenizer)
+    labels = torch.arange(len(TEXTS) * 2) % 5
+
+    def loss_and_grads(logits: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole = model(**inputs).logits
+    bucketed = length_bucketed_logits(model, inputs, buckets)
+    assert bucketed is not None
+    torch.testing.assert_close(bucketed, whole, atol=1e-4, rtol=1e-4)
+    loss_whole, grads_whole = loss_and_grads(model(**inputs).logits)
+    bucketed = length_bucketed_logits(model, inputs, buckets)
+    assert bucketed is not None
+    loss_bucketed, grads_bucketed = loss_and_grads(bucketed)
+    torch.testing.assert_close(loss_bucketed, loss_whole, atol=1e-5, rtol=1e-5)
+    assert len(grads_bucketed) == len(grads_whole) > 0
+    for got, want in zip(grads_bucketed, grads_whole, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_length_buckets_stand_aside_where_they_do_not_apply() -> None:
+    model, tokenizer = _minilm()
+    inputs = _batch(tokenizer)
+    assert length_bucketed_logits(model, inputs, 1) is None  # one bucket: the plain pass
+    assert length_bucketed_logits(model, {"input_ids": inputs["input_ids"]}, 2) is None  # no mask
+    left = {k: torch.flip(v, dims=[1]) for k, v in inputs.items()}  # padding on the left
+    assert length_bucketed_logits(model, left, 2) is None
+    few = {k: v[:3] for k, v in inputs.items()}
+    assert length_bucketed_logits(model, few, 2) is None  # fewer rows than two per bucket
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_a_bad_bucket_count_is_refused(bad: Any, tmp_path: Path) -> None:
+    model, _ = _minilm()
+    with pytest.raises(ConfigError, match="'length_buckets' must be a positive int"):
+        RehearsalTrainer(model=model, length_buckets=bad)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"length_buckets": 0}, "length_buckets"),
+        ({"length_sorted_eval": "yes"}, "true or false"),
+    ],
+)
+def test_bad_speed_settings_are_refused(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**changes)
