@@ -7,7 +7,7 @@ buckets per batch, length-sorted evaluation). Each (config, seed) runs both side
 ``rehearsal run`` processes on one thread, alternating which goes first, so a change in the machine's
 load falls on both:
 
-    .venv/bin/python benchmarks/run_speed.py --seeds 0 1 2        # default config and the sparse shape
+    .venv/bin/python benchmarks/run_speed.py --seeds 0 1 2 --shapes default
 
 Prints a table and writes ``benchmarks/results/run_speed.json``.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,13 +52,23 @@ def run_once(folder: Path, key: Path, overrides: list[str], threads: int) -> dic
         command += ["--set", item]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the run's one-thread process: on a shared machine they move far less with the
+    # neighbours' load than wall time does, so the ratio is read from both.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"the run failed ({done.returncode}):\n{done.stderr[-3000:]}")
     summary = json.loads(done.stdout).get("summary", {})
-    return {"wall_seconds": wall, "acc": summary.get("average_accuracy"), "load_1m_before": load}
+    return {
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "acc": summary.get("average_accuracy"),
+        "load_1m_before": load,
+    }
 
 
 def main() -> None:
@@ -81,28 +92,33 @@ def main() -> None:
                     result = run_once(folder, key, overrides, args.threads)
                     runs[shape][side].append({"seed": seed, **result})
                     print(
-                        f"{shape:>8} seed {seed} {side:>9}: {result['wall_seconds']:6.1f} s  "
+                        f"{shape:>8} seed {seed} {side:>9}: {result['wall_seconds']:6.1f} s "
+                        f"(CPU {result['cpu_seconds']:6.1f} s)  "
                         f"ACC {result['acc']:.4f}  load {result['load_1m_before']:.1f}",
                         flush=True,
                     )
     table = {}
-    print("\n| shape | reference wall s | fast wall s | fast ÷ reference (per seed) | ΔACC fast − ref |")
-    print("|---|---|---|---|---|")
+    print("\n| shape | reference wall s | fast wall s | wall ratio (per seed) | CPU ratio | ΔACC |")
+    print("|---|---|---|---|---|---|")
     for shape, sides in runs.items():
         ref, fast = sides["reference"], sides["fast"]
         ratios = [f["wall_seconds"] / r["wall_seconds"] for f, r in zip(fast, ref, strict=True)]
+        cpu_ratios = [f["cpu_seconds"] / r["cpu_seconds"] for f, r in zip(fast, ref, strict=True)]
         delta = paired_difference([f["acc"] for f in fast], [r["acc"] for r in ref])
         table[shape] = {
             "reference_wall": describe([r["wall_seconds"] for r in ref]),
             "fast_wall": describe([f["wall_seconds"] for f in fast]),
             "ratio": describe(ratios),
             "ratios": ratios,
+            "cpu_ratio": describe(cpu_ratios),
+            "cpu_ratios": cpu_ratios,
             "acc_delta": delta,
         }
         walls = f"{table[shape]['reference_wall']['mean']:.1f} | {table[shape]['fast_wall']['mean']:.1f}"
         print(
             f"| {shape} | {walls} "
             f"| {table[shape]['ratio']['mean']:.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) "
+            f"| {table[shape]['cpu_ratio']['mean']:.2f} "
             f"| {100 * delta['mean']:+.2f} pts |"
         )
     path = write_results(args.name, {"runs": runs, "table": table}, record)

@@ -15,7 +15,10 @@ different seeds write their runs side by side; this joins them).
 
 Methods are ``rehearsal run`` methods (``naive``, ``multitask``, ``random``, ``retrieval``, ``hybrid`` and
 whatever replay modes the library registers); ``METHOD:separated`` trains a replay method with the
-separated softmax instead of cross-entropy (runs under ``METHOD-separated_s<seed>``). Runs go seed by seed
+separated softmax instead of cross-entropy (runs under ``METHOD-separated_s<seed>``); ``mir-head`` is MIR
+whose virtual step moves the classification head only (``replay.mir_scope = "head"``), and
+``random-reference`` is random replay on the reference training and evaluation paths (one forward pass
+per batch, evaluation in the given order: issue 30's baseline). Runs go seed by seed
 and a finished run is reused when its saved config is the one asked for, so the script can be stopped and
 restarted. Writes
 benchmarks/out/selection/<stream>/<method>_s<seed>/ and summary.json / summary.md there (``--results`` also
@@ -28,10 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from _harness import provenance
 from _paired import describe, paired_difference
 from continual import _complete, _just_trained  # also sets the offline flags and a master key
 
@@ -70,10 +75,19 @@ def budget(stream: TaskStream, batch: int, replay: int) -> dict[str, Any]:
     }
 
 
+# Benchmark names for a method with settings of its own: name -> (method, ReplayConfig fields, RunConfig
+# fields).
+SCOPED: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "mir-head": ("mir", {"mir_scope": "head"}, {}),
+    "random-reference": ("random", {}, {"length_buckets": 1, "length_sorted_eval": False}),
+}
+
+
 def parse_method(spec: str) -> tuple[str, str]:
     """``"random"`` -> (random, ce); ``"random:separated"`` -> (random, separated): a replay method
     with another loss, compared like any other method (its runs go to ``random-separated_s<seed>``)."""
     method, _, loss = spec.partition(":")
+    method = SCOPED.get(method, (method, {}, {}))[0]
     loss = loss or "ce"
     if loss not in LOSSES:
         raise SystemExit(f"{spec!r}: the loss after ':' must be one of {sorted(LOSSES)}")
@@ -83,8 +97,8 @@ def parse_method(spec: str) -> tuple[str, str]:
 
 
 def run_name(spec: str) -> str:
-    method, loss = parse_method(spec)
-    return method if loss == "ce" else f"{method}-{loss}"
+    name, _, loss = spec.partition(":")
+    return name if loss in ("", "ce") else f"{name}-{loss}"
 
 
 def config_for(spec: str, seed: int, args: argparse.Namespace, plan: dict[str, Any]) -> RunConfig:
@@ -111,12 +125,14 @@ def config_for(spec: str, seed: int, args: argparse.Namespace, plan: dict[str, A
         return RunConfig(
             **common, loss="ce", mask_unseen=False, calibration="none", epochs=epochs, batch_size=batch
         )
-    replay = ReplayConfig(ratio=args.replay / (args.batch_size + args.replay), balance="class")
+    _, scoped, run_changes = SCOPED.get(spec.partition(":")[0], (method, {}, {}))
+    replay = ReplayConfig(ratio=args.replay / (args.batch_size + args.replay), balance="class", **scoped)
     if replay.replay_count(args.batch_size) != args.replay:
         raise SystemExit(f"--replay {args.replay} with --batch-size {args.batch_size} does not round-trip")
     calibration = "none" if method == "naive" else args.calibration
     return RunConfig(
         **common,
+        **run_changes,
         loss=loss,
         mask_unseen=True,
         calibration=calibration,
@@ -214,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     shares = ", ".join("—" if s is None else f"{s:.0%}" for s in plan["replayed_share_of_memory"])
     print(f"{name}: train per task {plan['train_per_task']}, replayed share of the memory {shares}")
     settings = {k: str(v) for k, v in vars(args).items()}
+    record = provenance(seeds=args.seeds, methods=args.methods)  # commit, command, machine, load at start
     runs: dict[str, list[dict[str, Any]]] = {run_name(m): [] for m in args.methods}
     for seed in args.seeds:
         for spec in args.methods:
@@ -234,7 +251,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             table = summarize({m: r for m, r in runs.items() if r})
-            summary = {"stream": name, "settings": settings, "budget": plan, "table": table}
+            summary = {
+                **record,
+                "load_1m_end": os.getloadavg()[0],
+                "stream": name,
+                "settings": settings,
+                "budget": plan,
+                "table": table,
+            }
             (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             (args.out / "summary.md").write_text(to_markdown(table))
             if args.results is not None:
