@@ -33,6 +33,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             describe([d for d in diagonals if d is not None]) if None not in diagonals else None
         )
         row["wall_seconds"] = describe([float(r["cost"]["wall_seconds"]) for r in results])
+        cpu = [float(r["cost"]["cpu_seconds"]) for r in results if "cpu_seconds" in r["cost"]]
+        row["cpu_seconds"] = describe(cpu) if cpu else None  # measured when this invocation trained it
         row["replayed_examples"] = sorted({int(r["cost"]["replayed_examples"]) for r in results})
         paired = [r for r in results if r["config"]["seed"] in base]
         if method != BASELINE and len(paired) >= 1:
@@ -242,12 +245,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{method} seed={seed}: not run", flush=True)
                 continue
             if result is None:
+                cpu_started = time.process_time()  # this process's CPU seconds: steadier than wall
                 result = run(config, resume=True, stream=stream).to_dict()
+                result["cost"]["cpu_seconds"] = time.process_time() - cpu_started
             runs[method].append(result)
             s = result["summary"]
             print(
                 f"{method} seed={seed} ACC={s['average_accuracy']:.3f} forgetting={s['forgetting']} "
-                f"replayed={result['cost']['replayed_examples']} wall={result['cost']['wall_seconds']:.0f}s",
+                f"replayed={result['cost']['replayed_examples']} wall={result['cost']['wall_seconds']:.0f}s "
+                f"cpu={result['cost'].get('cpu_seconds', float('nan')):.0f}s load={os.getloadavg()[0]:.1f}",
                 flush=True,
             )
             table = summarize({m: r for m, r in runs.items() if r})
