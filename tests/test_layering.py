@@ -355,3 +355,36 @@ def test_rooms_at_the_limits_are_not_reported(tmp_path: Path) -> None:
     text = body + "x = 1\n" * (MAX_MODULE_LINES - MAX_FUNCTION_LINES)
     (tmp_path / "rehearsal" / "full.py").write_text(text, encoding="utf-8")
     assert oversized(tmp_path / "rehearsal") == []
+
+
+# -- a memory's files are the store's ------------------------------------------------------------------
+# The files rehearsal/store writes into a memory's folder; anything above the store asks it (is_memory_folder,
+# peek_manifest) instead of naming them, so the folder's layout can change in one place.
+STORE_FILES = frozenset({"memory.json", "memory.sqlite", "memory.gen", "writer.lock", "index.snap"})
+
+
+def store_file_names(root: Path) -> list[str]:
+    """``path:line name`` for every string constant outside ``root/store`` that is a memory's file name
+    (docstrings and messages that merely mention one are longer strings, so they do not count)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if "store" in path.relative_to(root).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in STORE_FILES:
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.value}")
+    return found
+
+
+def test_nothing_above_the_store_names_a_memorys_file() -> None:
+    assert store_file_names(Path(rehearsal.__file__).parent) == []
+
+
+def test_a_memory_file_named_above_the_store_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "rehearsal" / "store").mkdir(parents=True)
+    (tmp_path / "rehearsal" / "store" / "layout.py").write_text('DB = "memory.sqlite"\n', encoding="utf-8")
+    (tmp_path / "rehearsal" / "cli.py").write_text(
+        'import pathlib\nok = "no memory.json here"\nbad = pathlib.Path("m") / "memory.json"\n',
+        encoding="utf-8",
+    )
+    assert store_file_names(tmp_path / "rehearsal") == ["rehearsal/cli.py:3 memory.json"]

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rehearsal.crypto.master_key import MASTER_KEY_ENV, resolve_master_key
+from rehearsal.deployment.folder import deployment_memory, is_deployment
 from rehearsal.errors import ConfigError, MissingKeyError, NotFoundError, RehearsalError, ValidationError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import TENANT_NAMES, AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.runner.state import is_run_folder, run_memory
+from rehearsal.store.layout import is_memory_folder, peek_manifest
 from rehearsal.store.registry import is_server, server_display, server_manifest
 from rehearsal.store.urls import split_secret
 from rehearsal.store.where import parse_where
@@ -27,7 +30,6 @@ if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
 
 __all__ = [
-    "DEPLOYMENT",
     "EXIT_ERROR",
     "EXIT_FAIL",
     "EXIT_NEEDS_APPROVAL",
@@ -52,9 +54,6 @@ __all__ = [
 
 KEY_ENV = MASTER_KEY_ENV
 TENANT_NAMES_ENV = "REHEARSAL_AUDIT_TENANT_NAMES"
-# A memory folder's manifest; a run folder's state file and the memory it keeps (run/loop.py).
-MANIFEST, RUN_STATE, RUN_MEMORY = "memory.json", "state.json", "memory"
-DEPLOYMENT = "deployment.json"  # a deployment folder's file (rehearsal.deployment.folder)
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # A gate's outcomes that are not errors: a pipeline branches on them.
 EXIT_NEEDS_APPROVAL = 3
@@ -103,8 +102,8 @@ def encrypted(path: str) -> bool:
         if is_server(path):
             manifest: Any = server_manifest(path)
         else:
-            manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RehearsalError):
+            manifest = peek_manifest(path)
+    except RehearsalError:
         return True
     return not isinstance(manifest, dict) or manifest.get("encrypted") is not False
 
@@ -139,12 +138,10 @@ def memory_folder(path: str) -> str:
     if is_server(path):
         return _without_password(path)
     folder = Path(path)
-    if not (folder / MANIFEST).is_file() and (folder / DEPLOYMENT).is_file():
-        return str(folder / RUN_MEMORY)  # a deployment keeps its memory in the same place as a run
-    if not (folder / MANIFEST).is_file() and (folder / RUN_STATE).is_file():
-        inner = folder / RUN_MEMORY
-        if (inner / MANIFEST).is_file():
-            return str(inner)
+    if not is_memory_folder(folder) and is_deployment(folder):
+        return str(deployment_memory(folder))
+    if not is_memory_folder(folder) and is_run_folder(folder) and is_memory_folder(run_memory(folder)):
+        return str(run_memory(folder))
     return path
 
 
@@ -153,7 +150,7 @@ def require_memory(path: str) -> None:
     if is_server(path):
         server_manifest(path)  # StoreFormatError when the schema holds none
         return
-    if not (Path(path) / MANIFEST).is_file():
+    if not is_memory_folder(path):
         what = "does not exist" if not Path(path).exists() else "holds no memory (no memory.json)"
         raise NotFoundError(f"{path!r} {what}: give a memory folder or a 'rehearsal run' output folder")
 

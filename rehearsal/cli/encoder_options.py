@@ -11,11 +11,10 @@ the other arithmetic.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rehearsal.errors import ConfigError
+from rehearsal.store.layout import peek_manifest
 
 if TYPE_CHECKING:
     from rehearsal.embedding import Encoder
@@ -61,9 +60,8 @@ def check_encoder_given(args: argparse.Namespace, path: str) -> None:
     if getattr(args, "encoder", None) is not None:
         return
     try:
-        manifest = json.loads((Path(path) / "memory.json").read_text(encoding="utf-8"))
-        name = manifest["encoder"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
+        name = peek_manifest(path)["encoder"]["name"]
+    except (KeyError, TypeError):
         return  # opening reports an unreadable manifest
     if not isinstance(name, str) or split_backend(name)[0] != DEFAULT_ENCODER_NAME:
         raise ConfigError(f"the memory at {path!r} embeds with encoder {name!r}: pass --encoder PATH to it")

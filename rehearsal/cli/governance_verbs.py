@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from rehearsal.cli.audit_show import show_audit
 from rehearsal.cli.common import (
-    DEPLOYMENT,
     KEY_ENV,
     Report,
     Verb,
@@ -27,6 +26,7 @@ from rehearsal.cli.common import (
 )
 from rehearsal.cli.records import positive_int
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.deployment.folder import has_pending, is_deployment
 from rehearsal.errors import ConfigError, MissingKeyError, ValidationError
 from rehearsal.governance.audit_key import AuditKey
 from rehearsal.governance.audit_log import AuditLog, default_log_path
@@ -39,6 +39,7 @@ from rehearsal.governance.audited import (
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.updates import approve_update
 from rehearsal.governance.versions import VERSIONS_FILE, is_sealed, list_versions, rollback
+from rehearsal.store.layout import is_memory_folder
 from rehearsal.store.registry import is_server
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def _audit(args: argparse.Namespace) -> Report:
     bound, staged = None, None
     if isinstance(keys, AuditKey):
         pass  # the memory's store id and generation need the master key: the chain alone is checked
-    elif is_server(args.path) or (Path(args.path) / "memory.json").is_file():
+    elif is_server(args.path) or is_memory_folder(args.path):
         # A chain that verifies proves only that the log is whole: it must also be this memory's log, and
         # as new as the memory (not another store's log, nor an older copy of its own).
         with open_memory(args, read_only=True, keys=keys) as memory:
@@ -151,7 +152,7 @@ def _staged_candidate(memory_path: str, keys: KeyRing, log: AuditLog) -> str | N
     stops exactly where it was staged: its entries are in the memory and reach the log only when it is
     promoted (or leave with a rollback), so the memory being ahead of the log is not a tamper sign then."""
     folder = Path(memory_path).parent
-    if is_server(memory_path) or not (folder / DEPLOYMENT).is_file():
+    if is_server(memory_path) or not is_deployment(folder):
         return None
     from rehearsal.deployment.folder import Deployment
 
@@ -211,7 +212,7 @@ def _versions(args: argparse.Namespace) -> Report:
     require_memory(args.path)
     deployment = Path(args.path).parent
     plain = (Path(args.path) / VERSIONS_FILE).is_file() and not is_sealed(args.path)
-    if (deployment / "deployment.json").is_file() and not plain:
+    if is_deployment(deployment) and not plain:
         from rehearsal.deployment.folder import Deployment
 
         # A deployment's versions file is sealed and bound to it: read through the deployment (checked),
@@ -251,7 +252,7 @@ def _rollback(args: argparse.Namespace) -> Report:
         raise ValidationError("rollback needs a VERSION (see 'rehearsal versions PATH')")
     keys = keys_from_args(args)
     deployment = Path(args.path).parent
-    if (deployment / "deployment.json").is_file() and args.log is None:
+    if is_deployment(deployment) and args.log is None:
         from rehearsal.deployment.update import rollback as rollback_deployment
 
         # A deployment also trims its regression suite and discards a staged candidate.
@@ -300,8 +301,8 @@ def _after_approval(args: argparse.Namespace) -> str:
     """The exact command that ships an approved update from PATH."""
     folder = Path(args.path)
     key = f" --key-file {args.key_file}" if args.key_file else ""
-    if (folder / DEPLOYMENT).is_file():
-        if (folder / "pending.json").is_file():  # the staged candidate waits for promote
+    if is_deployment(folder):
+        if has_pending(folder):  # the staged candidate waits for promote
             return f"rehearsal promote {args.path}{key}"
         return f"rehearsal update {args.path} --data FILE{key}  (FILE: the blocked update's data, unchanged)"
     return f"rehearsal run CONFIG --resume  (CONFIG: the run config that made {args.path})"

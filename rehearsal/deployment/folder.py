@@ -48,7 +48,14 @@ from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.versions import Version, VersionsFile, VersionsSeal, read_versions, set_staged
 from rehearsal.memory.facade import RehearsalMemory
 
-__all__ = ["DEPLOYMENT_FILE", "Deployment", "VersionState", "is_deployment"]
+__all__ = [
+    "DEPLOYMENT_FILE",
+    "Deployment",
+    "VersionState",
+    "deployment_memory",
+    "has_pending",
+    "is_deployment",
+]
 
 DEPLOYMENT_FILE = "deployment.json"
 FORMAT = "rehearsal-deployment/3"
@@ -62,6 +69,17 @@ _PENDING_PURPOSE = "deployment-pending-tag"
 
 def is_deployment(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / DEPLOYMENT_FILE).is_file()
+
+
+def deployment_memory(path: str | os.PathLike[str]) -> Path:
+    """Where the deployment in ``path`` keeps its memory (where a run keeps its own)."""
+    return Path(path) / "memory"
+
+
+def has_pending(path: str | os.PathLike[str]) -> bool:
+    """Whether the deployment in ``path`` has a staged candidate waiting for promote (unchecked: opening
+    the deployment verifies the file)."""
+    return (Path(path) / PENDING_FILE).is_file()
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -167,7 +185,7 @@ class Deployment:
     # -- parts ------------------------------------------------------------------------------------
     @property
     def memory_path(self) -> Path:
-        return self.path / "memory"
+        return deployment_memory(self.path)
 
     @property
     def suite_path(self) -> Path:

@@ -36,6 +36,7 @@ from rehearsal.governance.audited import AuditedMemory
 from rehearsal.governance.updates import UpdateRecord, govern_update
 from rehearsal.governance.versions import start_sealed
 from rehearsal.memory.facade import RehearsalMemory
+from rehearsal.store.layout import is_memory_folder
 from rehearsal.training.handoff import RunHandoff
 
 __all__ = ["init_deployment"]
@@ -90,7 +91,7 @@ def init_deployment(
         tests = [Labelled(text, label, task) for text, label, task in from_run.tests]
     else:
         source = Path(str(memory))
-        if not (source / "memory.json").is_file():
+        if not is_memory_folder(source):
             raise NotFoundError(f"{str(source)!r} holds no memory (no memory.json)")
     config = DeploymentConfig.from_dict({**(options or {}), "strategy": strategy, "model": model})
     folder = Path(path)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from rehearsal.errors import NotFoundError
 from rehearsal.runner.config import RunConfig
+from rehearsal.runner.state import STATE_FILE, run_memory
+from rehearsal.store.layout import is_memory_folder
 from rehearsal.training.handoff import RunHandoff
 
 __all__ = ["run_handoff"]
@@ -18,10 +20,10 @@ def run_handoff(run_dir: str | os.PathLike[str]) -> RunHandoff:
     from rehearsal.runner.loop import load_stream
 
     folder = Path(run_dir)
-    state_file = folder / "state.json"
-    if not state_file.is_file() or not (folder / "memory" / "memory.json").is_file():
+    state_file = folder / STATE_FILE
+    if not state_file.is_file() or not is_memory_folder(run_memory(folder)):
         raise NotFoundError(f"{str(folder)!r} is not a finished 'rehearsal run' with a memory")
     config = RunConfig.from_dict(json.loads(state_file.read_text(encoding="utf-8"))["config"])
     stream = load_stream(config)
     tests = [(ex.text, ex.label, ex.task) for task in stream.tasks for ex in task.test]
-    return RunHandoff(folder / "memory", list(stream.labels), tests, config.model)
+    return RunHandoff(run_memory(folder), list(stream.labels), tests, config.model)

@@ -57,7 +57,7 @@ from rehearsal.runner.tasks import Task, TaskStream, load_jsonl_stream, load_wor
 
 __all__ = ["RunResult", "evaluate_accuracy", "load_stream", "run", "summarize"]
 
-_WEIGHTS, _MEMORY = "weights", "memory"
+_WEIGHTS, _MEMORY = "weights", run_state.MEMORY_DIR
 
 
 def load_stream(config: RunConfig) -> TaskStream:

@@ -47,6 +47,7 @@ from rehearsal.runner.online_checkpoint import Progress, load_optimizer, save_ch
 from rehearsal.runner.online_predict import OnlinePredictor
 from rehearsal.runner.online_report import OnlineResult, write_online_outputs
 from rehearsal.runner.online_stream import OnlineBatch, probe_sets, stream_batches
+from rehearsal.runner.state import run_memory
 from rehearsal.runner.strategies import Strategy, get_strategy
 from rehearsal.runner.strategies.base import model_path
 from rehearsal.runner.strategies.replay import ReplayStrategy
@@ -279,7 +280,7 @@ def _open_memory(
     """A fresh memory for the run (a resumed run rebuilds its memory from the batches before it)."""
     if not strategy.uses_memory or keys is None:
         return None
-    path = out / "memory"
+    path = run_memory(out)
     shutil.rmtree(path, ignore_errors=True)
     return RehearsalMemory.create(
         path, keys=keys, encoder=load_encoder(), embedding_only=not strategy.stores_text

@@ -12,6 +12,7 @@ from rehearsal.runner.config import RunConfig
 from rehearsal.runner.metrics import AccuracyMatrix
 from rehearsal.runner.plots import plot_probe_curve
 from rehearsal.runner.results import RunResult, build_result, write_outputs
+from rehearsal.runner.state import run_memory
 
 __all__ = ["OnlineResult", "write_online_outputs"]
 
@@ -34,7 +35,7 @@ class OnlineResult(RunResult):
         out: Path,
         anytime: dict[str, Any],
     ) -> OnlineResult:
-        base = build_result(config, matrix, totals, out, out / "memory")
+        base = build_result(config, matrix, totals, out, run_memory(out))
         result = cls(base.config, base.matrix, base.cost, out, base.phase_seconds, base.phase_logs)
         result.anytime = anytime
         return result

@@ -15,6 +15,7 @@ from rehearsal.replay.generative import GenerativeCollator
 from rehearsal.replay.trainer import LABELS
 from rehearsal.runner.anytime_probe import offline_probes
 from rehearsal.runner.config import RunConfig
+from rehearsal.runner.state import run_memory
 from rehearsal.runner.strategies import PhaseContext, Strategy
 from rehearsal.runner.tasks import Task, TaskStream
 from rehearsal.training.trainer import TrainSettings, train
@@ -70,7 +71,7 @@ def phase_context(
         train=phase_dataset(stream, tasks, tokenizer, config, vectors_from=memory if with_vectors else None),
         tokenizer=tokenizer,
         base_collator=base_collator,
-        memory_path=out / "memory",
+        memory_path=run_memory(out),
         keys=keys,
         current_classes=[stream.label_id(lab) for t in tasks for lab in t.labels],
         seen_classes=sorted(set(seen)),

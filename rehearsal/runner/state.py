@@ -4,6 +4,7 @@ refuses to resume a run with a different config."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,31 @@ from rehearsal.runner.metrics import AccuracyMatrix
 from rehearsal.runner.online_config import OnlineConfig
 from rehearsal.runner.results import write_json
 
-__all__ = ["STATE_FILE", "comparable", "is_finished", "load_state", "write_state"]
+__all__ = [
+    "MEMORY_DIR",
+    "STATE_FILE",
+    "comparable",
+    "is_finished",
+    "is_run_folder",
+    "load_state",
+    "run_memory",
+    "write_state",
+]
 
-STATE_FILE = "state.json"
+# A run's folder: its state, and the memory it keeps (other verbs open that memory through the run).
+STATE_FILE, MEMORY_DIR = "state.json", "memory"
+
+
+def is_run_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is a ``rehearsal run`` output folder (it has a run state)."""
+    return (Path(folder) / STATE_FILE).is_file()
+
+
+def run_memory(folder: str | os.PathLike[str]) -> Path:
+    """Where the run in ``folder`` keeps its memory (there or not)."""
+    return Path(folder) / MEMORY_DIR
+
+
 # Settings that may change between an interrupted run and its resume without changing the experiment.
 _RESUMABLE_CHANGES = ("output_dir", "progress")
 

@@ -30,7 +30,9 @@ __all__ = [
     "DB_FILE",
     "FORMAT_VERSION",
     "acquire_writer_lock",
+    "is_memory_folder",
     "new_manifest",
+    "peek_manifest",
     "read_manifest",
     "write_manifest",
 ]
@@ -38,6 +40,20 @@ __all__ = [
 # Format 2: authenticated rows, commit records and head file, float16 vectors; opening migrates format 1.
 FORMAT_VERSION = 2
 MANIFEST_FILE, DB_FILE, LOCK_FILE = "memory.json", "memory.sqlite", "writer.lock"
+
+
+def is_memory_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds a memory (its manifest is the last file creation writes)."""
+    return (Path(folder) / MANIFEST_FILE).is_file()
+
+
+def peek_manifest(folder: str | os.PathLike[str]) -> Any:
+    """The manifest as written, unchecked, for a caller deciding how to open the memory (is it
+    encrypted, which encoder); None when it is missing or not JSON: opening then says what is wrong."""
+    try:
+        return json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def check_new_folder(folder: Path) -> None:
