@@ -10,7 +10,7 @@ more to the tasks farthest from it (as InsCL does), ``"similarity"`` to the near
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from rehearsal.config import ReplayConfig
 from rehearsal.replay.modes.base import Picks, register_mode
 from rehearsal.replay.modes.spreading import SpreadingMode
 from rehearsal.store.types import Hit
+
+if TYPE_CHECKING:
+    from rehearsal.memory.facade import RehearsalMemory
 
 __all__ = ["CoverageMode", "narrow"]
 
@@ -40,8 +43,10 @@ class CoverageMode(SpreadingMode):
 
     name = "coverage"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, memory: RehearsalMemory, config: ReplayConfig, *, eligible: Mapping[str, Any] | None
+    ) -> None:
+        super().__init__(memory, config, eligible=eligible)
         self._cycle: list[Any] = []  # the old groups in their seeded visiting order
         self._cursor = 0
         self._cycle_generation = -1
