@@ -31,7 +31,9 @@ __all__ = [
 
 C = TypeVar("C", bound="ConfigMixin")
 
-# "generative" replays examples a generator wrote (rehearsal.replay.generative), not entries of the memory.
+# Each name is one class in rehearsal.replay.modes (its register_mode refuses any other name; a test holds the
+# registry to this list, which stays here because configs import no folder). "generative" replays examples a
+# generator wrote (rehearsal.replay.generative), not entries of the memory.
 REPLAY_MODES = ("retrieval", "random", "hybrid", "mir", "coverage", "diverse", "generative")
 REPLAY_GROUPS = ("task", "label")
 COVERAGE_QUOTAS = ("none", "distance", "similarity")

@@ -33,7 +33,13 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_filters.py", "tests/test_properties.py", "tests/test_survivors.py"],
     ),
     "replay": (
-        ["rehearsal/replay/selector.py"],
+        [
+            "rehearsal/replay/selector.py",
+            "rehearsal/replay/modes/base.py",
+            "rehearsal/replay/modes/random.py",
+            "rehearsal/replay/modes/retrieval.py",
+            "rehearsal/replay/modes/hybrid.py",
+        ],
         [
             "tests/test_replay.py",
             "tests/test_promises.py",

@@ -1,4 +1,5 @@
-"""The selection modes mir (its pool), coverage and diverse on a real memory with seeded synthetic vectors."""
+"""The selection modes mir (its pool), coverage and diverse on a real memory with seeded synthetic vectors,
+and the registry that names every replay mode."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 import rehearsal as rh
+from rehearsal.config import REPLAY_MODES
+from rehearsal.replay.modes import MODES, ReplayMode, mode_class, register_mode
 from rehearsal.replay.selector import ReplayChoice, ReplaySelector
 
 DIM = 16
@@ -165,3 +168,51 @@ def test_selection_settings_round_trip(tmp_path) -> None:
     config = rh.ReplayConfig(mode="coverage", pool_factor=6.0, group_by="task", coverage_quotas="distance")
     config.save(tmp_path / "replay.json")
     assert rh.ReplayConfig.load(tmp_path / "replay.json") == config
+
+
+# -- the registry -------------------------------------------------------------------------------------
+
+
+def test_every_configurable_mode_is_one_registered_class() -> None:
+    assert sorted(MODES) == sorted(REPLAY_MODES)
+    assert all(cls.name == name for name, cls in MODES.items())
+
+
+def test_a_mode_off_the_config_list_is_not_registered() -> None:
+    class Unlisted(ReplayMode):
+        name = "nearest-first"
+
+    with pytest.raises(rh.ConfigError, match="'nearest-first' is registered twice or not among"):
+        register_mode(Unlisted)
+    assert "nearest-first" not in MODES
+
+
+def test_a_mode_name_is_registered_once() -> None:
+    class Again(ReplayMode):
+        name = "random"
+
+    with pytest.raises(rh.ConfigError, match="'random' is registered twice"):
+        register_mode(Again)
+    assert MODES["random"] is not Again
+
+
+def test_an_unknown_mode_name_does_not_resolve() -> None:
+    with pytest.raises(rh.ConfigError, match="unknown replay mode 'nearest-first'"):
+        mode_class("nearest-first")
+
+
+def test_the_selector_refuses_the_generative_mode(memory) -> None:
+    # Generative replay is written by a generator and drawn by GenerativeCollator, not chosen from memory.
+    selector = ReplaySelector(memory, rh.ReplayConfig(mode="generative"), eligible=ELIGIBLE)
+    with pytest.raises(rh.ConfigError, match=r"use rehearsal\.replay\.generative\.GenerativeCollator"):
+        selector.select(_near(memory, 0), 4, rng=np.random.default_rng(0))
+
+
+def test_a_selector_keeps_one_mode_instance_so_the_coverage_schedule_carries_over(memory) -> None:
+    selector = ReplaySelector(memory, rh.ReplayConfig(mode="coverage", k=4), eligible=ELIGIBLE)
+    first = selector.select(_near(memory, 0), 4, rng=np.random.default_rng(0))
+    second = selector.select(_near(memory, 0), 4, rng=np.random.default_rng(0))
+    fresh = ReplaySelector(memory, rh.ReplayConfig(mode="coverage", k=4), eligible=ELIGIBLE)
+    # The same generator again, but the floor has moved on to the next groups of its cycle.
+    assert second.ids != first.ids
+    assert fresh.select(_near(memory, 0), 4, rng=np.random.default_rng(0)).ids == first.ids

@@ -39,6 +39,7 @@ from rehearsal.embedding import Encoder
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory, Resolver
 from rehearsal.replay.choice import ReplayChoice
+from rehearsal.replay.modes import selectable_mode
 from rehearsal.replay.selector import ReplaySelector
 
 __all__ = [
@@ -137,11 +138,7 @@ class RehearsalCollator:
         memory given by folder. ``drop_columns`` are removed before the base collator sees the rows.
         """
         self.config = config or ReplayConfig()
-        if self.config.mode == "generative":
-            raise ConfigError(
-                "replay mode 'generative' replays written examples, not memory entries: use "
-                "rehearsal.replay.generative.GenerativeCollator"
-            )
+        selectable_mode(self.config.mode)  # refuses a mode whose replay is not chosen from the memory
         # Class names stored as labels (e.g. ingested from a file) map to the model's class ids, as the
         # Trainer's ``model.config.label2id`` does; int labels are used as they are.
         self.label2id = dict(label2id) if label2id is not None else None

@@ -1,7 +1,7 @@
 """Maximally interfered retrieval (Aljundi et al., NeurIPS 2019): rank replay candidates by how much one
 SGD step on the new examples would raise their loss, and keep the top ones.
 
-The collator draws the candidate pool (``rehearsal.replay.modes``) and flags its rows ``REPLAY_CANDIDATE``;
+The collator draws the candidate pool (``rehearsal.replay.modes.mir``), flags its rows ``REPLAY_CANDIDATE``;
 ``RehearsalTrainer.training_step`` calls :func:`rank_candidates` with the model before the real step.
 The virtual step touches only the trainable parameters (a head, LoRA weights, or everything), leaves no
 ``.grad`` behind and puts every parameter back bit for bit, so the real step is the one the Trainer would
