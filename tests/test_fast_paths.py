@@ -149,3 +149,17 @@ def test_a_bad_bucket_count_is_refused(bad: Any, tmp_path: Path) -> None:
 def test_bad_speed_settings_are_refused(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RunConfig(**changes)
+
+
+def test_a_run_saved_before_length_buckets_resumes_only_as_it_was_trained() -> None:
+    """A state file without ``length_buckets`` was trained with one pass per batch: it reads back as 1, keeps
+    its id, and a resume under today's default (2) is a different experiment; the evaluation order is not."""
+    from rehearsal.runner.state import comparable, saved_config
+
+    old = RunConfig(length_buckets=1).to_dict()
+    del old["length_buckets"], old["length_sorted_eval"]
+    saved = saved_config(old)
+    assert saved.length_buckets == 1
+    assert "length_buckets" not in comparable(saved)  # the id it had before the setting existed
+    assert comparable(RunConfig()) != comparable(saved)
+    assert comparable(RunConfig(length_buckets=1, length_sorted_eval=False)) == comparable(saved)

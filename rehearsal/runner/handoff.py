@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 from rehearsal.errors import NotFoundError
-from rehearsal.runner.config import RunConfig
-from rehearsal.runner.state import STATE_FILE, run_memory
+from rehearsal.runner.state import STATE_FILE, run_memory, saved_config
 from rehearsal.store.layout import is_memory_folder
 from rehearsal.training.handoff import RunHandoff
 
@@ -23,7 +22,7 @@ def run_handoff(run_dir: str | os.PathLike[str]) -> RunHandoff:
     state_file = folder / STATE_FILE
     if not state_file.is_file() or not is_memory_folder(run_memory(folder)):
         raise NotFoundError(f"{str(folder)!r} is not a finished 'rehearsal run' with a memory")
-    config = RunConfig.from_dict(json.loads(state_file.read_text(encoding="utf-8"))["config"])
+    config = saved_config(json.loads(state_file.read_text(encoding="utf-8"))["config"])
     stream = load_stream(config)
     tests = [(ex.text, ex.label, ex.task) for task in stream.tasks for ex in task.test]
     return RunHandoff(run_memory(folder), list(stream.labels), tests, config.model)

@@ -24,6 +24,7 @@ __all__ = [
     "is_run_folder",
     "load_state",
     "run_memory",
+    "saved_config",
     "write_state",
 ]
 
@@ -41,8 +42,11 @@ def run_memory(folder: str | os.PathLike[str]) -> Path:
     return Path(folder) / MEMORY_DIR
 
 
-# Settings that may change between an interrupted run and its resume without changing the experiment.
-_RESUMABLE_CHANGES = ("output_dir", "progress")
+# Settings that may change between an interrupted run and its resume without changing the experiment
+# (length-sorted evaluation gives the same predictions as the given order, float rounding aside).
+_RESUMABLE_CHANGES = ("output_dir", "progress", "length_sorted_eval")
+# Settings added after runs were saved without them, with the value those runs were trained under.
+_BEFORE_THEY_EXISTED = {"length_buckets": 1}
 
 
 def comparable(config: RunConfig) -> dict[str, Any]:
@@ -57,7 +61,15 @@ def comparable(config: RunConfig) -> dict[str, Any]:
         data.pop("streaming")
     if config.model_kind == "classifier":
         data.pop("model_kind")  # likewise for runs from before causal-LM runs
+    for name, old in _BEFORE_THEY_EXISTED.items():
+        if data[name] == old:
+            data.pop(name)  # a run trained as before the setting existed keeps its id
     return data
+
+
+def saved_config(data: dict[str, Any]) -> RunConfig:
+    """The config a state file saved; a setting it predates reads as the value it was trained under."""
+    return RunConfig.from_dict({**_BEFORE_THEY_EXISTED, **data})
 
 
 def is_finished(out: Path) -> bool:
@@ -79,7 +91,7 @@ def load_state(out: Path, config: RunConfig, *, resume: bool) -> dict[str, Any] 
     if not resume:
         raise ConfigError(f"{str(out)!r} already holds a run; resume it (--resume) or use another output dir")
     state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    saved = RunConfig.from_dict(state["config"])
+    saved = saved_config(state["config"])
     if comparable(saved) != comparable(config):
         changed = sorted(k for k, v in comparable(config).items() if comparable(saved).get(k) != v)
         raise ConfigError(f"cannot resume {str(out)!r} with a different config; changed: {changed}")
