@@ -39,7 +39,7 @@ from rehearsal.store.postgres.committed import CommittedState
 from rehearsal.store.postgres.connection import ServerConnection, mapped, server_errors
 from rehearsal.store.postgres.rowset import Tally, check_rowset, shifted
 from rehearsal.store.postgres.tags import COLUMNS as _COLUMNS
-from rehearsal.store.postgres.tags import VECTOR_AT, entry_row, tagged, vector_digest
+from rehearsal.store.postgres.tags import EMBEDDING_DIGEST, VECTOR_AT, entry_row, tagged, vector_digest
 from rehearsal.store.postgres.where import compile_where
 from rehearsal.store.protocols import VectorRow
 from rehearsal.store.types import EntryRow
@@ -265,12 +265,14 @@ class ServerRecords(CommittedState):
         last = -1
         columns, _, condition = query.partition(" FROM entries")
         condition = condition.removeprefix(" WHERE ") or "TRUE"
-        # The page's ids are chosen first: when the planner sorts, the columns (a vector's digest, ~10 us
-        # a row) are computed for the page's rows only, not for every row after it (quadratic in pages).
-        page = (
-            f"{columns} FROM entries WHERE id IN (SELECT id FROM entries WHERE ({condition}) AND id > %s"
-            f" ORDER BY id LIMIT {_BATCH}) ORDER BY id"
-        )
+        page = f"{columns} FROM entries WHERE ({condition}) AND id > %s ORDER BY id LIMIT {_BATCH}"
+        if EMBEDDING_DIGEST in columns:
+            # The page's ids are chosen first: when the planner sorts, a vector's digest (~10 us a row) is
+            # then computed for the page's rows only, not for every row after it (quadratic in pages).
+            page = (
+                f"{columns} FROM entries WHERE id IN (SELECT id FROM entries WHERE ({condition})"
+                f" AND id > %s ORDER BY id LIMIT {_BATCH}) ORDER BY id"
+            )
         while True:
             with server_errors("reading the memory"):
                 batch = self.conn.execute(page, (*params, last)).fetchall()

@@ -20,7 +20,7 @@ import numpy as np
 
 from rehearsal.store.types import EntryRow
 
-__all__ = ["COLUMNS", "MAC_AT", "VECTOR_AT", "entry_row", "tagged", "vector_digest"]
+__all__ = ["COLUMNS", "EMBEDDING_DIGEST", "MAC_AT", "VECTOR_AT", "entry_row", "tagged", "vector_digest"]
 
 # pg_catalog's own sha256, named with its schema so that a function of that name made in the memory's
 # schema is not the one called. vector_send writes int16 dim, int16 unused, then the floats big-endian.
