@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
 
 __all__ = [
+    "ANCHOR_HELP",
     "DEPLOYMENT",
     "EXIT_ERROR",
     "EXIT_FAIL",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 KEY_ENV = MASTER_KEY_ENV
+ANCHOR_HELP = "refuse the memory if it is older than this anchor ('rehearsal audit anchor PATH --out FILE')"
 TENANT_NAMES_ENV = "REHEARSAL_AUDIT_TENANT_NAMES"
 # A memory folder's manifest; a run folder's state file and the memory it keeps (run/loop.py).
 MANIFEST, RUN_STATE, RUN_MEMORY = "memory.json", "state.json", "memory"
@@ -177,6 +179,7 @@ def open_memory(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | No
             read_only=read_only,
             encoder=encoder_from_args(args),
             vectors=getattr(args, "vectors", None),
+            anchor=getattr(args, "anchor", None),
         )
     except MissingKeyError:
         if keys is None:
