@@ -285,7 +285,7 @@ def test_a_forget_killed_before_its_snapshot_is_finished_by_the_next_open(
 def test_a_head_that_cannot_be_written_does_not_fail_a_durable_add(
     store: Path, keys: KeyRing, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(self: GenerationHead, generation: int, count: int) -> None:
+    def full(self: GenerationHead, generation: int, count: int, nonce: str | None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with RehearsalMemory.open(store, keys=keys) as mem:

@@ -223,7 +223,7 @@ def test_an_encrypted_memory_relabelled_unencrypted_is_refused(url: str, keys: K
     manifest = {**json.loads(meta["manifest"]), "encrypted": False, "embedding_only": True}
     text = json.dumps(manifest, sort_keys=True)
     tag = CatalogAuthenticator(None, manifest["store_id"].encode()).commit_tag(
-        int(meta["generation"]), int(meta["count"]), int(meta["next_id"]), text
+        int(meta["generation"]), int(meta["count"]), int(meta["next_id"]), text, meta["rowset"]
     )
     _sql(url, "UPDATE mem_meta SET value = %s WHERE key = 'manifest'", (text,))
     _sql(url, "UPDATE mem_meta SET value = %s WHERE key = 'commit'", (tag,))

@@ -67,12 +67,7 @@ EXPECTED = {
 }
 # Found by this suite and not yet fixed: (file, damage) -> why. Each must still answer differently, so
 # that its fix fails here and asks for its line to go.
-KNOWN_DIFFERENT = {
-    ("memory/memory.sqlite", "swap"): (
-        "init-deployment copies the memory with its store identity and memory.gen seals only (store id, "
-        "generation): B's database at the same generation opens as A's; only 'verify' notices"
-    ),
-}
+KNOWN_DIFFERENT: dict[tuple[str, str], str] = {}
 TIMINGS = {"latency", "latency_ms", "warmup_seconds"}
 # A step that changes the copy: once it is refused, the later steps would ask another question.
 WRITES = {"rollback 1", "shadow"}

@@ -61,16 +61,7 @@ EDITS = {
 }
 # Edits that change an answer without any signal yet (issue 28 stays open on them); once one is fixed the
 # test says so and its entry goes.
-KNOWN_DIFFERENT: dict[str, str] = {
-    "row deleted": (
-        "the server store keeps no generation seal or entry count outside its tables, so a row an "
-        "administrator deletes is simply absent: ids, filters, search and entries answer without it"
-    ),
-    "vector from another row": (
-        "a server row's tag covers its metadata, not its embedding (kept in the clear for pgvector to "
-        "search), so a vector swapped in from another row steers filtered search without a signal"
-    ),
-}
+KNOWN_DIFFERENT: dict[str, str] = {}
 
 
 def _questions(memory: RehearsalMemory) -> dict[str, Callable[[], Any]]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
 
 __all__ = [
+    "ANCHOR_HELP",
     "EXIT_ERROR",
     "EXIT_FAIL",
     "EXIT_NEEDS_APPROVAL",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 KEY_ENV = MASTER_KEY_ENV
+ANCHOR_HELP = "refuse the memory if it is older than this anchor ('rehearsal audit anchor PATH --out FILE')"
 TENANT_NAMES_ENV = "REHEARSAL_AUDIT_TENANT_NAMES"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # A gate's outcomes that are not errors: a pipeline branches on them.
@@ -174,6 +176,7 @@ def open_memory(args: argparse.Namespace, *, read_only: bool, keys: KeyRing | No
             read_only=read_only,
             encoder=encoder_from_args(args),
             vectors=getattr(args, "vectors", None),
+            anchor=getattr(args, "anchor", None),
         )
     except MissingKeyError:
         if keys is None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from rehearsal.cli.audit_show import show_audit
 from rehearsal.cli.common import (
+    ANCHOR_HELP,
     KEY_ENV,
     Report,
     Verb,
@@ -28,6 +29,7 @@ from rehearsal.cli.records import positive_int
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.deployment.folder import has_pending, is_deployment
 from rehearsal.errors import ConfigError, MissingKeyError, ValidationError
+from rehearsal.governance.anchoring import anchor_of, check_log_anchor
 from rehearsal.governance.audit_key import AuditKey
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import (
@@ -39,6 +41,7 @@ from rehearsal.governance.audited import (
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.updates import approve_update
 from rehearsal.governance.versions import VERSIONS_FILE, is_sealed, list_versions, rollback
+from rehearsal.memory.anchor import read_anchor, write_anchor
 from rehearsal.store.layout import is_memory_folder
 from rehearsal.store.registry import is_server
 
@@ -70,9 +73,10 @@ def _audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "words",
         nargs="+",
-        metavar="[verify|show|export-key] PATH",
-        help="verify the log's chain, show its entries, or write its verification key (export-key --out "
-        "FILE: checks the log without the master key, cannot decrypt); PATH is the memory (log: "
+        metavar="[verify|show|export-key|anchor] PATH",
+        help="verify the log's chain, show its entries, write its verification key (export-key --out "
+        "FILE: checks the log without the master key, cannot decrypt), or anchor the memory and its log "
+        "(anchor --out FILE: a file to keep elsewhere, for --anchor); PATH is the memory (log: "
         "PATH/audit.log)",
     )
     p.add_argument("--log", metavar="FILE", help="the audit log file (default: PATH/audit.log)")
@@ -83,25 +87,32 @@ def _audit_args(p: argparse.ArgumentParser) -> None:
         help="verify (or show) with this verification key instead of the master key",
     )
     p.add_argument(
-        "--out", metavar="FILE", help="export-key: the new key file (owner-only, never overwritten)"
+        "--out",
+        metavar="FILE",
+        help="export-key: the new key file (owner-only, never overwritten); anchor: the anchor file",
     )
+    p.add_argument("--anchor", metavar="FILE", help=f"verify: {ANCHOR_HELP}; and its log older too")
     p.add_argument("--key-file", help=f"file with the base64 master key (default: ${KEY_ENV})")
 
 
 def _audit(args: argparse.Namespace) -> Report:
 
     action = "verify"
-    if len(args.words) == 2 and args.words[0] in ("verify", "show", "export-key"):
+    if len(args.words) == 2 and args.words[0] in ("verify", "show", "export-key", "anchor"):
         action, args.path = args.words
     elif len(args.words) == 1:
         args.path = args.words[0]
     else:
-        usage = "rehearsal audit [verify|show|export-key] PATH"
+        usage = "rehearsal audit [verify|show|export-key|anchor] PATH"
         raise ValidationError(f"usage: {usage}, got {' '.join(args.words)!r}")
     if args.last is not None and action != "show":
         raise ValidationError("--last applies to 'rehearsal audit show'")
-    if (args.out is None) != (action != "export-key"):
-        raise ValidationError("'rehearsal audit export-key' needs --out FILE, and only it takes --out")
+    if (args.out is None) != (action not in ("export-key", "anchor")):
+        raise ValidationError(
+            "'rehearsal audit export-key' and 'audit anchor' need --out FILE, and only they take --out"
+        )
+    if args.anchor is not None and (action != "verify" or args.verify_key is not None):
+        raise ValidationError("--anchor applies to 'rehearsal audit verify' with the master key")
     if args.verify_key is not None and action == "export-key":
         raise ValidationError(
             "export-key derives the verification key from the master key: drop --verify-key"
@@ -110,6 +121,8 @@ def _audit(args: argparse.Namespace) -> Report:
     path = _log_path(args)
     if action == "export-key":
         return _export_audit_key(path, required_keys(args), args.out)
+    if action == "anchor":
+        return _anchor(args, path)
     keys = AuditKey.from_file(args.verify_key) if args.verify_key is not None else required_keys(args)
     log = AuditLog.open(path, keys, create=False)
     if action == "show":
@@ -122,6 +135,8 @@ def _audit(args: argparse.Namespace) -> Report:
         # A chain that verifies proves only that the log is whole: it must also be this memory's log, and
         # as new as the memory (not another store's log, nor an older copy of its own).
         with open_memory(args, read_only=True, keys=keys) as memory:
+            if args.anchor is not None:  # the memory was checked as it opened; its log is checked here
+                check_log_anchor(read_anchor(args.anchor, keys), log)
             staged = _staged_candidate(args.path, keys, log)
             entries = check_log_binding(log, memory, in_step=staged is None)
             bound = bound_store_id(log)
@@ -144,6 +159,20 @@ def _audit(args: argparse.Namespace) -> Report:
     if isinstance(keys, AuditKey):
         binding = "; with a verification key, so not checked against the memory itself"
     line = f"ok: {len(entries)} audit entries verified in {path} (chain, MACs and head{binding})"
+    return Report(data, [line])
+
+
+def _anchor(args: argparse.Namespace, path: Path) -> Report:
+    """Write where the memory and its audit log stand to ``--out`` (a file the user keeps elsewhere)."""
+    keys = keys_from_args(args)
+    log = AuditLog.open(path, keys, create=False) if keys is not None and path.is_file() else None
+    with open_memory(args, read_only=True, keys=keys) as memory:
+        if log is not None:
+            check_log_binding(log, memory, in_step=False)
+        anchor = anchor_of(memory, log)
+    write_anchor(args.out, anchor, keys)
+    data = {"path": args.path, "anchor": args.out, **dataclasses.asdict(anchor)}
+    line = f"anchored {args.path} at generation {anchor.generation} in {args.out}: keep it outside the folder"
     return Report(data, [line])
 
 

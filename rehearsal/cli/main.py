@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TextIO
 
 from rehearsal import __version__
 from rehearsal.cli.common import (
+    ANCHOR_HELP,
     EXIT_ERROR,
     EXIT_FAIL,
     EXIT_NEEDS_APPROVAL,
@@ -301,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="URL",
                 help="vector index on a server, milvus://HOST:PORT (default: the memory's own, as created)",
             )
+            p.add_argument("--anchor", metavar="FILE", help=ANCHOR_HELP)
         verb.add_arguments(p)
         p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
         p.add_argument(

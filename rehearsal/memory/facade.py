@@ -26,6 +26,7 @@ from rehearsal.crypto.keys import KeyRing, validate_tenant
 from rehearsal.embedding import Encoder, encoder_identity
 from rehearsal.errors import CleanupError, ConfigError, NotFoundError, ReadOnlyError, ValidationError
 from rehearsal.memory.admission import admit_batch, check_present, replaced_ids
+from rehearsal.memory.anchor import anchored
 from rehearsal.memory.batch import Batch, check_group_by, check_ids, check_search, check_texts, prepare_batch
 from rehearsal.memory.bench import bench_memory
 from rehearsal.memory.commit import commit
@@ -123,11 +124,12 @@ class RehearsalMemory:
         encoder: Encoder | None = None,
         resolver: Resolver | None = None,
         vectors: str | None = None,
+        anchor: str | os.PathLike[str] | None = None,
     ) -> RehearsalMemory:
-        """Open an existing memory; ``read_only`` opens many readers beside one writer."""
+        """Open an existing memory (``read_only``: many readers beside one writer; ``anchor``: see audit)."""
         encoder_name = encoder.name if encoder is not None else None
         opened = open_parts(path, keys=keys, read_only=read_only, encoder_name=encoder_name, vectors=vectors)
-        return cls(opened, read_only=read_only, encoder=encoder, resolver=resolver)
+        return anchored(cls(opened, read_only=read_only, encoder=encoder, resolver=resolver), anchor, keys)
 
     @property
     def dim(self) -> int:
@@ -277,10 +279,9 @@ class RehearsalMemory:
 
     def checkpoint(self) -> None:
         """Write the index snapshot at the current generation (opening then replays nothing)."""
-        with self._lock:
+        with self._lock, storage_errors("writing the index snapshot"):  # our own errors pass through it
             self._check_writable()
-            with storage_errors("writing the index snapshot"):
-                self._vectors.checkpoint()
+            self._vectors.checkpoint()
 
     def close(self) -> None:
         """Write the index snapshot if it is behind, release the writer lock and the connections; the
@@ -430,10 +431,9 @@ class RehearsalMemory:
         """One durable transaction: remove ``evict``, add ``batch``, save ``state``; then update the index."""
         with self._lock:
             self._check_writable()
+            texts = not self.embedding_only
             with storage_errors("committing to the memory"):
-                return commit(
-                    self._stores, batch, evict=evict, state=state, store_texts=not self.embedding_only
-                )
+                return commit(self._stores, batch, evict=evict, state=state, store_texts=texts)
 
     def _batch(self, *args: Any) -> Batch:
         """Checks (and embeds) a batch before anything is written; the encoder loads only if needed."""

@@ -268,6 +268,7 @@ def _open(
         _check_manifest(folder, records, manifest, writable=not read_only)
         if not read_only:
             records.upgrade_seals()  # a store written before generation seals, once
+            records.upgrade_head()  # and one whose head file records no commit nonces
         index: VectorIndex
         if records.get_meta(_VECTORS_KEY) == "milvus":
             index = _milvus_index(records, vectors, vault, dim, read_only=read_only, at_rest=FLOAT16)

@@ -11,6 +11,7 @@ from rehearsal.errors import IntegrityError, RehearsalError, StorageError
 from rehearsal.store.authenticity import CatalogAuthenticator
 from rehearsal.store.postgres.connection import ServerConnection, connect, parse_location, server_errors
 from rehearsal.store.postgres.records import ServerRecords
+from rehearsal.store.postgres.rowset import migrate_to_format3
 from rehearsal.store.postgres.schema import create_schema, ensure_touch, read_manifest_row
 from rehearsal.store.postgres.texts import ServerVault
 from rehearsal.store.postgres.vectors import PgVectorIndex
@@ -97,8 +98,8 @@ def open_server_stores(
     try:
         vault = ServerVault.attach(conn, keys) if keys is not None else None
         records = ServerRecords(conn, dim, _authenticator(vault, manifest))
-        _, _, stored = records.check_commit(count_rows=True)
-        if json.loads(stored) != json.loads(json.dumps(dict(manifest))):
+        commit = records.check_commit(count_rows=True)
+        if json.loads(commit.manifest) != json.loads(json.dumps(dict(manifest))):
             raise IntegrityError("the memory's manifest changed while it was being opened")
         if vault is None and records.has_vault():
             # An encrypted memory's manifest edited to say "no keys" would be opened with checksums only.
@@ -106,6 +107,8 @@ def open_server_stores(
         if not read_only:
             with server_errors(f"opening {conn.location.display()}"), conn.raw.transaction():
                 ensure_touch(conn)  # a memory made before the touched marks gets them
+            if commit.rowset is None:
+                migrate_to_format3(records)  # a format-2 memory's rows get tags over their vectors
         vectors = PgVectorIndex(records)
         vectors.load()
         if not read_only and build_index:

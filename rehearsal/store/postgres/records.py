@@ -9,34 +9,37 @@ FAISS index follows the SQLite one.
 Generations as in SQLite: each committed mutation bumps ``generation`` by one inside its transaction;
 ``entries.added_gen`` and ``removed.gen`` let a reader at generation G catch up.
 
-What it reads back it authenticates as the embedded store does (format 2, see
-:mod:`rehearsal.store.authenticity`), because whoever administers the server can UPDATE its tables. Each
-row's ``mac`` tags its id, tenant, task, label, tags, extra, source and generation (keyed by the store's
-internal data key when it has keys), checked on every read that returns metadata, on every row a delete
-removes (inside its transaction: a row that fails stops the delete, nothing removed) and, for the rows
-inserted or updated since the handle last looked (by any connection: the ``touched`` marks of
-:mod:`rehearsal.store.postgres.schema`), before a query that selects by metadata. Each write transaction
-ends by tagging the commit record (generation, count, next id, the manifest's copy), checked when the memory
-opens, when a write transaction starts (so a writer never re-tags an edited generation as its own) and
-whenever the entry count is read. The vectors are not tagged: the server must read them in the clear to
-search, and an edited vector changes a ranking, not a row.
+What it reads back it authenticates as the embedded store does (see :mod:`rehearsal.store.authenticity`),
+because whoever administers the server can UPDATE its tables. Each row's ``mac`` tags its id, tenant,
+task, label, tags, extra, source and generation and, since format 3, the digest of its vector
+(:mod:`rehearsal.store.postgres.tags`; keyed by the store's internal data key when it has keys), checked on
+every read that returns metadata, on every row a delete removes (inside its transaction: a row that fails
+stops the delete, nothing removed) and, for the rows inserted or updated since the handle last looked (by
+any connection: the ``touched`` marks of :mod:`rehearsal.store.postgres.schema`), before a query that
+selects by metadata or returns rows. Each write transaction ends by tagging the commit record (generation,
+count, next id, the manifest's copy and, since format 3, the row-set sum of
+:mod:`rehearsal.store.postgres.rowset`), checked when the memory opens, when a write transaction starts (so
+a writer never re-tags an edited generation as its own), whenever the entry count is read and whenever the
+change counter has moved, when the table's rows are also compared with the sealed row set: a row deleted on
+the server is noticed then.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
 
 from rehearsal.errors import IntegrityError
 from rehearsal.store.authenticity import CatalogAuthenticator
+from rehearsal.store.postgres.committed import CommittedState
 from rehearsal.store.postgres.connection import ServerConnection, mapped, server_errors
-from rehearsal.store.postgres.schema import has_touch
+from rehearsal.store.postgres.rowset import Tally, check_rowset, shifted
+from rehearsal.store.postgres.tags import COLUMNS as _COLUMNS
+from rehearsal.store.postgres.tags import EMBEDDING_DIGEST, VECTOR_AT, entry_row, tagged, vector_digest
 from rehearsal.store.postgres.where import compile_where
 from rehearsal.store.protocols import VectorRow
 from rehearsal.store.types import EntryRow
@@ -44,7 +47,6 @@ from rehearsal.store.where import Where
 
 __all__ = ["ServerRecords"]
 
-_COLUMNS = "id, tenant, task, label_int, label_text, tags, extra, source, added_gen, mac"
 _GROUP_COLUMNS = {"tenant": "tenant", "task": "task", "label": "COALESCE(label_int::text, label_text)"}
 _COPY_TYPES = [
     *("int8", "text", "text", "int8", "text", "text[]", "text", "text", "vector", "int8", "float8", "bytea")
@@ -52,160 +54,15 @@ _COPY_TYPES = [
 _BATCH = 10_000  # rows per round trip when streaming the whole table
 
 
-def _tagged(values: Sequence[Any]) -> tuple[Any, ...]:
-    """A selected row (``_COLUMNS``) as the eight values its tag covers, the same as the embedded store's
-    (the label one int or name; tags and extra as JSON text), then the tag."""
-    label_int, label_text, tags = values[3], values[4], values[5]
-    # Both label columns set never comes from an insert: a tuple that no tag was made over.
-    label = label_int if label_text is None else label_text if label_int is None else (label_int, label_text)
-    tags_json = json.dumps(list(tags)) if isinstance(tags, list) else None
-    mac = bytes(values[9]) if isinstance(values[9], bytes | memoryview) else values[9]
-    return (values[0], values[1], values[2], label, tags_json, values[6], values[7], values[8], mac)
-
-
-def _row(values: Sequence[Any]) -> EntryRow:
-    label = values[3] if values[3] is not None else values[4]
-    return EntryRow(
-        id=int(values[0]),
-        tenant=values[1],
-        task=values[2],
-        label=label,
-        tags=tuple(values[5]),
-        extra=json.loads(values[6]),
-        source=values[7],
-    )
-
-
-class ServerRecords:
+class ServerRecords(CommittedState):
     """The record store on one server connection, shared with the memory's text store and vector index."""
 
     def __init__(self, conn: ServerConnection, dim: int, auth: CatalogAuthenticator) -> None:
-        self.conn = conn
+        super().__init__(conn, auth)
         self.dim = dim
-        self.auth = auth
-        self._writing = False  # inside a write transaction opened here
-        self._changed = False  # ... that changed what the commit record covers
-        # Rows added up to this generation, and touched up to this mark, have had their tags checked by this
-        # handle (see check_rows_since); None: the memory predates the marks (found out on first use).
+        # Rows added up to this generation have had their tags checked by this handle, in a memory made
+        # before the touched marks (see check_rows_since).
         self._checked_generation = -1
-        self._checked_mark = -1
-        self._marks: bool | None = None
-
-    # -- transactions ----------------------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """A write transaction holding the writer row lock; durable at the server when it commits. It first
-        authenticates the commit record it builds on, and one that changed the generation, the ids or the
-        entries ends by tagging the new one."""
-        if self._writing or self.conn.in_transaction():
-            with self.conn.write():
-                yield
-            return
-        with self.conn.write():
-            self._writing, self._changed = True, False
-            try:
-                self.check_commit(count_rows=False)
-                yield
-                if self._changed:
-                    with server_errors("committing to the memory"):
-                        self.seal_commit()
-            finally:
-                self._writing, self._changed = False, False
-
-    def seal_commit(self) -> None:
-        """Tag the committed state as it stands in this transaction (a new memory's, or a commit's)."""
-        meta = self._meta()
-        generation, count, next_id = int(meta["generation"]), int(meta["count"]), int(meta["next_id"])
-        self.set_meta("commit", self.auth.commit_tag(generation, count, next_id, str(meta["manifest"])))
-
-    def _meta(self) -> dict[str, str]:
-        return {str(k): str(v) for k, v in self.conn.execute("SELECT key, value FROM mem_meta").fetchall()}
-
-    @mapped("reading the memory")
-    def check_commit(self, *, count_rows: bool) -> tuple[int, int, str]:
-        """Authenticate the commit record -> (generation, entry count, the manifest's copy); with
-        ``count_rows`` also count the rows. IntegrityError if the generation, count, next id or the
-        manifest's copy were edited on the server."""
-        with self.conn.snapshot():
-            meta = self._meta()
-            try:
-                generation, count = int(meta["generation"]), int(meta["count"])
-                next_id, manifest, tag = int(meta["next_id"]), meta["manifest"], meta["commit"]
-            except (KeyError, ValueError):
-                raise IntegrityError("the memory's commit record is missing or damaged") from None
-            if not hmac.compare_digest(tag, self.auth.commit_tag(generation, count, next_id, manifest)):
-                raise IntegrityError(
-                    "the memory's commit record fails authentication: its generation, entry count, next id"
-                    " or manifest were edited on the server, or they come from another memory"
-                )
-            if count_rows:
-                rows = int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
-                if rows != count:
-                    raise IntegrityError(
-                        f"the memory holds {rows} entries but its commit record says {count}"
-                    )
-        return generation, count, manifest
-
-    def read_view(self) -> AbstractContextManager[None]:
-        return self.conn.snapshot()
-
-    @mapped("compacting the memory")
-    def compact(self) -> None:
-        """VACUUM the tables after a tenant was forgotten: its removed rows (vectors in the clear, texts
-        under a destroyed key) stop being readable from the table files' dead tuples. Their bytes can
-        still sit in free space, the WAL and backups until overwritten (see the README)."""
-        if self.conn.read_only or self.conn.in_transaction():
-            return  # VACUUM cannot run inside a transaction
-        for table in ("entries", "removed", "vault_records") if self.has_vault() else ("entries", "removed"):
-            self.conn.execute(f"VACUUM {table}")
-
-    @mapped("reading the memory")
-    def has_vault(self) -> bool:
-        found = self.conn.execute(
-            "SELECT 1 FROM information_schema.tables"
-            " WHERE table_schema = %s AND table_name = 'vault_records'",
-            (self.conn.location.schema,),
-        ).fetchone()
-        return found is not None
-
-    def close(self) -> None:
-        self.conn.close()
-
-    # -- meta ------------------------------------------------------------------------------------
-    @mapped("reading the memory")
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.conn.execute("SELECT value FROM mem_meta WHERE key = %s", (key,)).fetchone()
-        return default if row is None else str(row[0])
-
-    @mapped("committing to the memory")
-    def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute(
-            "INSERT INTO mem_meta (key, value) VALUES (%s, %s)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    @property
-    def generation(self) -> int:
-        return int(self.get_meta("generation", "0") or 0)
-
-    @mapped("committing to the memory")
-    def bump_generation(self) -> int:
-        row = self.conn.execute(
-            "UPDATE mem_meta SET value = (value::bigint + 1)::text WHERE key = 'generation' RETURNING value"
-        ).fetchone()
-        self._changed = True
-        return int(row[0])
-
-    @mapped("committing to the memory")
-    def allocate_ids(self, n: int) -> list[int]:
-        row = self.conn.execute(
-            "UPDATE mem_meta SET value = (value::bigint + %s)::text WHERE key = 'next_id' RETURNING value",
-            (n,),
-        ).fetchone()
-        end = int(row[0])
-        self._changed = True
-        return list(range(end - n, end))
 
     # -- entries ---------------------------------------------------------------------------------
     @mapped("committing to the memory")
@@ -221,6 +78,7 @@ class ServerRecords:
     ) -> None:
         now = time.time()
         width = self.dim * 4
+        added = 0  # the new rows' row-set elements
         with self.conn.raw.cursor() as cursor:
             copy_sql = (
                 "COPY entries (id, tenant, task, label_int, label_text, tags, extra, source, embedding,"
@@ -238,7 +96,7 @@ class ServerRecords:
                     extra = {k: v for k, v in meta.items() if k not in ("task", "label", "tags")}
                     task, label, tags = meta.get("task"), meta.get("label"), meta.get("tags", ())
                     # Plain types, as the server hands them back: the tag covers what a read returns.
-                    values = (
+                    values: tuple[Any, ...] = (
                         int(i),
                         str(owner),
                         None if task is None else str(task),
@@ -248,6 +106,10 @@ class ServerRecords:
                         None if source is None else str(source),
                         int(generation),
                     )
+                    if self._format3:
+                        values = (*values, vector_digest(vector))
+                    mac = self.auth.row_tag(values)
+                    added += self.auth.rowset_element(mac)
                     label_value = values[3]
                     copy.write_row(
                         (
@@ -260,16 +122,25 @@ class ServerRecords:
                             np.frombuffer(vector, dtype=np.float32),
                             values[7],
                             now,
-                            self.auth.row_tag(values),
+                            mac,
                         )
                     )
-        self._count_by(len(ids))
+        self._count_by(len(ids), added)
         self._changed = True
 
-    def _count_by(self, delta: int) -> None:
+    def _count_by(self, delta: int, elements: int) -> None:
+        """Move the entry count and (format 3) the row-set sum, inside the write transaction."""
         self.conn.execute(
             "UPDATE mem_meta SET value = (value::bigint + %s)::text WHERE key = 'count'", (delta,)
         )
+        rowset = self.get_meta("rowset")
+        if rowset is not None:
+            self.set_meta("rowset", shifted(rowset, elements))
+
+    def _check(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Check the tags of selected rows (``_COLUMNS``) as this memory's format makes them."""
+        width = 9 if self._format3 else 8
+        return self.auth.check_rows((tagged(v, with_vector=width == 9) for v in rows), values=width)
 
     @mapped("committing to the memory")
     def remove(self, ids: Sequence[int], *, generation: int) -> None:
@@ -278,8 +149,9 @@ class ServerRecords:
         never acts on a row whose tag does not verify."""
         id_list = list(ids)
         gone = self.conn.execute(f"DELETE FROM entries WHERE id = ANY(%s) RETURNING {_COLUMNS}", (id_list,))
-        removed = self.auth.check_rows(map(_tagged, gone.fetchall()))
-        self._count_by(-removed)
+        tally = Tally(self.auth)
+        removed = self._check(tally.passing(gone.fetchall()))
+        self._count_by(-removed, -tally.total)
         self._changed = True
         self.conn.execute(
             "INSERT INTO removed (id, gen) SELECT unnest(%s::bigint[]), %s"
@@ -294,50 +166,87 @@ class ServerRecords:
 
     @mapped("reading the memory")
     def rows(self, ids: Sequence[int]) -> dict[int, EntryRow]:
+        """The rows of ``ids`` that exist, each checked; a row deleted on the server since this handle
+        last looked is an IntegrityError (the row-set check), not an absence."""
+        self.check_rowset_since()
         found = self.conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE id = ANY(%s)", (list(ids),))
         return {row.id: row for row in map(self._checked, found.fetchall())}
 
     def _checked(self, values: Sequence[Any]) -> EntryRow:
-        tagged = _tagged(values)
-        self.auth.check_row(tagged[:8], tagged[8])
-        return _row(values)
+        self._check([values])
+        return entry_row(values)
 
     def all_rows(self) -> Iterable[EntryRow]:
-        return (self._checked(values) for values in self._stream(f"SELECT {_COLUMNS} FROM entries", ()))
+        return (self._checked(values) for values in self.stream(f"SELECT {_COLUMNS} FROM entries", ()))
 
     def check_rows_since(self) -> int:
-        """Check the tags of the rows added since this handle last did (by any writer, on any node) -> how
-        many were checked. Rows never change once written, so a query that selects by metadata on the
-        server first runs this: a row whose tenant or label was edited out of a filter's reach is caught
-        here rather than silently missed. (Every row a query returns is checked again as it is read.)"""
+        """Check the tags of the rows inserted or updated since this handle last did (by any writer, on
+        any node, or an administrator by hand) -> how many were checked; then :meth:`check_rowset_since`.
+        A query that selects by metadata on the server first runs this: a row whose tenant or label was
+        edited out of a filter's reach is caught here rather than silently missed. (Every row a query
+        returns is checked again as it is read.)"""
         with self.conn.snapshot():
-            latest = self.generation
-            if self._marks is None:
-                self._marks = has_touch(self.conn)
-            if self._marks:
-                # Inserts and UPDATEs by any connection, an administrator's by hand included.
-                mark = int(self.conn.execute("SELECT n FROM mem_touch").fetchone()[0])
-                if mark == self._checked_mark:
-                    return 0
-                query, since = f"SELECT {_COLUMNS} FROM entries WHERE touched > %s", self._checked_mark
-            else:
-                mark = -1
-                if latest == self._checked_generation:
-                    return 0
-                query, since = (
-                    f"SELECT {_COLUMNS} FROM entries WHERE added_gen > %s",
-                    self._checked_generation,
-                )
-            checked = self.auth.check_rows(map(_tagged, self._stream(query, (since,))))
+            mark = self._touch_mark()
+            if mark is None:
+                return self._check_added_since()
+            if mark == self._checked_mark:
+                self._check_rowset_at(mark)
+                return 0
+            sealed = self._sealed_rows()  # first: it says which tags this memory's rows carry
+            rows = self.stream(f"SELECT {_COLUMNS} FROM entries WHERE touched > %s", (self._checked_mark,))
+            # A handle's first look reads every row anyway (all are touched after -1): tally them on the way.
+            tally = Tally(self.auth) if self._checked_mark < 0 else None
+            checked = self._check(tally.passing(rows) if tally is not None else rows)
+            self._check_rowset_at(mark, sealed, tally)
         if not self._writing:  # a mark of this uncommitted transaction may yet be another writer's
-            self._checked_generation, self._checked_mark = latest, mark
+            self._checked_mark = mark
+        return checked
+
+    def check_rowset_since(self) -> None:
+        """In format 3, IntegrityError unless the table still holds exactly the sealed row set (a row
+        deleted on the server leaves no tag to fail), checked again only once the change counter moved."""
+        with self.conn.snapshot():
+            mark = self._touch_mark()
+            if mark is not None:
+                self._check_rowset_at(mark)
+
+    def _check_rowset_at(
+        self, mark: int, sealed: tuple[int, str | None] | None = None, tally: Tally | None = None
+    ) -> None:
+        if mark == self._rowset_mark:
+            return
+        count, rowset = sealed if sealed is not None else self._sealed_rows()
+        if rowset is not None:
+            check_rowset(self, count, rowset, tally)
+        if not self._writing:
+            self._rowset_mark = mark
+
+    def _sealed_rows(self) -> tuple[int, str | None]:
+        """(entry count, row-set sum) the table must match: inside this handle's write transaction the
+        values it is building (authenticated when it started, changed since only by it), else the
+        authenticated commit record's."""
+        if self._writing:
+            return int(self.get_meta("count", "0") or 0), self.get_meta("rowset")
+        commit = self.check_commit(count_rows=False)
+        return commit.entries, commit.rowset
+
+    def _check_added_since(self) -> int:
+        """For a memory made before the touched marks (read-only until a writer adds them): the rows added
+        since this handle last looked."""
+        latest = self.generation
+        if latest == self._checked_generation:
+            return 0
+        query = f"SELECT {_COLUMNS} FROM entries WHERE added_gen > %s"
+        checked = self._check(self.stream(query, (self._checked_generation,)))
+        if not self._writing:
+            self._checked_generation = latest
         return checked
 
     def vectors(self, *, min_gen_exclusive: int = -1) -> Iterable[VectorRow]:
         """(id, tenant, float32 bytes) of entries added after a generation, in id order; each row's tag is
         checked, so the tenant a vector index files a vector under is authenticated."""
         query = f"SELECT {_COLUMNS}, embedding FROM entries WHERE added_gen > %s"
-        return map(self._vector_row, self._stream(query, (min_gen_exclusive,)))
+        return map(self._vector_row, self.stream(query, (min_gen_exclusive,)))
 
     @mapped("reading the memory")
     def vectors_of(self, ids: Sequence[int]) -> list[VectorRow]:
@@ -347,16 +256,23 @@ class ServerRecords:
         return [self._vector_row(values) for values in rows]
 
     def _vector_row(self, values: Sequence[Any]) -> VectorRow:
-        tagged = _tagged(values)
-        self.auth.check_row(tagged[:8], tagged[8])
-        return int(values[0]), values[1], values[10].to_numpy().tobytes()
+        self._check([values])
+        return int(values[0]), values[1], values[VECTOR_AT].to_numpy().tobytes()
 
-    def _stream(self, query: str, params: Sequence[Any]) -> Iterator[Sequence[Any]]:
-        """Rows of ``query`` (a SELECT whose first column is ``id``) in id order, fetched in keyset pages so
-        a million rows never sit in memory at once; errors surface as ours."""
+    def stream(self, query: str, params: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        """Rows of ``query`` (``SELECT ... FROM entries [WHERE ...]``, first column ``id``) in id order,
+        fetched in keyset pages so a million rows never sit in memory at once; errors surface as ours."""
         last = -1
-        where = " AND " if " WHERE " in query else " WHERE "
-        page = f"{query}{where}id > %s ORDER BY id LIMIT {_BATCH}"
+        columns, _, condition = query.partition(" FROM entries")
+        condition = condition.removeprefix(" WHERE ") or "TRUE"
+        page = f"{columns} FROM entries WHERE ({condition}) AND id > %s ORDER BY id LIMIT {_BATCH}"
+        if EMBEDDING_DIGEST in columns:
+            # The page's ids are chosen first: when the planner sorts, a vector's digest (~10 us a row) is
+            # then computed for the page's rows only, not for every row after it (quadratic in pages).
+            page = (
+                f"{columns} FROM entries WHERE id IN (SELECT id FROM entries WHERE ({condition})"
+                f" AND id > %s ORDER BY id LIMIT {_BATCH}) ORDER BY id"
+            )
         while True:
             with server_errors("reading the memory"):
                 batch = self.conn.execute(page, (*params, last)).fetchall()
@@ -424,14 +340,6 @@ class ServerRecords:
             (tenant, field, [Jsonb(v) for v in values]),
         )
         return [int(r[0]) for r in rows.fetchall()]
-
-    @mapped("reading the memory")
-    def count(self) -> int:
-        """The entries as the commit record counts them (authenticated; inside a write transaction, the
-        count it is building)."""
-        if self._writing:
-            return int(self.get_meta("count", "0") or 0)
-        return self.check_commit(count_rows=False)[1]
 
     @mapped("reading the memory")
     def counts_by(self, column: str) -> dict[str, int]:

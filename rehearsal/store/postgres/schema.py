@@ -1,11 +1,12 @@
 """The tables of a memory in its PostgreSQL schema, made in one transaction with the manifest.
 
-    mem_meta       key -> value: generation, next_id, count, format, the manifest (JSON), the commit
-                   record's tag (see ``rehearsal.store.authenticity``), policy state
+    mem_meta       key -> value: generation, next_id, count, format, the manifest (JSON), the row-set
+                   sum (format 3), the commit record's tag (see ``rehearsal.store.authenticity``),
+                   policy state
     entries        one row per entry: metadata columns, the vector (pgvector, in the clear: the server
                    searches it), the generation that added it, the row's tag (``mac``)
     removed        id -> the generation that removed it (readers catch up from it)
-    mem_touch      one counter: the mark of the last transaction that inserted or updated an entry
+    mem_touch      one counter: the mark of the last transaction that inserted, updated or deleted an entry
     vault_meta     store_id, kek_fingerprint, kek_check       (only in memories with keys)
     vault_tenants  vault_keys  vault_records                  the sealed texts and wrapped data keys,
                                                               laid out as in the SQLite vault
@@ -15,9 +16,11 @@ Every insert and every UPDATE of ``entries`` (a writer's, or an administrator's 
 mark M re-checks the tags of the rows touched after M before its next query that selects by metadata
 (``ServerRecords.check_rows_since``), as a folder store does on SQLite's ``data_version``. The counter row
 is locked until its transaction commits, so marks are taken in commit order and a snapshot that sees mark
-M sees every row touched up to M. (An administrator who drops the trigger is out of its reach; the tags
-of what is returned or removed are still checked.) Memories made before the trigger get it when a
-writer next opens them.
+M sees every row touched up to M. A DELETE or TRUNCATE takes a mark too (a statement trigger): it leaves
+no row to carry one, but a handle that sees the counter move compares the table with the sealed row set
+(:mod:`rehearsal.store.postgres.rowset`). (An administrator who drops the triggers is out of their reach;
+the tags of what is returned or removed are still checked, and the row count when the memory opens.)
+Memories made before a trigger get it when a writer next opens them.
 
 A label is an int or a name: ``label_int`` holds the first, ``label_text`` the second, so range filters
 compare integers only and equality keeps the two kinds apart (as SQLite's typed values do).
@@ -34,9 +37,12 @@ from rehearsal.store.postgres.connection import ServerConnection
 
 __all__ = ["FORMAT_VERSION", "create_schema", "ensure_touch", "has_touch", "read_manifest_row"]
 
-# Format 2, as the embedded store: rows and the commit record carry tags. (A format-1 server memory was
+# Format 2, as the embedded store: rows and the commit record carry tags. Format 3: a row's tag covers its
+# vector too, and the commit record seals the row set; a writer's open moves a format-2 memory to it
+# (rehearsal.store.postgres.rowset), and format 2 is still read until then. (A format-1 server memory was
 # never released: it is refused, not migrated.)
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_FORMATS = (2, 3)
 
 
 def _ddl(dim: int) -> list[str]:
@@ -99,6 +105,27 @@ def _touch_ddl(schema: str) -> list[str]:
         f"DROP TRIGGER IF EXISTS entries_touch ON {q}.entries",
         f"CREATE TRIGGER entries_touch BEFORE INSERT OR UPDATE ON {q}.entries"
         f" FOR EACH ROW EXECUTE FUNCTION {q}.entries_touch()",
+        *_removal_ddl(schema),
+    ]
+
+
+def _removal_ddl(schema: str) -> list[str]:
+    q = f'"{schema}"'
+    return [
+        f"""CREATE OR REPLACE FUNCTION {q}.entries_touch_removal() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        DECLARE
+            mark text := current_setting('rehearsal_touch.{schema}', true);
+        BEGIN
+            IF mark IS NULL OR mark = '' THEN  -- the transaction's first change: take its mark
+                UPDATE {q}.mem_touch SET n = n + 1 RETURNING n::text INTO mark;
+                PERFORM set_config('rehearsal_touch.{schema}', mark, true);
+            END IF;
+            RETURN NULL;
+        END
+        $fn$""",
+        f"DROP TRIGGER IF EXISTS entries_touch_removal ON {q}.entries",
+        f"CREATE TRIGGER entries_touch_removal AFTER DELETE OR TRUNCATE ON {q}.entries"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION {q}.entries_touch_removal()",
     ]
 
 
@@ -112,11 +139,22 @@ def has_touch(conn: ServerConnection) -> bool:
 
 
 def ensure_touch(conn: ServerConnection) -> None:
-    """Give a memory made before the ``touched`` marks its counter, column and trigger (in the caller's
-    transaction; a writer's open). Its existing rows have mark 0: a handle checks them all once anyway."""
-    if has_touch(conn):
+    """Give a memory made before the ``touched`` marks its counter, column and triggers, or one made before
+    deletions took marks its removal trigger (in the caller's transaction; a writer's open). Existing rows
+    have mark 0: a handle checks them all once anyway."""
+    schema = conn.location.schema
+    if not has_touch(conn):
+        statements = _touch_ddl(schema)
+    elif not conn.execute(
+        "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE t.tgname = 'entries_touch_removal' AND n.nspname = %s AND c.relname = 'entries'",
+        (schema,),
+    ).fetchone():
+        statements = _removal_ddl(schema)
+    else:
         return
-    for statement in _touch_ddl(conn.location.schema):
+    for statement in statements:
         conn.execute(statement)
 
 
@@ -143,6 +181,7 @@ def create_schema(conn: ServerConnection, *, dim: int, manifest: Mapping[str, An
         "count": "0",  # entries, kept in each commit: count(*) over a million rows takes a second
         "format": str(FORMAT_VERSION),
         "manifest": json.dumps(dict(manifest), sort_keys=True),
+        "rowset": f"{0:064x}",  # the row-set sum over no rows
     }
     with conn.raw.cursor() as cursor:
         cursor.executemany("INSERT INTO mem_meta (key, value) VALUES (%s, %s)", list(meta.items()))
@@ -168,10 +207,10 @@ def read_manifest_row(conn: ServerConnection) -> dict[str, Any]:
         ) from None
     if "manifest" not in rows or version < 1:
         raise StoreFormatError(f"{location.display()} holds a damaged memory (no manifest)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise StoreFormatError(
             f"{location.display()} has format version {version}; this rehearsal reads server memories of"
-            f" format {FORMAT_VERSION} only"
+            f" formats {READABLE_FORMATS[0]} to {READABLE_FORMATS[-1]} only"
         )
     try:
         manifest = json.loads(rows["manifest"])

@@ -23,7 +23,7 @@ def migrate_v1(records: Catalog, reseal: Reseal, manifest: str) -> None:
     """Tag every row, re-store its vector through ``reseal`` and record the manifest copy and commit."""
     conn = records.conn
     if records.head is not None:
-        records.head.create(records.generation, records.count())
+        records.head.create(records.generation, records.count(), None)  # format 1: no nonce yet
     with records.transaction():
         columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
         if "mac" not in columns:

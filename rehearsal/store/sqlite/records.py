@@ -11,8 +11,9 @@ reader holding an index snapshot at generation G catches up by replaying rows wi
 Format 2 authenticates what is read back (see :mod:`rehearsal.store.authenticity`): each row's ``mac``
 covers its metadata and generation, and checked on every read that returns metadata (``rows``,
 ``all_rows``, ``group_ids``); each transaction that changes the generation ends by writing a commit record
-(generation, entry count, next id, the manifest's copy) under the same key, checked on open, and after it
-commits the head file (:mod:`rehearsal.store.sqlite.head`) that tells a lost WAL tail apart. The
+(generation, entry count, next id, the manifest's copy, a fresh random nonce) under the same key, checked
+on open, and after it commits the head file (:mod:`rehearsal.store.sqlite.head`) that tells a lost WAL
+tail, or another copy's database, apart. The
 bulk check of every row before a handle's first metadata-selecting query verifies one seal per generation
 (:mod:`rehearsal.store.sqlite.seals`), which the same transaction keeps current.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -102,6 +104,7 @@ class Catalog:
         # without moving the generation changed rows behind the writer's back (or was a rare text-only
         # commit), so the next check covers every row again.
         self._data_version = -1
+        self._nonce: str | None = None  # the authenticated commit record's (see check_commit)
         self.seals = GenerationSeals(conn, auth)
         self._touched: set[int] = set()  # generations the open transaction adds to or removes from
 
@@ -129,15 +132,17 @@ class Catalog:
         finally:
             self._changed, self._delta, self._touched = False, 0, set()
 
-    def _seal_commit(self) -> tuple[int, int]:
+    def _seal_commit(self) -> tuple[int, int, str]:
         generation, next_id = self.generation, int(self.get_meta("next_id", "0") or 0)
         count = int(self.get_meta("count", "0") or 0) + self._delta
         manifest = self.get_meta("manifest", "") or ""
         if self._touched and self.seals.exists():
             self.seals.reseal(self._touched)
+        nonce = secrets.token_hex(8)  # this commit's own: tells copies of the store apart (see head.py)
         self.set_meta("count", str(count))
-        self.set_meta("commit", self.auth.commit_tag(generation, count, next_id, manifest))
-        return generation, count
+        self.set_meta("nonce", nonce)
+        self.set_meta("commit", self.auth.commit_tag(generation, count, next_id, manifest, nonce))
+        return generation, count, nonce
 
     def mark_changed(self) -> None:
         """Make the open transaction write a commit record (a migration, which moves no generation)."""
@@ -153,7 +158,9 @@ class Catalog:
                 next_id, manifest, tag = int(meta["next_id"]), str(meta["manifest"]), str(meta["commit"])
             except (KeyError, ValueError):
                 raise IntegrityError("the catalog's commit record is missing or damaged") from None
-            if not hmac.compare_digest(tag, self.auth.commit_tag(generation, count, next_id, manifest)):
+            self._nonce = meta.get("nonce")  # None in a commit record made before nonces
+            expected = self.auth.commit_tag(generation, count, next_id, manifest, self._nonce)
+            if not hmac.compare_digest(tag, expected):
                 raise IntegrityError(
                     "the catalog's commit record fails authentication: its generation, entry count or"
                     " manifest were altered, or the database comes from another store"
@@ -169,14 +176,25 @@ class Catalog:
         before the database: it is written only after a commit, so it can never be ahead legitimately."""
         if self.head is None:
             return
-        head_generation, head_count = self.head.read()
+        head = self.head.read()
         generation, count = self.check_commit(count_rows=True)
-        if generation < head_generation or (generation == head_generation and count != head_count):
+        if generation < head.generation or (generation == head.generation and count != head.entries):
             raise IntegrityError(
                 f"the database is at generation {generation} but {self.head.path.name} recorded generation"
-                f" {head_generation}: committed transactions are missing (a lost WAL tail or a database"
+                f" {head.generation}: committed transactions are missing (a lost WAL tail or a database"
                 " file put back from an older copy)"
             )
+        if generation == head.generation and head.nonce is not None and head.nonce != self._nonce:
+            raise IntegrityError(
+                f"the database's commit at generation {generation} is not the one {self.head.path.name}"
+                " recorded: the database comes from another copy of this store (another folder's)"
+            )
+
+    def upgrade_head(self) -> None:
+        """A writer's open: rewrite a head file of the format before nonces (once it checked out)."""
+        if self.head is not None and self.head.is_old():
+            generation, count = self.check_commit(count_rows=False)
+            self.head.create(generation, count, self._nonce)
 
     @property
     def format(self) -> int:
@@ -210,9 +228,9 @@ class Catalog:
             meta = {"generation": "0", "next_id": "0", "count": "0", "format": str(FORMAT)}
             self.conn.executemany("INSERT INTO mem_meta(key, value) VALUES (?, ?)", list(meta.items()))
             self.set_meta("manifest", manifest)
-            self._seal_commit()
+            nonce = self._seal_commit()[2]
         if self.head is not None:
-            self.head.create(0, 0)
+            self.head.create(0, 0, nonce)
 
     def check_schema(self) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
