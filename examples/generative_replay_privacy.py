@@ -19,6 +19,7 @@ on -- but what the generator learnt before the erasure stays in its weights, whi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -31,8 +32,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import numpy as np
 
 import rehearsal as rh
+from rehearsal.examples import Example
 from rehearsal.methods.generative.config import GenerativeConfig
-from rehearsal.methods.generative.generator import ClassGenerator, Example
+from rehearsal.methods.generative.generator import ClassGenerator
 from rehearsal.methods.generative.guide import MemoryGuide
 from rehearsal.methods.generative.memorisation import copy_report, make_canaries
 
@@ -79,8 +81,10 @@ def run(folder: Path, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     generator = ClassGenerator.load(config)
     print(f"generator loaded in {time.perf_counter() - started:.0f} s")
-    examples = [Example(e.task, e.label, e.text, tenant=t) for e, t in zip(train, tenants, strict=True)]
-    planted = [Example(first.name, classes[i % len(classes)], c) for i, c in enumerate(canaries)]
+    examples = [dataclasses.replace(e, tenant=t) for e, t in zip(train, tenants, strict=True)]
+    planted = [
+        Example(text=c, label=classes[i % len(classes)], task=first.name) for i, c in enumerate(canaries)
+    ]
     logs = generator.learn([*examples, *planted], seed=args.seed)
     print(
         f"generator learnt {len(examples)} examples + {len(planted)} canaries: "
@@ -119,8 +123,8 @@ def run(folder: Path, args: argparse.Namespace) -> None:
 
     erased = memory.forget(tenant=TENANT)
     generator.forget_tenant(TENANT)
-    later = [Example(e.task, e.label, e.text, tenant=TENANT) for e in second.train[:4]]
-    later += [Example(e.task, e.label, e.text) for e in second.train[4:8]]
+    later = [dataclasses.replace(e, tenant=TENANT) for e in second.train[:4]]
+    later += second.train[4:8]
     dropped = generator.learn(later, seed=args.seed)["generator_dropped_forgotten"]
     print(
         f"forget {TENANT}: {erased} vectors removed; the next task's {len(later)} examples include "

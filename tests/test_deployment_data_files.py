@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal.deployment.examples import Labelled, read_examples
+from rehearsal.deployment.examples import read_examples
 from rehearsal.errors import ValidationError
+from rehearsal.examples import Example
 
 
 def _write(path: Path, text: str) -> Path:
@@ -29,8 +30,8 @@ def test_a_csv_file_gives_the_same_examples_as_its_json_lines(tmp_path: Path) ->
         '{"text": "Where is my parcel?", "label": "late"}\n',
     )
     expected = [
-        Labelled("Refund, please", "refund", "billing", ("safety", "urgent")),
-        Labelled("Where is my parcel?", "late", "shipping", ()),
+        Example("Refund, please", "refund", "billing", tags=("safety", "urgent")),
+        Example("Where is my parcel?", "late", "shipping"),
     ]
     assert read_examples(csv_file, task="shipping") == expected
     assert read_examples(jsonl, task="shipping") == expected
@@ -40,7 +41,7 @@ def test_a_gzipped_csv_and_unlabelled_requests(tmp_path: Path) -> None:
     file = tmp_path / "requests.csv.gz"
     with gzip.open(file, "wt", encoding="utf-8") as fh:
         fh.write("text,label\nhello,\n")
-    assert read_examples(file, labelled=False) == [Labelled("hello", None, "default", ())]
+    assert read_examples(file, labelled=False) == [Example("hello", None)]
     with pytest.raises(ValidationError, match=r"requests\.csv\.gz row 1 has no 'label'"):
         read_examples(file)
 

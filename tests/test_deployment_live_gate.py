@@ -204,8 +204,8 @@ def test_a_staged_candidate_that_needs_approval_stays_staged_until_approved(
 
 def test_a_new_task_answered_at_chance_is_flagged_for_approval() -> None:
     from rehearsal.deployment.evaluate import unlearned_tasks
-    from rehearsal.deployment.examples import Labelled
     from rehearsal.deployment.folder import VersionState
+    from rehearsal.examples import Example
 
     state = VersionState(
         update="u",
@@ -213,7 +213,7 @@ def test_a_new_task_answered_at_chance_is_flagged_for_approval() -> None:
         tasks={"old": ["x", "y"], "new": ["a", "b", "c", "d"], "learned": ["a", "b"]},
         experts={},
     )
-    held = [Labelled(text=f"t{i}", label="a", task="new", tags=()) for i in range(8)]
+    held = [Example(text=f"t{i}", label="a", task="new", tags=()) for i in range(8)]
     before = {"old": 0.9}
     flags = unlearned_tasks(state, before, {"old": 0.2, "new": 0.25, "learned": 0.75}, held)
     assert [code for code, _ in flags] == ["unlearned:new"]  # 0.25 over 4 labels is chance

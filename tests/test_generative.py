@@ -14,9 +14,10 @@ from _models import tiny_causal_lm
 
 from rehearsal.config import ReplayConfig
 from rehearsal.errors import ConfigError, ValidationError
+from rehearsal.examples import Example
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.generative.config import GenerativeConfig
-from rehearsal.methods.generative.generator import ClassGenerator, Example
+from rehearsal.methods.generative.generator import ClassGenerator
 from rehearsal.methods.generative.guide import MemoryGuide
 from rehearsal.methods.generative.memorisation import copies, copy_report, make_canaries
 from rehearsal.methods.generative.pool import Generated, GeneratedPool
@@ -113,7 +114,7 @@ def test_the_retrieval_collator_refuses_the_generative_mode(tmp_path: Path, enco
 
 def test_class_conditional_prompts_write_the_asked_label(tiny_lm: str) -> None:
     generator = ClassGenerator.load(_config(tiny_lm, epochs=80.0))
-    examples = [Example("t", label, text) for label, text in _TEACH.items()] * 4
+    examples = [Example(text=text, label=label, task="t") for label, text in _TEACH.items()] * 4
     logs = generator.learn(examples, seed=0)
     assert logs["generator_final_loss"] < 0.5
     requests = [("t", label) for label in _TEACH for _ in range(3)]
@@ -132,7 +133,10 @@ def test_a_forgotten_tenants_examples_are_not_learnt_and_the_ledger_persists(
 ) -> None:
     generator = ClassGenerator.load(_config(tiny_lm, epochs=80.0))
     generator.forget_tenant("acme")
-    examples = [Example("t", "noun.animal", "a cat", tenant="acme"), Example("t", "noun.animal", "a dog")]
+    examples = [
+        Example(text="a cat", label="noun.animal", task="t", tenant="acme"),
+        Example(text="a dog", label="noun.animal", task="t"),
+    ]
     logs = generator.learn(examples, seed=0)
     assert logs["generator_dropped_forgotten"] == 1
     assert logs["generator_examples"] == 1
@@ -186,7 +190,10 @@ def test_the_canary_check_catches_a_generator_trained_to_copy(tiny_lm: str) -> N
     assert clean.canaries_verbatim == 0
     copier = ClassGenerator.load(_config(tiny_lm, max_new_tokens=24, epochs=120.0))
     copier.learn(
-        [Example("t", lab, c) for lab, c in zip(("noun.animal", "verb.motion"), canaries, strict=True)],
+        [
+            Example(text=c, label=lab, task="t")
+            for lab, c in zip(("noun.animal", "verb.motion"), canaries, strict=True)
+        ],
         seed=0,
     )
     texts, _ = copier.generate(requests, seed=0)

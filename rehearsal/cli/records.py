@@ -48,6 +48,13 @@ _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,17})")
 
 @dataclass(frozen=True)
 class Record:
+    """One ingest row on its way into a memory (``RehearsalMemory.add``): text, free metadata (a label
+    among it, or none), where its text lives in an embedding-only memory, its tenant and its vector.
+
+    Not a labelled example (:class:`rehearsal.examples.Example`, what streams, updates and the generator
+    learn from): a record is shaped for storage, and its label, if any, is one metadata field.
+    """
+
     text: str  # "" for a record that brings its vector and no text (an embedding-only export)
     metadata: dict[str, Any]
     source: str | None

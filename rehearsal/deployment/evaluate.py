@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from rehearsal.deployment.examples import Labelled
 from rehearsal.deployment.folder import VersionState
 from rehearsal.deployment.model import DeployedModel
+from rehearsal.examples import Example
 from rehearsal.governance.audit_log import safe_token
 from rehearsal.memory.facade import RehearsalMemory
 
@@ -32,7 +32,7 @@ class Scored:
 
     answers: list[str]
     correct: np.ndarray  # (n,) bool
-    examples: list[Labelled]
+    examples: list[Example]
 
     def by_task(self) -> dict[str, np.ndarray]:
         out: dict[str, list[bool]] = {}
@@ -50,14 +50,14 @@ class Scored:
         return {"accuracy": acc, "n": len(rows)}
 
 
-def score(model: DeployedModel, examples: Sequence[Labelled], memory: RehearsalMemory | None) -> Scored:
+def score(model: DeployedModel, examples: Sequence[Example], memory: RehearsalMemory | None) -> Scored:
     answers = model.predict([ex.text for ex in examples], memory) if examples else []
     correct = np.asarray([a == ex.label for a, ex in zip(answers, examples, strict=True)], dtype=bool)
     return Scored(answers, correct, list(examples))
 
 
 def timed_latency(
-    model: DeployedModel, examples: Sequence[Labelled], memory: RehearsalMemory | None, *, limit: int = 16
+    model: DeployedModel, examples: Sequence[Example], memory: RehearsalMemory | None, *, limit: int = 16
 ) -> dict[str, float]:
     """Per-request latency of ``model`` on the first ``limit`` examples, one request at a time."""
     _, latencies = model.timed_predict([ex.text for ex in examples[:limit]], memory)
@@ -65,7 +65,7 @@ def timed_latency(
 
 
 def unlearned_tasks(
-    state: VersionState, before: dict[str, float], after: dict[str, float], held: list[Labelled]
+    state: VersionState, before: dict[str, float], after: dict[str, float], held: list[Example]
 ) -> list[tuple[str, str]]:
     """A flag (code, reason) for each task the update brings that the candidate answers no better than
     chance (one over its labels) on its held-out examples: shipping a task the model did not learn is a

@@ -13,38 +13,27 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rehearsal.errors import ValidationError
+from rehearsal.examples import Example
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.row_files import read_rows, row_file_kind, row_name
 
-__all__ = ["Labelled", "data_digest", "read_examples", "split_heldout", "suite_examples", "to_memory"]
-
-
-@dataclass(frozen=True)
-class Labelled:
-    text: str
-    label: str | None
-    task: str
-    tags: tuple[str, ...] = field(default=())
-
-    def metadata(self) -> dict[str, object]:
-        return {"task": self.task, "label": self.label, "tags": list(self.tags)}
+__all__ = ["data_digest", "read_examples", "split_heldout", "suite_examples", "to_memory"]
 
 
 def read_examples(
     path: str | os.PathLike[str], *, task: str = "default", labelled: bool = True
-) -> list[Labelled]:
+) -> list[Example]:
     """The examples of a JSON-lines or CSV file (``.gz`` too); ``labelled`` requires a label on each."""
     file = Path(path)
     if not file.is_file():
         raise ValidationError(f"cannot read {str(file)!r}: no such file")
     kind = row_file_kind(file)
-    out: list[Labelled] = []
+    out: list[Example] = []
     for number, raw in read_rows(file, kind):
         where = row_name(file, kind, number)
         row = _from_csv(raw, where) if kind == "csv" else raw
@@ -62,7 +51,7 @@ def read_examples(
             raise ValidationError(f"{where}: 'task' must be a non-empty string, got {name!r}")
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             raise ValidationError(f"{where}: 'tags' must be a list of strings, got {tags!r}")
-        out.append(Labelled(text, None if label is None else str(label), name, tuple(tags)))
+        out.append(Example(text, None if label is None else str(label), name, tags=tuple(tags)))
     if not out:
         raise ValidationError(f"{str(file)!r} holds no examples")
     return out
@@ -78,22 +67,22 @@ def _from_csv(row: dict[str, object], where: str) -> dict[str, object]:
     return found
 
 
-def data_digest(examples: Sequence[Labelled]) -> str:
+def data_digest(examples: Sequence[Example]) -> str:
     """A short digest of the examples (order-free): the same data names the same update."""
     rows = sorted(json.dumps([e.text, e.label, e.task, list(e.tags)]) for e in examples)
     return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()[:12]
 
 
 def split_heldout(
-    examples: Sequence[Labelled], share: float, *, rng: np.random.Generator
-) -> tuple[list[Labelled], list[Labelled]]:
+    examples: Sequence[Example], share: float, *, rng: np.random.Generator
+) -> tuple[list[Example], list[Example]]:
     """(train, held out): ``share`` of each task and label's examples held out, at least one of a group
     of two or more when ``share`` > 0, never the whole group."""
-    groups: dict[tuple[str, str | None], list[Labelled]] = {}
+    groups: dict[tuple[str, str | None], list[Example]] = {}
     for ex in examples:
         groups.setdefault((ex.task, ex.label), []).append(ex)
-    train: list[Labelled] = []
-    held: list[Labelled] = []
+    train: list[Example] = []
+    held: list[Example] = []
     for key in sorted(groups, key=lambda k: (k[0], str(k[1]))):
         members = groups[key]
         order = rng.permutation(len(members))
@@ -106,7 +95,7 @@ def split_heldout(
 
 
 def to_memory(
-    memory: RehearsalMemory, examples: Sequence[Labelled], vectors: np.ndarray | None = None
+    memory: RehearsalMemory, examples: Sequence[Example], vectors: np.ndarray | None = None
 ) -> list[int]:
     if not examples:
         return []
@@ -114,7 +103,7 @@ def to_memory(
     return memory.add(texts, metadata=[e.metadata() for e in examples], vectors=vectors)
 
 
-def suite_examples(suite: RehearsalMemory, tasks: Sequence[str]) -> list[Labelled]:
+def suite_examples(suite: RehearsalMemory, tasks: Sequence[str]) -> list[Example]:
     """The suite's examples of ``tasks``, in id order."""
     ids = suite.ids({"task": {"$in": list(tasks)}}) if tasks else []
     if not ids:
@@ -122,6 +111,8 @@ def suite_examples(suite: RehearsalMemory, tasks: Sequence[str]) -> list[Labelle
     rows = suite.entries(ids)
     texts = suite.get_texts(ids)
     return [
-        Labelled(text, None if rows[i].label is None else str(rows[i].label), str(rows[i].task), rows[i].tags)
+        Example(
+            text, None if rows[i].label is None else str(rows[i].label), str(rows[i].task), tags=rows[i].tags
+        )
         for i, text in zip(ids, texts, strict=True)
     ]

@@ -21,7 +21,6 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.evaluate import score, timed_latency
 from rehearsal.deployment.examples import (
-    Labelled,
     data_digest,
     read_examples,
     split_heldout,
@@ -32,6 +31,7 @@ from rehearsal.deployment.model import SHARED, DeployedModel
 from rehearsal.deployment.result import UpdateResult, deployment_keys
 from rehearsal.deployment.training import train_candidate
 from rehearsal.errors import NotFoundError, ValidationError
+from rehearsal.examples import Example
 from rehearsal.governance.audited import AuditedMemory
 from rehearsal.governance.updates import UpdateRecord, govern_update
 from rehearsal.governance.versions import start_sealed
@@ -42,7 +42,7 @@ from rehearsal.training.handoff import RunHandoff
 __all__ = ["init_deployment"]
 
 
-def _memory_examples(memory: RehearsalMemory, names: list[str] | None) -> tuple[list[int], list[Labelled]]:
+def _memory_examples(memory: RehearsalMemory, names: list[str] | None) -> tuple[list[int], list[Example]]:
     """The memory's labelled entries as examples; int labels become ``names[label]`` (a run's ids)."""
     ids = memory.ids()
     rows = memory.entries(ids)
@@ -52,11 +52,11 @@ def _memory_examples(memory: RehearsalMemory, names: list[str] | None) -> tuple[
     for i, text in zip(keep, texts, strict=True):
         label = rows[i].label
         name = names[label] if names is not None and isinstance(label, int) else str(label)
-        out.append(Labelled(text, name, rows[i].task or "default", rows[i].tags))
+        out.append(Example(text, name, rows[i].task or "default", tags=rows[i].tags))
     return keep, out
 
 
-def _label_order(memory: RehearsalMemory, examples: list[Labelled], names: list[str] | None) -> list[str]:
+def _label_order(memory: RehearsalMemory, examples: list[Example], names: list[str] | None) -> list[str]:
     """Head outputs in an order that keeps the memory's int labels equal to their output index."""
     if names is not None:
         return list(names)
@@ -85,10 +85,10 @@ def init_deployment(
     if (memory is None) == (from_run is None):
         raise ValidationError("give exactly one of a memory folder and a finished run's folder")
     names: list[str] | None = None
-    tests: list[Labelled] = []
+    tests: list[Example] = []
     if from_run is not None:
         source, names, model = from_run.memory, list(from_run.labels), model or from_run.model
-        tests = [Labelled(text, label, task) for text, label, task in from_run.tests]
+        tests = list(from_run.tests)
     else:
         source = Path(str(memory))
         if not is_memory_folder(source):
@@ -121,7 +121,7 @@ def _first_version(
     dep: Deployment,
     source: Path,
     names: list[str] | None,
-    tests: list[Labelled],
+    tests: list[Example],
     suite: str | os.PathLike[str] | None,
 ) -> UpdateResult:
     """Copy the memory in, cut the suite, train and record the first version (init's body)."""
@@ -181,10 +181,10 @@ def _cut_suite(
     audited: AuditedMemory,
     config: DeploymentConfig,
     ids: list[int],
-    examples: list[Labelled],
-    tests: list[Labelled],
+    examples: list[Example],
+    tests: list[Example],
     suite: str | os.PathLike[str] | None,
-) -> tuple[list[Labelled], list[Labelled]]:
+) -> tuple[list[Example], list[Example]]:
     """(training examples, test suite): the suite file when one is given, the tests handed in, or else a
     held-out share of the memory's examples, which then leave the memory (they must not be trained on)."""
     if suite is not None:
@@ -197,7 +197,7 @@ def _cut_suite(
     return train, held
 
 
-def _labels_by_task(examples: list[Labelled]) -> dict[str, list[str]]:
+def _labels_by_task(examples: list[Example]) -> dict[str, list[str]]:
     """Each task's labels in order of first appearance."""
     tasks: dict[str, list[str]] = {}
     for ex in examples:
@@ -206,7 +206,7 @@ def _labels_by_task(examples: list[Labelled]) -> dict[str, list[str]]:
     return tasks
 
 
-def _first_metrics(first: DeployedModel, tests: list[Labelled], mem: RehearsalMemory) -> dict[str, Any]:
+def _first_metrics(first: DeployedModel, tests: list[Example], mem: RehearsalMemory) -> dict[str, Any]:
     """The first version's numbers on the suite, as every later version records them."""
     scored = score(first, tests, mem)
     return {

@@ -22,11 +22,12 @@ import numpy as np
 
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.deployment.evaluate import latency_summary
-from rehearsal.deployment.examples import Labelled, read_examples
+from rehearsal.deployment.examples import read_examples
 from rehearsal.deployment.folder import Deployment
 from rehearsal.deployment.model import DeployedModel
 from rehearsal.deployment.result import deployment_keys
 from rehearsal.errors import ConfigError, ValidationError
+from rehearsal.examples import Example
 from rehearsal.governance.audit_log import safe_token
 from rehearsal.memory.facade import RehearsalMemory
 
@@ -42,21 +43,21 @@ def canary_arm(text: str, fraction: float) -> bool:
     return bucket < round(fraction * _BUCKETS)
 
 
-def _accuracy(rows: Sequence[tuple[Labelled, str]]) -> float | None:
+def _accuracy(rows: Sequence[tuple[Example, str]]) -> float | None:
     labelled = [(ex, answer) for ex, answer in rows if ex.label is not None]
     return round(float(np.mean([a == ex.label for ex, a in labelled])), 6) if labelled else None
 
 
 def _arm(
-    model: DeployedModel, requests: Sequence[Labelled], memory: RehearsalMemory, safety: Sequence[str]
-) -> tuple[dict[str, Any], list[tuple[Labelled, str]]]:
+    model: DeployedModel, requests: Sequence[Example], memory: RehearsalMemory, safety: Sequence[str]
+) -> tuple[dict[str, Any], list[tuple[Example, str]]]:
     answers, latencies = model.timed_predict([r.text for r in requests], memory)
     rows = list(zip(requests, answers, strict=True))
     return _summary(model, rows, latencies, safety), rows
 
 
 def _summary(
-    model: DeployedModel, rows: list[tuple[Labelled, str]], latencies: list[float], safety: Sequence[str]
+    model: DeployedModel, rows: list[tuple[Example, str]], latencies: list[float], safety: Sequence[str]
 ) -> dict[str, Any]:
     requests = [r for r, _ in rows]
     old = set(model.state.tasks)
@@ -120,7 +121,7 @@ def shadow(
 
 
 def _correct(
-    answers: dict[str, list[tuple[Labelled, str]]], safety: Sequence[str]
+    answers: dict[str, list[tuple[Example, str]]], safety: Sequence[str]
 ) -> dict[str, dict[str, list[int]]]:
     """Per arm, 1/0 for each labelled request (in order) and for the safety-tagged ones among them."""
 

@@ -38,7 +38,6 @@ import numpy as np
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.deployment.evaluate import score, timed_latency, unlearned_tasks
 from rehearsal.deployment.examples import (
-    Labelled,
     data_digest,
     read_examples,
     split_heldout,
@@ -52,6 +51,7 @@ from rehearsal.deployment.result import UpdateResult, deployment_keys
 from rehearsal.deployment.stage_failure import discard_failed_stage
 from rehearsal.deployment.training import train_candidate
 from rehearsal.errors import ConfigError, IntegrityError, UpdateBlockedError, ValidationError
+from rehearsal.examples import Example
 from rehearsal.governance.audit_log import AuditLog, safe_token
 from rehearsal.governance.audited import AuditedMemory, last_audited_generation
 from rehearsal.governance.gate import NEEDS_APPROVAL, evaluate_gate
@@ -71,7 +71,7 @@ from rehearsal.methods.inference import embed_texts
 __all__ = ["UpdateResult", "approve", "deployment_keys", "promote", "rollback", "update"]
 
 
-def _grown_state(state: VersionState, uid: str, examples: list[Labelled], capacity: int) -> VersionState:
+def _grown_state(state: VersionState, uid: str, examples: list[Example], capacity: int) -> VersionState:
     labels = list(state.labels)
     for ex in examples:
         if ex.label is not None and ex.label not in labels:
@@ -93,8 +93,8 @@ def _measure(
     dep: Deployment,
     current: DeployedModel,
     candidate: DeployedModel,
-    old_suite: list[Labelled],
-    held: list[Labelled],
+    old_suite: list[Example],
+    held: list[Example],
     memory: RehearsalMemory,
     add_new: Callable[[], object],
 ) -> tuple[dict[str, float], dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
@@ -122,7 +122,7 @@ def _measure(
 
 def update(
     path: str | os.PathLike[str],
-    data: str | os.PathLike[str] | list[Labelled],
+    data: str | os.PathLike[str] | list[Example],
     *,
     keys: KeyRing | None = None,
     task: str = "default",
@@ -188,7 +188,7 @@ def _plan(
     memory: RehearsalMemory,
     state: VersionState,
     vectors: np.ndarray,
-    train: list[Labelled],
+    train: list[Example],
     log: AuditLog,
     uid: str,
 ) -> tuple[list[Part], dict[str, Any] | None]:
@@ -203,7 +203,7 @@ def _plan(
 
 def _admit(
     memory: RehearsalMemory,
-    train: list[Labelled],
+    train: list[Example],
     vectors: np.ndarray,
     candidate: DeployedModel,
     batch: int | None,
@@ -216,7 +216,7 @@ def _admit(
     candidate.fit_router(memory)
 
 
-def _into_suite(suite: RehearsalMemory, held: list[Labelled], state: VersionState) -> list[int]:
+def _into_suite(suite: RehearsalMemory, held: list[Example], state: VersionState) -> list[int]:
     """The update's held-out examples join the test suite (their ids returned); the candidate's ``state``
     records where the suite ends."""
     suite_ids = to_memory(suite, held)
@@ -238,7 +238,7 @@ def _train_parts(
     dep: Deployment,
     candidate: DeployedModel,
     parts: Sequence[Part],
-    train: Sequence[Labelled],
+    train: Sequence[Example],
     vectors: np.ndarray,
     memory: RehearsalMemory,
     current_weights: Path,

@@ -24,5 +24,5 @@ def run_handoff(run_dir: str | os.PathLike[str]) -> RunHandoff:
         raise NotFoundError(f"{str(folder)!r} is not a finished 'rehearsal run' with a memory")
     config = saved_config(json.loads(state_file.read_text(encoding="utf-8"))["config"])
     stream = load_stream(config)
-    tests = [(ex.text, ex.label, ex.task) for task in stream.tasks for ex in task.test]
+    tests = [ex for task in stream.tasks for ex in task.test]
     return RunHandoff(run_memory(folder), list(stream.labels), tests, config.model)

@@ -57,8 +57,8 @@ def probe_sets(stream: TaskStream, per_class: int) -> dict[str, tuple[list[str],
         texts: list[str] = []
         labels: list[int] = []
         for ex in task.test:
-            if taken.get(ex.label, 0) < per_class:
-                taken[ex.label] = taken.get(ex.label, 0) + 1
+            if taken.get(ex.known_label, 0) < per_class:
+                taken[ex.known_label] = taken.get(ex.known_label, 0) + 1
                 texts.append(ex.text)
                 labels.append(stream.label_id(ex.label))
         out[task.name] = (texts, labels)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rehearsal.errors import NotFoundError, ValidationError
+from rehearsal.examples import Example
 from rehearsal.row_files import read_rows, row_file_kind, row_name
 
 __all__ = [
@@ -41,13 +42,6 @@ _SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
-class Example:
-    text: str
-    label: str
-    task: str
-
-
-@dataclass(frozen=True)
 class Task:
     name: str
     train: tuple[Example, ...]
@@ -57,7 +51,7 @@ class Task:
     @classmethod
     def from_examples(cls, name: str, train: Iterable[Example], test: Iterable[Example]) -> Task:
         train, test = tuple(train), tuple(test)
-        return cls(name, train, test, tuple(sorted({ex.label for ex in train + test})))
+        return cls(name, train, test, tuple(sorted({ex.known_label for ex in train + test})))
 
 
 @dataclass(frozen=True)
@@ -82,9 +76,12 @@ class TaskStream:
         tasks = tuple(tasks)
         return cls(tasks, _stream_labels(tasks))
 
-    def label_id(self, label: str) -> int:
-        """Index of ``label`` in :attr:`labels`, the output index of a shared classification head."""
+    def label_id(self, label: str | None) -> int:
+        """Index of ``label`` in :attr:`labels`, the output index of a shared classification head (an
+        example's label, so None, an unlabelled example's, is refused like an unknown one)."""
         ids: dict[str, int] = self.__dict__["_label_ids"]
+        if label is None:
+            raise ValidationError("an unlabelled example has no label id in this stream")
         if label not in ids:
             raise NotFoundError(f"unknown label {label!r}; this stream has {len(self.labels)} labels")
         return ids[label]
@@ -147,7 +144,7 @@ def load_bundled_stream(
     groups: dict[tuple[str, str, str], list[Example]] = {}
     for split, example in _bundled_examples(file):
         if example.task in names:
-            groups.setdefault((example.task, split, example.label), []).append(example)
+            groups.setdefault((example.task, split, example.known_label), []).append(example)
     for (task, split, label), examples in groups.items():
         examples[:] = _subsample(examples, limit[split], seed=seed, salt=salt(task, split, label))
 
@@ -223,7 +220,7 @@ def load_jsonl_stream(
         train, test, unsplit = buckets.setdefault(example.task, ([], [], {}))
         split = rec.get(split_field) or None  # an empty CSV cell is "no split"
         if split is None:
-            unsplit.setdefault(example.label, []).append(example)
+            unsplit.setdefault(example.known_label, []).append(example)
         elif split in _SPLITS:
             (train if split == "train" else test).append(example)
         else:

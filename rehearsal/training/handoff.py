@@ -9,15 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rehearsal.examples import Example
+
 __all__ = ["RunHandoff"]
 
 
 @dataclass(frozen=True)
 class RunHandoff:
     """A finished run's memory folder, its stream's label names (a run's memory stores label ids, which
-    index them), its test examples as (text, label, task), and the model it started from."""
+    index them), its test examples, and the model it started from."""
 
     memory: Path
     labels: list[str]
-    tests: list[tuple[str, str, str]]
+    tests: list[Example]
     model: str | None

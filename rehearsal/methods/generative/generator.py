@@ -27,24 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal.errors import ConfigError
+from rehearsal.examples import Example
 from rehearsal.methods.generative.config import GenerativeConfig
 from rehearsal.methods.generative.prompts import clean_generation, prompt, training_text
 
-__all__ = ["ClassGenerator", "Example", "GenerationCost", "load_causal_lm", "smollm2_files"]
+__all__ = ["ClassGenerator", "GenerationCost", "load_causal_lm", "smollm2_files"]
 
 _LEDGER = "tenants.json"
 # Attention projections to adapt, by model family (the first family whose names all occur wins).
 _TARGETS = (("q_proj", "k_proj", "v_proj", "o_proj"), ("c_attn",), ("query", "value"))
-
-
-@dataclass(frozen=True)
-class Example:
-    """One example the generator may learn from: its task, class name, text and owner."""
-
-    task: str
-    label: str
-    text: str
-    tenant: str = "default"
 
 
 @dataclass
@@ -173,8 +164,9 @@ class ClassGenerator:
         """(input ids, labels): the prompt's tokens are context only (label -100); the text and the
         end-of-text token are what the loss teaches."""
         cfg, tok = self.config, self.tokenizer
-        head = tok(prompt(example.task, example.label), add_special_tokens=False)["input_ids"]
-        full = tok(training_text(example.task, example.label, example.text), add_special_tokens=False)
+        label = example.known_label
+        head = tok(prompt(example.task, label), add_special_tokens=False)["input_ids"]
+        full = tok(training_text(example.task, label, example.text), add_special_tokens=False)
         ids = [*list(full["input_ids"])[: cfg.max_length - 1], int(tok.eos_token_id)]
         labels = [-100] * min(len(head), len(ids) - 1) + ids[min(len(head), len(ids) - 1) :]
         return ids, labels

@@ -24,9 +24,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rehearsal.examples import Example
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.generative.config import GenerativeConfig
-from rehearsal.methods.generative.generator import ClassGenerator, Example
+from rehearsal.methods.generative.generator import ClassGenerator
 from rehearsal.methods.generative.guide import GuideVerdict, MemoryGuide
 from rehearsal.methods.generative.memorisation import copy_report, make_canaries
 from rehearsal.methods.generative.pool import Generated, GeneratedPool
@@ -108,7 +109,8 @@ def _real_examples(ctx: PhaseContext, per_class: int | None, rng: np.random.Gene
             members = [e for e in task.train if e.label == label]
             take = len(members) if per_class is None else min(per_class, len(members))
             out.extend(
-                Example(task.name, label, members[int(i)].text) for i in rng.permutation(len(members))[:take]
+                Example(text=members[int(i)].text, label=label, task=task.name)
+                for i in rng.permutation(len(members))[:take]
             )
     return out
 
@@ -123,8 +125,13 @@ def write_pool(generator: ClassGenerator, ctx: PhaseContext, memory: RehearsalMe
     real = _real_examples(ctx, cfg.train_per_class, rng)
     canaries = make_canaries(cfg.canaries, rng=rng) if ctx.phase == 0 else []
     labels = [lab for task in ctx.tasks for lab in task.labels]
-    planted = [Example(ctx.tasks[0].name, labels[i % len(labels)], c) for i, c in enumerate(canaries)]
-    own = [Example(e.task, e.label_name, e.text) for e in pool.per_class(cfg.replay_per_class, rng)]
+    planted = [
+        Example(text=c, label=labels[i % len(labels)], task=ctx.tasks[0].name) for i, c in enumerate(canaries)
+    ]
+    own = [
+        Example(text=e.text, label=e.label_name, task=e.task)
+        for e in pool.per_class(cfg.replay_per_class, rng)
+    ]
     logs: dict[str, float] = generator.learn([*real, *planted, *own], seed=ctx.config.seed + ctx.phase)
     logs["generator_self_replay"] = float(len(own))
     requests = [(task.name, lab) for task in ctx.tasks for lab in task.labels for _ in range(cfg.to_generate)]
