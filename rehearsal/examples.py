@@ -2,8 +2,10 @@
 
 A run's task streams (``rehearsal.runner.tasks``), a deployment's update data and shadow requests
 (``rehearsal.deployment.examples``) and the generator's training data (``rehearsal.methods.generative``)
-all hold these. ``label`` is None only for a request that has not been labelled yet (``rehearsal shadow``);
-whatever learns from an example asks for :attr:`Example.known_label`, which refuses an unlabelled one.
+all hold these. ``label`` is None only for a request that has not been labelled yet (``rehearsal shadow``).
+Code that needs the label as a string reads :attr:`Example.known_label`, which refuses an unlabelled
+example (a stream's tasks read it, so a stream never holds one); an update refuses unlabelled data where
+it reads its file (``read_examples``).
 ``tags`` are governance tags (``safety``, ``urgent``); ``tenant`` names whose data it is, for erasure.
 
 Not to be confused with an ingest row (``rehearsal.cli.records.Record``): text and free metadata on its
