@@ -12,7 +12,8 @@ recall but ran no faster than fp32. The rewrite below keeps what those lose:
   MatMul over just those channels, added back), and the rest are smoothed (SmoothQuant: divide activation
   channel j by s_j and multiply weight row j by s_j, which moves range from activations into weights);
 - weights are int8, symmetric, one scale per output column;
-- MatMuls that read the same activation (query, key, value) share one quantization and one int8 MatMul.
+- MatMuls that read the same activation (query, key, value) share one quantization of it;
+- the per-token scale goes into ORT's MatMulIntegerToFloat, so the output takes no extra pass.
 
 Measured in ``benchmarks/encoder_int8.py``; the table is in ``benchmarks/RESULTS.md``.
 """
@@ -23,6 +24,7 @@ import gzip
 import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ SMOOTHING_ALPHA = 0.5
 CALIBRATION_TEXTS = 256
 # Written into the cache key: a change here must not reuse a model quantized the old way.
 RECIPE = {
-    "version": 1,
+    "version": 2,
     "outlier_channels": OUTLIER_CHANNELS,
     "smoothing_alpha": SMOOTHING_ALPHA,
     "calibration_texts": CALIBRATION_TEXTS,
@@ -159,34 +161,38 @@ def quantize_graph(
     for node in graph.node:
         if node.op_type == "MatMul" and node.input[1] in weights:
             groups.setdefault(node.input[0], []).append(node)
-    rewritten = {id(node) for users in groups.values() for node in users}
+    skipped = {id(node) for users in groups.values() for node in users}
     builder = _Builder(graph)
     nodes: list[Any] = []
     for node in graph.node:
-        if id(node) not in rewritten:
+        if id(node) not in skipped:
             nodes.append(node)
         elif node is groups[node.input[0]][0]:  # the group's first user: its inputs exist by now
-            users = groups[node.input[0]]
-            matrices = [onnx.numpy_helper.to_array(weights[u.input[1]]) for u in users]
-            nodes += builder.int8_matmul(
-                node.input[0],
-                matrices,
-                [u.output[0] for u in users],
-                ranges[node.input[0]],
-                outliers,
-                alpha if smooth else None,
-            )
-    for users in groups.values():
-        for user in users:
-            graph.initializer.remove(weights[user.input[1]])
+            users = [
+                _User(onnx.numpy_helper.to_array(weights[u.input[1]]), u.output[0])
+                for u in groups[node.input[0]]
+            ]
+            peak = ranges[node.input[0]]
+            nodes += builder.int8_matmul(node.input[0], users, peak, outliers, alpha if smooth else None)
+    for matmuls in groups.values():
+        for matmul in matmuls:
+            graph.initializer.remove(weights[matmul.input[1]])
     del graph.node[:]
     graph.node.extend(nodes)
     out.opset_import.append(onnx.helper.make_opsetid(_MS_DOMAIN, 1))
     return out
 
 
+@dataclass(frozen=True)
+class _User:
+    """One MatMul by a weight: its matrix (in, out) and the tensor its result goes to."""
+
+    matrix: np.ndarray
+    output: str
+
+
 class _Builder:
-    """Adds the constants and nodes of int8 MatMuls to one graph, naming each after its activation."""
+    """Adds the constants and nodes of int8 MatMuls to one graph, naming each after a counter."""
 
     def __init__(self, graph: Any) -> None:
         self._graph = graph
@@ -203,43 +209,21 @@ class _Builder:
         return name
 
     def int8_matmul(
-        self,
-        x: str,
-        matrices: list[np.ndarray],
-        outputs: list[str],
-        peak: np.ndarray,
-        outliers: int,
-        alpha: float | None,
+        self, x: str, users: list[_User], peak: np.ndarray, outliers: int, alpha: float | None
     ) -> list[Any]:
-        """Nodes computing ``x @ m`` for each of ``matrices`` into ``outputs``; ``peak`` is x's per-channel
-        calibration range."""
+        """Nodes computing each user's ``x @ matrix`` into its output from one quantization of
+        ``x``; ``peak`` is x's per-channel calibration range."""
         from onnx import helper
 
         self._count += 1
         p = f"q{self._count}"
-        w = np.concatenate(matrices, axis=1).astype(np.float32)  # (in, sum of outs)
+        rows = np.max([np.abs(u.matrix).max(axis=1) for u in users], axis=0)
         keep = np.argsort(-peak)[:outliers]
-        nodes = []
-        if outliers:
-            # A one-hot (in, k) MatMul picks the channels: ORT's Gather along the last axis costs more.
-            pick = np.zeros((w.shape[0], len(keep)), np.float32)
-            pick[keep, np.arange(len(keep))] = 1.0
-            self._const(f"{p}_outlier_pick", pick)
-            self._const(f"{p}_outlier_w", w[keep].copy())
-            nodes += [
-                helper.make_node("MatMul", [x, f"{p}_outlier_pick"], [f"{p}_xo"]),
-                helper.make_node("MatMul", [f"{p}_xo", f"{p}_outlier_w"], [f"{p}_yo"]),
-            ]
-        smooth = np.ones(len(peak), np.float32) if alpha is None else _smoothing(peak, w, keep, alpha)
-        w = w * smooth[:, None]
-        w[keep] = 0.0
+        smooth = np.ones(len(peak), np.float32) if alpha is None else _smoothing(peak, rows, keep, alpha)
         inverse = (1.0 / smooth).astype(np.float32)
-        inverse[keep] = 0.0  # those channels went through the fp32 MatMul above
-        col_scale = (np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0).astype(np.float32)
-        self._const(f"{p}_w", np.clip(np.round(w / col_scale), -127, 127).astype(np.int8))
-        self._const(f"{p}_w_scale", col_scale)
+        inverse[keep] = 0.0  # those channels go through the fp32 branch below
         self._const(f"{p}_inverse", inverse)
-        nodes += [
+        nodes = [
             helper.make_node("Mul", [x, f"{p}_inverse"], [f"{p}_xs"]),
             helper.make_node("Abs", [f"{p}_xs"], [f"{p}_abs"]),
             helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_peak"], axes=[-1], keepdims=1),
@@ -247,32 +231,46 @@ class _Builder:
             helper.make_node("Div", [f"{p}_peak1", "q_levels"], [f"{p}_step"]),
             helper.make_node("Div", [f"{p}_xs", f"{p}_step"], [f"{p}_xn"]),
             helper.make_node("QuantizeLinear", [f"{p}_xn", "q_one", "q_zero_point"], [f"{p}_xq"]),
-            helper.make_node(
-                "MatMulIntegerToFloat",
-                [f"{p}_xq", f"{p}_w", "q_one", f"{p}_w_scale", "q_zero_point"],
-                [f"{p}_acc"],
-                domain=_MS_DOMAIN,
-            ),
         ]
-        total = f"{p}_y" if len(outputs) > 1 else outputs[0]
         if outliers:
-            nodes += [
-                helper.make_node("Mul", [f"{p}_acc", f"{p}_step"], [f"{p}_yq"]),
-                helper.make_node("Add", [f"{p}_yq", f"{p}_yo"], [total]),
-            ]
-        else:
-            nodes.append(helper.make_node("Mul", [f"{p}_acc", f"{p}_step"], [total]))
-        if len(outputs) > 1:
-            widths = self._const(f"{p}_widths", np.array([m.shape[1] for m in matrices], np.int64))
-            nodes.append(helper.make_node("Split", [total, widths], outputs, axis=-1))
+            # A one-hot (in, k) MatMul picks the channels: ORT's Gather along the last axis costs more.
+            pick = np.zeros((len(peak), len(keep)), np.float32)
+            pick[keep, np.arange(len(keep))] = 1.0
+            self._const(f"{p}_pick", pick)
+            nodes.append(helper.make_node("MatMul", [x, f"{p}_pick"], [f"{p}_xo"]))
+        for i, user in enumerate(users):
+            nodes += self._user_nodes(f"{p}_{i}", p, user, smooth, keep)
         return nodes
 
+    def _user_nodes(self, u: str, p: str, user: _User, smooth: np.ndarray, keep: np.ndarray) -> list[Any]:
+        """One user's int8 MatMul of the shared quantized input (the per-token step is its A scale, one
+        per row, so the output takes no extra pass), plus its fp32 outlier product. The bias stays in
+        the Add after it: MatMulIntegerToFloat's own bias input came out wrong with a per-row scale,
+        and carrying it in the fp32 product measured no faster."""
+        from onnx import helper
 
-def _smoothing(peak: np.ndarray, w: np.ndarray, outliers: np.ndarray, alpha: float) -> np.ndarray:
-    """SmoothQuant's per-channel factor max|x_j|^a / max|w_j|^(1-a), clipped so no channel is scaled
-    beyond 100x either way; the outlier channels (handled in fp32) are left at 1."""
+        w = user.matrix.astype(np.float32) * smooth[:, None]
+        w[keep] = 0.0
+        col_scale = (np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0).astype(np.float32)
+        self._const(f"{u}_w", np.clip(np.round(w / col_scale), -127, 127).astype(np.int8))
+        self._const(f"{u}_w_scale", col_scale)
+        inputs = [f"{p}_xq", f"{u}_w", f"{p}_step", f"{u}_w_scale", "q_zero_point"]
+        if not len(keep):
+            return [helper.make_node("MatMulIntegerToFloat", inputs, [user.output], domain=_MS_DOMAIN)]
+        self._const(f"{u}_outlier_w", user.matrix[keep].astype(np.float32))
+        return [
+            helper.make_node("MatMulIntegerToFloat", inputs, [f"{u}_yq"], domain=_MS_DOMAIN),
+            helper.make_node("MatMul", [f"{p}_xo", f"{u}_outlier_w"], [f"{u}_yo"]),
+            helper.make_node("Add", [f"{u}_yq", f"{u}_yo"], [user.output]),
+        ]
+
+
+def _smoothing(peak: np.ndarray, rows: np.ndarray, outliers: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's per-channel factor max|x_j|^a / max|w_j|^(1-a) (``rows``: max|w_j| over every
+    matrix that reads x), clipped so no channel is scaled beyond 100x either way; the outlier channels
+    (handled in fp32) are left at 1."""
     acts = np.maximum(peak.astype(np.float64), 1e-5)
-    rows = np.maximum(np.abs(w).max(axis=1).astype(np.float64), 1e-5)
-    factor = np.clip(acts**alpha / rows ** (1.0 - alpha), 1e-2, 1e2)
+    weights = np.maximum(rows.astype(np.float64), 1e-5)
+    factor = np.clip(acts**alpha / weights ** (1.0 - alpha), 1e-2, 1e2)
     factor[outliers] = 1.0
     return np.asarray(factor, dtype=np.float32)
