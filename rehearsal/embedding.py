@@ -10,11 +10,14 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from rehearsal.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from rehearsal.int8_runtime import Int8Runner
 
 __all__ = [
     "BACKEND_MARK",
@@ -33,7 +36,7 @@ __all__ = [
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # The arithmetic an encoder can run in; a non-reference one is written into its name after the mark.
-ENCODER_BACKENDS = ("fp32", "bf16", "auto")
+ENCODER_BACKENDS = ("fp32", "bf16", "int8", "auto")
 BACKEND_MARK = "+"
 _DEFAULT_DIM = 384  # all-MiniLM-L6-v2
 
@@ -99,11 +102,19 @@ class SentenceTransformerEncoder:
     ) -> None:
         """``backend`` is the arithmetic of the forward pass: ``fp32`` (the reference), ``bf16``
         (autocast; about twice as fast on CPUs with native bf16, neighbours within 1% of fp32's) or
-        ``auto`` (bf16 where the CPU has it natively, else fp32). A bf16 encoder's name carries
-        ``+bf16``, so a memory records it and refuses to mix its vectors with fp32 ones."""
+        ``int8`` (an int8 ONNX Runtime model built from this one at first use and cached; CPU only,
+        needs ``rehearsal[int8]``; neighbours within about 2% of fp32's) or ``auto`` (bf16 where the
+        CPU has it natively, else fp32). A non-fp32 encoder's name carries ``+bf16`` or ``+int8``, so a
+        memory records it and refuses to mix its vectors with another arithmetic's."""
         if batch_size < 1:
             raise ConfigError(f"'batch_size' must be >= 1, got {batch_size}")
         self.backend = resolve_backend(backend, device)
+        if self.backend == "int8":
+            if not device.startswith("cpu"):
+                raise ConfigError(f"the int8 encoder backend runs on the CPU only, got device {device!r}")
+            from rehearsal.int8_runtime import require_onnxruntime
+
+            require_onnxruntime()  # before the model loads: a missing package fails in a second
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_dir():
             raise ConfigError(f"encoder model folder not found: {str(path)!r}")
@@ -128,6 +139,17 @@ class SentenceTransformerEncoder:
             raise ConfigError(f"model at {str(path)!r} does not report an embedding dimension")
         self._dim = dim
         self.batch_size = batch_size
+        self._int8: Int8Runner | None = None
+        if self.backend == "int8":
+            import torch
+
+            from rehearsal.int8_runtime import Int8Runner
+
+            # The same truncation as the torch model: its own limit where none was given.
+            length = max_seq_length or self._model.max_seq_length
+            if length is None:
+                raise ConfigError(f"model at {str(path)!r} sets no max_seq_length: pass one for int8")
+            self._int8 = Int8Runner(path, self._model.tokenizer, length, threads=torch.get_num_threads())
 
     @property
     def name(self) -> str:
@@ -146,6 +168,8 @@ class SentenceTransformerEncoder:
         texts = _checked_texts(texts)
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        if self._int8 is not None:
+            return self._int8.encode(texts, self.batch_size)
         with self._arithmetic():
             vectors = self._model.encode(
                 list(texts),
@@ -182,7 +206,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:
-    """``fp32`` or ``bf16`` for the ``backend`` asked for (``auto`` decided for this machine)."""
+    """``fp32``, ``bf16`` or ``int8`` for the ``backend`` asked for (``auto`` decided for this machine:
+    it never picks int8, whose neighbours move more than bf16's)."""
     if backend not in ENCODER_BACKENDS:
         raise ConfigError(f"encoder backend must be one of {list(ENCODER_BACKENDS)}, got {backend!r}")
     if backend == "auto":

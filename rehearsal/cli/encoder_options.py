@@ -4,8 +4,8 @@ A memory records its encoder's name (for a model folder: the folder's name) and 
 another; the CLI cannot load a non-default model by name, so a memory made with ``--encoder`` needs the
 same option on every verb that embeds, and says so when it is missing. ``--device`` (``cuda``, ``mps``,
 ``cuda:1``) moves the encoder off the CPU; it changes speed, not vectors. ``--encoder-backend bf16`` changes
-both a little (neighbours within 1% of fp32's), so a memory records it in its encoder's name and refuses
-the other arithmetic.
+both a little (neighbours within 1% of fp32's), ``int8`` a little more (about 2%; CPU only, needs the
+``int8`` extra), so a memory records the backend in its encoder's name and refuses another arithmetic.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="where the encoder runs: cpu (default), cuda, cuda:1, mps")
     p.add_argument(
         "--encoder-backend",
-        choices=("fp32", "bf16", "auto"),
+        choices=("fp32", "bf16", "int8", "auto"),
         help="the encoder's arithmetic for a new memory: fp32 (default, the reference), bf16 (about 2x "
-        "faster on CPUs with native bf16), auto (bf16 where native); an existing memory uses its own",
+        "faster on CPUs with native bf16), int8 (ONNX Runtime, built at first use; pip install "
+        "'rehearsal[int8]'), auto (bf16 where native); an existing memory uses its own",
     )
 
 
