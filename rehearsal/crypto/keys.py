@@ -21,6 +21,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from rehearsal._files import create_new
 from rehearsal.errors import MissingKeyError, ValidationError, WrongKeyError
 
 __all__ = [
@@ -180,13 +182,11 @@ class KeyRing:
         file is never overwritten: losing the old key would lose everything sealed with it."""
         shown = os.fspath(path)
         try:
-            fd = os.open(shown, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            create_new(Path(shown), (self.export_base64() + "\n").encode("ascii"), mode=0o600)
         except FileExistsError:
             raise ValidationError(f"{shown!r} exists; a key file is never overwritten") from None
         except OSError as exc:
             raise ValidationError(f"cannot create {shown!r}: {exc.strerror}") from None
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(self.export_base64() + "\n")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KeyRing:

@@ -39,7 +39,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from rehearsal._files import atomic_write
+from rehearsal._files import write_json
 from rehearsal.crypto.keys import KeyRing, same_tag
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.seal import config_tag, seal_weights, verify_weights
@@ -80,10 +80,6 @@ def has_pending(path: str | os.PathLike[str]) -> bool:
     """Whether the deployment in ``path`` has a staged candidate waiting for promote (unchecked: opening
     the deployment verifies the file)."""
     return (Path(path) / PENDING_FILE).is_file()
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rehearsal._files import write_json
 from rehearsal.crypto.keys import KeyRing, same_tag
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.folder import (
@@ -41,7 +42,6 @@ from rehearsal.deployment.folder import (
     read_json,
     sealed_pending,
     write_config,
-    write_json,
 )
 from rehearsal.deployment.seal import is_unbound, seal_weights, verify_weights
 from rehearsal.errors import IntegrityError, StoreFormatError

@@ -189,7 +189,7 @@ def write_report(
 </body></html>
 """
     target = Path(out) if out is not None else dep.path / "report.html"
-    target.write_text(page, encoding="utf-8")
+    target.write_text(page, encoding="utf-8")  # a page for people, never read back: written plainly
     return target
 
 

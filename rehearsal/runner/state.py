@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal._files import write_json
 from rehearsal.errors import ConfigError
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.metrics import AccuracyMatrix
 from rehearsal.runner.online_config import OnlineConfig
-from rehearsal.runner.results import write_json
 
 __all__ = [
     "MEMORY_DIR",
