@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import json
 import os
 import re
 import stat
@@ -41,6 +43,7 @@ __all__ = [
     "TENANT_PATTERN",
     "KeyRing",
     "hkdf_sub_key",
+    "keyed_tag",
     "new_data_key",
     "record_aad",
     "same_tag",
@@ -94,6 +97,13 @@ def record_aad_prefix(store_id: bytes, tenant: str, key_version: int, purpose: s
     return b"".join(
         (_AAD_LABEL, store_id, key_version.to_bytes(4, "big"), bytes([len(t)]), t, bytes([len(p)]), p)
     )
+
+
+def keyed_tag(keys: KeyRing, purpose: str, body: Any) -> str:
+    """The HMAC-SHA256 (hex) of ``body`` as canonical JSON (sorted keys, no spaces) under the key derived
+    for ``purpose``: the tag a plain file rehearsal reads back carries (check it with :func:`same_tag`)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(keys.derive_key(purpose), canonical, hashlib.sha256).hexdigest()
 
 
 def same_tag(given: object, expected: str) -> bool:

@@ -29,8 +29,6 @@ binds them once.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -40,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rehearsal._files import write_json
-from rehearsal.crypto.keys import KeyRing, same_tag
+from rehearsal.crypto.keys import KeyRing, keyed_tag, same_tag
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.seal import config_tag, seal_weights, verify_weights
 from rehearsal.errors import ConfigError, IntegrityError, NotFoundError, StoreFormatError
@@ -326,8 +324,7 @@ def pending_tag(keys: KeyRing, identity: str | None, body: dict[str, Any]) -> st
     """The tag ``pending.json`` carries: over the deployment's identity and ``body`` (None: the tag of a
     format-2 deployment, which named no identity; only migration reads it)."""
     payload = body if identity is None else {"deployment": identity, "pending": body}
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(keys.derive_key(_PENDING_PURPOSE), canonical, hashlib.sha256).hexdigest()
+    return keyed_tag(keys, _PENDING_PURPOSE, payload)
 
 
 def write_config(folder: Path, config: DeploymentConfig, keys: KeyRing, identity: str) -> None:
