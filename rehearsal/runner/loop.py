@@ -203,7 +203,9 @@ def _phase_memory(r: _Run, phase: int) -> Iterator[RehearsalMemory | None]:
 def _write_state(
     r: _Run, completed: int, weights: Path | None, correct: dict[str, np.ndarray], generation: int
 ) -> None:
-    run_state.write_state(r.out, r.config, completed, weights, r.matrix, correct, generation, r.totals)
+    run_state.write_state(
+        r.out, r.config, completed, weights, r.matrix, correct, generation, r.totals, keys=r.keys
+    )
 
 
 def _save_weights(strategy: Strategy, model: Any, out: Path, phase: int, keys: KeyRing | None) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal._files import atomic_writer, replace_folder
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.runner import state as run_state
 from rehearsal.runner.anytime import ProbeTrace
 from rehearsal.runner.config import RunConfig
@@ -63,6 +64,7 @@ def save_checkpoint(
     matrix: AccuracyMatrix,
     totals: dict[str, Any],
     generation: int,
+    keys: KeyRing | None,
 ) -> Path:
     """Write the weights folder of ``progress.step``, then the state that points at it."""
     import torch
@@ -76,7 +78,9 @@ def save_checkpoint(
     replace_folder(tmp, final)
     extra = {"online": {"progress": progress.to_dict(), "trace": trace.to_dict()}}
     completed = matrix.completed_tasks
-    run_state.write_state(out, config, completed, final, matrix, {}, generation, totals, extra=extra)
+    run_state.write_state(
+        out, config, completed, final, matrix, {}, generation, totals, keys=keys, extra=extra
+    )
     for older in (out / _WEIGHTS).glob("step_*"):
         if older != final:
             shutil.rmtree(older, ignore_errors=True)
