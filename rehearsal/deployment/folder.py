@@ -41,6 +41,7 @@ from rehearsal._files import write_json
 from rehearsal.crypto.keys import KeyRing, keyed_tag, same_tag
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.seal import config_tag, seal_weights, verify_weights
+from rehearsal.deployment.staged import StagedCandidate
 from rehearsal.errors import ConfigError, IntegrityError, NotFoundError, StoreFormatError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.versions import Version, VersionsFile, VersionsSeal, read_versions, set_staged
@@ -267,7 +268,7 @@ class Deployment:
     # deployment: an edited per-example result or gate preview is refused, not promoted. The versions
     # file keeps a marker of it (its update and tag), so a deleted pending.json, or an older one put
     # back, is refused too rather than read as "nothing staged".
-    def pending(self) -> dict[str, Any] | None:
+    def pending(self) -> StagedCandidate | None:
         path = self.path / PENDING_FILE
         marker = self.read_versions().staged
         if not path.is_file():
@@ -291,23 +292,22 @@ class Deployment:
                 f"staged candidate {str(path)!r} is not the one this deployment's versions file names "
                 "(an older copy put back, or a write cut short): roll back to discard it"
             )
-        return dict(body)
+        return StagedCandidate.from_dict(body)
 
-    def set_pending(self, pending: dict[str, Any] | None) -> None:
+    def set_pending(self, pending: StagedCandidate | None) -> None:
         path = self.path / PENDING_FILE
         if pending is None:
             set_staged(self.memory_path, None, seal=self.versions_seal)
             path.unlink(missing_ok=True)
         else:
-            tag = pending_tag(self.keys, self.id, pending)
-            write_json(path, {"pending": pending, "tag": tag})
-            set_staged(
-                self.memory_path, {"update": pending.get("update"), "tag": tag}, seal=self.versions_seal
-            )
+            body = pending.to_dict()
+            tag = pending_tag(self.keys, self.id, body)
+            write_json(path, {"pending": body, "tag": tag})
+            set_staged(self.memory_path, {"update": pending.update, "tag": tag}, seal=self.versions_seal)
 
-    def candidate_weights(self, pending: dict[str, Any]) -> Path:
+    def candidate_weights(self, pending: StagedCandidate) -> Path:
         """The staged candidate's weights folder (stored relative to the deployment)."""
-        return self.inside_weights(str(pending.get("weights")))
+        return self.inside_weights(pending.weights)
 
 
 def sealed_pending(path: Path) -> tuple[dict[str, Any], str] | None:
