@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from rehearsal._files import write_json
 from rehearsal.errors import ConfigError
 
 __all__ = [
@@ -69,7 +70,7 @@ class ConfigMixin:
         return cls(**data)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls: type[C], path: str | os.PathLike[str]) -> C:

@@ -188,6 +188,9 @@ def test_other_methods_run_a_causal_lm_through_the_stream(
     assert "general_perplexity" in result.phase_logs[-1]
     if method == "ewc":
         assert result.phase_logs[0]["ewc_mean_fisher"] > 0.0
+        saved = sorted((tmp_path / method).rglob("ewc.pt"))  # beside the adapter weights it belongs to
+        assert saved
+        assert all(path.parent.parent.name == "weights" for path in saved)
 
 
 @pytest.mark.slow

@@ -333,7 +333,7 @@ def test_a_deployment_from_a_finished_run_keeps_its_memory_labels_and_audit_chai
     dep = tmp_path / "dep"
     first = init_deployment(
         dep,
-        from_run=run_handoff(tmp_path / "run"),
+        from_run=run_handoff(tmp_path / "run", keys=keys),
         keys=keys,
         options={**FAST, "max_labels": 24, "epochs": 1},
     )

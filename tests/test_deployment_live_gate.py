@@ -115,14 +115,15 @@ def test_promote_fails_a_candidate_the_shadow_shows_worse(
     folder = Deployment.open(dep, keys)
     pending = folder.pending()
     assert pending is not None
-    live = pending["live"]
+    live = pending.live
+    assert live is not None
     n = len(live["correct"]["all"]["current"])
     assert live["mode"] == "shadow"
     assert n == 24
     assert len(live["correct"]["all"]["candidate"]) == n
     # Injected through the deployment (so sealed with its key): the suite says the candidate is the
     # deployed version's equal, the shadow that it got every request wrong that the other got right.
-    pending["staged"] = {t: [current, current] for t, (current, _) in pending["staged"].items()}
+    pending.staged = {t: [current, current] for t, (current, _) in pending.staged.items()}
     live["correct"]["all"] = {"current": [1] * n, "candidate": [0] * n}
     folder.set_pending(pending)
     with pytest.raises(UpdateBlockedError) as blocked:
@@ -172,10 +173,11 @@ def test_a_staged_candidate_that_needs_approval_stays_staged_until_approved(
     folder = Deployment.open(dep, keys)
     pending = folder.pending()
     assert pending is not None
-    n = len(pending["live"]["correct"]["all"]["current"])
+    assert pending.live is not None
+    n = len(pending.live["correct"]["all"]["current"])
     # Within the margin (-1/24) but on too few requests to show it: 2 answers lost, 1 gained.
-    pending["staged"] = {t: [current, current] for t, (current, _) in pending["staged"].items()}
-    pending["live"]["correct"]["all"] = {
+    pending.staged = {t: [current, current] for t, (current, _) in pending.staged.items()}
+    pending.live["correct"]["all"] = {
         "current": [1, 1, 0] + [1] * (n - 3),
         "candidate": [0, 0, 1] + [1] * (n - 3),
     }
@@ -185,10 +187,10 @@ def test_a_staged_candidate_that_needs_approval_stays_staged_until_approved(
     assert main(["promote", str(dep)]) == 3  # EXIT_NEEDS_APPROVAL
     out = capsys.readouterr().out
     assert "the candidate stays staged" in out
-    assert f"rehearsal approve {dep} {pending['update']}" in out
+    assert f"rehearsal approve {dep} {pending.update}" in out
     assert folder.pending() == pending  # still staged, entries kept
     assert len(RehearsalMemory.open(dep / "memory", keys=keys, read_only=True)) == entries
-    assert main(["approve", str(dep), pending["update"], "--approver", "lead"]) == 0
+    assert main(["approve", str(dep), pending.update, "--approver", "lead"]) == 0
     assert main(["promote", str(dep)]) == 0
     assert folder.current()[0].version == 2
     assert folder.pending() is None

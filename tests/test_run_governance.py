@@ -286,10 +286,10 @@ def test_a_version_recorded_by_a_run_that_died_before_its_state_is_withdrawn_on_
 ) -> None:
     real_write = run_state.write_state
 
-    def dying_write(out: Path, config: Any, completed: int, *args: Any) -> None:
+    def dying_write(out: Path, config: Any, completed: int, *args: Any, **kwargs: Any) -> None:
         if completed == 2:
             raise KeyboardInterrupt  # phase 1 was promoted and versioned; its state never got written
-        real_write(out, config, completed, *args)
+        real_write(out, config, completed, *args, **kwargs)
 
     config = tiny_run_config(tmp_path, tiny_model, method="hybrid")
     monkeypatch.setattr(run_state, "write_state", dying_write)

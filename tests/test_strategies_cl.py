@@ -35,20 +35,23 @@ def test_ewc_consolidates_after_every_phase_and_penalises_the_next(
     method: str, tmp_path: Path, tiny_model: str, tiny_stream: TaskStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     penalties: list[float] = []
+    before: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}  # phase -> the state it trained against
     real_train = stream_module._train_phase
 
     def spying_train(model: Any, strategy: Any, ctx: Any, out: Path) -> Any:
         result = real_train(model, strategy, ctx, out)
         ewc = next(t for t in strategy.loss_terms(ctx) if isinstance(t, EWC))
         penalties.append(float(ewc.penalty(model).detach()))  # the trained model against the previous anchor
+        before[ctx.phase] = (ewc.consolidations, {k: v.clone() for k, v in ewc.fisher.items()})
         return result
 
     monkeypatch.setattr(stream_module, "_train_phase", spying_train)
     result = stream_module.run(tiny_run_config(tmp_path, tiny_model, method=method), stream=tiny_stream)
-    state_dir = tmp_path / "run" / "ewc"
-    first, second = (EWC.load(state_dir / f"after_phase_{p}.pt") for p in (0, 1))
-    assert (first.consolidations, second.consolidations) == (1, 2)
-    assert result.config.ewc.lam == first.config.lam
+    assert not (tmp_path / "run" / "ewc").exists()  # the state goes with the weights
+    first_consolidations, first_fisher = before[1]
+    second = EWC.load(tmp_path / "run" / "weights" / "phase_1" / "ewc.pt")
+    assert (first_consolidations, second.consolidations) == (1, 2)
+    assert result.config.ewc.lam == second.config.lam
     from transformers import AutoModelForSequenceClassification
 
     trained = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "weights" / "phase_1")
@@ -57,10 +60,56 @@ def test_ewc_consolidates_after_every_phase_and_penalises_the_next(
         assert torch.equal(anchor, dict(trained.named_parameters())[name].detach().float())
     # gamma = 1: the Fisher after phase 1 is phase 0's plus a new, non-negative estimate.
     for name, fisher in second.fisher.items():
-        assert torch.all(fisher >= first.fisher[name] - 1e-12)
+        assert torch.all(fisher >= first_fisher[name] - 1e-12)
     assert penalties[0] == 0.0  # nothing consolidated while the first task trains
     assert penalties[1] > 0.0  # the second task moved weights the first one's Fisher cares about
     assert all(log["ewc_mean_fisher"] > 0 for log in result.phase_logs)
+
+
+@pytest.mark.slow
+def test_a_governed_ewc_run_keeps_the_ewc_state_of_every_version(
+    tmp_path: Path, tiny_model: str, tiny_stream: TaskStream
+) -> None:
+    stream_module.run(tiny_run_config(tmp_path, tiny_model, method="ewc-replay"), stream=tiny_stream)
+    weights = tmp_path / "run" / "weights"
+    states = [EWC.load(weights / f"phase_{p}" / "ewc.pt") for p in (0, 1)]
+    # A rollback to the first version finds the state that version was trained to, not the latest.
+    assert [s.consolidations for s in states] == [1, 2]
+    assert not (tmp_path / "run" / "ewc").exists()
+
+
+def test_a_run_saved_before_states_went_with_weights_reads_its_own_ewc_file(
+    tmp_path: Path, tiny_stream: TaskStream
+) -> None:
+    from rehearsal.runner.config import RunConfig
+    from rehearsal.runner.strategies import PhaseContext, get_strategy
+    from rehearsal.runner.strategies.ewc import EWCMixin
+
+    old = EWC()
+    old.fisher, old.anchor, old.consolidations = {"w": torch.ones(2)}, {"w": torch.zeros(2)}, 1
+    (tmp_path / "ewc").mkdir()
+    old.save(tmp_path / "ewc" / "after_phase_0.pt")
+    (tmp_path / "weights" / "phase_0").mkdir(parents=True)  # its checkpoint: weights, no ewc.pt
+    ctx = PhaseContext(
+        config=RunConfig(method="ewc"),
+        stream=tiny_stream,
+        phase=1,
+        tasks=(tiny_stream.tasks[1],),
+        train=None,
+        tokenizer=None,
+        base_collator=lambda f: f,
+        memory_path=Path("unused"),
+        keys=None,
+        current_classes=[],
+        seen_classes=[],
+        output_dir=tmp_path,
+    )
+    strategy = get_strategy("ewc")
+    assert isinstance(strategy, EWCMixin)
+    strategy.restore_state(tmp_path / "weights" / "phase_0")
+    (loaded,) = [t for t in strategy.loss_terms(ctx) if isinstance(t, EWC)]
+    assert loaded.consolidations == 1
+    assert torch.equal(loaded.fisher["w"], torch.ones(2))
 
 
 def _adapter_state(adapters: TaskAdapters, name: str) -> dict[str, torch.Tensor]:

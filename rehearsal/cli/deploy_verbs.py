@@ -66,14 +66,15 @@ def _init(args: argparse.Namespace) -> Report:
     from rehearsal.deployment.init import init_deployment
     from rehearsal.runner.handoff import run_handoff
 
+    keys = keys_from_args(args)
     result = init_deployment(
         args.path,
         memory=args.memory,
-        from_run=run_handoff(args.from_run) if args.from_run is not None else None,
+        from_run=run_handoff(args.from_run, keys=keys) if args.from_run is not None else None,
         model=args.model,
         strategy=args.strategy,
         suite=args.suite,
-        keys=keys_from_args(args),
+        keys=keys,
         options=_options(args.config),
     )
     lines = [

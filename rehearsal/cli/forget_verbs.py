@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rehearsal._files import create_new
 from rehearsal.cli.common import Report, Verb, audited, keys_from_args, open_memory
 from rehearsal.errors import MissingKeyError, NotFoundError, ValidationError
 from rehearsal.governance.audited import AuditedMemory
@@ -89,9 +90,9 @@ def _write_receipt(
         "verification": {"ok": True, **verification},
     }
     receipt = sign_receipt(facts, keys)
-    with args.receipt.open("x", encoding="utf-8") as fh:  # "x": never overwrite
-        json.dump(receipt, fh, indent=2, sort_keys=True)
-        fh.write("\n")
+    # Never overwrite a receipt; one is written whole or not at all.
+    text = json.dumps(receipt, indent=2, sort_keys=True) + "\n"
+    create_new(args.receipt, text.encode("utf-8"), mode=0o644)  # signed facts, no secret: shareable
     return receipt
 
 

@@ -186,9 +186,9 @@ def _staged_candidate(memory_path: str, keys: KeyRing, log: AuditLog) -> str | N
     from rehearsal.deployment.folder import Deployment
 
     pending = Deployment.open(folder, keys).pending()
-    if pending is None or last_audited_generation(log) != pending.get("generation_before"):
+    if pending is None or last_audited_generation(log) != pending.generation_before:
         return None
-    return str(pending.get("update"))
+    return pending.update
 
 
 def _export_audit_key(path: Path, keys: KeyRing, out: str) -> Report:

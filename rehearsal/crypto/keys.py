@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import json
 import os
 import re
 import stat
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -28,6 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from rehearsal._files import create_new
 from rehearsal.errors import MissingKeyError, ValidationError, WrongKeyError
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "TENANT_PATTERN",
     "KeyRing",
     "hkdf_sub_key",
+    "keyed_tag",
     "new_data_key",
     "record_aad",
     "same_tag",
@@ -92,6 +97,13 @@ def record_aad_prefix(store_id: bytes, tenant: str, key_version: int, purpose: s
     return b"".join(
         (_AAD_LABEL, store_id, key_version.to_bytes(4, "big"), bytes([len(t)]), t, bytes([len(p)]), p)
     )
+
+
+def keyed_tag(keys: KeyRing, purpose: str, body: Any) -> str:
+    """The HMAC-SHA256 (hex) of ``body`` as canonical JSON (sorted keys, no spaces) under the key derived
+    for ``purpose``: the tag a plain file rehearsal reads back carries (check it with :func:`same_tag`)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(keys.derive_key(purpose), canonical, hashlib.sha256).hexdigest()
 
 
 def same_tag(given: object, expected: str) -> bool:
@@ -180,13 +192,11 @@ class KeyRing:
         file is never overwritten: losing the old key would lose everything sealed with it."""
         shown = os.fspath(path)
         try:
-            fd = os.open(shown, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            create_new(Path(shown), (self.export_base64() + "\n").encode("ascii"), mode=0o600)
         except FileExistsError:
             raise ValidationError(f"{shown!r} exists; a key file is never overwritten") from None
         except OSError as exc:
             raise ValidationError(f"cannot create {shown!r}: {exc.strerror}") from None
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(self.export_base64() + "\n")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KeyRing:

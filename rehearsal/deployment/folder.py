@@ -29,8 +29,6 @@ binds them once.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -39,10 +37,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from rehearsal._files import atomic_write
-from rehearsal.crypto.keys import KeyRing, same_tag
+from rehearsal._files import write_json
+from rehearsal.crypto.keys import KeyRing, keyed_tag, same_tag
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.seal import config_tag, seal_weights, verify_weights
+from rehearsal.deployment.staged import StagedCandidate
 from rehearsal.errors import ConfigError, IntegrityError, NotFoundError, StoreFormatError
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.versions import Version, VersionsFile, VersionsSeal, read_versions, set_staged
@@ -80,10 +79,6 @@ def has_pending(path: str | os.PathLike[str]) -> bool:
     """Whether the deployment in ``path`` has a staged candidate waiting for promote (unchecked: opening
     the deployment verifies the file)."""
     return (Path(path) / PENDING_FILE).is_file()
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -273,7 +268,7 @@ class Deployment:
     # deployment: an edited per-example result or gate preview is refused, not promoted. The versions
     # file keeps a marker of it (its update and tag), so a deleted pending.json, or an older one put
     # back, is refused too rather than read as "nothing staged".
-    def pending(self) -> dict[str, Any] | None:
+    def pending(self) -> StagedCandidate | None:
         path = self.path / PENDING_FILE
         marker = self.read_versions().staged
         if not path.is_file():
@@ -297,23 +292,22 @@ class Deployment:
                 f"staged candidate {str(path)!r} is not the one this deployment's versions file names "
                 "(an older copy put back, or a write cut short): roll back to discard it"
             )
-        return dict(body)
+        return StagedCandidate.from_dict(body)
 
-    def set_pending(self, pending: dict[str, Any] | None) -> None:
+    def set_pending(self, pending: StagedCandidate | None) -> None:
         path = self.path / PENDING_FILE
         if pending is None:
             set_staged(self.memory_path, None, seal=self.versions_seal)
             path.unlink(missing_ok=True)
         else:
-            tag = pending_tag(self.keys, self.id, pending)
-            write_json(path, {"pending": pending, "tag": tag})
-            set_staged(
-                self.memory_path, {"update": pending.get("update"), "tag": tag}, seal=self.versions_seal
-            )
+            body = pending.to_dict()
+            tag = pending_tag(self.keys, self.id, body)
+            write_json(path, {"pending": body, "tag": tag})
+            set_staged(self.memory_path, {"update": pending.update, "tag": tag}, seal=self.versions_seal)
 
-    def candidate_weights(self, pending: dict[str, Any]) -> Path:
+    def candidate_weights(self, pending: StagedCandidate) -> Path:
         """The staged candidate's weights folder (stored relative to the deployment)."""
-        return self.inside_weights(str(pending.get("weights")))
+        return self.inside_weights(pending.weights)
 
 
 def sealed_pending(path: Path) -> tuple[dict[str, Any], str] | None:
@@ -330,8 +324,7 @@ def pending_tag(keys: KeyRing, identity: str | None, body: dict[str, Any]) -> st
     """The tag ``pending.json`` carries: over the deployment's identity and ``body`` (None: the tag of a
     format-2 deployment, which named no identity; only migration reads it)."""
     payload = body if identity is None else {"deployment": identity, "pending": body}
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(keys.derive_key(_PENDING_PURPOSE), canonical, hashlib.sha256).hexdigest()
+    return keyed_tag(keys, _PENDING_PURPOSE, payload)
 
 
 def write_config(folder: Path, config: DeploymentConfig, keys: KeyRing, identity: str) -> None:

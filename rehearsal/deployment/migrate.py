@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rehearsal._files import write_json
 from rehearsal.crypto.keys import KeyRing, same_tag
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.folder import (
@@ -41,7 +42,6 @@ from rehearsal.deployment.folder import (
     read_json,
     sealed_pending,
     write_config,
-    write_json,
 )
 from rehearsal.deployment.seal import is_unbound, seal_weights, verify_weights
 from rehearsal.errors import IntegrityError, StoreFormatError
@@ -165,6 +165,6 @@ def _bind_pending(dep: Deployment) -> dict[str, Any] | None:
     bound = pending_tag(dep.keys, dep.id, body)
     if not (same_tag(tag, bound) or same_tag(tag, pending_tag(dep.keys, None, body))):
         raise IntegrityError(f"staged candidate {str(path)!r} fails its check: it was altered")
-    _bind_weights(dep, dep.candidate_weights(body))
+    _bind_weights(dep, dep.inside_weights(str(body.get("weights"))))  # re-tagged as it is, read later
     write_json(path, {"pending": body, "tag": bound})
     return {"update": body.get("update"), "tag": bound}

@@ -21,6 +21,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.deployment.folder import Deployment, VersionState
 from rehearsal.deployment.report_plots import bars_png, lines_png
 from rehearsal.deployment.result import deployment_keys
+from rehearsal.deployment.staged import StagedCandidate
 from rehearsal.governance.audit_log import AuditEntry
 from rehearsal.governance.versions import Version
 
@@ -189,7 +190,7 @@ def write_report(
 </body></html>
 """
     target = Path(out) if out is not None else dep.path / "report.html"
-    target.write_text(page, encoding="utf-8")
+    target.write_text(page, encoding="utf-8")  # a page for people, never read back: written plainly
     return target
 
 
@@ -247,9 +248,9 @@ def _version_rows(states: list[tuple[Version, VersionState]], current: int | Non
     ]
 
 
-def _staged(pending: dict[str, Any] | None) -> str:
+def _staged(pending: StagedCandidate | None) -> str:
     """The staged candidate, with its shadow's results or else the gate's preview."""
     if pending is None:
         return "<p>No candidate is staged.</p>"
-    shown = json.dumps(pending.get("shadow") or pending.get("gate_preview"), indent=2)
-    return f"<p>Staged: {html.escape(pending['update'])}</p><pre>" + html.escape(shown) + "</pre>"
+    shown = json.dumps(pending.shadow or pending.gate_preview, indent=2)
+    return f"<p>Staged: {html.escape(pending.update)}</p><pre>" + html.escape(shown) + "</pre>"

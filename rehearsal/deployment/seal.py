@@ -19,13 +19,12 @@ Seals of format 1 (before they named their deployment) are read only by ``rehear
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from pathlib import Path
 from typing import Any
 
 from rehearsal._files import atomic_write
-from rehearsal.crypto.keys import KeyRing, same_tag
+from rehearsal.crypto.keys import KeyRing, keyed_tag, same_tag
 from rehearsal.errors import IntegrityError
 
 __all__ = ["SEAL_FILE", "config_tag", "is_unbound", "seal_weights", "verify_weights"]
@@ -38,14 +37,9 @@ _CONFIG_PURPOSE = "deployment-config-tag"
 _CHUNK = 1 << 20
 
 
-def _tag(keys: KeyRing, purpose: str, body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(keys.derive_key(purpose), canonical, hashlib.sha256).hexdigest()
-
-
 def config_tag(keys: KeyRing, body: dict[str, Any]) -> str:
     """The tag ``deployment.json`` carries over ``body`` (its format and config)."""
-    return _tag(keys, _CONFIG_PURPOSE, body)
+    return keyed_tag(keys, _CONFIG_PURPOSE, body)
 
 
 def _digest(path: Path) -> str:
@@ -74,7 +68,7 @@ def seal_weights(folder: Path, keys: KeyRing, *, deployment: str) -> None:
         "folder": folder.name,
         "files": _manifest(folder),
     }
-    seal = {**body, "tag": _tag(keys, _WEIGHTS_PURPOSE, body)}
+    seal = {**body, "tag": keyed_tag(keys, _WEIGHTS_PURPOSE, body)}
     atomic_write(folder / SEAL_FILE, (json.dumps(seal, indent=2, sort_keys=True) + "\n").encode())
 
 
@@ -108,7 +102,7 @@ def verify_weights(folder: Path, keys: KeyRing, *, deployment: str, unbound: boo
             )
         raise IntegrityError(f"weights folder {where} has no seal this version of rehearsal reads")
     body = {k: v for k, v in seal.items() if k != "tag"}
-    if not same_tag(seal["tag"], _tag(keys, _WEIGHTS_PURPOSE, body)):
+    if not same_tag(seal["tag"], keyed_tag(keys, _WEIGHTS_PURPOSE, body)):
         raise IntegrityError(f"the seal of weights folder {where} fails its check (edited, or another key)")
     if not unbound and body.get("deployment") != deployment:
         raise IntegrityError(f"weights folder {where} was sealed by another deployment")

@@ -12,6 +12,7 @@ gate judges them with the staging rule (a shadow paired request by request, a ca
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
@@ -112,11 +113,11 @@ def shadow(
             report = {"mode": "canary", "fraction": float(canary), "current": now, "candidate": new}
             report["agreement"] = None
         answers = {"current": now_rows, "candidate": new_rows}
-    report.update(update=pending["update"], current_version=version.version)
+    report.update(update=pending.update, current_version=version.version)
     _log(dep, report)
     # Kept for promote, whose gate judges these results (rehearsal.governance.updates.live_check).
     evidence = {"mode": report["mode"], "correct": _correct(answers, safety)}
-    dep.set_pending({**pending, "shadow": report, "live": evidence})
+    dep.set_pending(dataclasses.replace(pending, shadow=report, live=evidence))
     return report
 
 

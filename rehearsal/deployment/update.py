@@ -49,6 +49,7 @@ from rehearsal.deployment.folder import Deployment, VersionState
 from rehearsal.deployment.model import DeployedModel
 from rehearsal.deployment.result import UpdateResult, deployment_keys
 from rehearsal.deployment.stage_failure import discard_failed_stage
+from rehearsal.deployment.staged import StagedCandidate
 from rehearsal.deployment.training import train_candidate
 from rehearsal.errors import ConfigError, IntegrityError, UpdateBlockedError, ValidationError
 from rehearsal.examples import Example
@@ -230,7 +231,7 @@ def _refuse_while_staged(dep: Deployment) -> None:
     staged_now = dep.pending()
     if staged_now is not None:
         raise ValidationError(
-            f"a candidate ({staged_now['update']}) is staged: promote it or roll back before updating again"
+            f"a candidate ({staged_now.update}) is staged: promote it or roll back before updating again"
         )
 
 
@@ -341,19 +342,19 @@ def _stage(
         codes += staging_codes
         decision = worst_decision([decision, verdict])
     preview_now = {"decision": decision, "codes": [safe_token(c) for c in codes]}
-    pending: dict[str, Any] = {
-        "update": uid,
-        "weights": str(dep.weights_dir(uid).relative_to(dep.path)),
-        "generation_before": generation_before,
-        "tasks": sorted(state.tasks),
-        "new_tasks": sorted(set(after) - set(before)),
-        "before": before,
-        "after": after,
-        "staged": {t: [c.astype(int).tolist(), n.astype(int).tolist()] for t, (c, n) in staged.items()},
-        "suite_ids": suite_ids,
-        "flags": [list(flag) for flag in flags],
-        "gate_preview": preview_now,
-    }
+    pending = StagedCandidate(
+        update=uid,
+        weights=str(dep.weights_dir(uid).relative_to(dep.path)),
+        generation_before=generation_before,
+        tasks=sorted(state.tasks),
+        new_tasks=sorted(set(after) - set(before)),
+        before=before,
+        after=after,
+        staged={t: [c.astype(int).tolist(), n.astype(int).tolist()] for t, (c, n) in staged.items()},
+        suite_ids=suite_ids,
+        flags=[list(flag) for flag in flags],
+        gate_preview=preview_now,
+    )
     dep.set_pending(pending)
     expert = state.novelty.get("expert") if state.novelty else None
     return UpdateResult(uid, "staged", None, expert, state.novelty, state.metrics, gate_preview=preview_now)
@@ -368,11 +369,11 @@ def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> Upd
     weights = dep.candidate_weights(pending)
     state = dep.load_state(weights)
     staged = {
-        t: (np.asarray(c, dtype=bool), np.asarray(n, dtype=bool)) for t, (c, n) in pending["staged"].items()
+        t: (np.asarray(c, dtype=bool), np.asarray(n, dtype=bool)) for t, (c, n) in pending.staged.items()
     }
     with dep.open_memory() as memory, dep.open_suite() as suite:
         log = dep.log()
-        if last_audited_generation(log) != pending["generation_before"]:
+        if last_audited_generation(log) != pending.generation_before:
             raise IntegrityError(
                 "the memory's audit log moved since the candidate was staged; roll back and update again"
             )
@@ -382,16 +383,16 @@ def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> Upd
                 memory,
                 log,
                 suite,
-                pending["update"],
-                pending["new_tasks"] or pending["tasks"],
+                pending.update,
+                pending.new_tasks or pending.tasks,
                 weights,
-                pending["before"],
-                pending["after"],
+                pending.before,
+                pending.after,
                 staged,
-                list(pending["suite_ids"]),
-                live=pending.get("live"),
+                list(pending.suite_ids),
+                live=pending.live,
                 staged_candidate=True,
-                flags=[(str(code), str(reason)) for code, reason in pending.get("flags", [])],
+                flags=[(str(code), str(reason)) for code, reason in pending.flags],
             )
         except UpdateBlockedError as blocked:
             if blocked.decision != NEEDS_APPROVAL:
@@ -399,7 +400,7 @@ def promote(path: str | os.PathLike[str], *, keys: KeyRing | None = None) -> Upd
             raise
     dep.set_pending(None)
     expert = state.novelty.get("expert") if state.novelty else None
-    return UpdateResult(pending["update"], "pass", number, expert, state.novelty, state.metrics)
+    return UpdateResult(pending.update, "pass", number, expert, state.novelty, state.metrics)
 
 
 def approve(
@@ -444,5 +445,5 @@ def rollback(path: str | os.PathLike[str], version: int, *, keys: KeyRing | None
         "removed": len(result.removed),
         "exact": result.exact,
         "suite_removed": len(later),
-        "discarded": None if pending is None else pending["update"],
+        "discarded": None if pending is None else pending.update,
     }

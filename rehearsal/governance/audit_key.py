@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rehearsal._files import OWNER_ONLY_FILE
+from rehearsal._files import create_new
 from rehearsal.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
@@ -59,13 +59,9 @@ class AuditKey:
             "key": base64.b64encode(self.mac_key).decode("ascii"),
         }
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE)
+            create_new(Path(path), (json.dumps(body, sort_keys=True) + "\n").encode("ascii"))
         except FileExistsError:
             raise ValidationError(f"{str(path)!r} exists; a key file is never overwritten") from None
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(json.dumps(body, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> AuditKey:

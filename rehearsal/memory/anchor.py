@@ -17,15 +17,13 @@ older generation without the key; an unencrypted memory's anchor has no tag and 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import os
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from rehearsal._files import atomic_write
-from rehearsal.crypto.keys import KeyRing, same_tag
+from rehearsal.crypto.keys import KeyRing, keyed_tag, same_tag
 from rehearsal.errors import IntegrityError, NotFoundError, StoreFormatError
 
 __all__ = ["Anchor", "anchored", "check_anchor", "read_anchor", "write_anchor"]
@@ -55,8 +53,7 @@ class Anchor:
 
 
 def _tag(keys: KeyRing, body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(keys.derive_key(_PURPOSE), canonical, hashlib.sha256).hexdigest()
+    return keyed_tag(keys, _PURPOSE, body)
 
 
 def write_anchor(path: str | os.PathLike[str], anchor: Anchor, keys: KeyRing | None) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rehearsal._files import write_json
 from rehearsal.config import LoRAConfig
 from rehearsal.errors import ConfigError, NotFoundError, StoreFormatError, ValidationError
 
@@ -217,7 +218,7 @@ class TaskAdapters:
             raise ValidationError("an adapter named 'default' would be saved at the folder root by peft")
         self.model.save_pretrained(str(out), selected_adapters=self.adapters)
         manifest = {"format": 1, "tasks": self.tasks, "merged": self.merged, "active": self.active}
-        (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json(out / _MANIFEST, manifest)
 
     @classmethod
     def load(cls, model: Any, folder: str | os.PathLike[str], *, lora_config: Any = None) -> TaskAdapters:

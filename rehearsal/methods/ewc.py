@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from rehearsal._files import atomic_writer
 from rehearsal.config import FISHER_MODES, EWCConfig
 from rehearsal.errors import StoreFormatError, ValidationError
 
@@ -206,7 +207,8 @@ class EWC:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write config, Fisher and anchor (tensors keyed by parameter name) with ``torch.save``."""
+        """Write config, Fisher and anchor (tensors keyed by parameter name) with ``torch.save``, atomically
+        (a crash mid-write leaves the previous state, not a torn file)."""
         state = {
             "format": _FORMAT,
             "config": self.config.to_dict(),
@@ -214,10 +216,8 @@ class EWC:
             "fisher": self.fisher,
             "anchor": self.anchor,
         }
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, target)  # a crash mid-write leaves the previous state, not a torn file
+        with atomic_writer(Path(path)) as f:
+            torch.save(state, f)
 
     @classmethod
     def load(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rehearsal._files import write_json
 from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError, StoreFormatError, ValidationError
 from rehearsal.methods.inference import batch_logits
@@ -169,7 +170,7 @@ class TaskGate:
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         manifest = {"format": _FORMAT, "tasks": self.tasks, "max_length": self.max_length}
-        (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json(out / _MANIFEST, manifest)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> TaskGate:

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from rehearsal._files import write_json
 from rehearsal.methods.inference import predict_labels
 from rehearsal.runner.anytime import ProbeTrace, anytime_summary
 from rehearsal.runner.online_stream import probe_sets
-from rehearsal.runner.results import write_json
 from rehearsal.runner.strategies import PhaseContext
 
 __all__ = ["ANYTIME_FILE", "OfflineProbes", "ProbeCallback", "offline_probes", "probe_seen_tasks"]

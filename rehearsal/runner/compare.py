@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rehearsal._files import write_json
 from rehearsal.errors import ConfigError
 from rehearsal.runner.config import METHODS, RunConfig
 from rehearsal.runner.preflight import preflight
-from rehearsal.runner.results import summarize, write_json
+from rehearsal.runner.results import summarize
 
 if TYPE_CHECKING:
     from rehearsal.crypto.keys import KeyRing
@@ -177,5 +178,6 @@ def write_outputs(comparison: Comparison) -> None:
     out = comparison.output_dir
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "comparison.json", comparison.to_dict())
+    # comparison.md and the plot are for people (nothing reads them back): written plainly.
     (out / "comparison.md").write_text(comparison.to_markdown(), encoding="utf-8")
     plot_comparison(comparison.table(), METRICS, out / "comparison.png")

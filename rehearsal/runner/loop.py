@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal._files import replace_folder
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import load_encoder
 from rehearsal.errors import ConfigError
@@ -202,7 +203,9 @@ def _phase_memory(r: _Run, phase: int) -> Iterator[RehearsalMemory | None]:
 def _write_state(
     r: _Run, completed: int, weights: Path | None, correct: dict[str, np.ndarray], generation: int
 ) -> None:
-    run_state.write_state(r.out, r.config, completed, weights, r.matrix, correct, generation, r.totals)
+    run_state.write_state(
+        r.out, r.config, completed, weights, r.matrix, correct, generation, r.totals, keys=r.keys
+    )
 
 
 def _save_weights(strategy: Strategy, model: Any, out: Path, phase: int, keys: KeyRing | None) -> Path:
@@ -216,8 +219,7 @@ def _save_weights(strategy: Strategy, model: Any, out: Path, phase: int, keys: K
     strategy.save_model(model, tmp)
     for name, predictor in strategy.predictors.items():
         save_predictor(predictor, tmp / "predictor" / name, keys=keys)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    replace_folder(tmp, final)
     return final
 
 

@@ -78,6 +78,7 @@ class _Online:
     matrix: AccuracyMatrix
     totals: dict[str, Any]
     wall_before: float  # wall seconds of the run before this process took it over
+    keys: KeyRing | None  # the memory's master key, which seals the run's state (None: no memory)
     predictor: OnlinePredictor | None = None  # prediction through the memory (None: the head answers)
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
@@ -251,6 +252,7 @@ def _checkpoint(o: _Online) -> None:
         matrix=o.matrix,
         totals=o.totals,
         generation=o.memory.generation if o.memory is not None else 0,
+        keys=o.keys,
     )
 
 
@@ -351,6 +353,7 @@ def _setup(
             "phase_seconds": [],
         },
         wall_before=0.0,
+        keys=keys,
         predictor=None if config.prediction == "head" or memory is None else OnlinePredictor(config, memory),
     )
     if state:

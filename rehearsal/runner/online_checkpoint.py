@@ -12,11 +12,12 @@ batches before the checkpoint again, which gives the same entries with the same 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from rehearsal._files import atomic_writer, replace_folder
+from rehearsal.crypto.keys import KeyRing
 from rehearsal.runner import state as run_state
 from rehearsal.runner.anytime import ProbeTrace
 from rehearsal.runner.config import RunConfig
@@ -63,6 +64,7 @@ def save_checkpoint(
     matrix: AccuracyMatrix,
     totals: dict[str, Any],
     generation: int,
+    keys: KeyRing | None,
 ) -> Path:
     """Write the weights folder of ``progress.step``, then the state that points at it."""
     import torch
@@ -71,14 +73,14 @@ def save_checkpoint(
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     strategy.save_model(model, tmp)
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / OPTIMIZER_FILE
-    )
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_writer(tmp / OPTIMIZER_FILE) as f:
+        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, f)
+    replace_folder(tmp, final)
     extra = {"online": {"progress": progress.to_dict(), "trace": trace.to_dict()}}
     completed = matrix.completed_tasks
-    run_state.write_state(out, config, completed, final, matrix, {}, generation, totals, extra=extra)
+    run_state.write_state(
+        out, config, completed, final, matrix, {}, generation, totals, keys=keys, extra=extra
+    )
     for older in (out / _WEIGHTS).glob("step_*"):
         if older != final:
             shutil.rmtree(older, ignore_errors=True)

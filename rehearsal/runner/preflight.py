@@ -78,5 +78,6 @@ def preflight(
         _check_data_fields(config, Path(config.data))
     if config.gate is not None and not config.keeps_memory:
         raise ConfigError(f"a gate governs the updates of a run with a memory; {config.method!r} keeps none")
-    state = load_state(out, config.replace(output_dir=str(out)), resume=resume)
-    return Preflight(_run_keys(config, out, keys), state)
+    found = _run_keys(config, out, keys)
+    state = load_state(out, config.replace(output_dir=str(out)), resume=resume, keys=found)
+    return Preflight(found, state)

@@ -3,18 +3,17 @@ into the output folder (``results.json``, ``results.md`` and the two accuracy pl
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rehearsal._files import write_json
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.metrics import AccuracyMatrix, RunCost
 from rehearsal.runner.plots import plot_accuracy_heatmap, plot_accuracy_over_time
 
-__all__ = ["RunResult", "build_result", "folder_bytes", "summarize", "write_json", "write_outputs"]
+__all__ = ["RunResult", "build_result", "folder_bytes", "summarize", "write_outputs"]
 
 
 class RunResult:
@@ -122,13 +121,6 @@ def summarize(matrix: AccuracyMatrix) -> dict[str, Any]:
     return out
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """``data`` as indented JSON, replacing ``path`` atomically."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
@@ -158,6 +150,7 @@ def build_result(
 
 def write_outputs(result: RunResult, out: Path) -> None:
     write_json(out / "results.json", result.to_dict())
+    # results.md and the plots are for people (nothing reads them back): written plainly.
     (out / "results.md").write_text(result.to_markdown(), encoding="utf-8")
     title = f"{result.config.method} ({result.config.loss})"
     plot_accuracy_heatmap(result.matrix, out / "accuracy_heatmap.png", title=title)

@@ -1,5 +1,16 @@
 """What a run keeps so that it can resume: ``state.json`` in the output folder, and the comparison that
-refuses to resume a run with a different config."""
+refuses to resume a run with a different config.
+
+A run that keeps a memory has its master key, and its ``state.json`` carries a keyed tag (HMAC under a
+key derived from the master key, as a deployment's files do) over everything else in it: the accuracy
+matrix, the per-example baseline the next phase's gate compares against, the memory generation and the
+checkpoint a resume loads. A resume checks it first, so a state edited by someone without the key is an
+:class:`~rehearsal.errors.IntegrityError`, not a run that continues from doctored figures. A run without
+a memory (naive, ewc, multitask) has no key to seal with, so its state stays plain. A state without a tag
+is one written before states were sealed (a version-1 run folder) and still resumes; its next write
+seals it. Removing the tag therefore goes unnoticed: the tag shows who wrote a state, it cannot show that
+a state once carried one.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from rehearsal.errors import ConfigError
+from rehearsal._files import read_json, write_json
+from rehearsal.crypto.keys import KeyRing, keyed_tag, same_tag
+from rehearsal.errors import ConfigError, IntegrityError
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.metrics import AccuracyMatrix
 from rehearsal.runner.online_config import OnlineConfig
-from rehearsal.runner.results import write_json
 
 __all__ = [
     "MEMORY_DIR",
@@ -23,6 +35,7 @@ __all__ = [
     "is_finished",
     "is_run_folder",
     "load_state",
+    "read_state",
     "run_memory",
     "saved_config",
     "write_state",
@@ -30,6 +43,7 @@ __all__ = [
 
 # A run's folder: its state, and the memory it keeps (other verbs open that memory through the run).
 STATE_FILE, MEMORY_DIR = "state.json", "memory"
+_TAG_PURPOSE = "run-state-tag"
 
 
 def is_run_folder(folder: str | os.PathLike[str]) -> bool:
@@ -83,14 +97,37 @@ def is_finished(out: Path) -> bool:
     return bool(rows) and all(value is not None for value in rows[-1])
 
 
-def load_state(out: Path, config: RunConfig, *, resume: bool) -> dict[str, Any] | None:
-    """The saved state of the run in ``out`` (None: a fresh run), refusing a resume with another config."""
+def _tag(keys: KeyRing, state: dict[str, Any]) -> str:
+    # Over the state as JSON reads it back (an int key becomes text, which sorts differently).
+    return keyed_tag(keys, _TAG_PURPOSE, json.loads(json.dumps(state)))
+
+
+def read_state(out: Path, keys: KeyRing | None) -> dict[str, Any]:
+    """The state of the run in ``out``, its tag checked under ``keys`` (the run's master key; None for a
+    run without a memory). An untagged state is read as one written before states were sealed."""
+    path = out / STATE_FILE
+    state = read_json(path)
+    tag = state.pop("tag", None)
+    if tag is None:
+        return state
+    if keys is None:
+        raise IntegrityError(f"run state {str(path)!r} is sealed: it needs its run's master key to be read")
+    if not same_tag(tag, _tag(keys, state)):
+        raise IntegrityError(f"run state {str(path)!r} fails its check (edited, or sealed with another key)")
+    return state
+
+
+def load_state(
+    out: Path, config: RunConfig, *, resume: bool, keys: KeyRing | None = None
+) -> dict[str, Any] | None:
+    """The saved state of the run in ``out`` (None: a fresh run), checked under ``keys`` (``read_state``),
+    refusing a resume with another config."""
     path = out / STATE_FILE
     if not path.is_file():
         return None
     if not resume:
         raise ConfigError(f"{str(out)!r} already holds a run; resume it (--resume) or use another output dir")
-    state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    state = read_state(out, keys)
     saved = saved_config(state["config"])
     if comparable(saved) != comparable(config):
         changed = sorted(k for k, v in comparable(config).items() if comparable(saved).get(k) != v)
@@ -108,10 +145,12 @@ def write_state(
     generation: int,
     totals: dict[str, Any],
     *,
+    keys: KeyRing | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
     """What a resume needs after ``completed`` phases (0: the run has started, nothing is trained);
-    ``extra`` adds keys of its own (an online run's position in the stream)."""
+    ``extra`` adds keys of its own (an online run's position in the stream). With ``keys`` (a run that
+    keeps a memory) the state carries a tag over the rest under them."""
     state = {
         "config": config.to_dict(),
         "completed_phases": completed,
@@ -124,4 +163,6 @@ def write_state(
     if weights is not None:
         state["checkpoint"] = str(weights.relative_to(out))
     state.update(extra or {})
+    if keys is not None:
+        state["tag"] = _tag(keys, state)
     write_json(out / STATE_FILE, state)

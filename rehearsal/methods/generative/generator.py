@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rehearsal._files import write_json
 from rehearsal.errors import ConfigError
 from rehearsal.examples import Example
 from rehearsal.methods.generative.config import GenerativeConfig
@@ -153,7 +154,7 @@ class ClassGenerator:
         """The adapter and the tenant ledger (the base model is not copied)."""
         self.model.save_pretrained(str(folder))
         ledger = {"forgotten": sorted(self.forgotten), "seen": sorted(self.tenants_seen)}
-        (folder / _LEDGER).write_text(json.dumps(ledger, indent=1) + "\n", encoding="utf-8")
+        write_json(folder / _LEDGER, ledger, indent=1)
 
     def forget_tenant(self, tenant: str) -> None:
         """Never learn from ``tenant``'s examples again (what is already learnt stays: module docstring)."""

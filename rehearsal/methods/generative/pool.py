@@ -8,13 +8,13 @@ example, though a generator can write near copies of what it learnt (see ``memor
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rehearsal._files import write_json
 from rehearsal.errors import ConfigError
 
 __all__ = ["Generated", "GeneratedPool"]
@@ -84,9 +84,7 @@ class GeneratedPool:
         return out
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps([asdict(e) for e in self.entries], indent=0) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, [asdict(e) for e in self.entries], indent=0)
 
     @classmethod
     def load(cls, path: Path) -> GeneratedPool:

@@ -45,7 +45,7 @@ from rehearsal.runner.causal.self_rehearsal import SelfRehearsalCollator, own_an
 from rehearsal.runner.config import CAUSAL_METHODS, RunConfig
 from rehearsal.runner.instructions import general_texts, instruction_of
 from rehearsal.runner.strategies.base import Multitask, PhaseContext, Strategy, get_strategy
-from rehearsal.runner.strategies.ewc import EWCReplay, EWCStrategy
+from rehearsal.runner.strategies.ewc import EWCMixin, EWCReplay, EWCStrategy
 from rehearsal.runner.strategies.lora import adapter_name
 from rehearsal.runner.strategies.replay import (
     CoverageReplay,
@@ -202,11 +202,25 @@ class CausalSelfRehearsal(CausalLM, RandomReplay):
         return {**super().after_phase(model, ctx), **self.answer_logs}
 
 
-class CausalEWC(CausalLM, EWCStrategy):
+class CausalEWCState(EWCMixin):
+    """Put ahead of ``CausalLM``, whose load and save end their chains, so the EWC state is saved with
+    the adapter weights and taken up from them (``EWCMixin``'s own overrides come after it)."""
+
+    def load_model(self, config: RunConfig, checkpoint: Path | None, num_labels: int) -> Any:
+        model = super().load_model(config, checkpoint, num_labels)
+        self.restore_state(checkpoint)
+        return model
+
+    def save_model(self, model: Any, folder: Path) -> None:
+        super().save_model(model, folder)
+        self.save_state(folder)
+
+
+class CausalEWC(CausalEWCState, CausalLM, EWCStrategy):
     name = "ewc"
 
 
-class CausalEWCReplay(CausalLM, EWCReplay):
+class CausalEWCReplay(CausalEWCState, CausalLM, EWCReplay):
     name = "ewc-replay"
 
 

@@ -16,7 +16,6 @@ and the copy report of that phase's generations against its training texts and a
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rehearsal._files import write_json
 from rehearsal.examples import Example
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.generative.config import GenerativeConfig
@@ -95,9 +95,7 @@ class GenerativeReplay(Strategy):
         self.generator.save(_adapter_dir(ctx, ctx.phase))
         if ctx.phase >= 2:
             shutil.rmtree(_adapter_dir(ctx, ctx.phase - 2), ignore_errors=True)
-        (ctx.state_dir(_DIR) / f"phase_{ctx.phase}.json").write_text(
-            json.dumps(report, indent=1) + "\n", encoding="utf-8"
-        )
+        write_json(ctx.state_dir(_DIR) / f"phase_{ctx.phase}.json", report, indent=1)
         return {**logs, **{k: float(v) for k, v in report["logs"].items()}}
 
 
