@@ -105,3 +105,14 @@ def test_a_csv_header_with_a_byte_order_mark_is_read(
 def test_a_run_config_output_dir_must_be_a_path_string(value: object) -> None:
     with pytest.raises(ConfigError, match="'output_dir' must be a non-empty path string"):
         RunConfig(output_dir=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("abbreviated", ["--k", "--key", "--with"])
+def test_an_abbreviated_option_is_refused_not_read_as_another(
+    abbreviated: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], key: None
+) -> None:
+    """``--k 2`` once read as ``--key-file 2``: a later ``--key-file`` won, and k silently stayed 5."""
+    status = main(["search", str(tmp_path / "mem"), "a query", abbreviated, "2"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert f"unrecognized arguments: {abbreviated}" in _error(out + err)

@@ -73,6 +73,12 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviated options: "--k 2" must not be read as "--key-file 2" (the verbs' parsers are of
+        # this class too, through add_subparsers).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     # argparse prints usage and exits; we want one line and a status the caller controls.
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
