@@ -163,3 +163,16 @@ def test_a_run_saved_before_length_buckets_resumes_only_as_it_was_trained() -> N
     assert "length_buckets" not in comparable(saved)  # the id it had before the setting existed
     assert comparable(RunConfig()) != comparable(saved)
     assert comparable(RunConfig(length_buckets=1, length_sorted_eval=False)) == comparable(saved)
+
+
+def test_a_resume_under_other_settings_names_the_ones_the_run_was_trained_with(tmp_path: Path) -> None:
+    import json
+
+    from rehearsal.runner.state import STATE_FILE, load_state
+
+    old = RunConfig(length_buckets=1).to_dict()
+    del old["length_buckets"]  # a state written before the setting existed
+    (tmp_path / STATE_FILE).write_text(json.dumps({"config": old}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"changed: \['length_buckets'\] .*length_buckets=1: pass those"):
+        load_state(tmp_path, RunConfig(), resume=True)
+    assert load_state(tmp_path, RunConfig(length_buckets=1), resume=True) is not None

@@ -130,8 +130,13 @@ def load_state(
     state = read_state(out, keys)
     saved = saved_config(state["config"])
     if comparable(saved) != comparable(config):
-        changed = sorted(k for k, v in comparable(config).items() if comparable(saved).get(k) != v)
-        raise ConfigError(f"cannot resume {str(out)!r} with a different config; changed: {changed}")
+        ours, theirs = comparable(config), comparable(saved)
+        changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        was = ", ".join(f"{k}={json.dumps(saved.to_dict()[k])}" for k in changed if k in saved.to_dict())
+        raise ConfigError(
+            f"cannot resume {str(out)!r} with a different config; changed: {changed} (the run was "
+            f"trained with {was}: pass those with --set to resume it, or use another output dir)"
+        )
     return state
 
 
