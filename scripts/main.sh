@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 bash scripts/bootstrap.sh
 config="${1:-configs/default.toml}"
+shift $(( $# > 0 ? 1 : 0 ))  # what follows the config goes to 'rehearsal run' (e.g. --set seed=1)
 # The run's memory is encrypted. Without a key in the environment, make one explicitly (kept in runs/,
 # git-ignored) so that an interrupted run can resume; the library itself never writes a master key.
 if [ -z "${REHEARSAL_MASTER_KEY:-}" ]; then
@@ -17,4 +18,4 @@ if [ -z "${REHEARSAL_MASTER_KEY:-}" ]; then
     REHEARSAL_MASTER_KEY="$(cat runs/master.key)"
     export REHEARSAL_MASTER_KEY
 fi
-.venv/bin/rehearsal run "$config" --resume
+.venv/bin/rehearsal run "$config" --resume "$@"
