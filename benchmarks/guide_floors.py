@@ -8,13 +8,12 @@ their class" (a rule that rejects real members cannot be a fair test of generati
 
     .venv/bin/python benchmarks/guide_floors.py            # k 4, 10th percentile, absolute 0.3
 
-Prints a table and writes benchmarks/out/guide_floors.json.
+Prints a table and writes benchmarks/results/guide_floors.json (with its commit, command and load).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from _harness import provenance, write_results
 
 from rehearsal.embedding import load_encoder
 from rehearsal.memory.facade import RehearsalMemory
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--percentile", type=float, default=10.0, help="the per-class floor's percentile")
     parser.add_argument("--absolute", type=float, default=0.3, help="the absolute floor compared")
     args = parser.parse_args()
+    record = provenance(**vars(args))
     stream = load_stream(RunConfig.from_file(ROOT / "configs" / "default.toml"))
     train = [e for task in stream.tasks for e in task.train]
     labels = [stream.label_id(e.label) for e in train]
@@ -84,9 +86,7 @@ def main() -> None:
                 "members": int(total),
             }
         )
-    out = ROOT / "benchmarks" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "guide_floors.json").write_text(json.dumps({**vars(args), "tasks": rows_out}, indent=1) + "\n")
+    print(f"wrote {write_results('guide_floors', {**vars(args), 'tasks': rows_out}, record)}")
 
 
 if __name__ == "__main__":
