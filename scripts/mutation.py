@@ -42,6 +42,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
         [
             "tests/test_replay.py",
+            "tests/test_replay_selection_pinned.py",
+            "tests/test_selection_modes.py",
             "tests/test_promises.py",
             "tests/test_properties.py",
             "tests/test_survivors.py",
