@@ -340,3 +340,20 @@ def test_an_attached_database_that_is_not_sqlite_is_named(tmp_path: Path) -> Non
         StoreFormatError, match=r"^the database is not a readable SQLite vault: file is not a database$"
     ):
         Vault.attach(sqlite3.connect(path, isolation_level=None), KeyRing.generate(), create=False)
+
+
+def test_a_keyed_tag_is_the_hmac_of_the_canonical_json_under_the_purposes_key() -> None:
+    """Tags already stored in files (versions, deployment config, pending, weights seals, run state) must
+    still verify: the canonical form (sorted keys, no spaces) and the purpose's key are pinned here,
+    computed independently of ``keyed_tag``."""
+    import hashlib
+    import hmac
+
+    from rehearsal.crypto.keys import keyed_tag
+
+    keys = KeyRing.from_bytes(bytes(range(32)))
+    body = {"b": [1, 2.5, None], "a": {"y": "é", "x": True}}
+    canonical = b'{"a":{"x":true,"y":"\\u00e9"},"b":[1,2.5,null]}'
+    expected = hmac.new(keys.derive_key("deployment-config"), canonical, hashlib.sha256).hexdigest()
+    assert keyed_tag(keys, "deployment-config", body) == expected
+    assert keyed_tag(keys, "another-purpose", body) != expected
