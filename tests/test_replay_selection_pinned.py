@@ -130,3 +130,31 @@ def test_selection_is_what_was_recorded(case: str, make_memory: Callable[..., Re
 def test_every_mode_a_selector_chooses_in_is_pinned() -> None:
     pinned = {fields["mode"] for fields, _ in CASES.values()}
     assert pinned == {name for name, cls in MODES.items() if cls.refusal is None}
+
+
+def test_hybrid_with_every_slot_random_is_random_replay_and_searches_nothing(
+    make_memory: Callable[..., RehearsalMemory],
+) -> None:
+    """With ``random_share = 1`` no slot is a neighbour's: hybrid draws exactly what random replay draws,
+    and never pays for a search (nor lets one move the generator or pick a neighbour)."""
+    memory = make_memory("hybrid-all-random")
+    rng = np.random.default_rng(7)
+    centres = unit_vectors(rng, 5)
+    _fill(memory, rng, centres, "abcd")
+    searches: list[int] = []
+    search = memory.search_vectors
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        searches.append(1)
+        return search(*args, **kwargs)
+
+    memory.search_vectors = counted  # type: ignore[method-assign]
+    batch = _clustered(np.random.default_rng(11), 8, centres[0])
+    for seed in SEEDS:
+        hybrid = ReplaySelector(memory, ReplayConfig(mode="hybrid", random_share=1.0), eligible=NOT_CURRENT)
+        plain = ReplaySelector(memory, ReplayConfig(mode="random"), eligible=NOT_CURRENT)
+        got = hybrid.select(batch, 7, rng=np.random.default_rng(seed))
+        want = plain.select(batch, 7, rng=np.random.default_rng(seed))
+        assert got.ids == want.ids
+        assert len(got.ids) == 7
+    assert searches == []
