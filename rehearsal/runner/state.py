@@ -132,7 +132,8 @@ def load_state(
     if comparable(saved) != comparable(config):
         ours, theirs = comparable(config), comparable(saved)
         changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-        was = ", ".join(f"{k}={json.dumps(saved.to_dict()[k])}" for k in changed if k in saved.to_dict())
+        trained = saved.to_dict()
+        was = ", ".join(f"{k}={json.dumps(trained[k])}" for k in changed if k in trained)
         raise ConfigError(
             f"cannot resume {str(out)!r} with a different config; changed: {changed} (the run was "
             f"trained with {was}: pass those with --set to resume it, or use another output dir)"
