@@ -4,8 +4,11 @@
     run = provenance(seeds=[0, 1, 2])           # at the start: commit, command, cores, load
     ...
     write_results("predictors_wordnet", {"table": ...}, run)  # results/<name>.json, load at the end
+    write_record(args.out, {"table": ...}, run)                # a script's own --out/--results path
 
 Results go straight to ``benchmarks/results/`` (committed; small summaries only, never weights or stores).
+A script whose RESULTS.md command names its output file writes it through ``write_record``, so the file
+carries the same provenance wherever the command sends it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS", "provenance", "write_results"]
+__all__ = ["RESULTS", "provenance", "write_record", "write_results"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,9 +63,14 @@ def provenance(**extra: Any) -> dict[str, Any]:
     }
 
 
-def write_results(name: str, payload: dict[str, Any], run: dict[str, Any]) -> Path:
-    """Write ``payload`` with the provenance ``run`` (and the load at the end) to results/<name>.json."""
+def write_record(path: Path, payload: dict[str, Any], run: dict[str, Any]) -> Path:
+    """Write ``payload`` with the provenance ``run`` (and the load at the end) to ``path``."""
     record = {**run, "load_1m_end": os.getloadavg()[0], "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**record, **payload}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
+
+
+def write_results(name: str, payload: dict[str, Any], run: dict[str, Any]) -> Path:
+    """Write ``payload`` with the provenance ``run`` (and the load at the end) to results/<name>.json."""
+    return write_record(RESULTS / f"{name}.json", payload, run)

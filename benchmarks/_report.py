@@ -3,13 +3,10 @@ with the provenance every result carries (``_harness.provenance``: commit, comma
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
-from _harness import provenance
+from _harness import provenance, write_record
 
 
 def print_and_save(result: dict[str, Any], out: Path) -> None:
@@ -17,8 +14,7 @@ def print_and_save(result: dict[str, Any], out: Path) -> None:
     print(f"{'metric':<{width}}  value")
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The load at the end stands in for the run's (these scripts take no provenance at their start).
-    record = {**provenance(), "load_1m_end": os.getloadavg()[0]}
-    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    out.write_text(json.dumps({**record, **result}, indent=2) + "\n")
+    # Provenance taken at the end stands in for the run's (these scripts take none at their start), so it
+    # claims no start time.
+    run = {key: value for key, value in provenance().items() if key != "started"}
+    write_record(out, result, run)

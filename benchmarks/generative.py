@@ -28,6 +28,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from _harness import provenance, write_record
 from _runs import finished
 
 from rehearsal.crypto.keys import KeyRing
@@ -128,6 +129,7 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, help="also write a small summary JSON here (no texts)")
     args = parser.parse_args()
+    record = provenance()  # commit, command, machine, load at start
     if args.threads:
         import torch
 
@@ -201,7 +203,7 @@ def main() -> None:
         print(f"unfinished: {entry}")
     if args.results:
         summary = {**_summary(rows, args), "unfinished": partial}
-        args.results.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {write_record(args.results, summary, record)}")
 
 
 def _summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:

@@ -17,7 +17,6 @@ breakdown (search, decrypt, tokenize), after one warm-up call that opens the mem
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,6 +30,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np
+from _harness import provenance, write_record  # benchmarks/ is on sys.path when run as a script
 from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", help="replay from this server memory (built by servers.py --pg-url)")
     parser.add_argument("--out", type=Path, default=OUT / "overhead.json")
     args = parser.parse_args(argv)
+    record = provenance()  # commit, command, machine, load at start
     hf_logging.set_verbosity_error()
 
     stream = load_wordnet_stream()
@@ -210,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     results["runs"] = rows_out
     results["build_seconds"] = {str(k): v for k, v in build.items()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {write_record(args.out, results, record)}")
     return 0
 
 

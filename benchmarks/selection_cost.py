@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import provenance, write_record  # benchmarks/ is on sys.path when run as a script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -174,6 +175,7 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=HERE / "out" / "selection_cost")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "selection_cost.json")
     args = parser.parse_args()
+    record = provenance()  # commit, command, machine, load at start
     if "random" not in args.modes:
         args.modes.insert(0, "random")
     for mode in args.modes:
@@ -231,8 +233,7 @@ def main() -> int:
         print(json.dumps(side, indent=2))
         print("training step (MiniLM step + selection) ÷ random's:")
         print({mode: row["training_step_ratio_to_random"] for mode, row in table.items()})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {write_record(args.out, result, record)}")
     return 0
 
 
