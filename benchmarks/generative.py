@@ -61,6 +61,9 @@ def _config(variant: str, seed: int, args: argparse.Namespace) -> RunConfig:
             **base,
             **changes,
             "generative": generative,
+            # The committed figures read out the shared head (the default until configs/default.toml chose
+            # lda), and lda needs a replay memory, which the naive and generative variants do not keep.
+            "prediction": "head",
             "seed": seed,
             "progress": False,
             "output_dir": str(OUT / f"{variant}_s{seed}"),
