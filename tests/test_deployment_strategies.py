@@ -5,6 +5,8 @@ deployment code used to ask by comparing ``config.strategy`` with a name."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,17 @@ def test_the_scan_finds_a_planted_second_list() -> None:
     assert lists_of_strategy_names('KINDS = ("adapter-replay", "expert-growth")\n') == [1]
     assert lists_of_strategy_names('FIRST = {"adapter-replay": "shared", "expert-growth": "e0"}\n') == [1]
     assert lists_of_strategy_names('X = [1,\n ["ewc", "ewc", "naive"]]\n') == []  # one name, twice
+
+
+def test_the_config_and_the_registry_import_without_torch() -> None:
+    # A bad strategy in a deployment's config must fail in a second, before torch loads.
+    heavy = ("torch", "transformers", "peft", "sentence_transformers", "datasets")
+    probe = (
+        "import sys; import rehearsal.deployment.config, rehearsal.deployment.strategies; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 def test_an_unknown_strategy_is_refused_naming_the_known_ones() -> None:
