@@ -15,6 +15,7 @@ from typing import Any
 
 from rehearsal.cli.common import EXIT_FAIL, EXIT_NEEDS_APPROVAL, KEY_ENV, Report, Verb, keys_from_args
 from rehearsal.cli.run_verbs import add_verbose_argument, quiet_libraries
+from rehearsal.deployment.strategies import deployment_strategy_names
 from rehearsal.errors import UpdateBlockedError, ValidationError
 
 __all__ = ["deploy_verbs"]
@@ -35,7 +36,7 @@ def _init_args(p: argparse.ArgumentParser) -> None:
     source.add_argument("--memory", metavar="MEMORY", help="the memory folder to start from (copied)")
     source.add_argument("--from-run", metavar="RUN_DIR", help="a finished 'rehearsal run' with a memory")
     p.add_argument("--model", help="the base model folder (default: the run's model, else MiniLM)")
-    p.add_argument("--strategy", default="adapter-replay", choices=("adapter-replay", "ewc", "expert-growth"))
+    p.add_argument("--strategy", default="adapter-replay", choices=deployment_strategy_names())
     p.add_argument("--suite", metavar="FILE", help="held-out examples (JSON lines) as the regression suite")
     p.add_argument(
         "--config",

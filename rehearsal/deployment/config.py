@@ -1,6 +1,6 @@
 """The configuration of a deployment (``deployment.json``'s ``config``): how each update trains.
 
-Strategies:
+Strategies (registered in ``rehearsal.deployment.strategies``, which ``strategy`` is checked against):
 
 - ``adapter-replay`` (default): one LoRA adapter (with its own copy of the head) on a frozen base model,
   trained further by every update on the new data topped up with hybrid replay from the memory;
@@ -20,12 +20,12 @@ from __future__ import annotations
 import dataclasses
 
 from rehearsal.config import PREDICTOR_NAMES, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig, check_seed
+from rehearsal.deployment.strategies import get_deployment_strategy
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 
-__all__ = ["STRATEGIES", "DeploymentConfig"]
+__all__ = ["DeploymentConfig"]
 
-STRATEGIES = ("adapter-replay", "ewc", "expert-growth")
 # How expert-growth routes a request to an expert (a run's lora-routed adapters: ADAPTER_ROUTERS).
 EXPERT_ROUTERS = ("knn", "probe")
 
@@ -98,8 +98,7 @@ class DeploymentConfig(ConfigMixin):
             self.gate = GateConfig.from_dict(self.gate)
         if self.router not in EXPERT_ROUTERS:
             raise ConfigError(f"'router' must be one of {list(EXPERT_ROUTERS)}, got {self.router!r}")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"'strategy' must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+        get_deployment_strategy(self.strategy)  # a name the registry does not know is refused
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise ConfigError(f"'model' must be a model folder or None, got {self.model!r}")
         numbers = ("max_labels", "batch_size", "eval_batch_size", "max_length", "novelty_calibration")

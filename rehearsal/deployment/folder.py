@@ -107,9 +107,6 @@ class VersionState:
     def label_ids(self, labels: list[str]) -> list[int]:
         return [self.labels.index(label) for label in labels]
 
-    def expert_of(self, task: str) -> str | None:
-        return next((name for name, tasks in self.experts.items() if task in tasks), None)
-
     def save(self, folder: Path) -> None:
         write_json(folder / _STATE, dataclasses.asdict(self))
 

@@ -27,8 +27,9 @@ from rehearsal.deployment.examples import (
     to_memory,
 )
 from rehearsal.deployment.folder import Deployment, VersionState
-from rehearsal.deployment.model import SHARED, DeployedModel
+from rehearsal.deployment.model import DeployedModel
 from rehearsal.deployment.result import UpdateResult, deployment_keys
+from rehearsal.deployment.strategies import get_deployment_strategy
 from rehearsal.deployment.training import train_candidate
 from rehearsal.errors import NotFoundError, ValidationError
 from rehearsal.examples import Example
@@ -126,6 +127,7 @@ def _first_version(
 ) -> UpdateResult:
     """Copy the memory in, cut the suite, train and record the first version (init's body)."""
     config, keys = dep.config, dep.keys
+    strategy = get_deployment_strategy(config.strategy)
     shutil.copytree(source, dep.memory_path)
     # The source's versions name weights the deployment does not have: its own start here, sealed.
     start_sealed(dep.memory_path, dep.versions_seal)
@@ -143,11 +145,11 @@ def _first_version(
             raise ValidationError(f"the suite has labels the memory does not: {unknown[:10]}")
         tasks = _labels_by_task(examples)
         uid = "init-" + data_digest(examples)
-        experts = {"expert_0": sorted(tasks)} if config.strategy == "expert-growth" else {}
+        experts = strategy.first_experts(tasks)
         state = VersionState(update=uid, labels=labels, tasks=tasks, experts=experts)
         weights = dep.weights_dir(uid)
         first = DeployedModel.load(config, state, None)
-        adapter = {"adapter-replay": SHARED, "expert-growth": "expert_0"}.get(config.strategy)
+        adapter = strategy.first_adapter
         train_candidate(
             first,
             [ex.text for ex in examples],
@@ -157,7 +159,7 @@ def _first_version(
             adapter=adapter,
             replay_where=None,
             ewc_state=None,
-            ewc_out=DeployedModel.ewc_file(weights) if config.strategy == "ewc" else None,
+            ewc_out=strategy.ewc_file(weights),
         )
         with RehearsalMemory.create(dep.suite_path, keys=keys, encoder=load_encoder()) as suite_mem:
             to_memory(suite_mem, tests)

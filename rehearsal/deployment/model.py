@@ -19,6 +19,7 @@ import numpy as np
 from rehearsal.deployment.answers import MemoryAnswers, head_answers
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.folder import VersionState
+from rehearsal.deployment.strategies import SHARED, get_deployment_strategy
 from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
 from rehearsal.memory.facade import RehearsalMemory
@@ -27,10 +28,7 @@ from rehearsal.methods.inference import embed_texts
 from rehearsal.methods.router import AdapterRouter, group_by_route
 from rehearsal.methods.task_probe import TaskProbe
 
-__all__ = ["SHARED", "DeployedModel", "base_path"]
-
-SHARED = "shared"  # the one adapter of "adapter-replay"
-_EWC_FILE = "ewc.pt"
+__all__ = ["DeployedModel", "base_path"]
 
 
 def base_path(config: DeploymentConfig) -> str:
@@ -67,7 +65,8 @@ class DeployedModel:
 
         source = base_path(config)
         tokenizer = AutoTokenizer.from_pretrained(source)
-        if config.strategy == "ewc" and weights is not None:
+        whole = get_deployment_strategy(config.strategy).trains_whole_model
+        if whole and weights is not None:
             model = AutoModelForSequenceClassification.from_pretrained(weights)
             return cls(config, state, model, tokenizer, None)
         # The base head is replaced by a max_labels head; seeded so a base loads the same every time.
@@ -75,7 +74,7 @@ class DeployedModel:
         base = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=config.max_labels, ignore_mismatched_sizes=True
         )
-        if config.strategy == "ewc":
+        if whole:
             return cls(config, state, base, tokenizer, None)
         if weights is None:
             return cls(
@@ -92,10 +91,6 @@ class DeployedModel:
         else:
             self.model.save_pretrained(folder)
         self.state.save(folder)
-
-    @staticmethod
-    def ewc_file(weights: Path) -> Path:
-        return weights / _EWC_FILE
 
     # -- training setup ---------------------------------------------------------------------------
     def trainable(self, adapter: str | None) -> Any:

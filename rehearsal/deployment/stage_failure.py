@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rehearsal.deployment.folder import Deployment
+from rehearsal.deployment.strategies import get_deployment_strategy
 from rehearsal.errors import UpdateBlockedError
 from rehearsal.governance.audit_log import AuditLog
 from rehearsal.governance.audited import log_delete
@@ -43,7 +44,7 @@ def discard_failed_stage(
     shutil.rmtree(dep.weights_dir(uid), ignore_errors=True)
     codes = list(preview.get("codes", []))
     message = f"the candidate fails the gate already ({', '.join(codes) or 'fail'}), so it was not staged"
-    if new_labels and dep.config.strategy != "expert-growth":
+    if new_labels and get_deployment_strategy(dep.config.strategy).new_labels_share_old_weights:
         message += (
             f"; the batch brings {len(new_labels)} label(s) this deployment has not seen, which the "
             f"'{dep.config.strategy}' strategy trains into the adapter the old tasks share: try a deployment "

@@ -1,7 +1,7 @@
 """One governed update of a deployment from new labelled examples (``rehearsal update`` / ``rh.update``).
 
 1. read the examples, hold ``heldout`` of each task and label back as that task's regression suite;
-2. plan the training (``experts.plan_training``); for expert growth, score the new data's novelty
+2. plan the training (the strategy's ``plan``); for expert growth, score the new data's novelty
    against the memory (``rehearsal.methods.novelty``) and log the score and the decision (a new expert
    and router entry, or the experts that already hold the batch's tasks, each trained on its own rows);
 3. train a candidate from the deployed version (``training.train_candidate``), with replay;
@@ -44,12 +44,13 @@ from rehearsal.deployment.examples import (
     suite_examples,
     to_memory,
 )
-from rehearsal.deployment.experts import Part, log_novelty, plan_training
+from rehearsal.deployment.experts import Part, log_novelty
 from rehearsal.deployment.folder import Deployment, VersionState
 from rehearsal.deployment.model import DeployedModel
 from rehearsal.deployment.result import UpdateResult, deployment_keys
 from rehearsal.deployment.stage_failure import discard_failed_stage
 from rehearsal.deployment.staged import StagedCandidate
+from rehearsal.deployment.strategies import get_deployment_strategy
 from rehearsal.deployment.training import train_candidate
 from rehearsal.errors import ConfigError, IntegrityError, UpdateBlockedError, ValidationError
 from rehearsal.examples import Example
@@ -148,7 +149,7 @@ def update(
         log = dep.log()
         AuditedMemory(memory, log, actor="deployment")  # what committed unaudited is logged first
         vectors = embed_texts([ex.text for ex in train], memory.encoder)
-        parts, details = _plan(dep, memory, new_state, vectors, train, log, uid)
+        parts = _plan(dep, memory, new_state, vectors, [ex.task for ex in train], log, uid)
         current = DeployedModel.load(dep.config, state, Path(version.weights))
         candidate = DeployedModel.load(dep.config, new_state, Path(version.weights))
         trained = _train_parts(dep, candidate, parts, train, vectors, memory, Path(version.weights), weights)
@@ -180,8 +181,8 @@ def update(
         number = _govern(
             dep, memory, log, suite, uid, new_tasks, weights, before, after, staged, suite_ids, flags=flags
         )
-    expert = details.get("expert") if details else None
-    return UpdateResult(uid, "pass", number, expert, details, new_state.metrics)
+    expert = new_state.novelty.get("expert") if new_state.novelty else None
+    return UpdateResult(uid, "pass", number, expert, new_state.novelty, new_state.metrics)
 
 
 def _plan(
@@ -189,17 +190,17 @@ def _plan(
     memory: RehearsalMemory,
     state: VersionState,
     vectors: np.ndarray,
-    train: list[Example],
+    tasks: list[str],
     log: AuditLog,
     uid: str,
-) -> tuple[list[Part], dict[str, Any] | None]:
-    """The training parts (``experts.plan_training``); for expert growth, the new data's novelty, kept in
-    the candidate's ``state`` and logged."""
-    parts, details = plan_training(dep.config, memory, state, vectors, [ex.task for ex in train])
-    state.novelty = details
-    if details is not None:
-        log_novelty(log, uid, details)
-    return parts, details
+) -> list[Part]:
+    """The training parts for the examples of ``tasks`` (the strategy's plan); for expert growth, the new
+    data's novelty, kept in the candidate's ``state`` and logged."""
+    strategy = get_deployment_strategy(dep.config.strategy)
+    parts, state.novelty = strategy.plan(dep.config, memory, state.experts, vectors, tasks)
+    if state.novelty is not None:
+        log_novelty(log, uid, state.novelty)
+    return parts
 
 
 def _admit(
@@ -248,7 +249,7 @@ def _train_parts(
     """Train the candidate one part at a time (one pass per adapter: expert growth with a batch of several
     experts' tasks); returns the parts' numbers summed. EWC reads the current version's state and writes
     the candidate's beside its ``weights``."""
-    ewc_file = DeployedModel.ewc_file(current_weights) if dep.config.strategy == "ewc" else None
+    strategy = get_deployment_strategy(dep.config.strategy)
     trained: dict[str, float] = {}
     for part in parts:
         numbers = train_candidate(
@@ -259,8 +260,8 @@ def _train_parts(
             memory=memory,
             adapter=part.adapter,
             replay_where=part.replay_where,
-            ewc_state=ewc_file,
-            ewc_out=DeployedModel.ewc_file(weights) if ewc_file is not None else None,
+            ewc_state=strategy.ewc_file(current_weights),
+            ewc_out=strategy.ewc_file(weights),
         )
         for key, value in numbers.items():
             trained[key] = trained.get(key, 0.0) + value
