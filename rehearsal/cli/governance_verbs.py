@@ -33,10 +33,10 @@ from rehearsal.governance.anchoring import anchor_of, check_log_anchor
 from rehearsal.governance.audit_key import AuditKey
 from rehearsal.governance.audit_log import AuditLog, default_log_path
 from rehearsal.governance.audited import (
-    AuditedMemory,
     bound_store_id,
     check_log_binding,
     last_audited_generation,
+    reconcile_log,
 )
 from rehearsal.governance.retention import expire, parse_now, unreadable_retention
 from rehearsal.governance.updates import approve_update
@@ -219,7 +219,7 @@ def _expire(args: argparse.Namespace) -> Report:
             else AuditLog.open(_log_path(args), keys)
         )
         if log is not None:
-            AuditedMemory(memory, log, actor="cli")  # log what committed unaudited before this entry
+            reconcile_log(memory, log, actor="cli")  # what committed unaudited is logged before this entry
         ids = expire(memory, now=now, log=log, dry_run=args.dry_run, actor="cli")
         unreadable = unreadable_retention(memory)
         entries = len(memory)
@@ -291,7 +291,7 @@ def _rollback(args: argparse.Namespace) -> Report:
     with open_memory(args, read_only=False) as memory:
         log = AuditLog.open(_log_path(args), keys) if keys is not None and encrypted(args.path) else None
         if log is not None:
-            AuditedMemory(memory, log, actor="cli")  # log what committed unaudited before this entry
+            reconcile_log(memory, log, actor="cli")  # what committed unaudited is logged before this entry
         result = rollback(memory, args.version, log=log, actor="cli")
         entries = len(memory)
     data = {"path": args.path, **dataclasses.asdict(result), "entries": entries, "audited": log is not None}

@@ -48,6 +48,7 @@ from rehearsal.deployment.experts import Part, log_novelty
 from rehearsal.deployment.folder import Deployment, VersionState
 from rehearsal.deployment.model import DeployedModel
 from rehearsal.deployment.result import UpdateResult, deployment_keys
+from rehearsal.deployment.rollback import rollback
 from rehearsal.deployment.stage_failure import discard_failed_stage
 from rehearsal.deployment.staged import StagedCandidate
 from rehearsal.deployment.strategies import get_deployment_strategy
@@ -55,7 +56,7 @@ from rehearsal.deployment.training import train_candidate
 from rehearsal.errors import ConfigError, IntegrityError, UpdateBlockedError, ValidationError
 from rehearsal.examples import Example
 from rehearsal.governance.audit_log import AuditLog, safe_token
-from rehearsal.governance.audited import AuditedMemory, last_audited_generation
+from rehearsal.governance.audited import last_audited_generation, reconcile_log
 from rehearsal.governance.gate import NEEDS_APPROVAL, evaluate_gate
 from rehearsal.governance.updates import (
     UpdateRecord,
@@ -64,11 +65,11 @@ from rehearsal.governance.updates import (
     staging_check,
     worst_decision,
 )
-from rehearsal.governance.versions import rollback as rollback_memory
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import embed_texts
 
-# UpdateResult and deployment_keys are re-exported: callers of update() and promote() import them here.
+# UpdateResult, deployment_keys and rollback are re-exported: callers of update() and promote() import
+# them here.
 
 __all__ = ["UpdateResult", "approve", "deployment_keys", "promote", "rollback", "update"]
 
@@ -147,7 +148,7 @@ def update(
     weights = dep.weights_dir(uid, fresh=True)
     with dep.open_memory() as memory, dep.open_suite() as suite:
         log = dep.log()
-        AuditedMemory(memory, log, actor="deployment")  # what committed unaudited is logged first
+        reconcile_log(memory, log, actor="deployment")  # what committed unaudited is logged first
         vectors = embed_texts([ex.text for ex in train], memory.encoder)
         parts = _plan(dep, memory, new_state, vectors, [ex.task for ex in train], log, uid)
         current = DeployedModel.load(dep.config, state, Path(version.weights))
@@ -412,39 +413,3 @@ def approve(
     update when its data is sent again (:func:`update`, which meets the approval)."""
     dep = Deployment.open(path, deployment_keys(keys))
     return approve_update(dep.log(), update_id, approver).seq
-
-
-def rollback(path: str | os.PathLike[str], version: int, *, keys: KeyRing | None = None) -> dict[str, Any]:
-    """Make ``version`` current again: the memory loses the entries added since (logged), the suite its
-    later held-out examples, and a staged candidate is discarded."""
-    dep = Deployment.open(path, deployment_keys(keys))
-    # Only the target's seal is checked: a damaged other version must not stop a rollback away from it.
-    found = [v for v in dep.own_versions() if v.version == version]
-    if not found:
-        raise ValidationError(
-            f"version {version} is not a version of this deployment (see 'rehearsal versions')"
-        )
-    target = dep.load_state(Path(found[0].weights))
-    try:
-        pending = dep.pending()
-    except IntegrityError:
-        # A staged file that fails its check is dropped unread: its weights path is not trusted either.
-        dep.set_pending(None)
-        pending = None
-    with dep.open_memory() as memory, dep.open_suite() as suite:
-        log = dep.log()
-        AuditedMemory(memory, log, actor="deployment")
-        result = rollback_memory(memory, version, log=log, actor="deployment", seal=dep.versions_seal)
-        later = suite.ids({"id": {"$gte": target.suite_boundary}})
-        if later:
-            suite.delete(later)
-    if pending is not None:
-        shutil.rmtree(dep.candidate_weights(pending), ignore_errors=True)
-        dep.set_pending(None)
-    return {
-        "version": result.version,
-        "removed": len(result.removed),
-        "exact": result.exact,
-        "suite_removed": len(later),
-        "discarded": None if pending is None else pending.update,
-    }

@@ -35,6 +35,7 @@ __all__ = [
     "log_forget",
     "log_ingest",
     "log_train_update",
+    "reconcile_log",
 ]
 
 
@@ -187,12 +188,42 @@ def log_train_update(
     return log.append("train-update", details, actor=actor)
 
 
+def reconcile_log(memory: RehearsalMemory, log: AuditLog, *, actor: str | None) -> AuditEntry | None:
+    """Log what ``memory`` committed beyond ``log``'s last audited generation; None if nothing.
+
+    A log that has never seen this memory gets a ``baseline`` entry (its generation, ids and store id)
+    first; so does a log written before logs recorded their store, which binds it from then on.
+    A log bound to another store, or a memory *behind* its log (restored from an older copy), is an
+    :class:`IntegrityError` (see :func:`check_log_binding`). Every audited write starts here, so the log
+    never misses a change that committed while no audited handle was open.
+    """
+    entries = check_log_binding(log, memory, in_step=False)
+    now = memory.generation
+    last = _latest(entries, "generation", int)
+    bound = _latest(entries, "store_id", str) is not None
+    # A new log, or one written before logs recorded their store: its next entry binds it.
+    if last is None or (last == now and not bound):
+        details = {**_id_summary(memory.ids()), "generation": now, "store_id": memory.store_id}
+        return log.append("baseline", details, actor=actor)
+    if last == now:
+        return None
+    added, removed = memory.changes_since(last)
+    details = {
+        "store_id": memory.store_id,
+        "from_generation": last,
+        "generation": now,
+        "added": _id_summary(added),
+        "removed": _id_summary(removed),
+    }
+    return log.append("reconcile", details, actor=actor)
+
+
 class AuditedMemory:
     """A memory whose every mutation is followed by its audit entry; reads pass straight through.
 
     The entry is appended after the mutation has committed, so the log never records a change that did
     not happen. A crash between the two would lose that entry, so each entry carries the memory's
-    generation and opening an ``AuditedMemory`` reconciles first (:meth:`reconcile`): what committed
+    generation and opening an ``AuditedMemory`` reconciles first (:func:`reconcile_log`): what committed
     after the last audited generation is logged then, as a ``reconcile`` entry with its ids.
     """
 
@@ -235,33 +266,8 @@ class AuditedMemory:
         return len(self.memory)
 
     def reconcile(self) -> AuditEntry | None:
-        """Log what the memory committed beyond the log's last audited generation; None if nothing.
-
-        A log that has never seen this memory gets a ``baseline`` entry (its generation, ids and store id)
-        first; so does a log written before logs recorded their store, which binds it from then on.
-        A log bound to another store, or a memory *behind* its log (restored from an older copy), is an
-        :class:`IntegrityError` (see :func:`check_log_binding`).
-        """
-
-        entries = check_log_binding(self.log, self.memory, in_step=False)
-        now = self.memory.generation
-        last = _latest(entries, "generation", int)
-        bound = _latest(entries, "store_id", str) is not None
-        # A new log, or one written before logs recorded their store: its next entry binds it.
-        if last is None or (last == now and not bound):
-            details = {**_id_summary(self.memory.ids()), "generation": now, "store_id": self.memory.store_id}
-            return self.log.append("baseline", details, actor=self.actor)
-        if last == now:
-            return None
-        added, removed = self.memory.changes_since(last)
-        details = {
-            "store_id": self.memory.store_id,
-            "from_generation": last,
-            "generation": now,
-            "added": _id_summary(added),
-            "removed": _id_summary(removed),
-        }
-        return self.log.append("reconcile", details, actor=self.actor)
+        """Log what the memory committed beyond the log's last audited generation (:func:`reconcile_log`)."""
+        return reconcile_log(self.memory, self.log, actor=self.actor)
 
     def add(
         self,
