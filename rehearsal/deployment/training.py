@@ -26,17 +26,15 @@ __all__ = ["train_candidate"]
 def _dataset(
     candidate: DeployedModel, texts: Sequence[str], labels: Sequence[str], vectors: np.ndarray
 ) -> Any:
-    from datasets import Dataset
-
-    from rehearsal.replay.trainer import LABELS
+    from rehearsal.training.dataset import training_set, vector_rows
 
     config = candidate.config
-    encoded = candidate.tokenizer(list(texts), truncation=True, max_length=config.max_length)
-    columns: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
-    columns[LABELS] = candidate.state.label_ids(list(labels))
-    columns[config.replay.text_column] = list(texts)
-    columns[config.replay.vector_column] = [row.tolist() for row in vectors]
-    return Dataset.from_dict(columns)
+    columns: dict[str, list[Any]] = {
+        config.replay.text_column: list(texts),
+        config.replay.vector_column: vector_rows(vectors),
+    }
+    label_ids = candidate.state.label_ids(list(labels))
+    return training_set(candidate.tokenizer, texts, label_ids, max_length=config.max_length, columns=columns)
 
 
 def train_candidate(

@@ -12,12 +12,12 @@ from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import embed_texts
 from rehearsal.replay.collator import RehearsalCollator
 from rehearsal.replay.generative import GenerativeCollator
-from rehearsal.replay.trainer import LABELS
 from rehearsal.runner.anytime_probe import offline_probes
 from rehearsal.runner.config import RunConfig
 from rehearsal.runner.state import run_memory
 from rehearsal.runner.strategies import PhaseContext, Strategy
 from rehearsal.runner.tasks import Task, TaskStream
+from rehearsal.training.dataset import training_set, vector_rows
 from rehearsal.training.trainer import TrainSettings, train
 
 __all__ = ["phase_context", "phase_dataset", "train_phase"]
@@ -33,19 +33,15 @@ def phase_dataset(
 ) -> Any:
     """The phase's tokenized training set; given a memory, also its texts, tasks and vectors (embedded once,
     by that memory's own encoder) for the collator and the admission callback."""
-    from datasets import Dataset
-
     examples = [ex for task in tasks for ex in task.train]
     texts = [ex.text for ex in examples]
-    encoded = tokenizer(texts, truncation=True, max_length=config.max_length)
-    columns: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
-    columns[LABELS] = [stream.label_id(ex.label) for ex in examples]
+    columns: dict[str, list[Any]] = {}
     if vectors_from is not None:
         columns[config.replay.text_column] = texts
         columns["task"] = [ex.task for ex in examples]
-        vectors = embed_texts(texts, vectors_from.encoder)
-        columns[config.replay.vector_column] = [row.tolist() for row in vectors]
-    return Dataset.from_dict(columns)
+        columns[config.replay.vector_column] = vector_rows(embed_texts(texts, vectors_from.encoder))
+    labels = [stream.label_id(ex.label) for ex in examples]
+    return training_set(tokenizer, texts, labels, max_length=config.max_length, columns=columns)
 
 
 def phase_context(
