@@ -35,7 +35,7 @@ from _report import print_and_save  # benchmarks/ is on sys.path when run as a s
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.store.authenticity import CatalogAuthenticator
-from rehearsal.store.sqlite.records import Catalog
+from rehearsal.store.sqlite.records import SqliteRecords
 
 HERE = Path(__file__).resolve().parent
 DIM = 384
@@ -105,9 +105,9 @@ def _build(args: argparse.Namespace, path: Path, keys: KeyRing, centres: np.ndar
             print(f"  added {start + n:>9,} entries  {time.perf_counter() - t0:7.1f} s", flush=True)
 
 
-def _row_by_row_check(self: Catalog) -> int:
-    """``Catalog.check_rows_since`` as it was before generation seals (the code this replaced): every row
-    added since the handle's last check, fetched into Python and checked by its own tag."""
+def _row_by_row_check(self: SqliteRecords) -> int:
+    """``SqliteRecords.check_rows_since`` as it was before generation seals (the code this replaced): every
+    row added since the handle's last check, fetched into Python and checked by its own tag."""
     with self.read_view():
         latest = self.generation
         if latest == self._checked_generation:
@@ -126,7 +126,7 @@ def _fresh_first_query(path: Path, keys: KeyRing, one: np.ndarray) -> tuple[floa
     after it, rows checked one by one)."""
     with RehearsalMemory.open(path, keys=keys, read_only=True) as mem:
         catalog = mem._records
-        assert isinstance(catalog, Catalog)
+        assert isinstance(catalog, SqliteRecords)
         t = time.perf_counter()
         by_row = catalog.check_rows_since()
         check_s = time.perf_counter() - t
@@ -162,16 +162,16 @@ def _run(args: argparse.Namespace, path: Path) -> None:
 
     # The first metadata-selecting query of a handle, row by row (the code before generation seals) and
     # with the seals, alternately on fresh handles.
-    since = Catalog.check_rows_since
+    since = SqliteRecords.check_rows_since
     row_by_row: list[float] = []
     sealed: list[float] = []
     searches: list[float] = []
     for _ in range(args.first_rounds):
-        Catalog.check_rows_since = _row_by_row_check  # type: ignore[method-assign]
+        SqliteRecords.check_rows_since = _row_by_row_check  # type: ignore[method-assign]
         try:
             check_s, search_s, by_row = _fresh_first_query(path, keys, one)
         finally:
-            Catalog.check_rows_since = since  # type: ignore[method-assign]
+            SqliteRecords.check_rows_since = since  # type: ignore[method-assign]
         assert by_row == entries, by_row
         row_by_row.append(check_s)
         searches.append(search_s)
@@ -202,12 +202,12 @@ def _run(args: argparse.Namespace, path: Path) -> None:
             on[name].append(_median_ms(fn, args.repeats))
             # Unchecked: no hit's row tag checked and no look for rows to check before a filter.
             CatalogAuthenticator.check_row = lambda self, values, tag: None  # type: ignore[method-assign]
-            Catalog.check_rows_since = lambda self: 0  # type: ignore[method-assign]
+            SqliteRecords.check_rows_since = lambda self: 0  # type: ignore[method-assign]
             try:
                 off[name].append(_median_ms(fn, args.repeats))
             finally:
                 CatalogAuthenticator.check_row = checked  # type: ignore[method-assign]
-                Catalog.check_rows_since = since  # type: ignore[method-assign]
+                SqliteRecords.check_rows_since = since  # type: ignore[method-assign]
     for name in cases:
         a, b = statistics.median(on[name]), statistics.median(off[name])
         result[f"{name} checked"] = round(a, 3)
@@ -226,7 +226,7 @@ def _run(args: argparse.Namespace, path: Path) -> None:
         )
         result["writer add 1,000 entries s"] = round(time.perf_counter() - t, 3)
     reader = mem._records
-    assert isinstance(reader, Catalog)
+    assert isinstance(reader, SqliteRecords)
     t = time.perf_counter()
     result["reader's next check: rows checked one by one"] = reader.check_rows_since()
     result["reader's next check after that commit s"] = round(time.perf_counter() - t, 3)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rehearsal import IntegrityError, KeyRing, RehearsalMemory
-from rehearsal.store.sqlite.records import Catalog
+from rehearsal.store.sqlite.records import SqliteRecords
 
 DIM = 16
 
@@ -47,9 +47,9 @@ def _sql(path: Path, statement: str) -> None:
     conn.close()
 
 
-def _catalog(mem: RehearsalMemory) -> Catalog:
+def _catalog(mem: RehearsalMemory) -> SqliteRecords:
     records = mem._records
-    assert isinstance(records, Catalog)
+    assert isinstance(records, SqliteRecords)
     return records
 
 

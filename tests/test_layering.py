@@ -270,12 +270,15 @@ _ASK_KEY = 'import os\n\ndef key():\n    return os.environ["REHEARSAL_MASTER_KEY
     ("files", "expected"),
     [
         (  # a cycle hidden inside a function body
-            {"crypto/keys.py": "def f():\n    from rehearsal.store.sqlite.records import Catalog\n"},
+            {"crypto/keys.py": "def f():\n    from rehearsal.store.sqlite.records import SqliteRecords\n"},
             "import cycle",
         ),
         ({"store/sqlite/records.py": "from rehearsal.memory.facade import M\n"}, "above crypto"),
         ({"store/registry.py": "from rehearsal.config import C\n"}, "above crypto"),
-        ({"memory/facade.py": "from rehearsal.store.sqlite.records import Catalog\n"}, "concrete backend"),
+        (
+            {"memory/facade.py": "from rehearsal.store.sqlite.records import SqliteRecords\n"},
+            "concrete backend",
+        ),
         ({"replay/selector.py": "import faiss\n"}, "(replay) imports faiss"),
         ({"replay/selector.py": "from rehearsal.store.faiss.index import faiss_threads\n"}, "FAISS"),
         ({"methods/ewc.py": "from rehearsal.runner.loop import run\n"}, "(methods) imports"),

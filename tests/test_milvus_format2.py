@@ -14,7 +14,7 @@ from conftest import MEMORY_DIM, unit_vectors
 
 import rehearsal as rh
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.store.milvus.index import ERASED_PROPERTY, MilvusVectorIndex
+from rehearsal.store.milvus.index import ERASED_PROPERTY, MilvusIndex
 from rehearsal.store.protocols import ERASE_META_KEY
 
 GLOBEX = list(range(30, 60))
@@ -40,13 +40,13 @@ def memory(location: str, keys: KeyRing, milvus_url: str) -> Iterator[rh.Rehears
     mem.close()
 
 
-def _milvus(mem: rh.RehearsalMemory) -> MilvusVectorIndex:
+def _milvus(mem: rh.RehearsalMemory) -> MilvusIndex:
     index = mem._vectors
-    assert isinstance(index, MilvusVectorIndex)
+    assert isinstance(index, MilvusIndex)
     return index
 
 
-def _in_collection(index: MilvusVectorIndex, ids: list[int]) -> set[int]:
+def _in_collection(index: MilvusIndex, ids: list[int]) -> set[int]:
     found = index._client.query(index.collection, filter=f"id in {ids}", output_fields=["id"])
     return {int(row["id"]) for row in found}
 

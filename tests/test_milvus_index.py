@@ -18,7 +18,7 @@ from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import ConfigError, StorageError, ValidationError
 from rehearsal.store.milvus.connection import parse_location
 from rehearsal.store.milvus.expr import compile_where, quote
-from rehearsal.store.milvus.index import MilvusVectorIndex
+from rehearsal.store.milvus.index import MilvusIndex
 from rehearsal.store.registry import create_backends, open_backends
 from rehearsal.store.where import parse_where
 
@@ -63,9 +63,9 @@ def memory(location: str, keys: KeyRing, milvus_url: str) -> Iterator[rh.Rehears
     mem.close()
 
 
-def _milvus(mem: rh.RehearsalMemory) -> MilvusVectorIndex:
+def _milvus(mem: rh.RehearsalMemory) -> MilvusIndex:
     index = mem._vectors
-    assert isinstance(index, MilvusVectorIndex)
+    assert isinstance(index, MilvusIndex)
     return index
 
 

@@ -12,7 +12,7 @@ from conftest import MEMORY_DIM, unit_vectors
 
 import rehearsal as rh
 from rehearsal.crypto.keys import KeyRing
-from rehearsal.store.milvus.index import MilvusVectorIndex
+from rehearsal.store.milvus.index import MilvusIndex
 from rehearsal.testing.milvus import MilvusServer, MilvusStartError, start_milvus
 
 
@@ -55,7 +55,7 @@ def test_a_restarted_server_keeps_the_collection_and_a_new_address_can_be_given(
         again = rh.RehearsalMemory.open(tmp_path / "m", keys=keys, vectors=second.url)
         try:
             index = again._vectors
-            assert isinstance(index, MilvusVectorIndex)
+            assert isinstance(index, MilvusIndex)
             # Opening replayed nothing (the published generation was current): the rows survived the restart.
             assert index.ids().tolist() == list(range(8))
             assert [row[0].id for row in again.search_vectors(vectors[:3], 1)] == [0, 1, 2]

@@ -366,7 +366,7 @@ class RehearsalMemory:
         return {int(i): row for i, row in zip(found, rows, strict=True)}
 
     def entries(self, ids: Sequence[int]) -> dict[int, EntryRow]:
-        """Catalog rows (tenant, task, label, tags, extra metadata, source) for the ids that exist."""
+        """The rows (tenant, task, label, tags, extra metadata, source) for the ids that exist."""
         with self._lock, storage_errors("reading the memory"):
             return self._records.rows(check_ids(ids))
 

@@ -34,12 +34,12 @@ from rehearsal.store.faiss.follower import FaissVectorIndex
 from rehearsal.store.layout import DB_FILE, FORMAT_VERSION, acquire_writer_lock, write_manifest
 from rehearsal.store.milvus.connection import SCHEMES as MILVUS_SCHEMES
 from rehearsal.store.milvus.connection import parse_location as parse_milvus_location
-from rehearsal.store.milvus.index import MilvusVectorIndex
+from rehearsal.store.milvus.index import MilvusIndex
 from rehearsal.store.protocols import KeyedStore, RecordStore, VectorIndex
 from rehearsal.store.sqlite.connection import connect
 from rehearsal.store.sqlite.head import GenerationHead
 from rehearsal.store.sqlite.migrate import migrate_v1
-from rehearsal.store.sqlite.records import Catalog
+from rehearsal.store.sqlite.records import SqliteRecords
 from rehearsal.store.sqlite.texts import Vault
 from rehearsal.store.urls import redact_url
 from rehearsal.store.vectors_at_rest import FLOAT16, FLOAT32, reseal_rows
@@ -109,13 +109,13 @@ def _milvus_index(
     *,
     read_only: bool,
     at_rest: np.dtype,
-) -> MilvusVectorIndex:
+) -> MilvusIndex:
     recorded = records.get_meta(_MILVUS_LOCATION_KEY)
     collection = records.get_meta(_MILVUS_COLLECTION_KEY)
     if recorded is None or collection is None:
         raise ConfigError("the memory records a Milvus vector index but not where it is")
     location = parse_milvus_location(vectors if vectors is not None else recorded)
-    return MilvusVectorIndex(location, collection, dim, records, keyed, read_only=read_only, at_rest=at_rest)
+    return MilvusIndex(location, collection, dim, records, keyed, read_only=read_only, at_rest=at_rest)
 
 
 def _scheme(text: str) -> str:
@@ -145,14 +145,14 @@ def _canonical(manifest: Mapping[str, Any]) -> str:
 
 def _catalog(
     conn: sqlite3.Connection, folder: Path, vault: Vault | None, manifest: Mapping[str, Any]
-) -> Catalog:
+) -> SqliteRecords:
     # Keyed by the store's internal data key when there are keys; a keyless store can only checksum, and
     # binds its tags to the manifest's store id (see rehearsal.store.authenticity).
     if vault is not None:
         auth = CatalogAuthenticator(vault.derive_key("catalog"), vault.store_id)
     else:
         auth = CatalogAuthenticator(None, str(manifest.get("store_id", "")).encode())
-    return Catalog(conn, auth, GenerationHead(folder, auth))
+    return SqliteRecords(conn, auth, GenerationHead(folder, auth))
 
 
 def create_backends(
@@ -198,7 +198,7 @@ def create_backends(
 
 def _holds_erased(index: VectorIndex) -> bool:
     """Whether ``index``'s persisted copy (a snapshot, a collection) predates the last forget."""
-    assert isinstance(index, FaissVectorIndex | MilvusVectorIndex)  # INVARIANT: a folder memory's index
+    assert isinstance(index, FaissVectorIndex | MilvusIndex)  # INVARIANT: a folder memory's index
     return index.holds_erased()
 
 
@@ -294,7 +294,7 @@ def _open(
 
 
 def _check_manifest(
-    folder: Path, records: Catalog, manifest: Mapping[str, Any] | None, *, writable: bool
+    folder: Path, records: SqliteRecords, manifest: Mapping[str, Any] | None, *, writable: bool
 ) -> None:
     """IntegrityError unless ``memory.json`` says what the database's authenticated copy says (a format-1
     manifest beside a migrated database is the one difference allowed, and a writer rewrites it)."""

@@ -40,7 +40,7 @@ from rehearsal.store.types import EntryRow
 from rehearsal.store.vectors_at_rest import FLOAT16, as_stored, open_vector_rows, seal_vectors
 from rehearsal.store.where import Where
 
-__all__ = ["ERASED_PROPERTY", "GENERATION_PROPERTY", "MilvusVectorIndex"]
+__all__ = ["ERASED_PROPERTY", "GENERATION_PROPERTY", "MilvusIndex"]
 
 GENERATION_PROPERTY = "rehearsal.generation"
 ERASED_PROPERTY = "rehearsal.erased"  # the last forget whose vectors were deleted and compacted away
@@ -57,7 +57,7 @@ def _padded(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
 
 
-class MilvusVectorIndex:
+class MilvusIndex:
     """Vectors of one memory in the Milvus collection ``collection``; ``sealer`` is None when unencrypted."""
 
     def __init__(
@@ -85,7 +85,7 @@ class MilvusVectorIndex:
         self._client: Any = connect(location)
 
     def __repr__(self) -> str:
-        return f"MilvusVectorIndex({str(self.location)!r}, collection={self.collection!r}, dim={self.dim})"
+        return f"MilvusIndex({str(self.location)!r}, collection={self.collection!r}, dim={self.dim})"
 
     # -- what the facade reads -----------------------------------------------------------------------
     @property

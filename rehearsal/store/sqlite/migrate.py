@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rehearsal.store.sqlite.records import FORMAT, Catalog
+from rehearsal.store.sqlite.records import FORMAT, SqliteRecords
 
 __all__ = ["migrate_v1"]
 
@@ -19,7 +19,7 @@ _BATCH = 5_000
 Reseal = Callable[[list[tuple[int, str, bytes]]], list[bytes]]
 
 
-def migrate_v1(records: Catalog, reseal: Reseal, manifest: str) -> None:
+def migrate_v1(records: SqliteRecords, reseal: Reseal, manifest: str) -> None:
     """Tag every row, re-store its vector through ``reseal`` and record the manifest copy and commit."""
     conn = records.conn
     if records.head is not None:

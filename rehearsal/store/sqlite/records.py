@@ -39,7 +39,7 @@ from rehearsal.store.sqlite.where import compile_where
 from rehearsal.store.types import EntryRow
 from rehearsal.store.where import Where
 
-__all__ = ["Catalog"]
+__all__ = ["SqliteRecords"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,7 +81,7 @@ def _row(values: Sequence[Any]) -> EntryRow:
     )
 
 
-class Catalog:
+class SqliteRecords:
     """The record store on one SQLite connection; it shares the connection (and so its transactions) with
     the text store of the same database, so a commit covers records and texts together."""
 
