@@ -14,6 +14,12 @@ sentence-transformers pooling):
 - ``per-token``, ``+ smoothing``, ``+ outliers k``: the rewrite of ``rehearsal/int8_graph.py`` step by step
   (the last is the backend ``--encoder-backend int8`` runs).
 
+With ``--openvino`` (needs ``pip install openvino nncf``; neither is a dependency of rehearsal), the same
+exported graph under OpenVINO's CPU runtime too: as it is with the bf16 precision hint (AMX here); with
+int8 weights (NNCF ``compress_weights``, asymmetric) and bf16 activations, and with OpenVINO's dynamic
+int8 activations in groups of 64; and NNCF's static int8 quantization for transformers (SmoothQuant,
+calibrated on the same glosses as ours).
+
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoder_int8.py --texts 20000 --threads 1
 
 Prints a table and writes ``benchmarks/results/encoder_int8_<threads>t.json``.
@@ -120,6 +126,53 @@ def onnx_backends(threads: int, skip_dynamic: bool) -> dict[str, Any]:
     return backends
 
 
+def openvino_backends(threads: int, tokenize: Any) -> dict[str, Any]:
+    """name -> encode(texts) for the OpenVINO variants of the module docstring."""
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_file = Path(scratch) / "fp32.onnx"
+        export_fp32(default_model_path(), fp32_file)
+        fp32 = core.read_model(str(fp32_file))
+        int8_weights = nncf.compress_weights(
+            core.read_model(str(fp32_file)), mode=nncf.CompressWeightsMode.INT8_ASYM
+        )
+        glosses = calibration_texts()
+        calibration = nncf.Dataset([tokenize(glosses[i : i + 16]) for i in range(0, len(glosses), 16)])
+        static = nncf.quantize(
+            core.read_model(str(fp32_file)), calibration, model_type=nncf.ModelType.TRANSFORMER
+        )
+    variants = {
+        "openvino bf16": (fp32, 0),
+        "openvino int8 weights, bf16 activations": (int8_weights, 0),
+        "openvino int8 weights, dynamic int8 activations (groups of 64)": (int8_weights, 64),
+        "openvino static int8 (nncf transformer)": (static, 0),
+    }
+    backends: dict[str, Any] = {}
+    for name, (model, group) in variants.items():
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": "bf16",
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE": group,
+        }
+        session = _OpenVinoSession(core.compile_model(model, "CPU", config).create_infer_request())
+        backends[name] = lambda texts, s=session: pooled_encode(s, tokenize, texts, 64)
+    return backends
+
+
+class _OpenVinoSession:
+    """An OpenVINO infer request with the ``run`` of an ONNX Runtime session, for ``pooled_encode``."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+    def run(self, _outputs: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [next(iter(self.request.infer(feeds).values()))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=20000)
@@ -127,6 +180,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-dynamic", action="store_true", help="leave out quantize_dynamic")
     parser.add_argument("--skip-bf16", action="store_true", help="leave out torch bf16 autocast")
+    parser.add_argument("--openvino", action="store_true", help="add OpenVINO variants (openvino, nncf)")
     args = parser.parse_args()
     plan = size_thread_pools(args.threads)
     record = provenance(threads=plan.threads, recipe=RECIPE)
@@ -135,6 +189,10 @@ def main() -> None:
     if not args.skip_bf16:
         backends["torch bf16 autocast"] = load_encoder(backend="bf16").encode
     backends.update(onnx_backends(plan.threads, args.skip_dynamic))
+    if args.openvino:
+        model = load_encoder().model  # its tokenizer and truncation, as the int8 backend takes them
+        runner = Int8Runner(default_model_path(), model.tokenizer, model.max_seq_length, threads=plan.threads)
+        backends.update(openvino_backends(plan.threads, runner.tokenize))
     for encode in backends.values():
         encode(texts[:64])  # warm: first-call allocations are not throughput
     seconds = dict.fromkeys(backends, 0.0)
