@@ -13,6 +13,7 @@ import pytest
 import rehearsal
 
 MASTER_KEY_ENV = "REHEARSAL_MASTER_KEY"
+DATABASE_DRIVERS = ("sqlite3", "psycopg", "pymilvus")  # crypto reaches its rows through a protocol
 HEAVY = ("torch", "transformers", "peft", "sentence_transformers", "datasets", "accelerate", "trl")
 CONFIGS = ("rehearsal.config", "rehearsal.runner.config")
 UTILITIES = ("rehearsal.errors", "rehearsal._files")
@@ -194,6 +195,9 @@ def violations(modules: dict[str, Module], top: str = "rehearsal") -> list[str]:
                 bad.append(f"{name} imports {target}: nothing imports the CLI")
         if _under(name, f"{top}.replay") and "faiss" in module.external:
             bad.append(f"{name} (replay) imports faiss")
+        for driver in sorted(module.external.intersection(DATABASE_DRIVERS)):
+            if _under(name, crypto):
+                bad.append(f"{name} (crypto) imports the database driver {driver}")
     mentions = sorted(name for name, module in modules.items() if module.key_env_mentions)
     if len(mentions) > 3:
         bad.append(f"{MASTER_KEY_ENV} is named in {len(mentions)} modules (at most 3): {mentions}")
@@ -298,6 +302,7 @@ _ASK_KEY = 'import os\n\ndef key():\n    return os.environ["REHEARSAL_MASTER_KEY
         ({"methods/ewc.py": "from rehearsal.deployment.update import update\n"}, "(methods) imports"),
         ({"config.py": "from rehearsal.crypto.keys import KeyRing\n"}, "a layer above it"),
         ({"runner/config.py": "from rehearsal.methods.ewc import EWC\n"}, "torch-side"),
+        ({"crypto/keys.py": "import sqlite3\n"}, "(crypto) imports the database driver sqlite3"),
         ({f"m{i}.py": _ASK_KEY for i in range(4)}, "named in 4 modules"),
     ],
 )

@@ -12,6 +12,8 @@ import pytest
 
 from rehearsal.cli.main import KEY_ENV, main
 from rehearsal.crypto.keys import KeyRing
+from rehearsal.errors import ConfigError
+from rehearsal.store.registry import server_location_without_password
 from rehearsal.store.urls import redact, redact_text, redact_url, split_secret
 
 
@@ -39,6 +41,37 @@ def test_split_secret_returns_the_password_for_the_connection() -> None:
     assert split_secret("postgresql://u:a%40b@db/m") == ("postgresql://u@db/m", "a@b")
     assert split_secret("postgresql://u:one@db/m?password=two") == ("postgresql://u@db/m", "two")
     assert split_secret("postgresql://u@db/m") == ("postgresql://u@db/m", None)
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("postgresql://u:s3cret@db/mem?schema=x", "postgresql://u@db/mem?schema=x"),
+        ("postgresql://u@db/mem?password=s3cret&schema=x", "postgresql://u@db/mem?schema=x"),
+    ],
+)
+def test_a_server_password_moves_where_libpq_reads_it(
+    url: str, kept: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    assert server_location_without_password(url) == kept
+    assert os.environ.get("PGPASSWORD") == "s3cret"
+
+
+def test_a_server_url_without_a_password_leaves_pgpassword_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "from-the-shell")
+    assert server_location_without_password("postgresql://u@db/mem") == "postgresql://u@db/mem"
+    assert os.environ["PGPASSWORD"] == "from-the-shell"
+
+
+def test_a_malformed_server_url_keeps_its_password_out_of_the_error_and_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="malformed PostgreSQL URL") as info:
+        server_location_without_password("postgresql://u:s3cret@db:99999/mem")
+    assert "s3cret" not in str(info.value)
+    assert "PGPASSWORD" not in os.environ
 
 
 @pytest.mark.parametrize("verb", ["stats", "search", "ingest", "verify"])

@@ -22,8 +22,7 @@ from rehearsal.governance.audited import TENANT_NAMES, AuditedMemory
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.state import is_run_folder, run_memory
 from rehearsal.store.layout import is_memory_folder, peek_manifest
-from rehearsal.store.registry import is_server, server_display, server_manifest
-from rehearsal.store.urls import split_secret
+from rehearsal.store.registry import is_server, server_location_without_password, server_manifest
 from rehearsal.store.where import parse_where
 
 if TYPE_CHECKING:
@@ -122,23 +121,13 @@ def memory_exists(path: str) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def _without_password(url: str) -> str:
-    """A server URL with its password (``user:PASSWORD@`` or ``?password=``) moved into libpq's
-    ``PGPASSWORD`` (for this process), so that the reports and messages that echo PATH never print it;
-    ConfigError (the URL redacted) for one libpq would not parse either (a bad port, an unclosed ``[``)."""
-    stripped, secret = split_secret(url, frozenset({"password"}))
-    server_display(stripped)  # ConfigError now, not a ValueError from deep inside a verb
-    if secret is not None:
-        os.environ["PGPASSWORD"] = secret
-    return stripped
-
-
 def memory_folder(path: str) -> str:
     """``path`` itself, or the memory inside it when ``path`` is a ``rehearsal run`` output folder or a
     deployment: every verb that takes a memory also takes the run or deployment that keeps one. A server
-    URL comes back without its password (see ``_without_password``)."""
+    URL comes back without its password, which moves to where the server's client reads it (so that the
+    reports and messages that echo PATH never print it)."""
     if is_server(path):
-        return _without_password(path)
+        return server_location_without_password(path)
     folder = Path(path)
     if not is_memory_folder(folder) and is_deployment(folder):
         return str(deployment_memory(folder))

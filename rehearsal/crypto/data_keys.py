@@ -1,10 +1,11 @@
 """The data keys of a vault: one AES-256-GCM key (DEK) per tenant and version, wrapped by the master key.
 
-This module owns the ``vault_tenants`` and ``vault_keys`` tables and the master-key check values in
-``vault_meta`` (the layout is drawn in :mod:`rehearsal.store.sqlite.texts`): it makes, wraps, unwraps,
-caches, counts, rolls over and rewraps data keys, and seals and opens items under them. Transactions, the
-record table and the public methods belong to :class:`rehearsal.store.sqlite.texts.Vault`, which calls in
-here inside its transactions.
+This module owns what the ``vault_tenants`` and ``vault_keys`` rows and the master-key check values in
+``vault_meta`` mean: it makes, wraps, unwraps, caches, counts, rolls over and rewraps data keys, and seals
+and opens items under them. It reads and writes those rows through a
+:class:`~rehearsal.crypto.key_table.KeyTable` the vault hands it, and runs no SQL itself. Transactions, the
+record table and the public methods belong to the vault (:class:`rehearsal.store.sqlite.texts.Vault`, or
+the server's ``ServerVault``), which calls in here inside its transactions.
 
 Sealed blob (from :meth:`DataKeys.seal_blobs`): format (1) || key version (4) || nonce (12) || ciphertext ||
 tag (16), with associated data binding (store, record id, tenant, key version, purpose).
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from rehearsal.crypto.key_table import KeyTable
 from rehearsal.crypto.keys import (
     NONCE_BYTES,
     RESERVED_TENANTS,
@@ -101,13 +102,14 @@ class DataKeys:
     """The tenants' data keys of one vault database, and a cache of the unwrapped ones.
 
     Methods that write must run inside the vault's write transaction; methods that read several rows
-    inside its snapshot. ``keys`` is the master key; the vault replaces it only after a rotation commits.
+    inside its snapshot (``table`` runs on the vault's connection, so its calls join them). ``keys`` is the
+    master key; the vault replaces it only after a rotation commits.
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, keys: KeyRing, *, store_id: bytes, max_encryptions_per_key: int
+        self, table: KeyTable, keys: KeyRing, *, store_id: bytes, max_encryptions_per_key: int
     ) -> None:
-        self.connection = conn
+        self.table = table
         self.keys = keys
         self.store_id = store_id
         self._limit = max_encryptions_per_key
@@ -120,11 +122,7 @@ class DataKeys:
     def load(self, key_id: int, record_id: int | None = None) -> LoadedKey:
         """Unwrap data key ``key_id`` into the cache; :class:`IntegrityError` (naming ``record_id`` when
         given) if it is missing or fails to unwrap, :class:`WrongKeyError` if the master key was rotated."""
-        row = self.connection.execute(
-            "SELECT t.name, k.version, k.wrapped FROM vault_keys k JOIN vault_tenants t ON t.id = k.tenant_id"
-            " WHERE k.id = ?",
-            (key_id,),
-        ).fetchone()
+        row = self.table.key(key_id)
         where = f" (record {record_id})" if record_id is not None else ""
         if row is None:
             raise IntegrityError(f"data key {key_id}{where} is missing from the vault")
@@ -133,11 +131,7 @@ class DataKeys:
             dek = self.keys.unwrap(wrapped, context=self._context(tenant, version))
         except WrongKeyError:
             # Re-check the master key: another process may have rotated it since this vault was opened.
-            check_master_key(
-                self.keys,
-                self.store_id,
-                dict(self.connection.execute("SELECT name, value FROM vault_meta").fetchall()),
-            )
+            check_master_key(self.keys, self.store_id, self.table.vault_meta())
             raise IntegrityError(
                 f"data key of tenant {tenant!r} version {version}{where} fails to unwrap"
             ) from None
@@ -152,24 +146,20 @@ class DataKeys:
 
     def load_all(self) -> None:
         """Unwrap every data key (for ``verify``)."""
-        for (key_id,) in self.connection.execute("SELECT id FROM vault_keys").fetchall():
+        for key_id in self.table.key_ids():
             self.load(key_id)
 
     def _new_key(self, tenant_id: int, tenant: str, version: int) -> int:
         key_id = _random_row_id()
         wrapped = self.keys.wrap(new_data_key(), context=self._context(tenant, version))
-        self.connection.execute(
-            "INSERT INTO vault_keys (id, tenant_id, version, wrapped, encryptions) VALUES (?, ?, ?, ?, 0)",
-            (key_id, tenant_id, version, wrapped),
-        )
+        self.table.add_key(key_id, tenant_id, version, wrapped)
         if version > 1:
             log.info("tenant %r rolled to data key version %d", tenant, version)
         return key_id
 
     def tenant_id(self, tenant: str) -> int | None:
         """The row id of ``tenant``, or None if it holds no data key."""
-        row = self.connection.execute("SELECT id FROM vault_tenants WHERE name = ?", (tenant,)).fetchone()
-        return None if row is None else int(row[0])
+        return self.table.tenant_id(tenant)
 
     def seal_batch(
         self, tenant: str, record_ids: Sequence[int], datas: Sequence[bytes], purpose: str
@@ -178,18 +168,14 @@ class DataKeys:
 
         -> (key_id, version, nonce || ct || tag) per item. Runs inside a write transaction: the encryption
         counts are read and bumped there."""
-        conn = self.connection
-        # The tenant and its newest key in one statement: a batch of many tenants runs this once each.
-        current = conn.execute(
-            "SELECT t.id, k.id, k.version, k.encryptions FROM vault_tenants t"
-            " JOIN vault_keys k ON k.tenant_id = t.id WHERE t.name = ? ORDER BY k.version DESC LIMIT 1",
-            (tenant,),
-        ).fetchone()
+        table = self.table
+        # The tenant and its newest key in one call: a batch of many tenants makes it once each.
+        current = table.newest_key(tenant)
         if current is None:
-            tenant_id = self.tenant_id(tenant)
+            tenant_id = table.tenant_id(tenant)
             if tenant_id is None:
                 tenant_id = _random_row_id()
-                conn.execute("INSERT INTO vault_tenants (id, name) VALUES (?, ?)", (tenant_id, tenant))
+                table.add_tenant(tenant_id, tenant)
             key_id, version, used = self._new_key(tenant_id, tenant, 1), 1, 0
         else:
             tenant_id, key_id, version, used = current
@@ -214,7 +200,7 @@ class DataKeys:
                 out.append(
                     (key_id, version, nonce + encrypt(nonce, datas[pos + j], prefix + rid.to_bytes(8, "big")))
                 )
-            conn.execute("UPDATE vault_keys SET encryptions = encryptions + ? WHERE id = ?", (take, key_id))
+            table.count_encryptions(key_id, take)
             used += take
             pos += take
         return out
@@ -234,9 +220,11 @@ class DataKeys:
         or belongs to another record, tenant or purpose. Runs inside a snapshot."""
         versions: dict[int, tuple[AESGCM, bytes]] = {}
         out: list[bytes] = []
-        tenant_id = self.tenant_id(tenant)
-        if tenant_id is None and record_ids:
-            raise NotFoundError(f"tenant {tenant!r} has no data key (never used, or shredded)")
+        tenant_id = self.table.tenant_id(tenant)
+        if tenant_id is None:
+            if record_ids:
+                raise NotFoundError(f"tenant {tenant!r} has no data key (never used, or shredded)")
+            return out
         for rid, blob in zip(record_ids, blobs, strict=True):
             if (
                 not isinstance(blob, bytes | memoryview)
@@ -246,14 +234,13 @@ class DataKeys:
                 raise IntegrityError(f"sealed {purpose} of record {rid} is malformed")
             version = int.from_bytes(blob[1:5], "big")
             if version not in versions:
-                row = self.connection.execute(
-                    "SELECT id FROM vault_keys WHERE tenant_id = ? AND version = ?", (tenant_id, version)
-                ).fetchone()
-                if row is None:
+                found = self.table.find_key(tenant_id, version)
+                if found is None:
                     raise IntegrityError(
                         f"sealed {purpose} of record {rid} names unknown key version {version}"
                     )
-                aead = (self.cache.get(row[0]) or self.load(row[0], rid))[0]
+                key_id = found[0]
+                aead = (self.cache.get(key_id) or self.load(key_id, rid))[0]
                 versions[version] = (aead, record_aad_prefix(self.store_id, tenant, version, purpose))
             aead, prefix = versions[version]
             view = memoryview(blob)  # slicing a view copies nothing: index snapshots run to gigabytes
@@ -270,20 +257,16 @@ class DataKeys:
         Derived from a data key rather than from the master key so that it survives a master-key rotation
         (which rewraps data keys without changing them): what it authenticates needs no rewrite then.
         Making the data key writes, so a store without one must be inside a write transaction."""
-        tenant_id = self.tenant_id(SYSTEM_TENANT)
+        tenant_id = self.table.tenant_id(SYSTEM_TENANT)
         if tenant_id is None:
             tenant_id = _random_row_id()
-            self.connection.execute(
-                "INSERT INTO vault_tenants (id, name) VALUES (?, ?)", (tenant_id, SYSTEM_TENANT)
-            )
+            self.table.add_tenant(tenant_id, SYSTEM_TENANT)
             self._new_key(tenant_id, SYSTEM_TENANT, 1)
-        row = self.connection.execute(
-            "SELECT wrapped FROM vault_keys WHERE tenant_id = ? AND version = 1", (tenant_id,)
-        ).fetchone()
-        if row is None:
+        found = self.table.find_key(tenant_id, 1)
+        if found is None:
             raise IntegrityError("the store's internal data key is missing from the vault")
         try:
-            dek = self.keys.unwrap(row[0], context=self._context(SYSTEM_TENANT, 1))
+            dek = self.keys.unwrap(found[1], context=self._context(SYSTEM_TENANT, 1))
         except WrongKeyError:
             raise IntegrityError("the store's internal data key fails to unwrap") from None
         return hkdf_sub_key(dek, b"rehearsal/derived/v2/" + self.store_id + label.encode())
@@ -291,12 +274,7 @@ class DataKeys:
     def destroy_tenant(self, tenant_id: int) -> int:
         """Delete the tenant's data keys and its row, and drop them from the cache -> number of keys.
         Its records must be deleted first (in the same transaction): they become unreadable."""
-        key_ids = [
-            r[0]
-            for r in self.connection.execute("SELECT id FROM vault_keys WHERE tenant_id = ?", (tenant_id,))
-        ]
-        self.connection.execute("DELETE FROM vault_keys WHERE tenant_id = ?", (tenant_id,))
-        self.connection.execute("DELETE FROM vault_tenants WHERE id = ?", (tenant_id,))
+        key_ids = self.table.delete_tenant(tenant_id)
         for key_id in key_ids:
             self.cache.pop(key_id, None)
         return len(key_ids)
@@ -305,17 +283,11 @@ class DataKeys:
         """Rewrap every data key, and the master-key check, under ``new_keys`` -> number of data keys.
         Runs inside a write transaction; ``self.keys`` stays the old key until the caller replaces it."""
         old = self.keys
-        rows = self.connection.execute(
-            "SELECT k.id, t.name, k.version, k.wrapped FROM vault_keys k JOIN vault_tenants t"
-            " ON t.id = k.tenant_id"
-        ).fetchall()
+        rows = self.table.all_keys()
         updates = []
         for key_id, tenant, version, wrapped in rows:
             context = self._context(tenant, version)
-            updates.append((new_keys.wrap(old.unwrap(wrapped, context=context), context=context), key_id))
-        self.connection.executemany("UPDATE vault_keys SET wrapped = ? WHERE id = ?", updates)
-        meta = master_key_meta(new_keys, self.store_id)
-        self.connection.executemany(
-            "UPDATE vault_meta SET value = ? WHERE name = ?", [(v, k) for k, v in meta]
-        )
+            updates.append((key_id, new_keys.wrap(old.unwrap(wrapped, context=context), context=context)))
+        self.table.set_wrapped(updates)
+        self.table.set_vault_meta(master_key_meta(new_keys, self.store_id))
         return len(rows)

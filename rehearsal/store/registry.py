@@ -360,6 +360,14 @@ def server_display(location: str) -> str:
     return parse_location(location).display()
 
 
+def server_location_without_password(location: str) -> str:
+    """``location`` without its password, which moves to where the server's client library reads it (for
+    this process): a location safe to echo that still connects. ConfigError (redacted) if malformed."""
+    from rehearsal.store.postgres.connection import move_password_to_environment
+
+    return move_password_to_environment(location)
+
+
 def server_manifest(location: str) -> dict[str, Any]:
     """The manifest stored with a server memory."""
     manifest: dict[str, Any] = _postgres().read_server_manifest(location)

@@ -13,6 +13,7 @@ under ``BEGIN IMMEDIATE``.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -21,19 +22,20 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from rehearsal.errors import ConfigError, IntegrityError, RehearsalError, StorageError, StoreFormatError
-from rehearsal.store.urls import redact_url
+from rehearsal.store.urls import redact_url, split_secret
 
 __all__ = [
     "SCHEMES",
     "Location",
-    "QmarkConnection",
     "ServerConnection",
     "connect",
+    "move_password_to_environment",
     "parse_location",
     "server_errors",
 ]
 
 SCHEMES = ("postgresql", "postgres")
+PASSWORD_ENV = "PGPASSWORD"  # where libpq looks for the password a URL does not carry
 DEFAULT_SCHEMA = "rehearsal"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 P = ParamSpec("P")
@@ -75,6 +77,18 @@ def parse_location(location: str) -> Location:
     rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
     conninfo = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
     return Location(conninfo, schema)
+
+
+def move_password_to_environment(location: str) -> str:
+    """``location`` with its password (``user:PASSWORD@`` or ``?password=``) moved into libpq's
+    ``PGPASSWORD`` (for this process), so that the reports and messages that echo the location never print
+    it; ConfigError (the URL redacted) for one libpq would not parse either (a bad port, an unclosed
+    ``[``)."""
+    stripped, secret = split_secret(location, frozenset({"password"}))
+    parse_location(stripped).display()  # ConfigError now, not a ValueError from deep inside a caller
+    if secret is not None:
+        os.environ[PASSWORD_ENV] = secret
+    return stripped
 
 
 def _describe(exc: BaseException) -> str:
@@ -178,7 +192,7 @@ def connect(location: Location, *, read_only: bool, register_vector: bool = True
         if "no password supplied" in reason:
             # libpq reads PGPASSWORD (or ~/.pgpass) when the URL carries none: the way to keep it out of
             # the command line and the shell's history.
-            reason += "; set PGPASSWORD (or ~/.pgpass) rather than writing the password into the URL"
+            reason += f"; set {PASSWORD_ENV} (or ~/.pgpass) rather than writing the password into the URL"
         raise StorageError(f"cannot connect to {location.display()}: {reason}") from None
     try:
         with server_errors(f"opening {location.display()}"):
@@ -203,19 +217,3 @@ def _register_vector(raw: Any, location: Location) -> None:
             f"the database at {location.display()} has no pgvector extension; a superuser runs"
             " CREATE EXTENSION vector in it once"
         ) from exc
-
-
-class QmarkConnection:
-    """A psycopg connection seen through sqlite3's ``execute``/``executemany`` with ``?`` placeholders, so
-    the data-key code (``rehearsal.crypto.data_keys``) runs unchanged on the server's tables."""
-
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
-
-    def execute(self, query: str, parameters: Sequence[Any] = (), /) -> Any:
-        return self._raw.execute(query.replace("?", "%s"), tuple(parameters))
-
-    def executemany(self, query: str, parameters: Any, /) -> Any:
-        cursor = self._raw.cursor()
-        cursor.executemany(query.replace("?", "%s"), list(parameters))
-        return cursor

@@ -1,9 +1,10 @@
 """The sealed texts of a server memory (see ``KeyedStore``): sealed on the client exactly as in the SQLite
 vault, so the server holds only ciphertext and wrapped keys, never a text or a key.
 
-Data keys, sealing and rotation are :class:`rehearsal.crypto.data_keys.DataKeys`'s, run on the server's
-tables through a ``?``-placeholder view of the connection; record ids, tenants and purposes are bound into
-each ciphertext's associated data as in SQLite, so a row moved to another id or tenant fails to open.
+Data keys, sealing and rotation are :class:`rehearsal.crypto.data_keys.DataKeys`'s, kept in the server's
+tables by :class:`~rehearsal.store.postgres.key_table.ServerKeyTable`; record ids, tenants and purposes are
+bound into each ciphertext's associated data as in SQLite, so a row moved to another id or tenant fails to
+open.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from rehearsal.crypto.data_keys import (
 from rehearsal.crypto.keys import RESERVED_TENANTS, SYSTEM_TENANT, KeyRing, tenant_per_id, validate_tenant
 from rehearsal.errors import IntegrityError, NotFoundError, ReadOnlyError, StoreFormatError, ValidationError
 from rehearsal.store.payloads import check_payloads
-from rehearsal.store.postgres.connection import QmarkConnection, ServerConnection, mapped
+from rehearsal.store.postgres.connection import ServerConnection, mapped
+from rehearsal.store.postgres.key_table import ServerKeyTable, meta_value
 
 __all__ = ["ServerVault"]
 
@@ -55,7 +57,8 @@ class ServerVault:
         if not isinstance(keys, KeyRing):
             raise ValidationError(f"keys must be a KeyRing, got {type(keys).__name__}")
         self.conn = conn
-        meta = dict(conn.execute("SELECT name, value FROM vault_meta").fetchall())
+        table = ServerKeyTable(conn)
+        meta = table.vault_meta()
         if not isinstance(meta.get("store_id"), bytes) or not isinstance(meta.get("kek_check"), bytes):
             raise StoreFormatError(f"{conn.location.display()} has a damaged vault_meta table")
         self._store_id: bytes = meta["store_id"]
@@ -63,10 +66,7 @@ class ServerVault:
         meta["kek_fingerprint"] = fingerprint.decode() if isinstance(fingerprint, bytes) else fingerprint
         check_master_key(keys, self._store_id, meta)
         self._data_keys = DataKeys(
-            QmarkConnection(conn.raw),  # type: ignore[arg-type]  # the sqlite3 calls DataKeys makes
-            keys,
-            store_id=self._store_id,
-            max_encryptions_per_key=max_encryptions_per_key,
+            table, keys, store_id=self._store_id, max_encryptions_per_key=max_encryptions_per_key
         )
 
     @classmethod
@@ -75,13 +75,7 @@ class ServerVault:
         """The vault's identity and master-key check, in the tables ``create_schema`` made (inside the
         caller's transaction)."""
         store_id = os.urandom(16)
-        rows = [
-            ("store_id", store_id),
-            *(
-                (k, v if isinstance(v, bytes) else str(v).encode())
-                for k, v in master_key_meta(keys, store_id)
-            ),
-        ]
+        rows = [("store_id", store_id), *((k, meta_value(v)) for k, v in master_key_meta(keys, store_id))]
         with conn.raw.cursor() as cursor:
             cursor.executemany("INSERT INTO vault_meta (name, value) VALUES (%s, %s)", rows)
         return cls(conn, keys)

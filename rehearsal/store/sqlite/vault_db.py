@@ -1,7 +1,8 @@
 """The vault's SQLite database: connection settings, schema, the master-key check and transactions.
 
 The vault's tables and what they hold are described in :mod:`rehearsal.store.sqlite.texts`; data keys are
-:mod:`rehearsal.crypto.data_keys`'s. Opening checks the master key before anything is read.
+:mod:`rehearsal.crypto.data_keys`'s, kept in their tables by :mod:`rehearsal.store.sqlite.key_table`.
+Opening checks the master key before anything is read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rehearsal.crypto.data_keys import DataKeys, check_master_key, master_key_me
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.errors import NotFoundError, ReadOnlyError, StoreFormatError, ValidationError
 from rehearsal.store.sqlite.connection import connect
+from rehearsal.store.sqlite.key_table import SqliteKeyTable
 
 __all__ = ["CHUNK", "FORMAT_VERSION", "SHOW", "VaultDatabase", "check_ids", "in_sql", "log"]
 
@@ -116,7 +118,9 @@ class VaultDatabase:
             raise StoreFormatError(
                 f"{path or 'the database'} is not a readable SQLite vault: {exc}"
             ) from None
-        self._data_keys = DataKeys(conn, keys, store_id=self.store_id, max_encryptions_per_key=limit)
+        self._data_keys = DataKeys(
+            SqliteKeyTable(conn), keys, store_id=self.store_id, max_encryptions_per_key=limit
+        )
 
     # -- opening ------------------------------------------------------------------------------------------
 
