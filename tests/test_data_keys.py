@@ -113,3 +113,20 @@ def test_a_missing_data_key_is_an_integrity_error(keys: KeyRing) -> None:
     data_keys, _ = _data_keys(keys)
     with pytest.raises(IntegrityError, match=r"data key 42 \(record 7\) is missing from the vault"):
         data_keys.load(42, 7)
+
+
+@pytest.mark.parametrize("stored", [str, bytes])
+def test_a_wrong_master_key_names_the_recorded_fingerprint_as_text(stored: type) -> None:
+    """A server keeps the fingerprint as bytes: the message shows it as the text it is, not b'...'."""
+    from rehearsal.crypto.data_keys import check_master_key
+    from rehearsal.errors import WrongKeyError
+
+    sealing = KeyRing.generate()
+    meta = dict(master_key_meta(sealing, STORE_ID))
+    if stored is bytes:
+        meta["kek_fingerprint"] = str(meta["kek_fingerprint"]).encode("ascii")
+    check_master_key(sealing, STORE_ID, meta)  # the sealing key opens it
+    with pytest.raises(WrongKeyError) as refused:
+        check_master_key(KeyRing.generate(), STORE_ID, meta)
+    assert f"sealed with master key {sealing.fingerprint})" in str(refused.value)
+    assert "b'" not in str(refused.value)

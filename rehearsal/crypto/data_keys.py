@@ -92,9 +92,12 @@ def check_master_key(keys: KeyRing, store_id: bytes, meta: dict[str, Any]) -> No
     except WrongKeyError:
         ok = b""
     if ok != store_id:
+        recorded = meta.get("kek_fingerprint")
+        if isinstance(recorded, bytes | bytearray | memoryview):  # a server's bytea column
+            recorded = bytes(recorded).decode("ascii", "replace")
         raise WrongKeyError(
             f"master key {keys.fingerprint} does not open this vault "
-            f"(it was sealed with master key {meta.get('kek_fingerprint')})"
+            f"(it was sealed with master key {recorded})"
         )
 
 
