@@ -227,6 +227,11 @@ class VectorIndex(Protocol):
 
     def rebuild_if_outgrown(self) -> bool: ...
 
+    def holds_erased(self) -> bool:
+        """Whether the index's persisted copy (a snapshot file, a collection) predates the last forget and so
+        may still hold an erased vector: a writer's open rewrites such a copy first."""
+        ...
+
     def checkpoint(self, *, force: bool = False) -> None:
         """Persist the index at its generation when it moved since the last snapshot (always if forced)."""
         ...

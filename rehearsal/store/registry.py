@@ -196,12 +196,6 @@ def create_backends(
     return Backends(records, vault, milvus)
 
 
-def _holds_erased(index: VectorIndex) -> bool:
-    """Whether ``index``'s persisted copy (a snapshot, a collection) predates the last forget."""
-    assert isinstance(index, FaissVectorIndex | MilvusIndex)  # INVARIANT: a folder memory's index
-    return index.holds_erased()
-
-
 def open_backends(
     folder: Path,
     *,
@@ -217,7 +211,7 @@ def open_backends(
     that finds either takes the writer's place for that when no writer holds the lock."""
     if read_only:
         stores = _open(folder, keys=keys, dim=dim, read_only=True, vectors=vectors, manifest=manifest)
-        if not _holds_erased(stores.vectors):
+        if not stores.vectors.holds_erased():
             return stores
         stores.close()
         _repair_as_writer(folder, keys=keys, dim=dim, vectors=vectors, manifest=manifest)
@@ -281,7 +275,7 @@ def _open(
         try:
             index.load()
             if not read_only:
-                if _holds_erased(index):
+                if index.holds_erased():
                     index.checkpoint(force=True)
                 index.rebuild_if_outgrown()
         except BaseException:

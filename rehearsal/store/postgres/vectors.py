@@ -137,6 +137,10 @@ class PgVectorIndex:
     def drop(self, ids: Sequence[int]) -> None:
         self._dropped.update(int(i) for i in ids)
 
+    def holds_erased(self) -> bool:
+        """Never: the server's rows are the index, and a forget deletes them in its own transaction."""
+        return False
+
     @mapped("building the vector index")
     def rebuild_if_outgrown(self) -> bool:
         """Build the HNSW index once the memory holds ``INDEX_AT`` entries (it then grows in place)."""
