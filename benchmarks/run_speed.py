@@ -9,6 +9,9 @@ load falls on both:
 
     .venv/bin/python benchmarks/run_speed.py --seeds 0 1 2 --shapes default
 
+``--fast-set KEY=VALUE ...`` adds settings to the fast side (``--fast-set bf16_training=true``: bf16
+training steps on top of today's defaults, against the same reference).
+
 Prints a table and writes ``benchmarks/results/run_speed.json``.
 """
 
@@ -77,8 +80,9 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="run_speed", help="results/<name>.json")
+    parser.add_argument("--fast-set", nargs="*", default=[], metavar="KEY=VALUE", help="fast side's settings")
     args = parser.parse_args()
-    record = provenance(seeds=args.seeds, threads=args.threads, reference=REFERENCE)
+    record = provenance(seeds=args.seeds, threads=args.threads, reference=REFERENCE, fast=args.fast_set)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"reference": [], "fast": []} for s in args.shapes}
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "key"
@@ -87,7 +91,8 @@ def main() -> None:
             for shape in args.shapes:
                 sides = ["reference", "fast"] if seed % 2 == 0 else ["fast", "reference"]
                 for side in sides:
-                    overrides = [*SHAPES[shape], f"seed={seed}", *(REFERENCE if side == "reference" else [])]
+                    own = REFERENCE if side == "reference" else args.fast_set
+                    overrides = [*SHAPES[shape], f"seed={seed}", *own]
                     folder = Path(tmp) / f"{shape}-{side}-{seed}"
                     result = run_once(folder, key, overrides, args.threads)
                     runs[shape][side].append({"seed": seed, **result})

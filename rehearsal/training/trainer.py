@@ -30,6 +30,7 @@ class TrainSettings:
     mask_unseen: bool = True
     head_learning_rate: float | None = None  # None: the model's learning rate for the head too
     length_buckets: int = 2  # forward passes per batch over rows of similar length (methods.length_buckets)
+    bf16: bool = False  # training steps under bf16 autocast (the Trainer's bf16; weights stay fp32)
     logging_steps: int | None = None  # None: no logs (the caller reads none back)
     progress_bars: bool = False
 
@@ -67,6 +68,7 @@ def train(
         remove_unused_columns=False,
         disable_tqdm=not settings.progress_bars,
         dataloader_num_workers=0,
+        bf16=settings.bf16,
         **logging,
     )
     trainer = RehearsalTrainer(
