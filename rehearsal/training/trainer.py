@@ -88,4 +88,10 @@ def train(
     # Without progress bars the Trainer prints each log dict to stdout, which is the caller's report.
     trainer.remove_callback(PrinterCallback)
     trainer.train()
+    if settings.bf16:
+        # Accelerate wraps the model's forward in bf16 autocast for training and leaves the wrapper on the
+        # model: unwrapped here, so what evaluates or trains the model next runs in fp32 again.
+        from accelerate.utils import extract_model_from_parallel
+
+        extract_model_from_parallel(model, keep_fp32_wrapper=False)
     return trainer
