@@ -30,7 +30,6 @@ class TrainSettings:
     mask_unseen: bool = True
     head_learning_rate: float | None = None  # None: the model's learning rate for the head too
     length_buckets: int = 2  # forward passes per batch over rows of similar length (methods.length_buckets)
-    bf16: bool = False  # training steps under bf16 autocast (the Trainer's bf16; weights stay fp32)
     logging_steps: int | None = None  # None: no logs (the caller reads none back)
     progress_bars: bool = False
 
@@ -68,7 +67,6 @@ def train(
         remove_unused_columns=False,
         disable_tqdm=not settings.progress_bars,
         dataloader_num_workers=0,
-        bf16=settings.bf16,
         **logging,
     )
     trainer = RehearsalTrainer(
@@ -88,10 +86,4 @@ def train(
     # Without progress bars the Trainer prints each log dict to stdout, which is the caller's report.
     trainer.remove_callback(PrinterCallback)
     trainer.train()
-    if settings.bf16:
-        # Accelerate wraps the model's forward in bf16 autocast for training and leaves the wrapper on the
-        # model: unwrapped here, so what evaluates or trains the model next runs in fp32 again.
-        from accelerate.utils import extract_model_from_parallel
-
-        extract_model_from_parallel(model, keep_fp32_wrapper=False)
     return trainer
