@@ -176,3 +176,37 @@ def test_a_resume_under_other_settings_names_the_ones_the_run_was_trained_with(t
     with pytest.raises(ConfigError, match=r"changed: \['length_buckets'\] .*length_buckets=1: pass those"):
         load_state(tmp_path, RunConfig(), resume=True)
     assert load_state(tmp_path, RunConfig(length_buckets=1), resume=True) is not None
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_bf16_eval_runs_the_features_in_bf16_and_returns_float32(bf16: bool) -> None:
+    from rehearsal.runner.strategies.base import eval_arithmetic
+
+    model, tokenizer = _minilm()
+    seen: list[torch.dtype] = []
+    hook = model.classifier.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    reference = encoder_features(model, tokenizer, TEXTS, batch_size=3, max_length=32)
+    seen.clear()
+    with eval_arithmetic(RunConfig(bf16_eval=bf16)):
+        features = encoder_features(model, tokenizer, TEXTS, batch_size=3, max_length=32)
+    hook.remove()
+    assert set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+    assert features.dtype == torch.float32
+    if bf16:
+        torch.testing.assert_close(features, reference, atol=0.1, rtol=0.05)
+        assert not torch.equal(features, reference)
+    else:
+        assert torch.equal(features, reference)
+
+
+def test_a_run_saved_before_bf16_eval_reads_as_fp32_and_keeps_its_id() -> None:
+    from rehearsal.runner.state import comparable, saved_config
+
+    old = RunConfig().to_dict()
+    del old["bf16_eval"]
+    saved = saved_config(old)
+    assert saved.bf16_eval is False
+    assert "bf16_eval" not in comparable(saved)
+    assert comparable(RunConfig(bf16_eval=True)) != comparable(saved)
+    with pytest.raises(ConfigError, match="'bf16_eval' must be true or false"):
+        RunConfig(bf16_eval="yes")  # type: ignore[arg-type]
