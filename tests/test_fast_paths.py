@@ -210,3 +210,8 @@ def test_a_run_saved_before_bf16_eval_reads_as_fp32_and_keeps_its_id() -> None:
     assert comparable(RunConfig(bf16_eval=True)) != comparable(saved)
     with pytest.raises(ConfigError, match="'bf16_eval' must be true or false"):
         RunConfig(bf16_eval="yes")  # type: ignore[arg-type]
+
+
+def test_bf16_eval_is_refused_for_a_causal_lm_run_which_has_no_head_to_evaluate() -> None:
+    with pytest.raises(ConfigError, match=r"no classification head: drop \['bf16_eval'\]"):
+        RunConfig(model_kind="causal-lm", method="naive", mask_unseen=False, bf16_eval=True)

@@ -242,6 +242,7 @@ class RunConfig(ConfigMixin):
             "mask_unseen": self.mask_unseen,
             "online": self.online,
             "readouts": bool(self.readouts),
+            "bf16_eval": self.bf16_eval,
         }
         named = [name for name, set_ in head_settings.items() if set_]
         if named:
