@@ -133,10 +133,6 @@ class RunConfig(ConfigMixin):
     # Evaluation and predictor features batch texts sorted by length (less padding, the same predictions
     # up to float rounding); false keeps the given order, the reference path the tests compare against.
     length_sorted_eval: bool = True
-    # Evaluation and the predictor's features under bf16 autocast on the CPU (training stays fp32): faster
-    # where the CPU has native bf16 (AVX-512 BF16, AMX), and a few labels change (benchmarks/RESULTS.md,
-    # issue 30), so it is off by default.
-    bf16_eval: bool = False
     calibration: str = "none"
     prediction: str = "head"
     # None: the predictor is fitted on the whole memory after each phase (one forward pass over it). The
@@ -216,7 +212,7 @@ class RunConfig(ConfigMixin):
             self.output_dir = os.fspath(self.output_dir)  # a Path is fine; a config file holds the string
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
             raise ConfigError(f"'output_dir' must be a non-empty path string, got {self.output_dir!r}")
-        for name in ("mask_unseen", "progress", "online", "length_sorted_eval", "bf16_eval"):
+        for name in ("mask_unseen", "progress", "online", "length_sorted_eval"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")
         if self.online:
@@ -242,7 +238,6 @@ class RunConfig(ConfigMixin):
             "mask_unseen": self.mask_unseen,
             "online": self.online,
             "readouts": bool(self.readouts),
-            "bf16_eval": self.bf16_eval,
         }
         named = [name for name, set_ in head_settings.items() if set_]
         if named:
