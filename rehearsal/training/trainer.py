@@ -8,7 +8,6 @@ handle), and the Trainer's own printing off, because stdout is the caller's repo
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,6 @@ class TrainSettings:
     mask_unseen: bool = True
     head_learning_rate: float | None = None  # None: the model's learning rate for the head too
     length_buckets: int = 2  # forward passes per batch over rows of similar length (methods.length_buckets)
-    bf16: bool = False  # training steps under bf16 autocast (the Trainer's bf16; weights stay fp32)
     logging_steps: int | None = None  # None: no logs (the caller reads none back)
     progress_bars: bool = False
 
@@ -87,17 +85,5 @@ def train(
     )
     # Without progress bars the Trainer prints each log dict to stdout, which is the caller's report.
     trainer.remove_callback(PrinterCallback)
-    # bf16 through our own autocast around the pass, not the Trainer's bf16=True: accelerate's wrapper stays
-    # on the model after the pass (everything after it then runs in bf16), and taking it off leaves the
-    # next bf16 pass in fp32 (benchmarks/RESULTS.md, issue 30).
-    with _arithmetic(settings):
-        trainer.train()
+    trainer.train()
     return trainer
-
-
-def _arithmetic(settings: TrainSettings) -> contextlib.AbstractContextManager[Any]:
-    if not settings.bf16:
-        return contextlib.nullcontext()
-    import torch
-
-    return torch.autocast("cpu", dtype=torch.bfloat16)
