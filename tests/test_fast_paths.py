@@ -176,3 +176,78 @@ def test_a_resume_under_other_settings_names_the_ones_the_run_was_trained_with(t
     with pytest.raises(ConfigError, match=r"changed: \['length_buckets'\] .*length_buckets=1: pass those"):
         load_state(tmp_path, RunConfig(), resume=True)
     assert load_state(tmp_path, RunConfig(length_buckets=1), resume=True) is not None
+
+
+def test_bf16_training_runs_the_trainers_steps_under_bf16_autocast(tmp_path: Path) -> None:
+    """``bf16_training`` reaches the training steps: their matrix products run in bf16, in every pass, while
+    the weights stay fp32; without it they run in fp32, after a bf16 pass too."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding
+
+    from rehearsal.training.trainer import TrainSettings, train
+
+    model, tokenizer = _minilm()
+    encoded = tokenizer(TEXTS, truncation=True, max_length=32)
+    data = Dataset.from_dict({**{k: list(v) for k, v in encoded.items()}, "labels": [0, 1, 2, 3, 4, 0, 1]})
+    seen: list[torch.dtype] = []
+    hook = model.classifier.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    # Twice in bf16 (a second pass must not fall back to fp32), then fp32 (nothing of bf16 stays behind).
+    passes = ((True, torch.bfloat16), (True, torch.bfloat16), (False, torch.float32))
+    for i, (bf16, expected) in enumerate(passes):
+        seen.clear()
+        settings = TrainSettings(batch_size=4, epochs=1.0, learning_rate=1e-4, seed=0, bf16=bf16)
+        train(
+            model,
+            settings,
+            output_dir=tmp_path / str(i),
+            dataset=data,
+            collator=DataCollatorWithPadding(tokenizer),
+            seen_classes=[0, 1, 2, 3, 4],
+        )
+        assert seen
+        assert set(seen) == {expected}
+        assert model.classifier.weight.dtype == torch.float32
+    hook.remove()
+
+
+def test_a_run_saved_before_bf16_training_reads_as_fp32_and_keeps_its_id() -> None:
+    from rehearsal.runner.state import comparable, saved_config
+
+    old = RunConfig().to_dict()
+    del old["bf16_training"]
+    saved = saved_config(old)
+    assert saved.bf16_training is False
+    assert "bf16_training" not in comparable(saved)
+    assert comparable(RunConfig(bf16_training=True)) != comparable(saved)
+    with pytest.raises(ConfigError, match="'bf16_training' must be true or false"):
+        RunConfig(bf16_training="yes")  # type: ignore[arg-type]
+
+
+def test_bf16_training_learns_each_step_from_the_weights_the_last_step_left() -> None:
+    """Each step's forward sees the weights the optimiser just changed: autocast's bf16 copies of the
+    weights must not outlive one step (an autocast region around the whole pass reuses the first step's,
+    and the same batch then gives the same loss at every step)."""
+    import tempfile
+
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding
+
+    from rehearsal.training.trainer import TrainSettings, train
+
+    model, tokenizer = _minilm()
+    encoded = tokenizer(TEXTS[:4], truncation=True, max_length=32)
+    data = Dataset.from_dict({**{k: list(v) for k, v in encoded.items()}, "labels": [0, 1, 2, 3]})
+    settings = TrainSettings(batch_size=4, epochs=6.0, learning_rate=5e-4, seed=0, bf16=True, logging_steps=1)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = train(
+            model,
+            settings,
+            output_dir=out,
+            dataset=data,
+            collator=DataCollatorWithPadding(tokenizer),
+            seen_classes=[0, 1, 2, 3],
+        )
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    assert len(losses) == 6
+    assert len(set(losses)) == 6, losses  # one batch, six different losses: the weights moved each step
+    assert losses[-1] < 0.7 * losses[0], losses

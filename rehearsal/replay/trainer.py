@@ -32,10 +32,17 @@ memory's (through the collator). These three are what made class-incremental ``r
 ``length_buckets=n`` (n > 1) runs a classifier's batch as n forward passes over rows of similar length,
 each padded to its own longest row (``rehearsal.methods.length_buckets``): the batch's loss and gradient
 for fewer padded tokens.
+
+``bf16_autocast=True`` runs each step's forward pass (and so its backward) under CPU bf16 autocast while
+the weights and the optimiser stay fp32. It is entered per step, not around the pass: autocast keeps its
+bf16 copies of the weights until its outermost region exits, so one region around ``train()`` would
+train every step on the first step's weights. (The Trainer's own ``bf16=True`` is not used: accelerate's
+autocast wrapper stays on the model's ``forward`` after the pass.)
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -141,8 +148,11 @@ class RehearsalTrainer(Trainer):
         head_learning_rate: float | None = None,
         calibration: str = "none",
         length_buckets: int = 1,
+        bf16_autocast: bool = False,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(bf16_autocast, bool):
+            raise ConfigError(f"'bf16_autocast' must be true or false, got {bf16_autocast!r}")
         if isinstance(length_buckets, bool) or not isinstance(length_buckets, int) or length_buckets < 1:
             raise ConfigError(f"'length_buckets' must be a positive int, got {length_buckets!r}")
         if loss not in LOSSES:
@@ -172,6 +182,7 @@ class RehearsalTrainer(Trainer):
         self.head_learning_rate = head_learning_rate
         self.calibration = calibration
         self.length_buckets = length_buckets
+        self.bf16_autocast = bf16_autocast
         self.calibration_logs: dict[str, float] = {}  # what the last calibration did (its scale)
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
@@ -236,6 +247,15 @@ class RehearsalTrainer(Trainer):
             groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay
         )
         return self.optimizer
+
+    def autocast_smart_context_manager(
+        self, cache_enabled: bool | None = True
+    ) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast around one step's loss when ``bf16_autocast`` is on (the Trainer enters this per
+        step, in ``compute_loss_context_manager``); the Trainer's own choice otherwise."""
+        if not self.bf16_autocast:
+            return super().autocast_smart_context_manager(cache_enabled)
+        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled)
 
     def training_step(
         self,

@@ -133,6 +133,10 @@ class RunConfig(ConfigMixin):
     # Evaluation and predictor features batch texts sorted by length (less padding, the same predictions
     # up to float rounding); false keeps the given order, the reference path the tests compare against.
     length_sorted_eval: bool = True
+    # Each training step's forward pass under bf16 autocast (weights and optimiser stay fp32; evaluation
+    # and predictor features stay fp32). Pays on CPUs with native bf16 (AVX-512 BF16, AMX). Off by
+    # default: it changes the arithmetic, so such a run is not the fp32 run (benchmarks/RESULTS.md, issue 30).
+    bf16_training: bool = False
     calibration: str = "none"
     prediction: str = "head"
     # None: the predictor is fitted on the whole memory after each phase (one forward pass over it). The
@@ -212,7 +216,7 @@ class RunConfig(ConfigMixin):
             self.output_dir = os.fspath(self.output_dir)  # a Path is fine; a config file holds the string
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
             raise ConfigError(f"'output_dir' must be a non-empty path string, got {self.output_dir!r}")
-        for name in ("mask_unseen", "progress", "online", "length_sorted_eval"):
+        for name in ("mask_unseen", "progress", "online", "length_sorted_eval", "bf16_training"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")
         if self.online:

@@ -60,7 +60,7 @@ def run_memory(folder: str | os.PathLike[str]) -> Path:
 # (length-sorted evaluation gives the same predictions as the given order, float rounding aside).
 _RESUMABLE_CHANGES = ("output_dir", "progress", "length_sorted_eval")
 # Settings added after runs were saved without them, with the value those runs were trained under.
-_BEFORE_THEY_EXISTED = {"length_buckets": 1}
+_BEFORE_THEY_EXISTED: dict[str, Any] = {"length_buckets": 1, "bf16_training": False}
 
 
 def comparable(config: RunConfig) -> dict[str, Any]:

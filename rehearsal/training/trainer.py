@@ -30,6 +30,7 @@ class TrainSettings:
     mask_unseen: bool = True
     head_learning_rate: float | None = None  # None: the model's learning rate for the head too
     length_buckets: int = 2  # forward passes per batch over rows of similar length (methods.length_buckets)
+    bf16: bool = False  # each step's forward under bf16 autocast; weights and optimiser stay fp32
     logging_steps: int | None = None  # None: no logs (the caller reads none back)
     progress_bars: bool = False
 
@@ -82,6 +83,7 @@ def train(
         loss_terms=list(loss_terms),
         head_learning_rate=settings.head_learning_rate,
         length_buckets=settings.length_buckets,
+        bf16_autocast=settings.bf16,
     )
     # Without progress bars the Trainer prints each log dict to stdout, which is the caller's report.
     trainer.remove_callback(PrinterCallback)
