@@ -285,7 +285,10 @@ def _open_memory(
     path = run_memory(out)
     shutil.rmtree(path, ignore_errors=True)
     return RehearsalMemory.create(
-        path, keys=keys, encoder=load_encoder(), embedding_only=not strategy.stores_text
+        path,
+        keys=keys,
+        encoder=load_encoder(backend=config.encoder_backend),
+        embedding_only=not strategy.stores_text,
     )
 
 
