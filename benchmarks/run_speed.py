@@ -10,7 +10,12 @@ load falls on both:
     .venv/bin/python benchmarks/run_speed.py --seeds 0 1 2 --shapes default
 
 ``--fast-set KEY=VALUE ...`` adds settings to the fast side (``--fast-set bf16_training=true``: bf16
-training steps on top of today's defaults, against the same reference).
+training steps on top of today's defaults, against the same reference). ``--reference-set`` replaces
+the reference's settings (given with no values: today's defaults) and ``--both-set`` adds settings to
+both sides; the run's ACC with an int8 memory against an fp32 one, say:
+
+    .venv/bin/python benchmarks/run_speed.py --shapes default --name run_int8_memory \
+        --both-set method=retrieval --reference-set --fast-set encoder_backend=int8
 
 Prints a table and writes ``benchmarks/results/run_speed.json``.
 """
@@ -81,8 +86,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="run_speed", help="results/<name>.json")
     parser.add_argument("--fast-set", nargs="*", default=[], metavar="KEY=VALUE", help="fast side's settings")
+    parser.add_argument(
+        "--reference-set", nargs="*", default=REFERENCE, metavar="KEY=VALUE", help="reference's settings"
+    )
+    parser.add_argument("--both-set", nargs="*", default=[], metavar="KEY=VALUE", help="both sides' settings")
     args = parser.parse_args()
-    record = provenance(seeds=args.seeds, threads=args.threads, reference=REFERENCE, fast=args.fast_set)
+    record = provenance(
+        seeds=args.seeds,
+        threads=args.threads,
+        reference=args.reference_set,
+        fast=args.fast_set,
+        both=args.both_set,
+    )
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"reference": [], "fast": []} for s in args.shapes}
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "key"
@@ -91,8 +106,8 @@ def main() -> None:
             for shape in args.shapes:
                 sides = ["reference", "fast"] if seed % 2 == 0 else ["fast", "reference"]
                 for side in sides:
-                    own = REFERENCE if side == "reference" else args.fast_set
-                    overrides = [*SHAPES[shape], f"seed={seed}", *own]
+                    own = args.reference_set if side == "reference" else args.fast_set
+                    overrides = [*SHAPES[shape], f"seed={seed}", *args.both_set, *own]
                     folder = Path(tmp) / f"{shape}-{side}-{seed}"
                     result = run_once(folder, key, overrides, args.threads)
                     runs[shape][side].append({"seed": seed, **result})
