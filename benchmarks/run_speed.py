@@ -10,7 +10,14 @@ load falls on both:
     .venv/bin/python benchmarks/run_speed.py --seeds 0 1 2 --shapes default
 
 ``--fast-set KEY=VALUE ...`` adds settings to the fast side (``--fast-set bf16_training=true``: bf16
-training steps on top of today's defaults, against the same reference).
+training steps on top of today's defaults, against the same reference). ``--reference-set`` replaces
+the reference's settings (given with no values: today's defaults) and ``--both-set`` adds settings to
+both sides; ``--reference-tree PATH`` runs the reference side with the package of another checkout (a
+``git worktree`` of an earlier commit: the issue's baseline itself rather than its switches). The
+run's ACC with an int8 memory against an fp32 one, say:
+
+    .venv/bin/python benchmarks/run_speed.py --shapes default --name run_int8_memory \
+        --both-set method=retrieval --reference-set --fast-set encoder_backend=int8
 
 Prints a table and writes ``benchmarks/results/run_speed.json``.
 """
@@ -48,12 +55,23 @@ SHAPES: dict[str, list[str]] = {
 }
 
 
-def run_once(folder: Path, key: Path, overrides: list[str], threads: int) -> dict[str, Any]:
+def run_once(
+    folder: Path, key: Path, overrides: list[str], threads: int, tree: Path | None = None
+) -> dict[str, Any]:
+    """One fresh ``rehearsal run`` process; with ``tree``, the package of that checkout (an earlier
+    commit) runs instead of this one, its thread pools pinned by the environment (it may predate
+    ``--threads``)."""
     command = [CLI, "run", str(ROOT / "configs" / "default.toml"), "--output-dir", str(folder)]
-    command += ["--key-file", str(key), "--json", "--threads", str(threads), "--set", "progress=false"]
+    command += ["--key-file", str(key), "--json", "--set", "progress=false"]
+    if tree is None:
+        command += ["--threads", str(threads)]
     for item in overrides:
         command += ["--set", item]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    pins = {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"}
+    env.update({name: str(threads) for name in pins} | {"TOKENIZERS_PARALLELISM": "false"})
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -81,8 +99,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="run_speed", help="results/<name>.json")
     parser.add_argument("--fast-set", nargs="*", default=[], metavar="KEY=VALUE", help="fast side's settings")
+    parser.add_argument(
+        "--reference-set", nargs="*", default=REFERENCE, metavar="KEY=VALUE", help="reference's settings"
+    )
+    parser.add_argument("--both-set", nargs="*", default=[], metavar="KEY=VALUE", help="both sides' settings")
+    parser.add_argument(
+        "--reference-tree",
+        type=Path,
+        help="a checkout of an earlier commit whose package runs the reference side (with --reference-set)",
+    )
     args = parser.parse_args()
-    record = provenance(seeds=args.seeds, threads=args.threads, reference=REFERENCE, fast=args.fast_set)
+    tree_commit = None
+    if args.reference_tree is not None:
+        tree_commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=args.reference_tree
+        ).stdout.strip()
+    record = provenance(
+        seeds=args.seeds,
+        threads=args.threads,
+        reference=args.reference_set,
+        fast=args.fast_set,
+        both=args.both_set,
+        reference_commit=tree_commit,
+    )
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"reference": [], "fast": []} for s in args.shapes}
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "key"
@@ -91,10 +130,11 @@ def main() -> None:
             for shape in args.shapes:
                 sides = ["reference", "fast"] if seed % 2 == 0 else ["fast", "reference"]
                 for side in sides:
-                    own = REFERENCE if side == "reference" else args.fast_set
-                    overrides = [*SHAPES[shape], f"seed={seed}", *own]
+                    own = args.reference_set if side == "reference" else args.fast_set
+                    overrides = [*SHAPES[shape], f"seed={seed}", *args.both_set, *own]
                     folder = Path(tmp) / f"{shape}-{side}-{seed}"
-                    result = run_once(folder, key, overrides, args.threads)
+                    tree = args.reference_tree if side == "reference" else None
+                    result = run_once(folder, key, overrides, args.threads, tree)
                     runs[shape][side].append({"seed": seed, **result})
                     print(
                         f"{shape:>8} seed {seed} {side:>9}: {result['wall_seconds']:6.1f} s "

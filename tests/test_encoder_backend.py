@@ -84,3 +84,30 @@ def test_the_cli_records_the_backend_and_refuses_a_mix(
     stats = json.loads(capsys.readouterr().out)
     assert stats["encoder"].endswith("+bf16")
     assert stats["entries"] == len(TEXTS)  # the refused ingest added nothing
+
+
+def test_a_runs_memory_is_embedded_by_the_configured_backend_and_a_resume_keeps_it(
+    tmp_path: Path, tiny_model: str, tiny_stream: object, master_key: None
+) -> None:
+    """``encoder_backend`` reaches the memory a run creates (its manifest names the arithmetic), and a
+    resume under another backend is refused before anything trains."""
+    from _models import tiny_run_config
+
+    from rehearsal.runner import loop
+    from rehearsal.runner.state import run_memory
+    from rehearsal.store.layout import peek_manifest
+
+    config = tiny_run_config(tmp_path, tiny_model, method="retrieval", encoder_backend="bf16")
+    loop.run(config, stream=tiny_stream)  # type: ignore[arg-type]
+    name = peek_manifest(run_memory(config.output_dir))["encoder"]["name"]
+    assert split_backend(name) == (DEFAULT_ENCODER_NAME, "bf16")
+    fp32 = tiny_run_config(tmp_path, tiny_model, method="retrieval")
+    with pytest.raises(ConfigError, match="encoder_backend"):
+        loop.run(fp32, stream=tiny_stream, resume=True)  # type: ignore[arg-type]
+
+
+def test_a_bad_run_encoder_backend_is_refused() -> None:
+    from rehearsal.runner.config import RunConfig
+
+    with pytest.raises(ConfigError, match="'encoder_backend' must be one of"):
+        RunConfig(encoder_backend="fp16")

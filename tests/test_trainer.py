@@ -105,3 +105,16 @@ def test_without_head_learning_rate_every_parameter_gets_the_same_rate(tmp_path:
     trainer: Any = _tiny_trainer(tmp_path)
     optimizer = trainer.create_optimizer()
     assert {group["lr"] for group in optimizer.param_groups} == {1e-4}
+
+
+def test_the_head_learning_rate_keeps_the_trainers_optimizer_choice(tmp_path: object) -> None:
+    """With a head learning rate the optimizer is still the one ``args.optim`` names (fused AdamW by
+    default: on a CPU its step costs a fifth of the per-parameter loop's), with the Trainer's betas."""
+    import torch
+
+    trainer: Any = _tiny_trainer(tmp_path, head_learning_rate=3e-3)
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.defaults["fused"] is True
+    assert optimizer.defaults["betas"] == (trainer.args.adam_beta1, trainer.args.adam_beta2)
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {trainer.args.weight_decay}

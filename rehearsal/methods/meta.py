@@ -96,7 +96,8 @@ def _optimizer(model: Any, learning_rate: float, head_learning_rate: float) -> A
         {"params": [p for p in params if id(p) not in head], "lr": learning_rate},
         {"params": [p for p in params if id(p) in head], "lr": head_learning_rate},
     ]
-    return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=0.0)
+    # fused: one pass over all parameters (on a CPU a fifth of the per-parameter loop's time; issue 30)
+    return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=0.0, fused=True)
 
 
 def _step(model: Any, optimizer: Any, batch: Mapping[str, Any], labels: Any, classes: Sequence[int]) -> float:

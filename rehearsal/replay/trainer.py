@@ -230,7 +230,12 @@ class RehearsalTrainer(Trainer):
         super().log(logs, start_time)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> Any:
-        """AdamW with the head on ``head_learning_rate`` (the Trainer's own optimizer when it is None)."""
+        """The Trainer's optimizer (``args.optim``: fused AdamW by default) with the head on
+        ``head_learning_rate``; the Trainer's own param groups when it is None.
+
+        The optimizer class and its arguments are the Trainer's choice in both cases: on a CPU the fused
+        AdamW step costs about a fifth of the per-parameter loop's (24 against 123 ms a step for MiniLM,
+        benchmarks/RESULTS.md, issue 30), a third of a training step before it was used here."""
         if self.head_learning_rate is None or self.optimizer is not None:
             return super().create_optimizer(model)
 
@@ -239,13 +244,21 @@ class RehearsalTrainer(Trainer):
             raise ConfigError("a head learning rate needs the Trainer's model")
         head = {id(p) for p in classification_head(target).parameters()}
         params = [p for p in target.parameters() if p.requires_grad]
+        decay = self.args.weight_decay
         groups = [
-            {"params": [p for p in params if id(p) not in head], "lr": self.args.learning_rate},
-            {"params": [p for p in params if id(p) in head], "lr": self.head_learning_rate},
+            {
+                "params": [p for p in params if id(p) not in head],
+                "lr": self.args.learning_rate,
+                "weight_decay": decay,
+            },
+            {
+                "params": [p for p in params if id(p) in head],
+                "lr": self.head_learning_rate,
+                "weight_decay": decay,
+            },
         ]
-        self.optimizer = torch.optim.AdamW(
-            groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay
-        )
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, target)
+        self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
     def autocast_smart_context_manager(

@@ -31,6 +31,7 @@ from rehearsal.config import (
     ReplayConfig,
     check_seed,
 )
+from rehearsal.embedding import ENCODER_BACKENDS
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 from rehearsal.methods.generative.config import GenerativeConfig
@@ -137,6 +138,10 @@ class RunConfig(ConfigMixin):
     # and predictor features stay fp32). Pays on CPUs with native bf16 (AVX-512 BF16, AMX). Off by
     # default: it changes the arithmetic, so such a run is not the fp32 run (benchmarks/RESULTS.md, issue 30).
     bf16_training: bool = False
+    # The arithmetic of the encoder that embeds the run's memory (rehearsal.embedding: fp32, the
+    # reference; bf16; int8 through ONNX Runtime; auto). It moves replay's neighbours, not the model's
+    # training; the memory records it and a resumed run keeps it.
+    encoder_backend: str = "fp32"
     calibration: str = "none"
     prediction: str = "head"
     # None: the predictor is fitted on the whole memory after each phase (one forward pass over it). The
@@ -216,6 +221,10 @@ class RunConfig(ConfigMixin):
             self.output_dir = os.fspath(self.output_dir)  # a Path is fine; a config file holds the string
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
             raise ConfigError(f"'output_dir' must be a non-empty path string, got {self.output_dir!r}")
+        if self.encoder_backend not in ENCODER_BACKENDS:
+            raise ConfigError(
+                f"'encoder_backend' must be one of {list(ENCODER_BACKENDS)}, got {self.encoder_backend!r}"
+            )
         for name in ("mask_unseen", "progress", "online", "length_sorted_eval", "bf16_training"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")

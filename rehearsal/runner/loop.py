@@ -177,7 +177,10 @@ def _phase_memory(r: _Run, phase: int) -> Iterator[RehearsalMemory | None]:
         # A fresh run: nothing of an earlier attempt can be in its state, so it starts from nothing.
         shutil.rmtree(r.memory_path, ignore_errors=True)
         memory = RehearsalMemory.create(
-            r.memory_path, keys=r.keys, encoder=load_encoder(), embedding_only=not r.strategy.stores_text
+            r.memory_path,
+            keys=r.keys,
+            encoder=load_encoder(backend=r.config.encoder_backend),
+            embedding_only=not r.strategy.stores_text,
         )
     else:
         memory = RehearsalMemory.open(r.memory_path, keys=r.keys)

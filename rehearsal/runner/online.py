@@ -270,7 +270,8 @@ def _optimizer(model: Any, config: RunConfig) -> Any:
         {"params": [p for p in params if id(p) not in head], "lr": config.learning_rate},
         {"params": [p for p in params if id(p) in head], "lr": head_rate},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0)
+    # fused: one pass over all parameters (on a CPU a fifth of the per-parameter loop's time; issue 30)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0, fused=True)
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer
@@ -285,7 +286,10 @@ def _open_memory(
     path = run_memory(out)
     shutil.rmtree(path, ignore_errors=True)
     return RehearsalMemory.create(
-        path, keys=keys, encoder=load_encoder(), embedding_only=not strategy.stores_text
+        path,
+        keys=keys,
+        encoder=load_encoder(backend=config.encoder_backend),
+        embedding_only=not strategy.stores_text,
     )
 
 

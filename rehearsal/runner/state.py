@@ -60,7 +60,11 @@ def run_memory(folder: str | os.PathLike[str]) -> Path:
 # (length-sorted evaluation gives the same predictions as the given order, float rounding aside).
 _RESUMABLE_CHANGES = ("output_dir", "progress", "length_sorted_eval")
 # Settings added after runs were saved without them, with the value those runs were trained under.
-_BEFORE_THEY_EXISTED: dict[str, Any] = {"length_buckets": 1, "bf16_training": False}
+_BEFORE_THEY_EXISTED: dict[str, Any] = {
+    "length_buckets": 1,
+    "bf16_training": False,
+    "encoder_backend": "fp32",
+}
 
 
 def comparable(config: RunConfig) -> dict[str, Any]:

@@ -185,7 +185,7 @@ class ClassGenerator:
         cfg = self.config
         steps = max(1, math.ceil(len(encoded) * cfg.epochs / cfg.batch_size))
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0, fused=True)
         order = torch.Generator().manual_seed(seed)
         queue: list[int] = []
         losses: list[float] = []
