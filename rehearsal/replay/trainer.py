@@ -47,7 +47,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from rehearsal.config import CALIBRATIONS, LOSSES
 from rehearsal.errors import ConfigError
@@ -257,7 +264,9 @@ class RehearsalTrainer(Trainer):
                 "weight_decay": decay,
             },
         ]
-        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, target)
+        # The model matters only to optimizers that read its layers (GaLore, LOMO): a PreTrainedModel.
+        pretrained = target if isinstance(target, PreTrainedModel) else None
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, pretrained)
         self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
