@@ -251,3 +251,37 @@ def test_bf16_training_learns_each_step_from_the_weights_the_last_step_left() ->
     assert len(losses) == 6
     assert len(set(losses)) == 6, losses  # one batch, six different losses: the weights moved each step
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_bf16_eval_runs_the_features_in_bf16_and_returns_float32(bf16: bool) -> None:
+    from rehearsal.runner.strategies.base import eval_arithmetic
+
+    model, tokenizer = _minilm()
+    seen: list[torch.dtype] = []
+    hook = model.classifier.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    reference = encoder_features(model, tokenizer, TEXTS, batch_size=3, max_length=32)
+    seen.clear()
+    with eval_arithmetic(RunConfig(bf16_eval=bf16)):
+        features = encoder_features(model, tokenizer, TEXTS, batch_size=3, max_length=32)
+    hook.remove()
+    assert set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+    assert features.dtype == torch.float32
+    if bf16:
+        torch.testing.assert_close(features, reference, atol=0.1, rtol=0.05)
+        assert not torch.equal(features, reference)
+    else:
+        assert torch.equal(features, reference)
+
+
+def test_a_run_saved_before_bf16_eval_reads_as_fp32_and_keeps_its_id() -> None:
+    from rehearsal.runner.state import comparable, saved_config
+
+    old = RunConfig().to_dict()
+    del old["bf16_eval"]
+    saved = saved_config(old)
+    assert saved.bf16_eval is False
+    assert "bf16_eval" not in comparable(saved)
+    assert comparable(RunConfig(bf16_eval=True)) != comparable(saved)
+    with pytest.raises(ConfigError, match="'bf16_eval' must be true or false"):
+        RunConfig(bf16_eval="yes")  # type: ignore[arg-type]

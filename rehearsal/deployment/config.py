@@ -61,6 +61,9 @@ class DeploymentConfig(ConfigMixin):
     to ``prediction_per_class`` memory entries of each label it knows (None: all) when the version first
     answers; the gate, ``update``, ``shadow``, ``promote``, ``predict`` and the report all answer with it.
     An embedding-only memory has no text to fit on and answers with the head.
+    ``bf16_training``: each training step's forward pass under CPU bf16 autocast (weights, optimiser and
+    every answer stay fp32; ``rehearsal.replay.trainer``): about two thirds of a run's time where the CPU
+    has native bf16 (benchmarks/RESULTS.md, issue 30); off by default, since it changes the arithmetic.
     """
 
     strategy: str = "adapter-replay"
@@ -82,6 +85,7 @@ class DeploymentConfig(ConfigMixin):
     probe_per_task: int = 256
     stage: bool = False
     check_learning: bool = True
+    bf16_training: bool = False
     prediction: str = "head"
     prediction_per_class: int | None = 50
     seed: int = 0
@@ -125,6 +129,6 @@ class DeploymentConfig(ConfigMixin):
             isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1
         ):
             raise ConfigError(f"'prediction_per_class' must be a positive int or None, got {per_class!r}")
-        for flag in ("stage", "check_learning"):
+        for flag in ("stage", "check_learning", "bf16_training"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag!r} must be true or false, got {getattr(self, flag)!r}")

@@ -132,6 +132,7 @@ def _fit(candidate: DeployedModel, model: Any, train: Any, collator: Any, *, ter
         seed=config.seed,
         loss="ce",
         mask_unseen=True,
+        bf16=config.bf16_training,
     )
     seen = candidate.state.label_ids(list(candidate.state.labels))
     with tempfile.TemporaryDirectory(prefix="rehearsal-update-") as scratch:

@@ -142,6 +142,10 @@ class RunConfig(ConfigMixin):
     # reference; bf16; int8 through ONNX Runtime; auto). It moves replay's neighbours, not the model's
     # training; the memory records it and a resumed run keeps it.
     encoder_backend: str = "fp32"
+    # Evaluation and the predictor's features under bf16 autocast on the CPU (training stays fp32): faster
+    # where the CPU has native bf16 (AVX-512 BF16, AMX), and a few labels change (benchmarks/RESULTS.md,
+    # issue 30), so it is off by default.
+    bf16_eval: bool = False
     calibration: str = "none"
     prediction: str = "head"
     # None: the predictor is fitted on the whole memory after each phase (one forward pass over it). The
@@ -225,7 +229,7 @@ class RunConfig(ConfigMixin):
             raise ConfigError(
                 f"'encoder_backend' must be one of {list(ENCODER_BACKENDS)}, got {self.encoder_backend!r}"
             )
-        for name in ("mask_unseen", "progress", "online", "length_sorted_eval", "bf16_training"):
+        for name in ("mask_unseen", "progress", "online", "length_sorted_eval", "bf16_training", "bf16_eval"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")
         if self.online:

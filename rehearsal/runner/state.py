@@ -64,6 +64,7 @@ _BEFORE_THEY_EXISTED: dict[str, Any] = {
     "length_buckets": 1,
     "bf16_training": False,
     "encoder_backend": "fp32",
+    "bf16_eval": False,
 }
 
 

@@ -8,6 +8,7 @@ A new method is one more registered class (see ``rehearsal.runner.strategies.ewc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,14 +121,15 @@ class Strategy:
         }
 
     def _head_predict(self, model: Any, ctx: PhaseContext, texts: Sequence[str]) -> np.ndarray:
-        return predict_labels(
-            model,
-            ctx.tokenizer,
-            texts,
-            batch_size=ctx.config.eval_batch_size,
-            max_length=ctx.config.max_length,
-            by_length=ctx.config.length_sorted_eval,
-        )
+        with eval_arithmetic(ctx.config):
+            return predict_labels(
+                model,
+                ctx.tokenizer,
+                texts,
+                batch_size=ctx.config.eval_batch_size,
+                max_length=ctx.config.max_length,
+                by_length=ctx.config.length_sorted_eval,
+            )
 
     def phases(self, stream: TaskStream) -> list[tuple[Task, ...]]:
         """The training phases: by default one per task, in stream order."""
@@ -234,14 +236,25 @@ def _features(model: Any, ctx: PhaseContext, texts: Sequence[str]) -> Any:
     from rehearsal.methods.predictors import encoder_features
 
     config = ctx.config
-    return encoder_features(
-        model,
-        ctx.tokenizer,
-        texts,
-        batch_size=config.eval_batch_size,
-        max_length=config.max_length,
-        by_length=config.length_sorted_eval,
-    )
+    with eval_arithmetic(config):
+        return encoder_features(
+            model,
+            ctx.tokenizer,
+            texts,
+            batch_size=config.eval_batch_size,
+            max_length=config.max_length,
+            by_length=config.length_sorted_eval,
+        )
+
+
+def eval_arithmetic(config: RunConfig) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on the CPU for evaluation and predictor features when ``bf16_eval`` asks for it (the
+    outputs come back float32); otherwise nothing changes."""
+    if not config.bf16_eval:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 def read_out_names(config: RunConfig) -> list[str]:
