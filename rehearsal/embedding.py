@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from rehearsal.arithmetic import (
+    ENCODER_BACKENDS,
+    cpu_has_native_bf16,
+    resolve_backend,
+)
 from rehearsal.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
@@ -35,8 +40,7 @@ __all__ = [
 ]
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-# The arithmetic an encoder can run in; a non-reference one is written into its name after the mark.
-ENCODER_BACKENDS = ("fp32", "bf16", "int8", "auto")
+# A non-reference arithmetic (rehearsal.arithmetic) is written into an encoder's name after the mark.
 BACKEND_MARK = "+"
 _DEFAULT_DIM = 384  # all-MiniLM-L6-v2
 
@@ -193,26 +197,6 @@ class SentenceTransformerEncoder:
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder(name={self._name!r}, dim={self._dim}, backend={self.backend!r})"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): where bf16 autocast pays."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_backend(backend: str, device: str = "cpu") -> str:
-    """``fp32``, ``bf16`` or ``int8`` for the ``backend`` asked for (``auto`` decided for this machine:
-    it never picks int8, whose neighbours move more than bf16's)."""
-    if backend not in ENCODER_BACKENDS:
-        raise ConfigError(f"encoder backend must be one of {list(ENCODER_BACKENDS)}, got {backend!r}")
-    if backend == "auto":
-        return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
-    return backend
 
 
 def split_backend(name: str) -> tuple[str, str]:

@@ -219,7 +219,7 @@ def test_a_run_saved_before_bf16_training_reads_as_fp32_and_keeps_its_id() -> No
     assert saved.bf16_training is False
     assert "bf16_training" not in comparable(saved)
     assert comparable(RunConfig(bf16_training=True)) != comparable(saved)
-    with pytest.raises(ConfigError, match="'bf16_training' must be true or false"):
+    with pytest.raises(ConfigError, match="'bf16_training' must be true, false or"):
         RunConfig(bf16_training="yes")  # type: ignore[arg-type]
 
 
@@ -283,5 +283,20 @@ def test_a_run_saved_before_bf16_eval_reads_as_fp32_and_keeps_its_id() -> None:
     assert saved.bf16_eval is False
     assert "bf16_eval" not in comparable(saved)
     assert comparable(RunConfig(bf16_eval=True)) != comparable(saved)
-    with pytest.raises(ConfigError, match="'bf16_eval' must be true or false"):
+    with pytest.raises(ConfigError, match="'bf16_eval' must be true, false or"):
         RunConfig(bf16_eval="yes")  # type: ignore[arg-type]
+
+
+def test_auto_bf16_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"auto"`` is bf16 on a CPU with native bf16 and fp32 elsewhere (where bf16 autocast is slower);
+    true and false mean what they say on any CPU."""
+    import rehearsal.arithmetic as arithmetic
+
+    for native in (True, False):
+        monkeypatch.setattr(arithmetic, "cpu_has_native_bf16", lambda native=native: native)
+        assert arithmetic.wants_bf16("auto") is native
+        assert arithmetic.wants_bf16(True) is True
+        assert arithmetic.wants_bf16(False) is False
+    assert RunConfig(bf16_training="auto", bf16_eval="auto").bf16_training == "auto"
+    with pytest.raises(ConfigError, match="'bf16_eval' must be true, false or"):
+        RunConfig(bf16_eval="bf16")

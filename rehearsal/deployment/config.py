@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from rehearsal.arithmetic import check_bf16_setting
 from rehearsal.config import PREDICTOR_NAMES, ConfigMixin, EWCConfig, LoRAConfig, ReplayConfig, check_seed
 from rehearsal.deployment.strategies import get_deployment_strategy
 from rehearsal.errors import ConfigError
@@ -63,7 +64,8 @@ class DeploymentConfig(ConfigMixin):
     An embedding-only memory has no text to fit on and answers with the head.
     ``bf16_training``: each training step's forward pass under CPU bf16 autocast (weights, optimiser and
     every answer stay fp32; ``rehearsal.replay.trainer``): about two thirds of a run's time where the CPU
-    has native bf16 (benchmarks/RESULTS.md, issue 30); off by default, since it changes the arithmetic.
+    has native bf16 (benchmarks/RESULTS.md, issue 30); ``"auto"`` turns it on where the CPU has it; off by
+    default, since it changes the arithmetic.
     """
 
     strategy: str = "adapter-replay"
@@ -85,7 +87,7 @@ class DeploymentConfig(ConfigMixin):
     probe_per_task: int = 256
     stage: bool = False
     check_learning: bool = True
-    bf16_training: bool = False
+    bf16_training: bool | str = False
     prediction: str = "head"
     prediction_per_class: int | None = 50
     seed: int = 0
@@ -129,6 +131,7 @@ class DeploymentConfig(ConfigMixin):
             isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1
         ):
             raise ConfigError(f"'prediction_per_class' must be a positive int or None, got {per_class!r}")
-        for flag in ("stage", "check_learning", "bf16_training"):
+        check_bf16_setting("bf16_training", self.bf16_training)
+        for flag in ("stage", "check_learning"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag!r} must be true or false, got {getattr(self, flag)!r}")

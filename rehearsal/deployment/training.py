@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rehearsal.arithmetic import wants_bf16
 from rehearsal.deployment.config import DeploymentConfig
 from rehearsal.deployment.model import DeployedModel
 from rehearsal.deployment.priority import PriorityCollator, priority_ids
@@ -132,7 +133,7 @@ def _fit(candidate: DeployedModel, model: Any, train: Any, collator: Any, *, ter
         seed=config.seed,
         loss="ce",
         mask_unseen=True,
-        bf16=config.bf16_training,
+        bf16=wants_bf16(config.bf16_training),
     )
     seen = candidate.state.label_ids(list(candidate.state.labels))
     with tempfile.TemporaryDirectory(prefix="rehearsal-update-") as scratch:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rehearsal.arithmetic import ENCODER_BACKENDS, check_bf16_setting
 from rehearsal.config import (
     CALIBRATIONS,
     LOSSES,
@@ -31,7 +32,6 @@ from rehearsal.config import (
     ReplayConfig,
     check_seed,
 )
-from rehearsal.embedding import ENCODER_BACKENDS
 from rehearsal.errors import ConfigError
 from rehearsal.governance.gate import GateConfig
 from rehearsal.methods.generative.config import GenerativeConfig
@@ -135,17 +135,18 @@ class RunConfig(ConfigMixin):
     # up to float rounding); false keeps the given order, the reference path the tests compare against.
     length_sorted_eval: bool = True
     # Each training step's forward pass under bf16 autocast (weights and optimiser stay fp32; evaluation
-    # and predictor features stay fp32). Pays on CPUs with native bf16 (AVX-512 BF16, AMX). Off by
-    # default: it changes the arithmetic, so such a run is not the fp32 run (benchmarks/RESULTS.md, issue 30).
-    bf16_training: bool = False
+    # and predictor features stay fp32). Pays on CPUs with native bf16 (AVX-512 BF16, AMX); "auto" turns it
+    # on there only. Off by default: it changes the arithmetic, so such a run is not the fp32 run
+    # (benchmarks/RESULTS.md, issue 30).
+    bf16_training: bool | str = False
     # The arithmetic of the encoder that embeds the run's memory (rehearsal.embedding: fp32, the
     # reference; bf16; int8 through ONNX Runtime; auto). It moves replay's neighbours, not the model's
     # training; the memory records it and a resumed run keeps it.
     encoder_backend: str = "fp32"
     # Evaluation and the predictor's features under bf16 autocast on the CPU (training stays fp32): faster
-    # where the CPU has native bf16 (AVX-512 BF16, AMX), and a few labels change (benchmarks/RESULTS.md,
-    # issue 30), so it is off by default.
-    bf16_eval: bool = False
+    # where the CPU has native bf16 (AVX-512 BF16, AMX; "auto": there only), and a few labels change
+    # (benchmarks/RESULTS.md, issue 30), so it is off by default.
+    bf16_eval: bool | str = False
     calibration: str = "none"
     prediction: str = "head"
     # None: the predictor is fitted on the whole memory after each phase (one forward pass over it). The
@@ -229,7 +230,9 @@ class RunConfig(ConfigMixin):
             raise ConfigError(
                 f"'encoder_backend' must be one of {list(ENCODER_BACKENDS)}, got {self.encoder_backend!r}"
             )
-        for name in ("mask_unseen", "progress", "online", "length_sorted_eval", "bf16_training", "bf16_eval"):
+        for name in ("bf16_training", "bf16_eval"):
+            check_bf16_setting(name, getattr(self, name))
+        for name in ("mask_unseen", "progress", "online", "length_sorted_eval"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be true or false, got {getattr(self, name)!r}")
         if self.online:

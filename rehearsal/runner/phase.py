@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rehearsal.arithmetic import wants_bf16
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.methods.inference import embed_texts
@@ -92,7 +93,7 @@ def train_phase(model: Any, strategy: Strategy, ctx: PhaseContext, out: Path) ->
         mask_unseen=config.mask_unseen,
         head_learning_rate=config.head_learning_rate,
         length_buckets=config.length_buckets,
-        bf16=config.bf16_training,
+        bf16=wants_bf16(config.bf16_training),
         logging_steps=10,
         # The Trainer's own bars nest inside the run's; they show only when the libraries' progress bars are
         # on (``rehearsal run --verbose``; the CLI turns them off, and prints one line per phase instead).

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from rehearsal.arithmetic import wants_bf16
 from rehearsal.crypto.keys import KeyRing
 from rehearsal.embedding import default_model_path
 from rehearsal.errors import ConfigError
@@ -250,7 +251,7 @@ def _features(model: Any, ctx: PhaseContext, texts: Sequence[str]) -> Any:
 def eval_arithmetic(config: RunConfig) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on the CPU for evaluation and predictor features when ``bf16_eval`` asks for it (the
     outputs come back float32); otherwise nothing changes."""
-    if not config.bf16_eval:
+    if not wants_bf16(config.bf16_eval):
         return contextlib.nullcontext()
     import torch
 
