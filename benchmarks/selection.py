@@ -18,7 +18,9 @@ whatever replay modes the library registers); ``METHOD:separated`` trains a repl
 separated softmax instead of cross-entropy (runs under ``METHOD-separated_s<seed>``); ``mir-head`` is MIR
 whose virtual step moves the classification head only (``replay.mir_scope = "head"``), and
 ``random-reference`` is random replay on the reference training and evaluation paths (one forward pass
-per batch, evaluation in the given order: issue 30's baseline). Runs go seed by seed
+per batch, evaluation in the given order: issue 30's baseline; with the optimizer of today, so the
+baseline commit's own checkout is the truer reference), ``random-bf16`` random replay with bf16 in
+training, evaluation and the memory's encoder. Runs go seed by seed
 and a finished run is reused when its saved config is the one asked for, so the script can be stopped and
 restarted. Writes
 benchmarks/out/selection/<stream>/<method>_s<seed>/ and summary.json / summary.md there (``--results`` also
@@ -81,6 +83,7 @@ def budget(stream: TaskStream, batch: int, replay: int) -> dict[str, Any]:
 SCOPED: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "mir-head": ("mir", {"mir_scope": "head"}, {}),
     "random-reference": ("random", {}, {"length_buckets": 1, "length_sorted_eval": False}),
+    "random-bf16": ("random", {}, {"bf16_training": True, "bf16_eval": True, "encoder_backend": "bf16"}),
 }
 
 
