@@ -46,6 +46,25 @@ def _data(n: int, max_length: int) -> tuple[Any, Any, Any]:
     return model, tokenizer, data
 
 
+def padding(data: Any, batch: int, buckets: list[int], draws: int = 2000) -> dict[int, float]:
+    """Padded tokens per real token of random batches of ``data``, per bucket count (each bucket padded
+    to its own longest row, rows sorted by length first, as ``rehearsal.methods.length_buckets`` does)."""
+    import numpy as np
+
+    lengths = np.asarray([len(ids) for ids in data["input_ids"]])
+    rng = np.random.default_rng(0)
+    out = {}
+    for count in buckets:
+        real = padded = 0
+        for _ in range(draws):
+            rows = np.sort(rng.choice(lengths, size=min(batch, len(lengths)), replace=False))
+            for part in np.array_split(rows, count):
+                real += int(part.sum())
+                padded += int(part.max()) * len(part)
+        out[count] = padded / real
+    return out
+
+
 def _one_pass(
     model: Any, tokenizer: Any, data: Any, buckets: int, bf16: bool, batch: int
 ) -> dict[str, float]:
@@ -114,7 +133,12 @@ def main() -> None:
         loss = statistics.fmean(r["last_losses"] for r in rows)
         table[name] = {"cpu_seconds": cpu, "ratio": cpu / reference, "loss": loss}
         print(f"| {name} | {cpu:.2f} | {cpu / reference:.2f} | {loss:.3f} |")
-    path = write_results(args.name, {"runs": runs, "table": table}, record)
+    pads = padding(data, args.batch_size, args.buckets)
+    print("\n| buckets | padded tokens per real token |")
+    print("|---|---|")
+    for count, ratio in pads.items():
+        print(f"| {count} | {ratio:.2f} |")
+    path = write_results(args.name, {"runs": runs, "table": table, "padding": pads}, record)
     print(f"wrote {path}")
 
 
