@@ -61,7 +61,10 @@ def run_once(
     """One fresh ``rehearsal run`` process; with ``tree``, the package of that checkout (an earlier
     commit) runs instead of this one, its thread pools pinned by the environment (it may predate
     ``--threads``)."""
-    command = [CLI, "run", str(ROOT / "configs" / "default.toml"), "--output-dir", str(folder)]
+    # The tree's own default config: the baseline's settings as it shipped them (today's may name settings
+    # that did not exist then).
+    config = (tree if tree is not None else ROOT) / "configs" / "default.toml"
+    command = [CLI, "run", str(config), "--output-dir", str(folder)]
     command += ["--key-file", str(key), "--json", "--set", "progress=false"]
     if tree is None:
         command += ["--threads", str(threads)]

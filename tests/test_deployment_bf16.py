@@ -71,3 +71,31 @@ def test_an_updates_training_steps_run_in_the_configured_arithmetic(
     update(dep, data, keys=keys)
     assert seen, "the update trained no step"
     assert set(seen) == {expected}
+
+
+def test_a_deployment_keeps_a_bf16_memorys_arithmetic_in_its_memory_and_suite(
+    tmp_path: Path, tiny_model: str
+) -> None:
+    """A memory embedded in bf16 (a run with ``encoder_backend = "auto"`` on this CPU, say) starts a
+    deployment: the deployment opens it with its own encoder, its suite embeds likewise, and an update
+    goes through (it used to open every memory with the fp32 encoder and be refused)."""
+    from rehearsal.embedding import load_encoder, split_backend
+    from rehearsal.store.layout import peek_manifest
+
+    keys = KeyRing.generate()
+    stream = load_sentiment_stream(max_train_per_class=3, max_test_per_class=1)
+    tweets, movies = stream.tasks[:2]
+    with RehearsalMemory.create(tmp_path / "mem", keys=keys, encoder=load_encoder(backend="bf16")) as memory:
+        metadata = [{"task": e.task, "label": e.label} for e in tweets.train]
+        memory.add([e.text for e in tweets.train], metadata=metadata)
+    dep = tmp_path / "dep"
+    options = {**FAST, "gate": {"max_drop": 1.0, "margin": 1.0}}
+    init_deployment(dep, memory=tmp_path / "mem", model=tiny_model, keys=keys, options=options)
+    for folder in ("memory", "suite"):
+        assert split_backend(peek_manifest(dep / folder)["encoder"]["name"])[1] == "bf16", folder
+    data = tmp_path / "movies.jsonl"
+    data.write_text(
+        "".join(json.dumps({"text": e.text, "label": e.label, "task": e.task}) + "\n" for e in movies.train),
+        encoding="utf-8",
+    )
+    update(dep, data, keys=keys)

@@ -19,8 +19,8 @@ CONFIGS = ("rehearsal.config", "rehearsal.runner.config")
 UTILITIES = ("rehearsal.errors", "rehearsal._files")
 # Each folder imports only from the folders after it; folders grouped in one layer are siblings, which
 # import neither each other nor anything above them (runner and deployment both train through training).
-# The top-level modules (config, arithmetic, embedding, errors, _files) import from no folder. The package's __init__
-# (the public names) is the one module that gathers them all.
+# The top-level modules (config, arithmetic, embedding, errors, _files) import from no folder. The
+# package's __init__ (the public names) is the one module that gathers them all.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("runner", "deployment"),

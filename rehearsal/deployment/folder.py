@@ -190,19 +190,13 @@ class Deployment:
             shutil.rmtree(folder, ignore_errors=True)
         return folder
 
+    # Each memory opens with the encoder it recorded (the packaged MiniLM in its arithmetic: fp32, or bf16
+    # for a memory a run made with encoder_backend "bf16"/"auto").
     def open_memory(self, *, read_only: bool = False) -> RehearsalMemory:
-        from rehearsal.embedding import load_encoder
-
-        return RehearsalMemory.open(
-            self.memory_path, keys=self.keys, read_only=read_only, encoder=load_encoder()
-        )
+        return RehearsalMemory.open(self.memory_path, keys=self.keys, read_only=read_only)
 
     def open_suite(self, *, read_only: bool = False) -> RehearsalMemory:
-        from rehearsal.embedding import load_encoder
-
-        return RehearsalMemory.open(
-            self.suite_path, keys=self.keys, read_only=read_only, encoder=load_encoder()
-        )
+        return RehearsalMemory.open(self.suite_path, keys=self.keys, read_only=read_only)
 
     def log(self) -> AuditLog:
         return AuditLog.open(default_log_path(self.memory_path), self.keys)

@@ -131,8 +131,6 @@ def _first_version(
     shutil.copytree(source, dep.memory_path)
     # The source's versions name weights the deployment does not have: its own start here, sealed.
     start_sealed(dep.memory_path, dep.versions_seal)
-    from rehearsal.embedding import load_encoder
-
     with dep.open_memory() as mem:
         audited = AuditedMemory(mem, dep.log(), actor="deployment")
         ids, examples = _memory_examples(mem, names)
@@ -161,7 +159,8 @@ def _first_version(
             ewc_state=None,
             ewc_out=strategy.ewc_file(weights),
         )
-        with RehearsalMemory.create(dep.suite_path, keys=keys, encoder=load_encoder()) as suite_mem:
+        # The suite embeds as the memory does, so the two compare (and a bf16 memory gets a bf16 suite).
+        with RehearsalMemory.create(dep.suite_path, keys=keys, encoder=mem.encoder) as suite_mem:
             to_memory(suite_mem, tests)
             state.suite_boundary = (max(suite_mem.ids()) + 1) if tests else 0
         state.metrics = _first_metrics(first, tests, mem)
