@@ -17,8 +17,10 @@ __all__ = [
     "wants_bf16",
 ]
 
-# The arithmetic an encoder can run in (``auto``: bf16 where native, else fp32; never int8).
-ENCODER_BACKENDS = ("fp32", "bf16", "int8", "auto")
+# The arithmetic an encoder can run in (``auto``: bf16 where native, else fp32; never int8 or openvino,
+# which need packages of their own): torch fp32, torch bf16 autocast, int8 under ONNX Runtime, OpenVINO's
+# CPU runtime (bf16 where native).
+ENCODER_BACKENDS = ("fp32", "bf16", "int8", "openvino", "auto")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -45,7 +47,7 @@ def wants_bf16(setting: bool | str) -> bool:
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:
     """``fp32``, ``bf16`` or ``int8`` for the ``backend`` asked for (``auto`` decided for this machine:
-    it never picks int8, whose neighbours move more than bf16's)."""
+    it never picks int8, whose neighbours move more than bf16's, nor openvino, an optional package)."""
     if backend not in ENCODER_BACKENDS:
         raise ConfigError(f"encoder backend must be one of {list(ENCODER_BACKENDS)}, got {backend!r}")
     if backend == "auto":

@@ -23,6 +23,7 @@ from rehearsal.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
     from rehearsal.int8_runtime import Int8Runner
+    from rehearsal.openvino_runtime import OpenVinoRunner
 
 __all__ = [
     "BACKEND_MARK",
@@ -105,20 +106,22 @@ class SentenceTransformerEncoder:
         backend: str = "fp32",
     ) -> None:
         """``backend`` is the arithmetic of the forward pass: ``fp32`` (the reference), ``bf16``
-        (autocast; about twice as fast on CPUs with native bf16, neighbours within 1% of fp32's) or
+        (autocast; about twice as fast on CPUs with native bf16, neighbours within 1% of fp32's),
         ``int8`` (an int8 ONNX Runtime model built from this one at first use and cached; CPU only,
-        needs ``rehearsal[int8]``; neighbours within about 2% of fp32's) or ``auto`` (bf16 where the
-        CPU has it natively, else fp32). A non-fp32 encoder's name carries ``+bf16`` or ``+int8``, so a
-        memory records it and refuses to mix its vectors with another arithmetic's."""
+        needs ``rehearsal[int8]``; neighbours within about 3% of fp32's), ``openvino`` (an fp32 export
+        run by OpenVINO's CPU runtime, bf16 where native; CPU only, needs ``rehearsal[openvino]``;
+        neighbours within 1% of fp32's) or ``auto`` (bf16 where the CPU has it natively, else fp32). A
+        non-fp32 encoder's name carries ``+bf16``, ``+int8`` or ``+openvino``, so a memory records it and
+        refuses to mix its vectors with another arithmetic's."""
         if batch_size < 1:
             raise ConfigError(f"'batch_size' must be >= 1, got {batch_size}")
         self.backend = resolve_backend(backend, device)
-        if self.backend == "int8":
+        if self.backend in _EXPORTED:
             if not device.startswith("cpu"):
-                raise ConfigError(f"the int8 encoder backend runs on the CPU only, got device {device!r}")
-            from rehearsal.int8_runtime import require_onnxruntime
-
-            require_onnxruntime()  # before the model loads: a missing package fails in a second
+                raise ConfigError(
+                    f"the {self.backend} encoder backend runs on the CPU only, got device {device!r}"
+                )
+            _require_runtime(self.backend)  # before the model loads: a missing package fails in a second
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_dir():
             raise ConfigError(f"encoder model folder not found: {str(path)!r}")
@@ -143,17 +146,15 @@ class SentenceTransformerEncoder:
             raise ConfigError(f"model at {str(path)!r} does not report an embedding dimension")
         self._dim = dim
         self.batch_size = batch_size
-        self._int8: Int8Runner | None = None
-        if self.backend == "int8":
-            import torch
-
-            from rehearsal.int8_runtime import Int8Runner
-
+        self._exported: Int8Runner | OpenVinoRunner | None = None
+        if self.backend in _EXPORTED:
             # The same truncation as the torch model: its own limit where none was given.
             length = max_seq_length or self._model.max_seq_length
             if length is None:
-                raise ConfigError(f"model at {str(path)!r} sets no max_seq_length: pass one for int8")
-            self._int8 = Int8Runner(path, self._model.tokenizer, length, threads=torch.get_num_threads())
+                raise ConfigError(
+                    f"model at {str(path)!r} sets no max_seq_length: pass one for {self.backend}"
+                )
+            self._exported = _exported_runner(self.backend, path, self._model.tokenizer, length)
 
     @property
     def name(self) -> str:
@@ -172,8 +173,8 @@ class SentenceTransformerEncoder:
         texts = _checked_texts(texts)
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        if self._int8 is not None:
-            return self._int8.encode(texts, self.batch_size)
+        if self._exported is not None:
+            return self._exported.encode(texts, self.batch_size)
         with self._arithmetic():
             vectors = self._model.encode(
                 list(texts),
@@ -197,6 +198,34 @@ class SentenceTransformerEncoder:
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEncoder(name={self._name!r}, dim={self._dim}, backend={self.backend!r})"
+
+
+# Backends that run an exported copy of the model outside torch (CPU only, built at first use).
+_EXPORTED = ("int8", "openvino")
+
+
+def _require_runtime(backend: str) -> None:
+    if backend == "int8":
+        from rehearsal.int8_runtime import require_onnxruntime
+
+        require_onnxruntime()
+    else:
+        from rehearsal.openvino_runtime import require_openvino
+
+        require_openvino()
+
+
+def _exported_runner(backend: str, path: Path, tokenizer: Any, length: int) -> Int8Runner | OpenVinoRunner:
+    import torch
+
+    threads = torch.get_num_threads()  # the count the process chose (rehearsal.threads)
+    if backend == "int8":
+        from rehearsal.int8_runtime import Int8Runner
+
+        return Int8Runner(path, tokenizer, length, threads=threads)
+    from rehearsal.openvino_runtime import OpenVinoRunner
+
+    return OpenVinoRunner(path, tokenizer, length, threads=threads)
 
 
 def split_backend(name: str) -> tuple[str, str]:

@@ -27,6 +27,8 @@ __all__ = [
     "Int8Runner",
     "cache_folder",
     "cpu_session",
+    "model_inputs",
+    "model_key",
     "pooled_encode",
     "require_onnxruntime",
 ]
@@ -56,10 +58,10 @@ def cache_folder() -> Path:
     return Path(base) / "rehearsal"
 
 
-def _model_key(model_path: Path, max_seq_length: int) -> str:
-    from rehearsal.int8_graph import RECIPE
-
-    digest = hashlib.sha256(json.dumps({**RECIPE, "max_seq_length": max_seq_length}).encode())
+def model_key(model_path: Path, recipe: dict[str, Any]) -> str:
+    """16 hex digits naming a built model: the bytes of ``model_path``'s weights and config, and
+    ``recipe`` (how it was built from them)."""
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
     for name in _MODEL_FILES:
         file = model_path / name
         if file.is_file():
@@ -68,6 +70,21 @@ def _model_key(model_path: Path, max_seq_length: int) -> str:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def model_inputs(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+    """An exported model's three int64 inputs for ``texts``, padded to the longest and truncated as
+    sentence-transformers does."""
+    batch = tokenizer(
+        texts, padding=True, truncation="longest_first", max_length=max_length, return_tensors="np"
+    )
+    ids = np.asarray(batch["input_ids"], dtype=np.int64)
+    types = batch.get("token_type_ids")
+    return {
+        "input_ids": ids,
+        "attention_mask": np.asarray(batch["attention_mask"], dtype=np.int64),
+        "token_type_ids": np.zeros_like(ids) if types is None else np.asarray(types, dtype=np.int64),
+    }
 
 
 def cpu_session(model: Path | bytes, threads: int) -> Any:
@@ -91,9 +108,10 @@ class Int8Runner:
         self._tokenizer = tokenizer
         self._max_len = max_seq_length
         self._threads = threads
-        self.model_file = (
-            cache_folder() / "int8" / f"{model_path.name}-{_model_key(model_path, max_seq_length)}.onnx"
-        )
+        from rehearsal.int8_graph import RECIPE
+
+        key = model_key(model_path, {**RECIPE, "max_seq_length": max_seq_length})
+        self.model_file = cache_folder() / "int8" / f"{model_path.name}-{key}.onnx"
         self._session = self._open(model_path)
 
     def _open(self, model_path: Path) -> Any:
@@ -124,18 +142,8 @@ class Int8Runner:
         atomic_write(self.model_file, quantize_graph(fp32, ranges).SerializeToString())
 
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """The model's three int64 inputs for ``texts``, padded to the longest and truncated as
-        sentence-transformers does."""
-        batch = self._tokenizer(
-            texts, padding=True, truncation="longest_first", max_length=self._max_len, return_tensors="np"
-        )
-        ids = np.asarray(batch["input_ids"], dtype=np.int64)
-        types = batch.get("token_type_ids")
-        return {
-            "input_ids": ids,
-            "attention_mask": np.asarray(batch["attention_mask"], dtype=np.int64),
-            "token_type_ids": np.zeros_like(ids) if types is None else np.asarray(types, dtype=np.int64),
-        }
+        """The model's three int64 inputs for ``texts`` (:func:`model_inputs`)."""
+        return model_inputs(self._tokenizer, texts, self._max_len)
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         """(len(texts), dim) float32 unit rows (see :func:`pooled_encode`)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from rehearsal.arithmetic import ENCODER_BACKENDS
 from rehearsal.errors import ConfigError
 from rehearsal.store.layout import peek_manifest
 
@@ -31,10 +32,11 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="where the encoder runs: cpu (default), cuda, cuda:1, mps")
     p.add_argument(
         "--encoder-backend",
-        choices=("fp32", "bf16", "int8", "auto"),
+        choices=ENCODER_BACKENDS,
         help="the encoder's arithmetic for a new memory: fp32 (default, the reference), bf16 (about 2x "
         "faster on CPUs with native bf16), int8 (ONNX Runtime, built at first use; pip install "
-        "'rehearsal[int8]'), auto (bf16 where native); an existing memory uses its own",
+        "'rehearsal[int8]'), openvino (OpenVINO's CPU runtime, bf16 where native, about 3x; pip install "
+        "'rehearsal[openvino]'), auto (bf16 where native); an existing memory uses its own",
     )
 
 
