@@ -1,14 +1,18 @@
-"""The encoder's arithmetic for ingest: texts/s of bf16 autocast against the fp32 reference, and how far
+"""The encoder's arithmetic for ingest: texts/s of each backend against the fp32 reference, and how far
 its neighbours move (recall@10 of each text's ten nearest against fp32's, mean cosine to the fp32 vector).
 
-Real texts (every gloss of the bundled WordNet stream, capped at ``--texts``), the packaged MiniLM, one
-process. The backends take turns chunk by chunk (which goes first alternates) so a change in background
-load hits both alike; the figure is the ratio of their summed times.
+Real texts, the packaged MiniLM through ``load_encoder(backend=...)`` (the code a memory embeds with), one
+process. The backends take turns chunk by chunk (the order rotates) so a change in background load hits
+all alike; the figure is the ratio of their summed times. By default every gloss of the bundled WordNet
+stream (capped at ``--texts``); ``--real`` takes the ingest bar's set instead (WordNet glosses then the
+sentiment texts, the int8 calibration glosses left out; ``encoder_int8.real_texts``).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoder_backend.py --threads 1
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoder_backend.py --threads 2
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/encoder_backend.py --threads 1 --real --texts 20000 \
+        --chunk 1000 --backends fp32 bf16 openvino --name encoder_openvino_1t
 
-Prints a table and writes ``benchmarks/results/encoder_backend_<threads>t.json``.
+Prints a table and writes ``benchmarks/results/encoder_backend_<threads>t.json`` (or ``--name``).
 """
 
 from __future__ import annotations
@@ -29,12 +33,16 @@ from rehearsal.threads import size_thread_pools
 
 
 def recall_at(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:
-    """Mean share of each row's k nearest rows (itself excluded) under ``reference`` found under ``other``."""
+    """Mean share of each row's k nearest rows (itself excluded) under ``reference`` found under ``other``
+    (blockwise, so 20k rows fit in memory)."""
 
-    def nearest(x: np.ndarray) -> np.ndarray:
-        sims = x @ x.T
-        np.fill_diagonal(sims, -np.inf)
-        return np.argsort(-sims, axis=1)[:, :k]
+    def nearest(x: np.ndarray, block: int = 2048) -> np.ndarray:
+        out = np.empty((len(x), k), dtype=np.int64)
+        for start in range(0, len(x), block):
+            sims = x[start : start + block] @ x.T
+            sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
+            out[start : start + block] = np.argpartition(-sims, k, axis=1)[:, :k]
+        return out
 
     a, b = nearest(reference), nearest(other)
     return float(np.mean([len(set(r) & set(s)) / k for r, s in zip(a, b, strict=True)]))
@@ -45,38 +53,51 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=3000)
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backends", nargs="+", default=["fp32", "bf16"], help="fp32 first: the reference")
+    parser.add_argument("--real", action="store_true", help="the ingest bar's 20k real texts")
+    parser.add_argument("--name", default=None, help="results/<name>.json")
     args = parser.parse_args()
+    if args.backends[0] != "fp32":
+        parser.error("the first backend is the reference: fp32")
     plan = size_thread_pools(args.threads)
-    record = provenance(threads=plan.threads, native_bf16=cpu_has_native_bf16())
-    stream = load_wordnet_stream()
-    texts = [ex.text for task in stream.tasks for ex in [*task.train, *task.test]][: args.texts]
-    encoders = {"fp32": load_encoder(), "bf16": load_encoder(backend="bf16")}
+    record = provenance(threads=plan.threads, native_bf16=cpu_has_native_bf16(), backends=args.backends)
+    if args.real:
+        from encoder_int8 import real_texts
+
+        texts = real_texts(args.texts)
+    else:
+        stream = load_wordnet_stream()
+        texts = [ex.text for task in stream.tasks for ex in [*task.train, *task.test]][: args.texts]
+    encoders = {name: load_encoder(backend=name) for name in args.backends}
     for encoder in encoders.values():
         encoder.encode(texts[:64])  # warm: first-call allocations are not throughput
     seconds = dict.fromkeys(encoders, 0.0)
     vectors: dict[str, list[np.ndarray]] = {name: [] for name in encoders}
+    names = list(encoders)
     for i, start in enumerate(range(0, len(texts), args.chunk)):
         chunk = texts[start : start + args.chunk]
-        order = list(encoders) if i % 2 == 0 else list(reversed(encoders))
-        for name in order:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             began = time.perf_counter()
             vectors[name].append(encoders[name].encode(chunk))
             seconds[name] += time.perf_counter() - began
-    fp32, bf16 = (np.concatenate(vectors[n]) for n in ("fp32", "bf16"))
-    rows = {name: {"texts_per_s": len(texts) / seconds[name], "seconds": seconds[name]} for name in encoders}
-    rows["bf16"]["speedup_vs_fp32"] = seconds["fp32"] / seconds["bf16"]
-    rows["bf16"]["recall_at_10_vs_fp32"] = recall_at(fp32, bf16)
-    rows["bf16"]["mean_cosine_to_fp32"] = float(np.mean(np.sum(fp32 * bf16, axis=1)))
+    joined = {name: np.concatenate(v) for name, v in vectors.items()}
+    fp32 = joined["fp32"]
+    rows: dict[str, dict[str, float]] = {}
     print(f"{len(texts)} texts, {plan.threads} thread(s), native bf16: {record['native_bf16']}")
     print("| backend | texts/s | x fp32 | recall@10 vs fp32 | cosine to fp32 |\n|---|---|---|---|---|")
-    print(f"| fp32 | {rows['fp32']['texts_per_s']:.0f} | 1.00 | 1.000 | 1.0000 |")
-    b = rows["bf16"]
-    print(
-        f"| bf16 | {b['texts_per_s']:.0f} | {b['speedup_vs_fp32']:.2f} | {b['recall_at_10_vs_fp32']:.3f} "
-        f"| {b['mean_cosine_to_fp32']:.4f} |"
-    )
+    for name in names:
+        row = {"texts_per_s": len(texts) / seconds[name], "seconds": seconds[name]}
+        if name != "fp32":
+            row["speedup_vs_fp32"] = seconds["fp32"] / seconds[name]
+            row["recall_at_10_vs_fp32"] = recall_at(fp32, joined[name])
+            row["mean_cosine_to_fp32"] = float(np.mean(np.sum(fp32 * joined[name], axis=1)))
+        rows[name] = row
+        print(
+            f"| {name} | {row['texts_per_s']:.0f} | {row.get('speedup_vs_fp32', 1.0):.2f} "
+            f"| {row.get('recall_at_10_vs_fp32', 1.0):.3f} | {row.get('mean_cosine_to_fp32', 1.0):.4f} |"
+        )
     payload = {"texts": len(texts), "chunk": args.chunk, "backends": rows}
-    path = write_results(f"encoder_backend_{plan.threads}t", payload, record)
+    path = write_results(args.name or f"encoder_backend_{plan.threads}t", payload, record)
     print(f"wrote {path}")
 
 
