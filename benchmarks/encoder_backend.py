@@ -26,26 +26,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 from _harness import provenance, write_results
+from encoder_int8 import real_texts, recall_at
 
 from rehearsal.embedding import cpu_has_native_bf16, load_encoder
 from rehearsal.runner.tasks import load_wordnet_stream
 from rehearsal.threads import size_thread_pools
-
-
-def recall_at(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:
-    """Mean share of each row's k nearest rows (itself excluded) under ``reference`` found under ``other``
-    (blockwise, so 20k rows fit in memory)."""
-
-    def nearest(x: np.ndarray, block: int = 2048) -> np.ndarray:
-        out = np.empty((len(x), k), dtype=np.int64)
-        for start in range(0, len(x), block):
-            sims = x[start : start + block] @ x.T
-            sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
-            out[start : start + block] = np.argpartition(-sims, k, axis=1)[:, :k]
-        return out
-
-    a, b = nearest(reference), nearest(other)
-    return float(np.mean([len(set(r) & set(s)) / k for r, s in zip(a, b, strict=True)]))
 
 
 def main() -> None:
@@ -62,8 +47,6 @@ def main() -> None:
     plan = size_thread_pools(args.threads)
     record = provenance(threads=plan.threads, native_bf16=cpu_has_native_bf16(), backends=args.backends)
     if args.real:
-        from encoder_int8 import real_texts
-
         texts = real_texts(args.texts)
     else:
         stream = load_wordnet_stream()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _encoders import TEXTS, private_cache, recall_at_10
 
 from rehearsal.cli.main import main
 from rehearsal.crypto.keys import KeyRing
@@ -24,7 +25,7 @@ from rehearsal.embedding import (
     split_backend,
 )
 from rehearsal.errors import ConfigError, EncoderMismatchError
-from rehearsal.int8_runtime import CACHE_ENV, Int8Runner, require_onnxruntime
+from rehearsal.int8_runtime import Int8Runner, require_onnxruntime
 from rehearsal.memory.facade import RehearsalMemory
 from rehearsal.runner.tasks import load_wordnet_stream
 
@@ -33,32 +34,10 @@ needs_onnxruntime = pytest.mark.skipif(
     reason="onnxruntime not installed (pip install 'rehearsal[int8]')",
 )
 
-TEXTS = [
-    "a large carnivorous feline of Africa and Asia",
-    "a device that measures the passage of time",
-    "to move swiftly on foot",
-    "having a pleasant taste",
-    "the act of giving a formal talk to an audience",
-    "a small domesticated carnivore kept as a pet",
-]
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    # The built model goes to a folder of this module's, never the user's cache.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("int8-cache")))
-        yield
-
-
-def recall_at_10(reference: np.ndarray, other: np.ndarray) -> float:
-    def nearest(x: np.ndarray) -> np.ndarray:
-        sims = x @ x.T
-        np.fill_diagonal(sims, -np.inf)
-        return np.argsort(-sims, axis=1)[:, :10]
-
-    a, b = nearest(reference), nearest(other)
-    return float(np.mean([len(set(r) & set(s)) / 10 for r, s in zip(a, b, strict=True)]))
+    yield from private_cache(tmp_path_factory, "int8-cache")
 
 
 @needs_onnxruntime
