@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _encoders import TEXTS
 
 from rehearsal.cli.main import main
 from rehearsal.crypto.keys import KeyRing
@@ -20,15 +21,6 @@ from rehearsal.embedding import (
 )
 from rehearsal.errors import ConfigError, EncoderMismatchError
 from rehearsal.memory.facade import RehearsalMemory
-
-TEXTS = [
-    "a large carnivorous feline of Africa and Asia",
-    "a device that measures the passage of time",
-    "to move swiftly on foot",
-    "having a pleasant taste",
-    "the act of giving a formal talk to an audience",
-    "a small domesticated carnivore kept as a pet",
-]
 
 
 def test_bf16_vectors_are_unit_rows_near_the_fp32_ones() -> None:

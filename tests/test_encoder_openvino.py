@@ -1,7 +1,8 @@
 """The OpenVINO encoder backend: the bundled MiniLM exported at first use into a cache and run by
 OpenVINO's CPU runtime, its neighbours near fp32's, its name recorded by a memory (which then refuses
 another arithmetic), and our error with the install line where openvino is missing. openvino is in the
-dev extra, so these run wherever the test command runs."""
+dev extra, so these run wherever the test command runs. The contract both exported backends keep (the
+name, the CPU only, a memory's record and refusal, the CLI's) is tested here for int8 too."""
 
 from __future__ import annotations
 
@@ -50,15 +51,21 @@ def test_openvino_neighbours_stay_near_the_fp32_ones() -> None:
     assert recall_at_10(a, b) >= 0.97  # 0.995 on 20k texts (benchmarks/encoder_backend.py)
 
 
-def test_openvino_is_a_backend_name_auto_never_picks() -> None:
-    assert resolve_backend("openvino") == "openvino"
-    assert resolve_backend("auto") != "openvino"
-    assert split_backend(f"{DEFAULT_ENCODER_NAME}+openvino") == (DEFAULT_ENCODER_NAME, "openvino")
+# The contract both exported backends keep (int8 and openvino), tested once for each.
+EXPORTED = pytest.mark.parametrize("backend", ["int8", "openvino"])
 
 
-def test_openvino_off_the_cpu_is_refused() -> None:
+@EXPORTED
+def test_an_exported_backend_is_a_name_auto_never_picks(backend: str) -> None:
+    assert resolve_backend(backend) == backend
+    assert resolve_backend("auto") != backend
+    assert split_backend(f"{DEFAULT_ENCODER_NAME}+{backend}") == (DEFAULT_ENCODER_NAME, backend)
+
+
+@EXPORTED
+def test_an_exported_backend_off_the_cpu_is_refused(backend: str) -> None:
     with pytest.raises(ConfigError, match="CPU only"):
-        SentenceTransformerEncoder(backend="openvino", device="cuda")
+        SentenceTransformerEncoder(backend=backend, device="cuda")
 
 
 def test_a_missing_openvino_gives_our_error_with_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,13 +88,14 @@ def test_the_cached_export_is_reused_and_a_damaged_one_rebuilt() -> None:
     np.testing.assert_allclose(rebuilt.encode(TEXTS, 4), runner.encode(TEXTS, 4), atol=1e-6)
 
 
-def test_a_memory_reopens_with_openvino_and_refuses_fp32(tmp_path: Path) -> None:
+@EXPORTED
+def test_a_memory_reopens_with_its_exported_backend_and_refuses_fp32(tmp_path: Path, backend: str) -> None:
     keys = KeyRing.generate()
-    encoder = load_encoder(backend="openvino")
+    encoder = load_encoder(backend=backend)
     with RehearsalMemory.create(tmp_path / "m", keys=keys, encoder=encoder) as memory:
         memory.add(TEXTS, metadata=[{"task": "t", "label": i % 2} for i in range(len(TEXTS))])
     with RehearsalMemory.open(tmp_path / "m", keys=keys, read_only=True) as memory:
-        assert memory.encoder_name == f"{DEFAULT_ENCODER_NAME}+openvino"
+        assert memory.encoder_name == f"{DEFAULT_ENCODER_NAME}+{backend}"
         assert memory.encoder.name == memory.encoder_name
         hits = memory.search([TEXTS[0]], k=1)[0]
         assert memory.get_texts([hits[0].id]) == [TEXTS[0]]
@@ -95,17 +103,18 @@ def test_a_memory_reopens_with_openvino_and_refuses_fp32(tmp_path: Path) -> None
         RehearsalMemory.open(tmp_path / "m", keys=keys, encoder=load_encoder())
 
 
-def test_the_cli_records_openvino_and_refuses_bf16(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@EXPORTED
+def test_the_cli_records_an_exported_backend_and_refuses_bf16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], backend: str
 ) -> None:
     monkeypatch.setenv("REHEARSAL_MASTER_KEY", KeyRing.generate().export_base64())
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(TEXTS)))
     path = str(tmp_path / "mem")
-    assert main(["init", path, "--encoder-backend", "openvino"]) == 0
+    assert main(["init", path, "--encoder-backend", backend]) == 0
     assert main(["ingest", path, str(data), "--task", "t", "--quiet"]) == 0  # its own backend, unasked
     capsys.readouterr()
     assert main(["ingest", path, str(data), "--task", "t", "--encoder-backend", "bf16"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "openvino" in err[0]
+    assert backend in err[0]
